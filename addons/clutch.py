@@ -1,0 +1,43 @@
+"""Clutch's entry point for mitmproxy: `mitmdump -s addons/clutch.py` or `mitmweb -s addons/clutch.py`.
+
+mitmproxy runs this file as a script with its folder first on sys.path. The modules here are
+imported as the package `addons` from the checkout root instead, so that none of their names can
+shadow another module, and so that this file (named like the project) never imports itself.
+"""
+
+import os
+import sys
+
+_here = os.path.dirname(os.path.abspath(__file__))
+_root = os.path.dirname(_here)
+while _here in sys.path:
+    sys.path.remove(_here)
+if _root not in sys.path:
+    sys.path.insert(0, _root)
+
+from addons.certs import Certs  # noqa: E402
+from addons.classify import Classify  # noqa: E402
+from addons.endpoints import Endpoints  # noqa: E402
+from addons.engine import Engine  # noqa: E402
+from addons.identify import Identify  # noqa: E402
+from addons.resolve import Resolve  # noqa: E402
+from addons.rulebook import Rulebook  # noqa: E402
+from addons.scope import Scope  # noqa: E402
+
+
+def make_addons() -> list:
+    """Clutch's addons in hook order: local answers before classification, classification before the engine."""
+    certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
+    return [
+        certs,
+        rulebook,
+        Scope(rulebook),
+        resolve,
+        Identify(),
+        Endpoints(rulebook, certs),
+        Classify(rulebook),
+        Engine(resolve),
+    ]
+
+
+addons = make_addons()

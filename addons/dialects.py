@@ -1,0 +1,110 @@
+"""The LLM API dialects Clutch understands: recognising a request, reading its key fields, and
+speaking each dialect's error shape.
+
+Pure logic, no mitmproxy. The dialect is a property of the request (its method and path), not of the
+host: OpenRouter serves OpenAI Chat, Anthropic Messages and Responses under one host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from typing import Any
+
+from addons.rules import Dialect
+
+_ANTHROPIC = re.compile(r"(^|/)v1/messages$")
+_CHAT = re.compile(r"(^|/)chat/completions$")
+_RESPONSES = re.compile(r"(^|/)v1/responses$")
+_GEMINI = re.compile(r"/models/(?P<model>[^/:]+):(?P<method>streamGenerateContent|generateContent)$")
+
+
+@dataclasses.dataclass
+class LLMCall:
+    """What Clutch knows about one LLM request; later features add their decisions here."""
+
+    dialect: Dialect
+    provider: str
+    model: str | None
+    stream: bool
+    body: dict[str, Any] | None  # parsed JSON, None when the body is not a JSON object
+    body_error: str | None = None
+
+
+def recognise(method: str, path: str, headers: Any = None) -> Dialect | None:
+    """The dialect of a generating request, or None for everything else (model lists, OAuth, ...)."""
+    path = path.split("?", 1)[0]
+    if method == "POST":
+        if _ANTHROPIC.search(path):
+            return Dialect.ANTHROPIC
+        if _CHAT.search(path):
+            return Dialect.OPENAI_CHAT
+        if _RESPONSES.search(path):
+            return Dialect.OPENAI_RESPONSES
+        if _GEMINI.search(path):
+            return Dialect.GEMINI
+    return None
+
+
+def is_responses_websocket(method: str, path: str, headers: Any) -> bool:
+    """Codex's first try: the Responses API over a WebSocket upgrade (research/agent-clis.md §6.2)."""
+    return (
+        method == "GET"
+        and bool(_RESPONSES.search(path.split("?", 1)[0]))
+        and headers.get("upgrade", "").lower() == "websocket"
+    )
+
+
+def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None) -> LLMCall:
+    """Parse the body once; a body that is not JSON is still forwarded, only unread."""
+    body: dict[str, Any] | None = None
+    error = None
+    try:
+        parsed = json.loads(content) if content else None
+        if isinstance(parsed, dict):
+            body = parsed
+        else:
+            error = "request body is not a JSON object"
+    except (ValueError, UnicodeDecodeError) as e:
+        error = f"request body is not JSON: {e}"
+    if dialect is Dialect.GEMINI:
+        match = _GEMINI.search(path.split("?", 1)[0])
+        model = match["model"] if match else None
+        stream = bool(match and match["method"] == "streamGenerateContent")
+    else:
+        model = body.get("model") if body else None
+        model = model if isinstance(model, str) else None
+        stream = bool(body and body.get("stream") is True)
+    return LLMCall(dialect, provider, model, stream, body, error)
+
+
+# Error kinds Clutch itself produces, mapped to each dialect's vocabulary.
+_ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                    404: "not_found_error", 413: "request_too_large", 426: "invalid_request_error",
+                    429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "api_error",
+                    504: "timeout_error", 529: "overloaded_error"}
+_OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 426: "invalid_request_error", 429: "rate_limit_exceeded",
+                 500: "server_error", 502: "server_error", 503: "server_error", 504: "timeout",
+                 529: "server_error"}
+_GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
+                  404: "NOT_FOUND", 426: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED",
+                  500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+def error_body(dialect: Dialect | None, status: int, message: str) -> bytes:
+    """A JSON error body that the agent's own SDK parses as an API error of that status.
+
+    Shapes: Anthropic https://docs.anthropic.com/en/api/errors, OpenAI
+    https://platform.openai.com/docs/guides/error-codes, Gemini https://ai.google.dev/gemini-api/docs/troubleshooting
+    """
+    if dialect is Dialect.ANTHROPIC:
+        payload: dict[str, Any] = {"type": "error",
+                                   "error": {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}}
+    elif dialect is Dialect.GEMINI:
+        payload = {"error": {"code": status, "message": message, "status": _GEMINI_STATUS.get(status, "UNKNOWN")}}
+    else:
+        payload = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"),
+                             "param": None, "code": _OPENAI_TYPES.get(status, "server_error")}}
+    return json.dumps(payload).encode()

@@ -1,0 +1,247 @@
+"""Engine: Clutch's own upstream path for every recognised LLM request.
+
+The `request` hook points an LLM flow at the engine's loopback server (mitmproxy then connects
+there as to any upstream); the server sends the original request to the provider with a pooled
+client and per-attempt timeouts, and streams the answer back as it arrives. `responseheaders`
+restores the original URL, so mitmweb shows the provider, and streams SSE through to the agent.
+Owning the upstream request is what lets the cascade (a later feature) retry and fail over with
+streaming; here every flow makes exactly one attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+
+from mitmproxy import ctx, exceptions, http
+
+from addons import dialects
+from addons.dialects import LLMCall
+from addons.meta import ATTEMPTS, CALL, IDENTITY, WEBSOCKET
+from addons.loopback import LoopbackServer, ResponseWriter
+from addons.resolve import Resolve
+from addons.upstream import Timeouts, UpstreamClient, UpstreamError, make_client, ssl_context
+
+logger = logging.getLogger(__name__)
+
+
+_ERROR_STATUS = {"connect": 502, "protocol": 502, "timeout_connect": 504, "timeout_first_byte": 504,
+                 "timeout_idle": 504}
+
+
+@dataclasses.dataclass
+class Attempt:
+    url: str
+    status: int | None = None
+    error: str | None = None
+    ttfb_s: float | None = None
+    chunks: int = 0
+    bytes: int = 0
+    ended: str = "pending"  # complete | aborted | broken
+
+    def describe(self) -> str:
+        outcome = str(self.status) if self.status is not None else self.error
+        timing = f" in {self.ttfb_s * 1000:.0f} ms" if self.ttfb_s is not None else ""
+        return f"{outcome}{timing}"
+
+
+@dataclasses.dataclass
+class _Pending:
+    flow: http.HTTPFlow
+    original: tuple[bytes, str, int, bytes]  # scheme, host, port, path
+
+
+class Engine:
+    def __init__(self, resolve: Resolve):
+        self._resolve = resolve
+        self._server = LoopbackServer(self._serve)
+        self._server_lock = asyncio.Lock()
+        self._secret = secrets.token_urlsafe(12)
+        self._pending: dict[str, _Pending] = {}
+        self._client: UpstreamClient | None = None
+        self._retired: list[UpstreamClient] = []
+        self.timeouts = Timeouts()
+
+    def load(self, loader):
+        loader.add_option("clutch_connect_timeout_ms", int, 10_000, "Per attempt: time to connect upstream.")
+        loader.add_option("clutch_first_byte_timeout_ms", int, 120_000,
+                          "Per attempt: time until the provider's response headers.")
+        loader.add_option("clutch_idle_timeout_ms", int, 120_000,
+                          "Per attempt: longest silence between two pieces of a response body.")
+        loader.add_option("clutch_http_client", str, "aiohttp",
+                          "The engine's upstream HTTP client: aiohttp or httpx.", choices=["aiohttp", "httpx"])
+        loader.add_option("clutch_websocket", str, "refuse",
+                          "Codex's Responses-over-WebSocket upgrade: 'refuse' answers 426 so Codex uses "
+                          "HTTPS through the engine at once; 'pass' lets mitmproxy carry the WebSocket "
+                          "untouched.", choices=["refuse", "pass"])
+        loader.add_option("clutch_trace_upstream", bool, False,
+                          "Send an x-clutch-flow header upstream naming the flow (for tests and debugging).")
+
+    def configure(self, updated):
+        if updated & {"clutch_connect_timeout_ms", "clutch_first_byte_timeout_ms", "clutch_idle_timeout_ms"}:
+            values = (ctx.options.clutch_connect_timeout_ms, ctx.options.clutch_first_byte_timeout_ms,
+                      ctx.options.clutch_idle_timeout_ms)
+            if min(values) <= 0:
+                raise exceptions.OptionsError("clutch_*_timeout_ms options must be positive milliseconds")
+            self.timeouts = Timeouts(*(v / 1000 for v in values))
+        if "clutch_http_client" in updated and ctx.options.clutch_http_client not in ("aiohttp", "httpx"):
+            raise exceptions.OptionsError(
+                f"clutch_http_client must be aiohttp or httpx, not {ctx.options.clutch_http_client!r}")
+        if "clutch_websocket" in updated and ctx.options.clutch_websocket not in ("refuse", "pass"):
+            raise exceptions.OptionsError(
+                f"clutch_websocket must be refuse or pass, not {ctx.options.clutch_websocket!r}")
+        if updated & {"clutch_http_client", "clutch_resolve", "ssl_insecure", "ssl_verify_upstream_trusted_ca"}:
+            self._replace_client()
+
+    def _replace_client(self) -> None:
+        if self._client is not None:
+            self._retired.append(self._client)  # closed at shutdown; flows in flight keep using it
+        self._client = make_client(
+            ctx.options.clutch_http_client,
+            resolve=self._resolve.overrides,
+            context=ssl_context(ctx.options.ssl_verify_upstream_trusted_ca, ctx.options.ssl_insecure),
+        )
+
+    async def done(self):
+        await self._server.close()
+        for client in [self._client, *self._retired]:
+            if client is not None:
+                await client.aclose()
+
+    # ------------------------------------------------------------ mitmproxy hooks
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        if flow.metadata.get(WEBSOCKET) and ctx.options.clutch_websocket == "refuse":
+            flow.response = http.Response.make(
+                426,
+                dialects.error_body(dialects.Dialect.OPENAI_RESPONSES, 426,
+                                    "Clutch serves the Responses API over HTTPS; retry without WebSocket."),
+                {"content-type": "application/json"},
+            )
+            flow.comment = "clutch: refused the Responses WebSocket upgrade (426), the agent falls back to HTTPS"
+            return
+        call: LLMCall | None = flow.metadata.get(CALL)
+        if call is None:
+            return
+        port = await self._ensure_server()
+        request = flow.request
+        self._pending[flow.id] = _Pending(flow, (request.data.scheme, request.data.host, request.data.port,
+                                                 request.data.path))
+        flow.metadata[ATTEMPTS] = []
+        # Point mitmproxy at the engine; the Host header and the flow's record keep the provider.
+        request.data.scheme = b"http"
+        request.data.host = "127.0.0.1"
+        request.data.port = port
+        request.data.path = f"/{self._secret}/{flow.id}".encode()
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        pending = self._pending.pop(flow.id, None)
+        if pending is None:
+            return
+        self._restore(flow, pending)
+        if "text/event-stream" in flow.response.headers.get("content-type", ""):
+            flow.response.stream = True
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        if CALL in flow.metadata and ATTEMPTS in flow.metadata:
+            flow.comment = _comment(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        pending = self._pending.pop(flow.id, None)
+        if pending is not None:
+            self._restore(flow, pending)
+        if CALL in flow.metadata and ATTEMPTS in flow.metadata:
+            flow.comment = _comment(flow)
+
+    @staticmethod
+    def _restore(flow: http.HTTPFlow, pending: _Pending) -> None:
+        data = flow.request.data
+        data.scheme, data.host, data.port, data.path = pending.original
+
+    # ------------------------------------------------------------ the engine itself
+
+    async def _ensure_server(self) -> int:
+        async with self._server_lock:
+            if not self._server.port:
+                await self._server.start()
+                logger.debug("engine listening on 127.0.0.1:%d", self._server.port)
+        return self._server.port
+
+    async def _serve(self, target: str, out: ResponseWriter) -> None:
+        _, secret, flow_id = (target.split("/", 2) + ["", ""])[:3]
+        pending = self._pending.get(flow_id) if secret == self._secret else None
+        if pending is None:
+            await out.start(404, "Not Found", [(b"content-type", b"text/plain")])
+            await out.send(b"unknown engine path\n")
+            await out.end()
+            return
+        flow = pending.flow
+        call: LLMCall = flow.metadata[CALL]
+        scheme, host, port, path = pending.original
+        url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
+        headers = list(flow.request.headers.fields)
+        if ctx.options.clutch_trace_upstream:
+            headers.append((b"x-clutch-flow", flow.id.encode()))
+        attempt = Attempt(url)
+        flow.metadata[ATTEMPTS].append(attempt)
+        started = time.monotonic()
+        try:
+            upstream = await self._client.send(flow.request.method, url, headers,
+                                               flow.request.raw_content or b"", self.timeouts)
+        except UpstreamError as e:
+            attempt.error, attempt.ended = e.kind, "failed"
+            status = _ERROR_STATUS.get(e.kind, 502)
+            body = dialects.error_body(call.dialect, status, f"Clutch could not reach {host}: {e}")
+            await out.start(status, "Clutch upstream error",
+                            [(b"content-type", b"application/json"), (b"x-clutch-error", e.kind.encode())])
+            await out.send(body)
+            await out.end()
+            return
+        attempt.status = upstream.status
+        attempt.ttfb_s = time.monotonic() - started
+        try:
+            await out.start(upstream.status, upstream.reason, _response_headers(upstream.headers))
+            async for chunk in upstream.chunks():
+                attempt.chunks += 1
+                attempt.bytes += len(chunk)
+                await out.send(chunk)
+            await out.end()
+            attempt.ended = "complete"
+        except UpstreamError as e:
+            # Headers are out: the agent sees a truncated body, as it would without Clutch.
+            attempt.error, attempt.ended = e.kind, "broken"
+            raise ConnectionError(str(e)) from e
+        except (ConnectionError, asyncio.CancelledError):
+            attempt.ended = "aborted"  # the agent went away; stop paying for the generation
+            raise
+        finally:
+            await upstream.close()
+
+
+_DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE]
+
+
+def _url(scheme: str, host: str, port: int, path: str) -> str:
+    default = 443 if scheme == "https" else 80
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{path}"
+
+
+def _comment(flow: http.HTTPFlow) -> str:
+    call: LLMCall = flow.metadata[CALL]
+    identity = flow.metadata.get(IDENTITY)
+    who = identity.agent if identity else "unknown"
+    attempts: list[Attempt] = flow.metadata[ATTEMPTS]
+    trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
+    mode = "stream" if call.stream else "non-stream"
+    return (f"clutch: {who} {call.dialect} {mode} model={call.model or '?'} via {call.provider}; "
+            f"engine forwarded unchanged: {trail}")

@@ -1,0 +1,102 @@
+"""A minimal HTTP/1.1 server on 127.0.0.1 through which mitmproxy hands flows to the engine.
+
+No mitmproxy here. mitmproxy's own upstream path cannot retry or stream a fallback
+(research/mitmproxy.md §1), so LLM flows are pointed at this server; the handler reads the
+original request from the flow object and writes the upstream's answer back, chunked, as it
+arrives. Only mitmproxy talks to it: it binds loopback and serves paths under a random secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+logger = logging.getLogger(__name__)
+
+_MAX_HEAD = 64 * 1024
+
+
+class ResponseWriter:
+    """Writes one chunked HTTP/1.1 response; `drain` after each chunk gives backpressure and
+    notices an agent that went away (mitmproxy then closes this connection)."""
+
+    def __init__(self, writer: asyncio.StreamWriter):
+        self._writer = writer
+        self.started = False
+
+    async def start(self, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace") or b"-")]
+        for name, value in headers:
+            lines.append(name + b": " + value + b"\r\n")
+        lines.append(b"transfer-encoding: chunked\r\n\r\n")
+        self._writer.write(b"".join(lines))
+        self.started = True
+
+    async def send(self, chunk: bytes) -> None:
+        if chunk:
+            self._writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            await self._writer.drain()
+
+    async def end(self) -> None:
+        self._writer.write(b"0\r\n\r\n")
+        await self._writer.drain()
+
+
+Handler = Callable[[str, ResponseWriter], Awaitable[None]]
+
+
+class LoopbackServer:
+    def __init__(self, handler: Handler):
+        self._handler = handler
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, limit=_MAX_HEAD)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+                    return
+                request_line, *header_lines = head.decode("latin-1").split("\r\n")
+                _, target, _ = request_line.split(" ", 2)
+                headers = {}
+                for line in header_lines:
+                    name, sep, value = line.partition(":")
+                    if sep:
+                        headers[name.strip().lower()] = value.strip()
+                await _discard_body(reader, headers)
+                response = ResponseWriter(writer)
+                await self._handler(target, response)
+                if headers.get("connection", "").lower() == "close":
+                    return
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # mitmproxy closed the connection: the agent went away
+        except Exception:
+            logger.exception("engine loopback connection failed")
+        finally:
+            writer.close()
+
+
+async def _discard_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> None:
+    """The engine reads the request body from the flow itself; what mitmproxy sends is dropped."""
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+            await reader.readexactly(size + 2)
+            if size == 0:
+                return
+    length = int(headers.get("content-length", "0") or 0)
+    if length:
+        await reader.readexactly(length)

@@ -1,0 +1,1 @@
+"""Command-line side of Clutch: the gateway commands (`./clutch start|web|env`) and, later, `xx`."""

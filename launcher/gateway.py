@@ -1,0 +1,87 @@
+"""`./clutch start|web|env`: run the gateway and tell agents how to reach it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from addons.certs import PROJECT_CERTS, prepare
+from addons.identity import AGENT_LETTERS, Identity
+from addons.rules import AGENTS
+from launcher.recipe import agent_environment, proxy_url
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "addons" / "clutch.py"
+DEFAULT_PORT = 8780
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Clutch: an intercepting gateway for AI coding agents.")
+
+Port = Annotated[int, typer.Option("--port", "-p", envvar="CLUTCH_PORT", help="Listen port (127.0.0.1 only).")]
+Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
+                                            help="Rules file; default: the embedded rules/default.yaml.")]
+Reverse = Annotated[list[str], typer.Option(
+    "--reverse", metavar="URL@PORT",
+    help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
+PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: list[str]) -> list[str]:
+    args = ["-s", str(SCRIPT), "--listen-host", "127.0.0.1", "--mode", f"regular@{port}",
+            "--set", f"confdir={PROJECT_CERTS}", "--set", "connection_strategy=lazy"]
+    for entry in reverse:
+        target, sep, reverse_port = entry.rpartition("@")
+        if not sep or not reverse_port.isdigit():
+            raise typer.BadParameter(f"{entry!r}: write URL@PORT, e.g. https://openrouter.ai@8790")
+        args += ["--mode", f"reverse:{target}@127.0.0.1:{reverse_port}"]
+    if rules is not None:
+        args += ["--set", f"clutch_rules={rules.expanduser().resolve()}"]
+    return args + extra
+
+
+@app.command(context_settings=PASS_THROUGH)
+def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = []) -> None:
+    """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
+    _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args))
+
+
+@app.command(context_settings=PASS_THROUGH)
+def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = [],
+        web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
+    """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""
+    args = mitm_arguments(port, rules, reverse, ctx.args)
+    args += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "store_streamed_bodies=true",
+             "--set", "web_columns=tls,icon,path,method,status,size,time,comment"]
+    _exec("mitmweb", args)
+
+
+@app.command()
+def env(port: Port = DEFAULT_PORT,
+        agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENTS)}) put in the proxy credentials")]
+        = "unknown",
+        session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None) -> None:
+    """Print the CA paths and the environment an agent needs, as shell `export` lines."""
+    agent = AGENT_LETTERS.get(agent, agent)
+    if agent not in AGENTS:
+        raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENTS)}")
+    files = prepare(PROJECT_CERTS)
+    url = proxy_url("127.0.0.1", port, Identity(agent=agent, session=session))
+    typer.echo(f"# Clutch CA certificate: {files.ca_cert}")
+    typer.echo(f"# Combined trust bundle (system roots + Clutch CA): {files.bundle}")
+    typer.echo(f"# Gateway: 127.0.0.1:{port}; health: curl http://127.0.0.1:{port}/health")
+    for name, value in agent_environment(url, files).items():
+        typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+def _exec(tool: str, args: list[str]) -> None:
+    binary = Path(sys.executable).with_name(tool)
+    os.execv(binary, [str(binary), *args])
+
+
+if __name__ == "__main__":
+    app(prog_name="clutch")
