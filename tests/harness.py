@@ -1,0 +1,149 @@
+"""Processes the integration tests drive: the fake provider and a real Clutch gateway (mitmdump).
+
+Every process gets a temporary HOME, binds an ephemeral loopback port, and is stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+PROVIDER_HOSTS = ["openrouter.ai", "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and path.read_text().strip():
+            return path.read_text().strip()
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before writing {path}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} not written within {timeout} s")
+
+
+def stop(process: subprocess.Popen, timeout: float = 10) -> int:
+    """Stop a process we started, by its PID: SIGTERM, then SIGKILL."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout)
+    return process.returncode
+
+
+class FakeProcess:
+    """tests/fake_upstream.py as a separate process, serving TLS for every provider host."""
+
+    def __init__(self, workdir: Path, pki, **options: str):
+        self.workdir = workdir
+        self.log_path = workdir / "fake-log.jsonl"
+        port_file = workdir / "fake.port"
+        args = [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--host", "127.0.0.1", "--port", "0",
+                "--cert", str(pki.cert), "--key", str(pki.key), "--port-file", str(port_file),
+                "--log-path", str(self.log_path)]
+        for name, value in options.items():
+            args += [f"--{name.replace('_', '-')}", value]
+        self.output = open(workdir / "fake.out", "w")
+        self.process = subprocess.Popen(args, stdout=self.output, stderr=subprocess.STDOUT,
+                                        env={**os.environ, "HOME": str(workdir)})
+        self.port = int(wait_for_file(port_file, self.process))
+
+    def entries(self) -> list[dict]:
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.strip()]
+
+    def entries_for(self, model: str) -> list[dict]:
+        return [e for e in self.entries() if e.get("model") == model]
+
+    def wait_for(self, predicate, timeout: float = 10) -> dict:
+        """The first log entry matching `predicate`; entries are written when a response ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.entries():
+                if predicate(entry):
+                    return entry
+            time.sleep(0.05)
+        raise TimeoutError("no matching fake upstream log entry")
+
+    def stop(self) -> None:
+        stop(self.process)
+        self.output.close()
+
+
+class Gateway:
+    """A real `mitmdump -s addons/clutch.py`, as users run it, pointed at the fake provider."""
+
+    def __init__(self, workdir: Path, fake_port: int | None, upstream_ca: Path | None, *extra: str,
+                 rules: Path | None = None, tool: str = MITMDUMP, expect_start: bool = True):
+        self.workdir = workdir
+        self.confdir = workdir / "certs"
+        self.home = workdir / "home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.log_path = workdir / "gateway.log"
+        args = [tool, "-s", str(ROOT / "addons" / "clutch.py"), "--listen-host", "127.0.0.1",
+                "--listen-port", "0", "--set", f"confdir={self.confdir}",
+                "--set", "clutch_trace_upstream=true", "--set", "clutch_rules_poll_ms=100"]
+        if fake_port is not None:
+            for host in PROVIDER_HOSTS:
+                args += ["--set", f"clutch_resolve={host}:443=127.0.0.1:{fake_port}"]
+        if upstream_ca is not None:
+            args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+        if rules is not None:
+            args += ["--set", f"clutch_rules={rules}"]
+        args += list(extra)
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(workdir),
+                                        env={**os.environ, "HOME": str(self.home)})
+        self.port = 0
+        if expect_start:
+            self.port = self._wait_listening()
+
+    def _wait_listening(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text()
+            marker = "HTTP(S) proxy listening at 127.0.0.1:"
+            if marker in text:
+                return int(text.split(marker, 1)[1].split(".", 1)[0].split()[0])
+            if self.process.poll() is not None:
+                raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{text}")
+            time.sleep(0.05)
+        raise TimeoutError(f"gateway did not start:\n{self.log_path.read_text()}")
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.confdir / "mitmproxy-ca-cert.pem"
+
+    @property
+    def bundle(self) -> Path:
+        return self.confdir / "clutch-ca-bundle.pem"
+
+    def proxy_url(self, username: str | None = None) -> str:
+        auth = f"{username}:test-token@" if username else ""
+        return f"http://{auth}127.0.0.1:{self.port}"
+
+    def health(self) -> dict:
+        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5, trust_env=False).json()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        code = stop(self.process)
+        self.log.close()
+        return code
