@@ -47,7 +47,8 @@ class Rulebook:
             try:
                 self._adopt(path.resolve())
             except RulesError as e:
-                raise exceptions.OptionsError(f"Invalid rules: {e}") from e
+                logger.error("invalid rules: %s", e)
+                raise exceptions.OptionsError(f"Invalid rules: {e}") from None
         if "clutch_rules_poll_ms" in updated and ctx.options.clutch_rules_poll_ms < 0:
             raise exceptions.OptionsError("clutch_rules_poll_ms must be 0 (off) or a positive number")
 

@@ -218,7 +218,7 @@ def parse_rules(text: str, filename: str) -> Rules:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
-        raise RulesError(filename, line, None, f"YAML syntax: {e.problem or e.context}") from e
+        raise RulesError(filename, line, None, f"YAML syntax: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
         raise RulesError(filename, None, None, f"YAML: {e}") from e
     if not isinstance(data, dict):
@@ -230,7 +230,7 @@ def parse_rules(text: str, filename: str) -> Rules:
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the README's rules reference)"
-        raise _located(filename, root, tuple(first["loc"]), message) from e
+        raise _located(filename, root, tuple(first["loc"]), message) from None
     for loc, message in rules.problems()[:1]:
         raise _located(filename, root, loc, message)
     return rules

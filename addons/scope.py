@@ -6,15 +6,25 @@ anchored (research/mitmproxy.md §4): `openrouter\\.ai` alone would also match o
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import re
 
-from mitmproxy import ctx
+from mitmproxy import ctx, http
 
 from addons.rulebook import Rulebook
 from addons.rules import Rules
 
 logger = logging.getLogger(__name__)
+
+
+def is_loopback(peername) -> bool:
+    if not peername:
+        return True  # not a network peer (e.g. a flow built in-process)
+    try:
+        return ipaddress.ip_address(str(peername[0]).removeprefix("::ffff:")).is_loopback
+    except ValueError:
+        return False
 
 
 def intercept_patterns(rules: Rules) -> list[str]:
@@ -30,8 +40,16 @@ class Scope:
     def load(self, loader):
         loader.add_option("clutch_scope", bool, True,
                           "Set allow_hosts from the providers in the rules, so only their TLS is intercepted.")
+        loader.add_option("clutch_allow_remote", bool, False,
+                          "Serve clients on other machines too. Off: only loopback clients are served, "
+                          "because the gateway carries the agents' keys.")
 
     def configure(self, updated):
+        if "listen_host" in updated and ctx.options.listen_host == "" and not ctx.options.clutch_allow_remote:
+            # mitmproxy binds every interface by default and sets up its servers before a script
+            # could change that; Clutch refuses non-loopback clients instead (see requestheaders)
+            logger.warning("listening on all interfaces; Clutch answers loopback clients only "
+                           "(start it with --listen-host 127.0.0.1, or set clutch_allow_remote)")
         if "connection_strategy" in updated and ctx.options.connection_strategy != "lazy":
             # eager connects upstream at CONNECT time; flows re-pointed at the engine need lazy
             logger.info("clutch sets connection_strategy=lazy (was %s)", ctx.options.connection_strategy)
@@ -41,6 +59,19 @@ class Scope:
             self._rulebook.on_change(self._apply)
         elif "clutch_scope" in updated:
             self._apply(self._rulebook.rules)
+
+    def http_connect(self, flow: http.HTTPFlow) -> None:
+        self._refuse_remote(flow)
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        self._refuse_remote(flow)
+
+    @staticmethod
+    def _refuse_remote(flow: http.HTTPFlow) -> None:
+        if flow.response or ctx.options.clutch_allow_remote or is_loopback(flow.client_conn.peername):
+            return
+        flow.response = http.Response.make(403, b"Clutch serves loopback clients only (clutch_allow_remote).\n",
+                                           {"content-type": "text/plain"})
 
     def _apply(self, rules: Rules) -> None:
         if not ctx.options.clutch_scope:

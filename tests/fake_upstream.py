@@ -1,0 +1,1417 @@
+"""A faithful fake LLM provider for Clutch tests (aiohttp.web, no mitmproxy imports).
+
+It stands in for OpenRouter, OpenAI, Anthropic and Google Gemini.  Wire formats
+follow the public API documentation:
+
+* OpenAI Chat Completions (object + streaming chunk shapes):
+  https://platform.openai.com/docs/api-reference/chat/create
+  https://platform.openai.com/docs/api-reference/chat-streaming
+* OpenAI Responses API streaming events:
+  https://platform.openai.com/docs/api-reference/responses-streaming
+* OpenAI error body / rate-limit headers:
+  https://platform.openai.com/docs/guides/error-codes
+  https://platform.openai.com/docs/guides/rate-limits
+* Anthropic Messages API, streaming and errors:
+  https://docs.anthropic.com/en/api/messages
+  https://docs.anthropic.com/en/docs/build-with-claude/streaming
+  https://docs.anthropic.com/en/api/errors
+* OpenRouter (OpenAI-compatible, ``/api/v1``), its errors and usage accounting:
+  https://openrouter.ai/docs/api-reference/overview
+  https://openrouter.ai/docs/api-reference/streaming   (": OPENROUTER PROCESSING" comments)
+  https://openrouter.ai/docs/api-reference/errors-and-debugging
+  https://openrouter.ai/docs/use-cases/usage-accounting
+* Google Gemini generateContent / streamGenerateContent:
+  https://ai.google.dev/api/generate-content
+  https://ai.google.dev/gemini-api/docs/troubleshooting  (error statuses)
+
+Usage::
+
+    fake = FakeUpstream()
+    await fake.start(ssl_context=pki.server_ssl_context())
+    ...                       # talk to fake.url
+    fake.log[-1]["outcome"]   # "ok" | "fault:<name>" | "aborted"
+    await fake.stop()
+
+Dialect is chosen by path (and Host for unknown paths):
+``/api/v1/...`` -> OpenRouter, ``/v1/chat/completions`` + ``/v1/responses`` +
+``/v1/models`` -> OpenAI, ``/v1/messages`` -> Anthropic, ``/v1beta/models/...``
+-> Gemini.
+
+Fault injection: the request's model name (JSON body ``model`` or, for Gemini,
+the model in the path) is searched for one of the tokens in :data:`FAULTS`
+(substring match, first match in the tuple order wins, so
+``openrouter/fake-fail-429:free`` and ``fail-429`` both select ``fail-429``), or
+for ``chunks-<N>``.  See :data:`FAULTS` for what each one does.
+
+Every request is logged in :attr:`FakeUpstream.log`: the entry is appended as
+soon as the request arrives and updated in place when the response has
+finished; finished entries are also appended to ``log_path`` as JSON lines
+(flushed per line) when given.  Entry keys:
+
+* ``t`` (arrival, epoch s), ``method``, ``path`` (raw, incl. query), ``host``
+  (Host header), ``headers`` (every request header, lower-cased names)
+* ``model`` / ``stream`` (``None`` until the body is parsed / for non-LLM routes)
+* ``body_bytes``: request body size on the wire (before Content-Encoding decoding)
+* ``status``: HTTP status sent; ``0`` when no response head was ever sent (``hang``)
+* ``outcome``: ``None`` while in flight, then ``"ok"``, ``"fault:<name>"`` (any
+  model-selected fault, incl. ``slow`` and ``chunks-<N>``) or ``"aborted"`` (the
+  client went away before the response was complete; this wins over the fault)
+* ``chunks_sent``: SSE events (or JSON-array elements) written, incl. ``[DONE]``;
+  SSE comments are not counted
+* extras: ``fault`` (name or ``None``), ``dialect``
+  (``openai|openrouter|anthropic|gemini``), ``request_json`` (decoded body),
+  ``t_end`` (finish time)
+
+Token numbers are deterministic: prompt = 10 + decoded_body_len // 16, cached =
+prompt // 2, reasoning = 2 (0 for ``empty``), completion = content pieces +
+reasoning.  Anthropic reports input_tokens = prompt - cached,
+cache_read_input_tokens = cached, cache_creation_input_tokens = 2.  OpenRouter
+cost = prompt * 1e-6 + completion * 2e-6.
+
+Tool-call variant: when the request has ``tools`` and the text of its last
+message contains ``use-tool``, the answer is a call of the first tool with
+arguments ``{}`` (id ``call_fake_1``; Anthropic ``toolu_fake_1``; Gemini a
+``functionCall`` part), streamed as two argument deltas ``"{"`` and ``"}"``.
+
+Also runnable as a process::
+
+    python tests/fake_upstream.py --host 127.0.0.1 --port 0 [--cert C --key K]
+        [--log-path F] [--port-file F] [--answer TEXT] [--chunk-delay S] [--n-chunks N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import gzip
+import json
+import os
+import pathlib
+import re
+import secrets
+import signal
+import ssl
+import string
+import sys
+import time
+import zlib
+from typing import Any
+
+from aiohttp import web
+
+try:  # Brotli is optional for aiohttp; we only need it to decode request bodies.
+    import brotli as _brotli  # type: ignore
+except ImportError:  # pragma: no cover
+    _brotli = None
+
+try:  # Python 3.14+
+    from compression import zstd as _zstd_std  # type: ignore
+except ImportError:
+    _zstd_std = None
+try:
+    import zstandard as _zstandard  # type: ignore
+except ImportError:  # pragma: no cover
+    _zstandard = None
+
+__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "split_answer", "MODEL_IDS", "main"]
+
+# Fault tokens, in match order (longer / more specific tokens first).
+FAULTS: tuple[str, ...] = (
+    "hang-after-headers",  # 200 + SSE headers, then nothing until the client leaves
+    "hang",                # no response at all until the client leaves (cap 600 s)
+    "rampup-429",          # 429 "... rate increased too quickly ..."
+    "fail-429",            # 429 + retry-after: 2 + x-ratelimit-* headers
+    "fail-401",            # 401 invalid API key
+    "fail-500",
+    "fail-502",
+    "fail-503",
+    "fail-529",            # Anthropic overloaded_error (also used on other paths)
+    "midstream-error",     # 2 content chunks, then an in-stream error event, then close
+    "error-200",           # HTTP 200 whose body / first SSE event is an error object
+    "empty",               # 200, well-formed answer without any content
+    "slow",                # 10 chunks, 0.2 s apart
+)
+# Plus "chunks-<N>": stream N content chunks.
+_CHUNKS_RE = re.compile(r"chunks-(\d+)")
+HANG_CAP_SECONDS = 600.0
+SLOW_DELAY = 0.2
+SLOW_CHUNKS = 10
+RETRY_AFTER_SECONDS = 2
+PROVIDER_NAME = "FakeProvider"
+TOOL_CALL_ID = "call_fake_1"        # OpenAI / OpenRouter / Responses call id
+ANTHROPIC_TOOL_ID = "toolu_fake_1"  # Anthropic tool_use block id
+TOOL_TRIGGER = "use-tool"
+
+MODEL_IDS: tuple[str, ...] = (
+    "fake/good",
+    *(f"fake/{f}" for f in FAULTS),
+    "fake/chunks-200",
+    "openrouter/free",
+    "openrouter/fake-fail-429:free",
+)
+
+_ERROR_STATUS = {
+    "fail-429": 429,
+    "rampup-429": 429,
+    "fail-401": 401,
+    "fail-500": 500,
+    "fail-502": 502,
+    "fail-503": 503,
+    "fail-529": 529,
+}
+
+
+def parse_fault(model: str | None) -> tuple[str | None, int | None]:
+    """Return ``(fault_name, n)`` for a model name; ``n`` only for ``chunks-<N>``.
+
+    ``fault_name`` is one of :data:`FAULTS`, ``"chunks-<N>"`` or ``None``.
+    """
+    if not model:
+        return None, None
+    low = model.lower()
+    for token in FAULTS:
+        if token in low:
+            return token, None
+    m = _CHUNKS_RE.search(low)
+    if m:
+        n = max(1, int(m.group(1)))
+        return f"chunks-{n}", n
+    return None, None
+
+
+def split_answer(answer: str, n: int) -> list[str]:
+    """Split ``answer`` into exactly ``n`` non-empty pieces.
+
+    If the answer is shorter than ``n`` characters it is first repeated
+    (joined by single spaces) until it is long enough, so the concatenation of
+    the pieces is deterministic: ``"".join(split_answer(a, n))``.
+    """
+    n = max(1, n)
+    text = answer or "."
+    while len(text) < n:
+        text = text + " " + (answer or ".")
+    size, extra = divmod(len(text), n)
+    pieces, pos = [], 0
+    for i in range(n):
+        step = size + (1 if i < extra else 0)
+        pieces.append(text[pos : pos + step])
+        pos += step
+    return pieces
+
+
+def _rand(n: int = 24, alphabet: str = string.ascii_letters + string.digits) -> str:
+    return "".join(secrets.choice(alphabet) for _ in range(n))
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _texts(obj: Any) -> list[str]:
+    """All text found in a message / content structure of any of the dialects."""
+    out: list[str] = []
+    if isinstance(obj, str):
+        out.append(obj)
+    elif isinstance(obj, list):
+        for item in obj:
+            out.extend(_texts(item))
+    elif isinstance(obj, dict):
+        for key in ("text", "content", "parts", "input"):
+            if key in obj:
+                out.extend(_texts(obj[key]))
+    return out
+
+
+def _first_tool_name(tools: Any) -> str:
+    if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
+        return "tool"
+    t = tools[0]
+    if isinstance(t.get("function"), dict) and t["function"].get("name"):
+        return str(t["function"]["name"])  # OpenAI chat: {"type":"function","function":{...}}
+    if t.get("name"):
+        return str(t["name"])  # Anthropic / Responses
+    decls = t.get("functionDeclarations") or t.get("function_declarations")
+    if isinstance(decls, list) and decls and isinstance(decls[0], dict) and decls[0].get("name"):
+        return str(decls[0]["name"])  # Gemini
+    return "tool"
+
+
+# Typed request-storage key (aiohttp >= 3.12 warns about plain string keys).
+_ENTRY_KEY: Any = web.RequestKey("fake_entry", dict) if hasattr(web, "RequestKey") else "fake_entry"
+
+
+class _ClientGone(Exception):
+    """The client closed the connection while we were streaming."""
+
+
+class _BadRequest(Exception):
+    def __init__(self, status: int, message: str, kind: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.kind = kind
+
+
+class _Ctx:
+    """Per-request state shared by the handlers."""
+
+    def __init__(self, request: web.Request, entry: dict, dialect: str, api: str) -> None:
+        self.request = request
+        self.entry = entry
+        self.dialect = dialect  # openai | openrouter | anthropic | gemini
+        self.api = api          # chat | messages | responses | gemini | other
+        self.body: dict = {}
+        self.model: str = ""
+        self.stream = False
+        self.fault: str | None = None
+        self.fault_n: int | None = None
+        self.request_id = ""
+        self.gen_id = "gen-" + str(int(time.time())) + "-" + _rand(20)  # OpenRouter generation id
+        self.prompt_chars = 0
+        self.gemini_sse = False
+
+
+class FakeUpstream:
+    """Fake OpenRouter / OpenAI / Anthropic / Gemini server (see module docstring)."""
+
+    def __init__(
+        self,
+        answer: str = "pong from the fake upstream",
+        chunk_delay: float = 0.0,
+        n_chunks: int = 4,
+        log_path: str | os.PathLike | None = None,
+    ) -> None:
+        self.answer = answer
+        self.chunk_delay = chunk_delay
+        self.n_chunks = max(1, int(n_chunks))
+        self.log_path = pathlib.Path(log_path) if log_path else None
+        self.log: list[dict] = []
+        self.port: int | None = None
+        self.url: str | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(middlewares=[self._middleware], client_max_size=256 * 1024 * 1024)
+        r = app.router
+        for p in ("/v1/chat/completions", "/api/v1/chat/completions", "/chat/completions"):
+            r.add_post(p, self._handle_chat)
+        for p in ("/v1/messages", "/api/v1/messages"):
+            r.add_post(p, self._handle_messages)
+        for p in ("/v1/responses", "/api/v1/responses"):
+            r.add_post(p, self._handle_responses)
+            r.add_get(p, self._handle_responses_get)
+        r.add_post("/v1beta/models/{model_action}", self._handle_gemini)
+        r.add_post("/v1/models/{model_action}", self._handle_gemini)
+        r.add_get("/api/v1/models", self._handle_models)
+        r.add_get("/v1/models", self._handle_models)
+        r.add_get("/v1beta/models", self._handle_models)
+        r.add_get("/api/claude_code/policy_limits", self._handle_policy_limits)
+        r.add_get("/api/hello", self._handle_hello)
+        r.add_route("*", "/{tail:.*}", self._handle_not_found)
+        # auto_decompress=False: we decode Content-Encoding ourselves (and count wire bytes).
+        self._runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            auto_decompress=False,
+            shutdown_timeout=1.0,
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, ssl_context=ssl_context, reuse_address=True)
+        await site.start()
+        self.port = int(self._runner.addresses[0][1])
+        url_host = "127.0.0.1" if host in ("127.0.0.1", "0.0.0.0", "", "localhost") else host
+        if ":" in url_host:
+            url_host = f"[{url_host}]"
+        self.url = f"{'https' if ssl_context else 'http'}://{url_host}:{self.port}"
+
+    async def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> "FakeUpstream":
+        if self._runner is None:
+            await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    # ------------------------------------------------------------------ helpers for tests
+    def expected_answer(self, model: str = "") -> str:
+        """The full text a normal (non-tool) answer for ``model`` streams/returns."""
+        fault, n = parse_fault(model)
+        return "".join(self._pieces(fault, n))
+
+    def entries(self, path_prefix: str = "") -> list[dict]:
+        return [e for e in self.log if str(e.get("path", "")).startswith(path_prefix)]
+
+    # ------------------------------------------------------------------ logging
+    @staticmethod
+    def _new_entry(request: web.Request) -> dict:
+        return {
+            "t": time.time(),
+            "method": request.method,
+            "path": request.raw_path,
+            "host": request.headers.get("Host"),
+            "model": None,
+            "stream": None,
+            "headers": {k.lower(): v for k, v in request.headers.items()},
+            "body_bytes": 0,  # bytes on the wire (before Content-Encoding decoding)
+            "status": None,
+            "outcome": None,
+            "chunks_sent": 0,  # SSE events written (incl. [DONE]; comments not counted)
+            # extras
+            "fault": None,
+            "dialect": None,
+            "request_json": None,
+            "t_end": None,
+        }
+
+    def _finish_entry(self, entry: dict) -> None:
+        entry["t_end"] = time.time()
+        if entry["outcome"] is None:
+            entry["outcome"] = "ok"
+        if self.log_path is not None:
+            try:
+                line = json.dumps(entry, ensure_ascii=False, default=str)
+            except (TypeError, ValueError):  # pragma: no cover
+                line = json.dumps({k: v for k, v in entry.items() if k != "request_json"}, default=str)
+            with open(self.log_path, "a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+                fh.flush()
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler) -> web.StreamResponse:
+        entry = self._new_entry(request)
+        self.log.append(entry)
+        request[_ENTRY_KEY] = entry
+        try:
+            resp = await handler(request)
+            if entry["status"] is None:
+                entry["status"] = resp.status
+            return resp
+        except web.HTTPException as exc:
+            if entry["status"] is None:
+                entry["status"] = exc.status
+            raise
+        except asyncio.CancelledError:
+            if entry["outcome"] is None:
+                entry["outcome"] = "aborted"
+            raise
+        except Exception:
+            if entry["status"] is None:
+                entry["status"] = 500
+            entry["outcome"] = entry["outcome"] or "error"
+            raise
+        finally:
+            self._finish_entry(entry)
+
+    # ------------------------------------------------------------------ request parsing
+    @staticmethod
+    def _decode(raw: bytes, header: str) -> bytes:
+        encodings = [e.strip().lower() for e in header.split(",") if e.strip()]
+        data = raw
+        for enc in reversed(encodings):
+            if enc in ("identity", ""):
+                continue
+            try:
+                if enc in ("gzip", "x-gzip"):
+                    data = gzip.decompress(data)
+                elif enc == "deflate":
+                    try:
+                        data = zlib.decompress(data)
+                    except zlib.error:
+                        data = zlib.decompress(data, -zlib.MAX_WBITS)  # raw deflate
+                elif enc == "br":
+                    if _brotli is None:
+                        raise _BadRequest(415, "Unsupported Content-Encoding: br")
+                    data = _brotli.decompress(data)
+                elif enc == "zstd":
+                    if _zstd_std is not None:
+                        data = _zstd_std.decompress(data)
+                    elif _zstandard is not None:
+                        data = _zstandard.ZstdDecompressor().decompressobj().decompress(data)
+                    else:
+                        raise _BadRequest(415, "Unsupported Content-Encoding: zstd")
+                else:
+                    raise _BadRequest(415, f"Unsupported Content-Encoding: {enc}")
+            except _BadRequest:
+                raise
+            except Exception as exc:
+                raise _BadRequest(400, f"Could not decode {enc} request body: {exc}") from exc
+        return data
+
+    async def _read_json(self, ctx: _Ctx) -> None:
+        raw = await ctx.request.read()
+        ctx.entry["body_bytes"] = len(raw)
+        data = self._decode(raw, ctx.request.headers.get("Content-Encoding", ""))
+        ctx.prompt_chars = len(data)
+        if not data.strip():
+            body: Any = {}
+        else:
+            try:
+                body = json.loads(data)
+            except ValueError as exc:
+                raise _BadRequest(400, f"We could not parse the JSON body of your request: {exc}") from exc
+        if not isinstance(body, dict):
+            raise _BadRequest(400, "The request body must be a JSON object.")
+        ctx.body = body
+        ctx.entry["request_json"] = body
+
+    def _ctx(self, request: web.Request, dialect: str, api: str) -> _Ctx:
+        ctx = _Ctx(request, request[_ENTRY_KEY], dialect, api)
+        ctx.entry["dialect"] = dialect
+        if dialect == "anthropic":
+            ctx.request_id = "req_" + _rand(24)
+        else:
+            ctx.request_id = "req_" + secrets.token_hex(16)
+        return ctx
+
+    def _select(self, ctx: _Ctx, model: str, stream: bool) -> None:
+        ctx.model = model
+        ctx.stream = stream
+        ctx.entry["model"] = model
+        ctx.entry["stream"] = stream
+        ctx.fault, ctx.fault_n = parse_fault(model)
+        ctx.entry["fault"] = ctx.fault
+
+    def _pieces(self, fault: str | None, n: int | None) -> list[str]:
+        if fault == "empty":
+            return []
+        if fault == "slow":
+            return split_answer(self.answer, SLOW_CHUNKS)
+        if fault and fault.startswith("chunks-") and n:
+            return split_answer(self.answer, n)
+        return split_answer(self.answer, self.n_chunks)
+
+    def _delay(self, ctx: _Ctx) -> float:
+        return SLOW_DELAY if ctx.fault == "slow" else self.chunk_delay
+
+    def _tool_name(self, ctx: _Ctx) -> str | None:
+        """Name of the tool to call if the request asks for the tool-call variant."""
+        tools = ctx.body.get("tools")
+        if not tools:
+            return None
+        if ctx.api == "responses":
+            inp = ctx.body.get("input")
+            last = inp if isinstance(inp, str) else (inp[-1] if isinstance(inp, list) and inp else None)
+        elif ctx.api == "gemini":
+            contents = ctx.body.get("contents") or []
+            last = contents[-1] if isinstance(contents, list) and contents else None
+        else:
+            msgs = ctx.body.get("messages") or []
+            last = msgs[-1] if isinstance(msgs, list) and msgs else None
+        if last is None or not any(TOOL_TRIGGER in t for t in _texts(last)):
+            return None
+        return _first_tool_name(tools)
+
+    def _usage_numbers(self, ctx: _Ctx, out_pieces: int) -> dict:
+        prompt = 10 + ctx.prompt_chars // 16
+        cached = prompt // 2
+        reasoning = 2 if out_pieces else 0
+        completion = out_pieces + reasoning
+        return {"prompt": prompt, "cached": cached, "reasoning": reasoning, "completion": completion}
+
+    # ------------------------------------------------------------------ response headers
+    def _base_headers(self, ctx: _Ctx, content_type: str = "application/json") -> dict[str, str]:
+        h = {"Content-Type": content_type, "x-fake-upstream": "clutch"}
+        if content_type.startswith("text/event-stream"):
+            h["Cache-Control"] = "no-cache"
+        if ctx.dialect == "anthropic":
+            h["request-id"] = ctx.request_id
+            h["anthropic-organization-id"] = "00000000-0000-4000-8000-00000000fa4e"
+        elif ctx.dialect in ("openai", "openrouter"):
+            h["x-request-id"] = ctx.request_id
+            if ctx.dialect == "openai":
+                h["openai-version"] = "2020-10-01"
+                h["openai-processing-ms"] = "7"
+                h["openai-organization"] = "fake-org"
+            else:
+                h["x-generation-id"] = ctx.gen_id
+        else:  # gemini
+            h["x-request-id"] = ctx.request_id
+            h["server-timing"] = "gfet4t7; dur=7"
+        return h
+
+    def _rate_limit_headers(self, ctx: _Ctx) -> dict[str, str]:
+        now = time.time()
+        reset_ms = int((now + RETRY_AFTER_SECONDS) * 1000)
+        h = {
+            "retry-after": str(RETRY_AFTER_SECONDS),
+            # OpenRouter style (reset = epoch milliseconds)
+            "x-ratelimit-limit": "20",
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": str(reset_ms),
+        }
+        if ctx.dialect == "openai":
+            h.update(
+                {
+                    "x-ratelimit-limit-requests": "20",
+                    "x-ratelimit-remaining-requests": "0",
+                    "x-ratelimit-reset-requests": f"{RETRY_AFTER_SECONDS}s",
+                    "x-ratelimit-limit-tokens": "40000",
+                    "x-ratelimit-remaining-tokens": "0",
+                    "x-ratelimit-reset-tokens": f"{RETRY_AFTER_SECONDS}s",
+                }
+            )
+        elif ctx.dialect == "anthropic":
+            reset = datetime.datetime.fromtimestamp(now + RETRY_AFTER_SECONDS, datetime.timezone.utc)
+            stamp = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
+            h.update(
+                {
+                    "anthropic-ratelimit-requests-limit": "20",
+                    "anthropic-ratelimit-requests-remaining": "0",
+                    "anthropic-ratelimit-requests-reset": stamp,
+                }
+            )
+        return h
+
+    # ------------------------------------------------------------------ error bodies
+    def _error_body(self, ctx: _Ctx, status: int, kind: str, message: str | None = None) -> dict:
+        """Dialect-shaped error body.
+
+        ``kind`` is one of: rate_limit, rampup, auth, server, bad_gateway,
+        unavailable, overloaded, not_found, invalid_request, unsupported_media.
+        """
+        d = ctx.dialect
+        if d == "anthropic":
+            # https://docs.anthropic.com/en/api/errors
+            etype, default = {
+                "rate_limit": ("rate_limit_error", "Number of requests has exceeded your per-minute rate limit (fake)."),
+                "rampup": ("rate_limit_error", "Your request rate increased too quickly. Please ramp up gradually (rate increased too quickly)."),
+                "auth": ("authentication_error", "invalid x-api-key"),
+                "server": ("api_error", "Internal server error"),
+                "bad_gateway": ("api_error", "Bad gateway"),
+                "unavailable": ("api_error", "Service unavailable"),
+                "overloaded": ("overloaded_error", "Overloaded"),
+                "not_found": ("not_found_error", "Not found"),
+                "invalid_request": ("invalid_request_error", "Invalid request"),
+                "unsupported_media": ("invalid_request_error", "Unsupported media type"),
+            }[kind]
+            return {
+                "type": "error",
+                "error": {"type": etype, "message": message or default},
+                "request_id": ctx.request_id,
+            }
+        if d == "gemini":
+            # https://ai.google.dev/gemini-api/docs/troubleshooting
+            gstatus, default = {
+                "rate_limit": ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+                "rampup": ("RESOURCE_EXHAUSTED", "Resource has been exhausted: rate increased too quickly."),
+                "auth": ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
+                "server": ("INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"),
+                "bad_gateway": ("UNAVAILABLE", "Bad gateway."),
+                "unavailable": ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+                "overloaded": ("UNAVAILABLE", "The model is overloaded. Please try again later."),
+                "not_found": ("NOT_FOUND", "Requested entity was not found."),
+                "invalid_request": ("INVALID_ARGUMENT", "Invalid JSON payload received."),
+                "unsupported_media": ("INVALID_ARGUMENT", "Unsupported Content-Encoding."),
+            }[kind]
+            return {"error": {"code": status, "message": message or default, "status": gstatus}}
+        if d == "openrouter":
+            # https://openrouter.ai/docs/api-reference/errors-and-debugging
+            now_ms = int(time.time() * 1000)
+            default, metadata = {
+                "rate_limit": (
+                    "Rate limit exceeded: free-models-per-min.",
+                    {
+                        "headers": {
+                            "X-RateLimit-Limit": "20",
+                            "X-RateLimit-Remaining": "0",
+                            "X-RateLimit-Reset": str(now_ms + RETRY_AFTER_SECONDS * 1000),
+                        },
+                        "provider_name": None,
+                    },
+                ),
+                "rampup": (
+                    "Provider returned error: rate increased too quickly, please slow down.",
+                    {"raw": "rate increased too quickly", "provider_name": PROVIDER_NAME},
+                ),
+                "auth": ("User not found.", None),
+                "server": ("Internal Server Error", None),
+                "bad_gateway": (
+                    "Provider returned error",
+                    {"raw": "upstream connect error or disconnect/reset before headers", "provider_name": PROVIDER_NAME},
+                ),
+                "unavailable": ("No allowed providers are available for the selected model.", None),
+                "overloaded": (
+                    "Provider returned error",
+                    {"raw": '{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}', "provider_name": PROVIDER_NAME},
+                ),
+                "not_found": ("Not Found", None),
+                "invalid_request": ("Invalid request", None),
+                "unsupported_media": ("Unsupported Content-Encoding", None),
+            }[kind]
+            err: dict[str, Any] = {"code": status, "message": message or default}
+            if metadata is not None:
+                err["metadata"] = metadata
+            return {"error": err, "user_id": "user_fake"}
+        # OpenAI: https://platform.openai.com/docs/guides/error-codes
+        etype, code, default = {
+            "rate_limit": ("rate_limit_exceeded", "rate_limit_exceeded", "Rate limit reached for requests (fake). Please try again in 2s."),
+            "rampup": ("rate_limit_exceeded", "rate_limit_exceeded", "Rate limit reached: your request rate increased too quickly. Please ramp up gradually."),
+            "auth": ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-fake***. You can find your API key at https://platform.openai.com/account/api-keys."),
+            "server": ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
+            "bad_gateway": ("server_error", None, "Bad gateway."),
+            "unavailable": ("server_error", None, "The engine is currently overloaded, please try again later."),
+            "overloaded": ("server_error", None, "The engine is currently overloaded, please try again later."),
+            "not_found": ("invalid_request_error", None, None),
+            "invalid_request": ("invalid_request_error", None, "Invalid request."),
+            "unsupported_media": ("invalid_request_error", None, "Unsupported Content-Encoding."),
+        }[kind]
+        if default is None:
+            default = f"Invalid URL ({ctx.request.method} {ctx.request.path})"
+        return {"error": {"message": message or default, "type": etype, "param": None, "code": code}}
+
+    def _error_response(self, ctx: _Ctx, status: int, kind: str, message: str | None = None,
+                        extra_headers: dict[str, str] | None = None, http_status: int | None = None) -> web.Response:
+        headers = self._base_headers(ctx)
+        if extra_headers:
+            headers.update(extra_headers)
+        body = self._error_body(ctx, status, kind, message)
+        return web.Response(status=http_status or status, body=_dumps(body).encode(), headers=headers)
+
+    def _fault_error(self, ctx: _Ctx) -> web.Response:
+        fault = ctx.fault or ""
+        status = _ERROR_STATUS[fault]
+        kind = {
+            "fail-429": "rate_limit",
+            "rampup-429": "rampup",
+            "fail-401": "auth",
+            "fail-500": "server",
+            "fail-502": "bad_gateway",
+            "fail-503": "unavailable",
+            "fail-529": "overloaded",
+        }[fault]
+        extra = self._rate_limit_headers(ctx) if status == 429 else None
+        if status in (503, 529):
+            extra = {"retry-after": str(RETRY_AFTER_SECONDS)}
+        if ctx.dialect == "anthropic":
+            extra = dict(extra or {})
+            extra["x-should-retry"] = "false" if status == 401 else "true"
+        ctx.entry["outcome"] = f"fault:{fault}"
+        return self._error_response(ctx, status, kind, extra_headers=extra)
+
+    def _bad_request_response(self, ctx: _Ctx, exc: _BadRequest) -> web.Response:
+        kind = "unsupported_media" if exc.status == 415 else exc.kind
+        return self._error_response(ctx, exc.status, kind, exc.message)
+
+    # ------------------------------------------------------------------ streaming plumbing
+    async def _open_stream(self, ctx: _Ctx, content_type: str = "text/event-stream; charset=utf-8") -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers=self._base_headers(ctx, content_type))
+        if content_type.startswith("text/event-stream"):
+            resp.headers["Connection"] = "keep-alive"
+        resp.enable_chunked_encoding()
+        await resp.prepare(ctx.request)
+        ctx.entry["status"] = 200
+        return resp
+
+    @staticmethod
+    def _gone(request: web.Request) -> bool:
+        tr = request.transport
+        return tr is None or tr.is_closing()
+
+    async def _write(self, ctx: _Ctx, resp: web.StreamResponse, data: bytes, count: bool = True) -> None:
+        if self._gone(ctx.request):
+            raise _ClientGone()
+        try:
+            await resp.write(data)
+        except (ConnectionError, RuntimeError, OSError) as exc:
+            raise _ClientGone() from exc
+        if count:
+            ctx.entry["chunks_sent"] += 1
+
+    async def _sleep(self, ctx: _Ctx, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._gone(ctx.request):
+            raise _ClientGone()
+
+    async def _finish_stream(self, ctx: _Ctx, resp: web.StreamResponse) -> web.StreamResponse:
+        try:
+            await resp.write_eof()
+        except (ConnectionError, RuntimeError, OSError):
+            ctx.entry["outcome"] = "aborted"
+        return resp
+
+    async def _wait_until_gone(self, ctx: _Ctx) -> bool:
+        """Wait until the client disconnects (True) or the cap / server stop (False)."""
+        deadline = time.monotonic() + HANG_CAP_SECONDS
+        stopping = self._stopping
+        while time.monotonic() < deadline:
+            if self._gone(ctx.request):
+                return True
+            if stopping is not None and stopping.is_set():
+                return False
+            await asyncio.sleep(0.05)
+        return False
+
+    async def _hang(self, ctx: _Ctx) -> web.StreamResponse:
+        ctx.entry["status"] = 0  # no response head was ever sent
+        gone = await self._wait_until_gone(ctx)
+        ctx.entry["outcome"] = "aborted" if gone else "fault:hang"
+        tr = ctx.request.transport
+        if tr is not None:
+            tr.close()
+        return web.Response(status=504, headers=self._base_headers(ctx))
+
+    async def _hang_after_headers(self, ctx: _Ctx) -> web.StreamResponse:
+        ctype = "application/json" if ctx.api == "gemini" and not ctx.gemini_sse else "text/event-stream; charset=utf-8"
+        try:
+            resp = await self._open_stream(ctx, ctype)
+        except (ConnectionError, RuntimeError, OSError):
+            ctx.entry["outcome"] = "aborted"
+            return web.Response(status=499)
+        gone = await self._wait_until_gone(ctx)
+        ctx.entry["outcome"] = "aborted" if gone else "fault:hang-after-headers"
+        tr = ctx.request.transport
+        if tr is not None:
+            tr.close()
+        return resp
+
+    async def _run_stream(self, ctx: _Ctx, events) -> web.StreamResponse:
+        """Open an SSE response and write ``events`` (an async generator of
+        ``(bytes, delay_before, counted)``), honouring client disconnects."""
+        ctype = "application/json; charset=UTF-8" if ctx.api == "gemini" and not ctx.gemini_sse else "text/event-stream; charset=utf-8"
+        try:
+            resp = await self._open_stream(ctx, ctype)
+        except (ConnectionError, RuntimeError, OSError):
+            ctx.entry["outcome"] = "aborted"
+            return web.Response(status=499)
+        try:
+            async for data, delay, counted in events:
+                if delay:
+                    await self._sleep(ctx, delay)
+                await self._write(ctx, resp, data, counted)
+        except _ClientGone:
+            ctx.entry["outcome"] = "aborted"
+            return resp
+        if ctx.entry["outcome"] is None:
+            ctx.entry["outcome"] = f"fault:{ctx.fault}" if ctx.fault else "ok"
+        return await self._finish_stream(ctx, resp)
+
+    def _json_response(self, ctx: _Ctx, obj: Any, status: int = 200) -> web.Response:
+        if ctx.entry["outcome"] is None:
+            ctx.entry["outcome"] = f"fault:{ctx.fault}" if ctx.fault else "ok"
+        return web.Response(status=status, body=_dumps(obj).encode(), headers=self._base_headers(ctx))
+
+    async def _common_faults(self, ctx: _Ctx) -> web.StreamResponse | None:
+        """Faults that look the same for every endpoint (errors, hangs)."""
+        if ctx.fault in _ERROR_STATUS:
+            return self._fault_error(ctx)
+        if ctx.fault == "hang":
+            return await self._hang(ctx)
+        if ctx.fault == "hang-after-headers":
+            return await self._hang_after_headers(ctx)
+        return None
+
+    async def _prologue(self, request: web.Request, dialect: str, api: str) -> tuple[_Ctx, web.StreamResponse | None]:
+        ctx = self._ctx(request, dialect, api)
+        try:
+            await self._read_json(ctx)
+        except _BadRequest as exc:
+            return ctx, self._bad_request_response(ctx, exc)
+        return ctx, None
+
+    # ================================================================== OpenAI / OpenRouter chat
+    async def _handle_chat(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions (OpenAI) and /api/v1/chat/completions (OpenRouter).
+
+        Object shapes: https://platform.openai.com/docs/api-reference/chat/create
+        Chunk shapes:  https://platform.openai.com/docs/api-reference/chat-streaming
+        OpenRouter:    https://openrouter.ai/docs/api-reference/overview (``provider`` field,
+                       ``native_finish_reason``), usage with ``cost`` in the final chunk per
+                       https://openrouter.ai/docs/use-cases/usage-accounting, errors per
+                       https://openrouter.ai/docs/api-reference/errors-and-debugging.
+        """
+        dialect = "openrouter" if request.path.startswith("/api/") else "openai"
+        ctx, early = await self._prologue(request, dialect, "chat")
+        if early is not None:
+            return early
+        self._select(ctx, str(ctx.body.get("model") or ""), ctx.body.get("stream") is True)
+        resp = await self._common_faults(ctx)
+        if resp is not None:
+            return resp
+        openrouter = dialect == "openrouter"
+        cid = ctx.gen_id if openrouter else ("chatcmpl-" + _rand(29))
+        created = int(time.time())
+        tool = self._tool_name(ctx)
+
+        def usage(n_out: int) -> dict:
+            u = self._usage_numbers(ctx, n_out)
+            out = {
+                "prompt_tokens": u["prompt"],
+                "completion_tokens": u["completion"],
+                "total_tokens": u["prompt"] + u["completion"],
+                "prompt_tokens_details": {"cached_tokens": u["cached"], "audio_tokens": 0},
+                "completion_tokens_details": {
+                    "reasoning_tokens": u["reasoning"],
+                    "audio_tokens": 0,
+                    "accepted_prediction_tokens": 0,
+                    "rejected_prediction_tokens": 0,
+                },
+            }
+            if openrouter:
+                cost = round(u["prompt"] * 1e-6 + u["completion"] * 2e-6, 10)
+                out["cost"] = cost
+                out["is_byok"] = False
+                out["cost_details"] = {"upstream_inference_cost": None,
+                                       "upstream_inference_prompt_cost": round(u["prompt"] * 1e-6, 10),
+                                       "upstream_inference_completions_cost": round(u["completion"] * 2e-6, 10)}
+            return out
+
+        def envelope(obj_type: str) -> dict:
+            env: dict[str, Any] = {"id": cid, "object": obj_type, "created": created, "model": ctx.model}
+            if openrouter:
+                env["provider"] = PROVIDER_NAME
+            else:
+                env["service_tier"] = "default"
+                env["system_fingerprint"] = "fp_fake00001"
+            return env
+
+        def choice(extra: dict, finish: str | None) -> dict:
+            c: dict[str, Any] = {"index": 0, **extra, "logprobs": None, "finish_reason": finish}
+            if openrouter:
+                c["native_finish_reason"] = finish
+            return c
+
+        if ctx.fault == "error-200" and not ctx.stream:
+            body = self._error_body(ctx, 502, "bad_gateway") if openrouter else self._error_body(ctx, 500, "server")
+            return self._json_response(ctx, body)
+
+        if not ctx.stream:
+            if tool:
+                message = {
+                    "role": "assistant",
+                    "content": None,
+                    "refusal": None,
+                    "tool_calls": [{"id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": "{}"}}],
+                    "annotations": [],
+                }
+                n_out, finish = 2, "tool_calls"
+            else:
+                pieces = self._pieces(ctx.fault, ctx.fault_n)
+                message = {"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []}
+                n_out, finish = len(pieces), "stop"
+            obj = envelope("chat.completion")
+            obj["choices"] = [choice({"message": message}, finish)]
+            obj["usage"] = usage(n_out)
+            return self._json_response(ctx, obj)
+
+        include_usage = bool((ctx.body.get("stream_options") or {}).get("include_usage")) or openrouter
+        delay = self._delay(ctx)
+
+        def chunk(delta: dict, finish: str | None = None) -> bytes:
+            obj = envelope("chat.completion.chunk")
+            obj["choices"] = [choice({"delta": delta}, finish)]
+            if include_usage and not openrouter:
+                obj["usage"] = None
+            return b"data: " + _dumps(obj).encode() + b"\n\n"
+
+        async def events():
+            if openrouter:
+                yield b": OPENROUTER PROCESSING\n\n", 0, False
+            if ctx.fault == "error-200":
+                err = self._error_body(ctx, 502, "bad_gateway") if openrouter else self._error_body(ctx, 500, "server")
+                yield b"data: " + _dumps(err).encode() + b"\n\n", 0, True
+                yield b"data: [DONE]\n\n", 0, True
+                return
+            if tool:
+                yield chunk({"role": "assistant", "content": None, "tool_calls": [
+                    {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}]}), 0, True
+                for part in ("{", "}"):
+                    yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}), delay, True
+                n_out, finish = 2, "tool_calls"
+            else:
+                yield chunk({"role": "assistant", "content": "", "refusal": None}), 0, True
+                pieces = self._pieces(ctx.fault, ctx.fault_n)
+                if ctx.fault == "midstream-error":
+                    pieces = pieces[:2]
+                for i, part in enumerate(pieces):
+                    yield chunk({"content": part}), (delay if i else 0), True
+                if ctx.fault == "midstream-error":
+                    if openrouter:
+                        # https://openrouter.ai/docs/api-reference/errors-and-debugging (errors during streaming)
+                        obj = envelope("chat.completion.chunk")
+                        obj["error"] = {"code": "server_error", "message": "Provider disconnected unexpectedly"}
+                        obj["choices"] = [choice({"delta": {"content": ""}}, "error")]
+                    else:
+                        obj = {"error": {"message": "The server had an error while processing your request. Sorry about that!",
+                                         "type": "server_error", "param": None, "code": None}}
+                    yield b"data: " + _dumps(obj).encode() + b"\n\n", delay, True
+                    return
+                n_out, finish = len(pieces), "stop"
+            yield chunk({}, finish), delay, True
+            if include_usage:
+                obj = envelope("chat.completion.chunk")
+                obj["choices"] = []
+                obj["usage"] = usage(n_out)
+                yield b"data: " + _dumps(obj).encode() + b"\n\n", 0, True
+            yield b"data: [DONE]\n\n", 0, True
+
+        return await self._run_stream(ctx, events())
+
+    # ================================================================== Anthropic Messages
+    async def _handle_messages(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/messages (also ``?beta=true``).
+
+        Object:    https://docs.anthropic.com/en/api/messages
+        Streaming: https://docs.anthropic.com/en/docs/build-with-claude/streaming
+        Errors:    https://docs.anthropic.com/en/api/errors
+        """
+        dialect = "anthropic"  # also for OpenRouter's Anthropic-compatible /api/v1/messages
+        ctx, early = await self._prologue(request, dialect, "messages")
+        if early is not None:
+            return early
+        self._select(ctx, str(ctx.body.get("model") or ""), ctx.body.get("stream") is True)
+        resp = await self._common_faults(ctx)
+        if resp is not None:
+            return resp
+        msg_id = "msg_fake" + _rand(20)
+        tool = self._tool_name(ctx)
+        pieces = [] if tool else self._pieces(ctx.fault, ctx.fault_n)
+        n_out = 2 if tool else len(pieces)
+        u = self._usage_numbers(ctx, n_out)
+        usage_full = {
+            "input_tokens": u["prompt"] - u["cached"],
+            "cache_creation_input_tokens": 2,
+            "cache_read_input_tokens": u["cached"],
+            "output_tokens": u["completion"],
+            "service_tier": "standard",
+        }
+        stop_reason = "tool_use" if tool else "end_turn"
+
+        if ctx.fault == "error-200" and not ctx.stream:
+            return self._json_response(ctx, self._error_body(ctx, 500, "overloaded"))
+
+        if not ctx.stream:
+            if tool:
+                content: list[dict] = [{"type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}]
+            elif pieces:
+                content = [{"type": "text", "text": "".join(pieces)}]
+            else:
+                content = []
+            obj = {
+                "id": msg_id,
+                "type": "message",
+                "role": "assistant",
+                "model": ctx.model,
+                "content": content,
+                "stop_reason": stop_reason,
+                "stop_sequence": None,
+                "usage": usage_full,
+            }
+            return self._json_response(ctx, obj)
+
+        delay = self._delay(ctx)
+
+        def ev(etype: str, obj: dict) -> bytes:
+            return f"event: {etype}\ndata: ".encode() + _dumps(obj).encode() + b"\n\n"
+
+        async def events():
+            if ctx.fault == "error-200":
+                yield ev("error", self._error_body(ctx, 529, "overloaded")), 0, True
+                return
+            start_usage = dict(usage_full, output_tokens=1)
+            yield ev("message_start", {"type": "message_start", "message": {
+                "id": msg_id, "type": "message", "role": "assistant", "model": ctx.model, "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": start_usage}}), 0, True
+            if tool:
+                yield ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+                    "type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}}), 0, True
+                yield ev("ping", {"type": "ping"}), 0, True
+                for part in ("{", "}"):
+                    yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "input_json_delta", "partial_json": part}}), delay, True
+                yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), 0, True
+            elif pieces:
+                yield ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                                 "content_block": {"type": "text", "text": ""}}), 0, True
+                yield ev("ping", {"type": "ping"}), 0, True
+                send = pieces[:2] if ctx.fault == "midstream-error" else pieces
+                for i, part in enumerate(send):
+                    yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "text_delta", "text": part}}), (delay if i else 0), True
+                if ctx.fault == "midstream-error":
+                    yield ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), delay, True
+                    return
+                yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), delay, True
+            else:  # empty
+                yield ev("ping", {"type": "ping"}), 0, True
+            yield ev("message_delta", {"type": "message_delta",
+                                       "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+                                       "usage": {"output_tokens": u["completion"]}}), 0, True
+            yield ev("message_stop", {"type": "message_stop"}), 0, True
+
+        return await self._run_stream(ctx, events())
+
+    # ================================================================== OpenAI Responses
+    async def _handle_responses_get(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/responses: a WebSocket upgrade is not expected to reach the fake -> 400."""
+        ctx = self._ctx(request, "openrouter" if request.path.startswith("/api/") else "openai", "responses")
+        if request.headers.get("Upgrade", "").lower() == "websocket":
+            ctx.entry["outcome"] = "ok"
+            return self._error_response(ctx, 400, "invalid_request",
+                                        "WebSocket upgrades of /v1/responses are not supported by the fake upstream.")
+        return self._error_response(ctx, 405, "invalid_request",
+                                    f"Invalid method for URL ({request.method} {request.path})")
+
+    async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/responses (OpenAI Responses API).
+
+        Object: https://platform.openai.com/docs/api-reference/responses/create
+        Events: https://platform.openai.com/docs/api-reference/responses-streaming
+        """
+        dialect = "openrouter" if request.path.startswith("/api/") else "openai"
+        ctx, early = await self._prologue(request, dialect, "responses")
+        if early is not None:
+            return early
+        self._select(ctx, str(ctx.body.get("model") or ""), ctx.body.get("stream") is True)
+        resp = await self._common_faults(ctx)
+        if resp is not None:
+            return resp
+        resp_id = "resp_" + secrets.token_hex(24)
+        item_id = "msg_" + secrets.token_hex(24)
+        created = int(time.time())
+        tool = self._tool_name(ctx)
+        pieces = [] if tool else self._pieces(ctx.fault, ctx.fault_n)
+        n_out = 2 if tool else len(pieces)
+        u = self._usage_numbers(ctx, n_out)
+        usage = {
+            "input_tokens": u["prompt"],
+            "input_tokens_details": {"cached_tokens": u["cached"]},
+            "output_tokens": u["completion"],
+            "output_tokens_details": {"reasoning_tokens": u["reasoning"]},
+            "total_tokens": u["prompt"] + u["completion"],
+        }
+        text = "".join(pieces)
+
+        def response_obj(status: str, output: list, with_usage: bool) -> dict:
+            return {
+                "id": resp_id,
+                "object": "response",
+                "created_at": created,
+                "status": status,
+                "background": False,
+                "error": None,
+                "incomplete_details": None,
+                "instructions": ctx.body.get("instructions"),
+                "max_output_tokens": ctx.body.get("max_output_tokens"),
+                "model": ctx.model,
+                "output": output,
+                "parallel_tool_calls": True,
+                "previous_response_id": ctx.body.get("previous_response_id"),
+                "reasoning": {"effort": None, "summary": None},
+                "store": bool(ctx.body.get("store", True)),
+                "temperature": 1.0,
+                "text": {"format": {"type": "text"}},
+                "tool_choice": "auto",
+                "tools": ctx.body.get("tools") or [],
+                "top_p": 1.0,
+                "truncation": "disabled",
+                "usage": usage if with_usage else None,
+                "user": None,
+                "metadata": ctx.body.get("metadata") or {},
+            }
+
+        def text_part(t: str) -> dict:
+            return {"type": "output_text", "text": t, "annotations": [], "logprobs": []}
+
+        def message_item(status: str, content: list) -> dict:
+            return {"id": item_id, "type": "message", "status": status, "role": "assistant", "content": content}
+
+        def call_item(status: str, arguments: str) -> dict:
+            return {"id": "fc_" + item_id[4:], "type": "function_call", "status": status,
+                    "arguments": arguments, "call_id": TOOL_CALL_ID, "name": tool}
+
+        if tool:
+            final_output = [call_item("completed", "{}")]
+        elif ctx.fault == "empty":
+            final_output = []
+        else:
+            final_output = [message_item("completed", [text_part(text)])]
+
+        if ctx.fault == "error-200" and not ctx.stream:
+            return self._json_response(ctx, self._error_body(ctx, 500, "server"))
+        if not ctx.stream:
+            return self._json_response(ctx, response_obj("completed", final_output, True))
+
+        delay = self._delay(ctx)
+        seq = 0
+
+        def ev(etype: str, fields: dict) -> bytes:
+            nonlocal seq
+            obj = {"type": etype, **fields, "sequence_number": seq}
+            seq += 1
+            return f"event: {etype}\ndata: ".encode() + _dumps(obj).encode() + b"\n\n"
+
+        async def events():
+            if ctx.fault == "error-200":
+                yield ev("error", {"code": "server_error", "message": "The server had an error while processing your request.",
+                                   "param": None}), 0, True
+                return
+            yield ev("response.created", {"response": response_obj("in_progress", [], False)}), 0, True
+            yield ev("response.in_progress", {"response": response_obj("in_progress", [], False)}), 0, True
+            if tool:
+                fc_id = "fc_" + item_id[4:]
+                yield ev("response.output_item.added", {"output_index": 0, "item": call_item("in_progress", "")}), 0, True
+                for part in ("{", "}"):
+                    yield ev("response.function_call_arguments.delta",
+                             {"item_id": fc_id, "output_index": 0, "delta": part}), delay, True
+                yield ev("response.function_call_arguments.done",
+                         {"item_id": fc_id, "output_index": 0, "name": tool, "arguments": "{}"}), 0, True
+                yield ev("response.output_item.done", {"output_index": 0, "item": call_item("completed", "{}")}), 0, True
+            elif pieces:
+                yield ev("response.output_item.added", {"output_index": 0, "item": message_item("in_progress", [])}), 0, True
+                yield ev("response.content_part.added", {"item_id": item_id, "output_index": 0, "content_index": 0,
+                                                         "part": text_part("")}), 0, True
+                send = pieces[:2] if ctx.fault == "midstream-error" else pieces
+                for i, part in enumerate(send):
+                    yield ev("response.output_text.delta", {"item_id": item_id, "output_index": 0, "content_index": 0,
+                                                            "delta": part, "logprobs": []}), (delay if i else 0), True
+                if ctx.fault == "midstream-error":
+                    yield ev("error", {"code": "server_error",
+                                       "message": "The server had an error while processing your request. Sorry about that!",
+                                       "param": None}), delay, True
+                    return
+                yield ev("response.output_text.done", {"item_id": item_id, "output_index": 0, "content_index": 0,
+                                                       "text": text, "logprobs": []}), delay, True
+                yield ev("response.content_part.done", {"item_id": item_id, "output_index": 0, "content_index": 0,
+                                                        "part": text_part(text)}), 0, True
+                yield ev("response.output_item.done", {"output_index": 0,
+                                                       "item": message_item("completed", [text_part(text)])}), 0, True
+            yield ev("response.completed", {"response": response_obj("completed", final_output, True)}), 0, True
+
+        return await self._run_stream(ctx, events())
+
+    # ================================================================== Gemini
+    async def _handle_gemini(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1beta/models/{model}:generateContent and :streamGenerateContent[?alt=sse].
+
+        https://ai.google.dev/api/generate-content  (GenerateContentResponse, usageMetadata)
+        With ``alt=sse`` events are ``data: {json}\\r\\n\\r\\n``; without it the
+        stream is a JSON array of GenerateContentResponse objects.
+        """
+        model_action = request.match_info.get("model_action", "")
+        model, _, action = model_action.rpartition(":")
+        if request.path.startswith("/v1/models/") and not action:
+            ctx = self._ctx(request, "openai", "other")
+            return self._error_response(ctx, 404, "not_found")
+        ctx, early = await self._prologue(request, "gemini", "gemini")
+        if early is not None:
+            return early
+        if action not in ("generateContent", "streamGenerateContent"):
+            self._select(ctx, model, False)
+            return self._error_response(ctx, 404, "not_found", f"Unknown action: {action or model_action}")
+        ctx.gemini_sse = request.query.get("alt") == "sse"
+        self._select(ctx, model, action == "streamGenerateContent")
+        resp = await self._common_faults(ctx)
+        if resp is not None:
+            return resp
+        tool = self._tool_name(ctx)
+        pieces = [] if tool else self._pieces(ctx.fault, ctx.fault_n)
+        n_out = 1 if tool else len(pieces)
+        u = self._usage_numbers(ctx, n_out)
+        usage = {
+            "promptTokenCount": u["prompt"],
+            "candidatesTokenCount": u["completion"] - u["reasoning"],
+            "totalTokenCount": u["prompt"] + u["completion"],
+            "cachedContentTokenCount": u["cached"],
+            "thoughtsTokenCount": u["reasoning"],
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": u["prompt"]}],
+        }
+        response_id = _rand(22)
+
+        def gcr(parts: list, last: bool) -> dict:
+            cand: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+            if last:
+                cand["finishReason"] = "STOP"
+            obj: dict[str, Any] = {"candidates": [cand]}
+            if last:
+                obj["usageMetadata"] = usage
+            obj["modelVersion"] = model
+            obj["responseId"] = response_id
+            return obj
+
+        if tool:
+            seq = [gcr([{"functionCall": {"name": tool, "args": {}}}], True)]
+        elif not pieces:
+            seq = [gcr([{"text": ""}], True)]
+        else:
+            seq = [gcr([{"text": p}], i == len(pieces) - 1) for i, p in enumerate(pieces)]
+
+        if ctx.fault == "error-200" and not ctx.stream:
+            return self._json_response(ctx, self._error_body(ctx, 500, "server"))
+        if not ctx.stream:
+            if tool or not pieces:
+                return self._json_response(ctx, seq[0])
+            return self._json_response(ctx, gcr([{"text": "".join(pieces)}], True))
+
+        delay = self._delay(ctx)
+        sse = ctx.gemini_sse
+
+        def frame(obj: dict, idx: int, final: bool) -> bytes:
+            if sse:
+                return b"data: " + _dumps(obj).encode() + b"\r\n\r\n"
+            # JSON-array streaming: "[{...}" ",\r\n{...}" ... "]"
+            return (b"[" if idx == 0 else b",\r\n") + _dumps(obj).encode() + (b"]" if final else b"")
+
+        async def events():
+            if ctx.fault == "error-200":
+                yield frame(self._error_body(ctx, 500, "server"), 0, True), 0, True
+                return
+            send = seq[:2] if ctx.fault == "midstream-error" else seq
+            for i, obj in enumerate(send):
+                final = (i == len(send) - 1) and ctx.fault != "midstream-error"
+                yield frame(obj, i, final), (delay if i else 0), True
+            if ctx.fault == "midstream-error":
+                err = self._error_body(ctx, 500, "server")
+                yield frame(err, len(send), True), delay, True
+
+        return await self._run_stream(ctx, events())
+
+    # ================================================================== misc endpoints
+    def _family(self, request: web.Request) -> str:
+        host = (request.headers.get("Host") or "").lower()
+        path = request.path
+        if "openrouter" in host or path.startswith("/api/v1/"):
+            return "openrouter"
+        if "anthropic" in host or path.startswith("/v1/messages") or "anthropic-version" in request.headers:
+            return "anthropic"
+        if "googleapis" in host or path.startswith("/v1beta"):
+            return "gemini"
+        return "openai"
+
+    async def _handle_models(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/v1/models (OpenRouter), /v1/models (OpenAI or Anthropic), /v1beta/models (Gemini).
+
+        https://openrouter.ai/docs/api-reference/list-available-models
+        https://platform.openai.com/docs/api-reference/models/list
+        https://docs.anthropic.com/en/api/models-list
+        https://ai.google.dev/api/models#method:-models.list
+        """
+        family = self._family(request)
+        ctx = self._ctx(request, family, "other")
+        created = 1735689600
+        if family == "openrouter":
+            data = [{
+                "id": m,
+                "canonical_slug": m,
+                "name": "Fake: " + m.split("/", 1)[-1],
+                "created": created,
+                "description": "Model served by the Clutch fake upstream.",
+                "context_length": 131072,
+                "architecture": {"modality": "text->text", "input_modalities": ["text"],
+                                 "output_modalities": ["text"], "tokenizer": "Other", "instruct_type": None},
+                "pricing": {"prompt": "0.000001", "completion": "0.000002", "request": "0", "image": "0",
+                            "web_search": "0", "internal_reasoning": "0"},
+                "top_provider": {"context_length": 131072, "max_completion_tokens": 16384, "is_moderated": False},
+                "per_request_limits": None,
+                "supported_parameters": ["max_tokens", "temperature", "tools", "tool_choice", "stream", "stop"],
+            } for m in MODEL_IDS]
+            return self._json_response(ctx, {"data": data})
+        if family == "anthropic":
+            data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODEL_IDS]
+            return self._json_response(ctx, {"data": data, "has_more": False,
+                                              "first_id": data[0]["id"], "last_id": data[-1]["id"]})
+        if family == "gemini":
+            models = [{"name": f"models/{m.replace('/', '-')}", "displayName": m, "version": "001",
+                       "inputTokenLimit": 1048576, "outputTokenLimit": 65536,
+                       "supportedGenerationMethods": ["generateContent", "streamGenerateContent"]} for m in MODEL_IDS]
+            return self._json_response(ctx, {"models": models})
+        data = [{"id": m, "object": "model", "created": created, "owned_by": "fake"} for m in MODEL_IDS]
+        return self._json_response(ctx, {"object": "list", "data": data})
+
+    async def _handle_policy_limits(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/claude_code/policy_limits (called by Claude Code at start-up)."""
+        ctx = self._ctx(request, "anthropic", "other")
+        return self._json_response(ctx, {"restrictions": []})
+
+    async def _handle_hello(self, request: web.Request) -> web.StreamResponse:
+        """GET /api/hello (Claude Code connectivity check)."""
+        ctx = self._ctx(request, "anthropic", "other")
+        return self._json_response(ctx, {"message": "hello"})
+
+    async def _handle_not_found(self, request: web.Request) -> web.StreamResponse:
+        """Any other path: 404 with an error body in the API family's shape."""
+        ctx = self._ctx(request, self._family(request), "other")
+        raw = await request.read()
+        ctx.entry["body_bytes"] = len(raw)
+        ctx.entry["outcome"] = "ok"
+        msg = None
+        if ctx.dialect == "anthropic":
+            msg = f"Not found: {request.method} {request.path}"
+        return self._error_response(ctx, 404, "not_found", msg)
+
+
+# ---------------------------------------------------------------------- subprocess mode
+def _build_server_ssl(cert: str, key: str) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+async def _amain(args: argparse.Namespace) -> int:
+    ssl_ctx = None
+    if args.cert or args.key:
+        if not (args.cert and args.key):
+            print("--cert and --key must be given together", file=sys.stderr)
+            return 2
+        ssl_ctx = _build_server_ssl(args.cert, args.key)
+    fake = FakeUpstream(answer=args.answer, chunk_delay=args.chunk_delay, n_chunks=args.n_chunks,
+                        log_path=args.log_path)
+    await fake.start(host=args.host, port=args.port, ssl_context=ssl_ctx)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+    if args.port_file:
+        pf = pathlib.Path(args.port_file)
+        tmp = pf.with_name(pf.name + f".tmp{os.getpid()}")
+        tmp.write_text(str(fake.port))
+        os.replace(tmp, pf)
+    print(f"listening {fake.port}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        await fake.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Clutch fake LLM upstream (OpenRouter/OpenAI/Anthropic/Gemini)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=0)
+    p.add_argument("--cert", help="PEM certificate (enables TLS)")
+    p.add_argument("--key", help="PEM private key")
+    p.add_argument("--log-path", help="append one JSON line per finished request")
+    p.add_argument("--port-file", help="write the bound port here (atomically)")
+    p.add_argument("--answer", default="pong from the fake upstream")
+    p.add_argument("--chunk-delay", type=float, default=0.0)
+    p.add_argument("--n-chunks", type=int, default=4)
+    args = p.parse_args(argv)
+    try:
+        return asyncio.run(_amain(args))
+    except KeyboardInterrupt:  # pragma: no cover
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
