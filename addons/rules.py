@@ -137,25 +137,17 @@ class Rules(_Strict):
     fallback: Fallback = Field(default_factory=Fallback)
     profiles: dict[str, Profile] = Field(default_factory=dict)
 
-    @field_validator("providers")
-    @classmethod
-    def _provider_names(cls, value: dict[str, Provider]) -> dict[str, Provider]:
-        for name in value:
-            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
-                raise ValueError(f"provider name {name!r}: use lower-case letters, digits, '-' and '_'")
-        return value
-
-    @field_validator("profiles")
-    @classmethod
-    def _profile_agents(cls, value: dict[str, Profile]) -> dict[str, Profile]:
-        for agent in value:
-            if agent not in AGENTS and not re.fullmatch(r"[0-9]", agent):
-                raise ValueError(f"profile {agent!r}: name an agent ({', '.join(AGENTS)}) or a digit 0-9")
-        return value
-
     def problems(self) -> list[tuple[tuple, str]]:
         """Cross-field mistakes pydantic cannot see field by field, each with its location."""
         found: list[tuple[tuple, str]] = []
+        for name in self.providers:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
+                found.append((("providers", name), f"provider name {name!r}: use lower-case letters, digits, "
+                                                   "'-' and '_'"))
+        for agent in self.profiles:
+            if agent not in AGENTS and not re.fullmatch(r"[0-9]", agent):
+                found.append((("profiles", agent), f"profile {agent!r}: name an agent ({', '.join(AGENTS)}) "
+                                                   "or a digit 0-9"))
         owner: dict[tuple[str, int], str] = {}
         for name, provider in self.providers.items():
             for endpoint in provider.endpoints():

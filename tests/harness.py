@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -19,6 +20,10 @@ ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 PROVIDER_HOSTS = ["openrouter.ai", "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]
+
+
+def trust(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
 
 
 def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 20) -> str:

@@ -13,6 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
+from harness import trust
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
@@ -108,7 +109,7 @@ def test_upstream_errors_reach_the_agent_unchanged(routed, fake):
 
 def test_gzip_request_body_is_forwarded_and_read(routed, fake, gateway):
     body = json.dumps({"model": "engine/gzip-1", "messages": [{"role": "user", "content": "hi"}]}).encode()
-    with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.bundle)) as client:
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.bundle)) as client:
         response = client.post("https://api.openai.com/v1/chat/completions", content=gzip.compress(body),
                                headers={"content-encoding": "gzip", "content-type": "application/json",
                                         "authorization": "Bearer sk-test"})
@@ -138,7 +139,7 @@ def test_unreachable_provider_is_an_error_in_the_agents_dialect(tmp_path, pki):
     from harness import Gateway
     gateway = Gateway(tmp_path, dead_port, pki.ca_cert)
     try:
-        with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.ca_cert)) as client:
+        with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert)) as client:
             response = client.post("https://api.anthropic.com/v1/messages",
                                    json={"model": "m", "max_tokens": 8, "messages": []},
                                    headers={"x-api-key": "sk-ant-api03-test"})
@@ -156,7 +157,7 @@ def test_hanging_provider_times_out_with_504(tmp_path, fake, pki):
     gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "--set", "clutch_first_byte_timeout_ms=700")
     try:
         started = time.monotonic()
-        with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.ca_cert), timeout=20) as client:
+        with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
             response = client.post("https://openrouter.ai/api/v1/chat/completions",
                                    json={"model": "engine/hang", "messages": []})
         assert response.status_code == 504
@@ -169,7 +170,7 @@ def test_hanging_provider_times_out_with_504(tmp_path, fake, pki):
 
 def test_agent_cancel_stops_the_upstream_generation(gateway, fake):
     """An agent closing a stream early aborts the provider's stream too (no paid tokens wasted)."""
-    with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.ca_cert), timeout=20) as client:
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
         with client.stream("POST", "https://openrouter.ai/api/v1/chat/completions",
                            json={"model": "engine/slow-cancel", "stream": True, "messages": []}) as response:
             for _ in response.iter_raw():
@@ -180,7 +181,7 @@ def test_agent_cancel_stops_the_upstream_generation(gateway, fake):
 
 
 def test_codex_websocket_upgrade_is_refused_with_426(gateway):
-    with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.ca_cert)) as client:
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert)) as client:
         response = client.get("https://api.openai.com/v1/responses",
                               headers={"upgrade": "websocket", "connection": "Upgrade",
                                        "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})

@@ -10,6 +10,7 @@ import threading
 
 import httpx
 import pytest
+from harness import trust
 from cryptography import x509
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
@@ -113,7 +114,7 @@ def test_plain_http_to_other_hosts_passes_unchanged(gateway):
     ("openrouter.ai", "/api/v1/models"),
 ])
 def test_non_llm_requests_on_provider_hosts_pass_through_untouched(gateway, fake, host, path):
-    with httpx.Client(proxy=gateway.proxy_url(), verify=str(gateway.ca_cert)) as client:
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert)) as client:
         response = client.get(f"https://{host}{path}", headers={"x-probe": path})
     assert response.status_code == 200  # the fake's real answer, not one made up by Clutch
     entry = fake.wait_for(lambda e: e["headers"].get("x-probe") == path)

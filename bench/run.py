@@ -1,0 +1,686 @@
+#!/usr/bin/env python
+"""Clutch benchmark: what each request path adds to time to first byte and total time, versus
+talking to the fake provider directly. One run, every path, interleaved.
+
+    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 5 minutes on 2 cores)
+    .venv/bin/python bench/run.py --quick    # smoke check (1 rep, fewer requests, under a minute)
+    .venv/bin/python bench/run.py --report bench/results/raw/<timestamp>.json   # re-render a report
+
+Paths (all speak TLS to the fake, which presents a test-CA certificate for openrouter.ai):
+  direct        client -> fake
+  mitmdump      client -> bare mitmdump (bench/stream_addon.py: SSE streaming + resolve) -> fake
+  clutch        client -> mitmdump -s addons/clutch.py (engine on aiohttp, the default) -> fake
+  clutch-httpx  same with --set clutch_http_client=httpx
+
+See bench/README.md for the method and what every column means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import math
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from harness import MITMDUMP, PYTHON, stop as stop_process, wait_for_file  # noqa: E402
+from pki import make_test_pki  # noqa: E402
+
+HOST = "openrouter.ai"
+URL = f"https://{HOST}/api/v1/chat/completions"
+MODEL = "bench/chunks-20"  # the fake streams 20 content chunks for this model
+N_CHUNKS = 20
+PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx"]
+PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
+CORPUS = Path("/work/shared/corpus/dev")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# ----------------------------------------------------------------------------- loads
+
+
+@dataclass(frozen=True)
+class Load:
+    name: str
+    body: str  # "2k" | "200k"
+    concurrency: int
+    requests: int
+    warmup: int
+    phase: str  # "paced" (fake with chunk delay) | "zero" (fake without delay)
+
+
+def loads_for(quick: bool) -> list[Load]:
+    if quick:
+        return [
+            Load("c1-2k", "2k", 1, 15, 3, "paced"),
+            Load("c1-200k", "200k", 1, 15, 3, "paced"),
+            Load("c16-2k", "2k", 16, 64, 32, "paced"),
+            Load("c16-200k", "200k", 16, 64, 32, "paced"),
+            Load("sat16-2k", "2k", 16, 160, 32, "zero"),
+            Load("sat32-2k", "2k", 32, 160, 64, "zero"),
+        ]
+    return [
+        Load("c1-2k", "2k", 1, 60, 5, "paced"),
+        Load("c1-200k", "200k", 1, 60, 5, "paced"),
+        Load("c16-2k", "2k", 16, 320, 32, "paced"),
+        Load("c16-200k", "200k", 16, 320, 32, "paced"),
+        Load("sat16-2k", "2k", 16, 400, 32, "zero"),
+        Load("sat32-2k", "2k", 32, 400, 64, "zero"),
+    ]
+
+
+def small_body() -> bytes:
+    """A ~2 KB OpenAI chat request as a coding agent sends it early in a session."""
+    system = ("You are a coding agent working in the user's repository. Use the tools to read and edit "
+              "files, run tests, and explain what you changed. Keep answers short and precise. ") * 4
+    messages = [
+        {"role": "system", "content": system.strip()},
+        {"role": "user", "content": "The test suite fails in tests/test_parser.py::test_unicode_escape. "
+                                    "Find out why and fix it without changing the public API."},
+        {"role": "assistant", "content": "I'll start by running the failing test to see the error."},
+        {"role": "user", "content": "FAILED tests/test_parser.py::test_unicode_escape - AssertionError: "
+                                    "assert '\\\\u00e9' == 'é'\n1 failed, 212 passed in 3.41s"},
+        {"role": "assistant", "content": "The escape sequence is not decoded. Let me read the parser."},
+    ]
+    body = {"model": MODEL, "stream": True, "max_tokens": 4096, "temperature": 0, "messages": messages}
+    pad = 2048 - len(json.dumps(body, separators=(",", ":")).encode()) - len('{"role":"user","content":""},')
+    messages.append({"role": "user", "content": ("def decode(s):\n    return s.encode().decode('unicode_escape')\n"
+                                                 * 40)[:max(pad, 0)]})
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def large_body(target: int = 200 * 1024) -> tuple[bytes, str]:
+    """A ~200 KB OpenAI chat request: the messages of a real agent transcript from the corpus."""
+    candidates = []
+    for path in sorted(CORPUS.glob("*.json")) if CORPUS.is_dir() else []:
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if record.get("format") == "openai" and path.stat().st_size >= target:
+            candidates.append((path.stat().st_size, path, record["body"]["messages"]))
+    if candidates:
+        _, path, all_messages = min(candidates, key=lambda c: c[0])
+        messages: list = []
+        body = {"model": MODEL, "stream": True, "max_tokens": 4096, "temperature": 0, "messages": messages}
+        for message in all_messages:
+            messages.append(message)
+            if len(json.dumps(body).encode()) >= target:
+                break
+        return json.dumps(body).encode(), f"{path.name} (first {len(messages)} messages)"
+    # synthetic fallback: a long agent session of tool output
+    messages = [{"role": "system", "content": "You are a coding agent."}]
+    i = 0
+    body = {"model": MODEL, "stream": True, "messages": messages}
+    while len(json.dumps(body).encode()) < target:
+        messages.append({"role": "assistant", "content": f"```bash\ncat src/module_{i}.py\n```"})
+        messages.append({"role": "user", "content": "".join(f"line {n}: x_{n} = compute({n}, '{i}')\n"
+                                                            for n in range(60))})
+        i += 1
+    return json.dumps(body).encode(), "synthetic"
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+class Proc:
+    """A process we started: its log, CPU and memory from /proc, stopped by its PID."""
+
+    def __init__(self, name: str, args: list[str], workdir: Path, cwd: Path | None = None):
+        self.name = name
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "home").mkdir(exist_ok=True)
+        self.log_path = workdir / f"{name}.log"
+        self.log = open(self.log_path, "w")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(cwd or workdir),
+                                        env={**os.environ, "HOME": str(workdir / "home")})
+        self.pid = self.process.pid
+
+    def cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+    def status_kb(self, key: str) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+        return 0
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        try:
+            stop_process(self.process)
+        finally:
+            self.log.close()
+
+
+def start_fake(workdir: Path, pki, chunk_delay: float, registry: list[Proc]) -> tuple[Proc, int]:
+    port_file = workdir / "fake.port"
+    args = [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--host", "127.0.0.1", "--port", "0",
+            "--cert", str(pki.cert), "--key", str(pki.key), "--port-file", str(port_file),
+            "--chunk-delay", str(chunk_delay)]  # no --log-path: the fake's own disk log is not under test
+    proc = Proc("fake", args, workdir)
+    registry.append(proc)
+    return proc, int(wait_for_file(port_file, proc.process))
+
+
+def start_proxy(path: str, workdir: Path, fake_port: int, test_ca: Path, registry: list[Proc]) -> tuple[Proc, int, Path]:
+    confdir = workdir / "confdir"
+    common = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"confdir={confdir}",
+              "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={test_ca}"]
+    if path == "mitmdump":
+        args = [MITMDUMP, "-s", str(BENCH / "stream_addon.py"), *common,
+                "--set", f"bench_resolve={HOST}:443=127.0.0.1:{fake_port}"]
+    else:
+        args = [MITMDUMP, "-s", str(ROOT / "addons" / "clutch.py"), *common,
+                "--set", f"clutch_resolve={HOST}:443=127.0.0.1:{fake_port}"]
+        if path == "clutch-httpx":
+            args += ["--set", "clutch_http_client=httpx"]
+    proc = Proc(path, args, workdir)
+    registry.append(proc)
+    deadline = time.monotonic() + 30
+    marker = "HTTP(S) proxy listening at 127.0.0.1:"
+    while time.monotonic() < deadline:
+        text = proc.output()
+        if marker in text:
+            port = int(text.split(marker, 1)[1].split(".", 1)[0].split()[0])
+            return proc, port, confdir / "mitmproxy-ca-cert.pem"
+        if proc.process.poll() is not None:
+            raise RuntimeError(f"{path} exited with {proc.process.returncode}:\n{text}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not start:\n{proc.output()}")
+
+
+# ----------------------------------------------------------------------------- client
+
+
+_TOKEN = re.compile(rb'"content":"[^"]')  # a delta with non-empty content (the role chunk has "")
+
+
+@dataclass
+class Target:
+    path: str
+    fake_port: int
+    proxy_port: int | None = None
+    proxy_ca: Path | None = None
+    proc: Proc | None = None
+
+
+class MapResolver:
+    """aiohttp resolver for `direct`: openrouter.ai:443 is the fake; TLS still checks openrouter.ai."""
+
+    def __init__(self, port: int):
+        self.port = port
+
+    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+        return [{"hostname": host, "host": "127.0.0.1", "port": self.port, "family": socket.AF_INET,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}]
+
+    async def close(self) -> None:
+        pass
+
+
+def client_ssl(test_ca: Path, proxy_ca: Path | None) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(test_ca))
+    if proxy_ca is not None:
+        context.load_verify_locations(cafile=str(proxy_ca))
+    return context
+
+
+HEADERS = {
+    "content-type": "application/json",
+    "authorization": "Bearer sk-or-v1-bench",
+    "accept": "text/event-stream",
+    "user-agent": "clutch-bench/1 (aiohttp)",
+    "http-referer": "https://github.com/clutch/bench",
+    "x-title": "clutch-bench",
+}
+
+
+@dataclass
+class Sample:
+    ok: bool
+    ttfb: float = math.nan
+    ttft: float = math.nan
+    total: float = math.nan
+    error: str | None = None
+
+
+async def one_request(session, target: Target, body: bytes) -> Sample:
+    proxy = f"http://{PROXY_USER}:bench-token@127.0.0.1:{target.proxy_port}" if target.proxy_port else None
+    started = time.perf_counter()
+    first = token = None
+    seen = b""
+    tail = b""
+    try:
+        async with session.post(URL, data=body, headers=HEADERS, proxy=proxy) as response:
+            if response.status != 200:
+                return Sample(False, error=f"HTTP {response.status}: {(await response.read())[:200]!r}")
+            while True:
+                chunk = await response.content.readany()
+                if not chunk:
+                    break
+                now = time.perf_counter()
+                if first is None:
+                    first = now
+                if token is None:
+                    seen += chunk
+                    if _TOKEN.search(seen):
+                        token = now
+                        seen = b""
+                tail = (tail + chunk)[-64:]
+        end = time.perf_counter()
+    except Exception as e:  # noqa: BLE001 - any failure is a failed sample, counted and shown
+        return Sample(False, error=f"{type(e).__name__}: {e}"[:300])
+    if token is None or not tail.rstrip().endswith(b"data: [DONE]"):
+        return Sample(False, error=f"incomplete stream (tail {tail!r})")
+    return Sample(True, (first - started) * 1000, (token - started) * 1000, (end - started) * 1000)
+
+
+async def run_batch(session, target: Target, body: bytes, n: int, concurrency: int) -> list[Sample]:
+    samples: list[Sample] = []
+    remaining = n
+
+    async def worker():
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            samples.append(await one_request(session, target, body))
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+    return samples
+
+
+def pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (numpy's default)."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    k = (len(s) - 1) * q / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+async def run_cell(target: Target, load: Load, body: bytes, test_ca: Path, fake: Proc) -> dict:
+    import aiohttp
+
+    created = 0
+
+    async def on_create(session, ctx, params):
+        nonlocal created
+        created += 1
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(on_create)
+    connector = aiohttp.TCPConnector(
+        limit=load.concurrency, ssl=client_ssl(test_ca, target.proxy_ca),
+        resolver=MapResolver(target.fake_port) if target.proxy_port is None else None,
+    )
+    async with aiohttp.ClientSession(connector=connector, trace_configs=[trace], trust_env=False,
+                                     timeout=aiohttp.ClientTimeout(total=120)) as session:
+        warm = await run_batch(session, target, body, load.warmup, load.concurrency)
+        proxy_cpu0 = target.proc.cpu_seconds() if target.proc else 0.0
+        fake_cpu0 = fake.cpu_seconds()
+        client_cpu0 = time.process_time()
+        conns0 = created
+        t0 = time.perf_counter()
+        samples = await run_batch(session, target, body, load.requests, load.concurrency)
+        wall = time.perf_counter() - t0
+        client_cpu = time.process_time() - client_cpu0
+        fake_cpu = fake.cpu_seconds() - fake_cpu0
+        proxy_cpu = (target.proc.cpu_seconds() - proxy_cpu0) if target.proc else None
+        new_conns = created - conns0
+    ok = [s for s in samples if s.ok]
+    errors = [s.error for s in samples + warm if not s.ok]
+    ttfb = [s.ttfb for s in ok]
+    ttft = [s.ttft for s in ok]
+    total = [s.total for s in ok]
+    n = len(samples)
+    return {
+        "path": target.path, "load": load.name, "phase": load.phase, "concurrency": load.concurrency,
+        "body": load.body, "requests": n, "ok": len(ok), "failed": n - len(ok), "warmup_failed":
+        sum(1 for s in warm if not s.ok), "errors": errors[:5], "wall_s": wall, "rps": len(ok) / wall,
+        "ttfb_p50": pct(ttfb, 50), "ttfb_p99": pct(ttfb, 99), "ttft_p50": pct(ttft, 50), "ttft_p99": pct(ttft, 99),
+        "total_p50": pct(total, 50), "total_p99": pct(total, 99),
+        "proxy_cpu_s": proxy_cpu, "proxy_cpu_ms_per_req": proxy_cpu * 1000 / n if proxy_cpu is not None else None,
+        "fake_cpu_ms_per_req": fake_cpu * 1000 / n, "client_cpu_ms_per_req": client_cpu * 1000 / n,
+        "proxy_rss_mb": target.proc.status_kb("VmRSS") / 1024 if target.proc else None,
+        "proxy_hwm_mb": target.proc.status_kb("VmHWM") / 1024 if target.proc else None,
+        "connections_opened": created, "connections_opened_measured": new_conns,
+        "samples": {"ttfb": [round(x, 3) for x in ttfb], "ttft": [round(x, 3) for x in ttft],
+                    "total": [round(x, 3) for x in total]},
+    }
+
+
+# ----------------------------------------------------------------------------- orchestration
+
+
+def log(t0: float, message: str) -> None:
+    print(f"[{time.monotonic() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine_info() -> dict:
+    import aiohttp
+    import httpx
+    from mitmproxy import version
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"cores": os.cpu_count(), "cpu": cpu, "mem_gib": round(mem_kb / 1024 / 1024, 1),
+            "kernel": platform.release(), "python": platform.python_version(), "mitmproxy": version.VERSION,
+            "aiohttp": aiohttp.__version__, "httpx": httpx.__version__}
+
+
+async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
+    pki = make_test_pki(workdir / "pki", [HOST])
+    bodies = {"2k": small_body()}
+    bodies["200k"], large_source = large_body()
+    loads = loads_for(args.quick)
+    paths = [p for p in PATHS if p in args.paths]
+    reps = args.reps or (1 if args.quick else 3)
+    cells: list[dict] = []
+    peaks: dict[str, float] = {}
+    proxy_totals: dict[str, dict] = {}
+    phases = [("paced", args.chunk_delay), ("zero", 0.0)]
+    for phase, delay in phases:
+        phase_loads = [load for load in loads if load.phase == phase and load.name in args.loads]
+        if not phase_loads:
+            continue
+        fake, fake_port = start_fake(workdir / f"{phase}-fake", pki, delay, registry)
+        targets = {"direct": Target("direct", fake_port)}
+        for path in paths:
+            if path == "direct":
+                continue
+            proc, port, ca = start_proxy(path, workdir / f"{phase}-{path}", fake_port, pki.ca_cert, registry)
+            targets[path] = Target(path, fake_port, port, ca, proc)
+        log(t0, f"phase {phase}: fake :{fake_port} (chunk delay {delay * 1000:g} ms), proxies "
+                + ", ".join(f"{p} :{t.proxy_port}" for p, t in targets.items() if t.proxy_port))
+        for load in phase_loads:
+            for rep in range(reps):
+                for path in paths:
+                    started = time.monotonic()
+                    cell = await run_cell(targets[path], load, bodies[load.body], pki.ca_cert, fake)
+                    cell["rep"] = rep
+                    cells.append(cell)
+                    cpu = f", proxy CPU {cell['proxy_cpu_ms_per_req']:.2f} ms/req" if cell["proxy_cpu_s"] is not None else ""
+                    fails = f", FAILED {cell['failed']} ({cell['errors'][:1]})" if cell["failed"] or cell["warmup_failed"] else ""
+                    log(t0, f"{load.name:9} rep {rep + 1}/{reps} {path:12} {cell['ok']}/{cell['requests']} ok, "
+                            f"TTFB p50 {cell['ttfb_p50']:.2f} p99 {cell['ttfb_p99']:.2f} ms, total p50 "
+                            f"{cell['total_p50']:.1f} ms, {cell['rps']:.1f} req/s{cpu}{fails} "
+                            f"({time.monotonic() - started:.1f} s)")
+                    await asyncio.sleep(0.2)
+        for path, target in targets.items():
+            if target.proc is not None:
+                hwm = target.proc.status_kb("VmHWM") / 1024
+                peaks[path] = max(peaks.get(path, 0.0), hwm)
+                proxy_totals[f"{phase}/{path}"] = {"cpu_s": target.proc.cpu_seconds(), "hwm_mb": hwm,
+                                                   "rss_mb": target.proc.status_kb("VmRSS") / 1024}
+                target.proc.stop()
+                registry.remove(target.proc)
+                problems = [line for line in target.proc.output().splitlines()
+                            if re.search(r"error|Traceback|exception", line, re.I)]
+                if problems:
+                    proxy_totals[f"{phase}/{path}"]["log_problems"] = problems[:10]
+        fake.stop()
+        registry.remove(fake)
+    return {
+        "quick": args.quick, "reps": reps, "paths": paths, "chunk_delay_s": args.chunk_delay, "model": MODEL,
+        "n_chunks": N_CHUNKS, "bodies": {k: len(v) for k, v in bodies.items()}, "large_body_source": large_source,
+        "loads": [vars(load) for load in loads if load.name in args.loads], "cells": cells,
+        "peak_rss_mb": peaks, "proxy_totals": proxy_totals,
+    }
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def median_run(cells: list[dict], key: str) -> dict:
+    """The middle run by `key` (the lower middle for an even count)."""
+    ranked = sorted(cells, key=lambda c: math.inf if math.isnan(c[key]) else c[key])
+    return ranked[(len(ranked) - 1) // 2]
+
+
+def select(data: dict) -> dict[tuple[str, str], dict]:
+    """(path, load) -> the median run: by TTFB p50 for latency loads, by req/s for saturation loads."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for cell in data["cells"]:
+        groups.setdefault((cell["path"], cell["load"]), []).append(cell)
+    chosen = {}
+    for key, cells in groups.items():
+        if key[1].startswith("sat"):
+            chosen[key] = median_run(cells, "rps")
+        else:
+            chosen[key] = median_run(cells, "ttfb_p50")
+        chosen[key]["reps_ttfb_p50"] = sorted(c["ttfb_p50"] for c in cells)
+        chosen[key]["reps_rps"] = sorted(c["rps"] for c in cells)
+        chosen[key]["reps_failed"] = sum(c["failed"] + c["warmup_failed"] for c in cells)
+    return chosen
+
+
+def f(value, digits: int = 1, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+LAT_LOADS = ["c1-2k", "c1-200k", "c16-2k", "c16-200k"]
+SAT_LOADS = ["sat16-2k", "sat32-2k"]
+
+
+def verdicts(chosen: dict) -> list[str]:
+    lines = []
+
+    def get(path, load):
+        return chosen.get((path, load))
+
+    direct = get("direct", "c1-2k")
+    mitm = get("mitmdump", "c1-2k")
+    for path in ("clutch", "clutch-httpx"):
+        cell = get(path, "c1-2k")
+        if direct and mitm and cell:
+            x = cell["ttfb_p50"] - direct["ttfb_p50"]
+            y = mitm["ttfb_p50"] - direct["ttfb_p50"]
+            ratio = x / y if y > 0 else math.inf
+            verdict = "PASS" if ratio <= 2 else "FAIL"
+            lines.append(f"- {'Clutch' if path == 'clutch' else 'Clutch (httpx engine)'} added TTFB at c=1 (2 KB) "
+                         f"= {x:.2f} ms vs bare mitmdump {y:.2f} ms -> ratio {ratio:.2f}x (goal <= 2x): **{verdict}**")
+    mitm_sat = get("mitmdump", "sat16-2k")
+    for path in ("clutch", "clutch-httpx"):
+        cell = get(path, "sat16-2k")
+        if mitm_sat and cell:
+            ratio = cell["rps"] / mitm_sat["rps"]
+            verdict = "PASS" if ratio >= 0.6 else "FAIL"
+            lines.append(f"- {'Clutch' if path == 'clutch' else 'Clutch (httpx engine)'} req/s at c=16 = "
+                         f"{cell['rps']:.0f} vs mitmdump {mitm_sat['rps']:.0f} -> ratio {ratio:.2f}x "
+                         f"(goal >= 0.6x): **{verdict}**")
+    return lines
+
+
+def render(data: dict) -> str:
+    meta = data["meta"]
+    machine = meta["machine"]
+    chosen = select(data)
+    paths = data["paths"]
+    out = []
+    out.append("# Clutch benchmark: added latency and throughput versus bare mitmdump\n")
+    out.append(f"Generated by `bench/run.py{' --quick' if data['quick'] else ''}` on {meta['started']} "
+               f"in {meta['duration_s']:.0f} s. Method and column meanings: `bench/README.md`.\n")
+    out.append(f"**Machine**: {machine['cores']} cores ({machine['cpu']}), {machine['mem_gib']} GiB, Linux "
+               f"{machine['kernel']}; Python {machine['python']}, mitmproxy {machine['mitmproxy']}, aiohttp "
+               f"{machine['aiohttp']}, httpx {machine['httpx']}. Load average before / after: "
+               f"{' '.join(f'{x:.2f}' for x in meta['loadavg_before'])} / "
+               f"{' '.join(f'{x:.2f}' for x in meta['loadavg_after'])}. Client, proxy and fake share the cores.\n")
+    out.append(f"**Stream**: model `{data['model']}` = {data['n_chunks']} content chunks, fake chunk delay "
+               f"{data['chunk_delay_s'] * 1000:g} ms for the c1/c16 loads and 0 for the saturation loads. "
+               f"**Bodies**: 2k = {data['bodies']['2k']:,} B synthetic chat; 200k = {data['bodies']['200k']:,} B from "
+               f"`{data['large_body_source']}`. **Reps**: {data['reps']} per cell, interleaved "
+               f"({' '.join(paths)} per rep); each cell shows its median run.\n")
+
+    out.append("## Main table\n")
+    out.append("Added TTFB = path's TTFB minus `direct`'s in the same load (median runs), p50 / p99, ms. "
+               "Throughput = req/s with the zero-delay fake, 2 KB bodies (sat16 = c=16, sat32 = c=32). "
+               "CPU = proxy process CPU (user+sys) per request, measured window only.\n")
+    head = ["path", *(f"{load} ΔTTFB p50 / p99" for load in LAT_LOADS), "req/s sat16 / sat32",
+            "CPU ms/req c16-2k", "CPU ms/req sat32", "peak RSS MB"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "---|" * len(head))
+    for path in paths:
+        row = [path]
+        for load in LAT_LOADS:
+            cell, base = chosen.get((path, load)), chosen.get(("direct", load))
+            if cell is None:
+                row.append("–")
+            elif path == "direct":
+                row.append(f"{f(cell['ttfb_p50'], 2)} / {f(cell['ttfb_p99'], 2)} abs")
+            else:
+                row.append(f"{f(cell['ttfb_p50'] - base['ttfb_p50'], 2, True)} / "
+                           f"{f(cell['ttfb_p99'] - base['ttfb_p99'], 2, True)}" if base else "–")
+        sat = [chosen.get((path, load)) for load in SAT_LOADS]
+        row.append(" / ".join(f(c["rps"], 0) if c else "–" for c in sat))
+        c16 = chosen.get((path, "c16-2k"))
+        row.append(f(c16["proxy_cpu_ms_per_req"], 2) if c16 else "–")
+        row.append(f(sat[1]["proxy_cpu_ms_per_req"], 2) if sat[1] else "–")
+        row.append(f(data["peak_rss_mb"].get(path), 0))
+        out.append("| " + " | ".join(row) + " |")
+    out.append("")
+    failed = sum(c["failed"] + c["warmup_failed"] for c in data["cells"])
+    out.append(f"Failed requests over the whole run: {failed}.\n")
+
+    out.append("## Verdicts\n")
+    out.append("Definitions: added TTFB = p50 TTFB minus direct's p50 TTFB, c1-2k load, median runs. "
+               "Throughput = sat16-2k: completed streams per second at concurrency 16, 2 KB bodies, fake without "
+               "chunk delay, so the proxy (not the fake's pacing) is the limit; median run by req/s.\n")
+    out.extend(verdicts(chosen))
+    out.append("")
+
+    out.append("## Appendix: absolute numbers (median run per cell; ms unless noted)\n")
+    out.append("TTFB = first response-body byte at the client; TTFT = first `data:` event with content; total = "
+               "end of stream. CPU columns are per measured request. \"TTFB p50 over reps\" / \"req/s over reps\" "
+               "show the spread of the repetitions.\n")
+    for load in LAT_LOADS + SAT_LOADS:
+        rows = [(p, chosen.get((p, load))) for p in paths if chosen.get((p, load))]
+        if not rows:
+            continue
+        cfg = next(l for l in data["loads"] if l["name"] == load)
+        out.append(f"**{load}** (c={cfg['concurrency']}, {cfg['body']} body, {cfg['requests']} requests after "
+                   f"{cfg['warmup']} warm-up, fake chunk delay {'0' if cfg['phase'] == 'zero' else f'{data['chunk_delay_s'] * 1000:g} ms'})\n")
+        head = ["path", "ok/failed", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p99", "total p50", "total p99",
+                "req/s", "proxy CPU ms/req", "fake CPU ms/req", "client CPU ms/req", "RSS MB after",
+                "TTFB p50 over reps", "req/s over reps"]
+        out.append("| " + " | ".join(head) + " |")
+        out.append("|" + "---|" * len(head))
+        for path, c in rows:
+            out.append("| " + " | ".join([
+                path, f"{c['ok']}/{c['failed']}", f(c["ttfb_p50"], 2), f(c["ttfb_p99"], 2), f(c["ttft_p50"], 2),
+                f(c["ttft_p99"], 2), f(c["total_p50"], 1), f(c["total_p99"], 1), f(c["rps"], 1),
+                f(c["proxy_cpu_ms_per_req"], 2), f(c["fake_cpu_ms_per_req"], 2), f(c["client_cpu_ms_per_req"], 2),
+                f(c["proxy_rss_mb"], 0),
+                "–".join(f(x, 2) for x in (c["reps_ttfb_p50"][0], c["reps_ttfb_p50"][-1])),
+                "–".join(f(x, 0) for x in (c["reps_rps"][0], c["reps_rps"][-1])),
+            ]) + " |")
+        out.append("")
+    if data.get("proxy_totals"):
+        out.append("**Proxy processes** (per phase: total CPU over the phase incl. warm-ups, peak and final RSS)\n")
+        out.append("| phase/path | CPU s | peak RSS MB | RSS MB at end | log lines with error/exception |")
+        out.append("|---|---|---|---|---|")
+        for key, t in data["proxy_totals"].items():
+            out.append(f"| {key} | {t['cpu_s']:.1f} | {t['hwm_mb']:.0f} | {t['rss_mb']:.0f} | "
+                       f"{len(t.get('log_problems', []))} |")
+        out.append("")
+    return "\n".join(out) + "\n"
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 rep, fewer requests: a smoke check")
+    parser.add_argument("--reps", type=int, default=0, help="repetitions per cell (default 3, --quick 1)")
+    parser.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS)
+    parser.add_argument("--loads", nargs="+", default=LAT_LOADS + SAT_LOADS, choices=LAT_LOADS + SAT_LOADS)
+    parser.add_argument("--chunk-delay", type=float, default=0.005, help="fake's delay between chunks, s")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, confdirs)")
+    parser.add_argument("--report", type=Path, help="only render the markdown report of a raw JSON file")
+    args = parser.parse_args()
+    if "direct" not in args.paths:
+        args.paths = ["direct", *args.paths]
+
+    if args.report:
+        print(render(json.loads(args.report.read_text())))
+        return 0
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    t0 = time.monotonic()
+    started = datetime.datetime.now().astimezone()
+    before = loadavg()
+    workdir = Path(tempfile.mkdtemp(prefix="clutch-bench-"))
+    registry: list[Proc] = []
+    try:
+        log(t0, f"workdir {workdir}; load average {before}")
+        data = asyncio.run(bench(args, workdir, registry, t0))
+    except KeyboardInterrupt:
+        log(t0, "interrupted; stopping processes")
+        return 130
+    finally:
+        for proc in reversed(registry):
+            try:
+                proc.stop()
+            except Exception as e:  # noqa: BLE001 - keep stopping the others
+                print(f"could not stop {proc.name} (pid {proc.pid}): {e}", file=sys.stderr)
+        if args.keep:
+            print(f"kept {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    data["meta"] = {"started": started.isoformat(timespec="seconds"), "duration_s": time.monotonic() - t0,
+                    "loadavg_before": before, "loadavg_after": loadavg(), "machine": machine_info(),
+                    "argv": sys.argv[1:]}
+    stamp = started.strftime("%Y%m%dT%H%M%S")
+    raw_dir = RESULTS / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    raw_path = raw_dir / f"{stamp}{'-quick' if args.quick else ''}.json"
+    raw_path.write_text(json.dumps(data, indent=1))
+    report = render(data)
+    # a quick run is a smoke check: its report stays beside the raw data, latest.md keeps the last full run
+    md_path = raw_dir / f"{stamp}-quick.md" if args.quick else RESULTS / "latest.md"
+    md_path.write_text(report)
+    print(report)
+    log(t0, f"raw results: {raw_path.relative_to(ROOT)}; report: {md_path.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+import base64
+
+import pytest
+
+from addons.identity import UNKNOWN, Identity, identity_from_basic_auth, identity_from_username, username_for
+
+
+def basic(user: str, password: str = "secret-token") -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("identity", [
+    Identity(agent="claude", from_credentials=True),
+    Identity(agent="hermes", session="9f1c-22", route="b", tier="f", from_credentials=True),
+    Identity(agent="opencode", model="openrouter:moonshotai/kimi-k2.6:free", from_credentials=True),
+    Identity(agent="codex", session="s1", tier="3", from_credentials=True),
+])
+def test_round_trip_through_the_proxy_url(identity):
+    username = username_for(identity)
+    assert all(c.isalnum() or c in "-._" for c in username)  # nothing a client must percent-encode
+    assert identity_from_basic_auth(basic(username)) == identity
+
+
+def test_launch_codes_carry_agent_route_and_tier():
+    assert identity_from_username("xx-cip") == Identity(agent="claude", route="p", launch_code="cip",
+                                                        from_credentials=True)
+    hermes = identity_from_username("xx-hcbf.s-abc")
+    assert (hermes.agent, hermes.route, hermes.tier, hermes.session) == ("hermes", "b", "f", "abc")
+    assert identity_from_username("xx-wnp").agent == "openclaw"
+
+
+@pytest.mark.parametrize("header", [None, "", "Bearer abc", "Basic !!!", basic("alice"), basic("xx-robot")])
+def test_anything_else_is_unknown(header):
+    identity = identity_from_basic_auth(header)
+    assert identity.agent == "unknown"
+    assert identity.session is None
+
+
+def test_password_is_never_kept():
+    identity = identity_from_basic_auth(basic("xx-pi.s-1", "sk-super-secret"))
+    assert "sk-super-secret" not in repr(identity)
+    assert identity.describe() == "pi session=1"
+    assert UNKNOWN.describe() == "unknown"
+
+
+def test_bad_pairs_are_ignored_not_fatal():
+    identity = identity_from_username("xx-claude.r-z.t-!!.s-ok.q-1.m-%%%")
+    assert (identity.agent, identity.route, identity.tier, identity.session) == ("claude", None, None, "ok")
