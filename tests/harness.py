@@ -145,7 +145,8 @@ class Gateway:
         return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5, trust_env=False).json()
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text()
 
     def stop(self) -> int:
