@@ -28,12 +28,16 @@ Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
 Reverse = Annotated[list[str], typer.Option(
     "--reverse", metavar="URL@PORT",
     help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
+Confdir = Annotated[Path, typer.Option("--confdir", envvar="CLUTCH_CONFDIR",
+                                       help="Folder of the gateway's CA (mitmproxy's confdir).")]
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: list[str]) -> list[str]:
+def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: list[str],
+                   confdir: Path | None = None) -> list[str]:
     args = ["-s", str(SCRIPT), "--listen-host", "127.0.0.1", "--mode", f"regular@{port}",
-            "--set", f"confdir={PROJECT_CERTS}", "--set", "connection_strategy=lazy"]
+            "--set", f"confdir={(confdir or PROJECT_CERTS).expanduser().resolve()}",
+            "--set", "connection_strategy=lazy"]
     for entry in reverse:
         target, sep, reverse_port = entry.rpartition("@")
         if not sep or not reverse_port.isdigit():
@@ -45,23 +49,25 @@ def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: lis
 
 
 @app.command(context_settings=PASS_THROUGH)
-def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = []) -> None:
+def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = [],
+          confdir: Confdir = PROJECT_CERTS) -> None:
     """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
-    _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args))
+    _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args, confdir))
 
 
 @app.command(context_settings=PASS_THROUGH)
 def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = [],
+        confdir: Confdir = PROJECT_CERTS,
         web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
     """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""
-    args = mitm_arguments(port, rules, reverse, ctx.args)
+    args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
     args += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "store_streamed_bodies=true",
              "--set", "web_columns=tls,icon,path,method,status,size,time,comment"]
     _exec("mitmweb", args)
 
 
 @app.command()
-def env(port: Port = DEFAULT_PORT,
+def env(port: Port = DEFAULT_PORT, confdir: Confdir = PROJECT_CERTS,
         agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENTS)}) put in the proxy credentials")]
         = "unknown",
         session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None) -> None:
@@ -69,7 +75,7 @@ def env(port: Port = DEFAULT_PORT,
     agent = AGENT_LETTERS.get(agent, agent)
     if agent not in AGENTS:
         raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENTS)}")
-    files = prepare(PROJECT_CERTS)
+    files = prepare(confdir.expanduser().resolve())
     url = proxy_url("127.0.0.1", port, Identity(agent=agent, session=session))
     typer.echo(f"# Clutch CA certificate: {files.ca_cert}")
     typer.echo(f"# Combined trust bundle (system roots + Clutch CA): {files.bundle}")

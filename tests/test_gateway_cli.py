@@ -1,0 +1,89 @@
+"""`./clutch`: the bootstrap script and the gateway commands (start, env)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+
+import httpx
+import pytest
+from harness import ROOT, stop
+from typer.testing import CliRunner
+
+from launcher import gateway as cli
+from launcher.recipe import LOOPBACK
+
+
+def test_start_arguments_bind_loopback_with_the_project_ca():
+    args = cli.mitm_arguments(8780, None, ["https://openrouter.ai@8790"], ["--set", "x=1"])
+    assert args[:2] == ["-s", str(ROOT / "addons" / "clutch.py")]
+    assert "--listen-host" in args and args[args.index("--listen-host") + 1] == "127.0.0.1"
+    assert "regular@8780" in args
+    assert "reverse:https://openrouter.ai@127.0.0.1:8790" in args
+    assert f"confdir={ROOT / 'certs'}" in args
+    assert args[-2:] == ["--set", "x=1"]
+
+
+def test_reverse_needs_a_port():
+    with pytest.raises(Exception, match="URL@PORT"):
+        cli.mitm_arguments(8780, None, ["https://openrouter.ai"], [])
+
+
+def test_env_prints_the_recipe(tmp_path, monkeypatch):
+    result = CliRunner().invoke(cli.app, ["env", "--agent", "c", "--port", "9999", "--session", "s1",
+                                          "--confdir", str(tmp_path / "certs")])
+    assert result.exit_code == 0, result.output
+    exports = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1)
+                   for line in result.output.splitlines() if line.startswith("export "))
+    assert exports["HTTPS_PROXY"].startswith("http://xx-claude.s-s1:")
+    assert exports["HTTPS_PROXY"].endswith("@127.0.0.1:9999")
+    assert exports["NODE_EXTRA_CA_CERTS"] == str(tmp_path / "certs" / "mitmproxy-ca-cert.pem")
+    assert exports["SSL_CERT_FILE"] == exports["REQUESTS_CA_BUNDLE"] == str(tmp_path / "certs" / "clutch-ca-bundle.pem")
+    assert exports["NO_PROXY"] == LOOPBACK
+    assert (tmp_path / "certs" / "clutch-ca-bundle.pem").exists()
+    assert "sk-" not in result.output
+
+
+def test_env_refuses_unknown_agents():
+    result = CliRunner().invoke(cli.app, ["env", "--agent", "robot"])
+    assert result.exit_code != 0 and "unknown agent" in result.output
+
+
+def test_bootstrap_explains_a_missing_python(tmp_path):
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYENV_ROOT": str(tmp_path / "no-pyenv"),
+           "CLUTCH_VENV": str(tmp_path / "venv"), "CLUTCH_PYTHON": "/nonexistent/python"}
+    if any(os.path.exists(f"/usr/bin/python3.{minor}") for minor in range(12, 20)):
+        pytest.skip("this machine has a system Python >= 3.12")
+    result = subprocess.run([str(ROOT / "clutch"), "start"], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no Python >= 3.12 found" in result.stderr
+    assert "CLUTCH_PYTHON=" in result.stderr
+    assert not (tmp_path / "venv").exists()
+
+
+def test_clutch_start_serves_health_on_loopback(tmp_path):
+    """The README's first command, on the installed .venv: starts on the embedded default rules."""
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "start.log", "w")
+    process = subprocess.Popen([str(ROOT / "clutch"), "start", "--port", str(port), "--confdir",
+                                str(tmp_path / "certs")], stdout=log, stderr=subprocess.STDOUT,
+                               env={**os.environ, "HOME": str(tmp_path)})
+    try:
+        health = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and health is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/health", trust_env=False, timeout=2).json()
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        assert health is not None, (tmp_path / "start.log").read_text()
+        assert health["rules"]["path"] == str(ROOT / "rules" / "default.yaml")
+        assert health["listen"] == [f"regular 127.0.0.1:{port}"]
+        assert health["ca_cert"] == str(tmp_path / "certs" / "mitmproxy-ca-cert.pem")
+    finally:
+        stop(process)
+        log.close()
