@@ -189,7 +189,7 @@ def start_fake(workdir: Path, pki, chunk_delay: float, registry: list[Proc]) -> 
 
 def start_proxy(path: str, workdir: Path, fake_port: int, test_ca: Path, registry: list[Proc]) -> tuple[Proc, int, Path]:
     confdir = workdir / "confdir"
-    common = [*os.environ.get("BENCH_EXTRA", "").split(), "--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"confdir={confdir}",
+    common = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"confdir={confdir}",
               "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={test_ca}"]
     if path == "mitmdump":
         args = [MITMDUMP, "-s", str(BENCH / "stream_addon.py"), *common,

@@ -1,8 +1,15 @@
 """The benchmark's reference proxy: bare mitmdump plus the two things it needs to be comparable.
 
 * `responseheaders`: stream `text/event-stream` responses (stock mitmdump buffers them whole).
-* `server_connect`: send openrouter.ai:443 to the fake provider, keeping the TLS server name, like
-  Clutch's addons/resolve.py, so both proxies intercept TLS and verify the upstream's certificate.
+* Resolve openrouter.ai:443 to the fake provider, keeping the TLS server name and the Host header,
+  so both proxies intercept TLS and verify the upstream's certificate for openrouter.ai.
+
+The address is rewritten on the request (`requestheaders`), not in `server_connect` as Clutch's
+addons/resolve.py does: mitmproxy reuses an upstream connection only when the request's address
+equals the connection's, so a `server_connect` rewrite opens a new upstream connection for every
+request and keeps the old ones until the client leaves; mitmproxy allows 5 connections per address
+and client connection (proxy/server.py `max_conns`), so the 6th keep-alive request hangs forever.
+`server_connect` only puts the original name back as SNI.
 
 Run: mitmdump -s bench/stream_addon.py --set bench_resolve=openrouter.ai:443=127.0.0.1:PORT
 """
@@ -18,6 +25,7 @@ from mitmproxy.proxy import server_hooks
 class BenchStream:
     def __init__(self) -> None:
         self.overrides: dict[tuple[str, int], tuple[str, int]] = {}
+        self.names: dict[tuple[str, int], str] = {}
 
     def load(self, loader):
         loader.add_option("bench_resolve", Sequence[str], [], "host:port=ip:port (repeatable)")
@@ -31,15 +39,17 @@ class BenchStream:
                 ip, _, to_port = destination.rpartition(":")
                 self.overrides[(host.lower(), int(port))] = (ip, int(to_port))
 
-    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
-        address = data.server.address
-        if address is None:
-            return
-        target = self.overrides.get((str(address[0]).lower(), address[1]))
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        request = flow.request.data
+        target = self.overrides.get((request.host.lower(), request.port))
         if target is not None:
-            if data.server.sni is None:
-                data.server.sni = str(address[0])
-            data.server.address = target
+            self.names[target] = request.host
+            request.host, request.port = target  # Host header untouched: the fake sees openrouter.ai
+
+    def server_connect(self, data: server_hooks.ServerConnectionHookData) -> None:
+        name = self.names.get(data.server.address) if data.server.address else None
+        if name is not None:
+            data.server.sni = name  # verify the fake's certificate for openrouter.ai, as Clutch does
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         if "text/event-stream" in flow.response.headers.get("content-type", ""):

@@ -204,3 +204,15 @@ def test_concurrent_streams_do_not_mix(routed, fake):
     for thread in threads:
         thread.join(30)
     assert results == {i: "pong from the fake upstream" for i in range(8)}
+
+
+def test_gemini_stream_is_recognised_and_passed_through(gateway, fake):
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert)) as client:
+        response = client.post(
+            "https://generativelanguage.googleapis.com/v1beta/models/engine-gemini:streamGenerateContent?alt=sse",
+            json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]},
+            headers={"x-goog-api-key": "gemini-test-key"})
+    assert response.status_code == 200
+    assert response.text.count("data: ") >= 2 and "usageMetadata" in response.text
+    entry = fake.wait_for(lambda e: e.get("model") == "engine-gemini")
+    assert "x-clutch-flow" in entry["headers"] and entry["headers"]["x-goog-api-key"] == "gemini-test-key"
