@@ -64,24 +64,24 @@ class Load:
     concurrency: int
     requests: int
     warmup: int
-    phase: str  # "paced" (fake with chunk delay) | "zero" (fake without delay)
+    phase: str  # "c1" / "c16": fake with --c1-delay / --c16-delay between chunks; "zero": no delay
 
 
 def loads_for(quick: bool) -> list[Load]:
     if quick:
         return [
-            Load("c1-2k", "2k", 1, 15, 3, "paced"),
-            Load("c1-200k", "200k", 1, 15, 3, "paced"),
-            Load("c16-2k", "2k", 16, 64, 32, "paced"),
-            Load("c16-200k", "200k", 16, 64, 32, "paced"),
+            Load("c1-2k", "2k", 1, 15, 3, "c1"),
+            Load("c1-200k", "200k", 1, 15, 3, "c1"),
+            Load("c16-2k", "2k", 16, 64, 32, "c16"),
+            Load("c16-200k", "200k", 16, 64, 32, "c16"),
             Load("sat16-2k", "2k", 16, 160, 32, "zero"),
             Load("sat32-2k", "2k", 32, 160, 64, "zero"),
         ]
     return [
-        Load("c1-2k", "2k", 1, 60, 5, "paced"),
-        Load("c1-200k", "200k", 1, 60, 5, "paced"),
-        Load("c16-2k", "2k", 16, 320, 32, "paced"),
-        Load("c16-200k", "200k", 16, 320, 32, "paced"),
+        Load("c1-2k", "2k", 1, 50, 5, "c1"),
+        Load("c1-200k", "200k", 1, 50, 5, "c1"),
+        Load("c16-2k", "2k", 16, 192, 32, "c16"),
+        Load("c16-200k", "200k", 16, 192, 32, "c16"),
         Load("sat16-2k", "2k", 16, 400, 32, "zero"),
         Load("sat32-2k", "2k", 32, 400, 64, "zero"),
     ]
@@ -167,7 +167,8 @@ class Proc:
         return 0
 
     def output(self) -> str:
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
@@ -411,7 +412,7 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
     cells: list[dict] = []
     peaks: dict[str, float] = {}
     proxy_totals: dict[str, dict] = {}
-    phases = [("paced", args.chunk_delay), ("zero", 0.0)]
+    phases = [("c1", args.c1_delay), ("c16", args.c16_delay), ("zero", 0.0)]
     for phase, delay in phases:
         phase_loads = [load for load in loads if load.phase == phase and load.name in args.loads]
         if not phase_loads:
@@ -432,7 +433,8 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
                     cell = await run_cell(targets[path], load, bodies[load.body], pki.ca_cert, fake)
                     cell["rep"] = rep
                     cells.append(cell)
-                    cpu = f", proxy CPU {cell['proxy_cpu_ms_per_req']:.2f} ms/req" if cell["proxy_cpu_s"] is not None else ""
+                    cpu = f", CPU ms/req proxy {cell['proxy_cpu_ms_per_req']:.1f}" if cell["proxy_cpu_s"] is not None else ", CPU ms/req"
+                    cpu += f" fake {cell['fake_cpu_ms_per_req']:.1f} client {cell['client_cpu_ms_per_req']:.1f}"
                     fails = f", FAILED {cell['failed']} ({cell['errors'][:1]})" if cell["failed"] or cell["warmup_failed"] else ""
                     log(t0, f"{load.name:9} rep {rep + 1}/{reps} {path:12} {cell['ok']}/{cell['requests']} ok, "
                             f"TTFB p50 {cell['ttfb_p50']:.2f} p99 {cell['ttfb_p99']:.2f} ms, total p50 "
@@ -454,7 +456,7 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
         fake.stop()
         registry.remove(fake)
     return {
-        "quick": args.quick, "reps": reps, "paths": paths, "chunk_delay_s": args.chunk_delay, "model": MODEL,
+        "quick": args.quick, "reps": reps, "paths": paths, "chunk_delay_s": {"c1": args.c1_delay, "c16": args.c16_delay, "zero": 0.0}, "model": MODEL,
         "n_chunks": N_CHUNKS, "bodies": {k: len(v) for k, v in bodies.items()}, "large_body_source": large_source,
         "loads": [vars(load) for load in loads if load.name in args.loads], "cells": cells,
         "peak_rss_mb": peaks, "proxy_totals": proxy_totals,
@@ -541,7 +543,9 @@ def render(data: dict) -> str:
                f"{' '.join(f'{x:.2f}' for x in meta['loadavg_before'])} / "
                f"{' '.join(f'{x:.2f}' for x in meta['loadavg_after'])}. Client, proxy and fake share the cores.\n")
     out.append(f"**Stream**: model `{data['model']}` = {data['n_chunks']} content chunks, fake chunk delay "
-               f"{data['chunk_delay_s'] * 1000:g} ms for the c1/c16 loads and 0 for the saturation loads. "
+               f"{data['chunk_delay_s']['c1'] * 1000:g} ms for the c1 loads (a ≈0.1 s stream), "
+               f"{data['chunk_delay_s']['c16'] * 1000:g} ms for the c16 loads (≈0.4 s, so 16 streams do not saturate "
+               f"the 2 cores by themselves) and 0 for the saturation loads. "
                f"**Bodies**: 2k = {data['bodies']['2k']:,} B synthetic chat; 200k = {data['bodies']['200k']:,} B from "
                f"`{data['large_body_source']}`. **Reps**: {data['reps']} per cell, interleaved "
                f"({' '.join(paths)} per rep); each cell shows its median run.\n")
@@ -593,7 +597,7 @@ def render(data: dict) -> str:
             continue
         cfg = next(l for l in data["loads"] if l["name"] == load)
         out.append(f"**{load}** (c={cfg['concurrency']}, {cfg['body']} body, {cfg['requests']} requests after "
-                   f"{cfg['warmup']} warm-up, fake chunk delay {'0' if cfg['phase'] == 'zero' else f'{data['chunk_delay_s'] * 1000:g} ms'})\n")
+                   f"{cfg['warmup']} warm-up, fake chunk delay {data['chunk_delay_s'][cfg['phase']] * 1000:g} ms)\n")
         head = ["path", "ok/failed", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p99", "total p50", "total p99",
                 "req/s", "proxy CPU ms/req", "fake CPU ms/req", "client CPU ms/req", "RSS MB after",
                 "TTFB p50 over reps", "req/s over reps"]
@@ -629,7 +633,8 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=0, help="repetitions per cell (default 3, --quick 1)")
     parser.add_argument("--paths", nargs="+", default=PATHS, choices=PATHS)
     parser.add_argument("--loads", nargs="+", default=LAT_LOADS + SAT_LOADS, choices=LAT_LOADS + SAT_LOADS)
-    parser.add_argument("--chunk-delay", type=float, default=0.005, help="fake's delay between chunks, s")
+    parser.add_argument("--c1-delay", type=float, default=0.005, help="fake's delay between chunks for c=1, s")
+    parser.add_argument("--c16-delay", type=float, default=0.02, help="fake's delay between chunks for c=16, s")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, confdirs)")
     parser.add_argument("--report", type=Path, help="only render the markdown report of a raw JSON file")
     args = parser.parse_args()
