@@ -14,7 +14,9 @@ import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol
 
+import aiohttp
 import certifi
+import httpx
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the client computes itself.
 _NOT_FORWARDED = frozenset({
@@ -95,8 +97,6 @@ class AiohttpClient:
         self._session = None
 
     def _session_now(self):
-        import aiohttp
-
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 ssl=self._context, limit=0, ttl_dns_cache=60, resolver=_OverrideResolver(self._resolve),
@@ -108,8 +108,6 @@ class AiohttpClient:
         return self._session
 
     async def send(self, method, url, headers, body, timeouts):
-        import aiohttp
-
         session = self._session_now()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect)
         try:
@@ -142,8 +140,6 @@ class _AiohttpResponse:
         self.headers = list(response.raw_headers)
 
     async def chunks(self):
-        import aiohttp
-
         content = self._response.content
         try:
             while True:
@@ -167,8 +163,6 @@ class _OverrideResolver:
     """aiohttp resolver that answers overridden (host, port) pairs and asks the system otherwise."""
 
     def __init__(self, overrides: Mapping[Address, Address]):
-        import aiohttp
-
         self._overrides = overrides
         self._system = aiohttp.ThreadedResolver()
 
@@ -193,8 +187,6 @@ class HttpxClient:
         self._client = None
 
     def _client_now(self):
-        import httpx
-
         if self._client is None:
             self._client = httpx.AsyncClient(
                 verify=self._context, http2=False, follow_redirects=False, trust_env=False,
@@ -204,8 +196,6 @@ class HttpxClient:
         return self._client
 
     async def send(self, method, url, headers, body, timeouts):
-        import httpx
-
         client = self._client_now()
         target = httpx.URL(url)
         extensions: dict = {"timeout": {"connect": timeouts.connect, "read": timeouts.idle,
@@ -250,8 +240,6 @@ class _HttpxResponse:
         self.headers = list(response.headers.raw)
 
     async def chunks(self):
-        import httpx
-
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
