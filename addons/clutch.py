@@ -32,11 +32,11 @@ def make_addons() -> list:
         certs,
         rulebook,
         Scope(rulebook),
-        resolve,
         Identify(),
         Endpoints(rulebook, certs),
         Classify(rulebook),
         Engine(resolve),
+        resolve,  # after the Engine: only flows mitmproxy itself forwards
     ]
 
 

@@ -101,7 +101,7 @@ class Engine:
             self._retired.append(self._client)  # closed at shutdown; flows in flight keep using it
         self._client = make_client(
             ctx.options.clutch_http_client,
-            resolve=self._resolve.overrides,
+            resolve=self._resolve.lookup,
             context=ssl_context(ctx.options.ssl_verify_upstream_trusted_ca, ctx.options.ssl_insecure),
         )
 

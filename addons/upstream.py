@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import socket
 import ssl
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -25,6 +25,7 @@ _NOT_FORWARDED = frozenset({
 })
 
 Address = tuple[str, int]
+Lookup = Callable[[str, int], Address | None]  # host override: (host, port) -> where to connect
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +80,7 @@ def ssl_context(extra_ca: str | None = None, insecure: bool = False) -> ssl.SSLC
     return context
 
 
-def make_client(kind: str, *, resolve: Mapping[Address, Address], context: ssl.SSLContext) -> UpstreamClient:
+def make_client(kind: str, *, resolve: Lookup, context: ssl.SSLContext) -> UpstreamClient:
     if kind == "aiohttp":
         return AiohttpClient(resolve, context)
     if kind == "httpx":
@@ -91,8 +92,8 @@ def make_client(kind: str, *, resolve: Mapping[Address, Address], context: ssl.S
 
 
 class AiohttpClient:
-    def __init__(self, resolve: Mapping[Address, Address], context: ssl.SSLContext):
-        self._resolve = dict(resolve)
+    def __init__(self, resolve: Lookup, context: ssl.SSLContext):
+        self._resolve = resolve
         self._context = context
         self._session = None
 
@@ -162,13 +163,14 @@ class _AiohttpResponse:
 class _OverrideResolver:
     """aiohttp resolver that answers overridden (host, port) pairs and asks the system otherwise."""
 
-    def __init__(self, overrides: Mapping[Address, Address]):
-        self._overrides = overrides
+    def __init__(self, lookup: Lookup):
+        self._lookup = lookup
         self._system = aiohttp.ThreadedResolver()
 
     async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
-        if (host, port) in self._overrides:
-            ip, mapped_port = self._overrides[(host, port)]
+        override = self._lookup(host, port)
+        if override is not None:
+            ip, mapped_port = override
             return [{"hostname": host, "host": ip, "port": mapped_port, "family": socket.AF_INET,
                      "proto": 0, "flags": socket.AI_NUMERICHOST}]
         return await self._system.resolve(host, port, family)
@@ -181,8 +183,8 @@ class _OverrideResolver:
 
 
 class HttpxClient:
-    def __init__(self, resolve: Mapping[Address, Address], context: ssl.SSLContext):
-        self._resolve = dict(resolve)
+    def __init__(self, resolve: Lookup, context: ssl.SSLContext):
+        self._resolve = resolve
         self._context = context
         self._client = None
 
@@ -201,7 +203,7 @@ class HttpxClient:
         extensions: dict = {"timeout": {"connect": timeouts.connect, "read": timeouts.idle,
                                         "write": timeouts.idle, "pool": timeouts.connect}}
         sent_headers = forwardable(headers)
-        override = self._resolve.get((target.host, target.port or (443 if target.scheme == "https" else 80)))
+        override = self._resolve(target.host, target.port or (443 if target.scheme == "https" else 80))
         if override:
             sent_headers.append(("Host", target.netloc.decode()))
             extensions["sni_hostname"] = target.host

@@ -141,3 +141,12 @@ def test_remote_clients_are_refused_unless_allowed():
         allowed.client_conn.peername = ("10.1.2.3", 50000)
         scope.http_connect(allowed)
         assert allowed.response is None
+
+
+def test_pass_through_requests_reuse_one_upstream_connection(gateway, fake):
+    """Ten keep-alive requests on one agent connection: none may wait for a free upstream slot."""
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=10) as client:
+        for i in range(10):
+            assert client.get("https://openrouter.ai/api/v1/models", headers={"x-probe": f"reuse-{i}"}).status_code == 200
+    peers = {fake.wait_for(lambda e, i=i: e["headers"].get("x-probe") == f"reuse-{i}")["t"] for i in range(10)}
+    assert len(peers) == 10
