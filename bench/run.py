@@ -2,7 +2,7 @@
 """Clutch benchmark: what each request path adds to time to first byte and total time, versus
 talking to the fake provider directly. One run, every path, interleaved.
 
-    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 5 minutes on 2 cores)
+    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 5.5 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # smoke check (1 rep, fewer requests, under a minute)
     .venv/bin/python bench/run.py --report bench/results/raw/<timestamp>.json   # re-render a report
 
@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,20 +70,20 @@ class Load:
 def loads_for(quick: bool) -> list[Load]:
     if quick:
         return [
-            Load("c1-2k", "2k", 1, 15, 3, "c1"),
-            Load("c1-200k", "200k", 1, 15, 3, "c1"),
-            Load("c16-2k", "2k", 16, 64, 32, "c16"),
-            Load("c16-200k", "200k", 16, 64, 32, "c16"),
-            Load("sat16-2k", "2k", 16, 160, 32, "zero"),
-            Load("sat32-2k", "2k", 32, 160, 64, "zero"),
+            Load("c1-2k", "2k", 1, 10, 2, "c1"),
+            Load("c1-200k", "200k", 1, 10, 2, "c1"),
+            Load("c16-2k", "2k", 16, 32, 16, "c16"),
+            Load("c16-200k", "200k", 16, 32, 16, "c16"),
+            Load("sat16-2k", "2k", 16, 80, 16, "zero"),
+            Load("sat32-2k", "2k", 32, 80, 32, "zero"),
         ]
     return [
-        Load("c1-2k", "2k", 1, 50, 5, "c1"),
-        Load("c1-200k", "200k", 1, 50, 5, "c1"),
-        Load("c16-2k", "2k", 16, 192, 32, "c16"),
-        Load("c16-200k", "200k", 16, 192, 32, "c16"),
-        Load("sat16-2k", "2k", 16, 400, 32, "zero"),
-        Load("sat32-2k", "2k", 32, 400, 64, "zero"),
+        Load("c1-2k", "2k", 1, 40, 3, "c1"),
+        Load("c1-200k", "200k", 1, 40, 3, "c1"),
+        Load("c16-2k", "2k", 16, 128, 16, "c16"),
+        Load("c16-200k", "200k", 16, 128, 16, "c16"),
+        Load("sat16-2k", "2k", 16, 256, 32, "zero"),
+        Load("sat32-2k", "2k", 32, 256, 64, "zero"),
     ]
 
 
@@ -153,6 +153,7 @@ class Proc:
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(cwd or workdir),
                                         env={**os.environ, "HOME": str(workdir / "home")})
         self.pid = self.process.pid
+        self.confdir: Path = workdir
 
     def cpu_seconds(self) -> float:
         with open(f"/proc/{self.pid}/stat") as f:
@@ -188,31 +189,40 @@ def start_fake(workdir: Path, pki, chunk_delay: float, registry: list[Proc]) -> 
     return proc, int(wait_for_file(port_file, proc.process))
 
 
-def start_proxy(path: str, workdir: Path, fake_port: int, test_ca: Path, registry: list[Proc]) -> tuple[Proc, int, Path]:
-    confdir = workdir / "confdir"
+def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path) -> list[str]:
+    """mitmdump's arguments for a proxy path (without the executable)."""
     common = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"confdir={confdir}",
               "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={test_ca}"]
     if path == "mitmdump":
-        args = [MITMDUMP, "-s", str(BENCH / "stream_addon.py"), *common,
+        return ["-s", str(BENCH / "stream_addon.py"), *common,
                 "--set", f"bench_resolve={HOST}:443=127.0.0.1:{fake_port}"]
-    else:
-        args = [MITMDUMP, "-s", str(ROOT / "addons" / "clutch.py"), *common,
-                "--set", f"clutch_resolve={HOST}:443=127.0.0.1:{fake_port}"]
-        if path == "clutch-httpx":
-            args += ["--set", "clutch_http_client=httpx"]
-    proc = Proc(path, args, workdir)
+    # as `./clutch start` runs it (launcher/gateway.py), plus the fake's address and CA
+    args = ["-s", str(ROOT / "addons" / "clutch.py"), *common,
+            "--set", f"clutch_resolve={HOST}:443=127.0.0.1:{fake_port}"]
+    if path == "clutch-httpx":
+        args += ["--set", "clutch_http_client=httpx"]
+    return args
+
+
+def start_proxy(path: str, workdir: Path, confdir: Path, fake_port: int, test_ca: Path, registry: list[Proc]) -> Proc:
+    proc = Proc(path, [MITMDUMP, *proxy_args(path, confdir, fake_port, test_ca)], workdir)
+    proc.confdir = confdir
     registry.append(proc)
-    deadline = time.monotonic() + 30
+    return proc
+
+
+def wait_listening(proc: Proc, timeout: float = 30) -> tuple[int, Path]:
+    deadline = time.monotonic() + timeout
     marker = "HTTP(S) proxy listening at 127.0.0.1:"
     while time.monotonic() < deadline:
         text = proc.output()
         if marker in text:
             port = int(text.split(marker, 1)[1].split(".", 1)[0].split()[0])
-            return proc, port, confdir / "mitmproxy-ca-cert.pem"
+            return port, proc.confdir / "mitmproxy-ca-cert.pem"
         if proc.process.poll() is not None:
-            raise RuntimeError(f"{path} exited with {proc.process.returncode}:\n{text}")
+            raise RuntimeError(f"{proc.name} exited with {proc.process.returncode}:\n{text}")
         time.sleep(0.05)
-    raise TimeoutError(f"{path} did not start:\n{proc.output()}")
+    raise TimeoutError(f"{proc.name} did not start:\n{proc.output()}")
 
 
 # ----------------------------------------------------------------------------- client
@@ -301,17 +311,23 @@ async def one_request(session, target: Target, body: bytes) -> Sample:
     return Sample(True, (first - started) * 1000, (token - started) * 1000, (end - started) * 1000)
 
 
-async def run_batch(session, target: Target, body: bytes, n: int, concurrency: int) -> list[Sample]:
+async def run_batch(session, target: Target, body: bytes, n: int, concurrency: int,
+                    stagger_s: float = 0.0) -> list[Sample]:
+    """`n` requests from `concurrency` workers, each with its own keep-alive connection. With a
+    stagger, worker k starts k/concurrency of `stagger_s` late, so the streams overlap like
+    independent agents instead of arriving together as one burst."""
     samples: list[Sample] = []
     remaining = n
 
-    async def worker():
+    async def worker(k: int):
         nonlocal remaining
+        if stagger_s:
+            await asyncio.sleep(stagger_s * k / concurrency)
         while remaining > 0:
             remaining -= 1
             samples.append(await one_request(session, target, body))
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, n))))
+    await asyncio.gather(*(worker(k) for k in range(min(concurrency, n))))
     return samples
 
 
@@ -326,7 +342,8 @@ def pct(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (k - lo)
 
 
-async def run_cell(target: Target, load: Load, body: bytes, test_ca: Path, fake: Proc) -> dict:
+async def run_cell(target: Target, load: Load, body: bytes, test_ca: Path, fake: Proc, stagger_s: float,
+                   around_measurement=None) -> dict:
     import aiohttp
 
     created = 0
@@ -343,17 +360,24 @@ async def run_cell(target: Target, load: Load, body: bytes, test_ca: Path, fake:
     )
     async with aiohttp.ClientSession(connector=connector, trace_configs=[trace], trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=120)) as session:
-        warm = await run_batch(session, target, body, load.warmup, load.concurrency)
+        warm = await run_batch(session, target, body, load.warmup, load.concurrency, stagger_s)
+        if around_measurement:
+            around_measurement(True)
         proxy_cpu0 = target.proc.cpu_seconds() if target.proc else 0.0
         fake_cpu0 = fake.cpu_seconds()
         client_cpu0 = time.process_time()
+        busy0, steal0 = cpu_jiffies()
         conns0 = created
         t0 = time.perf_counter()
-        samples = await run_batch(session, target, body, load.requests, load.concurrency)
+        samples = await run_batch(session, target, body, load.requests, load.concurrency, stagger_s)
         wall = time.perf_counter() - t0
+        busy1, steal1 = cpu_jiffies()
+        busy, steal = (busy1 - busy0) / CLK_TCK, (steal1 - steal0) / CLK_TCK
         client_cpu = time.process_time() - client_cpu0
         fake_cpu = fake.cpu_seconds() - fake_cpu0
         proxy_cpu = (target.proc.cpu_seconds() - proxy_cpu0) if target.proc else None
+        if around_measurement:
+            around_measurement(False)
         new_conns = created - conns0
     ok = [s for s in samples if s.ok]
     errors = [s.error for s in samples + warm if not s.ok]
@@ -371,6 +395,9 @@ async def run_cell(target: Target, load: Load, body: bytes, test_ca: Path, fake:
         "fake_cpu_ms_per_req": fake_cpu * 1000 / n, "client_cpu_ms_per_req": client_cpu * 1000 / n,
         "proxy_rss_mb": target.proc.status_kb("VmRSS") / 1024 if target.proc else None,
         "proxy_hwm_mb": target.proc.status_kb("VmHWM") / 1024 if target.proc else None,
+        "machine_busy_cores": busy / wall,
+        "others_cores": max(0.0, busy - client_cpu - fake_cpu - (proxy_cpu or 0.0)) / wall,
+        "steal_cores": steal / wall,
         "connections_opened": created, "connections_opened_measured": new_conns,
         "samples": {"ttfb": [round(x, 3) for x in ttfb], "ttft": [round(x, 3) for x in ttft],
                     "total": [round(x, 3) for x in total]},
@@ -384,8 +411,30 @@ def log(t0: float, message: str) -> None:
     print(f"[{time.monotonic() - t0:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """Machine-wide CPU time (all cores, clock ticks): (busy in this VM, stolen by the hypervisor)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    user, nice, system, idle, iowait, irq, softirq, steal = (fields + [0] * 8)[:8]
+    return user + nice + system + irq + softirq, steal
+
+
 def loadavg() -> list[float]:
     return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def code_version() -> dict:
+    """Which Clutch was measured: the commit, and a hash of addons/*.py as they were on disk."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "addons").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                                text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return {"commit": commit or "?", "addons_sha256": digest.hexdigest()[:12]}
 
 
 def machine_info() -> dict:
@@ -419,10 +468,11 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
             continue
         fake, fake_port = start_fake(workdir / f"{phase}-fake", pki, delay, registry)
         targets = {"direct": Target("direct", fake_port)}
-        for path in paths:
-            if path == "direct":
-                continue
-            proc, port, ca = start_proxy(path, workdir / f"{phase}-{path}", fake_port, pki.ca_cert, registry)
+        procs = {path: start_proxy(path, workdir / f"{phase}-{path}", workdir / f"confdir-{path}", fake_port,
+                                    pki.ca_cert, registry)
+                 for path in paths if path != "direct"}  # started together, to save time
+        for path, proc in procs.items():
+            port, ca = wait_listening(proc)
             targets[path] = Target(path, fake_port, port, ca, proc)
         log(t0, f"phase {phase}: fake :{fake_port} (chunk delay {delay * 1000:g} ms), proxies "
                 + ", ".join(f"{p} :{t.proxy_port}" for p, t in targets.items() if t.proxy_port))
@@ -430,17 +480,21 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
             for rep in range(reps):
                 for path in paths:
                     started = time.monotonic()
-                    cell = await run_cell(targets[path], load, bodies[load.body], pki.ca_cert, fake)
+                    # paced loads with concurrency: spread the workers' starts over one stream's duration
+                    stagger = (N_CHUNKS * delay) if (load.concurrency > 1 and delay) else 0.0
+                    cell = await run_cell(targets[path], load, bodies[load.body], pki.ca_cert, fake, stagger)
+                    cell["stagger_s"] = stagger
                     cell["rep"] = rep
                     cells.append(cell)
                     cpu = f", CPU ms/req proxy {cell['proxy_cpu_ms_per_req']:.1f}" if cell["proxy_cpu_s"] is not None else ", CPU ms/req"
-                    cpu += f" fake {cell['fake_cpu_ms_per_req']:.1f} client {cell['client_cpu_ms_per_req']:.1f}"
+                    cpu += (f" fake {cell['fake_cpu_ms_per_req']:.1f} client {cell['client_cpu_ms_per_req']:.1f}; "
+                            f"other processes {cell['others_cores']:.2f} cores, steal {cell['steal_cores']:.2f}")
                     fails = f", FAILED {cell['failed']} ({cell['errors'][:1]})" if cell["failed"] or cell["warmup_failed"] else ""
                     log(t0, f"{load.name:9} rep {rep + 1}/{reps} {path:12} {cell['ok']}/{cell['requests']} ok, "
                             f"TTFB p50 {cell['ttfb_p50']:.2f} p99 {cell['ttfb_p99']:.2f} ms, total p50 "
                             f"{cell['total_p50']:.1f} ms, {cell['rps']:.1f} req/s{cpu}{fails} "
                             f"({time.monotonic() - started:.1f} s)")
-                    await asyncio.sleep(0.2)
+                    await asyncio.sleep(0.1)
         for path, target in targets.items():
             if target.proc is not None:
                 hwm = target.proc.status_kb("VmHWM") / 1024
@@ -495,6 +549,13 @@ def f(value, digits: int = 1, sign: bool = False) -> str:
     return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
 
 
+NOISY = 0.3  # cores taken by others (processes + steal) above which a run counts as disturbed
+
+
+def disturbance(cell: dict) -> float:
+    return (cell.get("others_cores") or 0.0) + (cell.get("steal_cores") or 0.0)
+
+
 LAT_LOADS = ["c1-2k", "c1-200k", "c16-2k", "c16-200k"]
 SAT_LOADS = ["sat16-2k", "sat32-2k"]
 
@@ -542,6 +603,12 @@ def render(data: dict) -> str:
                f"{machine['aiohttp']}, httpx {machine['httpx']}. Load average before / after: "
                f"{' '.join(f'{x:.2f}' for x in meta['loadavg_before'])} / "
                f"{' '.join(f'{x:.2f}' for x in meta['loadavg_after'])}. Client, proxy and fake share the cores.\n")
+    code = meta.get("code", {})
+    out.append(f"**Code**: commit {code.get('commit', '?')}, addons/*.py sha256 {code.get('addons_sha256', '?')} "
+               f"(the working tree as measured). **Paths**: `direct` = client to the fake; `mitmdump` = bare "
+               f"mitmdump with `bench/stream_addon.py` (SSE streaming + resolve); `clutch` = `mitmdump -s "
+               f"addons/clutch.py` (engine on aiohttp); `clutch-httpx` = same with `clutch_http_client=httpx`. "
+               f"All TLS end to end, keep-alive, one connection per client worker.\n")
     out.append(f"**Stream**: model `{data['model']}` = {data['n_chunks']} content chunks, fake chunk delay "
                f"{data['chunk_delay_s']['c1'] * 1000:g} ms for the c1 loads (a ≈0.1 s stream), "
                f"{data['chunk_delay_s']['c16'] * 1000:g} ms for the c16 loads (≈0.4 s, so 16 streams do not saturate "
@@ -555,7 +622,7 @@ def render(data: dict) -> str:
                "Throughput = req/s with the zero-delay fake, 2 KB bodies (sat16 = c=16, sat32 = c=32). "
                "CPU = proxy process CPU (user+sys) per request, measured window only.\n")
     head = ["path", *(f"{load} ΔTTFB p50 / p99" for load in LAT_LOADS), "req/s sat16 / sat32",
-            "CPU ms/req c16-2k", "CPU ms/req sat32", "peak RSS MB"]
+            "CPU ms/req c1-2k / c16-2k / sat16", "peak RSS MB"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "---|" * len(head))
     for path in paths:
@@ -571,14 +638,18 @@ def render(data: dict) -> str:
                            f"{f(cell['ttfb_p99'] - base['ttfb_p99'], 2, True)}" if base else "–")
         sat = [chosen.get((path, load)) for load in SAT_LOADS]
         row.append(" / ".join(f(c["rps"], 0) if c else "–" for c in sat))
-        c16 = chosen.get((path, "c16-2k"))
-        row.append(f(c16["proxy_cpu_ms_per_req"], 2) if c16 else "–")
-        row.append(f(sat[1]["proxy_cpu_ms_per_req"], 2) if sat[1] else "–")
+        cpu = [chosen.get((path, load)) for load in ("c1-2k", "c16-2k", "sat16-2k")]
+        row.append(" / ".join(f(c["proxy_cpu_ms_per_req"], 1) if c else "–" for c in cpu))
         row.append(f(data["peak_rss_mb"].get(path), 0))
         out.append("| " + " | ".join(row) + " |")
     out.append("")
     failed = sum(c["failed"] + c["warmup_failed"] for c in data["cells"])
     out.append(f"Failed requests over the whole run: {failed}.\n")
+    noisy = [c for c in data["cells"] if disturbance(c) > NOISY]
+    shown = [c for c in chosen.values() if disturbance(c) > NOISY]
+    out.append(f"Machine noise: {len(noisy)} of {len(data['cells'])} runs had more than {NOISY} cores taken by other "
+               f"processes or the hypervisor (steal) during their measured window; {len(shown)} of the "
+               f"{len(chosen)} median runs shown are among them (marked ⚠ in the appendix).\n")
 
     out.append("## Verdicts\n")
     out.append("Definitions: added TTFB = p50 TTFB minus direct's p50 TTFB, c1-2k load, median runs. "
@@ -589,7 +660,9 @@ def render(data: dict) -> str:
 
     out.append("## Appendix: absolute numbers (median run per cell; ms unless noted)\n")
     out.append("TTFB = first response-body byte at the client; TTFT = first `data:` event with content; total = "
-               "end of stream. CPU columns are per measured request. \"TTFB p50 over reps\" / \"req/s over reps\" "
+               "end of stream. CPU columns are per measured request; \"other procs\" = CPU used by everything else in the "
+               "VM during the measured window (other tenants, kernel threads), \"steal\" = CPU the hypervisor gave "
+               "to other VMs, both in cores. \"TTFB p50 over reps\" / \"req/s over reps\" "
                "show the spread of the repetitions.\n")
     for load in LAT_LOADS + SAT_LOADS:
         rows = [(p, chosen.get((p, load))) for p in paths if chosen.get((p, load))]
@@ -599,16 +672,16 @@ def render(data: dict) -> str:
         out.append(f"**{load}** (c={cfg['concurrency']}, {cfg['body']} body, {cfg['requests']} requests after "
                    f"{cfg['warmup']} warm-up, fake chunk delay {data['chunk_delay_s'][cfg['phase']] * 1000:g} ms)\n")
         head = ["path", "ok/failed", "TTFB p50", "TTFB p99", "TTFT p50", "TTFT p99", "total p50", "total p99",
-                "req/s", "proxy CPU ms/req", "fake CPU ms/req", "client CPU ms/req", "RSS MB after",
+                "req/s", "proxy CPU ms/req", "fake CPU ms/req", "client CPU ms/req", "other procs / steal (cores)", "RSS MB after",
                 "TTFB p50 over reps", "req/s over reps"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|" + "---|" * len(head))
         for path, c in rows:
             out.append("| " + " | ".join([
-                path, f"{c['ok']}/{c['failed']}", f(c["ttfb_p50"], 2), f(c["ttfb_p99"], 2), f(c["ttft_p50"], 2),
+                path + (" ⚠" if disturbance(c) > NOISY else ""), f"{c['ok']}/{c['failed']}", f(c["ttfb_p50"], 2), f(c["ttfb_p99"], 2), f(c["ttft_p50"], 2),
                 f(c["ttft_p99"], 2), f(c["total_p50"], 1), f(c["total_p99"], 1), f(c["rps"], 1),
                 f(c["proxy_cpu_ms_per_req"], 2), f(c["fake_cpu_ms_per_req"], 2), f(c["client_cpu_ms_per_req"], 2),
-                f(c["proxy_rss_mb"], 0),
+                f"{f(c.get('others_cores'), 2)} / {f(c.get('steal_cores'), 2)}", f(c["proxy_rss_mb"], 0),
                 "–".join(f(x, 2) for x in (c["reps_ttfb_p50"][0], c["reps_ttfb_p50"][-1])),
                 "–".join(f(x, 0) for x in (c["reps_rps"][0], c["reps_rps"][-1])),
             ]) + " |")
@@ -649,9 +722,11 @@ def main() -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background (SIG_IGN)
     t0 = time.monotonic()
     started = datetime.datetime.now().astimezone()
     before = loadavg()
+    code = code_version()  # before the run: others may edit addons/ while it runs
     workdir = Path(tempfile.mkdtemp(prefix="clutch-bench-"))
     registry: list[Proc] = []
     try:
@@ -671,7 +746,7 @@ def main() -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     data["meta"] = {"started": started.isoformat(timespec="seconds"), "duration_s": time.monotonic() - t0,
-                    "loadavg_before": before, "loadavg_after": loadavg(), "machine": machine_info(),
+                    "loadavg_before": before, "loadavg_after": loadavg(), "machine": machine_info(), "code": code,
                     "argv": sys.argv[1:]}
     stamp = started.strftime("%Y%m%dT%H%M%S")
     raw_dir = RESULTS / "raw"
