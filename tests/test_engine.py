@@ -116,6 +116,7 @@ def test_gzip_request_body_is_forwarded_and_read(routed, fake, gateway):
     assert response.status_code == 200
     entry = engine_entry(fake, "engine/gzip-1")
     assert entry["headers"]["content-encoding"] == "gzip"
+    assert entry["body_bytes"] == len(gzip.compress(body)) == int(entry["headers"]["content-length"])
 
 
 def test_http2_client_streams(fake, gateway):
@@ -187,6 +188,17 @@ def test_codex_websocket_upgrade_is_refused_with_426(gateway):
                                        "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})
     assert response.status_code == 426
     assert response.json()["error"]["message"].startswith("Clutch serves the Responses API over HTTPS")
+
+
+def test_large_agent_request_arrives_byte_for_byte(routed, fake):
+    """A 300 KB request, as coding agents send late in a session, reaches the provider intact."""
+    history = [{"role": "user" if i % 2 else "assistant", "content": f"{i} " + "x" * 3000} for i in range(100)]
+    client = openai.OpenAI(base_url="https://openrouter.ai/api/v1", api_key="sk-or-v1-test")
+    completion = client.chat.completions.create(model="engine/large", messages=history)
+    assert completion.choices[0].message.content == "pong from the fake upstream"
+    entry = engine_entry(fake, "engine/large")
+    assert entry["request_json"]["messages"] == history
+    assert entry["body_bytes"] > 300_000
 
 
 def test_concurrent_streams_do_not_mix(routed, fake):
