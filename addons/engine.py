@@ -151,7 +151,11 @@ class Engine:
         if pending is None:
             return
         self._restore(flow, pending)
-        if "text/event-stream" in flow.response.headers.get("content-type", ""):
+        # Stream SSE, and any successful answer to a streaming request (Gemini's streamGenerateContent
+        # without alt=sse sends a JSON array piece by piece); errors and plain JSON stay buffered,
+        # so mitmweb shows them without store_streamed_bodies.
+        streaming = flow.metadata[CALL].stream and 200 <= flow.response.status_code < 300
+        if streaming or "text/event-stream" in flow.response.headers.get("content-type", ""):
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:

@@ -228,3 +228,20 @@ def test_gemini_stream_is_recognised_and_passed_through(gateway, fake):
     assert response.text.count("data: ") >= 2 and "usageMetadata" in response.text
     entry = fake.wait_for(lambda e: e.get("model") == "engine-gemini")
     assert "x-clutch-flow" in entry["headers"] and entry["headers"]["x-goog-api-key"] == "gemini-test-key"
+
+
+def test_gemini_json_array_stream_is_not_buffered(gateway, fake):
+    """streamGenerateContent without alt=sse streams a JSON array; it must reach the agent piece by piece."""
+    arrivals = []
+    started = time.monotonic()
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=30) as client:
+        with client.stream("POST", "https://generativelanguage.googleapis.com/v1beta/models/"
+                                   "engine-gemini-slow:streamGenerateContent",
+                           json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}) as response:
+            assert response.status_code == 200
+            body = b""
+            for piece in response.iter_raw():
+                arrivals.append(time.monotonic() - started)
+                body += piece
+    assert json.loads(body)[0]["candidates"]
+    assert arrivals[-1] - arrivals[0] > 1.0  # spread over the 0.2 s pauses, not one buffered piece
