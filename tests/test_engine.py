@@ -245,3 +245,22 @@ def test_gemini_json_array_stream_is_not_buffered(gateway, fake):
                 body += piece
     assert json.loads(body)[0]["candidates"]
     assert arrivals[-1] - arrivals[0] > 1.0  # spread over the 0.2 s pauses, not one buffered piece
+
+
+def test_silent_stream_is_cut_at_the_idle_timeout(tmp_path, fake, pki):
+    from harness import Gateway
+    gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "--set", "clutch_idle_timeout_ms=700")
+    try:
+        started = time.monotonic()
+        with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
+            with client.stream("POST", "https://openrouter.ai/api/v1/chat/completions",
+                               json={"model": "engine/hang-after-headers", "stream": True,
+                                     "messages": []}) as response:
+                assert response.status_code == 200  # headers went out before the silence
+                with pytest.raises(httpx.HTTPError):  # then the agent sees the stream break
+                    for _ in response.iter_raw():
+                        pass
+        assert time.monotonic() - started < 5
+        fake.wait_for(lambda e: e.get("model") == "engine/hang-after-headers" and e["outcome"] == "aborted")
+    finally:
+        gateway.stop()
