@@ -24,7 +24,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from collections import defaultdict
 from pathlib import Path
 

@@ -25,7 +25,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 Port = Annotated[int, typer.Option("--port", "-p", envvar="CLUTCH_PORT", help="Listen port (127.0.0.1 only).")]
 Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
                                             help="Rules file; default: the embedded rules/default.yaml.")]
-Reverse = Annotated[list[str], typer.Option(
+Reverse = Annotated[list[str] | None, typer.Option(
     "--reverse", metavar="URL@PORT",
     help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
 Confdir = Annotated[Path, typer.Option("--confdir", envvar="CLUTCH_CONFDIR",
@@ -33,12 +33,12 @@ Confdir = Annotated[Path, typer.Option("--confdir", envvar="CLUTCH_CONFDIR",
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
 
 
-def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: list[str],
+def mitm_arguments(port: int, rules: Path | None, reverse: list[str] | None, extra: list[str],
                    confdir: Path | None = None) -> list[str]:
     args = ["-s", str(SCRIPT), "--listen-host", "127.0.0.1", "--mode", f"regular@{port}",
             "--set", f"confdir={(confdir or PROJECT_CERTS).expanduser().resolve()}",
             "--set", "connection_strategy=lazy"]
-    for entry in reverse:
+    for entry in reverse or []:
         target, sep, reverse_port = entry.rpartition("@")
         if not sep or not reverse_port.isdigit():
             raise typer.BadParameter(f"{entry!r}: write URL@PORT, e.g. https://openrouter.ai@8790")
@@ -49,14 +49,14 @@ def mitm_arguments(port: int, rules: Path | None, reverse: list[str], extra: lis
 
 
 @app.command(context_settings=PASS_THROUGH)
-def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = [],
+def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
           confdir: Confdir = PROJECT_CERTS) -> None:
     """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
     _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args, confdir))
 
 
 @app.command(context_settings=PASS_THROUGH)
-def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = [],
+def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
         confdir: Confdir = PROJECT_CERTS,
         web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
     """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""

@@ -341,7 +341,7 @@ class FakeUpstream:
             runner, self._runner = self._runner, None
             await runner.cleanup()
 
-    async def __aenter__(self) -> "FakeUpstream":
+    async def __aenter__(self) -> FakeUpstream:
         if self._runner is None:
             await self.start()
         return self
@@ -568,7 +568,7 @@ class FakeUpstream:
                 }
             )
         elif ctx.dialect == "anthropic":
-            reset = datetime.datetime.fromtimestamp(now + RETRY_AFTER_SECONDS, datetime.timezone.utc)
+            reset = datetime.datetime.fromtimestamp(now + RETRY_AFTER_SECONDS, datetime.UTC)
             stamp = reset.strftime("%Y-%m-%dT%H:%M:%SZ")
             h.update(
                 {

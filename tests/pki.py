@@ -66,7 +66,7 @@ class TestPKI:
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _write_atomic(path: pathlib.Path, data: bytes, mode: int = 0o644) -> None:

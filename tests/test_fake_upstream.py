@@ -106,7 +106,7 @@ def _sdk_httpx_module(sdk_module_name: str):
     import importlib
 
     base = importlib.import_module(f"{sdk_module_name}._base_client")
-    return getattr(base, "httpx2", None) or getattr(base, "httpx")
+    return getattr(base, "httpx2", None) or base.httpx
 
 
 # --------------------------------------------------------------------------- pki
