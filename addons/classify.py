@@ -11,7 +11,7 @@ import logging
 from mitmproxy import http
 
 from addons import dialects
-from addons.meta import CALL, WEBSOCKET
+from addons.meta import WEBSOCKET, set_call
 from addons.rulebook import Rulebook
 
 logger = logging.getLogger(__name__)
@@ -39,4 +39,4 @@ class Classify:
         except ValueError as e:  # an encoding mitmproxy cannot decode: forward the bytes unread
             content = None
             logger.warning("cannot decode %s request body (%s); forwarding it unread", request.host, e)
-        flow.metadata[CALL] = dialects.read_call(dialect, owner[0], request.path, content)
+        set_call(flow, dialects.read_call(dialect, owner[0], request.path, content))

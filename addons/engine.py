@@ -15,12 +15,12 @@ import dataclasses
 import logging
 import secrets
 import time
+import weakref
 
 from mitmproxy import ctx, exceptions, http
 
 from addons import dialects
-from addons.dialects import LLMCall
-from addons.meta import ATTEMPTS, CALL, IDENTITY, WEBSOCKET
+from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.resolve import Resolve
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError, make_client, ssl_context
@@ -63,6 +63,7 @@ class Engine:
         self._server_lock = asyncio.Lock()
         self._secret = secrets.token_urlsafe(12)
         self._pending: dict[str, _Pending] = {}
+        self._attempts: weakref.WeakKeyDictionary[http.HTTPFlow, list[Attempt]] = weakref.WeakKeyDictionary()
         self._client: UpstreamClient | None = None
         self._retired: list[UpstreamClient] = []
         self.timeouts = Timeouts()
@@ -127,15 +128,14 @@ class Engine:
             )
             flow.comment = "clutch: refused the Responses WebSocket upgrade (426), the agent falls back to HTTPS"
             return
-        call: LLMCall | None = flow.metadata.get(CALL)
-        if call is None:
+        if call_of(flow) is None:
             return
         port = await self._ensure_server()
         request = flow.request
         self._pending[flow.id] = _Pending(flow, (request.data.scheme, request.data.host, request.data.port,
                                                  request.data.path),
                                           request.raw_content or b"", request.headers.get("content-length"))
-        flow.metadata[ATTEMPTS] = []
+        self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
         request.raw_content = b""
@@ -154,20 +154,28 @@ class Engine:
         # Stream SSE, and any successful answer to a streaming request (Gemini's streamGenerateContent
         # without alt=sse sends a JSON array piece by piece); errors and plain JSON stay buffered,
         # so mitmweb shows them without store_streamed_bodies.
-        streaming = flow.metadata[CALL].stream and 200 <= flow.response.status_code < 300
+        streaming = call_of(flow).stream and 200 <= flow.response.status_code < 300
         if streaming or "text/event-stream" in flow.response.headers.get("content-type", ""):
             flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
-        if CALL in flow.metadata and ATTEMPTS in flow.metadata:
-            flow.comment = _comment(flow)
+        self._report(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
         if pending is not None:
             self._restore(flow, pending)
-        if CALL in flow.metadata and ATTEMPTS in flow.metadata:
-            flow.comment = _comment(flow)
+        self._report(flow)
+
+    def attempts_of(self, flow: http.HTTPFlow) -> list[Attempt]:
+        return self._attempts.get(flow, [])
+
+    def _report(self, flow: http.HTTPFlow) -> None:
+        attempts = self._attempts.get(flow)
+        if attempts is None:
+            return
+        flow.metadata[ATTEMPTS] = [dataclasses.asdict(a) for a in attempts]
+        flow.comment = _comment(flow, attempts)
 
     @staticmethod
     def _restore(flow: http.HTTPFlow, pending: _Pending) -> None:
@@ -198,14 +206,14 @@ class Engine:
             await out.end()
             return
         flow = pending.flow
-        call: LLMCall = flow.metadata[CALL]
+        call = call_of(flow)
         scheme, host, port, path = pending.original
         url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
         headers = list(flow.request.headers.fields)
         if ctx.options.clutch_trace_upstream:
             headers.append((b"x-clutch-flow", flow.id.encode()))
         attempt = Attempt(url)
-        flow.metadata[ATTEMPTS].append(attempt)
+        self._attempts[flow].append(attempt)
         started = time.monotonic()
         try:
             upstream = await self._client.send(flow.request.method, url, headers, pending.body, self.timeouts)
@@ -252,11 +260,9 @@ def _url(scheme: str, host: str, port: int, path: str) -> str:
     return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{path}"
 
 
-def _comment(flow: http.HTTPFlow) -> str:
-    call: LLMCall = flow.metadata[CALL]
-    identity = flow.metadata.get(IDENTITY)
-    who = identity.agent if identity else "unknown"
-    attempts: list[Attempt] = flow.metadata[ATTEMPTS]
+def _comment(flow: http.HTTPFlow, attempts: list[Attempt]) -> str:
+    call = call_of(flow)
+    who = identity_of(flow).agent
     trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
     mode = "stream" if call.stream else "non-stream"
     return (f"clutch: {who} {call.dialect} {mode} model={call.model or '?'} via {call.provider}; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from mitmproxy import connection, http
 
 from addons.identity import UNKNOWN, Identity, identity_from_basic_auth
-from addons.meta import IDENTITY
+from addons.meta import set_identity
 
 
 class Identify:
@@ -28,7 +28,7 @@ class Identify:
             del flow.request.headers["proxy-authorization"]
         else:
             identity = self._by_connection.get(flow.client_conn.id, UNKNOWN)
-        flow.metadata[IDENTITY] = identity
+        set_identity(flow, identity)
 
     def client_disconnected(self, client: connection.Client) -> None:
         self._by_connection.pop(client.id, None)

@@ -1,6 +1,44 @@
-"""Keys under which Clutch's addons leave facts for each other in `flow.metadata`."""
+"""Facts Clutch's addons share about a flow.
 
-IDENTITY = "clutch.identity"  # identity.Identity of the agent that sent the flow
-CALL = "clutch.call"  # dialects.LLMCall, set by Classify on recognised LLM requests
+The rich objects (the agent's identity, the parsed LLM call) live in weak side tables keyed by the
+flow, so they vanish with it and never reach mitmproxy's flow serialisation (`mitmdump -w`, saving
+in mitmweb), which accepts only plain values. `flow.metadata` gets a plain summary of each, for
+saved flows and `~meta` filters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import weakref
+
+from mitmproxy import http
+
+from addons.dialects import LLMCall
+from addons.identity import UNKNOWN, Identity
+
+IDENTITY = "clutch.identity"  # summary of the agent that sent the flow
+CALL = "clutch.call"  # summary of the LLM call Classify recognised
 WEBSOCKET = "clutch.websocket"  # True on Codex's Responses WebSocket upgrade
-ATTEMPTS = "clutch.attempts"  # list[engine.Attempt], one per upstream attempt
+ATTEMPTS = "clutch.attempts"  # summaries of the engine's upstream attempts
+
+_identities: weakref.WeakKeyDictionary[http.HTTPFlow, Identity] = weakref.WeakKeyDictionary()
+_calls: weakref.WeakKeyDictionary[http.HTTPFlow, LLMCall] = weakref.WeakKeyDictionary()
+
+
+def set_identity(flow: http.HTTPFlow, identity: Identity) -> None:
+    _identities[flow] = identity
+    flow.metadata[IDENTITY] = {k: v for k, v in dataclasses.asdict(identity).items() if v is not None}
+
+
+def identity_of(flow: http.HTTPFlow) -> Identity:
+    return _identities.get(flow, UNKNOWN)
+
+
+def set_call(flow: http.HTTPFlow, call: LLMCall) -> None:
+    _calls[flow] = call
+    flow.metadata[CALL] = {"dialect": str(call.dialect), "provider": call.provider, "model": call.model,
+                           "stream": call.stream}
+
+
+def call_of(flow: http.HTTPFlow) -> LLMCall | None:
+    return _calls.get(flow)

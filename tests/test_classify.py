@@ -6,7 +6,7 @@ import json
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.classify import Classify
-from addons.meta import CALL, WEBSOCKET
+from addons.meta import CALL, WEBSOCKET, call_of
 from addons.rulebook import Rulebook
 from addons.rules import Dialect
 
@@ -25,8 +25,9 @@ def test_llm_request_of_a_provider_gets_a_call():
     with taddons.context(rulebook, classify):
         f = flow("openrouter.ai", "/api/v1/chat/completions", b'{"model": "m/x", "stream": true}')
         classify.request(f)
-        call = f.metadata[CALL]
+        call = call_of(f)
         assert (call.provider, call.dialect, call.model, call.stream) == ("openrouter", Dialect.OPENAI_CHAT, "m/x", True)
+        assert f.metadata[CALL] == {"dialect": "openai_chat", "provider": "openrouter", "model": "m/x", "stream": True}
 
 
 def test_compressed_bodies_are_read_decoded():
@@ -36,7 +37,7 @@ def test_compressed_bodies_are_read_decoded():
         body = gzip.compress(json.dumps({"model": "claude-haiku-5"}).encode())
         f = flow("api.anthropic.com", "/v1/messages", body, **{"content-encoding": "gzip"})
         classify.request(f)
-        assert f.metadata[CALL].model == "claude-haiku-5"
+        assert call_of(f).model == "claude-haiku-5"
         assert f.request.raw_content == body  # forwarded as sent
 
 
@@ -67,4 +68,4 @@ def test_undecodable_body_is_forwarded_unread():
     with taddons.context(rulebook, classify):
         f = flow("api.openai.com", "/v1/chat/completions", b"\x00garbage", **{"content-encoding": "gzip"})
         classify.request(f)
-        assert f.metadata[CALL].model is None and f.metadata[CALL].body is None
+        assert call_of(f).model is None and call_of(f).body is None

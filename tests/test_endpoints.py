@@ -89,3 +89,25 @@ def test_mitmweb_shows_the_flow_with_clutchs_comment(tmp_path, fake, pki):
         assert json.loads(request_body.text)["model"] == "web/stream"
     finally:
         gateway.stop()
+
+
+def test_flows_can_be_saved_and_read_back(tmp_path, fake, pki):
+    """`mitmdump -w` (and mitmweb's save) serialise flows: Clutch's metadata must be plain values."""
+    from mitmproxy import io
+
+    saved = tmp_path / "flows.mitm"
+    gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "-w", str(saved))
+    try:
+        with httpx.Client(proxy=gateway.proxy_url("xx-claude.s-save1"), verify=trust(gateway.ca_cert)) as c:
+            assert c.post("https://api.anthropic.com/v1/messages", headers={"x-api-key": "sk-ant-api03-t"},
+                          json={"model": "save/one", "max_tokens": 8, "stream": True,
+                                "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    finally:
+        gateway.stop()
+    assert "Traceback" not in gateway.output()
+    with open(saved, "rb") as f:
+        flows = list(io.FlowReader(f).stream())
+    flow = next(f for f in flows if f.request.path == "/v1/messages")
+    assert flow.request.host == "api.anthropic.com"
+    assert flow.metadata["clutch.identity"] == {"agent": "claude", "session": "save1", "from_credentials": True}
+    assert flow.metadata["clutch.call"]["model"] == "save/one"

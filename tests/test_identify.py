@@ -5,7 +5,7 @@ import base64
 from mitmproxy.test import taddons, tflow
 
 from addons.identify import Identify
-from addons.meta import IDENTITY
+from addons.meta import IDENTITY, identity_of
 
 
 def basic(user: str) -> str:
@@ -22,12 +22,13 @@ def test_connect_credentials_apply_to_every_flow_in_the_tunnel():
         inner = tflow.tflow()
         inner.client_conn = connect.client_conn
         identify.requestheaders(inner)
-        assert (inner.metadata[IDENTITY].agent, inner.metadata[IDENTITY].session) == ("claude", "77")
+        assert (identity_of(inner).agent, identity_of(inner).session) == ("claude", "77")
+        assert inner.metadata[IDENTITY] == {"agent": "claude", "session": "77", "from_credentials": True}
         identify.client_disconnected(connect.client_conn)
         after = tflow.tflow()
         after.client_conn = connect.client_conn
         identify.requestheaders(after)
-        assert after.metadata[IDENTITY].agent == "unknown"
+        assert identity_of(after).agent == "unknown"
 
 
 def test_plain_http_requests_carry_and_lose_their_credentials():
@@ -36,7 +37,7 @@ def test_plain_http_requests_carry_and_lose_their_credentials():
         flow = tflow.tflow()
         flow.request.headers["proxy-authorization"] = basic("xx-hermes")
         identify.requestheaders(flow)
-        assert flow.metadata[IDENTITY].agent == "hermes"
+        assert identity_of(flow).agent == "hermes"
         assert "proxy-authorization" not in flow.request.headers
 
 
@@ -45,4 +46,4 @@ def test_no_credentials_is_unknown():
     with taddons.context(identify):
         flow = tflow.tflow()
         identify.requestheaders(flow)
-        assert flow.metadata[IDENTITY].agent == "unknown"
+        assert identity_of(flow).agent == "unknown"
