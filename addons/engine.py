@@ -22,6 +22,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import dialects
 from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of
 from addons.loopback import LoopbackServer, ResponseWriter
+from addons.sse import SSEParser
 from addons.resolve import Resolve
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError, make_client, ssl_context
 
@@ -40,12 +41,15 @@ class Attempt:
     ttfb_s: float | None = None
     chunks: int = 0
     bytes: int = 0
+    events: int = 0  # complete SSE events, for streamed answers
     ended: str = "pending"  # complete | aborted | broken
 
     def describe(self) -> str:
         outcome = str(self.status) if self.status is not None else self.error
         timing = f" in {self.ttfb_s * 1000:.0f} ms" if self.ttfb_s is not None else ""
-        return f"{outcome}{timing}"
+        events = f", {self.events} SSE events" if self.events else ""
+        ended = f", {self.ended}" if self.ended not in ("complete", "failed") else ""
+        return f"{outcome}{timing}{events}{ended}"
 
 
 @dataclasses.dataclass
@@ -167,9 +171,6 @@ class Engine:
             self._restore(flow, pending)
         self._report(flow)
 
-    def attempts_of(self, flow: http.HTTPFlow) -> list[Attempt]:
-        return self._attempts.get(flow, [])
-
     def _report(self, flow: http.HTTPFlow) -> None:
         attempts = self._attempts.get(flow)
         if attempts is None:
@@ -228,11 +229,14 @@ class Engine:
             return
         attempt.status = upstream.status
         attempt.ttfb_s = time.monotonic() - started
+        events = SSEParser() if _is_event_stream(upstream.headers) else None
         try:
             await out.start(upstream.status, upstream.reason, _response_headers(upstream.headers))
             async for chunk in upstream.chunks():
                 attempt.chunks += 1
                 attempt.bytes += len(chunk)
+                if events is not None:
+                    attempt.events += len(events.feed(chunk))
                 await out.send(chunk)
             await out.end()
             attempt.ended = "complete"
@@ -250,6 +254,10 @@ class Engine:
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
 
 
+def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
+    return any(k.lower() == b"content-type" and b"text/event-stream" in v for k, v in headers)
+
+
 def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     return [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE]
 
@@ -262,8 +270,8 @@ def _url(scheme: str, host: str, port: int, path: str) -> str:
 
 def _comment(flow: http.HTTPFlow, attempts: list[Attempt]) -> str:
     call = call_of(flow)
-    who = identity_of(flow).agent
     trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
     mode = "stream" if call.stream else "non-stream"
-    return (f"clutch: {who} {call.dialect} {mode} model={call.model or '?'} via {call.provider}; "
-            f"engine forwarded unchanged: {trail}")
+    unread = f" (body unread: {call.body_error})" if call.body_error else ""
+    return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
+            f"via {call.provider}{unread}; engine forwarded unchanged: {trail}")

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Protocol
 
 import aiohttp
@@ -61,12 +61,8 @@ class UpstreamClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-def forwardable(headers: Sequence[tuple[bytes, bytes]], extra: Mapping[str, str] | None = None
-                ) -> list[tuple[str, str]]:
-    kept = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _NOT_FORWARDED]
-    if extra:
-        kept += list(extra.items())
-    return kept
+def forwardable(headers: Sequence[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k.lower() not in _NOT_FORWARDED]
 
 
 def ssl_context(extra_ca: str | None = None, insecure: bool = False) -> ssl.SSLContext:
