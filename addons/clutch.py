@@ -21,12 +21,13 @@ from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
+from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
 
 
 def make_addons() -> list:
-    """Clutch's addons in hook order: local answers before classification, classification before the engine."""
+    """Clutch's addons in hook order: local answers, then classification, routing, and the engine."""
     certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
     return [
         certs,
@@ -35,6 +36,7 @@ def make_addons() -> list:
         Identify(),
         Endpoints(rulebook, certs),
         Classify(rulebook),
+        Route(rulebook),
         Engine(resolve),
         resolve,  # after the Engine: only flows mitmproxy itself forwards
     ]

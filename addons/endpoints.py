@@ -70,6 +70,11 @@ class Endpoints:
                 "loaded_at": _iso(rulebook.loaded_at),
                 "last_reload_error": rulebook.last_error,
                 "providers": sorted(rulebook.rules.providers),
+                # claude-code-proxy variables (BIG_MODEL, ROUTER_THINK, ...) that override the file
+                "overrides": dict(rulebook.overrides),
+                "tiers": rulebook.rules.tiers.model_dump(exclude_none=True),
+                "routes": rulebook.rules.routes.model_dump(exclude_none=True),
+                "profiles": sorted(rulebook.rules.profiles),
             },
             "started_at": _iso(self._started),
             "uptime_s": round(time.time() - self._started, 3),

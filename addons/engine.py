@@ -16,12 +16,14 @@ import logging
 import secrets
 import time
 import weakref
+from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
 from addons import dialects
-from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of
+from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of, route_of
 from addons.loopback import LoopbackServer, ResponseWriter
+from addons.plan import stream_translator, translate_answer
 from addons.sse import SSEParser
 from addons.resolve import Resolve
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError, make_client, ssl_context
@@ -208,37 +210,38 @@ class Engine:
             return
         flow = pending.flow
         call = call_of(flow)
-        scheme, host, port, path = pending.original
-        url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
-        headers = list(flow.request.headers.fields)
+        routed = route_of(flow)
+        plan = routed[1] if routed else None
+        if plan is not None:
+            url, headers, body = plan.url, list(plan.headers), plan.body
+        else:
+            scheme, host, port, path = pending.original
+            url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
+            headers, body = list(flow.request.headers.fields), pending.body
+        explain = [(b"x-clutch-route", _explain(routed).encode("utf-8", "replace"))] if routed else []
         if ctx.options.clutch_trace_upstream:
             headers.append((b"x-clutch-flow", flow.id.encode()))
         attempt = Attempt(url)
         self._attempts[flow].append(attempt)
         started = time.monotonic()
         try:
-            upstream = await self._client.send(flow.request.method, url, headers, pending.body, self.timeouts)
+            upstream = await self._client.send(flow.request.method, url, headers, body, self.timeouts)
         except UpstreamError as e:
             attempt.error, attempt.ended = e.kind, "failed"
             status = _ERROR_STATUS.get(e.kind, 502)
-            body = dialects.error_body(call.dialect, status, f"Clutch could not reach {host}: {e}")
+            message = f"Clutch could not reach {urlsplit(url).hostname}: {e}"
             await out.start(status, "Clutch upstream error",
-                            [(b"content-type", b"application/json"), (b"x-clutch-error", e.kind.encode())])
-            await out.send(body)
+                            [(b"content-type", b"application/json"), (b"x-clutch-error", e.kind.encode()), *explain])
+            await out.send(dialects.error_body(call.dialect, status, message))
             await out.end()
             return
         attempt.status = upstream.status
         attempt.ttfb_s = time.monotonic() - started
-        events = SSEParser() if _is_event_stream(upstream.headers) else None
         try:
-            await out.start(upstream.status, upstream.reason, _response_headers(upstream.headers))
-            async for chunk in upstream.chunks():
-                attempt.chunks += 1
-                attempt.bytes += len(chunk)
-                if events is not None:
-                    attempt.events += len(events.feed(chunk))
-                await out.send(chunk)
-            await out.end()
+            if plan is not None and plan.translated:
+                await self._relay_translated(upstream, out, plan, call, attempt, explain)
+            else:
+                await self._relay(upstream, out, attempt, explain)
             attempt.ended = "complete"
         except UpstreamError as e:
             # Headers are out: the agent sees a truncated body, as it would without Clutch.
@@ -250,8 +253,65 @@ class Engine:
         finally:
             await upstream.close()
 
+    @staticmethod
+    async def _relay(upstream, out: ResponseWriter, attempt: Attempt, explain) -> None:
+        events = SSEParser() if _is_event_stream(upstream.headers) else None
+        await out.start(upstream.status, upstream.reason, _response_headers(upstream.headers) + explain)
+        async for chunk in upstream.chunks():
+            attempt.chunks += 1
+            attempt.bytes += len(chunk)
+            if events is not None:
+                attempt.events += len(events.feed(chunk))
+            await out.send(chunk)
+        await out.end()
+
+    @staticmethod
+    async def _relay_translated(upstream, out: ResponseWriter, plan, call, attempt: Attempt, explain) -> None:
+        """The answer of a provider in another dialect, translated back into the agent's."""
+        kept = [(k, v) for k, v in _response_headers(upstream.headers) if k.lower() in _KEPT_WHEN_TRANSLATED]
+        if 200 <= upstream.status < 300 and _is_event_stream(upstream.headers):
+            translator = stream_translator(plan, _wants_usage(call))
+            await out.start(upstream.status, upstream.reason,
+                            [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                             *kept, *explain])
+            async for chunk in upstream.chunks():
+                attempt.chunks += 1
+                attempt.bytes += len(chunk)
+                piece = translator.feed(chunk)
+                if piece:
+                    attempt.events += piece.count(b"\n\n")
+                    await out.send(piece)
+            tail = translator.finish()
+            if tail:
+                attempt.events += tail.count(b"\n\n")
+                await out.send(tail)
+            await out.end()
+            return
+        raw = b"".join([chunk async for chunk in upstream.chunks()])
+        attempt.chunks, attempt.bytes = 1, len(raw)
+        status, answer = translate_answer(plan, raw, upstream.status)
+        await out.start(status, "OK" if status == upstream.status else "Clutch translated error",
+                        [(b"content-type", b"application/json"), *kept, *explain])
+        await out.send(answer)
+        await out.end()
+
 
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
+# Headers of the provider's answer that still hold once the body is translated.
+_KEPT_WHEN_TRANSLATED = frozenset({b"retry-after", b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
+                                   b"x-ratelimit-reset-requests", b"x-ratelimit-limit", b"x-ratelimit-remaining",
+                                   b"x-ratelimit-reset", b"request-id", b"x-request-id", b"date"})
+
+
+def _wants_usage(call) -> bool:
+    options = (call.body or {}).get("stream_options")
+    return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def _explain(routed) -> str:
+    decision, plan = routed
+    text = f"{decision.rule}; {plan.describe()}" if plan.changed else f"{decision.rule}; unchanged"
+    return text.replace("\r", " ").replace("\n", " ")
 
 
 def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
@@ -273,5 +333,14 @@ def _comment(flow: http.HTTPFlow, attempts: list[Attempt]) -> str:
     trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
     mode = "stream" if call.stream else "non-stream"
     unread = f" (body unread: {call.body_error})" if call.body_error else ""
+    routed = route_of(flow)
+    if routed is None:
+        route = "forwarded unchanged"
+    else:
+        decision, plan = routed
+        why = decision.reason if decision.rule == "unchanged" else f"route {decision.rule} ({decision.reason})"
+        route = f"{why} -> {plan.describe()}" if plan.changed else f"{why}, forwarded unchanged"
+        if plan.notes:
+            route += "; " + "; ".join(plan.notes)
     return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
-            f"via {call.provider}{unread}; engine forwarded unchanged: {trail}")
+            f"via {call.provider}{unread}; {route}; upstream: {trail}")

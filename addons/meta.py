@@ -15,14 +15,18 @@ from mitmproxy import http
 
 from addons.dialects import LLMCall
 from addons.identity import UNKNOWN, Identity
+from addons.plan import Plan
+from addons.router import Decision
 
 IDENTITY = "clutch.identity"  # summary of the agent that sent the flow
 CALL = "clutch.call"  # summary of the LLM call Classify recognised
 WEBSOCKET = "clutch.websocket"  # True on Codex's Responses WebSocket upgrade
 ATTEMPTS = "clutch.attempts"  # summaries of the engine's upstream attempts
+ROUTE = "clutch.route"  # summary of the routing decision and the upstream plan
 
 _identities: weakref.WeakKeyDictionary[http.HTTPFlow, Identity] = weakref.WeakKeyDictionary()
 _calls: weakref.WeakKeyDictionary[http.HTTPFlow, LLMCall] = weakref.WeakKeyDictionary()
+_routes: weakref.WeakKeyDictionary[http.HTTPFlow, tuple[Decision, Plan]] = weakref.WeakKeyDictionary()
 
 
 def set_identity(flow: http.HTTPFlow, identity: Identity) -> None:
@@ -42,3 +46,18 @@ def set_call(flow: http.HTTPFlow, call: LLMCall) -> None:
 
 def call_of(flow: http.HTTPFlow) -> LLMCall | None:
     return _calls.get(flow)
+
+
+def set_route(flow: http.HTTPFlow, decision: Decision, plan: Plan) -> None:
+    _routes[flow] = (decision, plan)
+    flow.metadata[ROUTE] = {
+        "rule": decision.rule, "reason": decision.reason, "target": str(decision.target) if decision.target else None,
+        "signals": list(decision.signals), "tokens": decision.tokens, "layer": list(decision.layer),
+        "provider": plan.provider, "model": plan.model, "url": plan.url,
+        "translated": f"{plan.client_dialect}->{plan.upstream_dialect}" if plan.translated else None,
+        "key": plan.key_source, "notes": list(plan.notes),
+    }
+
+
+def route_of(flow: http.HTTPFlow) -> tuple[Decision, Plan] | None:
+    return _routes.get(flow)

@@ -1,7 +1,8 @@
 """Rulebook: loads the rules file, and reloads it when it changes without ever losing good rules.
 
 At start-up an invalid file aborts with file, line and field; on a hot reload the same message is
-logged and the last good rules stay in force.
+logged and the last good rules stay in force. claude-code-proxy's environment variables (BIG_MODEL,
+ROUTER_THINK, ...) are applied on top of every load (overrides.py).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons.overrides import apply_overrides
 from addons.rules import DEFAULT_RULES_PATH, Rules, RulesError, load_rules
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class Rulebook:
         self.path: Path = DEFAULT_RULES_PATH
         self.loaded_at: float = time.time()
         self.last_error: str | None = None
+        self.overrides: dict[str, str] = {}  # claude-code-proxy environment variables in force
         self._stamp: tuple[int, int] | None = None
         self._listeners: list[Callable[[Rules], None]] = []
         self._watcher: asyncio.Task | None = None
@@ -78,8 +81,8 @@ class Rulebook:
 
     def _adopt(self, path: Path) -> None:
         stamp = _stamp(path)
-        rules = load_rules(path)
-        self.rules, self.path, self._stamp = rules, path, stamp
+        rules, overrides = apply_overrides(load_rules(path))
+        self.rules, self.path, self._stamp, self.overrides = rules, path, stamp, overrides
         self.loaded_at, self.last_error = time.time(), None
         for listener in self._listeners:
             listener(rules)

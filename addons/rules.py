@@ -6,14 +6,16 @@ the line and the field, because a user editing a rules file needs exactly those 
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
 
@@ -90,6 +92,29 @@ class Provider(_Strict):
 
 Target = Annotated[str, Field(description="provider:model")]
 
+# The tier letters of `xx` launch codes whose model the rules choose (`xx hcf` = Hermes on tier f).
+LAUNCH_TIER_LETTERS = ("d", "n", "k", "q", "m", "f")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelTarget:
+    """A routing target: a provider from the rules and a model name as that provider spells it."""
+
+    provider: str
+    model: str
+
+    @classmethod
+    def parse(cls, text: str, separators: str = ":") -> ModelTarget | None:
+        """`provider:model` (or, with separators=":,", also claude-code-router's `provider,model`)."""
+        text = text.strip()
+        cut = min((i for i in (text.find(sep) for sep in separators) if i > 0), default=-1)
+        if cut <= 0 or cut == len(text) - 1:
+            return None
+        return cls(text[:cut], text[cut + 1:])
+
+    def __str__(self) -> str:
+        return f"{self.provider}:{self.model}"
+
 
 class Tiers(_Strict):
     big: Target | None = None
@@ -118,6 +143,7 @@ class Quota(_Strict):
 class Fallback(_Strict):
     method: Literal["cascade", "openrouter_native", "both"] = "both"
     sort: Literal["throughput", "price", "latency"] = "throughput"
+    models: list[Target] = Field(default_factory=list, description="fallbacks after every cascade")
 
 
 class Profile(_Strict):
@@ -136,6 +162,17 @@ class Rules(_Strict):
     quotas: dict[str, Quota] = Field(default_factory=dict)
     fallback: Fallback = Field(default_factory=Fallback)
     profiles: dict[str, Profile] = Field(default_factory=dict)
+    launch_tiers: dict[Literal["d", "n", "k", "q", "m", "f"], Target] = Field(default_factory=dict)
+    _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
+
+    def custom_router_path(self, custom: str | None) -> Path | None:
+        """A custom router file named in the rules; relative paths start at the rules file's folder."""
+        if not custom:
+            return None
+        return (self._base_dir / os.path.expanduser(custom)).resolve()
+
+    def provider_of(self, target: ModelTarget) -> Provider | None:
+        return self.providers.get(target.provider)
 
     def problems(self) -> list[tuple[tuple, str]]:
         """Cross-field mistakes pydantic cannot see field by field, each with its location."""
@@ -162,6 +199,12 @@ class Rules(_Strict):
                                    "e.g. openrouter:qwen/qwen3-coder"))
             elif provider not in self.providers:
                 found.append((loc, f"target {target!r} names provider {provider!r}, which is not in providers"))
+        routes = [(("routes",), self.routes)]
+        routes += [(("profiles", agent, "routes"), p.routes) for agent, p in self.profiles.items()]
+        for loc, section in routes:
+            path = self.custom_router_path(section.custom)
+            if path is not None and not path.is_file():
+                found.append(((*loc, "custom"), f"custom router file {str(path)!r} does not exist"))
         return found
 
     def targets(self) -> list[tuple[tuple, str]]:
@@ -176,6 +219,8 @@ class Rules(_Strict):
         section(("tiers",), self.tiers)
         section(("routes",), self.routes)
         found += [(("aliases", name), t) for name, t in self.aliases.items()]
+        found += [(("launch_tiers", letter), t) for letter, t in self.launch_tiers.items()]
+        found += [(("fallback", "models", i), t) for i, t in enumerate(self.fallback.models)]
         for agent, profile in self.profiles.items():
             section(("profiles", agent, "tiers"), profile.tiers)
             section(("profiles", agent, "routes"), profile.routes)
@@ -223,6 +268,7 @@ def parse_rules(text: str, filename: str) -> Rules:
         if first["type"] == "extra_forbidden":
             message = "unknown field (check the spelling against the README's rules reference)"
         raise _located(filename, root, tuple(first["loc"]), message) from None
+    rules._base_dir = Path(filename).resolve().parent
     for loc, message in rules.problems()[:1]:
         raise _located(filename, root, loc, message)
     return rules

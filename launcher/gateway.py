@@ -1,7 +1,8 @@
-"""`./clutch start|web|env`: run the gateway and tell agents how to reach it."""
+"""`./clutch start|web|env|route`: run the gateway, tell agents how to reach it, explain routing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -82,6 +83,27 @@ def env(port: Port = DEFAULT_PORT, confdir: Confdir = PROJECT_CERTS,
     typer.echo(f"# Gateway: 127.0.0.1:{port}; health: curl http://127.0.0.1:{port}/health")
     for name, value in agent_environment(url, files).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
+
+
+@app.command()
+def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSON (or a corpus record)")],
+          url: Annotated[str | None, typer.Option(help="The URL the agent called; guessed from the body's shape")]
+          = None,
+          agent: Annotated[str | None, typer.Option(help="Agent name, for its rules profile")] = None,
+          launch: Annotated[str | None, typer.Option(help="An xx launch code, e.g. cip, hcf, xnb3")] = None,
+          rules: Rules = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print everything, with the upstream body")] = False,
+          ) -> None:
+    """Dry-run the router: print what the gateway would do with a request, without sending it."""
+    from launcher import explain
+    from addons.rules import RulesError
+    try:
+        result = explain.explain(explain.read_body(body), url=url, rules_path=rules,
+                                 identity=explain.identity_for(AGENT_LETTERS.get(agent, agent), launch))
+    except (OSError, ValueError, RulesError) as e:
+        typer.echo(f"clutch route: {e}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else explain.render(result))
 
 
 def _exec(tool: str, args: list[str]) -> None:

@@ -93,7 +93,8 @@ class Gateway:
     """A real `mitmdump -s addons/clutch.py`, as users run it, pointed at the fake provider."""
 
     def __init__(self, workdir: Path, fake_port: int | None, upstream_ca: Path | None, *extra: str,
-                 rules: Path | None = None, tool: str = MITMDUMP, expect_start: bool = True):
+                 rules: Path | None = None, tool: str = MITMDUMP, expect_start: bool = True,
+                 env: dict[str, str] | None = None):
         self.workdir = workdir
         self.confdir = workdir / "certs"
         self.home = workdir / "home"
@@ -112,7 +113,7 @@ class Gateway:
         args += list(extra)
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(workdir),
-                                        env={**os.environ, "HOME": str(self.home)})
+                                        env={**os.environ, **(env or {}), "HOME": str(self.home)})
         self.port = 0
         if expect_start:
             self.port = self._wait_listening()

@@ -1,0 +1,251 @@
+"""The upstream request for a routing decision: URL, headers, key and body, translated when the
+target provider does not speak the agent's dialect.
+
+Pure logic, no mitmproxy. An unchanged decision sends the agent's bytes as they came (still
+content-encoded); any change re-serialises the JSON body and drops its content-encoding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from addons import signals, translate, translate_stream
+from addons.dialects import LLMCall
+from addons.router import Decision
+from addons.rules import Dialect, Provider, Rules
+
+# Translation exists between these two dialects, both ways.
+TRANSLATABLE = {(Dialect.ANTHROPIC, Dialect.OPENAI_CHAT), (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC)}
+ANTHROPIC_VERSION = "2023-06-01"
+
+_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
+_BODY_HEADERS = frozenset({b"content-encoding", b"content-length"})
+
+
+class PlanError(Exception):
+    """The decision cannot be carried out (e.g. the target's key is not set); `status` for the agent."""
+
+    def __init__(self, kind: str, message: str, status: int = 502):
+        super().__init__(message)
+        self.kind, self.status = kind, status
+
+
+@dataclasses.dataclass
+class Plan:
+    provider: str  # the provider that will be called
+    url: str
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+    model: str | None  # the model sent upstream
+    client_dialect: Dialect
+    upstream_dialect: Dialect
+    changed: bool  # the request differs from what the agent sent
+    key_source: str  # "agent" or the environment variable the key came from
+    notes: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def translated(self) -> bool:
+        return self.client_dialect is not self.upstream_dialect
+
+    def describe(self) -> str:
+        parts = [f"{self.provider}:{self.model or '?'}"]
+        if self.translated:
+            parts.append(f"translated {self.client_dialect}->{self.upstream_dialect}")
+        if self.key_source != "agent":
+            parts.append(f"key from ${self.key_source}")
+        return ", ".join(parts)
+
+
+def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, headers: list[tuple[bytes, bytes]],
+               raw_body: bytes, environ: Mapping[str, str] | None = None) -> Plan:
+    environ = os.environ if environ is None else environ
+    unchanged = Plan(call.provider, url, list(headers), raw_body, call.model, call.dialect, call.dialect,
+                     False, "agent")
+    notes = list(decision.notes)
+    unchanged.notes = notes
+    if call.body is None:
+        if decision.target:
+            notes.append(f"body unreadable ({call.body_error}); sent unchanged")
+        return unchanged
+    body = call.body
+    tag_removed = signals.strip_subagent_tags(call.dialect, body) if decision.subagent_tag else 0
+    target = decision.target
+    if target is None or (target.provider == call.provider and target.model == call.model):
+        if not tag_removed:
+            return unchanged
+        notes.append("subagent tag stripped")
+        return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS),
+                                   body=_json(body), changed=True)
+
+    provider = rules.providers[target.provider]
+    upstream_dialect = _dialect_for(call.dialect, provider)
+    if upstream_dialect is None:
+        notes.append(f"{target.provider} speaks {', '.join(provider.dialects)}, and Clutch cannot translate "
+                     f"{call.dialect} to those; kept {call.provider}:{call.model}")
+        if tag_removed:
+            return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS), body=_json(body),
+                                       changed=True)
+        return unchanged
+    if tag_removed:
+        notes.append("subagent tag stripped")
+
+    same_provider = target.provider == call.provider
+    if call.dialect is Dialect.GEMINI:
+        new_url = _gemini_url(provider, url, target.model) if not same_provider else _gemini_model(url, target.model)
+        out_body = _json(body)
+    elif upstream_dialect is call.dialect:
+        new_url = url if same_provider else endpoint_url(provider, upstream_dialect, urlsplit(url).query)
+        out_body = _json({**body, "model": target.model})
+    else:
+        new_url = endpoint_url(provider, upstream_dialect, "")
+        out_body = _json(_translate_request(body, call.dialect, upstream_dialect, target.model,
+                                            target.provider, provider, notes))
+
+    out_headers = _without(headers, _BODY_HEADERS)
+    key_source = "agent"
+    if not same_provider or upstream_dialect is not call.dialect:
+        key = _agent_key(headers) if same_provider else None
+        if not same_provider and provider.key_env:
+            key = environ.get(provider.key_env, "").strip() or None
+            if key is None:
+                raise PlanError("missing_key",
+                                f"rules route this request to {target}, but ${provider.key_env} (the "
+                                f"{target.provider} key) is not set in the gateway's environment")
+            key_source = provider.key_env
+        elif not same_provider:
+            key_source = "none"
+        out_headers = _without(out_headers, _AUTH_HEADERS)
+        if key:
+            out_headers += _auth(upstream_dialect, key, provider)
+    if upstream_dialect is not call.dialect:
+        out_headers = _translated_headers(out_headers, upstream_dialect)
+    return Plan(target.provider, new_url, out_headers, out_body, target.model, call.dialect, upstream_dialect,
+                True, key_source, notes)
+
+
+def stream_translator(plan: Plan, include_usage: bool):
+    """Translates the provider's SSE stream back into the agent's dialect, piece by piece."""
+    if plan.client_dialect is Dialect.ANTHROPIC:
+        return translate_stream.chat_stream_to_anthropic(plan.model or "")
+    return translate_stream.anthropic_stream_to_chat(plan.model or "", include_usage)
+
+
+def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
+    """A whole (non-streamed) answer of the provider, in the agent's dialect: (status, body)."""
+    client = plan.client_dialect
+    if 200 <= status < 300:
+        try:
+            payload = json.loads(raw)
+        except ValueError:
+            payload = None
+        if isinstance(payload, dict) and "error" not in payload:
+            if client is Dialect.ANTHROPIC:
+                return status, _json(translate.chat_to_anthropic_response(payload))
+            return status, _json(translate.anthropic_to_chat_response(payload))
+        # OpenRouter can answer 200 with an error object, and anything unreadable is no answer either
+        status = 502
+    return status, translate.translate_error(raw, status, client)
+
+
+def endpoint_url(provider: Provider, dialect: Dialect, query: str) -> str:
+    """The provider's URL for a dialect: base_url + the dialect's path (Anthropic's base may or may
+    not end in /v1: https://api.anthropic.com and https://openrouter.ai/api/v1 both work)."""
+    base = provider.base_url
+    if dialect is Dialect.ANTHROPIC:
+        path = "/messages" if base.endswith("/v1") else "/v1/messages"
+    elif dialect is Dialect.OPENAI_CHAT:
+        path = "/chat/completions"
+    elif dialect is Dialect.OPENAI_RESPONSES:
+        path = "/responses"
+    else:
+        raise ValueError("Gemini URLs carry the model; use _gemini_url")
+    return base + path + (f"?{query}" if query else "")
+
+
+def _dialect_for(client: Dialect, provider: Provider) -> Dialect | None:
+    if client in provider.dialects:
+        return client
+    for upstream in provider.dialects:
+        if (client, upstream) in TRANSLATABLE:
+            return upstream
+    return None
+
+
+def _translate_request(body: dict[str, Any], client: Dialect, upstream: Dialect, model: str, provider_name: str,
+                       provider: Provider, notes: list[str]) -> dict[str, Any]:
+    if client is Dialect.ANTHROPIC:
+        return translate.anthropic_to_chat_request(body, model, flavour_of(provider_name, provider), notes)
+    return translate.chat_to_anthropic_request(body, model, notes)
+
+
+def flavour_of(name: str, provider: Provider) -> translate.Flavour:
+    host = provider.base_host
+    if name == "openrouter" or host.endswith("openrouter.ai"):
+        return translate.Flavour.OPENROUTER
+    if host.endswith("api.openai.com"):
+        return translate.Flavour.OPENAI
+    if host.endswith("anthropic.com"):
+        return translate.Flavour.ANTHROPIC
+    return translate.Flavour.GENERIC
+
+
+def _gemini_model(url: str, model: str) -> str:
+    parts = urlsplit(url)
+    head, _, tail = parts.path.rpartition("/models/")
+    method = tail.partition(":")[2]
+    new = parts._replace(path=f"{head}/models/{model}:{method}")
+    return new.geturl()
+
+
+def _gemini_url(provider: Provider, url: str, model: str) -> str:
+    parts = urlsplit(url)
+    method = parts.path.rpartition(":")[2]
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{provider.base_url}/v1beta/models/{model}:{method}{query}"
+
+
+def _agent_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    for name, value in headers:
+        lower = name.lower()
+        if lower == b"authorization" and value[:7].lower() == b"bearer ":
+            return value[7:].decode("latin-1").strip()
+        if lower in (b"x-api-key", b"x-goog-api-key", b"api-key"):
+            return value.decode("latin-1").strip()
+    return None
+
+
+def _auth(dialect: Dialect, key: str, provider: Provider) -> list[tuple[bytes, bytes]]:
+    # Anthropic itself takes x-api-key; Anthropic-compatible endpoints elsewhere (OpenRouter's
+    # /api/v1/messages, ...) document a Bearer token, as Claude Code's ANTHROPIC_AUTH_TOKEN sends it.
+    if dialect is Dialect.ANTHROPIC and provider.base_host.endswith("anthropic.com"):
+        return [(b"x-api-key", key.encode("latin-1"))]
+    if dialect is Dialect.GEMINI:
+        return [(b"x-goog-api-key", key.encode("latin-1"))]
+    return [(b"authorization", b"Bearer " + key.encode("latin-1"))]
+
+
+def _translated_headers(headers: list[tuple[bytes, bytes]], upstream: Dialect) -> list[tuple[bytes, bytes]]:
+    # The translated answer is parsed here, so ask for it uncompressed; the other dialect's
+    # versioning headers mean nothing to the target.
+    out = [(k, v) for k, v in headers
+           if k.lower() != b"accept-encoding" and not k.lower().startswith(b"anthropic-")
+           and not k.lower().startswith(b"openai-")]
+    out.append((b"accept-encoding", b"identity"))
+    if upstream is Dialect.ANTHROPIC:
+        out.append((b"anthropic-version", ANTHROPIC_VERSION.encode()))
+    if not any(k.lower() == b"content-type" for k, _ in out):
+        out.append((b"content-type", b"application/json"))
+    return out
+
+
+def _without(headers: list[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+    return [(k, v) for k, v in headers if k.lower() not in names]
+
+
+def _json(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()

@@ -1,0 +1,246 @@
+"""What a request asks for, read in the agent's own dialect: images, web search, thinking, a tool
+loop, a forced tool call, a background-sized answer, a subagent model tag.
+
+Pure logic, no mitmproxy. Each reader looks at the shapes of the dialect the request is written in,
+which is the point: claude-code-proxy converted Anthropic requests to OpenAI first and then looked
+for Anthropic shapes, so its image and web-search routes never fired (research/peers.md §5.1).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from addons.rules import Dialect
+
+WEB_SEARCH_TOOL_NAMES = frozenset({"web_search", "search_web", "websearch", "brave", "brave_search", "exa",
+                                   "exa_search", "perplexity", "perplexity_search"})
+
+# <CLUTCH-MODEL>provider:model</CLUTCH-MODEL>, and claude-code-router's
+# <CCR-SUBAGENT-MODEL>provider,model</CCR-SUBAGENT-MODEL> that its users' agent files already carry.
+_TAG = re.compile(r"<(CLUTCH-MODEL|CCR-SUBAGENT-MODEL)>\s*([^<]*?)\s*</\1>\s*")
+
+
+def has_image(dialect: Dialect, body: dict[str, Any]) -> bool:
+    """Any image block or image part, in any message (tool results included)."""
+    if dialect is Dialect.ANTHROPIC:
+        return _any_part(body.get("messages"), lambda p: p.get("type") == "image"
+                         or (p.get("type") == "document" and _source_is_image(p)))
+    if dialect is Dialect.OPENAI_CHAT:
+        return _any_part(body.get("messages"), lambda p: p.get("type") in ("image_url", "input_image"))
+    if dialect is Dialect.OPENAI_RESPONSES:
+        return _any_part(body.get("input"), lambda p: p.get("type") == "input_image")
+    return _any_part(body.get("contents"), lambda p: _gemini_image(p))
+
+
+def wants_web_search(dialect: Dialect, body: dict[str, Any]) -> bool:
+    """A server web-search tool (`web_search_20250305`, Responses' `web_search_preview`), or a
+    function tool named like a search engine."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return False
+    for tool in tools:
+        if not isinstance(tool, dict):
+            continue
+        kind = str(tool.get("type") or "")
+        if kind.startswith("web_search") or "googleSearch" in tool or "google_search" in tool:
+            return True
+        if _tool_name(tool).lower() in WEB_SEARCH_TOOL_NAMES:
+            return True
+    return False
+
+
+def wants_thinking(dialect: Dialect, body: dict[str, Any]) -> bool:
+    """Extended thinking enabled, or a reasoning effort requested (other than none/minimal)."""
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
+        return True
+    effort = body.get("reasoning_effort")
+    reasoning = body.get("reasoning")
+    if isinstance(reasoning, dict):
+        effort = reasoning.get("effort", effort)
+        if reasoning.get("max_tokens") or reasoning.get("enabled") is True:
+            return True
+    output_config = body.get("output_config")
+    if isinstance(output_config, dict) and output_config.get("effort"):
+        effort = effort or output_config["effort"]
+    if isinstance(effort, str) and effort.lower() not in ("none", "minimal", ""):
+        return True
+    generation = body.get("generationConfig") or body.get("generation_config")
+    if isinstance(generation, dict):
+        config = generation.get("thinkingConfig") or generation.get("thinking_config")
+        if isinstance(config, dict):
+            budget = config.get("thinkingBudget", config.get("thinking_budget"))
+            return budget != 0 and bool(budget or config.get("includeThoughts") or config.get("thinkingLevel"))
+    return False
+
+
+def continues_tool_loop(dialect: Dialect, body: dict[str, Any]) -> bool:
+    """The newest message carries tool results: the agent is inside a tool loop."""
+    if dialect is Dialect.ANTHROPIC:
+        last = _last(body.get("messages"))
+        return bool(last and last.get("role") == "user"
+                    and _any_part([last], lambda p: p.get("type") == "tool_result"))
+    if dialect is Dialect.OPENAI_CHAT:
+        last = _last(body.get("messages"))
+        return bool(last and last.get("role") in ("tool", "function"))
+    if dialect is Dialect.OPENAI_RESPONSES:
+        items = body.get("input")
+        last = _last(items) if isinstance(items, list) else None
+        return bool(last and last.get("type") in ("function_call_output", "custom_tool_call_output",
+                                                  "local_shell_call_output"))
+    last = _last(body.get("contents"))
+    return bool(last and _any_part([last], lambda p: "functionResponse" in p or "function_response" in p))
+
+
+def forces_tool_call(dialect: Dialect, body: dict[str, Any]) -> bool:
+    """tool_choice requires some tool (Anthropic any/tool, OpenAI required/named, Gemini mode ANY)."""
+    choice = body.get("tool_choice")
+    if dialect is Dialect.ANTHROPIC:
+        return isinstance(choice, dict) and choice.get("type") in ("any", "tool")
+    if dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES):
+        return choice == "required" or (isinstance(choice, dict) and choice.get("type") not in (None, "auto", "none"))
+    config = body.get("toolConfig") or body.get("tool_config") or {}
+    calling = config.get("functionCallingConfig") or config.get("function_calling_config") or {}
+    return isinstance(calling, dict) and str(calling.get("mode", "")).upper() == "ANY"
+
+
+def max_output_tokens(dialect: Dialect, body: dict[str, Any]) -> int | None:
+    for key in ("max_tokens", "max_completion_tokens", "max_output_tokens"):
+        value = body.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    generation = body.get("generationConfig") or {}
+    value = generation.get("maxOutputTokens") if isinstance(generation, dict) else None
+    return value if isinstance(value, int) else None
+
+
+def family(model: str | None) -> str | None:
+    """The Claude family a model name belongs to, whatever its version: opus, sonnet or haiku."""
+    name = (model or "").lower()
+    for known in ("opus", "sonnet", "haiku"):
+        if known in name:
+            return known
+    return None
+
+
+def find_subagent_tag(dialect: Dialect, body: dict[str, Any]) -> str | None:
+    """The target named by a subagent tag in the system prompt, as written (`p:m` or `p,m`)."""
+    for text in _system_texts(dialect, body):
+        match = _TAG.search(text)
+        if match:
+            return match.group(2)
+    return None
+
+
+def strip_subagent_tags(dialect: Dialect, body: dict[str, Any]) -> int:
+    """Remove every subagent tag from the system prompt, in place; returns how many were removed."""
+    removed = 0
+
+    def strip(text: str) -> str:
+        nonlocal removed
+        new, count = _TAG.subn("", text)
+        removed += count
+        return new
+
+    if dialect is Dialect.ANTHROPIC:
+        system = body.get("system")
+        if isinstance(system, str):
+            body["system"] = strip(system)
+        elif isinstance(system, list):
+            for block in system:
+                if isinstance(block, dict) and isinstance(block.get("text"), str):
+                    block["text"] = strip(block["text"])
+    elif dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES):
+        if dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("instructions"), str):
+            body["instructions"] = strip(body["instructions"])
+        items = body.get("messages" if dialect is Dialect.OPENAI_CHAT else "input")
+        for message in items if isinstance(items, list) else []:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                _map_text(message, strip)
+    else:
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        if isinstance(system, dict):
+            for part in system.get("parts") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    part["text"] = strip(part["text"])
+    return removed
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _system_texts(dialect: Dialect, body: dict[str, Any]):
+    if dialect is Dialect.ANTHROPIC:
+        system = body.get("system")
+        if isinstance(system, str):
+            yield system
+        elif isinstance(system, list):
+            yield from (b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str))
+    elif dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES):
+        if dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("instructions"), str):
+            yield body["instructions"]
+        items = body.get("messages" if dialect is Dialect.OPENAI_CHAT else "input")
+        for message in items if isinstance(items, list) else []:
+            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
+                content = message.get("content")
+                if isinstance(content, str):
+                    yield content
+                elif isinstance(content, list):
+                    yield from (p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    else:
+        system = body.get("systemInstruction") or body.get("system_instruction")
+        if isinstance(system, dict):
+            yield from (p["text"] for p in system.get("parts") or [] if isinstance(p, dict)
+                        and isinstance(p.get("text"), str))
+
+
+def _map_text(message: dict, change) -> None:
+    content = message.get("content")
+    if isinstance(content, str):
+        message["content"] = change(content)
+    elif isinstance(content, list):
+        for part in content:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                part["text"] = change(part["text"])
+
+
+def _last(items: Any) -> dict | None:
+    if isinstance(items, list) and items and isinstance(items[-1], dict):
+        return items[-1]
+    return None
+
+
+def _any_part(messages: Any, test) -> bool:
+    """True when `test` holds for any content part of any message, nested tool results included."""
+    if not isinstance(messages, list):
+        return False
+    stack = list(messages)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, dict):
+            if test(node):
+                return True
+            for key in ("content", "parts", "output"):
+                child = node.get(key)
+                if isinstance(child, (list, dict)):
+                    stack.append(child)
+    return False
+
+
+def _source_is_image(part: dict) -> bool:
+    source = part.get("source")
+    return isinstance(source, dict) and str(source.get("media_type", "")).startswith("image/")
+
+
+def _gemini_image(part: dict) -> bool:
+    blob = part.get("inlineData") or part.get("inline_data") or part.get("fileData") or part.get("file_data")
+    return isinstance(blob, dict) and str(blob.get("mimeType") or blob.get("mime_type") or "").startswith("image/")
+
+
+def _tool_name(tool: dict) -> str:
+    if isinstance(tool.get("function"), dict):
+        return str(tool["function"].get("name") or "")
+    return str(tool.get("name") or "")

