@@ -74,6 +74,13 @@ def verdicts(chosen: dict) -> list[str]:
             lines.append(f"- {'Clutch' if path == 'clutch' else 'Clutch (httpx engine)'} req/s at c=16 = "
                          f"{cell['rps']:.0f} vs mitmdump {mitm_sat['rps']:.0f} -> ratio {ratio:.2f}x "
                          f"(goal >= 0.6x): **{verdict}**")
+    for path, what in (("clutch-routed", "model rename (alias, body re-serialised)"),
+                       ("clutch-translated", "routing + translation (chat -> Anthropic -> chat)")):
+        for load in ("c1-2k", "c1-200k"):
+            cell, base = get(path, load), get("clutch", load)
+            if cell and base:
+                lines.append(f"- {what}, {load}: adds {cell['ttfb_p50'] - base['ttfb_p50']:+.2f} ms TTFB p50 "
+                             f"and {cell['total_p50'] - base['total_p50']:+.2f} ms total p50 over plain `clutch`")
     return lines
 
 
@@ -95,7 +102,9 @@ def render(data: dict) -> str:
     out.append(f"**Code**: commit {code.get('commit', '?')}, addons/*.py sha256 {code.get('addons_sha256', '?')} "
                f"(the working tree as measured). **Paths**: `direct` = client to the fake; `mitmdump` = bare "
                f"mitmdump with `bench/stream_addon.py` (SSE streaming + resolve); `clutch` = `mitmdump -s "
-               f"addons/clutch.py` (engine on aiohttp); `clutch-httpx` = same with `clutch_http_client=httpx`. "
+               f"addons/clutch.py` (engine on aiohttp); `clutch-httpx` = same with `clutch_http_client=httpx`; "
+               f"`clutch-routed` = rules rename the model (alias); `clutch-translated` = rules send the chat request "
+               f"to an Anthropic-dialect provider and translate the answer back. "
                f"All TLS end to end, keep-alive, one connection per client worker.\n")
     out.append(f"**Stream**: model `{data['model']}` = {data['n_chunks']} content chunks, fake chunk delay "
                f"{data['chunk_delay_s']['c1'] * 1000:g} ms for the c1 loads (a ≈0.1 s stream), "

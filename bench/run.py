@@ -11,6 +11,10 @@ Paths (all speak TLS to the fake, which presents a test-CA certificate for openr
   mitmdump      client -> bare mitmdump (bench/stream_addon.py: SSE streaming + resolve) -> fake
   clutch        client -> mitmdump -s addons/clutch.py (engine on aiohttp, the default) -> fake
   clutch-httpx  same with --set clutch_http_client=httpx
+  clutch-routed      clutch with rules that rename the model (an alias on the same provider: the body
+                     is parsed, changed and re-serialised)
+  clutch-translated  clutch with rules that send the chat request to an Anthropic-dialect provider:
+                     request translated to Anthropic Messages, the SSE answer translated back
 
 See bench/README.md for the method and what every column means.
 """
@@ -50,7 +54,19 @@ HOST = "openrouter.ai"
 URL = f"https://{HOST}/api/v1/chat/completions"
 MODEL = "bench/chunks-20"  # the fake streams 20 content chunks for this model
 N_CHUNKS = 20
-PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx"]
+PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx", "clutch-routed", "clutch-translated"]
+ANTHROPIC_HOST = "api.anthropic.com"
+ROUTING_RULES = f"""\
+version: 1
+providers:
+  openrouter: {{base_url: "https://{HOST}/api/v1", dialects: [openai_chat], hosts: [{HOST}], key_env: OPENROUTER_API_KEY}}
+  anthropic: {{base_url: "https://{ANTHROPIC_HOST}", dialects: [anthropic], hosts: [{ANTHROPIC_HOST}],
+              key_env: ANTHROPIC_API_KEY}}
+aliases: {{ALIASES}}
+"""
+# the fake streams 20 chunks for any model name containing chunks-20
+ROUTED_ALIAS = '{"bench/chunks-20": "openrouter:bench/routed-chunks-20"}'
+TRANSLATED_ALIAS = '{"bench/chunks-20": "anthropic:bench/translated-chunks-20"}'
 PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
 CORPUS = Path("/work/shared/corpus/dev")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -146,14 +162,15 @@ def large_body(target: int = 200 * 1024) -> tuple[bytes, str]:
 class Proc:
     """A process we started: its log, CPU and memory from /proc, stopped by its PID."""
 
-    def __init__(self, name: str, args: list[str], workdir: Path, cwd: Path | None = None):
+    def __init__(self, name: str, args: list[str], workdir: Path, cwd: Path | None = None,
+                 env: dict[str, str] | None = None):
         self.name = name
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "home").mkdir(exist_ok=True)
         self.log_path = workdir / f"{name}.log"
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(cwd or workdir),
-                                        env={**os.environ, "HOME": str(workdir / "home")})
+                                        env={**os.environ, **(env or {}), "HOME": str(workdir / "home")})
         self.pid = self.process.pid
         self.confdir: Path = workdir
 
@@ -191,7 +208,7 @@ def start_fake(workdir: Path, pki, chunk_delay: float, registry: list[Proc]) -> 
     return proc, int(wait_for_file(port_file, proc.process))
 
 
-def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path) -> list[str]:
+def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path, workdir: Path | None = None) -> list[str]:
     """mitmdump's arguments for a proxy path (without the executable)."""
     common = ["--listen-host", "127.0.0.1", "--listen-port", "0", "--set", f"confdir={confdir}",
               "--set", "connection_strategy=lazy", "--set", f"ssl_verify_upstream_trusted_ca={test_ca}"]
@@ -203,11 +220,19 @@ def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path) -> list[
             "--set", f"clutch_resolve={HOST}:443=127.0.0.1:{fake_port}"]
     if path == "clutch-httpx":
         args += ["--set", "clutch_http_client=httpx"]
+    if path in ("clutch-routed", "clutch-translated") and workdir is not None:
+        rules = workdir / "rules.yaml"
+        workdir.mkdir(parents=True, exist_ok=True)
+        alias = ROUTED_ALIAS if path == "clutch-routed" else TRANSLATED_ALIAS
+        rules.write_text(ROUTING_RULES.replace("{ALIASES}", alias))
+        args += ["--set", f"clutch_rules={rules}",
+                 "--set", f"clutch_resolve={ANTHROPIC_HOST}:443=127.0.0.1:{fake_port}"]
     return args
 
 
 def start_proxy(path: str, workdir: Path, confdir: Path, fake_port: int, test_ca: Path, registry: list[Proc]) -> Proc:
-    proc = Proc(path, [MITMDUMP, *proxy_args(path, confdir, fake_port, test_ca)], workdir)
+    proc = Proc(path, [MITMDUMP, *proxy_args(path, confdir, fake_port, test_ca, workdir)], workdir,
+                env={"ANTHROPIC_API_KEY": "sk-ant-api03-bench"})
     proc.confdir = confdir
     registry.append(proc)
     return proc
@@ -454,7 +479,7 @@ def machine_info() -> dict:
 
 
 async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
-    pki = make_test_pki(workdir / "pki", [HOST])
+    pki = make_test_pki(workdir / "pki", [HOST, ANTHROPIC_HOST])
     bodies = {"2k": small_body()}
     bodies["200k"], large_source = large_body()
     loads = loads_for(args.quick)

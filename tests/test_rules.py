@@ -26,8 +26,8 @@ def test_default_rules_are_valid_and_need_no_key():
     assert rules.provider_at("api.anthropic.com", 8443) is None
     assert rules.provider_at("example.com", 443) is None
     assert Dialect.ANTHROPIC in rules.providers["openrouter"].dialects
-    # no routing by default: every section that would change a request is empty
-    assert rules.targets() == []
+    # no routing by default: only the launch tiers, which apply to xx launches that ask for them
+    assert {loc[0] for loc, _ in rules.targets()} == {"launch_tiers"}
 
 
 def test_later_sections_have_their_schema():
@@ -98,3 +98,27 @@ def test_missing_file_and_wrong_top_level():
         parse_rules("- a\n- b\n", "r.yaml")
     with pytest.raises(RulesError, match="providers: Field required"):
         parse_rules("version: 1\n", "r.yaml")
+
+
+def test_the_commented_example_is_valid_and_complete():
+    from addons.rules import ModelTarget
+    from pathlib import Path
+    rules = load_rules(Path(DEFAULT_RULES_PATH).with_name("example.yaml"))
+    assert set(rules.routes.model_fields_set) == set(type(rules.routes).model_fields)  # every route shown
+    assert rules.custom_router_path(rules.routes.custom).name == "example_router.py"
+    assert set(rules.launch_tiers) == {"d", "n", "k", "q"}
+    assert ModelTarget.parse(rules.tiers.small) == ModelTarget("ollama", "qwen3:4b")
+
+
+def test_a_missing_custom_router_is_named_with_its_line(tmp_path):
+    path = tmp_path / "rules.yaml"
+    path.write_text(PROVIDER + "routes:\n  custom: nowhere.py\n")
+    with pytest.raises(RulesError) as error:
+        load_rules(path)
+    assert (error.value.line, error.value.field) == (8, "routes.custom")
+    assert "nowhere.py" in error.value.message
+
+
+def test_launch_tier_letters_are_checked():
+    with pytest.raises(RulesError, match="launch_tiers"):
+        parse_rules(PROVIDER + "launch_tiers: {z: 'openrouter:x'}\n", "r.yaml")
