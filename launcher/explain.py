@@ -76,9 +76,9 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     layer = layer_for(rules, identity.agent, launch_profile)
     count = tokens.request_tokens(dialect, call.body) if needs_token_count(wanted, layer) else None
-    custom, custom_note = _custom(rules, layer, call, identity, count, tuple(request_signals(wanted, layer, count)),
+    custom, custom_note = _custom(rules, layer, call, identity, count, tuple(request_signals(wanted, layer, count, explain=True)),
                                   timeout_s)
-    decision = decide(wanted, rules, layer, custom_result=custom, tokens=count)
+    decision = decide(wanted, rules, layer, custom_result=custom, tokens=count, explain=True)
     if custom_note:
         decision.notes.append(custom_note)
     result: dict[str, Any] = {

@@ -138,9 +138,12 @@ def test_default_route_catches_everything_else(rules):
 
 def test_nothing_configured_means_unchanged():
     rules = parse_rules(BARE, "r.yaml")
-    decision = ask(rules, {"model": "claude-opus-4", "thinking": THINKING, "messages": [TOOL_RESULT]})
+    body = {"model": "claude-opus-4", "thinking": THINKING, "messages": [image_msg(A), TOOL_RESULT]}
+    decision = ask(rules, body)
     assert (decision.rule, decision.target) == ("unchanged", None)
     assert decision.signals == ["think", "toolcall"]  # explained, though nothing fires
+    # the costly image search runs only for an image route, or when explaining
+    assert ask(rules, body, explain=True).signals == ["image", "think", "toolcall"]
 
 
 def test_agent_profile_overrides_only_what_it_sets(rules):
