@@ -69,9 +69,26 @@ cache_read_input_tokens = cached, cache_creation_input_tokens = 2.  OpenRouter
 cost = prompt * 1e-6 + completion * 2e-6.
 
 Tool-call variant: when the request has ``tools`` and the text of its last
-message contains ``use-tool``, the answer is a call of the first tool with
-arguments ``{}`` (id ``call_fake_1``; Anthropic ``toolu_fake_1``; Gemini a
-``functionCall`` part), streamed as two argument deltas ``"{"`` and ``"}"``.
+message contains the trigger, the answer is a tool call instead of text (id
+``call_fake_1``; Anthropic ``toolu_fake_1``; Gemini a ``functionCall`` part with
+``args``).  Trigger forms (see :func:`parse_tool_trigger`):
+
+* ``use-tool``: call the first tool in ``tools`` with arguments ``{}``;
+* ``use-tool:NAME``: call tool ``NAME`` (letters, digits, ``_ . -``) with ``{}``;
+* ``use-tool:NAME:{JSON object}``, e.g. ``use-tool:Bash:{"command":"echo hi"}``:
+  call ``NAME`` with those arguments (the object ends where the JSON ends, so
+  text may follow it).  Arguments that are not a JSON object get a 400
+  ``invalid_request`` error in the dialect's shape.
+
+The named tool need not be among ``tools``.  The arguments (compact JSON) are
+streamed as deltas (OpenAI chat ``function.arguments``, Anthropic
+``input_json_delta``, Responses ``function_call_arguments.delta``): ``"{"`` and
+``"}"`` for ``{}``, otherwise three pieces.  Only the *last* message counts: when
+it is a tool result (OpenAI ``role: tool``, Anthropic ``tool_result``, Responses
+``function_call_output``, Gemini ``functionResponse``), the answer is the normal
+text, which completes an agent's tool round trip.  System and developer messages
+after it are skipped (Claude Code 2.1.330 sends a ``role: system`` message after
+the user's prompt).
 
 Also runnable as a process::
 
@@ -114,7 +131,7 @@ try:
 except ImportError:  # pragma: no cover
     _zstandard = None
 
-__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "split_answer", "MODEL_IDS", "main"]
+__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "MODEL_IDS", "main"]
 
 # Fault tokens, in match order (longer / more specific tokens first).
 FAULTS: tuple[str, ...] = (
@@ -223,6 +240,44 @@ def _texts(obj: Any) -> list[str]:
     return out
 
 
+_TRIGGER_RE = re.compile(r"use-tool(?::(?P<name>[A-Za-z0-9_.\-]+)(?P<colon>:)?)?")
+
+
+def parse_tool_trigger(text: str) -> tuple[str | None, dict] | None:
+    """The tool call a message text asks for: ``(name or None for the first tool, arguments)``,
+    or ``None`` without a trigger.  Raises ``ValueError`` when ``use-tool:NAME:`` is not
+    followed by a JSON object."""
+    m = _TRIGGER_RE.search(text)
+    if m is None:
+        return None
+    name = m.group("name")
+    if not m.group("colon"):
+        return name, {}
+    try:
+        args, _ = json.JSONDecoder().raw_decode(text, m.end())
+    except ValueError as exc:
+        raise ValueError(f"tool trigger use-tool:{name}: is not followed by a JSON object: {exc}") from exc
+    if not isinstance(args, dict):
+        raise ValueError(f"tool trigger use-tool:{name}: arguments must be a JSON object")
+    return name, args
+
+
+def _argument_pieces(arguments: str) -> list[str]:
+    """How streamed tool-call arguments are split: ``{`` ``}`` for ``{}``, else three pieces."""
+    return split_answer(arguments, 2 if len(arguments) <= 2 else 3)
+
+
+def _last_turn(items: Any) -> Any:
+    """The last message that is not a system / developer message (Claude Code >= 2.1.3xx puts a
+    ``role: system`` message with its environment after the user's prompt)."""
+    if not isinstance(items, list):
+        return None
+    for item in reversed(items):
+        if not (isinstance(item, dict) and item.get("role") in ("system", "developer")):
+            return item
+    return None
+
+
 def _first_tool_name(tools: Any) -> str:
     if not isinstance(tools, list) or not tools or not isinstance(tools[0], dict):
         return "tool"
@@ -270,6 +325,9 @@ class _Ctx:
         self.gen_id = "gen-" + str(int(time.time())) + "-" + _rand(20)  # OpenRouter generation id
         self.prompt_chars = 0
         self.gemini_sse = False
+        self.tool: str | None = None   # tool-call variant: the tool's name ...
+        self.tool_args: dict = {}      # ... its arguments
+        self.tool_args_json = "{}"     # ... and them as compact JSON
 
 
 class FakeUpstream:
@@ -501,22 +559,38 @@ class FakeUpstream:
         return SLOW_DELAY if ctx.fault == "slow" else self.chunk_delay
 
     def _tool_name(self, ctx: _Ctx) -> str | None:
-        """Name of the tool to call if the request asks for the tool-call variant."""
+        """Name of the tool to call if the request asks for the tool-call variant (parsed by
+        :meth:`_parse_tool_call` in the prologue; the arguments are in ``ctx.tool_args``)."""
+        return ctx.tool
+
+    def _parse_tool_call(self, ctx: _Ctx) -> None:
+        """Fill ``ctx.tool`` / ``ctx.tool_args`` from the trigger in the last non-system message
+        (module docstring)."""
         tools = ctx.body.get("tools")
         if not tools:
-            return None
+            return
         if ctx.api == "responses":
             inp = ctx.body.get("input")
-            last = inp if isinstance(inp, str) else (inp[-1] if isinstance(inp, list) and inp else None)
+            last = inp if isinstance(inp, str) else _last_turn(inp)
         elif ctx.api == "gemini":
-            contents = ctx.body.get("contents") or []
-            last = contents[-1] if isinstance(contents, list) and contents else None
+            last = _last_turn(ctx.body.get("contents"))
         else:
-            msgs = ctx.body.get("messages") or []
-            last = msgs[-1] if isinstance(msgs, list) and msgs else None
-        if last is None or not any(TOOL_TRIGGER in t for t in _texts(last)):
-            return None
-        return _first_tool_name(tools)
+            last = _last_turn(ctx.body.get("messages"))
+        if last is None:
+            return
+        for text in _texts(last):
+            if TOOL_TRIGGER not in text:
+                continue
+            try:
+                found = parse_tool_trigger(text)
+            except ValueError as exc:
+                raise _BadRequest(400, str(exc)) from exc
+            if found is not None:
+                name, args = found
+                ctx.tool = name or _first_tool_name(tools)
+                ctx.tool_args = args
+                ctx.tool_args_json = _dumps(args)
+                return
 
     def _usage_numbers(self, ctx: _Ctx, out_pieces: int) -> dict:
         prompt = 10 + ctx.prompt_chars // 16
@@ -822,6 +896,7 @@ class FakeUpstream:
         ctx = self._ctx(request, dialect, api)
         try:
             await self._read_json(ctx)
+            self._parse_tool_call(ctx)
         except _BadRequest as exc:
             return ctx, self._bad_request_response(ctx, exc)
         return ctx, None
@@ -898,7 +973,7 @@ class FakeUpstream:
                     "role": "assistant",
                     "content": None,
                     "refusal": None,
-                    "tool_calls": [{"id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": "{}"}}],
+                    "tool_calls": [{"id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ctx.tool_args_json}}],
                     "annotations": [],
                 }
                 n_out, finish = 2, "tool_calls"
@@ -932,7 +1007,7 @@ class FakeUpstream:
             if tool:
                 yield chunk({"role": "assistant", "content": None, "tool_calls": [
                     {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}]}), 0, True
-                for part in ("{", "}"):
+                for part in _argument_pieces(ctx.tool_args_json):
                     yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}), delay, True
                 n_out, finish = 2, "tool_calls"
             else:
@@ -999,7 +1074,7 @@ class FakeUpstream:
 
         if not ctx.stream:
             if tool:
-                content: list[dict] = [{"type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}]
+                content: list[dict] = [{"type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": ctx.tool_args}]
             elif pieces:
                 content = [{"type": "text", "text": "".join(pieces)}]
             else:
@@ -1033,7 +1108,7 @@ class FakeUpstream:
                 yield ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
                     "type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}}), 0, True
                 yield ev("ping", {"type": "ping"}), 0, True
-                for part in ("{", "}"):
+                for part in _argument_pieces(ctx.tool_args_json):
                     yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "input_json_delta", "partial_json": part}}), delay, True
                 yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), 0, True
@@ -1138,7 +1213,7 @@ class FakeUpstream:
                     "arguments": arguments, "call_id": TOOL_CALL_ID, "name": tool}
 
         if tool:
-            final_output = [call_item("completed", "{}")]
+            final_output = [call_item("completed", ctx.tool_args_json)]
         elif ctx.fault == "empty":
             final_output = []
         else:
@@ -1168,12 +1243,13 @@ class FakeUpstream:
             if tool:
                 fc_id = "fc_" + item_id[4:]
                 yield ev("response.output_item.added", {"output_index": 0, "item": call_item("in_progress", "")}), 0, True
-                for part in ("{", "}"):
+                for part in _argument_pieces(ctx.tool_args_json):
                     yield ev("response.function_call_arguments.delta",
                              {"item_id": fc_id, "output_index": 0, "delta": part}), delay, True
                 yield ev("response.function_call_arguments.done",
-                         {"item_id": fc_id, "output_index": 0, "name": tool, "arguments": "{}"}), 0, True
-                yield ev("response.output_item.done", {"output_index": 0, "item": call_item("completed", "{}")}), 0, True
+                         {"item_id": fc_id, "output_index": 0, "name": tool, "arguments": ctx.tool_args_json}), 0, True
+                yield ev("response.output_item.done", {"output_index": 0,
+                                                       "item": call_item("completed", ctx.tool_args_json)}), 0, True
             elif pieces:
                 yield ev("response.output_item.added", {"output_index": 0, "item": message_item("in_progress", [])}), 0, True
                 yield ev("response.content_part.added", {"item_id": item_id, "output_index": 0, "content_index": 0,
@@ -1247,7 +1323,7 @@ class FakeUpstream:
             return obj
 
         if tool:
-            seq = [gcr([{"functionCall": {"name": tool, "args": {}}}], True)]
+            seq = [gcr([{"functionCall": {"name": tool, "args": ctx.tool_args}}], True)]
         elif not pieces:
             seq = [gcr([{"text": ""}], True)]
         else:
@@ -1336,9 +1412,13 @@ class FakeUpstream:
         return self._json_response(ctx, {"object": "list", "data": data})
 
     async def _handle_policy_limits(self, request: web.Request) -> web.StreamResponse:
-        """GET /api/claude_code/policy_limits (called by Claude Code at start-up)."""
+        """GET /api/claude_code/policy_limits (called by Claude Code at start-up).
+
+        ``restrictions`` is an object (key -> ``{"allowed": bool}``) in Claude Code 2.1.330's schema;
+        an answer it cannot parse (e.g. a list) makes it retry 5 times, about 5 s (a 404 is also fine).
+        """
         ctx = self._ctx(request, "anthropic", "other")
-        return self._json_response(ctx, {"restrictions": []})
+        return self._json_response(ctx, {"restrictions": {}})
 
     async def _handle_hello(self, request: web.Request) -> web.StreamResponse:
         """GET /api/hello (Claude Code connectivity check)."""

@@ -74,11 +74,12 @@ class FakeProcess:
     def entries_for(self, model: str) -> list[dict]:
         return [e for e in self.entries() if e.get("model") == model]
 
-    def wait_for(self, predicate, timeout: float = 10) -> dict:
-        """The first log entry matching `predicate`; entries are written when a response ends."""
+    def wait_for(self, predicate, timeout: float = 10, newest: bool = False) -> dict:
+        """The first (or newest) log entry matching `predicate`; entries are written when a response ends."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in self.entries():
+            entries = self.entries()
+            for entry in reversed(entries) if newest else entries:
                 if predicate(entry):
                     return entry
             time.sleep(0.05)

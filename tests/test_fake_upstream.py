@@ -24,11 +24,12 @@ import pytest
 import pytest_asyncio
 
 try:
-    from tests.fake_upstream import FAULTS, MODEL_IDS, FakeUpstream, parse_fault, split_answer
+    from tests.fake_upstream import FAULTS, MODEL_IDS, FakeUpstream, parse_fault, parse_tool_trigger, split_answer
     from tests.pki import CA_COMMON_NAME, TestPKI, make_test_pki
 except ImportError:  # tests/ is not a package and /work/main is not on sys.path
     sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-    from fake_upstream import FAULTS, MODEL_IDS, FakeUpstream, parse_fault, split_answer  # type: ignore
+    from fake_upstream import (  # type: ignore
+        FAULTS, MODEL_IDS, FakeUpstream, parse_fault, parse_tool_trigger, split_answer)
     from pki import CA_COMMON_NAME, TestPKI, make_test_pki  # type: ignore
 
 HOSTS = ["openrouter.ai", "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]
@@ -259,6 +260,91 @@ async def test_chat_tool_call_wire(fake, http):
     assert r.json()["choices"][0]["message"]["content"] == ANSWER
 
 
+def test_parse_tool_trigger():
+    assert parse_tool_trigger("no trigger here") is None
+    assert parse_tool_trigger("please use-tool now") == (None, {})
+    assert parse_tool_trigger("use-tool: with a space") == (None, {})
+    assert parse_tool_trigger("use-tool:mcp__x.y-z now") == ("mcp__x.y-z", {})
+    assert parse_tool_trigger('run use-tool:Bash:{"command":"echo {hi}","n":[1,{"a":2}]} then stop') == (
+        "Bash", {"command": "echo {hi}", "n": [1, {"a": 2}]})
+    for bad in ("use-tool:Bash:", "use-tool:Bash:{nope", 'use-tool:Bash:["a"]'):
+        with pytest.raises(ValueError):
+            parse_tool_trigger(bad)
+
+
+NAMED_TRIGGER = 'use-tool:Bash:{"command":"echo clutch-e2e-tool-ran"}'
+NAMED_ARGS = {"command": "echo clutch-e2e-tool-ran"}
+
+
+@pytest.mark.asyncio
+async def test_named_tool_trigger_in_every_dialect(fake, http):
+    """``use-tool:NAME:{json}`` calls NAME with those arguments (streamed in >= 2 deltas); a tool
+    result as the last message gets the normal text."""
+    prompt = [{"role": "user", "content": f"please {NAMED_TRIGGER} and report"}]
+    args_json = json.dumps(NAMED_ARGS, separators=(",", ":"))
+    for path in ("/v1/chat/completions", "/api/v1/chat/completions"):
+        body = {"model": "m", "messages": prompt, "tools": OPENAI_TOOLS}
+        tc = (await http.post(fake.url + path, json=body)).json()["choices"][0]["message"]["tool_calls"][0]
+        assert (tc["id"], tc["function"]["name"], json.loads(tc["function"]["arguments"])) == (
+            "call_fake_1", "Bash", NAMED_ARGS)
+        chunks = [d for _, d in json_events((await http.post(fake.url + path, json={**body, "stream": True})).text)]
+        deltas = [c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"]
+                  for c in chunks if c.get("choices") and c["choices"][0]["delta"].get("tool_calls")]
+        assert deltas[0] == "" and len(deltas[1:]) >= 2 and "".join(deltas) == args_json
+        assert chunks[0]["choices"][0]["delta"]["tool_calls"][0]["function"]["name"] == "Bash"
+        followup = [*prompt, {"role": "assistant", "content": None, "tool_calls": [tc]},
+                    {"role": "tool", "tool_call_id": "call_fake_1", "content": "clutch-e2e-tool-ran"}]
+        r = await http.post(fake.url + path, json={**body, "messages": followup})
+        assert r.json()["choices"][0]["message"]["content"] == ANSWER
+
+    body = {"model": "claude", "max_tokens": 64, "messages": prompt, "tools": ANTHROPIC_TOOLS}
+    b = (await http.post(f"{fake.url}/v1/messages", json=body)).json()
+    assert b["stop_reason"] == "tool_use"
+    assert b["content"] == [{"type": "tool_use", "id": "toolu_fake_1", "name": "Bash", "input": NAMED_ARGS}]
+    events = json_events((await http.post(f"{fake.url}/v1/messages", json={**body, "stream": True})).text)
+    partial = [d["delta"]["partial_json"] for e, d in events if e == "content_block_delta"]
+    assert len(partial) >= 2 and json.loads("".join(partial)) == NAMED_ARGS
+    followup = [*prompt, {"role": "assistant", "content": b["content"]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_fake_1",
+                                              "content": "clutch-e2e-tool-ran\n"}]}]
+    b = (await http.post(f"{fake.url}/v1/messages", json={**body, "messages": followup})).json()
+    assert b["content"] == [{"type": "text", "text": ANSWER}] and b["stop_reason"] == "end_turn"
+    # a system message after the prompt (Claude Code 2.1.330) does not hide the trigger
+    with_system = [*prompt, {"role": "system", "content": [{"type": "text", "text": "# Environment"}]}]
+    b = (await http.post(f"{fake.url}/v1/messages", json={**body, "messages": with_system})).json()
+    assert b["content"][0]["name"] == "Bash" and b["content"][0]["input"] == NAMED_ARGS
+
+    tools = [{"type": "function", "name": "get_weather", "parameters": {}}]
+    body = {"model": "gpt-5", "input": [{"role": "user", "content": NAMED_TRIGGER}], "tools": tools}
+    out = (await http.post(f"{fake.url}/v1/responses", json=body)).json()["output"][0]
+    assert (out["type"], out["name"], json.loads(out["arguments"])) == ("function_call", "Bash", NAMED_ARGS)
+    events = json_events((await http.post(f"{fake.url}/v1/responses", json={**body, "stream": True})).text)
+    deltas = [d["delta"] for e, d in events if e == "response.function_call_arguments.delta"]
+    done = [d for e, d in events if e == "response.function_call_arguments.done"][0]
+    assert len(deltas) >= 2 and "".join(deltas) == done["arguments"] == args_json and done["name"] == "Bash"
+    followup = [*body["input"], out, {"type": "function_call_output", "call_id": "call_fake_1",
+                                      "output": "clutch-e2e-tool-ran"}]
+    out = (await http.post(f"{fake.url}/v1/responses", json={**body, "input": followup})).json()["output"][0]
+    assert out["type"] == "message" and out["content"][0]["text"] == ANSWER
+
+    base = f"{fake.url}/v1beta/models/gemini-2.5-flash"
+    body = {"contents": [{"role": "user", "parts": [{"text": NAMED_TRIGGER}]}],
+            "tools": [{"functionDeclarations": [{"name": "get_weather"}]}]}
+    ev = [json.loads(d) for _, d in parse_sse((await http.post(f"{base}:streamGenerateContent?alt=sse", json=body)).text)]
+    assert ev[-1]["candidates"][0]["content"]["parts"][0]["functionCall"] == {"name": "Bash", "args": NAMED_ARGS}
+    followup = [*body["contents"], {"role": "model", "parts": [{"functionCall": {"name": "Bash", "args": NAMED_ARGS}}]},
+                {"role": "user", "parts": [{"functionResponse": {"name": "Bash",
+                                                                 "response": {"output": "clutch-e2e-tool-ran"}}}]}]
+    b = (await http.post(f"{base}:generateContent", json={**body, "contents": followup})).json()
+    assert b["candidates"][0]["content"]["parts"][0]["text"] == ANSWER
+
+    # a named trigger whose arguments are not a JSON object: a 400 in the dialect's shape
+    r = await http.post(f"{fake.url}/v1/messages", json={**body, "model": "claude", "max_tokens": 64,
+                                                        "messages": [{"role": "user", "content": "use-tool:Bash:{oops"}],
+                                                        "tools": ANTHROPIC_TOOLS})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+
+
 # --------------------------------------------------------------------------- Anthropic
 @pytest.mark.asyncio
 async def test_anthropic_wire(fake, http):
@@ -348,7 +434,7 @@ async def test_models_and_misc_endpoints(fake, http):
     r = await http.get(f"{fake.url}/v1/models")
     assert r.json()["object"] == "list" and r.json()["data"][0]["object"] == "model"
     r = await http.get(f"{fake.url}/api/claude_code/policy_limits")
-    assert r.status_code == 200 and r.json() == {"restrictions": []}
+    assert r.status_code == 200 and r.json() == {"restrictions": {}}
     r = await http.get(f"{fake.url}/api/hello")
     assert r.status_code == 200 and r.json() == {"message": "hello"}
     r = await http.get(f"{fake.url}/nope", headers={"Host": "api.anthropic.com"})

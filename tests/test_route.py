@@ -68,7 +68,7 @@ def openai_client(gateway, base_url=None, key="sk-agent-own"):
 
 def last_entry(fake, model):
     return fake.wait_for(lambda e: e.get("model") == model and e.get("status") is not None
-                         and "x-clutch-flow" in e["headers"])
+                         and "x-clutch-flow" in e["headers"], newest=True)
 
 
 def test_claude_tier_routed_to_an_openai_chat_provider_streaming(routing, fake):
@@ -160,7 +160,7 @@ def test_alias_on_the_same_provider_keeps_the_agents_key(routing, fake):
 
 def test_think_route_rewrites_the_model_on_the_agents_own_provider(routing, fake):
     message = claude(routing).messages.create(
-        model="claude-sonnet-4-5", max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048},
+        model="claude-sonnet-5", max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048},
         messages=[{"role": "user", "content": "hi"}])
     assert message.content[-1].text == "pong from the fake upstream"
     entry = last_entry(fake, "routed/thinker")
