@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import signals, translate, translate_stream
+from addons import signals, translate, translate_errors, translate_stream
 from addons.dialects import LLMCall
 from addons.router import Decision
 from addons.rules import Dialect, Provider, Rules
@@ -149,7 +149,7 @@ def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
             return status, _json(translate.anthropic_to_chat_response(payload))
         # OpenRouter can answer 200 with an error object, and anything unreadable is no answer either
         status = 502
-    return status, translate.translate_error(raw, status, client)
+    return status, translate_errors.translate_error(raw, status, client)
 
 
 def endpoint_url(provider: Provider, dialect: Dialect, query: str) -> str:

@@ -126,8 +126,8 @@ def family(model: str | None) -> str | None:
 
 def find_subagent_tag(dialect: Dialect, body: dict[str, Any]) -> str | None:
     """The target named by a subagent tag in the system prompt, as written (`p:m` or `p,m`)."""
-    for text in _system_texts(dialect, body):
-        match = _TAG.search(text)
+    for holder, key in _system_slots(dialect, body):
+        match = _TAG.search(holder[key])
         if match:
             return match.group(2)
     return None
@@ -136,73 +136,39 @@ def find_subagent_tag(dialect: Dialect, body: dict[str, Any]) -> str | None:
 def strip_subagent_tags(dialect: Dialect, body: dict[str, Any]) -> int:
     """Remove every subagent tag from the system prompt, in place; returns how many were removed."""
     removed = 0
-
-    def strip(text: str) -> str:
-        nonlocal removed
-        new, count = _TAG.subn("", text)
+    for holder, key in list(_system_slots(dialect, body)):
+        holder[key], count = _TAG.subn("", holder[key])
         removed += count
-        return new
-
-    if dialect is Dialect.ANTHROPIC:
-        system = body.get("system")
-        if isinstance(system, str):
-            body["system"] = strip(system)
-        elif isinstance(system, list):
-            for block in system:
-                if isinstance(block, dict) and isinstance(block.get("text"), str):
-                    block["text"] = strip(block["text"])
-    elif dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES):
-        if dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("instructions"), str):
-            body["instructions"] = strip(body["instructions"])
-        items = body.get("messages" if dialect is Dialect.OPENAI_CHAT else "input")
-        for message in items if isinstance(items, list) else []:
-            if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-                _map_text(message, strip)
-    else:
-        system = body.get("systemInstruction") or body.get("system_instruction")
-        if isinstance(system, dict):
-            for part in system.get("parts") or []:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    part["text"] = strip(part["text"])
     return removed
 
 
 # ---------------------------------------------------------------- helpers
 
 
-def _system_texts(dialect: Dialect, body: dict[str, Any]):
+def _system_slots(dialect: Dialect, body: dict[str, Any]):
+    """(holder, key) of every system-prompt string, so callers can read or replace it in place."""
     if dialect is Dialect.ANTHROPIC:
-        system = body.get("system")
-        if isinstance(system, str):
-            yield system
-        elif isinstance(system, list):
-            yield from (b["text"] for b in system if isinstance(b, dict) and isinstance(b.get("text"), str))
+        yield from _text_slots(body, "system")
     elif dialect in (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES):
         if dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("instructions"), str):
-            yield body["instructions"]
+            yield body, "instructions"
         items = body.get("messages" if dialect is Dialect.OPENAI_CHAT else "input")
         for message in items if isinstance(items, list) else []:
             if isinstance(message, dict) and message.get("role") in ("system", "developer"):
-                content = message.get("content")
-                if isinstance(content, str):
-                    yield content
-                elif isinstance(content, list):
-                    yield from (p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+                yield from _text_slots(message, "content")
     else:
         system = body.get("systemInstruction") or body.get("system_instruction")
         if isinstance(system, dict):
-            yield from (p["text"] for p in system.get("parts") or [] if isinstance(p, dict)
-                        and isinstance(p.get("text"), str))
+            yield from _text_slots(system, "parts")
 
 
-def _map_text(message: dict, change) -> None:
-    content = message.get("content")
-    if isinstance(content, str):
-        message["content"] = change(content)
-    elif isinstance(content, list):
-        for part in content:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
-                part["text"] = change(part["text"])
+def _text_slots(holder: dict, key: str):
+    """A string field, or the `text` of each part in a list field."""
+    value = holder.get(key)
+    if isinstance(value, str):
+        yield holder, key
+    elif isinstance(value, list):
+        yield from ((part, "text") for part in value if isinstance(part, dict) and isinstance(part.get("text"), str))
 
 
 def _last(items: Any) -> dict | None:

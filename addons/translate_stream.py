@@ -38,9 +38,10 @@ import time
 from typing import Any, Protocol
 
 from addons.sse import SSEEvent, SSEParser
-from addons.translate import (ANTHROPIC_ERROR_STATUS, UpstreamError, anthropic_error, anthropic_message_id,
+from addons.translate import (anthropic_message_id,
                               anthropic_stop_reason, anthropic_tool_id, anthropic_usage, chat_completion_id,
-                              chat_finish_reason, chat_usage, openai_error, read_error)
+                              chat_finish_reason, chat_usage)
+from addons.translate_errors import ANTHROPIC_ERROR_STATUS, UpstreamError, anthropic_error, openai_error, read_error
 
 
 class StreamTranslator(Protocol):

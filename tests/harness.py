@@ -155,3 +155,18 @@ class Gateway:
         code = stop(self.process)
         self.log.close()
         return code
+
+
+AGENT_BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
+
+
+def agent_binary(name: str, label: str) -> Path:
+    """An agent CLI that ./clutch test installed from npm; skip without it, except in CI
+    (CLUTCH_REQUIRE_E2E), where a missing agent is a failure."""
+    import pytest
+    path = AGENT_BIN / name
+    if not path.exists():
+        if os.environ.get("CLUTCH_REQUIRE_E2E"):
+            pytest.fail(f"{path} is missing; ./clutch test installs it from npm")
+        pytest.skip(f"{label} is not installed (./clutch test installs it from npm)")
+    return path

@@ -15,13 +15,12 @@ import os
 import subprocess
 
 import pytest
-from harness import ROOT
+from harness import agent_binary
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
-CLAUDE = ROOT / "tests" / "agents" / "node_modules" / ".bin" / "claude"
 API_KEY = "sk-ant-api03-e2e-test"  # realistic prefix: other sk-ant- keys look like OAuth tokens
 ANSWER = "pong from the fake upstream"
 TOOL_MARKER = "clutch-e2e-tool-ran"
@@ -36,11 +35,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def claude():
-    if not CLAUDE.exists():
-        if os.environ.get("CLUTCH_REQUIRE_E2E"):
-            pytest.fail(f"{CLAUDE} is missing; ./clutch test installs it from npm")
-        pytest.skip("Claude Code is not installed (./clutch test installs it from npm)")
-    return CLAUDE
+    return agent_binary("claude", "Claude Code")
 
 
 def run_claude(gateway, fake, tmp_path, prompt: str, *, args: tuple[str, ...] = (), timeout: float = 120,
@@ -62,7 +57,7 @@ def run_claude(gateway, fake, tmp_path, prompt: str, *, args: tuple[str, ...] = 
         **agent_environment(proxy, ca_files(gateway.confdir)),
     }
     before = len(fake.entries())
-    result = subprocess.run([str(CLAUDE), "-p", prompt, "--dangerously-skip-permissions", *args],
+    result = subprocess.run([str(agent_binary("claude", "Claude Code")), "-p", prompt, "--dangerously-skip-permissions", *args],
                             env=env, cwd=work, capture_output=True, text=True, timeout=timeout)
     return result, fake.entries()[before:]
 

@@ -7,24 +7,19 @@ import os
 import subprocess
 
 import pytest
-from harness import ROOT
+from harness import agent_binary
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
-OPENCODE = ROOT / "tests" / "agents" / "node_modules" / ".bin" / "opencode"
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture
 def opencode():
-    if not OPENCODE.exists():
-        if os.environ.get("CLUTCH_REQUIRE_E2E"):
-            pytest.fail(f"{OPENCODE} is missing; ./clutch test installs it from npm")
-        pytest.skip("OpenCode is not installed (./clutch test installs it from npm)")
-    return OPENCODE
+    return agent_binary("opencode", "OpenCode")
 
 
 def test_opencode_runs_a_turn_through_clutch(opencode, gateway, fake, tmp_path):

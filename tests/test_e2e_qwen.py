@@ -14,13 +14,12 @@ import os
 import subprocess
 
 import pytest
-from harness import ROOT
+from harness import agent_binary
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
-QWEN = ROOT / "tests" / "agents" / "node_modules" / ".bin" / "qwen"
 API_KEY = "sk-e2e-test"
 BASE_URL = "https://openrouter.ai/api/v1"
 # a real OpenRouter model that no other test asks the session-wide fake for: tests that look up
@@ -33,11 +32,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def qwen():
-    if not QWEN.exists():
-        if os.environ.get("CLUTCH_REQUIRE_E2E"):
-            pytest.fail(f"{QWEN} is missing; ./clutch test installs it from npm")
-        pytest.skip("Qwen Code is not installed (./clutch test installs it from npm)")
-    return QWEN
+    return agent_binary("qwen", "Qwen Code")
 
 
 def run_qwen(gateway, fake, tmp_path, prompt: str, *, model: str = MODEL, base_url: str = BASE_URL,
@@ -60,7 +55,7 @@ def run_qwen(gateway, fake, tmp_path, prompt: str, *, model: str = MODEL, base_u
         **agent_environment(proxy, ca_files(gateway.confdir)),
     }
     before = len(fake.entries())
-    result = subprocess.run([str(QWEN), "--auth-type", "openai", "--approval-mode", "yolo", *args, prompt],
+    result = subprocess.run([str(agent_binary("qwen", "Qwen Code")), "--auth-type", "openai", "--approval-mode", "yolo", *args, prompt],
                             env=env, cwd=work, capture_output=True, text=True, timeout=timeout)
     return result, fake.entries()[before:]
 
