@@ -310,7 +310,10 @@ def _wants_usage(call) -> bool:
 
 def _explain(routed) -> str:
     decision, plan = routed
-    text = f"{decision.rule}; {plan.describe()}" if plan.changed else f"{decision.rule}; unchanged"
+    if plan.changed:
+        text = f"{decision.rule}; {plan.describe()}"
+    else:
+        text = "unchanged" if decision.rule == "unchanged" else f"{decision.rule}; unchanged"
     return text.replace("\r", " ").replace("\n", " ")
 
 

@@ -2,7 +2,7 @@
 """Clutch benchmark: what each request path adds to time to first byte and total time, versus
 talking to the fake provider directly. One run, every path, interleaved.
 
-    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 5.5 minutes on 2 cores)
+    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 9 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # smoke check (1 rep, fewer requests, under a minute)
     .venv/bin/python bench/run.py --report bench/results/raw/<timestamp>.json   # re-render a report
 

@@ -171,10 +171,12 @@ def test_think_route_rewrites_the_model_on_the_agents_own_provider(routing, fake
 
 def test_bypass_launch_keeps_the_model(routing, fake):
     client = claude(routing, identity=Identity(agent="claude", launch_code="cib"))
-    message = client.messages.create(model="claude-opus-4-8", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
-    assert message.content[0].text == "pong from the fake upstream"
-    entry = last_entry(fake, "claude-opus-4-8")
-    assert entry["path"] == "/v1/messages?beta=true" or entry["path"].startswith("/v1/messages")
+    raw = client.messages.with_raw_response.create(model="claude-opus-4-8", max_tokens=64,
+                                                   messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().content[0].text == "pong from the fake upstream"
+    assert raw.headers["x-clutch-route"] == "bypass; unchanged"
+    entry = last_entry(fake, "claude-opus-4-8")  # the tier rule would have sent it to routed/big
+    assert (entry["host"], entry["path"]) == ("api.anthropic.com", "/v1/messages")
 
 
 def test_missing_target_key_is_a_clear_error_in_the_agents_dialect(routing):

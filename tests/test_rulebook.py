@@ -69,3 +69,13 @@ def test_hot_reload_applies_good_rules_and_keeps_them_over_bad_ones(tmp_path, fa
         assert gateway.process.poll() is None
     finally:
         gateway.stop()
+
+
+def test_a_bad_environment_override_stops_the_start_naming_the_variable(tmp_path):
+    gateway = Gateway(tmp_path, None, None, expect_start=False, env={"ROUTER_LONG_CONTEXT_THRESHOLD": "lots"})
+    try:
+        gateway.process.wait(30)
+        assert gateway.process.returncode == 1
+        assert "environment: ROUTER_LONG_CONTEXT_THRESHOLD: 'lots' is not a whole number" in gateway.output()
+    finally:
+        gateway.stop()

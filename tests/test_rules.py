@@ -122,3 +122,10 @@ def test_a_missing_custom_router_is_named_with_its_line(tmp_path):
 def test_launch_tier_letters_are_checked():
     with pytest.raises(RulesError, match="launch_tiers"):
         parse_rules(PROVIDER + "launch_tiers: {z: 'openrouter:x'}\n", "r.yaml")
+
+
+def test_the_readme_shows_the_example_rules_file_verbatim():
+    from pathlib import Path
+    root = Path(DEFAULT_RULES_PATH).parent.parent
+    example = (root / "rules" / "example.yaml").read_text()
+    assert f"```yaml\n{example}```" in (root / "README.md").read_text()
