@@ -68,7 +68,7 @@ aliases: {{ALIASES}}
 ROUTED_ALIAS = '{"bench/chunks-20": "openrouter:bench/routed-chunks-20"}'
 TRANSLATED_ALIAS = '{"bench/chunks-20": "anthropic:bench/translated-chunks-20"}'
 PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
-CORPUS = Path("/work/shared/corpus/dev")
+CORPUS = Path(os.environ.get("CLUTCH_SHARED") or ROOT.parent / "shared") / "corpus" / "dev"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 

@@ -170,3 +170,20 @@ def agent_binary(name: str, label: str) -> Path:
             pytest.fail(f"{path} is missing; ./clutch test installs it from npm")
         pytest.skip(f"{label} is not installed (./clutch test installs it from npm)")
     return path
+
+
+# The shared research corpus of real agent request bodies: beside the checkout (../shared), as on
+# the developers' machines and in CI; CLUTCH_SHARED points elsewhere.
+SHARED = Path(os.environ.get("CLUTCH_SHARED") or ROOT.parent / "shared")
+
+
+def corpus_files(pattern: str) -> list[Path]:
+    """Corpus records matching `pattern`; skip without the corpus, except in CI, where it must exist."""
+    import pytest
+    files = sorted((SHARED / "corpus" / "dev").glob(pattern))
+    if not files:
+        message = f"no corpus records {pattern} under {SHARED}/corpus/dev (set CLUTCH_SHARED)"
+        if os.environ.get("CLUTCH_REQUIRE_E2E"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return files

