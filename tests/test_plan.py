@@ -1,0 +1,142 @@
+"""The upstream request of a routing decision: URL, key, headers and body, for every kind of change."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import textwrap
+from urllib.parse import urlsplit
+
+import pytest
+
+from addons import dialects
+from addons.identity import Identity
+from addons.plan import PlanError, build_plan, translate_answer
+from addons.router import RouteRequest, decide
+from addons.rules import Dialect, parse_rules
+
+RULES = parse_rules(textwrap.dedent("""\
+    version: 1
+    providers:
+      openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat, openai_responses],
+                   hosts: [openrouter.ai], key_env: OR_KEY}
+      anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
+                  key_env: ANT_KEY}
+      gemini: {base_url: "https://generativelanguage.googleapis.com", dialects: [gemini],
+               hosts: [generativelanguage.googleapis.com], key_env: GEM_KEY}
+      ollama: {base_url: "http://127.0.0.1:11434/v1", dialects: [openai_chat]}
+    aliases:
+      coder-model: "openrouter:qwen/qwen3-coder"
+      to-claude: "anthropic:claude-x"
+      local: "ollama:qwen3:4b"
+      codex-to-claude: "anthropic:claude-y"
+      gemini-pro: "gemini:gemini-3.1-pro"
+"""), "rules.yaml")
+ENV = {"OR_KEY": "sk-or-rules", "ANT_KEY": "sk-ant-rules"}
+URLS = {Dialect.OPENAI_CHAT: "https://openrouter.ai/api/v1/chat/completions",
+        Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages?beta=true",
+        Dialect.OPENAI_RESPONSES: "https://openrouter.ai/api/v1/responses",
+        Dialect.GEMINI: "https://generativelanguage.googleapis.com/v1beta/models/gemini-flash:streamGenerateContent?alt=sse"}
+PROVIDER = {Dialect.OPENAI_CHAT: "openrouter", Dialect.ANTHROPIC: "anthropic", Dialect.OPENAI_RESPONSES: "openrouter",
+            Dialect.GEMINI: "gemini"}
+
+
+def plan_for(body, dialect=Dialect.OPENAI_CHAT, headers=None, raw=None, environ=ENV):
+    raw = raw if raw is not None else json.dumps(body).encode()
+    url = URLS[dialect]
+    content = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw
+    call = dialects.read_call(dialect, PROVIDER[dialect], urlsplit(url).path, content)
+    decision = decide(RouteRequest(dialect, call.provider, call.model, call.body, len(raw), Identity()), RULES)
+    headers = headers or [(b"authorization", b"Bearer sk-agent"), (b"content-type", b"application/json")]
+    return build_plan(call, decision, RULES, url, headers, raw, environ)
+
+
+def header(plan, name):
+    return [v.decode() for k, v in plan.headers if k.decode().lower() == name]
+
+
+def test_no_rule_sends_the_agents_bytes_untouched():
+    body = {"model": "anything", "messages": [{"role": "user", "content": "hi"}]}
+    raw = gzip.compress(json.dumps(body).encode())
+    headers = [(b"authorization", b"Bearer sk-agent"), (b"content-encoding", b"gzip")]
+    plan = plan_for(body, raw=raw, headers=headers)
+    assert not plan.changed and plan.body == raw and plan.headers == headers
+    assert plan.url == URLS[Dialect.OPENAI_CHAT] and plan.key_source == "agent"
+
+
+def test_alias_on_the_same_provider_changes_only_the_model():
+    plan = plan_for({"model": "coder-model", "messages": [{"role": "user", "content": "hi"}]},
+                    headers=[(b"authorization", b"Bearer sk-agent"), (b"content-encoding", b"gzip"),
+                             (b"content-length", b"99")])
+    assert plan.changed and not plan.translated
+    assert json.loads(plan.body) == {"model": "qwen/qwen3-coder", "messages": [{"role": "user", "content": "hi"}]}
+    assert header(plan, "authorization") == ["Bearer sk-agent"]  # the agent's own key
+    assert not header(plan, "content-encoding") and not header(plan, "content-length")
+
+
+def test_another_provider_gets_its_key_from_the_rules_and_is_translated():
+    plan = plan_for({"model": "to-claude", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    assert (plan.provider, plan.url) == ("anthropic", "https://api.anthropic.com/v1/messages")
+    assert plan.translated and plan.key_source == "ANT_KEY"
+    assert header(plan, "x-api-key") == ["sk-ant-rules"] and not header(plan, "authorization")
+    assert header(plan, "anthropic-version") == ["2023-06-01"] and header(plan, "accept-encoding") == ["identity"]
+    sent = json.loads(plan.body)
+    assert sent["model"] == "claude-x" and sent["max_tokens"] == 8192 and sent["stream"] is True
+
+
+def test_a_missing_key_is_an_error_that_names_the_variable():
+    with pytest.raises(PlanError) as error:
+        plan_for({"model": "to-claude", "messages": []}, environ={})
+    assert error.value.kind == "missing_key" and "$ANT_KEY" in str(error.value)
+
+
+def test_a_keyless_provider_never_receives_the_agents_key():
+    plan = plan_for({"model": "local", "messages": [{"role": "user", "content": "hi"}]})
+    assert plan.url == "http://127.0.0.1:11434/v1/chat/completions" and plan.key_source == "none"
+    assert not header(plan, "authorization")
+
+
+def test_anthropic_request_to_another_anthropic_speaker_keeps_its_query_and_dialect():
+    rules_body = {"model": "claude-opus-4-8", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}],
+                  "system": "<CLUTCH-MODEL>openrouter:z-ai/glm-5</CLUTCH-MODEL>You explore."}
+    plan = plan_for(rules_body, Dialect.ANTHROPIC, headers=[(b"x-api-key", b"sk-ant-agent")])
+    # openrouter here speaks no anthropic: translated, tag stripped, OpenRouter key as a Bearer token
+    assert plan.url == "https://openrouter.ai/api/v1/chat/completions"
+    assert header(plan, "authorization") == ["Bearer sk-or-rules"] and not header(plan, "x-api-key")
+    sent = json.loads(plan.body)
+    assert sent["messages"][0] == {"role": "system", "content": "You explore."}
+    assert "subagent tag stripped" in plan.notes
+
+
+def test_responses_to_a_chat_only_target_is_kept_and_explained():
+    plan = plan_for({"model": "codex-to-claude", "input": "hi"}, Dialect.OPENAI_RESPONSES)
+    assert not plan.changed and plan.url == URLS[Dialect.OPENAI_RESPONSES]
+    assert "cannot translate openai_responses" in plan.notes[-1]
+
+
+def test_gemini_model_lives_in_the_path():
+    plan = plan_for({"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}, Dialect.GEMINI)
+    assert not plan.changed  # the model in the path, gemini-flash, has no rule
+    call = dialects.read_call(Dialect.GEMINI, "gemini", "/v1beta/models/gemini-pro:streamGenerateContent",
+                              b'{"contents": []}')
+    decision = decide(RouteRequest(Dialect.GEMINI, "gemini", call.model, call.body, 16, Identity()), RULES)
+    url = "https://generativelanguage.googleapis.com/v1beta/models/gemini-pro:streamGenerateContent?alt=sse"
+    plan = build_plan(call, decision, RULES, url, [(b"x-goog-api-key", b"g")], b'{"contents": []}', ENV)
+    assert plan.url == ("https://generativelanguage.googleapis.com/v1beta/models/gemini-3.1-pro:"
+                        "streamGenerateContent?alt=sse")
+    assert header(plan, "x-goog-api-key") == ["g"]
+
+
+def test_whole_answers_and_errors_come_back_in_the_agents_dialect():
+    plan = plan_for({"model": "to-claude", "messages": [{"role": "user", "content": "hi"}]})
+    answer = {"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-x",
+              "content": [{"type": "text", "text": "hello"}], "stop_reason": "end_turn",
+              "usage": {"input_tokens": 5, "output_tokens": 1}}
+    status, body = translate_answer(plan, json.dumps(answer).encode(), 200)
+    chat = json.loads(body)
+    assert status == 200 and chat["choices"][0]["message"]["content"] == "hello"
+    status, body = translate_answer(plan, b'{"type":"error","error":{"type":"overloaded_error","message":"busy"}}',
+                                    529)
+    assert status == 529 and "busy" in json.loads(body)["error"]["message"]
+    status, body = translate_answer(plan, b'{"error": {"message": "in a 200", "code": 502}}', 200)
+    assert status == 502 and "in a 200" in json.loads(body)["error"]["message"]
