@@ -20,6 +20,7 @@ from addons.classify import Classify  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.identify import Identify  # noqa: E402
+from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
@@ -29,15 +30,17 @@ from addons.scope import Scope  # noqa: E402
 def make_addons() -> list:
     """Clutch's addons in hook order: local answers, then classification, routing, and the engine."""
     certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
+    resilience = Resilience(rulebook)
     return [
         certs,
         rulebook,
+        resilience,
         Scope(rulebook),
         Identify(),
-        Endpoints(rulebook, certs),
+        Endpoints(rulebook, certs, resilience),
         Classify(rulebook),
         Route(rulebook),
-        Engine(resolve),
+        Engine(resolve, rulebook, resilience),
         resolve,  # after the Engine: only flows mitmproxy itself forwards
     ]
 

@@ -108,3 +108,19 @@ def error_body(dialect: Dialect | None, status: int, message: str) -> bytes:
         payload = {"error": {"message": message, "type": _OPENAI_TYPES.get(status, "server_error"),
                              "param": None, "code": _OPENAI_TYPES.get(status, "server_error")}}
     return json.dumps(payload).encode()
+
+
+def stream_error_event(dialect: Dialect | None, message: str, kind: str = "api_error") -> bytes:
+    """An in-stream error event that ends a stream the agent already started reading, in its dialect:
+    Anthropic's `error` event, the chat-chunk error OpenRouter sends, Responses' `error` event."""
+    if dialect is Dialect.ANTHROPIC:
+        payload = {"type": "error", "error": {"type": kind, "message": message}}
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+    if dialect is Dialect.OPENAI_RESPONSES:
+        payload = {"type": "error", "code": "server_error", "message": message, "param": None}
+        return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
+    if dialect is Dialect.GEMINI:
+        payload = {"error": {"code": 502, "message": message, "status": "UNAVAILABLE"}}
+        return b"data: " + json.dumps(payload).encode() + b"\n\n"
+    payload = {"error": {"message": message, "type": "server_error", "code": 502}}
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"

@@ -15,6 +15,7 @@ from mitmproxy import ctx, http
 
 from addons import __version__
 from addons.certs import Certs
+from addons.resilience import Resilience
 from addons.rulebook import Rulebook
 
 logger = logging.getLogger(__name__)
@@ -24,9 +25,10 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Endpoints:
-    def __init__(self, rulebook: Rulebook, certs: Certs):
+    def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None):
         self._rulebook = rulebook
         self._certs = certs
+        self._resilience = resilience
         self._started = time.time()
 
     def load(self, loader):
@@ -41,12 +43,14 @@ class Endpoints:
             return
         if path in ("/health", "/health/"):
             flow.response = _json(200, self.health())
+        elif path in ("/resilience", "/resilience/") and self._resilience is not None:
+            flow.response = _json(200, self._resilience.snapshot())
         elif path == "/ca.pem" and self._certs.files is not None:
             flow.response = http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                                {"content-type": "application/x-pem-file"})
         else:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}",
-                                        "endpoints": ["/health", "/ca.pem"]})
+                                        "endpoints": ["/health", "/resilience", "/ca.pem"]})
         flow.comment = f"clutch: answered {path} locally"
 
     def _local_path(self, flow: http.HTTPFlow) -> str | None:

@@ -1,57 +1,37 @@
 """Engine: Clutch's own upstream path for every recognised LLM request.
 
 The `request` hook points an LLM flow at the engine's loopback server (mitmproxy then connects
-there as to any upstream); the server sends the original request to the provider with a pooled
-client and per-attempt timeouts, and streams the answer back as it arrives. `responseheaders`
-restores the original URL, so mitmweb shows the provider, and streams SSE through to the agent.
-Owning the upstream request is what lets the cascade (a later feature) retry and fail over with
-streaming; here every flow makes exactly one attempt.
+there as to any upstream); the server hands the request to the relay (relay.py), which tries the
+cascade's candidates with a pooled client and per-attempt timeouts and streams the first acceptable
+answer back as it arrives. `responseheaders` restores the original URL, so mitmweb shows what the
+agent called, and streams SSE through to the agent. The flow's comment and marker show the attempts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import secrets
-import time
 import weakref
-from urllib.parse import urlsplit
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import dialects
-from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of, route_of
+from addons import cascade, dialects
 from addons.loopback import LoopbackServer, ResponseWriter
-from addons.plan import stream_translator, translate_answer
-from addons.sse import SSEParser
+from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of, route_of
+from addons.plan import Plan, build_plan, flavour_of
+from addons.relay import Attempt, Job, Relay
+from addons.resilience import Resilience
 from addons.resolve import Resolve
-from addons.upstream import Timeouts, UpstreamClient, UpstreamError, make_client, ssl_context
+from addons.router import Decision
+from addons.rulebook import Rulebook
+from addons.rules import ModelTarget
+from addons.translate import Flavour
+from addons.upstream import Timeouts, UpstreamClient, make_client, ssl_context
 
 logger = logging.getLogger(__name__)
-
-
-_ERROR_STATUS = {"connect": 502, "protocol": 502, "timeout_connect": 504, "timeout_first_byte": 504,
-                 "timeout_idle": 504}
-
-
-@dataclasses.dataclass
-class Attempt:
-    url: str
-    status: int | None = None
-    error: str | None = None
-    ttfb_s: float | None = None
-    chunks: int = 0
-    bytes: int = 0
-    events: int = 0  # complete SSE events, for streamed answers
-    ended: str = "pending"  # complete | aborted | broken
-
-    def describe(self) -> str:
-        outcome = str(self.status) if self.status is not None else self.error
-        timing = f" in {self.ttfb_s * 1000:.0f} ms" if self.ttfb_s is not None else ""
-        events = f", {self.events} SSE events" if self.events else ""
-        ended = f", {self.ended}" if self.ended not in ("complete", "failed") else ""
-        return f"{outcome}{timing}{events}{ended}"
 
 
 @dataclasses.dataclass
@@ -63,13 +43,16 @@ class _Pending:
 
 
 class Engine:
-    def __init__(self, resolve: Resolve):
+    def __init__(self, resolve: Resolve, rulebook: Rulebook, resilience: Resilience):
         self._resolve = resolve
+        self._rulebook = rulebook
+        self._resilience = resilience
         self._server = LoopbackServer(self._serve)
         self._server_lock = asyncio.Lock()
         self._secret = secrets.token_urlsafe(12)
         self._pending: dict[str, _Pending] = {}
         self._attempts: weakref.WeakKeyDictionary[http.HTTPFlow, list[Attempt]] = weakref.WeakKeyDictionary()
+        self._jobs: weakref.WeakKeyDictionary[http.HTTPFlow, Job] = weakref.WeakKeyDictionary()
         self._client: UpstreamClient | None = None
         self._retired: list[UpstreamClient] = []
         self.timeouts = Timeouts()
@@ -178,7 +161,13 @@ class Engine:
         if attempts is None:
             return
         flow.metadata[ATTEMPTS] = [dataclasses.asdict(a) for a in attempts]
-        flow.comment = _comment(flow, attempts)
+        job = self._jobs.get(flow)
+        flow.comment = _comment(flow, attempts, job)
+        tried = [a for a in attempts if a.ended != "skipped"]
+        if job is not None and job.served_by is None and tried:
+            flow.marker = ":x:"  # every candidate failed
+        elif len(tried) > 1 or (job is not None and job.served_by not in (None, str(job.primary))):
+            flow.marker = ":repeat:"  # a fallback answered
 
     @staticmethod
     def _restore(flow: http.HTTPFlow, pending: _Pending) -> None:
@@ -208,99 +197,91 @@ class Engine:
             await out.send(b"unknown engine path\n")
             await out.end()
             return
+        job = self._job(pending)
+        resilience = self._resilience
+        relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
+                      sticky=resilience.sticky, commit_timeout_s=resilience.commit_timeout_s,
+                      retries=resilience.retries)
+        await relay.serve(job, out)
+
+    def _job(self, pending: _Pending) -> Job:
+        """The relay's view of a flow: its candidates, in order, and how to build each one's request."""
         flow = pending.flow
         call = call_of(flow)
+        identity = identity_of(flow)
+        rules = self._rulebook.rules
         routed = route_of(flow)
-        plan = routed[1] if routed else None
-        if plan is not None:
-            url, headers, body = plan.url, list(plan.headers), plan.body
+        scheme, host, port, path = pending.original
+        url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
+        headers = list(flow.request.headers.fields)
+        if routed is None:  # no Route addon loaded: forward as the agent sent it
+            decision = Decision("unchanged", None, "no router")
+            first = Plan(call.provider, url, headers, pending.body, call.model, call.dialect, call.dialect, False,
+                         "agent")
         else:
-            scheme, host, port, path = pending.original
-            url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
-            headers, body = list(flow.request.headers.fields), pending.body
+            decision, first = routed
+        primary = decision.target or ModelTarget(call.provider, call.model or "")
+        session = session_key(identity, flow.request.headers)
+        if decision.rule == "bypass" or not call.model or call.body is None:
+            # bypass never changes the model; an unread body cannot be sent to another one
+            chosen = cascade.Candidates([primary]) if not self._resilience.breakers.is_open(str(primary)) else \
+                cascade.Candidates([], [(primary, "breaker open")])
+        else:
+            chosen = cascade.order(primary, rules, breakers=self._resilience.breakers,
+                                   quotas=self._resilience.quotas, sticky=self._resilience.sticky, session=session)
+        native = rules.fallback.method in ("openrouter_native", "both")
+
+        def plan_for(target: ModelTarget) -> Plan:
+            plan = first if target == primary else build_plan(
+                call, dataclasses.replace(decision, rule="cascade", target=target, notes=[]), rules, url, headers,
+                pending.body)
+            provider = rules.providers.get(plan.provider)
+            if native and provider and plan.upstream_dialect in cascade.NATIVE_DIALECTS \
+                    and flavour_of(plan.provider, provider) is Flavour.OPENROUTER:
+                plan = _with_native_fallbacks(plan, call, chosen.order, target, rules)
+            return plan
+
         explain = [(b"x-clutch-route", _explain(routed).encode("utf-8", "replace"))] if routed else []
-        if ctx.options.clutch_trace_upstream:
-            headers.append((b"x-clutch-flow", flow.id.encode()))
-        attempt = Attempt(url)
-        self._attempts[flow].append(attempt)
-        started = time.monotonic()
-        try:
-            upstream = await self._client.send(flow.request.method, url, headers, body, self.timeouts)
-        except UpstreamError as e:
-            attempt.error, attempt.ended = e.kind, "failed"
-            status = _ERROR_STATUS.get(e.kind, 502)
-            message = f"Clutch could not reach {urlsplit(url).hostname}: {e}"
-            await out.start(status, "Clutch upstream error",
-                            [(b"content-type", b"application/json"), (b"x-clutch-error", e.kind.encode()), *explain])
-            await out.send(dialects.error_body(call.dialect, status, message))
-            await out.end()
-            return
-        attempt.status = upstream.status
-        attempt.ttfb_s = time.monotonic() - started
-        try:
-            if plan is not None and plan.translated:
-                await self._relay_translated(upstream, out, plan, call, attempt, explain)
-            else:
-                await self._relay(upstream, out, attempt, explain)
-            attempt.ended = "complete"
-        except UpstreamError as e:
-            # Headers are out: the agent sees a truncated body, as it would without Clutch.
-            attempt.error, attempt.ended = e.kind, "broken"
-            raise ConnectionError(str(e)) from e
-        except (ConnectionError, asyncio.CancelledError):
-            attempt.ended = "aborted"  # the agent went away; stop paying for the generation
-            raise
-        finally:
-            await upstream.close()
-
-    @staticmethod
-    async def _relay(upstream, out: ResponseWriter, attempt: Attempt, explain) -> None:
-        events = SSEParser() if _is_event_stream(upstream.headers) else None
-        await out.start(upstream.status, upstream.reason, _response_headers(upstream.headers) + explain)
-        async for chunk in upstream.chunks():
-            attempt.chunks += 1
-            attempt.bytes += len(chunk)
-            if events is not None:
-                attempt.events += len(events.feed(chunk))
-            await out.send(chunk)
-        await out.end()
-
-    @staticmethod
-    async def _relay_translated(upstream, out: ResponseWriter, plan, call, attempt: Attempt, explain) -> None:
-        """The answer of a provider in another dialect, translated back into the agent's."""
-        kept = [(k, v) for k, v in _response_headers(upstream.headers) if k.lower() in _KEPT_WHEN_TRANSLATED]
-        if 200 <= upstream.status < 300 and _is_event_stream(upstream.headers):
-            translator = stream_translator(plan, _wants_usage(call))
-            await out.start(upstream.status, upstream.reason,
-                            [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                             *kept, *explain])
-            async for chunk in upstream.chunks():
-                attempt.chunks += 1
-                attempt.bytes += len(chunk)
-                piece = translator.feed(chunk)
-                if piece:
-                    attempt.events += piece.count(b"\n\n")
-                    await out.send(piece)
-            tail = translator.finish()
-            if tail:
-                attempt.events += tail.count(b"\n\n")
-                await out.send(tail)
-            await out.end()
-            return
-        raw = b"".join([chunk async for chunk in upstream.chunks()])
-        attempt.chunks, attempt.bytes = 1, len(raw)
-        status, answer = translate_answer(plan, raw, upstream.status)
-        await out.start(status, "OK" if status == upstream.status else "Clutch translated error",
-                        [(b"content-type", b"application/json"), *kept, *explain])
-        await out.send(answer)
-        await out.end()
+        trace = [(b"x-clutch-flow", flow.id.encode())] if ctx.options.clutch_trace_upstream else []
+        job = Job(flow.request.method, call.dialect, call.body, call.stream, primary, chosen.order, plan_for,
+                  self._attempts[flow], explain, trace, session, native, chosen.skipped, chosen.wait_s,
+                  _wants_usage(call))
+        job.sticky = str(chosen.sticky) if chosen.sticky else None
+        self._jobs[flow] = job
+        return job
 
 
-_DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
-# Headers of the provider's answer that still hold once the body is translated.
-_KEPT_WHEN_TRANSLATED = frozenset({b"retry-after", b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
-                                   b"x-ratelimit-reset-requests", b"x-ratelimit-limit", b"x-ratelimit-remaining",
-                                   b"x-ratelimit-reset", b"request-id", b"x-request-id", b"date"})
+def session_key(identity, headers) -> str | None:
+    """Who stays on a fallback model: the launch's session, else the agent's own session header."""
+    session = identity.session
+    if not session:
+        for name in _SESSION_HEADERS:
+            if headers.get(name):
+                session = headers[name]
+                break
+    return f"{identity.agent}:{session}" if session else None
+
+
+_SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", "x-session-affinity", "x-session-id")
+
+
+def _with_native_fallbacks(plan: Plan, call, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:
+    """OpenRouter's own `models` fallback list and provider sorting, when there is a fallback to name."""
+    models = cascade.native_models(order, target)
+    if len(models) < 2:
+        return plan
+    if plan.changed:
+        body = json.loads(plan.body)
+    elif call.body is not None:
+        body = dict(call.body)
+    else:
+        return plan
+    body = cascade.inject_openrouter(body, models, rules.fallback.sort, rules.fallback.partition)
+    headers = [(k, v) for k, v in plan.headers if k.lower() not in (b"content-encoding", b"content-length")]
+    notes = [*plan.notes, f"OpenRouter fallbacks {', '.join(models[1:])}"]
+    return dataclasses.replace(plan, headers=headers, body=json.dumps(body, ensure_ascii=False,
+                                                                      separators=(",", ":")).encode(),
+                               changed=True, notes=notes)
 
 
 def _wants_usage(call) -> bool:
@@ -317,21 +298,13 @@ def _explain(routed) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"content-type" and b"text/event-stream" in v for k, v in headers)
-
-
-def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE]
-
-
 def _url(scheme: str, host: str, port: int, path: str) -> str:
     default = 443 if scheme == "https" else 80
     netloc = f"[{host}]" if ":" in host else host
     return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{path}"
 
 
-def _comment(flow: http.HTTPFlow, attempts: list[Attempt]) -> str:
+def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> str:
     call = call_of(flow)
     trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
     mode = "stream" if call.stream else "non-stream"
@@ -345,5 +318,10 @@ def _comment(flow: http.HTTPFlow, attempts: list[Attempt]) -> str:
         route = f"{why} -> {plan.describe()}" if plan.changed else f"{why}, forwarded unchanged"
         if plan.notes:
             route += "; " + "; ".join(plan.notes)
+    if job is not None and job.sticky:
+        route += f"; sticky session: {job.sticky} first"
+    served = ""
+    if job is not None and job.served_by and job.served_by != str(job.primary):
+        served = f"; served by {job.served_by}"
     return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
-            f"via {call.provider}{unread}; {route}; upstream: {trail}")
+            f"via {call.provider}{unread}; {route}; attempts: {trail}{served}")

@@ -144,6 +144,8 @@ class Fallback(_Strict):
     method: Literal["cascade", "openrouter_native", "both"] = "both"
     sort: Literal["throughput", "price", "latency"] = "throughput"
     models: list[Target] = Field(default_factory=list, description="fallbacks after every cascade")
+    partition: Literal["model", "none"] | None = Field(
+        default=None, description="OpenRouter provider.sort partition; 'none' lets the listed models compete")
 
 
 class Profile(_Strict):

@@ -106,6 +106,23 @@ def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSO
     typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else explain.render(result))
 
 
+@app.command()
+def resilience(port: Port = DEFAULT_PORT,
+               as_json: Annotated[bool, typer.Option("--json", help="Print the raw JSON")] = False) -> None:
+    """Show the running gateway's circuit breakers, quota use and sticky sessions."""
+    import httpx
+    try:
+        state = httpx.get(f"http://127.0.0.1:{port}/resilience", timeout=5, trust_env=False).json()
+    except (httpx.HTTPError, ValueError) as e:
+        typer.echo(f"clutch resilience: no gateway answers on 127.0.0.1:{port} ({e})", err=True)
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(state, indent=2))
+        return
+    from launcher.tables import render_resilience
+    typer.echo(render_resilience(state))
+
+
 def _exec(tool: str, args: list[str]) -> None:
     binary = Path(sys.executable).with_name(tool)
     os.execv(binary, [str(binary), *args])

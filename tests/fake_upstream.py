@@ -138,6 +138,9 @@ FAULTS: tuple[str, ...] = (
     "hang-after-headers",  # 200 + SSE headers, then nothing until the client leaves
     "hang",                # no response at all until the client leaves (cap 600 s)
     "rampup-429",          # 429 "... rate increased too quickly ..."
+    "daily-cap-429",       # 429 OpenRouter free-models-per-day (elsewhere the dialect's daily limit); x-ratelimit-*
+                           # headers (and OpenRouter's metadata.headers) reset at the next UTC midnight (epoch ms);
+                           # no retry-after
     "fail-429",            # 429 + retry-after: 2 + x-ratelimit-* headers
     "fail-401",            # 401 invalid API key
     "fail-500",
@@ -171,12 +174,22 @@ MODEL_IDS: tuple[str, ...] = (
 _ERROR_STATUS = {
     "fail-429": 429,
     "rampup-429": 429,
+    "daily-cap-429": 429,
     "fail-401": 401,
     "fail-500": 500,
     "fail-502": 502,
     "fail-503": 503,
     "fail-529": 529,
 }
+
+
+def _daily_cap_headers() -> dict[str, str]:
+    """OpenRouter's free-models-per-day limit: 50 a day, none left, reset at the next UTC midnight
+    (epoch milliseconds); the day is the UTC day."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    midnight = datetime.datetime.combine(today + datetime.timedelta(days=1), datetime.time(), datetime.UTC)
+    return {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": str(int(midnight.timestamp() * 1000))}
 
 
 def parse_fault(model: str | None) -> tuple[str | None, int | None]:
@@ -657,7 +670,7 @@ class FakeUpstream:
     def _error_body(self, ctx: _Ctx, status: int, kind: str, message: str | None = None) -> dict:
         """Dialect-shaped error body.
 
-        ``kind`` is one of: rate_limit, rampup, auth, server, bad_gateway,
+        ``kind`` is one of: rate_limit, rampup, daily_cap, auth, server, bad_gateway,
         unavailable, overloaded, not_found, invalid_request, unsupported_media.
         """
         d = ctx.dialect
@@ -666,6 +679,7 @@ class FakeUpstream:
             etype, default = {
                 "rate_limit": ("rate_limit_error", "Number of requests has exceeded your per-minute rate limit (fake)."),
                 "rampup": ("rate_limit_error", "Your request rate increased too quickly. Please ramp up gradually (rate increased too quickly)."),
+                "daily_cap": ("rate_limit_error", "Number of requests has exceeded your daily rate limit (fake)."),
                 "auth": ("authentication_error", "invalid x-api-key"),
                 "server": ("api_error", "Internal server error"),
                 "bad_gateway": ("api_error", "Bad gateway"),
@@ -685,6 +699,7 @@ class FakeUpstream:
             gstatus, default = {
                 "rate_limit": ("RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
                 "rampup": ("RESOURCE_EXHAUSTED", "Resource has been exhausted: rate increased too quickly."),
+                "daily_cap": ("RESOURCE_EXHAUSTED", "Quota exceeded for metric: generate_content_free_tier_requests, limit: 50 per day."),
                 "auth": ("UNAUTHENTICATED", "API key not valid. Please pass a valid API key."),
                 "server": ("INTERNAL", "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting"),
                 "bad_gateway": ("UNAVAILABLE", "Bad gateway."),
@@ -714,6 +729,10 @@ class FakeUpstream:
                     "Provider returned error: rate increased too quickly, please slow down.",
                     {"raw": "rate increased too quickly", "provider_name": PROVIDER_NAME},
                 ),
+                "daily_cap": (
+                    "Rate limit exceeded: free-models-per-day. Add 10 credits to unlock 1000 free model requests per day",
+                    {"headers": _daily_cap_headers(), "provider_name": None},
+                ),
                 "auth": ("User not found.", None),
                 "server": ("Internal Server Error", None),
                 "bad_gateway": (
@@ -737,6 +756,7 @@ class FakeUpstream:
         etype, code, default = {
             "rate_limit": ("rate_limit_exceeded", "rate_limit_exceeded", "Rate limit reached for requests (fake). Please try again in 2s."),
             "rampup": ("rate_limit_exceeded", "rate_limit_exceeded", "Rate limit reached: your request rate increased too quickly. Please ramp up gradually."),
+            "daily_cap": ("requests", "rate_limit_exceeded", "Rate limit reached for requests per day (RPD) (fake). Please try again tomorrow."),
             "auth": ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-fake***. You can find your API key at https://platform.openai.com/account/api-keys."),
             "server": ("server_error", None, "The server had an error while processing your request. Sorry about that!"),
             "bad_gateway": ("server_error", None, "Bad gateway."),
@@ -764,6 +784,7 @@ class FakeUpstream:
         kind = {
             "fail-429": "rate_limit",
             "rampup-429": "rampup",
+            "daily-cap-429": "daily_cap",
             "fail-401": "auth",
             "fail-500": "server",
             "fail-502": "bad_gateway",
@@ -771,6 +792,8 @@ class FakeUpstream:
             "fail-529": "overloaded",
         }[fault]
         extra = self._rate_limit_headers(ctx) if status == 429 else None
+        if fault == "daily-cap-429":
+            extra = {k.lower(): v for k, v in _daily_cap_headers().items()}
         if status in (503, 529):
             extra = {"retry-after": str(RETRY_AFTER_SECONDS)}
         if ctx.dialect == "anthropic":

@@ -80,7 +80,7 @@ def test_mitmweb_shows_the_flow_with_clutchs_comment(tmp_path, fake, pki):
         assert flow["request"]["host"] == "openrouter.ai"  # the provider, not the engine's loopback
         assert flow["request"]["scheme"] == "https"
         assert "clutch: opencode session=web1 openai_chat stream model=web/stream via openrouter" in flow["comment"]
-        assert "no rule applies, forwarded unchanged; upstream: 200 in " in flow["comment"]
+        assert "no rule applies, forwarded unchanged; attempts: web/stream 200, committed in " in flow["comment"]
         assert ", 8 SSE events" in flow["comment"]  # the fake's OpenRouter stream: role, 4 deltas, stop, usage, [DONE]
         body = httpx.get(f"http://127.0.0.1:{web_port}/flows/{flow['id']}/response/content.data"
                          f"?token=test-web-token", trust_env=False)

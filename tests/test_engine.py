@@ -248,19 +248,21 @@ def test_gemini_json_array_stream_is_not_buffered(gateway, fake):
 
 
 def test_silent_stream_is_cut_at_the_idle_timeout(tmp_path, fake, pki):
+    """Silence after the headers, before any content: the attempt fails at the idle timeout (retried
+    once), and the agent gets a well-formed 504 instead of a stream that never ends."""
     from harness import Gateway
     gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "--set", "clutch_idle_timeout_ms=700")
     try:
         started = time.monotonic()
+        before = len(fake.entries_for("engine/hang-after-headers"))
         with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
-            with client.stream("POST", "https://openrouter.ai/api/v1/chat/completions",
-                               json={"model": "engine/hang-after-headers", "stream": True,
-                                     "messages": []}) as response:
-                assert response.status_code == 200  # headers went out before the silence
-                with pytest.raises(httpx.HTTPError):  # then the agent sees the stream break
-                    for _ in response.iter_raw():
-                        pass
+            response = client.post("https://openrouter.ai/api/v1/chat/completions",
+                                   json={"model": "engine/hang-after-headers", "stream": True, "messages": []})
+        assert response.status_code == 504 and response.headers["x-clutch-error"] == "timeout_idle"
+        assert "sent nothing for 0.7 s" in response.json()["error"]["message"]
         assert time.monotonic() - started < 5
         fake.wait_for(lambda e: e.get("model") == "engine/hang-after-headers" and e["outcome"] == "aborted")
+        time.sleep(0.3)
+        assert len(fake.entries_for("engine/hang-after-headers")) - before == 2  # one retry, then the error
     finally:
         gateway.stop()

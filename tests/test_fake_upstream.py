@@ -590,6 +590,33 @@ async def test_error_faults_in_each_dialect(fake, http, fault, status):
 
 
 @pytest.mark.asyncio
+async def test_daily_cap_429(fake, http):
+    """OpenRouter's free-models-per-day cap: the reset is the next UTC midnight in epoch ms, no retry-after."""
+    import datetime
+    midnight = datetime.datetime.combine(datetime.datetime.now(datetime.UTC).date() + datetime.timedelta(days=1),
+                                         datetime.time(), datetime.UTC)
+    midnight_ms = str(int(midnight.timestamp() * 1000))
+    r = await http.post(f"{fake.url}/api/v1/chat/completions",
+                        json={"model": "openrouter/fake-daily-cap-429:free", "messages": MSGS, "stream": True})
+    assert r.status_code == 429 and r.headers["content-type"].startswith("application/json")
+    error = r.json()["error"]
+    assert error["code"] == 429
+    assert error["message"] == ("Rate limit exceeded: free-models-per-day. "
+                                "Add 10 credits to unlock 1000 free model requests per day")
+    assert error["metadata"]["headers"] == {"X-RateLimit-Limit": "50", "X-RateLimit-Remaining": "0",
+                                            "X-RateLimit-Reset": midnight_ms}
+    assert r.headers["x-ratelimit-reset"] == midnight_ms and r.headers["x-ratelimit-remaining"] == "0"
+    assert "retry-after" not in r.headers
+    assert fake.log[-1]["outcome"] == "fault:daily-cap-429" and fake.log[-1]["status"] == 429
+    for path, body in (("/v1/messages", {"model": "daily-cap-429", "messages": MSGS}),
+                       ("/v1/chat/completions", {"model": "daily-cap-429", "messages": MSGS}),
+                       ("/v1beta/models/g-daily-cap-429:generateContent", {"contents": []})):
+        r = await http.post(fake.url + path, json=body)
+        text = json.dumps(r.json())
+        assert r.status_code == 429 and ("per day" in text or "daily" in text) and "free-models" not in text, path
+
+
+@pytest.mark.asyncio
 async def test_hang_and_hang_after_headers_record_abort(fake, client_ctx):
     async with aiohttp.ClientSession() as s:
         t0 = time.monotonic()

@@ -217,7 +217,7 @@ def test_decision_is_explained_in_the_flow_comment_and_metadata(tmp_path, fake, 
     flow = next(f for f in flows if f.request.path.startswith("/v1/messages"))
     assert flow.request.host == "api.anthropic.com"  # mitmweb shows what the agent called
     assert ("route tier:big (opus family -> BIG) -> openrouter:routed/big, translated anthropic->openai_chat, "
-            "key from $OPENROUTER_API_KEY; upstream: 200 in ") in flow.comment
+            "key from $OPENROUTER_API_KEY; attempts: routed/big 200, committed in ") in flow.comment
     route = flow.metadata["clutch.route"]
     assert (route["rule"], route["target"], route["url"]) == (
         "tier:big", "openrouter:routed/big", "https://openrouter.ai/api/v1/chat/completions")

@@ -1,0 +1,111 @@
+"""The cascade's policy: which targets a request may try, in which order, what OpenRouter is asked to
+do natively, and how long to wait before retrying the same model.
+
+Pure logic, no mitmproxy. The engine (relay.py) carries the attempts out; breakers, quotas and
+stickiness keep their own state (breakers.py, quotas.py, sticky.py).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from typing import Any
+
+from addons.rules import Dialect, ModelTarget, Rules
+
+OPENROUTER_MAX_MODELS = 3  # the live API refuses longer `models` arrays (research/peers.md §4)
+BACKOFF_BASE_S = 1.0
+BACKOFF_CAP_S = 30.0
+NATIVE_DIALECTS = (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES)
+
+
+@dataclasses.dataclass
+class Candidates:
+    """The targets one request may try, in order, and those left out (with why)."""
+
+    order: list[ModelTarget]
+    skipped: list[tuple[ModelTarget, str]] = dataclasses.field(default_factory=list)
+    wait_s: float | None = None  # when everything was skipped for quota: the shortest wait
+    sticky: ModelTarget | None = None  # the target stickiness put first
+
+
+def chain(primary: ModelTarget, rules: Rules) -> list[ModelTarget]:
+    """primary, its cascade from the rules, then `fallback.models`; each target once."""
+    found = [primary]
+    for text in [*rules.cascades.get(str(primary), []), *rules.fallback.models]:
+        target = ModelTarget.parse(text)
+        if target is not None and target not in found:
+            found.append(target)
+    return found
+
+
+def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, session: str | None) -> Candidates:
+    """The chain with open breakers and exhausted quotas left out, the session's sticky target first."""
+    targets = chain(primary, rules)
+    if rules.fallback.method == "openrouter_native":
+        targets = targets[:1]  # OpenRouter falls back by itself; Clutch makes one attempt
+    pinned = None
+    if session and len(targets) > 1:
+        held = sticky.get(session, str(primary))
+        pinned = ModelTarget.parse(held) if held else None
+        if pinned in targets:
+            targets.remove(pinned)
+            targets.insert(0, pinned)
+        else:
+            pinned = None
+    result = Candidates([], sticky=pinned)
+    waits = []
+    for target in targets:
+        key = str(target)
+        if breakers.is_open(key):
+            result.skipped.append((target, f"breaker open ({breakers.retry_after(key) or 0:.0f} s left)"))
+            continue
+        wait = quotas.wait_s(key)
+        if wait is not None:
+            waits.append(wait)
+            result.skipped.append((target, f"over quota ({wait:.0f} s)"))
+            continue
+        result.order.append(target)
+    if not result.order and waits:
+        result.wait_s = min(waits)
+    return result
+
+
+def native_models(candidates: list[ModelTarget], first: ModelTarget) -> list[str]:
+    """OpenRouter's `models` fallback list for an attempt at `first`: it and the next candidates on
+    OpenRouter (same provider), at most 3. Open breakers and exhausted quotas are already out."""
+    models = [first.model]
+    for target in candidates[candidates.index(first) + 1:] if first in candidates else []:
+        if target.provider == first.provider and target.model not in models:
+            models.append(target.model)
+        if len(models) == OPENROUTER_MAX_MODELS:
+            break
+    return models
+
+
+def inject_openrouter(body: dict[str, Any], models: list[str], sort: str, partition: str | None) -> dict[str, Any]:
+    """OpenRouter's native fallback: an ordered `models` list, and provider sorting merged into the
+    provider preferences the agent already sent (the agent's own settings win).
+
+    `partition: "none"` is left out unless the rules ask: it makes the listed models compete on the
+    sort key, so the primary may never be used (research/peers.md §4, lesson 1).
+    """
+    out = dict(body)
+    if len(models) > 1 and "models" not in body:
+        out["models"] = models[:OPENROUTER_MAX_MODELS]
+    provider = dict(body["provider"]) if isinstance(body.get("provider"), dict) else {}
+    if "sort" not in provider and "order" not in provider:
+        provider["sort"] = {"by": sort, "partition": partition} if partition else sort
+    if body.get("tools") and "require_parameters" not in provider:
+        provider["require_parameters"] = True  # only endpoints that really support tools
+    out["provider"] = provider
+    return out
+
+
+def backoff_s(retry_after_s: float | None, attempt: int, rng: random.Random | None = None) -> float | None:
+    """How long to wait before retrying the same model: its Retry-After when it gave one (None when
+    that is beyond the cap: not worth holding the agent), else exponential with full jitter."""
+    if retry_after_s is not None:
+        return retry_after_s if retry_after_s <= BACKOFF_CAP_S else None
+    rng = rng or random.Random()
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt))

@@ -1,0 +1,134 @@
+"""Resilience: the circuit breakers, quotas and sticky sessions the cascade consults, their options,
+and their state on disk (restored at start, so open breakers keep their remaining cooldown and quota
+counts survive a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+from mitmproxy import ctx, exceptions
+
+from addons.breakers import BreakerBoard
+from addons.quotas import QuotaBook
+from addons.rulebook import Rulebook
+from addons.statefile import load_json, save_json
+from addons.sticky import StickyTable
+
+logger = logging.getLogger(__name__)
+
+SAVE_EVERY_S = 1.0
+
+
+def default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "clutch"
+
+
+class Resilience:
+    def __init__(self, rulebook: Rulebook):
+        self._rulebook = rulebook
+        self.breakers = BreakerBoard()
+        self.quotas = QuotaBook()
+        self.sticky = StickyTable()
+        self.state_dir: Path | None = None
+        self.commit_timeout_s = 15.0
+        self._saved = (-1, -1)
+        self._saver: asyncio.Task | None = None
+        rulebook.on_change(lambda rules: self.quotas.configure(rules.quotas))
+
+    def load(self, loader):
+        loader.add_option("clutch_state_dir", str, "",
+                          "Where breaker and quota state is kept across restarts. Empty: "
+                          "$XDG_STATE_HOME/clutch (~/.local/state/clutch).")
+        loader.add_option("clutch_breaker_failures", int, 3,
+                          "Failures within the window that open a model's breaker (soft failures count half).")
+        loader.add_option("clutch_breaker_window_ms", int, 60_000, "The breaker's failure window.")
+        loader.add_option("clutch_breaker_cooldown_ms", int, 60_000,
+                          "How long an open breaker keeps its model out before a single probe is let through.")
+        loader.add_option("clutch_sticky_ms", int, 300_000,
+                          "After a fallback, how long a session stays on the model that answered; 0 turns it off.")
+        loader.add_option("clutch_commit_timeout_ms", int, 15_000,
+                          "Longest an answer is held before its first text, tool call or reasoning reaches the "
+                          "agent (until then a failure moves on to the next model).")
+        loader.add_option("clutch_retries", int, 1,
+                          "Retries of the last candidate after a retryable failure (with Retry-After or backoff).")
+
+    def configure(self, updated):
+        numbers = {"clutch_breaker_failures", "clutch_breaker_window_ms", "clutch_breaker_cooldown_ms",
+                   "clutch_sticky_ms", "clutch_commit_timeout_ms", "clutch_retries"}
+        if updated & numbers:
+            for name in numbers:
+                minimum = 0 if name in ("clutch_sticky_ms", "clutch_retries") else 1
+                if getattr(ctx.options, name) < minimum:
+                    raise exceptions.OptionsError(f"{name} must be at least {minimum}")
+            self.breakers.configure(ctx.options.clutch_breaker_failures, ctx.options.clutch_breaker_window_ms / 1000,
+                                    ctx.options.clutch_breaker_cooldown_ms / 1000)
+            self.sticky.configure(ctx.options.clutch_sticky_ms / 1000)
+            self.commit_timeout_s = ctx.options.clutch_commit_timeout_ms / 1000
+        if "clutch_state_dir" in updated:
+            self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
+                else default_state_dir()
+            self._restore()
+
+    @property
+    def retries(self) -> int:
+        return ctx.options.clutch_retries
+
+    def running(self):
+        if self._saver is None:
+            self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
+
+    def done(self):
+        if self._saver is not None:
+            self._saver.cancel()
+        self.save()
+
+    # ------------------------------------------------------------ state on disk
+
+    def _paths(self) -> tuple[Path, Path]:
+        assert self.state_dir is not None
+        return self.state_dir / "breakers.json", self.state_dir / "quotas.json"
+
+    def _restore(self) -> None:
+        breakers, quotas = self._paths()
+        data = load_json(breakers)
+        if data:
+            self.breakers.load(data)
+        data = load_json(quotas)
+        if data:
+            self.quotas.load(data)
+        if any(s["state"] != "closed" for s in self.breakers.snapshot().values()):
+            logger.info("restored breakers: %s", ", ".join(f"{k} {v['state']}" for k, v in
+                                                           self.breakers.snapshot().items() if v["state"] != "closed"))
+        self._saved = (self.breakers.version, self.quotas.version)
+
+    def save(self) -> None:
+        if self.state_dir is None:
+            return
+        versions = (self.breakers.version, self.quotas.version)
+        if versions == self._saved:
+            return
+        breakers, quotas = self._paths()
+        try:
+            save_json(breakers, self.breakers.to_json())
+            save_json(quotas, self.quotas.to_json())
+        except OSError as e:
+            logger.warning("cannot save breaker and quota state in %s: %s", self.state_dir, e)
+            return
+        self._saved = versions
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(SAVE_EVERY_S)
+            try:
+                self.save()
+            except Exception:  # the saver must outlive any surprise
+                logger.exception("saving resilience state failed")
+
+    def snapshot(self) -> dict:
+        return {"breakers": self.breakers.snapshot(), "quotas": self.quotas.snapshot(),
+                "sticky": self.sticky.snapshot(), "state_dir": str(self.state_dir)}
