@@ -201,3 +201,47 @@ def test_claude_on_an_openai_chat_provider_runs_a_tool_turn(claude, routed_gatew
     tool_message = next(m for m in second["messages"] if m["role"] == "tool")
     assert second["messages"].index(tool_message) == next(
         i for i, m in enumerate(second["messages"]) if m.get("tool_calls")) + 1
+
+
+FAILING_FIRST_RULES = """\
+version: 1
+providers:
+  anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
+              key_env: ANTHROPIC_API_KEY}
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
+               key_env: OPENROUTER_API_KEY}
+routes: {default: "openrouter:e2e/fail-429:free"}
+cascades:
+  "openrouter:e2e/fail-429:free": ["openrouter:e2e/fail-503", "openrouter:e2e/answers"]
+fallback: {method: cascade}
+"""
+
+
+@pytest.fixture(scope="module")
+def failing_first_gateway(tmp_path_factory, fake, pki):
+    from harness import Gateway
+    workdir = tmp_path_factory.mktemp("claude-cascade")
+    rules = workdir / "rules.yaml"
+    rules.write_text(FAILING_FIRST_RULES)
+    gateway = Gateway(workdir, fake.port, pki.ca_cert, "--set", f"clutch_state_dir={workdir / 'state'}",
+                      rules=rules, env={"OPENROUTER_API_KEY": ROUTER_KEY})
+    yield gateway
+    gateway.stop()
+
+
+def test_claude_completes_a_tool_turn_while_its_first_two_models_fail(claude, failing_first_gateway, fake, tmp_path):
+    result, entries = run_claude(failing_first_gateway, fake, tmp_path, TOOL_PROMPT, session="e2e-cc-cascade")
+    assert result.returncode == 0, result.stderr[-3000:] + failing_first_gateway.output()[-3000:]
+    assert ANSWER in result.stdout
+
+    turns = llm_turns(entries)
+    models = [e["model"] for e in turns]
+    # first request: 429 then 503 then the model that answers; Claude never saw the failures.
+    # The second request (the tool result) goes straight to the answering model: the 429 put the
+    # free model in its cooldown, and the session sticks to the model that answered.
+    assert models[:3] == ["e2e/fail-429:free", "e2e/fail-503", "e2e/answers"], models
+    assert models[3:] == ["e2e/answers"], models
+    assert [e["status"] for e in turns] == [429, 503, 200, 200]
+    calls, results = tool_calls(turns[-1]["request_json"]), tool_results(turns[-1]["request_json"])
+    assert [name for name, _ in calls.values()] == ["Bash"]
+    assert TOOL_MARKER in results[next(iter(calls))]

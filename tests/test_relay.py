@@ -33,20 +33,22 @@ RULES = textwrap.dedent("""\
       "openrouter:c7/daily-cap-429:free": ["openrouter:c7/chunks-2:free", "openrouter:c7/b:free", "openrouter:c7/paid"]
       "openrouter:c8/primary": ["openrouter:c8/b", "openrouter:c8/broken-fail-500", "openrouter:c8/d", "openrouter:c8/e"]
       "openrouter:c9/fail-429": ["anthropic:c9/claude"]
+      "openrouter:c10/rampup-429": ["openrouter:c10/chunks-2"]
     quotas:
       "openrouter:q1/limited": {rpd: 2}
     fallback: {method: cascade}
 """)
-OPTIONS = ("--set", "clutch_first_byte_timeout_ms=1500", "--set", "clutch_retries=0",
-           "--set", "clutch_sticky_ms=2500")
+OPTIONS = {"clutch_first_byte_timeout_ms": 1500, "clutch_retries": 0, "clutch_sticky_ms": 2500}
 ENV = {"OPENROUTER_API_KEY": "sk-or-v1-rules", "ANTHROPIC_API_KEY": "sk-ant-api03-rules"}
 
 
-def start(workdir, fake, pki, rules_text=RULES, *extra):
+def start(workdir, fake, pki, rules_text=RULES, **options):
+    """A gateway on these rules; `options` override OPTIONS (mitmproxy refuses an option set twice)."""
     rules = workdir / "rules.yaml"
     rules.write_text(rules_text)
-    return Gateway(workdir, fake.port, pki.ca_cert, *OPTIONS, "--set", f"clutch_state_dir={workdir / 'state'}",
-                   *extra, rules=rules, env=ENV)
+    settings = {**OPTIONS, "clutch_state_dir": workdir / "state", **options}
+    args = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
+    return Gateway(workdir, fake.port, pki.ca_cert, *args, rules=rules, env=ENV)
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +211,54 @@ def test_a_restart_restores_open_breakers_and_quotas(tmp_path, fake, pki):
         assert (len(calls(fake, "r1/")), len(calls(fake, "q1/"))) == counted  # nothing reached the provider
     finally:
         again.stop()
+
+
+def test_a_ramp_up_429_moves_on_at_once(cascading, fake):
+    started = time.monotonic()
+    raw = chat(cascading).chat.completions.with_raw_response.create(
+        model="c10/rampup-429", messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-clutch-model"] == "openrouter:c10/chunks-2"
+    assert time.monotonic() - started < 1.0  # no waiting on the rate-limited model
+
+
+def test_the_last_candidate_is_retried_after_its_retry_after(tmp_path, fake, pki):
+    gateway = start(tmp_path, fake, pki, clutch_retries=1)
+    try:
+        started = time.monotonic()
+        with pytest.raises(openai.RateLimitError) as error:
+            chat(gateway).chat.completions.create(model="r2/fail-429", messages=[{"role": "user", "content": "x"}])
+        assert 2.0 <= time.monotonic() - started < 6  # the fake's Retry-After: 2 was honoured once
+        assert error.value.response.headers["x-clutch-attempts"] == "2"
+        assert len(calls(fake, "r2/")) == 2
+    finally:
+        gateway.stop()
+
+
+def test_a_silent_model_is_committed_at_the_cap_and_its_break_reported_in_the_stream(tmp_path, fake, pki):
+    gateway = start(tmp_path, fake, pki, clutch_commit_timeout_ms=500, clutch_idle_timeout_ms=1500)
+    try:
+        with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
+            started = time.monotonic()
+            with client.stream("POST", "https://openrouter.ai/api/v1/chat/completions",
+                               json={"model": "r3/hang-after-headers", "stream": True, "messages": []}) as response:
+                assert response.status_code == 200  # committed after 0.5 s of silence, not held longer
+                assert 0.4 < time.monotonic() - started < 1.4
+                body = b"".join(response.iter_raw())
+        # then the silence outlasted the idle timeout: a well-formed error event ends the stream, no restart
+        event = json.loads(body.decode().strip().removeprefix("data: "))
+        assert "upstream stream broke" in event["error"]["message"]
+        time.sleep(0.3)
+        assert len(calls(fake, "r3/")) == 1
+    finally:
+        gateway.stop()
+
+
+def test_the_resilience_command_shows_the_state(cascading):
+    import subprocess
+    import sys
+    from harness import ROOT
+    done = subprocess.run([sys.executable, "-m", "launcher.gateway", "resilience", "--port", str(cascading.port)],
+                          capture_output=True, text=True, timeout=60, env={**__import__("os").environ,
+                                                                             "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stderr
+    assert "Circuit breakers" in done.stdout and "Sticky sessions" in done.stdout and "Quotas" in done.stdout
