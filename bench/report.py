@@ -74,7 +74,13 @@ def verdicts(chosen: dict) -> list[str]:
             lines.append(f"- {'Clutch' if path == 'clutch' else 'Clutch (httpx engine)'} req/s at c=16 = "
                          f"{cell['rps']:.0f} vs mitmdump {mitm_sat['rps']:.0f} -> ratio {ratio:.2f}x "
                          f"(goal >= 0.6x): **{verdict}**")
-    for path, what in (("clutch-routed", "model rename (alias, body re-serialised)"),
+    for load in ("c1-2k", "c1-200k", "c16-2k"):
+        cell, base = get("clutch-fallback", load), get("clutch", load)
+        if cell and base:
+            lines.append(f"- fallback after a failed attempt (503), {load}: client TTFT p50 {cell['ttft_p50']:.2f} ms "
+                         f"vs {base['ttft_p50']:.2f} ms when the fallback model is asked directly through Clutch: "
+                         f"the failed attempt costs {cell['ttft_p50'] - base['ttft_p50']:+.2f} ms")
+    for path, what in (("clutch-routed", "model rename (alias, body re-serialised) with breakers and quotas counting"),
                        ("clutch-translated", "routing + translation (chat -> Anthropic -> chat)")):
         for load in ("c1-2k", "c1-200k"):
             cell, base = get(path, load), get("clutch", load)
@@ -103,8 +109,9 @@ def render(data: dict) -> str:
                f"(the working tree as measured). **Paths**: `direct` = client to the fake; `mitmdump` = bare "
                f"mitmdump with `bench/stream_addon.py` (SSE streaming + resolve); `clutch` = `mitmdump -s "
                f"addons/clutch.py` (engine on aiohttp); `clutch-httpx` = same with `clutch_http_client=httpx`; "
-               f"`clutch-routed` = rules rename the model (alias); `clutch-translated` = rules send the chat request "
-               f"to an Anthropic-dialect provider and translate the answer back. "
+               f"`clutch-routed` = rules rename the model (alias), breakers and quotas counting; `clutch-translated` = "
+               f"rules send the chat request to an Anthropic-dialect provider and translate the answer back; "
+               f"`clutch-fallback` = the first model answers 503 every time and the cascade's second serves. "
                f"All TLS end to end, keep-alive, one connection per client worker.\n")
     out.append(f"**Stream**: model `{data['model']}` = {data['n_chunks']} content chunks, fake chunk delay "
                f"{data['chunk_delay_s']['c1'] * 1000:g} ms for the c1 loads (a ≈0.1 s stream), "

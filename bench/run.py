@@ -2,7 +2,7 @@
 """Clutch benchmark: what each request path adds to time to first byte and total time, versus
 talking to the fake provider directly. One run, every path, interleaved.
 
-    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 9 minutes on 2 cores)
+    .venv/bin/python bench/run.py            # full run (3 reps per cell, about 11 minutes on 2 cores)
     .venv/bin/python bench/run.py --quick    # smoke check (1 rep, fewer requests, under a minute)
     .venv/bin/python bench/run.py --report bench/results/raw/<timestamp>.json   # re-render a report
 
@@ -15,6 +15,8 @@ Paths (all speak TLS to the fake, which presents a test-CA certificate for openr
                      is parsed, changed and re-serialised)
   clutch-translated  clutch with rules that send the chat request to an Anthropic-dialect provider:
                      request translated to Anthropic Messages, the SSE answer translated back
+  clutch-fallback    clutch with rules whose first model answers 503 every time: the cascade's cost
+                     (the failed attempt, then the fallback model's stream)
 
 See bench/README.md for the method and what every column means.
 """
@@ -54,7 +56,7 @@ HOST = "openrouter.ai"
 URL = f"https://{HOST}/api/v1/chat/completions"
 MODEL = "bench/chunks-20"  # the fake streams 20 content chunks for this model
 N_CHUNKS = 20
-PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx", "clutch-routed", "clutch-translated"]
+PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx", "clutch-routed", "clutch-translated", "clutch-fallback"]
 ANTHROPIC_HOST = "api.anthropic.com"
 ROUTING_RULES = f"""\
 version: 1
@@ -64,9 +66,19 @@ providers:
               key_env: ANTHROPIC_API_KEY}}
 aliases: {{ALIASES}}
 """
-# the fake streams 20 chunks for any model name containing chunks-20
-ROUTED_ALIAS = '{"bench/chunks-20": "openrouter:bench/routed-chunks-20"}'
-TRANSLATED_ALIAS = '{"bench/chunks-20": "anthropic:bench/translated-chunks-20"}'
+# the fake streams 20 chunks for any model name containing chunks-20, and answers 503 at once for fail-503
+RULES_BY_PATH = {
+    # a model rename, with breakers and (generous) quotas counting every request: the success path's cost
+    "clutch-routed": '{"bench/chunks-20": "openrouter:bench/routed-chunks-20"}\n'
+                     'quotas: {openrouter: {rpm: 100000000}, "openrouter:bench/routed-chunks-20": {rpm: 100000000}}',
+    "clutch-translated": '{"bench/chunks-20": "anthropic:bench/translated-chunks-20"}',
+    # every request fails once (503) and is served by the fallback
+    "clutch-fallback": '{"bench/chunks-20": "openrouter:bench/first-fail-503"}\n'
+                       'cascades: {"openrouter:bench/first-fail-503": ["openrouter:bench/fallback-chunks-20"]}\n'
+                       'fallback: {method: cascade}',
+}
+# the fallback path measures the failed attempt every time: no breaker may open, no session stick
+FALLBACK_OPTIONS = ["--set", "clutch_breaker_failures=1000000000", "--set", "clutch_sticky_ms=0"]
 PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
 CORPUS = Path(os.environ.get("CLUTCH_SHARED") or ROOT.parent / "shared") / "corpus" / "dev"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -220,13 +232,14 @@ def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path, workdir:
             "--set", f"clutch_resolve={HOST}:443=127.0.0.1:{fake_port}"]
     if path == "clutch-httpx":
         args += ["--set", "clutch_http_client=httpx"]
-    if path in ("clutch-routed", "clutch-translated") and workdir is not None:
+    if path in RULES_BY_PATH and workdir is not None:
         rules = workdir / "rules.yaml"
         workdir.mkdir(parents=True, exist_ok=True)
-        alias = ROUTED_ALIAS if path == "clutch-routed" else TRANSLATED_ALIAS
-        rules.write_text(ROUTING_RULES.replace("{ALIASES}", alias))
-        args += ["--set", f"clutch_rules={rules}",
+        rules.write_text(ROUTING_RULES.replace("{ALIASES}", RULES_BY_PATH[path]))
+        args += ["--set", f"clutch_rules={rules}", "--set", f"clutch_state_dir={workdir / 'state'}",
                  "--set", f"clutch_resolve={ANTHROPIC_HOST}:443=127.0.0.1:{fake_port}"]
+        if path == "clutch-fallback":
+            args += FALLBACK_OPTIONS
     return args
 
 
