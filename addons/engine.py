@@ -202,7 +202,10 @@ class Engine:
         relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, commit_timeout_s=resilience.commit_timeout_s,
                       retries=resilience.retries)
-        await relay.serve(job, out)
+        try:
+            await relay.serve(job, out)
+        finally:
+            job.plan_for = None  # its closure holds the flow, which the job must not keep alive
 
     def _job(self, pending: _Pending) -> Job:
         """The relay's view of a flow: its candidates, in order, and how to build each one's request."""
@@ -238,7 +241,7 @@ class Engine:
             provider = rules.providers.get(plan.provider)
             if native and provider and plan.upstream_dialect in cascade.NATIVE_DIALECTS \
                     and flavour_of(plan.provider, provider) is Flavour.OPENROUTER:
-                plan = _with_native_fallbacks(plan, call, chosen.order, target, rules)
+                plan = _with_native_fallbacks(plan, chosen.order, target, rules)
             return plan
 
         explain = [(b"x-clutch-route", _explain(routed).encode("utf-8", "replace"))] if routed else []
@@ -265,18 +268,15 @@ def session_key(identity, headers) -> str | None:
 _SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", "x-session-affinity", "x-session-id")
 
 
-def _with_native_fallbacks(plan: Plan, call, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:
+def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:
     """OpenRouter's own `models` fallback list and provider sorting, when there is a fallback to name."""
     models = cascade.native_models(order, target)
     if len(models) < 2:
         return plan
-    if plan.changed:
-        body = json.loads(plan.body)
-    elif call.body is not None:
-        body = dict(call.body)
-    else:
+    if plan.sent is None:  # a body Clutch could not read is sent as it came
         return plan
-    body = cascade.inject_openrouter(body, models, rules.fallback.sort, rules.fallback.partition)
+    body = cascade.inject_openrouter(plan.sent, models, rules.fallback.sort, rules.fallback.partition)
+    plan = dataclasses.replace(plan, sent=body)
     headers = [(k, v) for k, v in plan.headers if k.lower() not in (b"content-encoding", b"content-length")]
     notes = [*plan.notes, f"OpenRouter fallbacks {', '.join(models[1:])}"]
     return dataclasses.replace(plan, headers=headers, body=json.dumps(body, ensure_ascii=False,

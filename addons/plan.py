@@ -47,6 +47,7 @@ class Plan:
     changed: bool  # the request differs from what the agent sent
     key_source: str  # "agent" or the environment variable the key came from
     notes: list[str] = dataclasses.field(default_factory=list)
+    sent: dict[str, Any] | None = None  # the body as a dict, in the upstream's dialect (None: unread)
 
     @property
     def translated(self) -> bool:
@@ -65,7 +66,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
                raw_body: bytes, environ: Mapping[str, str] | None = None) -> Plan:
     environ = os.environ if environ is None else environ
     unchanged = Plan(call.provider, url, list(headers), raw_body, call.model, call.dialect, call.dialect,
-                     False, "agent")
+                     False, "agent", sent=call.body)
     notes = list(decision.notes)
     unchanged.notes = notes
     if call.body is None:
@@ -97,14 +98,15 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
     same_provider = target.provider == call.provider
     if call.dialect is Dialect.GEMINI:
         new_url = _gemini_url(provider, url, target.model) if not same_provider else _gemini_model(url, target.model)
-        out_body = _json(body)
+        sent = body
     elif upstream_dialect is call.dialect:
         new_url = url if same_provider else endpoint_url(provider, upstream_dialect, urlsplit(url).query)
-        out_body = _json({**body, "model": target.model})
+        sent = {**body, "model": target.model}
     else:
         new_url = endpoint_url(provider, upstream_dialect, "")
-        out_body = _json(_translate_request(body, call.dialect, upstream_dialect, target.model,
-                                            target.provider, provider, notes))
+        sent = _translate_request(body, call.dialect, upstream_dialect, target.model, target.provider, provider,
+                                  notes)
+    out_body = _json(sent)
 
     out_headers = _without(headers, _BODY_HEADERS)
     key_source = "agent"
@@ -125,7 +127,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
     if upstream_dialect is not call.dialect:
         out_headers = _translated_headers(out_headers, upstream_dialect)
     return Plan(target.provider, new_url, out_headers, out_body, target.model, call.dialect, upstream_dialect,
-                True, key_source, notes)
+                True, key_source, notes, sent)
 
 
 def stream_translator(plan: Plan, include_usage: bool):

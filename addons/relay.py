@@ -420,11 +420,7 @@ def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
 
 def _upstream_request(plan: Plan) -> dict | None:
     """The request as the provider saw it (for tool_choice checks in its own dialect)."""
-    try:
-        body = json.loads(plan.body)
-    except (ValueError, UnicodeDecodeError):
-        return None  # still content-encoded: judged without the request
-    return body if isinstance(body, dict) else None
+    return plan.sent
 
 
 def _most_informative(failed: list[tuple[failures.Failure, Dialect]]) -> tuple[failures.Failure, Dialect]:
