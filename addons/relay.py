@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from addons import dialects, failures, translate_errors
-from addons.cascade import backoff_s, native_models
+from addons.cascade import backoff_s
 from addons.plan import Plan, PlanError, stream_translator, translate_answer
 from addons.rules import Dialect, ModelTarget
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError
@@ -50,6 +50,7 @@ class Attempt:
     bytes: int = 0
     events: int = 0  # complete SSE events, for streamed answers
     ended: str = "pending"  # complete | failed | aborted | broken | skipped
+    soft: bool = False  # the error (after the commit point) was a soft failure
 
     def describe(self) -> str:
         who = f"{self.target.split(':', 1)[-1]} " if self.target else ""
@@ -123,13 +124,14 @@ class Relay:
                 remaining.pop(0)
                 continue
             self.quotas.consume(key)
-            if job.native:
-                natively_tried.update(ModelTarget(target.provider, m) for m in native_models(remaining, target))
+            listed = (plan.sent or {}).get("models")
+            if job.native and isinstance(listed, list):  # OpenRouter tries these itself before it answers
+                natively_tried.update(ModelTarget(target.provider, m) for m in listed if isinstance(m, str))
             attempt = Attempt(plan.url, key)
             job.attempts.append(attempt)
             failure = await self._attempt(job, plan, attempt, out)
             if failure is None:
-                self._served(job, target)
+                self._served(job, target, attempt)
                 return
             failed.append((failure, plan.upstream_dialect))
             self._learn(target, failure)
@@ -300,7 +302,6 @@ class Relay:
                 return failures.from_transport(e.kind, str(e))
             # past the commit point: never restart; tell the agent in its own dialect and end cleanly
             attempt.error, attempt.ended = e.kind, "broken"
-            self.breakers.failure(attempt.target, 1.0, e.kind)
             await out.send(dialects.stream_error_event(job.client_dialect, f"upstream stream broke: {e}"))
             await out.end()
             return None
@@ -323,8 +324,7 @@ class Relay:
         await out.end()
         attempt.ended = "complete"
         if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
-            attempt.error = verdict.kind
-            self.breakers.failure(attempt.target, 0.5 if verdict.soft else 1.0, verdict.kind)
+            attempt.error, attempt.soft = verdict.kind, verdict.soft
         return None
 
     async def _commit(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started: float) -> None:
@@ -349,7 +349,13 @@ class Relay:
 
     # ------------------------------------------------------------ outcomes
 
-    def _served(self, job: Job, target: ModelTarget) -> None:
+    def _served(self, job: Job, target: ModelTarget, attempt: Attempt) -> None:
+        """The agent got this target's answer; a failure after the commit point still counts against it."""
+        if attempt.error:
+            self.breakers.failure(str(target), 0.5 if attempt.soft else 1.0, attempt.error)
+            if job.session:
+                self.sticky.forget(job.session, str(job.primary))
+            return
         self.breakers.success(str(target))
         if job.session:
             self.sticky.set(job.session, str(job.primary), str(target))

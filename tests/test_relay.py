@@ -34,6 +34,7 @@ RULES = textwrap.dedent("""\
       "openrouter:c8/primary": ["openrouter:c8/b", "openrouter:c8/broken-fail-500", "openrouter:c8/d", "openrouter:c8/e"]
       "openrouter:c9/fail-429": ["anthropic:c9/claude"]
       "openrouter:c10/rampup-429": ["openrouter:c10/chunks-2"]
+      "openrouter:c11/error-200": ["openrouter:c11/chunks-2"]
     quotas:
       "openrouter:q1/limited": {rpd: 2}
     fallback: {method: cascade}
@@ -262,3 +263,16 @@ def test_the_resilience_command_shows_the_state(cascading):
                                                                              "PYTHONPATH": str(ROOT)})
     assert done.returncode == 0, done.stderr
     assert "Circuit breakers" in done.stdout and "Sticky sessions" in done.stdout and "Quotas" in done.stdout
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_an_error_inside_a_200_counts_as_a_failure(cascading, fake, stream):
+    raw = chat(cascading, session=f"e200-{stream}").chat.completions.with_raw_response.create(
+        model="c11/error-200", stream=stream, messages=[{"role": "user", "content": "x"}])
+    assert raw.headers["x-clutch-model"] == "openrouter:c11/chunks-2"
+    answer = raw.parse()
+    if stream:
+        text = "".join(c.choices[0].delta.content or "" for c in answer if c.choices)
+    else:
+        text = answer.choices[0].message.content
+    assert text == "pong from the fake upstream"
