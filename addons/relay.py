@@ -246,7 +246,7 @@ class Relay:
         return None
 
     async def _stream(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started) -> failures.Failure | None:
-        watch = failures.StreamWatch(plan.upstream_dialect, _upstream_request(plan))
+        watch = failures.StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
         translator = stream_translator(plan, job.include_usage) if plan.translated else None
         held: list[bytes] = []
         committed = False
@@ -421,12 +421,7 @@ def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
                                 body=raw[:4096])
     if not isinstance(answer, dict):
         return None
-    return failures.from_answer(plan.upstream_dialect, answer, _upstream_request(plan))
-
-
-def _upstream_request(plan: Plan) -> dict | None:
-    """The request as the provider saw it (for tool_choice checks in its own dialect)."""
-    return plan.sent
+    return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
 def _most_informative(failed: list[tuple[failures.Failure, Dialect]]) -> tuple[failures.Failure, Dialect]:
