@@ -31,7 +31,7 @@ from addons.rules import Quota
 logger = logging.getLogger(__name__)
 
 MINUTE_S = 60.0
-DEFAULT_COOLDOWN_AFTER_429_S = 60.0  # Quota.cooldown_after_429_s's default, for targets without a quota
+NO_QUOTA_COOLDOWN_S = 0.0  # a target with no quota in the rules rests for the 429's own Retry-After only
 MAX_COOLDOWN_S = 86_400.0  # a Retry-After beyond a day is a bug or an absolute time, not advice
 FREE_SUFFIX = ":free"
 
@@ -92,7 +92,7 @@ class QuotaBook:
 
     def cooldown(self, target: str, seconds: float | None) -> None:
         """After a 429: `target` waits the longer of the answer's Retry-After (`seconds`) and its quota's
-        cooldown_after_429_s. A bare provider name puts all its models in the cooldown."""
+        cooldown_after_429_s (none without a quota). A bare provider name puts all its models in the cooldown."""
         now = self._clock()
         told = seconds if isinstance(seconds, int | float) and math.isfinite(seconds) and seconds > 0 else 0.0
         duration = min(max(told, self._cooldown_after_429(target)), MAX_COOLDOWN_S)
@@ -190,13 +190,14 @@ class QuotaBook:
         return count if day == _utc_day(now) else 0
 
     def _cooldown_after_429(self, target: str) -> float:
-        """The model's own setting if it names one, else its provider's, else the default."""
+        """The model's own setting if it names one, else its provider's. Without any quota in the rules
+        only the provider's Retry-After counts: the rules asked for no rest, and the provider said how long."""
         own, provider = self._limit(target), self._limit(target.partition(":")[0])
         if own is not None and "cooldown_after_429_s" in own.model_fields_set:
             return float(own.cooldown_after_429_s)
         if provider is not None:
             return float(provider.cooldown_after_429_s)
-        return float(own.cooldown_after_429_s) if own is not None else DEFAULT_COOLDOWN_AFTER_429_S
+        return float(own.cooldown_after_429_s) if own is not None else NO_QUOTA_COOLDOWN_S
 
     def _prune_expired(self, now: float) -> None:
         for table in (self._cooldowns, self._free_cap):

@@ -114,8 +114,8 @@ def test_a_model_quota_holds_even_when_the_provider_has_room():
 
 
 @pytest.mark.parametrize("quotas, retry_after, expected", [
-    ({}, None, 60.0),  # the default
-    ({}, 120.0, 120.0),  # Retry-After longer than the default
+    ({}, None, None),  # no quota in the rules and no Retry-After: no rest
+    ({}, 120.0, 120.0),  # no quota: the provider's Retry-After
     ({"openrouter": {"cooldown_after_429_s": 10}}, None, 10.0),
     ({"openrouter": {"cooldown_after_429_s": 10}}, 3.0, 10.0),  # never shorter than the rules say
     ({"openrouter": {"cooldown_after_429_s": 10}}, 25.0, 25.0),
@@ -123,7 +123,8 @@ def test_a_model_quota_holds_even_when_the_provider_has_room():
     ({"openrouter": {"cooldown_after_429_s": 10}, PAID: {"rpm": 5}}, None, 10.0),  # the model names none
     ({PAID: {"cooldown_after_429_s": 0}}, None, None),  # turned off
     ({}, 10 ** 9, 86_400.0),  # an absolute time sent as Retry-After
-    ({}, float("nan"), 60.0),
+    ({}, float("nan"), None),
+    ({PAID: {"rpm": 5}}, None, 60.0),  # a quota with no cooldown named: its default
 ])
 def test_cooldown_after_a_429(quotas, retry_after, expected):
     clock = Clock()
