@@ -250,6 +250,8 @@ class Engine:
                   self._attempts[flow], explain, trace, session, native, chosen.skipped, chosen.wait_s,
                   _wants_usage(call))
         job.sticky = str(chosen.sticky) if chosen.sticky else None
+        for target, why in chosen.skipped:  # shown in the trail: why a candidate was not asked
+            job.attempts.append(Attempt("", str(target), error=why, ended="skipped"))
         self._jobs[flow] = job
         return job
 

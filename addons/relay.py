@@ -392,8 +392,6 @@ class Relay:
 
     async def _refuse(self, job: Job, out) -> None:
         """Nothing could be tried: every candidate's breaker is open or its quota used up."""
-        for target, why in job.skipped:
-            job.attempts.append(Attempt("", str(target), error=why, ended="skipped"))
         reasons = "; ".join(f"{t}: {why}" for t, why in job.skipped) or "no candidate"
         if job.quota_wait_s is not None:
             status, wait = 429, job.quota_wait_s
