@@ -21,7 +21,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import cascade, dialects
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of, route_of
-from addons.plan import Plan, build_plan, flavour_of
+from addons.plan import Plan, build_plan, flavour_of, url_of
 from addons.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
 from addons.resolve import Resolve
@@ -215,7 +215,7 @@ class Engine:
         rules = self._rulebook.rules
         routed = route_of(flow)
         scheme, host, port, path = pending.original
-        url = _url(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
+        url = url_of(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
         headers = list(flow.request.headers.fields)
         if routed is None:  # no Route addon loaded: forward as the agent sent it
             decision = Decision("unchanged", None, "no router")
@@ -298,12 +298,6 @@ def _explain(routed) -> str:
     else:
         text = "unchanged" if decision.rule == "unchanged" else f"{decision.rule}; unchanged"
     return text.replace("\r", " ").replace("\n", " ")
-
-
-def _url(scheme: str, host: str, port: int, path: str) -> str:
-    default = 443 if scheme == "https" else 80
-    netloc = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{path}"
 
 
 def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> str:

@@ -154,6 +154,13 @@ def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
     return status, translate_errors.translate_error(raw, status, client)
 
 
+def url_of(scheme: str, host: str, port: int, path: str) -> str:
+    """A request's URL, the default port left out (as the agent wrote it)."""
+    default = 443 if scheme == "https" else 80
+    netloc = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{path}"
+
+
 def endpoint_url(provider: Provider, dialect: Dialect, query: str) -> str:
     """The provider's URL for a dialect: base_url + the dialect's path (Anthropic's base may or may
     not end in /v1: https://api.anthropic.com and https://openrouter.ai/api/v1 both work)."""

@@ -192,14 +192,7 @@ class Relay:
                 await out.end()
                 attempt.ended = "complete"
                 return None
-            failure = _judge_whole(plan, job, raw)
-            if failure is not None:
-                attempt.error, attempt.ended = failure.kind, "failed"
-                return failure
-            await self._commit(job, plan, attempt, out, upstream, started)
-            await self._answer_whole(job, plan, out, raw, upstream.status)
-            attempt.ended = "complete"
-            return None
+            return await self._deliver_whole(job, plan, attempt, out, upstream, started, raw)
         except UpstreamError as e:
             if attempt.committed_s is None:  # still nothing sent to the agent: another model may answer
                 attempt.error, attempt.ended = e.kind, "failed"
@@ -227,14 +220,7 @@ class Relay:
             attempt.chunks += len(rest)
             raw = first + b"".join(rest)
             attempt.bytes = len(raw)
-            failure = _judge_whole(plan, job, raw)
-            if failure is not None:
-                attempt.error, attempt.ended = failure.kind, "failed"
-                return failure
-            await self._commit(job, plan, attempt, out, upstream, started)
-            await self._answer_whole(job, plan, out, raw, upstream.status)
-            attempt.ended = "complete"
-            return None
+            return await self._deliver_whole(job, plan, attempt, out, upstream, started, raw)
         await self._commit(job, plan, attempt, out, upstream, started)
         await out.send(first)
         async for chunk in chunks:
@@ -340,6 +326,18 @@ class Relay:
             headers = _response_headers(upstream.headers)
         await out.start(upstream.status, upstream.reason, headers + job.explain + served)
         job.served_by = attempt.target
+
+    async def _deliver_whole(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started: float,
+                             raw: bytes) -> failures.Failure | None:
+        """A whole 2xx answer: a failure if it is one (nothing sent), else committed and sent."""
+        failure = _judge_whole(plan, job, raw)
+        if failure is not None:
+            attempt.error, attempt.ended = failure.kind, "failed"
+            return failure
+        await self._commit(job, plan, attempt, out, upstream, started)
+        await self._answer_whole(job, plan, out, raw, upstream.status)
+        attempt.ended = "complete"
+        return None
 
     async def _answer_whole(self, job: Job, plan: Plan, out, raw: bytes, status: int) -> None:
         if plan.translated:

@@ -13,7 +13,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import dialects, tokens
 from addons.custom_router import CustomRouter, RouterContext
 from addons.meta import call_of, identity_of, set_route
-from addons.plan import PlanError, build_plan
+from addons.plan import PlanError, build_plan, url_of
 from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rulebook import Rulebook
 
@@ -67,7 +67,7 @@ class Route:
         if custom_note:
             decision.notes.append(custom_note)
         request = flow.request
-        url = original_url(request)
+        url = url_of(request.scheme, request.host, request.port, request.path)
         try:
             plan = build_plan(call, decision, rules, url, list(request.headers.fields), raw)
         except PlanError as e:
@@ -88,9 +88,3 @@ async def _count(dialect, body, threshold: int, size: int) -> int:
         return await asyncio.to_thread(tokens.request_tokens, dialect, body, stop_above=threshold)
     return tokens.request_tokens(dialect, body, stop_above=threshold)
 
-
-def original_url(request: http.Request) -> str:
-    scheme, host, port = request.scheme, request.host, request.port
-    default = 443 if scheme == "https" else 80
-    netloc = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{netloc}{'' if port == default else f':{port}'}{request.path}"

@@ -157,6 +157,14 @@ class Gateway:
         return code
 
 
+
+def gateway_on_rules(workdir: Path, fake, pki, rules_text: str, *extra: str,
+                     env: dict[str, str] | None = None) -> Gateway:
+    """A gateway on rules written to workdir/rules.yaml, pointed at the fake provider."""
+    rules = workdir / "rules.yaml"
+    rules.write_text(rules_text)
+    return Gateway(workdir, fake.port, pki.ca_cert, *extra, rules=rules, env=env)
+
 AGENT_BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
 
 

@@ -15,7 +15,7 @@ import os
 import subprocess
 
 import pytest
-from harness import agent_binary
+from harness import agent_binary, gateway_on_rules
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
@@ -166,11 +166,8 @@ ROUTER_KEY = "sk-or-v1-e2e-from-the-rules"
 def routed_gateway(tmp_path_factory, fake, pki):
     """A gateway whose rules send Claude Code to an OpenAI-chat-only OpenRouter: every request is
     translated Anthropic -> Chat Completions, and every answer back."""
-    from harness import Gateway
-    workdir = tmp_path_factory.mktemp("claude-routed")
-    rules = workdir / "rules.yaml"
-    rules.write_text(ROUTED_RULES)
-    gateway = Gateway(workdir, fake.port, pki.ca_cert, rules=rules, env={"OPENROUTER_API_KEY": ROUTER_KEY})
+    gateway = gateway_on_rules(tmp_path_factory.mktemp("claude-routed"), fake, pki, ROUTED_RULES,
+                               env={"OPENROUTER_API_KEY": ROUTER_KEY})
     yield gateway
     gateway.stop()
 
@@ -219,12 +216,9 @@ fallback: {method: cascade}
 
 @pytest.fixture(scope="module")
 def failing_first_gateway(tmp_path_factory, fake, pki):
-    from harness import Gateway
     workdir = tmp_path_factory.mktemp("claude-cascade")
-    rules = workdir / "rules.yaml"
-    rules.write_text(FAILING_FIRST_RULES)
-    gateway = Gateway(workdir, fake.port, pki.ca_cert, "--set", f"clutch_state_dir={workdir / 'state'}",
-                      rules=rules, env={"OPENROUTER_API_KEY": ROUTER_KEY})
+    gateway = gateway_on_rules(workdir, fake, pki, FAILING_FIRST_RULES,
+                               "--set", f"clutch_state_dir={workdir / 'state'}", env={"OPENROUTER_API_KEY": ROUTER_KEY})
     yield gateway
     gateway.stop()
 

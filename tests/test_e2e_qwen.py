@@ -14,7 +14,7 @@ import os
 import subprocess
 
 import pytest
-from harness import agent_binary
+from harness import agent_binary, gateway_on_rules
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
@@ -94,11 +94,8 @@ ANTHROPIC_KEY = "sk-ant-api03-e2e-from-the-rules"
 
 @pytest.fixture(scope="module")
 def long_context_gateway(tmp_path_factory, fake, pki):
-    from harness import Gateway
-    workdir = tmp_path_factory.mktemp("qwen-routed")
-    rules = workdir / "rules.yaml"
-    rules.write_text(LONG_CONTEXT_RULES)
-    gateway = Gateway(workdir, fake.port, pki.ca_cert, rules=rules, env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
+    gateway = gateway_on_rules(tmp_path_factory.mktemp("qwen-routed"), fake, pki, LONG_CONTEXT_RULES,
+                               env={"ANTHROPIC_API_KEY": ANTHROPIC_KEY})
     yield gateway
     gateway.stop()
 

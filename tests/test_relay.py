@@ -13,7 +13,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from harness import Gateway, trust
+from harness import gateway_on_rules, trust
 
 from addons.identity import Identity, username_for
 
@@ -45,11 +45,9 @@ ENV = {"OPENROUTER_API_KEY": "sk-or-v1-rules", "ANTHROPIC_API_KEY": "sk-ant-api0
 
 def start(workdir, fake, pki, rules_text=RULES, **options):
     """A gateway on these rules; `options` override OPTIONS (mitmproxy refuses an option set twice)."""
-    rules = workdir / "rules.yaml"
-    rules.write_text(rules_text)
     settings = {**OPTIONS, "clutch_state_dir": workdir / "state", **options}
     args = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
-    return Gateway(workdir, fake.port, pki.ca_cert, *args, rules=rules, env=ENV)
+    return gateway_on_rules(workdir, fake, pki, rules_text, *args, env=ENV)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import anthropic
 import httpx2 as httpx
 import openai
 import pytest
-from harness import Gateway, trust
+from harness import Gateway, gateway_on_rules, trust
 
 from addons.identity import Identity, username_for
 
@@ -43,12 +43,9 @@ TOOLS_CHAT = [{"type": "function", "function": {"name": "get_weather", "descript
 
 @pytest.fixture(scope="module")
 def routing(tmp_path_factory, fake, pki):
-    workdir = tmp_path_factory.mktemp("routing")
-    rules = workdir / "rules.yaml"
-    rules.write_text(RULES)
-    gateway = Gateway(workdir, fake.port, pki.ca_cert, rules=rules,
-                      env={"OPENROUTER_API_KEY": ROUTER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-                           "BIG_MODEL": "", "CLUTCH_TEST_NEVER_SET": ""})
+    gateway = gateway_on_rules(tmp_path_factory.mktemp("routing"), fake, pki, RULES,
+                               env={"OPENROUTER_API_KEY": ROUTER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+                                    "BIG_MODEL": "", "CLUTCH_TEST_NEVER_SET": ""})
     yield gateway
     gateway.stop()
 
@@ -201,11 +198,8 @@ def test_upstream_errors_reach_the_agent_in_its_own_dialect(routing):
 
 
 def test_decision_is_explained_in_the_flow_comment_and_metadata(tmp_path, fake, pki):
-    rules = tmp_path / "rules.yaml"
-    rules.write_text(RULES)
     saved = tmp_path / "flows.mitm"
-    gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "-w", str(saved), rules=rules,
-                      env={"OPENROUTER_API_KEY": ROUTER_KEY})
+    gateway = gateway_on_rules(tmp_path, fake, pki, RULES, "-w", str(saved), env={"OPENROUTER_API_KEY": ROUTER_KEY})
     try:
         claude(gateway).messages.create(model="claude-opus-4-8", max_tokens=64,
                                         messages=[{"role": "user", "content": "x"}])
