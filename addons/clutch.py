@@ -20,6 +20,7 @@ from addons.classify import Classify  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.identify import Identify  # noqa: E402
+from addons.journal import Journal  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
 from addons.route import Route  # noqa: E402
@@ -31,16 +32,18 @@ def make_addons() -> list:
     """Clutch's addons in hook order: local answers, then classification, routing, and the engine."""
     certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
     resilience = Resilience(rulebook)
+    journal = Journal()
     return [
         certs,
         rulebook,
         resilience,
         Scope(rulebook),
         Identify(),
-        Endpoints(rulebook, certs, resilience),
+        Endpoints(rulebook, certs, resilience, journal),
         Classify(rulebook),
         Route(rulebook),
         Engine(resolve, rulebook, resilience),
+        journal,  # after the Engine, whose response hook writes the attempts it summarises
         resolve,  # after the Engine: only flows mitmproxy itself forwards
     ]
 

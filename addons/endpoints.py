@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 
 from mitmproxy import ctx, http
 
 from addons import __version__
 from addons.certs import Certs
+from addons.journal import Journal
 from addons.resilience import Resilience
 from addons.rulebook import Rulebook
 
@@ -25,10 +27,12 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Endpoints:
-    def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None):
+    def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None,
+                 journal: Journal | None = None):
         self._rulebook = rulebook
         self._certs = certs
         self._resilience = resilience
+        self._journal = journal
         self._started = time.time()
 
     def load(self, loader):
@@ -45,12 +49,15 @@ class Endpoints:
             flow.response = _json(200, self.health())
         elif path in ("/resilience", "/resilience/") and self._resilience is not None:
             flow.response = _json(200, self._resilience.snapshot())
+        elif path in ("/requests", "/requests/") and self._journal is not None:
+            after = flow.request.query.get("after", "0")
+            flow.response = _json(200, self._journal.since(int(after) if after.isdigit() else 0))
         elif path == "/ca.pem" and self._certs.files is not None:
             flow.response = http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                                {"content-type": "application/x-pem-file"})
         else:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}",
-                                        "endpoints": ["/health", "/resilience", "/ca.pem"]})
+                                        "endpoints": ["/health", "/resilience", "/requests", "/ca.pem"]})
         flow.comment = f"clutch: answered {path} locally"
 
     def _local_path(self, flow: http.HTTPFlow) -> str | None:
@@ -79,11 +86,14 @@ class Endpoints:
                 "tiers": rulebook.rules.tiers.model_dump(exclude_none=True),
                 "routes": rulebook.rules.routes.model_dump(exclude_none=True),
                 "profiles": sorted(rulebook.rules.profiles),
+                "launch_tiers": dict(rulebook.rules.launch_tiers),
             },
             "started_at": _iso(self._started),
             "uptime_s": round(time.time() - self._started, 3),
             "listen": [f"{mode} {host}:{port}" for mode, host, port in _listen_addresses()],
             "ca_cert": str(self._certs.files.ca_cert) if self._certs.files else None,
+            "ca_bundle": str(self._certs.files.bundle) if self._certs.files else None,
+            "pid": os.getpid(),
         }
 
     @staticmethod

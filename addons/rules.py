@@ -278,10 +278,10 @@ def parse_rules(text: str, filename: str) -> Rules:
 
 def _located(filename: str, root: Any, loc: tuple, message: str) -> RulesError:
     field = ".".join(str(p) for p in loc) or "(top level)"
-    return RulesError(filename, _line_of(root, loc), field, message)
+    return RulesError(filename, line_of(root, loc), field, message)
 
 
-def _line_of(node: Any, loc: tuple) -> int | None:
+def line_of(node: Any, loc: tuple) -> int | None:
     """The 1-based line of the YAML node at a pydantic error location (closest existing parent)."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:

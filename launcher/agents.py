@@ -55,11 +55,13 @@ class Agent:
     why_not: tuple[tuple[str, str], ...] = ()  # mode (or "model", "ns") -> why it is missing
     notes: tuple[tuple[str, str], ...] = ()  # mode (or "*") -> a note for the dry run
     source: str = "agent-clis.md §2.1"
+    install: str = ""  # how to install it, for `xx doctor` and a launch that finds no binary
 
 
 AGENTS: dict[str, Agent] = {a.name: a for a in (
     Agent(  # §2.1 row Claude Code (V); --help of 2.1.330 re-read here
         "claude", "Claude Code", "claude",
+        install='npm install -g @anthropic-ai/claude-code',
         init=("{flags}",),
         cont=("--continue", "{flags}"),
         print_=("--print", "{flags}", "{prompt}"),
@@ -81,11 +83,12 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         picker=("resume", "--no-daemon", "{flags}"),
         print_session=("exec", "--skip-git-repo-check", "{flags}", "resume", "{id}", "{prompt}"),
         yolo=("--dangerously-bypass-approvals-and-sandbox",),
-        notes=(("*", "--no-daemon after `resume` assumes resume takes the TUI's options (UNVERIFIED "
-                     "position; research verified --no-daemon on a new session)"),),
+        # --no-daemon is in the help of `codex` and of `codex resume` (0.169.0, re-read here)
+        install="npm install -g @openai/codex",
     ),
     Agent(  # §2.1 row OpenCode; all flags re-verified in 1.18.33's --help
         "opencode", "OpenCode", "opencode",
+        install='npm install -g opencode-ai',
         init=("{flags}",),
         cont=("--continue", "{flags}"),
         print_=("run", "{flags}", "{prompt}"),
@@ -99,6 +102,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row Qwen Code; re-verified in 0.15.10's --help
         "qwen", "Qwen Code", "qwen",
+        install='npm install -g @qwen-code/qwen-code',
         init=("{flags}",),
         cont=("--continue", "{flags}"),
         print_=("{flags}", "{prompt}"),  # positional prompt = one-shot (-p is deprecated)
@@ -109,6 +113,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row Pi (V, help); no permission prompts (FROM-DOCS README "No permission popups")
         "pi", "Pi", "pi",
+        install='npm install -g @mariozechner/pi-coding-agent',
         init=("{flags}",),
         cont=("--continue", "{flags}"),
         print_=("--print", "{flags}", "{prompt}"),
@@ -120,6 +125,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row Hermes Agent (V, help of 0.19.0)
         "hermes", "Hermes Agent", "hermes",
+        install='pipx install hermes-agent (Python >= 3.12)',
         init=("{flags}",),
         cont=("{flags}", "--continue"),  # --continue [name]: last, so it takes no following word
         print_=("{flags}", "-z", "{prompt}"),  # -z one-shot: approvals auto-bypassed (§2.1)
@@ -133,6 +139,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row Ante: FROM-DOCS (AntigmaLabs/ante docs-site cli-reference.mdx), never run here
         "ante", "Ante", "ante",
+        install="Ante's installer script (see its README); not on npm or PyPI",
         init=("{flags}",),
         cont=None,
         print_=("{flags}", "-p", "{prompt}"),
@@ -146,6 +153,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row Antigravity CLI: FROM-DOCS (antigravity-cli docs), never run here
         "antigravity", "Antigravity CLI", "agy",
+        install="Antigravity CLI's installer script (Google); not on npm or PyPI",
         init=("{flags}",),
         cont=("--continue", "{flags}"),
         print_=("{flags}", "-p", "{prompt}"),
@@ -162,6 +170,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
     ),
     Agent(  # §2.1 row OpenClaw (V, help of 2026.9.6)
         "openclaw", "OpenClaw", "openclaw",
+        install='npm install -g openclaw (needs Node >= 24.16)',
         # `tui --local` (not `chat`): the model calls run in this process, which carries the proxy env
         init=("tui", "--local", "{flags}"),
         cont=("resume", "{flags}"),
@@ -193,6 +202,10 @@ def agent_spec(agent: str) -> Agent:
         return AGENTS[agent]
     except KeyError:
         raise LaunchError(f"unknown agent {agent!r} (known: {', '.join(AGENTS)})") from None
+
+
+def has_mode(spec: Agent, mode: str) -> bool:
+    return getattr(spec, _FIELDS[mode]) is not None
 
 
 def offers(spec: Agent) -> str:

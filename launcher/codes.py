@@ -25,11 +25,20 @@ ROUTE_NAMES = {
     "b": "bypass: through Clutch, the model is never changed",
     "d": "direct: no Clutch, every proxy/CA variable removed",
 }
+TIER_NAMES = {
+    "d": "DeepSeek V4 Flash",
+    "n": "Nemotron 3 Super 120B (free)",
+    "k": "Kimi K2.6",
+    "q": "Qwen3 Next 80B",
+    "m": "the best-ranked model (model scan)",
+    "f": "the cheapest working free model (model scan)",
+}
 # Display order (sets have none); must cover exactly the letters identity.py accepts.
 MODE_ORDER = "icnsr"
 ROUTE_ORDER = "pbd"
 TIER_ORDER = "".join(LAUNCH_TIER_LETTERS) + "0123456789"
 assert set(MODE_ORDER) == MODES and set(ROUTE_ORDER) == ROUTES and set(TIER_ORDER) == TIERS
+assert set(TIER_NAMES) == set(LAUNCH_TIER_LETTERS)
 
 
 class CodeError(ValueError):
@@ -60,7 +69,10 @@ def table() -> str:
     for label, names, order in (("mode", MODE_NAMES, MODE_ORDER), ("route", ROUTE_NAMES, ROUTE_ORDER)):
         for index, letter in enumerate(order):
             lines.append(f"  {label if index == 0 else '':<6} {letter} {names[letter]}")
-    lines.append(f"  tier   optional: {' '.join(LAUNCH_TIER_LETTERS)} (the rules' launch_tiers) or 0-9 (a rules profile)")
+    lines.append("  tier   optional; the models are the rules' launch_tiers (defaults named here):")
+    for letter, name in TIER_NAMES.items():
+        lines.append(f"         {letter} {name}")
+    lines.append("         0-9 a profile: the xx config's profiles and/or the rules' profiles")
     return "\n".join(lines)
 
 

@@ -8,7 +8,11 @@ talks to its provider directly. Everything else in the user's environment is kep
 
 Decisions: on p and b the proxy/CA variables the user already had are removed before the recipe is
 applied (a stale ALL_PROXY or a lower-case variant would otherwise send part of the traffic elsewhere).
-A model given with -m goes to the agent's own flag and, on p and b, into the proxy identity (`.m-`).
+`-m` means one of two things, told apart by `split_model`: a Clutch target (`provider:model` of a
+provider in the rules) pins every request of the launch to it at the gateway (the proxy identity's
+`.m-`; the agent keeps its own model name, Clutch rewrites it), which needs route p; anything else is
+the agent's own model name and goes to its model flag. A launch profile (digit 0-9, launcher.config)
+adds its model pin, environment and arguments; the user's own -m and `-- args` win over it.
 A session id that cannot travel in the proxy user name (only letters, digits, '-' and '_') is still
 passed to the agent, but left out of the identity, with a note.
 """
@@ -18,12 +22,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import shlex
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from addons.certs import CAFiles
 from addons.identity import Identity
 from launcher import agents
 from launcher.codes import LaunchCode
+from launcher.config import LaunchProfile
 from launcher.recipe import agent_environment, proxy_url
 
 # Compared upper-cased, so every case variant (https_proxy, No_Proxy, ...) is caught.
@@ -49,13 +55,37 @@ def is_proxy_or_ca(name: str) -> bool:
     return name.upper() in PROXY_AND_CA
 
 
+def split_model(model: str | None, providers: Iterable[str]) -> tuple[str | None, str | None]:
+    """-m MODEL -> (the agent's own model flag, a Clutch pin). `openrouter:moonshotai/kimi-k2.6` is a pin
+    when `openrouter` is a provider of the rules; `ollama/qwen3:4b`, `sonnet`, `gpt-6.1-sol` are the
+    agent's own names (a ':' after a '/' or after a non-provider word is part of a model name)."""
+    if not model:
+        return None, None
+    provider, sep, rest = model.partition(":")
+    if sep and rest and "/" not in provider and provider in set(providers):
+        return None, model
+    return model, None
+
+
 def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | None = None,
-                prompt: str | None = None, extra: tuple[str, ...] | list[str] = (),
-                environ: dict[str, str], gateway: str, ca: CAFiles, token: str, is_root: bool) -> Launch:
+                pin: str | None = None, prompt: str | None = None, extra: tuple[str, ...] | list[str] = (),
+                environ: dict[str, str], gateway: str, ca: CAFiles, token: str, is_root: bool,
+                yolo: bool = True, profile: LaunchProfile | None = None) -> Launch:
+    """`model` is the agent's own model name (its flag), `pin` a Clutch target for the gateway."""
+    notes: list[str] = []
+    arguments = [*(profile.args_for(code.agent) if profile else []), *extra]
+    if profile is not None and profile.model and not pin:
+        pin = profile.model
+        notes.append(f"profile {code.tier} ({profile.name or 'unnamed'}) pins every request to {pin}")
+    if pin and code.route == "d":
+        raise agents.LaunchError(f"-m {pin} pins the model at the gateway, but route d does not pass through "
+                                 f"Clutch: use route p (xx {code.text[:2]}p{code.text[3:]})")
     argv = agents.command_line(code.agent, code.mode, session=session, model=model, prompt=prompt,
-                               extra=tuple(extra))
-    notes = agents.notes(code.agent, code.mode)
+                               extra=tuple(arguments), yolo=yolo)
+    notes.extend(agents.notes(code.agent, code.mode))
     env = {name: value for name, value in environ.items() if not is_proxy_or_ca(name)}
+    if profile is not None:
+        env.update(profile.env)
     if code.route in ("p", "b"):
         host, port = _split_gateway(gateway)
         identity_session = session
@@ -63,14 +93,14 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
             identity_session = None
             notes.append(f"session {session!r} cannot travel in the proxy user name; Clutch sees no session id")
         identity = Identity(agent=code.agent, session=identity_session, route=code.route, tier=code.tier,
-                            launch_code=code.text, model=model)
+                            launch_code=code.text, model=pin)
         env.update(agent_environment(proxy_url(host, port, identity, token), ca))
-        if code.route == "b" and (code.tier or model):
-            notes.append("route b never changes the model: the tier letter and the proxy identity's model are "
-                         "ignored by Clutch (a -m model still reaches the agent's own flag)")
+        if code.route == "b" and (code.tier or pin):
+            notes.append("route b never changes the model: the tier and the model pin are ignored by Clutch "
+                         "(the agent's own -m still reaches its flag)")
     elif code.tier:
         notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
-    env.update(agents.yolo_env(code.agent, is_root=is_root))
+    env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
     changes: dict[str, str | None] = {name: None for name in environ if name not in env}
     changes.update({name: value for name, value in env.items() if environ.get(name) != value})
     return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,

@@ -42,3 +42,65 @@ def render_resilience(state: dict) -> str:
     out.append("Sticky sessions\n" + (table(["session", "asked for", "stays on", "expires in"], rows)
                                       if rows else "  (none)"))
     return "\n\n".join(out)
+
+
+def render_status(gateway: str, health: dict | None, pid: int | None, log: Any) -> str:
+    """`xx status`: the gateway at a glance."""
+    if health is None:
+        if pid is not None:
+            return f"gateway   pid {pid} runs but does not answer /health on {gateway} (see {log})"
+        return f"gateway   not running on {gateway} (start it: xx start; log: {log})"
+    rules = health.get("rules") or {}
+    owner = f"pid {health.get('pid')}" + (", started by xx" if pid == health.get("pid") else ", not started by xx")
+    lines = [
+        f"gateway   running on {gateway} ({owner}), up {_duration(health.get('uptime_s') or 0)}, "
+        f"version {health.get('version')}",
+        "listen    " + ", ".join(health.get("listen") or []),
+        f"rules     {rules.get('path')} (loaded {rules.get('loaded_at')}); providers "
+        f"{', '.join(rules.get('providers') or [])}",
+    ]
+    if rules.get("last_reload_error"):
+        lines.append(f"          last reload FAILED, older rules in force: {rules['last_reload_error']}")
+    if rules.get("overrides"):
+        lines.append("overrides " + ", ".join(sorted(rules["overrides"])))
+    lines += [f"CA        {health.get('ca_cert')}", f"log       {log}"]
+    return "\n".join(lines)
+
+
+_REQUEST_COLUMNS = (("time", 8), ("agent", 11), ("launch", 6), ("session", 10), ("model asked", 28),
+                    ("served by", 36), ("status", 6), ("tries", 5), ("ms", 7))
+
+
+def render_request(entry: dict | None) -> str:
+    """One line of `xx watch` (None: the header line). Token and cost columns come with usage accounting."""
+    if entry is None:
+        return "  ".join(name.ljust(width) for name, width in _REQUEST_COLUMNS).rstrip()
+    served = entry.get("served_by") or entry.get("target") or f"{entry.get('provider')}:{entry.get('model')}"
+    status = str(entry.get("status") or entry.get("error") or "-")
+    if entry.get("error") and entry.get("status"):
+        status += f" {entry['error']}"
+    values = (
+        time.strftime("%H:%M:%S", time.localtime(entry.get("time") or 0)),
+        entry.get("agent") or "unknown",
+        entry.get("launch") or (entry.get("route") or "-"),
+        (entry.get("session") or "-")[:10],
+        _clip(entry.get("model") or "?", 28),
+        _clip(served + (" (fallback)" if entry.get("fallback") else ""), 36),
+        status,
+        str(entry.get("attempts", 0)),
+        str(entry.get("duration_ms", "")),
+    )
+    return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _REQUEST_COLUMNS)).rstrip()
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

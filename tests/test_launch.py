@@ -8,7 +8,8 @@ from addons.certs import ca_files
 from addons.identity import identity_from_username
 from launcher.agents import LaunchError
 from launcher.codes import parse_code
-from launcher.launch import describe, mask_value, plan_launch
+from launcher.config import LaunchProfile
+from launcher.launch import describe, mask_value, plan_launch, split_model
 
 FAKE = """#!/bin/sh
 for a in "$@"; do printf '%s\\0' "$a"; done > "$XX_RECORD.argv"
@@ -35,7 +36,7 @@ def setup(tmp_path):
 
 def plan(setup, text, **kwargs):
     environ, _, ca = setup
-    defaults = dict(session=None, model=None, prompt=None, extra=(), environ=environ,
+    defaults = dict(session=None, model=None, pin=None, prompt=None, extra=(), environ=environ,
                     gateway="127.0.0.1:8780", ca=ca, token=TOKEN, is_root=False)
     return plan_launch(parse_code(text), **{**defaults, **kwargs})
 
@@ -48,8 +49,9 @@ def run(setup, launch):
     return argv, env
 
 
-def test_proxy_route_identity_carries_session_tier_and_model(setup):
-    launch = plan(setup, "cnpk", session="4f1c2a", model="sonnet", prompt="hi there", extra=["--verbose"])
+def test_proxy_route_identity_carries_session_tier_and_pin(setup):
+    launch = plan(setup, "cnpk", session="4f1c2a", model="sonnet", pin="openrouter:moonshotai/kimi-k2.6",
+                  prompt="hi there", extra=["--verbose"])
     argv, env = run(setup, launch)
     assert argv == ["--print", "--resume", "4f1c2a", "--dangerously-skip-permissions", "--model", "sonnet",
                     "--verbose", "hi there"]
@@ -57,7 +59,56 @@ def test_proxy_route_identity_carries_session_tier_and_model(setup):
     assert rest == f"{TOKEN}@127.0.0.1:8780"
     seen = identity_from_username(user)
     assert (seen.agent, seen.launch_code, seen.route, seen.tier, seen.session, seen.model) == (
-        "claude", "cnpk", "p", "k", "4f1c2a", "sonnet")
+        "claude", "cnpk", "p", "k", "4f1c2a", "openrouter:moonshotai/kimi-k2.6")
+
+
+def test_agent_model_alone_does_not_pin_the_gateway(setup):
+    launch = plan(setup, "cip", model="sonnet")
+    assert launch.argv[-2:] == ["--model", "sonnet"]
+    assert identity_from_username(launch.env["HTTPS_PROXY"][7:].partition(":")[0]).model is None
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("openrouter:moonshotai/kimi-k2.6", (None, "openrouter:moonshotai/kimi-k2.6")),
+    ("ollama:qwen3:4b", (None, "ollama:qwen3:4b")),
+    ("ollama/qwen3:4b", ("ollama/qwen3:4b", None)),  # OpenCode's provider/model, with a tag
+    ("qwen3:4b", ("qwen3:4b", None)),  # not a provider of the rules
+    ("openrouter/qwen/qwen3-coder:free", ("openrouter/qwen/qwen3-coder:free", None)),
+    ("sonnet", ("sonnet", None)),
+    (None, (None, None)),
+])
+def test_split_model(text, expected):
+    assert split_model(text, ["openrouter", "ollama", "anthropic"]) == expected
+
+
+def test_pin_on_direct_route_is_refused(setup):
+    with pytest.raises(LaunchError, match=r"route d does not pass through Clutch.*xx cip"):
+        plan(setup, "cid", pin="openrouter:x/y")
+
+
+def test_profile_adds_pin_env_and_arguments_before_the_users(setup):
+    profile = LaunchProfile(name="kimi", model="openrouter:moonshotai/kimi-k2.6", env={"MY_FLAG": "1"},
+                            args={"all": ["--verbose"], "claude": ["--effort", "high"], "codex": ["-x"]})
+    launch = plan(setup, "cip3", profile=profile, extra=["--debug"])
+    assert launch.argv == ["claude", "--dangerously-skip-permissions", "--verbose", "--effort", "high", "--debug"]
+    assert launch.env["MY_FLAG"] == "1" and launch.changes["MY_FLAG"] == "1"
+    seen = identity_from_username(launch.env["HTTPS_PROXY"][7:].partition(":")[0])
+    assert (seen.tier, seen.model) == ("3", "openrouter:moonshotai/kimi-k2.6")
+    assert any("profile 3 (kimi) pins" in note for note in launch.notes)
+    # the user's own pin wins over the profile's
+    launch = plan(setup, "cip3", profile=profile, pin="anthropic:claude-opus-4-8")
+    assert identity_from_username(launch.env["HTTPS_PROXY"][7:].partition(":")[0]).model == "anthropic:claude-opus-4-8"
+
+
+def test_profile_cannot_override_the_proxy_recipe(setup):
+    profile = LaunchProfile(env={"HTTPS_PROXY": "http://elsewhere:1"})
+    launch = plan(setup, "cip1", profile=profile)
+    assert launch.env["HTTPS_PROXY"].endswith("@127.0.0.1:8780")
+
+
+def test_no_yolo_drops_bypass_flag_and_is_sandbox(setup):
+    launch = plan(setup, "cip", yolo=False, is_root=True)
+    assert launch.argv == ["claude"] and "IS_SANDBOX" not in launch.env
 
 
 def test_user_environment_kept_old_proxy_variables_replaced(setup):
@@ -95,7 +146,8 @@ def test_claude_as_root_gets_is_sandbox_on_every_route(setup):
 
 def test_describe_shows_argv_and_changes_but_never_secrets(setup):
     environ = {**setup[0], "OPENAI_API_KEY": "sk-old"}
-    launch = plan(setup, "oip", model="openrouter/moonshotai/kimi-k2.6", environ=environ,
+    launch = plan(setup, "oip", model="openrouter/moonshotai/kimi-k2.6", pin="openrouter:moonshotai/kimi-k2.6",
+                  environ=environ,
                   extra=["--title", "it's mine"])
     launch.changes["OPENAI_API_KEY"] = "sk-new-secret"  # a key among the changes is masked too
     text = describe(launch)
@@ -119,6 +171,7 @@ def test_mask_value():
 def test_notes_for_tier_on_direct_and_bypass_and_odd_session(setup):
     assert any("no effect" in n for n in plan(setup, "cidk").notes)
     assert any("route b never changes" in n for n in plan(setup, "cibk").notes)
+    assert any("route b never changes" in n for n in plan(setup, "cib", pin="openrouter:x/y").notes)
     launch = plan(setup, "csp", session="my title.1")
     assert launch.argv == ["claude", "--resume", "my title.1", "--dangerously-skip-permissions"]
     assert any("cannot travel" in n for n in launch.notes)

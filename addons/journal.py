@@ -1,0 +1,83 @@
+"""Journal: the most recent LLM requests, for `xx watch` (GET /requests?after=N on the gateway).
+
+One plain summary per finished LLM flow: who sent it (agent, launch code, session), what it asked for,
+which rule fired, which model answered, status, attempts and time. Nothing from the bodies or headers
+beyond that: no prompt text, no keys. The journal is bounded (`clutch_journal_size` entries) and in
+memory only; the usage store (a later issue) is what keeps history.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import time
+
+from mitmproxy import ctx, http
+
+from addons.meta import ATTEMPTS, CALL, IDENTITY, ROUTE
+
+
+class Journal:
+    def __init__(self) -> None:
+        self._entries: collections.deque[dict] = collections.deque(maxlen=500)
+        self._sequence = itertools.count(1)
+
+    def load(self, loader):
+        loader.add_option("clutch_journal_size", int, 500,
+                          "How many recent LLM requests the gateway keeps for `xx watch` (GET /requests).")
+
+    def configure(self, updated):
+        if "clutch_journal_size" in updated:
+            size = max(1, ctx.options.clutch_journal_size)
+            self._entries = collections.deque(self._entries, maxlen=size)
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        self._record(flow)
+
+    def _record(self, flow: http.HTTPFlow) -> None:
+        call = flow.metadata.get(CALL)
+        if call is None or flow.metadata.get("clutch.journaled"):
+            return
+        flow.metadata["clutch.journaled"] = True
+        self._entries.append(summarise(flow, next(self._sequence)))
+
+    def since(self, after: int) -> dict:
+        """Entries newer than sequence number `after` (0: all kept), oldest first."""
+        entries = [entry for entry in self._entries if entry["seq"] > after]
+        newest = self._entries[-1]["seq"] if self._entries else after
+        return {"next": max(newest, after), "requests": entries}
+
+
+def summarise(flow: http.HTTPFlow, seq: int) -> dict:
+    call = flow.metadata.get(CALL) or {}
+    identity = flow.metadata.get(IDENTITY) or {}
+    route = flow.metadata.get(ROUTE) or {}
+    attempts = flow.metadata.get(ATTEMPTS) or []
+    response = flow.response
+    tried = [a for a in attempts if a.get("ended") != "skipped"]
+    ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
+    served = response.headers.get("x-clutch-model") if response else None
+    return {
+        "seq": seq,
+        "time": flow.request.timestamp_start,
+        "agent": identity.get("agent", "unknown"),
+        "launch": identity.get("launch_code"),
+        "session": identity.get("session"),
+        "route": identity.get("route"),
+        "dialect": call.get("dialect"),
+        "stream": call.get("stream"),
+        "provider": call.get("provider"),
+        "model": call.get("model"),
+        "rule": route.get("rule"),
+        "target": route.get("target"),
+        "served_by": served,
+        "status": response.status_code if response else None,
+        "error": (response.headers.get("x-clutch-error") if response else None)
+        or (flow.error.msg if flow.error else None),
+        "attempts": len(tried),
+        "fallback": bool(served and route.get("target") and served != route.get("target")) or len(tried) > 1,
+        "duration_ms": round((ended - flow.request.timestamp_start) * 1000),
+    }

@@ -1,0 +1,156 @@
+"""`xx doctor`: is this machine ready? Python, the CA files and their permissions, the gateway's port,
+the rules, the xx config, tmux, and which agents are installed with which versions.
+
+Each check is a plain function returning Check rows, so the tests run them on prepared folders.
+Nothing is changed: the doctor reads and reports; the fix is in each row's text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from addons.certs import PROJECT_CERTS, ca_files
+from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
+from launcher import lifecycle
+from launcher.agents import AGENTS
+from launcher.config import ConfigError, XXConfig, load_config
+
+OK, WARN, FAIL = "ok", "warn", "FAIL"
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    status: str  # OK, WARN or FAIL
+    name: str
+    detail: str
+
+
+def check_python() -> list[Check]:
+    version = ".".join(map(str, sys.version_info[:3]))
+    if sys.version_info >= (3, 12):
+        return [Check(OK, "python", f"{version} at {sys.executable}")]
+    return [Check(FAIL, "python", f"{version}: mitmproxy 12 needs >= 3.12 (pyenv install 3.12)")]
+
+
+def check_config(environ: dict[str, str]) -> tuple[list[Check], XXConfig]:
+    try:
+        config, path = load_config(environ)
+    except ConfigError as e:
+        return [Check(FAIL, "xx config", str(e))], XXConfig()
+    where = str(path) if path else "none (defaults; see the README's xx config example)"
+    return [Check(OK, "xx config", f"{where}; gateway {config.gateway}, auto_start {config.auto_start}, "
+                                   f"profiles {', '.join(sorted(config.profiles)) or 'none'}")], config
+
+
+def check_ca(folder: Path) -> list[Check]:
+    files = ca_files(folder)
+    if not files.ca_cert.exists():
+        return [Check(WARN, "CA", f"no CA in {folder} yet: the first gateway start creates it")]
+    rows = [Check(OK, "CA certificate", str(files.ca_cert))]
+    folder_mode = stat.S_IMODE(folder.stat().st_mode)
+    rows.append(Check(OK if folder_mode & 0o077 == 0 else FAIL, "CA folder permissions",
+                      f"{folder_mode:04o}" + ("" if folder_mode & 0o077 == 0 else f": chmod 700 {folder}")))
+    if files.ca_key.exists():
+        key_mode = stat.S_IMODE(files.ca_key.stat().st_mode)
+        rows.append(Check(OK if key_mode & 0o077 == 0 else FAIL, "CA key permissions",
+                          f"{key_mode:04o} {files.ca_key}" + ("" if key_mode & 0o077 == 0
+                                                             else f": chmod 600 {files.ca_key}")))
+    else:
+        rows.append(Check(FAIL, "CA key", f"{files.ca_key} is missing: the gateway cannot sign certificates"))
+    rows.append(Check(OK if files.bundle.exists() else WARN, "CA bundle",
+                      str(files.bundle) if files.bundle.exists() else
+                      f"{files.bundle} missing: the next gateway start writes it"))
+    return rows
+
+
+def check_gateway(config: XXConfig, environ: dict[str, str]) -> list[Check]:
+    found = lifecycle.health(config)
+    pid = lifecycle.read_pid(lifecycle.files_for(environ))
+    if found is not None:
+        rules = found.get("rules") or {}
+        rows = [Check(OK, "gateway", f"answers on {config.gateway} (version {found.get('version')}, "
+                                     f"pid {found.get('pid')}, up {found.get('uptime_s', 0):.0f} s)")]
+        if rules.get("last_reload_error"):
+            rows.append(Check(WARN, "gateway rules", f"the last reload failed, older rules in force: "
+                                                     f"{rules['last_reload_error']}"))
+        return rows
+    if pid is not None:
+        return [Check(WARN, "gateway", f"pid {pid} runs but does not answer /health on {config.gateway}")]
+    if config.host not in ("127.0.0.1", "localhost", "::1"):
+        return [Check(FAIL, "gateway", f"{config.gateway} does not answer (a remote gateway: start it there)")]
+    if lifecycle.port_free(config.port):
+        return [Check(OK, "gateway", f"not running; port {config.port} is free "
+                                     f"({'xx starts it when needed' if config.auto_start else 'start it: xx start'})")]
+    return [Check(FAIL, "gateway", f"port {config.port} is taken by a program that is not Clutch: choose "
+                                   f"another \"gateway\" port in the xx config")]
+
+
+def check_rules(config: XXConfig) -> list[Check]:
+    path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
+    try:
+        rules = load_rules(path)
+    except RulesError as e:
+        return [Check(FAIL, "rules", str(e))]
+    return [Check(OK, "rules", f"{path}: providers {', '.join(sorted(rules.providers))}; "
+                               f"launch tiers {', '.join(sorted(rules.launch_tiers)) or 'none'}")]
+
+
+def check_tools() -> list[Check]:
+    rows = []
+    tmux = shutil.which("tmux")
+    rows.append(Check(OK if tmux else WARN, "tmux", tmux or "not installed: --tmux (the crash guard) needs it"))
+    node = shutil.which("node")
+    if node:
+        rows.append(Check(OK, "node", f"{_version([node, '--version'])} at {node}"))
+    else:
+        rows.append(Check(WARN, "node", "not installed: most agents are npm packages"))
+    return rows
+
+
+def check_agents(environ: dict[str, str]) -> list[Check]:
+    path = environ.get("PATH", os.defpath)
+
+    def one(spec) -> Check:
+        binary = shutil.which(spec.binary, path=path)
+        if binary is None:
+            return Check(WARN, f"agent {spec.name}", f"{spec.binary} not installed ({spec.install})")
+        return Check(OK, f"agent {spec.name}", f"{_version([binary, '--version'], environ)} at {binary}")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:  # some CLIs take a second to print a version
+        return list(pool.map(one, AGENTS.values()))
+
+
+def _version(argv: list[str], environ: dict[str, str] | None = None) -> str:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=15, stdin=subprocess.DEVNULL,
+                                env=environ)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"version unknown ({type(e).__name__})"
+    words = (result.stdout or result.stderr).strip().splitlines()
+    return words[0][:80] if words else f"version unknown (exit {result.returncode})"
+
+
+def run_all(environ: dict[str, str]) -> list[Check]:
+    config_rows, config = check_config(environ)
+    confdir = Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS
+    found = lifecycle.health(config)
+    if found and found.get("ca_cert"):
+        confdir = Path(found["ca_cert"]).parent  # the CA the running gateway really uses
+    return [*check_python(), *config_rows, *check_ca(confdir), *check_gateway(config, environ),
+            *check_rules(config), *check_tools(), *check_agents(environ)]
+
+
+def render(rows: list[Check]) -> str:
+    width = max(len(row.name) for row in rows)
+    lines = [f"{row.status:<4}  {row.name:<{width}}  {row.detail}" for row in rows]
+    failed = sum(row.status == FAIL for row in rows)
+    warned = sum(row.status == WARN for row in rows)
+    lines.append(f"\n{failed} problem(s), {warned} warning(s)")
+    return "\n".join(lines)

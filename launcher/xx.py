@@ -1,0 +1,369 @@
+"""`xx`: start any coding agent with its real flags, routed through Clutch, from a short launch code.
+
+    xx <agent><mode><route>[<tier>] [-s ID] [-m MODEL] [-p PROMPT] [--dry-run] [--tmux] [-- agent args]
+    xx start | stop | restart | status | log | watch | doctor | aliases | codes
+
+The launch itself is planned by launcher.launch (argv and environment) from launcher.codes (the
+grammar) and launcher.agents (each agent's command line); this module adds what needs the outside
+world: the user's config, the running gateway (started on demand), Pi's session repair, the crash
+guard, and finally exec'ing the agent in xx's place, so it owns the terminal and its signals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from addons.certs import PROJECT_CERTS, ca_files
+from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
+from launcher import agents, aliases, crashguard, doctor, lifecycle
+from launcher.codes import CodeError, LaunchCode, parse_code, table
+from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
+from launcher.launch import Launch, describe, plan_launch, split_model
+from launcher.tables import render_request, render_resilience, render_status
+
+ROOT = Path(__file__).resolve().parent.parent
+CLUTCH = ROOT / "clutch"
+COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "doctor", "aliases", "codes")
+
+app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+                  help="xx: start any coding agent with its real flags, routed through Clutch.\n\n"
+                       "  xx <agent><mode><route>[<tier>] [-s ID] [-m MODEL] [-p PROMPT] [--dry-run] [-- ARGS]\n\n"
+                       "Run `xx codes` for the letters; e.g. xx cip, xx ccp, xx xnp -p 'fix it', xx hcpd.")
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.echo(f"xx: {message}", err=True)
+    return typer.Exit(code)
+
+
+def _config() -> XXConfig:
+    try:
+        return load_config()[0]
+    except ConfigError as e:
+        raise fail(f"bad config: {e}") from None
+
+
+# ------------------------------------------------------------------ launching an agent
+
+@app.command()
+def launch(ctx: typer.Context,
+           code: Annotated[str, typer.Argument(help="launch code, e.g. cip (see `xx codes`)")],
+           session: Annotated[str | None, typer.Option("-s", "--session", help="session id (mode s, or n)")] = None,
+           model: Annotated[str | None, typer.Option(
+               "-m", "--model", help="provider:model pins the gateway; any other name is the agent's own")] = None,
+           prompt: Annotated[str | None, typer.Option("-p", "--prompt", help="the prompt (mode n)")] = None,
+           dry_run: Annotated[bool, typer.Option("--dry-run", "-n", envvar="XX_DRY_RUN",
+                                                 help="print argv and environment, run nothing (XX_DRY_RUN=1: "
+                                                      "also for aliases that end in `-- args`)")] = False,
+           tmux: Annotated[bool | None, typer.Option("--tmux/--no-tmux", help="run inside a named tmux session "
+                                                     "(crash guard); default from the config")] = None,
+           yolo: Annotated[bool | None, typer.Option("--yolo/--no-yolo", help="the agent's permission-bypass flag; "
+                                                     "default from the config (on)")] = None) -> None:
+    """Start an agent from a launch code (the default command: `xx cip` = `xx launch cip`)."""
+    extra = list((ctx.obj or {}).get("extra", []))
+    try:
+        parsed = parse_code(code)
+    except CodeError as e:
+        typer.echo(str(e), err=True)
+        raise typer.Exit(2) from None
+    config = _config()
+    profile = config.profile(parsed.tier) if parsed.tier and parsed.tier.isdigit() else None
+    environ = dict(os.environ)
+    healthy = lifecycle.health(config) if parsed.route in "pb" else None
+    notes: list[str] = []
+    if parsed.route in "pb" and healthy is None:
+        if dry_run:
+            notes.append(f"the gateway does not answer on {config.gateway}: "
+                         + ("xx would start it" if config.auto_start else "start it with `xx start`"))
+        elif config.auto_start:
+            try:
+                healthy = lifecycle.start(config, environ, say=lambda text: typer.echo(f"xx: {text}", err=True))
+            except lifecycle.GatewayError as e:
+                raise fail(str(e), 1) from None
+        else:
+            raise fail(f"the gateway does not answer on {config.gateway} and auto_start is off: run `xx start`", 1)
+    rules = _rules_view(config, healthy)
+    _check_tier(parsed, config, rules, notes)
+    agent_model, pin = split_model(model, rules["providers"])
+    try:
+        planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
+                              environ=environ, gateway=config.gateway, ca=_ca_of(config, healthy),
+                              token=secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
+                              yolo=config.yolo if yolo is None else yolo, profile=profile)
+    except agents.LaunchError as e:
+        raise fail(str(e)) from None
+    planned.notes[:0] = notes + _tier_notes(parsed, rules)
+    use_tmux = (config.tmux if tmux is None else tmux) and parsed.mode != "n"
+    if tmux and parsed.mode == "n":
+        planned.notes.append("--tmux is for interactive launches; mode n runs in this terminal")
+    if dry_run:
+        typer.echo(describe(planned))
+        if use_tmux:
+            typer.echo(f"tmux {crashguard.session_name(parsed.agent, Path.cwd(), session)} (created, or attached "
+                       f"to when it already runs)")
+        return
+    for note in planned.notes:
+        typer.echo(f"xx: {note}", err=True)
+    binary = shutil.which(planned.argv[0], path=planned.env.get("PATH"))
+    if binary is None:
+        raise fail(f"{planned.argv[0]} is not installed (not on PATH): {agents.agent_spec(parsed.agent).install}",
+                   127)
+    _repair_pi_session(parsed, session, planned)
+    if use_tmux:
+        _run_in_tmux(parsed, session, planned)
+    os.execve(binary, planned.argv, planned.env)
+
+
+def _rules_view(config: XXConfig, healthy: dict | None) -> dict:
+    """What xx needs of the rules: the running gateway's if it answers, else the config's file."""
+    if healthy is not None:
+        rules = healthy.get("rules") or {}
+        return {"providers": rules.get("providers") or [], "launch_tiers": rules.get("launch_tiers") or {},
+                "profiles": rules.get("profiles") or [], "source": f"the gateway's rules ({rules.get('path')})"}
+    path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
+    try:
+        loaded = load_rules(path)
+    except RulesError as e:
+        raise fail(f"the rules the gateway would start on are broken: {e}") from None
+    return {"providers": sorted(loaded.providers), "launch_tiers": dict(loaded.launch_tiers),
+            "profiles": sorted(loaded.profiles), "source": str(path)}
+
+
+def _check_tier(code: LaunchCode, config: XXConfig, rules: dict, notes: list[str]) -> None:
+    """A profile digit must exist somewhere; a typo'd digit would otherwise change nothing, silently."""
+    if not code.tier or not code.tier.isdigit() or code.route == "d":
+        return
+    if code.tier not in config.profiles and code.tier not in rules["profiles"]:
+        known = sorted(set(config.profiles) | set(rules["profiles"]))
+        raise fail(f"profile {code.tier} is neither in the xx config ({config_path() or xx_home() / 'config.json'}) "
+                   f"nor in the rules' profiles ({rules['source']}); defined: {', '.join(known) or 'none'}")
+
+
+def _tier_notes(code: LaunchCode, rules: dict) -> list[str]:
+    if not code.tier or code.tier.isdigit() or code.route != "p":
+        return []
+    target = rules["launch_tiers"].get(code.tier)
+    if target:
+        return [f"tier {code.tier}: every request goes to {target} (launch_tiers.{code.tier} of {rules['source']})"]
+    return [f"tier {code.tier} has no model in launch_tiers of {rules['source']}: the gateway routes as usual"
+            + (" (m and f come from the model scan; set them in the rules to pin them)" if code.tier in "mf" else "")]
+
+
+def _ca_of(config: XXConfig, healthy: dict | None):
+    if healthy and healthy.get("ca_cert"):
+        return ca_files(Path(healthy["ca_cert"]).parent)  # the CA the running gateway signs with
+    return ca_files(Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS)
+
+
+def _repair_pi_session(code: LaunchCode, session: str | None, planned: Launch) -> None:
+    if code.agent != "pi" or code.mode not in "cs":
+        return
+    from launcher import pi_sessions
+    for line in pi_sessions.repair_before_launch(code.mode, session, Path.cwd(), planned.env):
+        typer.echo(f"xx: {line}", err=True)
+
+
+def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None:
+    try:
+        tmux = crashguard.tmux_binary()
+    except crashguard.CrashGuardError as e:
+        raise fail(str(e), 1) from None
+    name = crashguard.session_name(code.agent, Path.cwd(), session)
+    inside = bool(os.environ.get("TMUX"))
+    if crashguard.exists(name, tmux):
+        typer.echo(f"xx: {name} is already running: attaching to it", err=True)
+        command = crashguard.attach_command(name, tmux, inside)
+    else:
+        spec = crashguard.write_spec(xx_home() / "run", planned.argv, planned.env)
+        create, command = crashguard.start_commands(name, spec, Path.cwd(), tmux, inside)
+        import subprocess
+        result = subprocess.run(create, capture_output=True, text=True)
+        if result.returncode != 0:
+            spec.unlink(missing_ok=True)
+            raise fail(f"tmux could not start {name}: {result.stderr.strip()}", 1)
+        typer.echo(f"xx: started {planned.argv[0]} in tmux session {name} (detach: Ctrl-b d; "
+                   f"the same xx command reattaches)", err=True)
+    os.execv(tmux, command)
+
+
+# ------------------------------------------------------------------ the gateway's lifecycle
+
+Wait = Annotated[float, typer.Option(help="seconds to wait for /health")]
+
+
+@app.command()
+def start(wait: Wait = 30.0) -> None:
+    """Start the gateway in the background (pid and log in ~/.xx); waits until /health answers."""
+    config = _config()
+    try:
+        found = lifecycle.start(config, dict(os.environ), wait_s=wait, say=lambda text: typer.echo(f"xx: {text}"))
+    except lifecycle.GatewayError as e:
+        raise fail(str(e), 1) from None
+    typer.echo(f"xx: the gateway answers on {config.gateway} (pid {found.get('pid')}, rules "
+               f"{(found.get('rules') or {}).get('path')})")
+
+
+@app.command()
+def stop() -> None:
+    """Stop the gateway xx started."""
+    config = _config()
+    pid = lifecycle.stop(dict(os.environ))
+    if pid is not None:
+        typer.echo(f"xx: stopped the gateway (pid {pid})")
+    elif lifecycle.health(config) is not None:
+        raise fail(f"a gateway answers on {config.gateway} but xx did not start it (no pid file in "
+                   f"{xx_home()}): stop it where it runs", 1)
+    else:
+        typer.echo("xx: no gateway was running")
+
+
+@app.command()
+def restart(wait: Wait = 30.0) -> None:
+    """Stop the gateway, then start it again (picks up new keys in this shell's environment)."""
+    stop()
+    start(wait)
+
+
+@app.command()
+def status(as_json: Annotated[bool, typer.Option("--json", help="print the raw JSON")] = False) -> None:
+    """Is the gateway up: address, pid, uptime, rules, breakers and quotas."""
+    config = _config()
+    files = lifecycle.files_for()
+    found = lifecycle.health(config)
+    state = lifecycle.resilience(config) if found else None
+    pid = lifecycle.read_pid(files)
+    if as_json:
+        typer.echo(json.dumps({"gateway": config.gateway, "pid_file": str(files.pid), "pid": pid,
+                               "log": str(files.log), "health": found, "resilience": state}, indent=2))
+    else:
+        typer.echo(render_status(config.gateway, found, pid, files.log))
+        if state:
+            typer.echo("\n" + render_resilience(state))
+    if found is None:
+        raise typer.Exit(1)
+
+
+@app.command()
+def log(follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help="keep printing new lines")] = True,
+        lines: Annotated[int, typer.Option("-n", help="lines of history first")] = 40) -> None:
+    """Follow the background gateway's log."""
+    path = lifecycle.files_for().log
+    if not path.exists():
+        raise fail(f"no gateway log yet ({path}): the gateway xx starts writes it", 1)
+    if not follow:
+        typer.echo(lifecycle.tail(path, lines))
+        return
+    try:
+        for line in lifecycle.follow(path, lines):
+            typer.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def watch(once: Annotated[bool, typer.Option("--once", help="print what is there and exit")] = False,
+          history: Annotated[int, typer.Option("-n", help="recent requests shown first")] = 20,
+          interval: Annotated[float, typer.Option(help="seconds between polls")] = 0.5) -> None:
+    """A live view of LLM requests as they pass the gateway: agent, route, model, status, attempts, time."""
+    config = _config()
+    page = lifecycle.recent_requests(config)
+    if page is None:
+        raise fail(f"no gateway answers on {config.gateway} (xx start)", 1)
+    typer.echo(render_request(None))
+    for entry in page["requests"][-history:] if history else []:
+        typer.echo(render_request(entry))
+    if once:
+        return
+    after = page["next"]
+    try:
+        while True:
+            time.sleep(interval)
+            page = lifecycle.recent_requests(config, after)
+            if page is None:
+                typer.echo("xx: the gateway stopped answering; waiting for it", err=True)
+                while (page := lifecycle.recent_requests(config, 0)) is None:
+                    time.sleep(1)
+                after = 0 if page["next"] < after else after  # a restarted gateway counts from 1 again
+                continue
+            for entry in page["requests"]:
+                typer.echo(render_request(entry))
+            after = page["next"]
+    except KeyboardInterrupt:
+        pass
+
+
+# ------------------------------------------------------------------ the machine and the shell
+
+@app.command(name="doctor")
+def doctor_command() -> None:
+    """Check Python, the CA files, the port, the rules, the config, tmux and the installed agents."""
+    rows = doctor.run_all(dict(os.environ))
+    typer.echo(doctor.render(rows))
+    if any(row.status == doctor.FAIL for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command(name="aliases")
+def aliases_command(action: Annotated[str, typer.Argument(help="install, remove or show")] = "show",
+                    rc: Annotated[Path | None, typer.Option(help="shell file; default ~/.zshrc for zsh, "
+                                                                 "else ~/.bashrc")] = None) -> None:
+    """Write the classic alias set (cc, ccc, hsi, psi, codex-run, ...) into a marked block of your shell rc."""
+    target = rc or aliases.default_rc(dict(os.environ))
+    if action == "show":
+        typer.echo(aliases.block(CLUTCH), nl=False)
+        return
+    try:
+        if action == "install":
+            changed, backup = aliases.install(target, CLUTCH)
+        elif action == "remove":
+            changed, backup = aliases.remove(target)
+        else:
+            raise fail(f"aliases {action!r}: use install, remove or show")
+    except (OSError, ValueError) as e:
+        raise fail(f"{target}: {e}", 1) from None
+    if not changed:
+        typer.echo(f"xx: {target} already {'has the current' if action == 'install' else 'has no'} xx block")
+        return
+    typer.echo(f"xx: {'wrote' if action == 'install' else 'removed'} the xx block in {target}"
+               + (f" (backup: {backup})" if backup else ""))
+    if action == "install":
+        typer.echo(f"xx: open a new shell or run `source {target}`; then e.g. `cc`, `hsr ID`, `codex-run \"...\"`")
+
+
+@app.command()
+def codes() -> None:
+    """The letters of a launch code, every agent's modes, and the config's profiles."""
+    config = _config()
+    typer.echo(table())
+    typer.echo("\nModes each agent has (- = not offered; xx refuses it and says why):")
+    typer.echo(f"  {'agent':<12} {'i c n s r':<10} binary")
+    for spec in agents.AGENTS.values():
+        marks = " ".join(mode if agents.has_mode(spec, mode) else "-" for mode in "icnsr")
+        typer.echo(f"  {spec.name:<12} {marks:<10} {spec.binary}")
+    if config.profiles:
+        typer.echo("\nProfiles (xx config):")
+        for digit, profile in sorted(config.profiles.items()):
+            typer.echo(f"  {digit}  {profile.name or '(unnamed)'}" + (f"  -> {profile.model}" if profile.model else ""))
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    head, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    if not head:
+        head = ["--help"]
+    elif head[0] not in COMMANDS and not head[0].startswith("-"):
+        head = ["launch", *head]  # `xx cip ...` is `xx launch cip ...`
+    app(args=head, prog_name="xx", obj={"extra": extra})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,108 @@
+"""`xx aliases`: the marked block in a shell rc file (idempotent, removable, backed up), and a real
+bash that sources it and runs an alias through xx (dry run)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from harness import ROOT
+
+from launcher import aliases
+from launcher.codes import parse_code
+
+CLUTCH = ROOT / "clutch"
+USER_RC = "# my settings\nexport EDITOR=vi\nalias ll='ls -l'\n"
+
+
+def backups(rc: Path) -> list[Path]:
+    return sorted(rc.parent.glob(rc.name + ".xx-backup-*"))
+
+
+def test_install_is_idempotent_and_backs_up(tmp_path):
+    rc = tmp_path / ".bashrc"
+    rc.write_text(USER_RC)
+    rc.chmod(0o600)
+    changed, backup = aliases.install(rc, CLUTCH)
+    assert changed and backup is not None and backup.read_text() == USER_RC
+    text = rc.read_text()
+    assert text.startswith(USER_RC) and text.count(aliases.BEGIN) == 1 and text.count(aliases.END) == 1
+    assert oct(rc.stat().st_mode & 0o777) == "0o600"  # the user's mode is kept
+    assert aliases.install(rc, CLUTCH) == (False, None)  # a second install changes nothing
+    assert rc.read_text() == text and len(backups(rc)) == 1
+
+
+def test_install_replaces_an_old_block_in_place(tmp_path):
+    rc = tmp_path / ".zshrc"
+    rc.write_text(USER_RC + f"{aliases.BEGIN}\nalias cc='old'\n{aliases.END}\n# after the block\n")
+    aliases.install(rc, CLUTCH)
+    text = rc.read_text()
+    assert "alias cc='old'" not in text and "alias cc='xx cip'" in text
+    assert text.startswith(USER_RC) and text.endswith("# after the block\n")
+
+
+def test_remove_takes_out_only_the_block(tmp_path):
+    rc = tmp_path / ".bashrc"
+    rc.write_text(USER_RC)
+    aliases.install(rc, CLUTCH)
+    changed, backup = aliases.remove(rc)
+    assert changed and backup is not None and aliases.BEGIN in backup.read_text()
+    assert rc.read_text() == USER_RC + "\n"  # the blank line that separated the block stays
+    assert aliases.remove(rc) == (False, None)
+
+
+def test_missing_end_marker_is_refused_without_writing(tmp_path):
+    rc = tmp_path / ".bashrc"
+    broken = USER_RC + aliases.BEGIN + "\nalias cc='x'\n"
+    rc.write_text(broken)
+    with pytest.raises(ValueError, match="end marker"):
+        aliases.remove(rc)
+    with pytest.raises(ValueError, match="end marker"):
+        aliases.install(rc, CLUTCH)
+    assert rc.read_text() == broken and not backups(rc)
+
+
+def test_a_symlinked_rc_stays_a_symlink(tmp_path):
+    real = tmp_path / "dotfiles" / "bashrc"
+    real.parent.mkdir()
+    real.write_text(USER_RC)
+    rc = tmp_path / ".bashrc"
+    rc.symlink_to(real)
+    aliases.install(rc, CLUTCH)
+    assert rc.is_symlink() and aliases.BEGIN in real.read_text()
+
+
+def test_default_rc_follows_the_shell(tmp_path):
+    assert aliases.default_rc({"HOME": str(tmp_path), "SHELL": "/usr/bin/zsh"}) == tmp_path / ".zshrc"
+    assert aliases.default_rc({"HOME": str(tmp_path), "SHELL": "/bin/bash"}) == tmp_path / ".bashrc"
+
+
+def test_every_alias_is_a_valid_launch_code():
+    for name, (arguments, _) in aliases.ALIASES.items():
+        parse_code(arguments.split()[0])
+    for classic in ("cc", "ccc", "cc-debug", "cc-ds", "hsi", "hsr", "hsi-bp", "psi", "psi-c", "psi-ds",
+                    "codex-run", "codex-res", "qw", "antigravity", "ante", "oc"):
+        assert classic in aliases.ALIASES
+
+
+@pytest.mark.parametrize("line,expected_run", [
+    ("cc", "run  claude --dangerously-skip-permissions"),
+    ("cc-debug", "run  claude --dangerously-skip-permissions --debug"),
+    ("hsr 20260101_abc", "run  hermes -r 20260101_abc --yolo"),
+    ("codex-run 'fix the test'", "run  codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox "
+                                 "'fix the test'"),
+])
+def test_bash_runs_the_aliases_through_xx(tmp_path, line, expected_run):
+    rc = tmp_path / ".bashrc"
+    aliases.install(rc, CLUTCH)
+    home = tmp_path / "home"
+    home.mkdir()
+    # the dry run needs no gateway: point xx at a port nothing listens on, and keep it from starting one
+    (home / ".xx").mkdir()
+    (home / ".xx" / "config.json").write_text('{"gateway": "127.0.0.1:9", "auto_start": false}')
+    script = f"shopt -s expand_aliases\nsource {rc}\n{line}\n"
+    # XX_DRY_RUN: an alias that ends in `-- args` would pass a trailing --dry-run to the agent
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "XX_DRY_RUN": "1"}
+    result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[0] == expected_run
