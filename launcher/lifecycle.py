@@ -260,8 +260,12 @@ def follow(path: Path, lines: int = 40, poll_s: float = 0.25) -> Iterator[str]:
         if inode is not None and (stat.st_ino != inode or stat.st_size < position):
             position = 0  # rotated or truncated: read the new file from its start
             if handle:
+                pending += handle.read()  # what the old file got before it was replaced
                 handle.close()
             handle = None
+            if pending:
+                yield pending  # the old file's unterminated last line
+                pending = ""
         if handle is None:
             handle = open(path, errors="replace")
             handle.seek(position)

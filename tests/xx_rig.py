@@ -26,9 +26,13 @@ from launcher.agents import AGENTS
 # POSTs XX_FAKE_BODY there with curl, which honours the launch's https_proxy and CURL_CA_BUNDLE the
 # way the real agents honour HTTPS_PROXY and their CA variables.
 FAKE_AGENT = """#!/bin/sh
+[ "$1" = "--version" ] && { echo "fake $(basename "$0") 1.2.3"; exit 0; }
 record="${XX_RECORD:-/dev/null}"
 for a in "$@"; do printf '%s\\0' "$a"; done > "$record.argv"
 env -0 > "$record.env"
+pwd > "$record.cwd"
+echo started >> "$record.starts"
+[ -n "$XX_FAKE_SLEEP" ] && sleep "$XX_FAKE_SLEEP"
 if [ -n "$XX_FAKE_REQUEST" ]; then
     set -- -sS --max-time 30 -H 'content-type: application/json'
     [ -n "$ANTHROPIC_API_KEY" ] && set -- "$@" -H "x-api-key: $ANTHROPIC_API_KEY"

@@ -1,0 +1,165 @@
+"""The background gateway `xx` manages: start, status, watch, log, stop, and what goes wrong on the way."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import ssl
+import subprocess
+import threading
+import time
+
+import httpx
+import pytest
+from harness import stop as stop_process
+from xx_rig import alive, gateway_pid, run_xx, stop_gateway, write_config, xx_env
+
+from launcher import lifecycle
+
+
+@pytest.fixture
+def home(tmp_path, fake, pki):
+    home = tmp_path / "home"
+    home.mkdir()
+    config = write_config(home, fake.port, pki.ca_cert)
+    yield home, config
+    stop_gateway(home)
+
+
+def test_start_status_watch_log_stop(home, fake):
+    home, config = home
+    env = xx_env(home)
+    started = run_xx(env, "start")
+    assert started.returncode == 0, started.stderr
+    pid = gateway_pid(home)
+    assert pid and alive(pid)
+    assert oct((home / ".xx" / "gateway.pid").stat().st_mode & 0o777) == "0o600"
+    assert f"pid {pid}" in started.stdout
+
+    again = run_xx(env, "start")  # already running: nothing new
+    assert again.returncode == 0 and gateway_pid(home) == pid
+
+    status = run_xx(env, "status")
+    assert status.returncode == 0, status.stderr
+    assert f"running on {config['gateway']} (pid {pid}, started by xx)" in status.stdout
+    assert "rules     " in status.stdout and "Circuit breakers" in status.stdout
+    raw = json.loads(run_xx(env, "status", "--json").stdout)
+    assert raw["pid"] == pid and raw["health"]["status"] == "ok"
+
+    # one LLM request through the gateway, then the live view shows it
+    proxy = f"http://xx-qnp.s-w1:tok@{config['gateway']}"
+    trusted = ssl.create_default_context(cafile=str(home / "certs" / "clutch-ca-bundle.pem"))
+    with httpx.Client(proxy=proxy, verify=trusted, trust_env=False) as client:
+        answer = client.post("https://openrouter.ai/api/v1/chat/completions",
+                             headers={"authorization": "Bearer sk-or-v1-test"},
+                             json={"model": "qwen/qwen3-coder-flash", "messages": [{"role": "user", "content": "hi"}]})
+    assert answer.status_code == 200
+    watched = run_xx(env, "watch", "--once")
+    assert watched.returncode == 0, watched.stderr
+    header, *rows = watched.stdout.splitlines()
+    assert header.split()[:3] == ["time", "agent", "launch"]
+    line = next(row for row in rows if "qnp" in row)
+    assert "qwen" in line and "qwen/qwen3-coder-flash" in line and " 200 " in line and "w1" in line
+
+    logged = run_xx(env, "log", "--no-follow", "-n", "200")
+    assert "HTTP(S) proxy listening" in logged.stdout
+
+    stopped = run_xx(env, "stop")
+    assert stopped.returncode == 0 and f"stopped the gateway (pid {pid})" in stopped.stdout
+    assert not alive(pid) and gateway_pid(home) is None
+    down = run_xx(env, "status")
+    assert down.returncode == 1 and "not running" in down.stdout
+    assert "no gateway was running" in run_xx(env, "stop").stdout
+
+
+def test_restart_picks_up_the_new_environment(home):
+    home, _ = home
+    assert run_xx(xx_env(home), "start").returncode == 0
+    first = gateway_pid(home)
+    result = run_xx(xx_env(home), "restart")
+    assert result.returncode == 0, result.stderr
+    assert gateway_pid(home) not in (None, first) and not alive(first)
+
+
+def test_a_stale_pid_file_is_ignored(home):
+    home, _ = home
+    (home / ".xx").mkdir(exist_ok=True)
+    sleeper = subprocess.Popen(["sleep", "30"])  # alive, but not a Clutch gateway: never to be killed
+    try:
+        (home / ".xx" / "gateway.pid").write_text(f"{sleeper.pid}\n")
+        assert "no gateway was running" in run_xx(xx_env(home), "stop").stdout
+        assert sleeper.poll() is None
+        assert not (home / ".xx" / "gateway.pid").exists()
+    finally:
+        stop_process(sleeper)
+
+
+def test_port_taken_by_another_program(home):
+    home, config = home
+    port = int(config["gateway"].rpartition(":")[2])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = run_xx(xx_env(home), "start", "--wait", "5")
+    assert result.returncode == 1
+    assert f"port {port} is taken by another program that is not a Clutch gateway" in result.stderr
+    assert gateway_pid(home) is None
+
+
+def test_a_gateway_that_cannot_start_shows_its_log(home, fake, pki):
+    home, config = home
+    rules = home / "rules.yaml"
+    rules.write_text("version: 1\nproviders:\n  openrouter:\n    base_url: nowhere\n")
+    write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], rules=str(rules))
+    result = run_xx(xx_env(home), "start")
+    assert result.returncode == 1
+    assert "the gateway exited with code" in result.stderr
+    assert f"{rules}:4: providers.openrouter.base_url" in result.stderr  # the log's tail names the problem
+    assert gateway_pid(home) is None
+
+
+def test_the_gateway_gets_no_proxy_variables(home):
+    home, config = home
+    env = xx_env(home, HTTPS_PROXY=f"http://{config['gateway']}", https_proxy="http://elsewhere:1",
+                 OPENROUTER_API_KEY="sk-or-v1-kept")
+    assert run_xx(env, "start").returncode == 0
+    seen = dict(item.split("=", 1) for item in
+                open(f"/proc/{gateway_pid(home)}/environ").read().split("\0") if "=" in item)
+    assert "HTTPS_PROXY" not in seen and "https_proxy" not in seen
+    assert seen["OPENROUTER_API_KEY"] == "sk-or-v1-kept"  # keys stay: rules may send requests elsewhere
+
+
+def test_follow_reads_new_lines_and_survives_rotation(tmp_path):
+    log = tmp_path / "gateway.log"
+    log.write_text("one\ntwo\n")
+    lines = lifecycle.follow(log, lines=1, poll_s=0.02)
+    assert next(lines) == "two"
+    got: list[str] = []
+
+    def read(count: int) -> None:
+        for line in lines:
+            got.append(line)
+            if len(got) == count:
+                return
+
+    reader = threading.Thread(target=read, args=(3,), daemon=True)
+    reader.start()
+    time.sleep(0.1)
+    with open(log, "a") as file:
+        file.write("three\nfour")  # "four" is not a complete line yet
+    time.sleep(0.1)
+    log.rename(tmp_path / "gateway.log.1")
+    log.write_text("after rotation\n")
+    reader.join(5)
+    assert got == ["three", "four", "after rotation"]
+    assert not reader.is_alive()
+
+
+def test_status_without_any_gateway(tmp_path):
+    home = tmp_path / "home"
+    (home / ".xx").mkdir(parents=True)
+    (home / ".xx" / "config.json").write_text('{"gateway": "127.0.0.1:9"}')
+    result = run_xx(xx_env(home), "status")
+    assert result.returncode == 1 and "not running on 127.0.0.1:9" in result.stdout
+    assert os.listdir(home / ".xx") == ["config.json"]  # status creates nothing
