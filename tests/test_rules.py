@@ -26,8 +26,10 @@ def test_default_rules_are_valid_and_need_no_key():
     assert rules.provider_at("api.anthropic.com", 8443) is None
     assert rules.provider_at("example.com", 443) is None
     assert Dialect.ANTHROPIC in rules.providers["openrouter"].dialects
-    # no routing by default: only the launch tiers, which apply to xx launches that ask for them
-    assert {loc[0] for loc, _ in rules.targets()} == {"launch_tiers"}
+    # no routing by default: the launch tiers, which apply to xx launches that ask for them, and Qwen
+    # Code's placeholder model name, which no provider but Qwen's own OAuth service knows
+    assert {loc[0] for loc, _ in rules.targets()} == {"launch_tiers", "aliases"}
+    assert rules.aliases == {"coder-model": "openrouter:qwen/qwen3-coder"}
 
 
 def test_later_sections_have_their_schema():
