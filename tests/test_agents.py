@@ -256,3 +256,34 @@ def test_agent_receives_argv_and_env(fake_bin, tmp_path, agent, mode, route):
         assert env["NODE_USE_ENV_PROXY"] == "1"
         seen = identity_from_username(user)
         assert (seen.agent, seen.route, seen.launch_code) == (agent, route, code.text)
+
+
+# ---- the README's table of command lines is the launcher's, cell by cell ----
+
+def readme_command_table() -> dict[str, list[str]]:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("<!-- command-lines: checked by tests/test_agents.py -->", 1)[1].split("<!-- /command-lines -->")[0]
+    rows = [line for line in block.strip().splitlines() if line.startswith("| ") and not line.startswith("| agent")]
+    return {cells[0]: cells[1:] for cells in
+            ([cell.strip() for cell in row.strip("|").split("|")] for row in rows)}
+
+
+def test_readme_table_matches_every_command_line():
+    table = readme_command_table()
+    assert set(table) == {spec.title for spec in AGENTS.values()}
+    for spec in AGENTS.values():
+        cells = table[spec.title]
+        for mode, cell in zip("icnsr", cells):
+            expected = EXPECTED[spec.name][mode]
+            if expected is None:
+                assert cell == "—", (spec.name, mode)
+            else:
+                placeholders = [{S: "ID", P: "PROMPT"}.get(word, word) for word in expected]
+                assert cell == "`" + " ".join(placeholders) + "`", (spec.name, mode, cell)
+        try:
+            into_session = "`" + " ".join(command_line(spec.name, "n", session="ID", prompt="PROMPT")) + "`"
+        except UnsupportedMode:
+            into_session = "—"
+        assert cells[5] == into_session, spec.name
+        model = "`" + " ".join(spec.model).replace("{model}", "M") + "`" if spec.model else "—"
+        assert cells[6] == model, spec.name
