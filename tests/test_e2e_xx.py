@@ -66,3 +66,92 @@ def test_readme_quick_start_on_a_fresh_home(tmp_path, fake, pki):
     finally:
         stop_gateway(home)
     assert gateway_pid(home) is not None  # the pid file xx wrote; the process is gone
+
+
+# ---- Codex's TUI and its background daemon ----
+
+def codex_daemons(home) -> list[int]:
+    """PIDs of `codex app-server` processes started from this HOME's ~/.codex (the daemon research §6.3 found)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+        except OSError:
+            continue
+        if cmdline and cmdline[0].startswith(str(home).encode()) and b"app-server" in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def run_in_a_terminal(argv, env, cwd, seconds: float, until=lambda: False) -> None:
+    """Run an interactive program in a pseudo-terminal for `seconds` (or until `until()`), then stop its
+    process group."""
+    import pty
+    import signal
+    import time
+    primary, secondary = pty.openpty()
+    process = subprocess.Popen(argv, env=env, cwd=str(cwd), stdin=secondary, stdout=secondary, stderr=secondary,
+                               start_new_session=True)
+    os.close(secondary)
+    deadline = time.monotonic() + seconds
+    try:
+        while time.monotonic() < deadline and process.poll() is None and not until():
+            try:  # keep the terminal drained, as a terminal emulator would
+                os.read(primary, 65536) if __import__("select").select([primary], [], [], 0.2)[0] else None
+            except OSError:
+                break
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        os.close(primary)
+
+
+def kill_all(pids: list[int]) -> None:
+    import signal
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_codex_interactive_launch_leaves_no_daemon(tmp_path, gateway):
+    import time
+    codex = agent_binary("codex", "Codex CLI")
+    work = tmp_path / "work"
+    work.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=work, check=True)
+    env = {"PATH": f"{AGENT_BIN}:{os.environ['PATH']}", "LANG": "C.UTF-8", "TERM": "xterm",
+           "OPENAI_API_KEY": "sk-codex-daemon-test", "PYTHONPATH": str(ROOT)}
+
+    # control: the bare TUI starts a daemon that outlives it (so this test can see one)
+    bare_home = tmp_path / "bare"
+    bare_home.mkdir()
+    started = time.monotonic()
+    try:
+        run_in_a_terminal([str(codex)], {**env, "HOME": str(bare_home)}, work, 30,
+                          until=lambda: bool(codex_daemons(bare_home)))
+        left = codex_daemons(bare_home)
+        needed = time.monotonic() - started
+        assert left, "the bare Codex TUI left no daemon: the control failed, the test below would prove nothing"
+    finally:
+        kill_all(codex_daemons(bare_home))
+
+    home = tmp_path / "home"
+    (home / ".xx").mkdir(parents=True)
+    (home / ".xx" / "config.json").write_text(json.dumps({"gateway": f"127.0.0.1:{gateway.port}",
+                                                         "auto_start": False}))
+    try:
+        run_in_a_terminal([os.sys.executable, "-m", "launcher.xx", "xip"], {**env, "HOME": str(home)}, work,
+                          max(10.0, 2 * needed))
+        assert codex_daemons(home) == []
+        assert (home / ".codex").exists()  # Codex did run under this HOME
+    finally:
+        kill_all(codex_daemons(home))
