@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import signals, translate, translate_errors, translate_stream
+from addons import pi_repair, signals, translate, translate_errors, translate_stream
 from addons.dialects import LLMCall
 from addons.router import Decision
 from addons.rules import Dialect, Provider, Rules
@@ -63,7 +63,8 @@ class Plan:
 
 
 def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, headers: list[tuple[bytes, bytes]],
-               raw_body: bytes, environ: Mapping[str, str] | None = None) -> Plan:
+               raw_body: bytes, environ: Mapping[str, str] | None = None, agent: str | None = None) -> Plan:
+    """`agent` (the identity's agent name) turns on that agent's request repairs (Pi's, pi_repair.py)."""
     environ = os.environ if environ is None else environ
     unchanged = Plan(call.provider, url, list(headers), raw_body, call.model, call.dialect, call.dialect,
                      False, "agent", sent=call.body)
@@ -74,23 +75,30 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
             notes.append(f"body unreadable ({call.body_error}); sent unchanged")
         return unchanged
     body = call.body
+    # before translation, and also when the route changes nothing: strict backends sit behind any provider
+    repair = pi_repair.repair_pi_request(call.dialect, body) if agent == "pi" else None
+    if repair is not None:
+        body = repair.body
+        notes.append(repair.note)
     tag_removed = signals.strip_subagent_tags(call.dialect, body) if decision.subagent_tag else 0
     target = decision.target
     if target is None or (target.provider == call.provider and target.model == call.model):
-        if not tag_removed:
+        if not tag_removed and repair is None:
             return unchanged
-        notes.append("subagent tag stripped")
+        if tag_removed:
+            notes.append("subagent tag stripped")
+        # `sent` too: OpenRouter's native fallbacks rebuild the body from it
         return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS),
-                                   body=_json(body), changed=True)
+                                   body=_json(body), changed=True, sent=body)
 
     provider = rules.providers[target.provider]
     upstream_dialect = _dialect_for(call.dialect, provider)
     if upstream_dialect is None:
         notes.append(f"{target.provider} speaks {', '.join(provider.dialects)}, and Clutch cannot translate "
                      f"{call.dialect} to those; kept {call.provider}:{call.model}")
-        if tag_removed:
+        if tag_removed or repair is not None:
             return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS), body=_json(body),
-                                       changed=True)
+                                       changed=True, sent=body)
         return unchanged
     if tag_removed:
         notes.append("subagent tag stripped")

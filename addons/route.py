@@ -69,7 +69,7 @@ class Route:
         request = flow.request
         url = url_of(request.scheme, request.host, request.port, request.path)
         try:
-            plan = build_plan(call, decision, rules, url, list(request.headers.fields), raw)
+            plan = build_plan(call, decision, rules, url, list(request.headers.fields), raw, agent=identity.agent)
         except PlanError as e:
             logger.warning("cannot route %s: %s", flow.id, e)
             flow.response = http.Response.make(

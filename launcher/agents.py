@@ -119,9 +119,10 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         print_=("--print", "{flags}", "{prompt}"),
         session=("--session", "{id}", "{flags}"),
         picker=("{flags}", "--resume"),
+        # one prompt into a session: run here with Pi 0.73.1 (an id prefix is enough)
+        print_session=("--session", "{id}", "{flags}", "--print", "{prompt}"),
         model=("--model", "{model}"),  # provider/model or a bare model id (§2.1: --model X/Y)
         yolo=(),
-        why_not=(("ns", "Pi's documented one-shot (-p) is not documented together with --session"),),
     ),
     Agent(  # §2.1 row Hermes Agent (V, help of 0.19.0)
         "hermes", "Hermes Agent", "hermes",

@@ -91,7 +91,7 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
     }
     headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer <the agent's key>")]
     try:
-        plan = build_plan(call, decision, rules, url, headers, raw, environ)
+        plan = build_plan(call, decision, rules, url, headers, raw, environ, agent=identity.agent)
     except PlanError as e:
         result["error"] = str(e)
         return result

@@ -101,6 +101,10 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     elif code.tier:
         notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
     env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
+    if code.agent == "codex" and env.get("OPENAI_API_KEY") and not env.get("CODEX_API_KEY"):
+        # seen here with 0.169.0: OPENAI_API_KEY alone reaches the provider as no Authorization at all
+        notes.append("Codex sends no key from OPENAI_API_KEY alone (seen with 0.169.0): set CODEX_API_KEY, "
+                     "or log in with `codex login --with-api-key`")
     changes: dict[str, str | None] = {name: None for name in environ if name not in env}
     changes.update({name: value for name, value in env.items() if environ.get(name) != value})
     return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,

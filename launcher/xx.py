@@ -5,8 +5,9 @@
 
 The launch itself is planned by launcher.launch (argv and environment) from launcher.codes (the
 grammar) and launcher.agents (each agent's command line); this module adds what needs the outside
-world: the user's config, the running gateway (started on demand), Pi's session repair, the crash
-guard, and finally exec'ing the agent in xx's place, so it owns the terminal and its signals.
+world: the user's config, the running gateway (started on demand), the crash guard, and finally
+exec'ing the agent in xx's place, so it owns the terminal and its signals. (Pi's broken histories are
+repaired by the gateway, addons/pi_repair.py: that is where its requests can be seen.)
 """
 
 from __future__ import annotations
@@ -117,7 +118,6 @@ def launch(ctx: typer.Context,
     if binary is None:
         raise fail(f"{planned.argv[0]} is not installed (not on PATH): {agents.agent_spec(parsed.agent).install}",
                    127)
-    _repair_pi_session(parsed, session, planned)
     if use_tmux:
         _run_in_tmux(parsed, session, planned)
     os.execve(binary, planned.argv, planned.env)
@@ -162,14 +162,6 @@ def _ca_of(config: XXConfig, healthy: dict | None):
     if healthy and healthy.get("ca_cert"):
         return ca_files(Path(healthy["ca_cert"]).parent)  # the CA the running gateway signs with
     return ca_files(Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS)
-
-
-def _repair_pi_session(code: LaunchCode, session: str | None, planned: Launch) -> None:
-    if code.agent != "pi" or code.mode not in "cs":
-        return
-    from launcher import pi_sessions
-    for line in pi_sessions.repair_before_launch(code.mode, session, Path.cwd(), planned.env):
-        typer.echo(f"xx: {line}", err=True)
 
 
 def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None:

@@ -90,6 +90,14 @@ text, which completes an agent's tool round trip.  System and developer messages
 after it are skipped (Claude Code 2.1.330 sends a ``role: system`` message after
 the user's prompt).
 
+Strict roles (``strict-roles``): some providers refuse a conversation in which two user turns follow
+each other, e.g. models served with a chat template that demands alternation (vLLM / Hugging Face
+templates of Gemma and Mistral: 400 "Conversation roles must alternate user/assistant/user/assistant/...")
+and Anthropic-compatible endpoints that do not combine turns ('roles must alternate between "user" and
+"assistant", but found multiple "user" roles in a row').  With this token the fake answers such a request
+(Chat ``messages``, Anthropic ``messages``, Responses ``input`` items; entries without a role, such as
+tool outputs, separate turns) with that 400 in the dialect's error shape, and any other request normally.
+
 Also runnable as a process::
 
     python tests/fake_upstream.py --host 127.0.0.1 --port 0 [--cert C --key K]
@@ -131,7 +139,8 @@ try:
 except ImportError:  # pragma: no cover
     _zstandard = None
 
-__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "MODEL_IDS", "main"]
+__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "MODEL_IDS", "main",
+           "repeated_user_turn", "STRICT_ROLES_TEMPLATE", "STRICT_ROLES_ANTHROPIC"]
 
 # Fault tokens, in match order (longer / more specific tokens first).
 FAULTS: tuple[str, ...] = (
@@ -151,6 +160,8 @@ FAULTS: tuple[str, ...] = (
     "error-200",           # HTTP 200 whose body / first SSE event is an error object
     "empty",               # 200, well-formed answer without any content
     "slow",                # 10 chunks, 0.2 s apart
+    "strict-roles",        # 400 when two user turns follow each other (chat / messages / responses), else a
+                           # normal answer: providers whose chat template demands alternation (see the docstring)
 )
 # Plus "chunks-<N>": stream N content chunks.
 _CHUNKS_RE = re.compile(r"chunks-(\d+)")
@@ -228,6 +239,25 @@ def split_answer(answer: str, n: int) -> list[str]:
         pieces.append(text[pos : pos + step])
         pos += step
     return pieces
+
+
+STRICT_ROLES_TEMPLATE = "Conversation roles must alternate user/assistant/user/assistant/..."
+STRICT_ROLES_ANTHROPIC = ('messages: roles must alternate between "user" and "assistant", '
+                          'but found multiple "user" roles in a row')
+
+
+def repeated_user_turn(api: str, body: Any) -> int | None:
+    """Index of the first of two user turns in a row (what ``strict-roles`` refuses), or ``None``.
+    Entries without a role (Responses ``function_call_output``, ...) separate turns."""
+    field = {"chat": "messages", "messages": "messages", "responses": "input"}.get(api)
+    items = body.get(field) if field and isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return None
+    roles = [item.get("role") if isinstance(item, dict) else None for item in items]
+    for n in range(1, len(roles)):
+        if roles[n - 1] == roles[n] == "user":
+            return n - 1
+    return None
 
 
 def _rand(n: int = 24, alphabet: str = string.ascii_letters + string.digits) -> str:
@@ -909,6 +939,10 @@ class FakeUpstream:
         """Faults that look the same for every endpoint (errors, hangs)."""
         if ctx.fault in _ERROR_STATUS:
             return self._fault_error(ctx)
+        if ctx.fault == "strict-roles" and repeated_user_turn(ctx.api, ctx.body) is not None:
+            ctx.entry["outcome"] = "fault:strict-roles"
+            message = STRICT_ROLES_ANTHROPIC if ctx.dialect == "anthropic" else STRICT_ROLES_TEMPLATE
+            return self._error_response(ctx, 400, "invalid_request", message)
         if ctx.fault == "hang":
             return await self._hang(ctx)
         if ctx.fault == "hang-after-headers":

@@ -57,8 +57,9 @@ class FakeProcess:
         self.log_path = workdir / "fake-log.jsonl"
         port_file = workdir / "fake.port"
         args = [PYTHON, str(ROOT / "tests" / "fake_upstream.py"), "--host", "127.0.0.1", "--port", "0",
-                "--cert", str(pki.cert), "--key", str(pki.key), "--port-file", str(port_file),
-                "--log-path", str(self.log_path)]
+                "--port-file", str(port_file), "--log-path", str(self.log_path)]
+        if pki is not None:  # None: plain HTTP, for agents given a base URL and no CA
+            args += ["--cert", str(pki.cert), "--key", str(pki.key)]
         for name, value in options.items():
             args += [f"--{name.replace('_', '-')}", value]
         self.output = open(workdir / "fake.out", "w")
@@ -166,18 +167,35 @@ def gateway_on_rules(workdir: Path, fake, pki, rules_text: str, *extra: str,
     return Gateway(workdir, fake.port, pki.ca_cert, *extra, rules=rules, env=env)
 
 AGENT_BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
+# OpenClaw needs Node >= 24.16 (agent-clis.md §6.9): it lives beside the Node 24 it runs on
+NODE24_BIN = ROOT / "tests" / "agents" / "node24" / "node_modules" / ".bin"
+HERMES_BIN = ROOT / "tests" / "agents" / "hermes-venv" / "bin"  # Hermes Agent is a PyPI package
+_AGENT_FOLDERS = {"openclaw": (NODE24_BIN, "npm, tests/agents/node24"),
+                  "hermes": (HERMES_BIN, "PyPI, tests/agents/hermes-requirements.txt")}
+
+
+def agent_folder(name: str) -> Path:
+    """The folder ./clutch test installs agent `name`'s executable into."""
+    return _AGENT_FOLDERS.get(name, (AGENT_BIN,))[0]
 
 
 def agent_binary(name: str, label: str) -> Path:
-    """An agent CLI that ./clutch test installed from npm; skip without it, except in CI
-    (CLUTCH_REQUIRE_E2E), where a missing agent is a failure."""
+    """An agent CLI that ./clutch test installed (npm, or PyPI for Hermes); skip without it, except
+    in CI (CLUTCH_REQUIRE_E2E), where a missing agent is a failure."""
     import pytest
-    path = AGENT_BIN / name
+    path = agent_folder(name) / name
+    source = _AGENT_FOLDERS.get(name, (AGENT_BIN, "npm, tests/agents"))[1]
     if not path.exists():
         if os.environ.get("CLUTCH_REQUIRE_E2E"):
-            pytest.fail(f"{path} is missing; ./clutch test installs it from npm")
-        pytest.skip(f"{label} is not installed (./clutch test installs it from npm)")
+            pytest.fail(f"{path} is missing; ./clutch test installs it ({source})")
+        pytest.skip(f"{label} is not installed (./clutch test installs it: {source})")
     return path
+
+
+def agent_search_path(name: str) -> str:
+    """PATH for running agent `name`: its own folder first, so OpenClaw's `#!/usr/bin/env node`
+    starts the Node 24 beside it (node24/node_modules/.bin/node) and Hermes finds its venv's tools."""
+    return f"{agent_folder(name)}{os.pathsep}{os.environ['PATH']}"
 
 
 # The shared research corpus of real agent request bodies: beside the checkout (../shared), as on

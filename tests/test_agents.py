@@ -124,12 +124,13 @@ def test_every_refusal_is_listed():
                "resume", S, P]),
     ("opencode", ["opencode", "run", "--session", S, "--auto", P]),
     ("openclaw", ["openclaw", "agent", "--session-id", S, "-m", P]),
+    ("pi", ["pi", "--session", S, "--print", P]),
 ])
 def test_prompt_into_a_session(agent, expected):
     assert command_line(agent, "n", session=S, prompt=P) == expected
 
 
-@pytest.mark.parametrize("agent", ["qwen", "pi", "hermes", "ante", "antigravity"])
+@pytest.mark.parametrize("agent", ["qwen", "hermes", "ante", "antigravity"])
 def test_prompt_into_a_session_refused_where_undocumented(agent):
     with pytest.raises(UnsupportedMode, match="prompt into an existing session"):
         command_line(agent, "n", session=S, prompt=P)

@@ -8,14 +8,17 @@ hosts to the fake provider (tests/xx_rig.write_config).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
-from harness import AGENT_BIN, ROOT, agent_binary
-from xx_rig import gateway_pid, stop_gateway, write_config
+from agent_setups import prepare
+from harness import AGENT_BIN, ROOT, FakeProcess, agent_binary, agent_search_path
+from xx_rig import alive, gateway_pid, stop_gateway, stop_processes_with_home, write_config
 
 from launcher.config import parse_config
 
@@ -64,8 +67,9 @@ def test_readme_quick_start_on_a_fresh_home(tmp_path, fake, pki):
         seen = httpx.get(f"http://{config['gateway']}/requests", timeout=5, trust_env=False).json()["requests"]
         assert {e["launch"] for e in seen} == {"onp"} and {e["agent"] for e in seen} == {"opencode"}
     finally:
+        pid = gateway_pid(home)
         stop_gateway(home)
-    assert gateway_pid(home) is not None  # the pid file xx wrote; the process is gone
+    assert pid is not None and not alive(pid)
 
 
 # ---- Codex's TUI and its background daemon ----
@@ -155,3 +159,147 @@ def test_codex_interactive_launch_leaves_no_daemon(tmp_path, gateway):
         assert (home / ".codex").exists()  # Codex did run under this HOME
     finally:
         kill_all(codex_daemons(home))
+
+
+# ---- every installable agent through `xx <agent>np` and `xx <agent>nd` ----
+
+AGENT_LETTER = {"claude": "c", "codex": "x", "opencode": "o", "qwen": "q", "pi": "p", "hermes": "h", "openclaw": "w"}
+
+
+PROMPT = "say hi"
+
+
+def xx_home(tmp_path, gateway_port: int, auto_start: bool = False) -> Path:
+    home = tmp_path / "home"
+    (home / ".xx").mkdir(parents=True, exist_ok=True)
+    (home / ".xx" / "config.json").write_text(json.dumps({"gateway": f"127.0.0.1:{gateway_port}",
+                                                         "auto_start": auto_start}))
+    return home
+
+
+def run_xx_launch(agent: str, code: str, home: Path, work: Path, setup, *agent_args: str,
+                  extra_env: dict | None = None, timeout: float = 180,
+                  must_finish: bool = True) -> subprocess.CompletedProcess | None:
+    """`xx CODE -p PROMPT -- <the setup's provider/model flags> AGENT_ARGS` in a fresh HOME, as a user
+    runs it. `must_finish=False`: give up after `timeout` without failing (and keep no output: a
+    worker that escapes the process group would hold pipes open). Whatever the agent left running
+    is stopped by PID afterwards."""
+    agent_binary(agent, agent)
+    env = {"PATH": f"{agent_search_path(agent)}:{AGENT_BIN}", "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
+           "PYTHONPATH": str(ROOT), **setup.env, **(extra_env or {})}
+    output = subprocess.PIPE if must_finish else subprocess.DEVNULL
+    process = subprocess.Popen([os.sys.executable, "-m", "launcher.xx", code, "-p", PROMPT, "--", *setup.args,
+                                *agent_args], env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=output,
+                               stderr=output, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if must_finish:
+            stop_group(process)
+            pytest.fail(f"xx {code} did not finish within {timeout} s\n{(process.communicate()[1] or '')[-3000:]}")
+        return None
+    finally:
+        stop_group(process)
+        stop_processes_with_home(home)
+        process.wait(10)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    import signal
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # the agent's leftover children, if any
+    except ProcessLookupError:
+        pass
+
+
+def journal_after(gateway, seq: int) -> list[dict]:
+    return httpx.get(f"http://127.0.0.1:{gateway.port}/requests?after={seq}", timeout=5,
+                     trust_env=False).json()["requests"]
+
+
+def journal_mark(gateway) -> int:
+    return journal_page(gateway)["next"]
+
+
+def journal_page(gateway) -> dict:
+    return httpx.get(f"http://127.0.0.1:{gateway.port}/requests?after=0", timeout=5, trust_env=False).json()
+
+
+@pytest.mark.parametrize("agent", list(AGENT_LETTER))
+def test_xx_np_reaches_the_fake_through_the_gateway(agent, gateway, fake, tmp_path):
+    code = f"{AGENT_LETTER[agent]}np"
+    home = xx_home(tmp_path, gateway.port)
+    setup = prepare(agent, home, tmp_path / "work")
+    seq, before = journal_mark(gateway), len(fake.entries())
+    result = run_xx_launch(agent, code, home, tmp_path / "work", setup)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ANSWER in result.stdout
+    calls = [e for e in fake.entries()[before:] if setup.is_llm_call(e)]
+    assert calls, f"no LLM call of {agent} reached the fake"
+    for entry in calls:  # through Clutch's engine, with the agent's own key
+        assert "x-clutch-flow" in entry["headers"] and entry["status"] == 200
+        assert setup.carries_own_key(entry)
+    seen = [e for e in journal_after(gateway, seq) if e["launch"] == code]
+    assert seen and {e["agent"] for e in seen} == {agent}
+    assert len(seen) == len(calls)
+
+
+def test_xx_qwen_coder_model_is_aliased_by_the_default_rules(gateway, fake, tmp_path):
+    """`coder-model` is Qwen Code's name for its own OAuth service's model (DEFAULT_QWEN_MODEL in its
+    cli.js), which it also falls back to where no model is set; a settings.json from a Qwen OAuth login
+    carries it. No other provider knows it: the default rules make it a real coder model."""
+    home = xx_home(tmp_path, gateway.port)
+    setup = prepare("qwen", home, tmp_path / "work")
+    without_model = dataclasses.replace(setup, env={k: v for k, v in setup.env.items() if k != "OPENAI_MODEL"})
+    seq = journal_mark(gateway)
+    result = run_xx_launch("qwen", "qnp", home, tmp_path / "work", without_model, "-m", "coder-model")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ANSWER in result.stdout
+    seen = [e for e in journal_after(gateway, seq) if e["launch"] == "qnp"]
+    assert seen and [(e["model"], e["rule"], e["served_by"]) for e in seen] == [
+        ("coder-model", "alias:coder-model", "openrouter:qwen/qwen3-coder")] * len(seen)
+
+
+@pytest.fixture(scope="module")
+def plain_fake(tmp_path_factory):
+    """The fake provider on plain HTTP: what a direct launch can reach with a base URL and no CA."""
+    process = FakeProcess(tmp_path_factory.mktemp("plain-fake"), None)
+    yield process
+    process.stop()
+
+
+# route d: the agent talks to the provider itself; base URLs stand in for the provider's real address
+DIRECT = {
+    "claude": lambda port: ({"ANTHROPIC_BASE_URL": f"http://127.0.0.1:{port}"}, ()),
+    "qwen": lambda port: ({"OPENAI_BASE_URL": f"http://127.0.0.1:{port}/api/v1"}, ()),
+    # a provider of its own: the fake has no Responses WebSocket, and Codex tries that first
+    "codex": lambda port: ({}, ("-c", f'model_providers.direct={{name="direct",base_url="http://127.0.0.1:{port}/v1",'
+                                      f'env_key="CODEX_API_KEY",wire_api="responses",supports_websockets=false}}',
+                                "-c", "model_provider=direct")),
+}
+
+
+@pytest.mark.parametrize("agent", list(AGENT_LETTER))
+def test_xx_nd_leaves_the_gateway_untouched(agent, gateway, fake, plain_fake, tmp_path):
+    """Route d: no gateway (none is started, though auto_start is on), and the user's own proxy
+    variables, aimed at the gateway here, are removed: the gateway's journal sees nothing. Claude Code,
+    Qwen Code and Codex are given the plain-HTTP fake as their provider and must answer from it; the
+    others try the real provider, unreachable here, and are stopped after 15 s."""
+    code = f"{AGENT_LETTER[agent]}nd"
+    home = xx_home(tmp_path, gateway.port, auto_start=True)
+    setup = prepare(agent, home, tmp_path / "work")
+    env, args = DIRECT[agent](plain_fake.port) if agent in DIRECT else ({}, ())
+    stale = gateway.proxy_url("xx-stale")
+    seq, before, plain_before = journal_mark(gateway), len(fake.entries()), len(plain_fake.entries())
+    result = run_xx_launch(agent, code, home, tmp_path / "work", setup, *args, timeout=60 if agent in DIRECT else 15,
+                           extra_env={**env, "HTTPS_PROXY": stale, "https_proxy": stale},
+                           must_finish=agent in DIRECT)
+    assert journal_after(gateway, seq) == []  # the gateway saw nothing of it
+    assert not [e for e in fake.entries()[before:] if "x-clutch-flow" in e["headers"]]
+    assert not (home / ".xx" / "gateway.pid").exists()  # and xx started none
+    if agent in DIRECT:
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert ANSWER in result.stdout
+        direct = plain_fake.entries()[plain_before:]
+        assert direct and all("x-clutch-flow" not in e["headers"] for e in direct)

@@ -116,3 +116,26 @@ def stop_gateway(home: Path) -> None:
         time.sleep(0.05)
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+def processes_with_home(home: Path) -> list[int]:
+    """PIDs of live processes whose environment has HOME=home: what an agent run left behind, even
+    when it escaped its process group (OpenClaw's `openclaw-agent` worker starts a session of its own)."""
+    wanted = f"HOME={home}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if wanted in environ and alive(int(entry)):
+            found.append(int(entry))
+    return found
+
+
+def stop_processes_with_home(home: Path) -> None:
+    for pid in processes_with_home(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

@@ -1,0 +1,160 @@
+"""End to end: the real Codex CLI, Pi, Hermes Agent and OpenClaw, each running one prompt through the
+shared Clutch gateway to the fake provider with nothing but the recipe's environment (HTTPS_PROXY with
+the xx identity, the CA variables; no base URLs), a fresh HOME and its own fake key.
+
+Each agent's setup (HOME files, key, switches, provider / model flags, which log entries are its LLM
+calls) is tests/agent_setups.py; its command line is the launcher's, `xx <agent>np -p PROMPT -- ARGS`
+(launcher.agents.command_line). The setups taken from the older e2e tests (Claude Code, OpenCode, Qwen
+Code) run here too, so every setup in that module is known to work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from agent_setups import AgentSetup, prepare
+from fake_upstream import FakeUpstream
+from harness import agent_binary, agent_search_path
+
+from addons.certs import ca_files
+from addons.identity import Identity, username_for
+from launcher.agents import agent_spec, command_line, yolo_env
+from launcher.recipe import agent_environment
+
+ANSWER = FakeUpstream().expected_answer()  # the fake process's default answer: "pong from the fake upstream"
+PROMPT = "say hi"
+# every path on which any dialect's LLM calls arrive at the fake: an agent's LLM call elsewhere than
+# its setup's host + path fails the test instead of going unnoticed
+LLM_PATHS = ("/v1/messages", "/api/v1/messages", "/v1/chat/completions", "/api/v1/chat/completions",
+             "/chat/completions", "/v1/responses", "/api/v1/responses")
+
+pytestmark = pytest.mark.e2e
+
+
+def looks_like_llm_call(entry: dict) -> bool:
+    path = entry["path"].split("?", 1)[0]
+    return entry["method"] == "POST" and (path in LLM_PATHS or path.endswith((":generateContent",
+                                                                              ":streamGenerateContent")))
+
+
+def run_one_prompt(agent: str, gateway, fake, tmp_path: Path, *, timeout: float = 120
+                   ) -> tuple[subprocess.CompletedProcess, AgentSetup, list[dict]]:
+    """`xx <agent>np -p PROMPT -- <setup args>` without xx: the launcher's argv and the recipe's
+    environment, in a fresh HOME; returns the finished process, the setup and the fake's log
+    entries it caused (entries are written when a response ends; the agents have read every
+    response before they exit)."""
+    binary = agent_binary(agent, agent_spec(agent).title)
+    home, work = tmp_path / "home", tmp_path / "work"
+    setup = prepare(agent, home, work)
+    proxy = gateway.proxy_url(username_for(Identity(agent=agent, session=f"e2e-{agent}")))
+    env = {
+        "PATH": agent_search_path(agent), "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
+        **yolo_env(agent, is_root=os.geteuid() == 0),
+        **setup.env,
+        **agent_environment(proxy, ca_files(gateway.confdir)),
+    }
+    argv = command_line(agent, "n", prompt=PROMPT, extra=setup.args)
+    argv[0] = str(binary)
+    before = len(fake.entries())
+    # its own process group, so whatever the agent starts (workers, sandboxes) is stopped with it
+    process = subprocess.Popen(argv, env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        stop_group(process)
+        stdout, stderr = process.communicate()
+        pytest.fail(f"{agent} did not finish within {timeout} s: {argv}\n{stderr[-3000:]}")
+    finally:
+        stop_group(process)
+    result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
+    return result, setup, fake.entries()[before:]
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop what is left of the process group we started (its id is the agent's PID): SIGTERM,
+    then SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the agent itself once it exits
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
+def assert_every_llm_call_went_through_clutch(result, setup: AgentSetup, entries: list[dict], gateway) -> list[dict]:
+    """Exit 0, the fake's answer printed, and every LLM call on the setup's host + path, through
+    Clutch's engine (x-clutch-flow), answered 200, with the agent's own key; its other requests to
+    provider hosts (model lists) passed through untouched. Returns the LLM calls."""
+    assert result.returncode == 0, result.stderr[-3000:] + gateway.output()[-2000:]
+    assert ANSWER in result.stdout, (result.stdout[-2000:], result.stderr[-3000:])
+    calls = [e for e in entries if looks_like_llm_call(e)]
+    assert calls, [(e["method"], e["host"], e["path"]) for e in entries]
+    for entry in calls:
+        assert setup.is_llm_call(entry), (entry["host"], entry["path"])
+        assert "x-clutch-flow" in entry["headers"]
+        assert entry["status"] == 200
+        assert setup.carries_own_key(entry), {k: v for k, v in entry["headers"].items() if "auth" in k or "key" in k}
+    if setup.model:
+        assert setup.model in {e["model"] for e in calls}
+    assert any(PROMPT in json.dumps(e["request_json"]) for e in calls)
+    for entry in entries:
+        if entry not in calls:
+            assert "x-clutch-flow" not in entry["headers"], (entry["method"], entry["path"])
+    return calls
+
+
+def test_codex_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
+    log_before = len(gateway.output())
+    result, setup, entries = run_one_prompt("codex", gateway, fake, tmp_path)
+    calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
+    assert len(calls) == 1 and calls[0]["stream"] is True
+    assert calls[0]["headers"]["originator"] == "codex_exec"
+    # Codex asked for the Responses WebSocket first: Clutch answered the upgrade itself (426), so it
+    # never reached the fake, and Codex fell back to the HTTPS POST at once (agent-clis.md §6.2)
+    assert not [e for e in entries if e["method"] == "GET"], [e["path"] for e in entries]
+    assert "426 Upgrade Required" in gateway.output()[log_before:]
+
+
+def test_pi_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
+    result, setup, entries = run_one_prompt("pi", gateway, fake, tmp_path)
+    calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
+    assert entries == calls  # --print sends nothing but the turn
+    assert len(calls) == 1 and calls[0]["stream"] is True
+
+
+def test_hermes_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
+    result, setup, entries = run_one_prompt("hermes", gateway, fake, tmp_path)
+    calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
+    assert len(calls) == 1 and calls[0]["stream"] is True
+    assert calls[0]["headers"]["x-title"] == "Hermes Agent"  # agent-clis.md §4
+    assert (tmp_path / "home" / ".hermes").is_dir()
+
+
+def test_openclaw_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
+    result, setup, entries = run_one_prompt("openclaw", gateway, fake, tmp_path, timeout=180)
+    calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
+    assert len(calls) == 1 and calls[0]["stream"] is True
+    assert calls[0]["headers"]["x-openrouter-title"] == "OpenClaw"  # agent-clis.md §4
+    # it reads OpenRouter's (public) model list first, which passes through untouched, without a key
+    [models] = [e for e in entries if e["method"] == "GET"]
+    assert models["path"] == "/api/v1/models" and "authorization" not in models["headers"]
+
+
+@pytest.mark.parametrize("agent", ["claude", "opencode", "qwen"])
+def test_the_setups_taken_from_the_older_e2e_tests_run_too(agent, gateway, fake, tmp_path):
+    result, setup, entries = run_one_prompt(agent, gateway, fake, tmp_path)
+    assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
