@@ -75,8 +75,12 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     notes: list[str] = []
     arguments = [*(profile.args_for(code.agent) if profile else []), *extra]
     if profile is not None and profile.model and not pin:
-        pin = profile.model
-        notes.append(f"profile {code.tier} ({profile.name or 'unnamed'}) pins every request to {pin}")
+        if code.route == "d":
+            notes.append(f"route d does not pass through Clutch: profile {code.tier}'s model {profile.model} is "
+                         f"not used (its env and args are)")
+        else:
+            pin = profile.model
+            notes.append(f"profile {code.tier} ({profile.name or 'unnamed'}) pins every request to {pin}")
     if pin and code.route == "d":
         raise agents.LaunchError(f"-m {pin} pins the model at the gateway, but route d does not pass through "
                                  f"Clutch: use route p (xx {code.text[:2]}p{code.text[3:]})")
@@ -98,7 +102,7 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
         if code.route == "b" and (code.tier or pin):
             notes.append("route b never changes the model: the tier and the model pin are ignored by Clutch "
                          "(the agent's own -m still reaches its flag)")
-    elif code.tier:
+    elif code.tier and profile is None:
         notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
     env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
     if code.agent == "codex" and env.get("OPENAI_API_KEY") and not env.get("CODEX_API_KEY"):

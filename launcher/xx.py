@@ -93,7 +93,7 @@ def launch(ctx: typer.Context,
         else:
             raise fail(f"the gateway does not answer on {config.gateway} and auto_start is off: run `xx start`", 1)
     rules = _rules_view(config, healthy)
-    _check_tier(parsed, config, rules, notes)
+    _check_profile_digit(parsed, config, rules)
     agent_model, pin = split_model(model, rules["providers"])
     try:
         planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
@@ -138,7 +138,7 @@ def _rules_view(config: XXConfig, healthy: dict | None) -> dict:
             "profiles": sorted(loaded.profiles), "source": str(path)}
 
 
-def _check_tier(code: LaunchCode, config: XXConfig, rules: dict, notes: list[str]) -> None:
+def _check_profile_digit(code: LaunchCode, config: XXConfig, rules: dict) -> None:
     """A profile digit must exist somewhere; a typo'd digit would otherwise change nothing, silently."""
     if not code.tier or not code.tier.isdigit() or code.route == "d":
         return

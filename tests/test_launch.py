@@ -100,6 +100,14 @@ def test_profile_adds_pin_env_and_arguments_before_the_users(setup):
     assert identity_from_username(launch.env["HTTPS_PROXY"][7:].partition(":")[0]).model == "anthropic:claude-opus-4-8"
 
 
+def test_profile_on_the_direct_route_keeps_env_and_args_but_not_its_pin(setup):
+    profile = LaunchProfile(name="kimi", model="openrouter:moonshotai/kimi-k2.6", env={"MY_FLAG": "1"},
+                            args={"claude": ["--verbose"]})
+    launch = plan(setup, "cid3", profile=profile)
+    assert launch.argv[-1] == "--verbose" and launch.env["MY_FLAG"] == "1" and "HTTPS_PROXY" not in launch.env
+    assert any("profile 3's model openrouter:moonshotai/kimi-k2.6 is not used" in note for note in launch.notes)
+
+
 def test_profile_cannot_override_the_proxy_recipe(setup):
     profile = LaunchProfile(env={"HTTPS_PROXY": "http://elsewhere:1"})
     launch = plan(setup, "cip1", profile=profile)
@@ -189,3 +197,10 @@ def test_bad_gateway_and_refusals(setup):
 def test_direct_route_launch_has_no_token(setup):
     launch = plan(setup, "cid")
     assert launch.token is None and TOKEN not in str(launch.env)
+
+
+def test_codex_with_only_openai_api_key_gets_a_note(setup):
+    environ = {**setup[0], "OPENAI_API_KEY": "sk-proj-x"}
+    assert any("set CODEX_API_KEY" in n for n in plan(setup, "xnp", prompt="go", environ=environ).notes)
+    environ["CODEX_API_KEY"] = "sk-proj-x"
+    assert not any("CODEX_API_KEY" in n for n in plan(setup, "xnp", prompt="go", environ=environ).notes)
