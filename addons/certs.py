@@ -14,8 +14,7 @@ import os
 import ssl
 from pathlib import Path
 
-import certifi
-from mitmproxy import certs, ctx
+from mitmproxy import ctx
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +42,15 @@ def system_roots() -> Path:
     for candidate in candidates:
         if candidate and os.path.isfile(candidate):
             return Path(candidate)
+    import certifi
     return Path(certifi.where())
 
 
 def prepare(folder: Path, key_size: int = 2048) -> CAFiles:
     """Create the CA if missing, fix permissions, and (re)write the bundle if stale."""
+    # imported here: `xx` imports this module for the CA paths alone, on every launch, and
+    # mitmproxy.certs (cryptography, OpenSSL) is a third of its start-up
+    from mitmproxy import certs
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(folder, 0o700)
     certs.CertStore.from_store(folder, "mitmproxy", key_size)
