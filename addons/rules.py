@@ -250,16 +250,21 @@ def load_rules(path: str | Path) -> Rules:
     return parse_rules(text, str(path))
 
 
-def parse_rules(text: str, filename: str) -> Rules:
+def read_yaml(text: str, filename: str, error: type[RulesError] = RulesError) -> tuple[Any, Any]:
+    """The document's node tree (for line numbers: line_of) and its data; a syntax error raises
+    `error` naming file and line. JSON is YAML, so JSON files get the same errors."""
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else None
-        raise RulesError(filename, line, None, f"YAML syntax: {e.problem or e.context}") from None
+        raise error(filename, line, None, f"YAML syntax: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise RulesError(filename, None, None, f"YAML: {e}") from e
+        raise error(filename, None, None, f"YAML: {e}") from e
+
+
+def parse_rules(text: str, filename: str) -> Rules:
+    root, data = read_yaml(text, filename)
     if not isinstance(data, dict):
         raise RulesError(filename, 1, None, "the rules file must be a mapping (providers:, tiers:, ...)")
     try:

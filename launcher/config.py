@@ -16,10 +16,9 @@ import os
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from addons.rules import AGENTS, ModelTarget, RulesError, line_of
+from addons.rules import AGENTS, ModelTarget, RulesError, line_of, read_yaml
 
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")
 DEFAULT_GATEWAY = "127.0.0.1:8780"
@@ -122,13 +121,7 @@ def load_config(environ: dict[str, str] | None = None) -> tuple[XXConfig, Path |
 
 
 def parse_config(text: str, filename: str) -> XXConfig:
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        raise ConfigError(filename, mark.line + 1 if mark else None, None,
-                          f"syntax: {e.problem or e.context}") from None
+    root, data = read_yaml(text, filename, ConfigError)
     if data is None:
         return XXConfig()
     if not isinstance(data, dict):

@@ -27,3 +27,15 @@ def gateway(tmp_path_factory, fake, pki):
     process = Gateway(tmp_path_factory.mktemp("gateway"), fake.port, pki.ca_cert)
     yield process
     process.stop()
+
+
+@pytest.fixture
+def xx_home(tmp_path, fake, pki):
+    """A temporary HOME whose xx config starts gateways on a free port against the fake provider;
+    (home, config). A gateway xx started there is stopped by its PID afterwards."""
+    from xx_rig import stop_gateway, write_config
+    home = tmp_path / "home"
+    home.mkdir()
+    config = write_config(home, fake.port, pki.ca_cert)
+    yield home, config
+    stop_gateway(home)

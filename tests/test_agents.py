@@ -263,7 +263,8 @@ def test_agent_receives_argv_and_env(fake_bin, tmp_path, agent, mode, route):
 
 def readme_command_table() -> dict[str, list[str]]:
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    block = text.split("<!-- command-lines: checked by tests/test_agents.py -->", 1)[1].split("<!-- /command-lines -->")[0]
+    start, end = "<!-- command-lines: checked by tests/test_agents.py -->", "<!-- /command-lines -->"
+    block = text.split(start, 1)[1].split(end)[0]
     rows = [line for line in block.strip().splitlines() if line.startswith("| ") and not line.startswith("| agent")]
     return {cells[0]: cells[1:] for cells in
             ([cell.strip() for cell in row.strip("|").split("|")] for row in rows)}

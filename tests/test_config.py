@@ -54,7 +54,7 @@ profiles:
     ('{\n "profiles": {"1": {"args": {"bogus": []}}}\n}', "c.json:2: profiles.1.args: 'bogus' is not an agent"),
     ('{\n  "tmux": true,\n  "colour": "red"\n}', "c.json:3: colour: unknown field"),
     ('{\n  "auto_start": "sometimes"\n}', "c.json:2: auto_start: Input should be a valid boolean"),
-    ('{"gateway": "127.0.0.1:1",\n  "yolo": [', "c.json:2: syntax:"),
+    ('{"gateway": "127.0.0.1:1",\n  "yolo": [', "c.json:2: YAML syntax:"),
     ("- a list", "c.json:1: the config must be a mapping"),
 ])
 def test_errors_name_file_line_and_field(text, where):

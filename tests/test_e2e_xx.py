@@ -169,7 +169,7 @@ AGENT_LETTER = {"claude": "c", "codex": "x", "opencode": "o", "qwen": "q", "pi":
 PROMPT = "say hi"
 
 
-def xx_home(tmp_path, gateway_port: int, auto_start: bool = False) -> Path:
+def home_for_gateway(tmp_path, gateway_port: int, auto_start: bool = False) -> Path:
     home = tmp_path / "home"
     (home / ".xx").mkdir(parents=True, exist_ok=True)
     (home / ".xx" / "config.json").write_text(json.dumps({"gateway": f"127.0.0.1:{gateway_port}",
@@ -229,7 +229,7 @@ def journal_page(gateway) -> dict:
 @pytest.mark.parametrize("agent", list(AGENT_LETTER))
 def test_xx_np_reaches_the_fake_through_the_gateway(agent, gateway, fake, tmp_path):
     code = f"{AGENT_LETTER[agent]}np"
-    home = xx_home(tmp_path, gateway.port)
+    home = home_for_gateway(tmp_path, gateway.port)
     setup = prepare(agent, home, tmp_path / "work")
     seq, before = journal_mark(gateway), len(fake.entries())
     result = run_xx_launch(agent, code, home, tmp_path / "work", setup)
@@ -249,7 +249,7 @@ def test_xx_qwen_coder_model_is_aliased_by_the_default_rules(gateway, fake, tmp_
     """`coder-model` is Qwen Code's name for its own OAuth service's model (DEFAULT_QWEN_MODEL in its
     cli.js), which it also falls back to where no model is set; a settings.json from a Qwen OAuth login
     carries it. No other provider knows it: the default rules make it a real coder model."""
-    home = xx_home(tmp_path, gateway.port)
+    home = home_for_gateway(tmp_path, gateway.port)
     setup = prepare("qwen", home, tmp_path / "work")
     without_model = dataclasses.replace(setup, env={k: v for k, v in setup.env.items() if k != "OPENAI_MODEL"})
     seq = journal_mark(gateway)
@@ -287,7 +287,7 @@ def test_xx_nd_leaves_the_gateway_untouched(agent, gateway, fake, plain_fake, tm
     Qwen Code and Codex are given the plain-HTTP fake as their provider and must answer from it; the
     others try the real provider, unreachable here, and are stopped after 15 s."""
     code = f"{AGENT_LETTER[agent]}nd"
-    home = xx_home(tmp_path, gateway.port, auto_start=True)
+    home = home_for_gateway(tmp_path, gateway.port, auto_start=True)
     setup = prepare(agent, home, tmp_path / "work")
     env, args = DIRECT[agent](plain_fake.port) if agent in DIRECT else ({}, ())
     stale = gateway.proxy_url("xx-stale")

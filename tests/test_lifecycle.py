@@ -13,22 +13,13 @@ import time
 import httpx
 import pytest
 from harness import stop as stop_process
-from xx_rig import alive, gateway_pid, run_xx, stop_gateway, write_config, xx_env
+from xx_rig import alive, gateway_pid, run_xx, write_config, xx_env
 
 from launcher import lifecycle
 
 
-@pytest.fixture
-def home(tmp_path, fake, pki):
-    home = tmp_path / "home"
-    home.mkdir()
-    config = write_config(home, fake.port, pki.ca_cert)
-    yield home, config
-    stop_gateway(home)
-
-
-def test_start_status_watch_log_stop(home, fake):
-    home, config = home
+def test_start_status_watch_log_stop(xx_home, fake):
+    home, config = xx_home
     env = xx_env(home)
     started = run_xx(env, "start")
     assert started.returncode == 0, started.stderr
@@ -73,8 +64,8 @@ def test_start_status_watch_log_stop(home, fake):
     assert "no gateway was running" in run_xx(env, "stop").stdout
 
 
-def test_restart_picks_up_the_new_environment(home):
-    home, _ = home
+def test_restart_picks_up_the_new_environment(xx_home):
+    home, _ = xx_home
     assert run_xx(xx_env(home), "start").returncode == 0
     first = gateway_pid(home)
     result = run_xx(xx_env(home), "restart")
@@ -82,8 +73,8 @@ def test_restart_picks_up_the_new_environment(home):
     assert gateway_pid(home) not in (None, first) and not alive(first)
 
 
-def test_a_stale_pid_file_is_ignored(home):
-    home, _ = home
+def test_a_stale_pid_file_is_ignored(xx_home):
+    home, _ = xx_home
     (home / ".xx").mkdir(exist_ok=True)
     sleeper = subprocess.Popen(["sleep", "30"])  # alive, but not a Clutch gateway: never to be killed
     try:
@@ -95,8 +86,8 @@ def test_a_stale_pid_file_is_ignored(home):
         stop_process(sleeper)
 
 
-def test_port_taken_by_another_program(home):
-    home, config = home
+def test_port_taken_by_another_program(xx_home):
+    home, config = xx_home
     port = int(config["gateway"].rpartition(":")[2])
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", port))
@@ -107,8 +98,8 @@ def test_port_taken_by_another_program(home):
     assert gateway_pid(home) is None
 
 
-def test_a_gateway_that_cannot_start_shows_its_log(home, fake, pki):
-    home, config = home
+def test_a_gateway_that_cannot_start_shows_its_log(xx_home, fake, pki):
+    home, config = xx_home
     rules = home / "rules.yaml"
     rules.write_text("version: 1\nproviders:\n  openrouter:\n    base_url: nowhere\n")
     write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], rules=str(rules))
@@ -119,8 +110,8 @@ def test_a_gateway_that_cannot_start_shows_its_log(home, fake, pki):
     assert gateway_pid(home) is None
 
 
-def test_the_gateway_gets_no_proxy_variables(home):
-    home, config = home
+def test_the_gateway_gets_no_proxy_variables(xx_home):
+    home, config = xx_home
     env = xx_env(home, HTTPS_PROXY=f"http://{config['gateway']}", https_proxy="http://elsewhere:1",
                  OPENROUTER_API_KEY="sk-or-v1-kept")
     assert run_xx(env, "start").returncode == 0

@@ -12,21 +12,12 @@ import re
 
 import httpx
 import pytest
-from xx_rig import fake_agents, gateway_pid, recorded, run_xx, stop_gateway, write_config, xx_env
+from xx_rig import fake_agents, gateway_pid, recorded, run_xx, write_config, xx_env
 
 from addons.identity import identity_from_username
 
 ANTHROPIC_BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": False,
                              "messages": [{"role": "user", "content": "secret prompt text 7f3a"}]})
-
-
-@pytest.fixture
-def home(tmp_path, fake, pki):
-    home = tmp_path / "home"
-    home.mkdir()
-    config = write_config(home, fake.port, pki.ca_cert)
-    yield home, config
-    stop_gateway(home)
 
 
 @pytest.fixture
@@ -38,8 +29,9 @@ def journal(config: dict) -> list[dict]:
     return httpx.get(f"http://{config['gateway']}/requests", timeout=5, trust_env=False).json()["requests"]
 
 
-def test_launch_starts_the_gateway_and_the_agent_reaches_the_provider_through_it(home, agents_bin, tmp_path, fake):
-    home, config = home
+def test_launch_starts_the_gateway_and_the_agent_reaches_the_provider_through_it(xx_home, agents_bin, tmp_path,
+                                                                                   fake):
+    home, config = xx_home
     record = tmp_path / "record"
     env = xx_env(home, agents_bin, XX_RECORD=str(record), ANTHROPIC_API_KEY="sk-ant-api03-xx-test",
                  XX_FAKE_REQUEST="https://api.anthropic.com/v1/messages", XX_FAKE_BODY=ANTHROPIC_BODY)
@@ -70,8 +62,8 @@ def test_launch_starts_the_gateway_and_the_agent_reaches_the_provider_through_it
     assert gateway_pid(home) == pid
 
 
-def test_direct_route_never_touches_the_gateway(home, agents_bin, tmp_path):
-    home, _ = home
+def test_direct_route_never_touches_the_gateway(xx_home, agents_bin, tmp_path):
+    home, _ = xx_home
     record = tmp_path / "record"
     env = xx_env(home, agents_bin, XX_RECORD=str(record), HTTPS_PROXY="http://corp:3128",
                  SSL_CERT_FILE="/corp.pem")
@@ -83,8 +75,8 @@ def test_direct_route_never_touches_the_gateway(home, agents_bin, tmp_path):
     assert not {"HTTPS_PROXY", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"} & set(seen_env)
 
 
-def test_dry_run_prints_and_runs_nothing(home, agents_bin, tmp_path):
-    home, config = home
+def test_dry_run_prints_and_runs_nothing(xx_home, agents_bin, tmp_path):
+    home, config = xx_home
     record = tmp_path / "record"
     env = xx_env(home, agents_bin, XX_RECORD=str(record), OPENROUTER_API_KEY="sk-or-v1-very-secret")
     result = run_xx(env, "oip", "-m", "openrouter:moonshotai/kimi-k2.6", "--dry-run", "--", "--title", "x y")
@@ -97,8 +89,8 @@ def test_dry_run_prints_and_runs_nothing(home, agents_bin, tmp_path):
     assert gateway_pid(home) is None and not record.with_suffix(".argv").exists()
 
 
-def test_tier_letter_is_explained_from_the_rules(home, agents_bin):
-    home, _ = home
+def test_tier_letter_is_explained_from_the_rules(xx_home, agents_bin):
+    home, _ = xx_home
     result = run_xx(xx_env(home, agents_bin), "hcpd", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "tier d: every request goes to openrouter:deepseek/deepseek-v4-flash" in result.stdout
@@ -107,8 +99,8 @@ def test_tier_letter_is_explained_from_the_rules(home, agents_bin):
     assert "tier f has no model in launch_tiers" in result.stdout and "model scan" in result.stdout
 
 
-def test_profiles_from_the_config(home, agents_bin, fake, pki):
-    home, config = home
+def test_profiles_from_the_config(xx_home, agents_bin, fake, pki):
+    home, config = xx_home
     write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], profiles={
         "3": {"name": "opus", "model": "anthropic:claude-opus-4-8", "env": {"DISABLE_AUTOUPDATER": "1",
                                                                         "MY_API_KEY": "sk-profile-secret"},
@@ -125,15 +117,15 @@ def test_profiles_from_the_config(home, agents_bin, fake, pki):
     assert "defined: 3" in refused.stderr
 
 
-def test_wrong_code_shows_the_table_and_the_nearest_code(home):
-    home, _ = home
+def test_wrong_code_shows_the_table_and_the_nearest_code(xx_home):
+    home, _ = xx_home
     result = run_xx(xx_env(home), "cpi")
     assert result.returncode == 2
     assert "did you mean `xx cip`?" in result.stderr and "agent  c claude" in result.stderr
 
 
-def test_mode_an_agent_lacks_is_refused_with_what_it_offers(home, agents_bin):
-    home, _ = home
+def test_mode_an_agent_lacks_is_refused_with_what_it_offers(xx_home, agents_bin):
+    home, _ = xx_home
     result = run_xx(xx_env(home, agents_bin), "orp")
     assert result.returncode == 2
     assert "OpenCode (opencode) does not support mode resume picker (r)" in result.stderr
@@ -142,24 +134,24 @@ def test_mode_an_agent_lacks_is_refused_with_what_it_offers(home, agents_bin):
     assert missing.returncode == 2 and "give its id with -s ID" in missing.stderr
 
 
-def test_missing_agent_says_how_to_install_it(home, tmp_path):
-    home, _ = home
+def test_missing_agent_says_how_to_install_it(xx_home, tmp_path):
+    home, _ = xx_home
     only_claude = fake_agents(tmp_path / "only", ["claude"])
     result = run_xx(xx_env(home, only_claude), "gnd", "-p", "hi")
     assert result.returncode == 127
     assert "agy is not installed" in result.stderr and "installer" in result.stderr
 
 
-def test_broken_config_names_file_and_line(home):
-    home, _ = home
+def test_broken_config_names_file_and_line(xx_home):
+    home, _ = xx_home
     (home / ".xx" / "config.json").write_text('{\n  "gateway": "127.0.0.1:8780",\n  "tmux": "often"\n}')
     result = run_xx(xx_env(home), "cip", "--dry-run")
     assert result.returncode == 2
     assert f"{home}/.xx/config.json:3: tmux: Input should be a valid boolean" in result.stderr
 
 
-def test_auto_start_off_refuses_instead_of_starting(home, agents_bin, fake, pki):
-    home, config = home
+def test_auto_start_off_refuses_instead_of_starting(xx_home, agents_bin, fake, pki):
+    home, config = xx_home
     write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], auto_start=False)
     result = run_xx(xx_env(home, agents_bin), "cip")
     assert result.returncode == 1 and "auto_start is off: run `xx start`" in result.stderr
