@@ -16,6 +16,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -177,7 +178,6 @@ def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None
     else:
         spec = crashguard.write_spec(xx_home() / "run", planned.argv, planned.env)
         create, command = crashguard.start_commands(name, spec, Path.cwd(), tmux, inside)
-        import subprocess
         result = subprocess.run(create, capture_output=True, text=True)
         if result.returncode != 0:
             spec.unlink(missing_ok=True)
