@@ -9,9 +9,10 @@ that pin it send Pi straight to the fake, so they see Pi's own requests whatever
   Escape (or RPC abort) leaves one with stopReason "aborted" and the partial text. A process killed
   before its answer leaves no assistant message (and no file at all on the first turn).
 * Pi continues such a session: `pi --continue -p NEXT`, `pi --session ID -p NEXT` and the TUI's next
-  prompt (`pi --continue` in a pseudo-terminal, tried by hand) all answer, exit 0. Pi leaves failed and aborted answers out of every request, so the request
-  holds the unanswered prompt and NEXT as two user turns in a row, in the chat, Anthropic and Responses
-  dialects alike, and in the same process too (no resume needed).
+  prompt (`pi --continue` in a pseudo-terminal, tried by hand) all answer, exit 0. Pi leaves failed and
+  aborted answers out of every request, so the request holds the unanswered prompt and NEXT as two user
+  turns in a row, in the chat, Anthropic and Responses dialects alike, and in the same process too (no
+  resume needed).
 * No request of Pi ends with an assistant message: a prompt ends with the user's text, and Pi's only
   continuations without a prompt (auto-retry, context-overflow recovery) call agent.continue(), which
   refuses an assistant tail. That refusal, "Cannot continue from message role: assistant", happens
