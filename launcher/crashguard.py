@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from addons.statefile import save_json
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,11 +55,9 @@ def exists(name: str, tmux: str | None = None) -> bool:
 
 def write_spec(folder: Path, argv: list[str], env: dict[str, str]) -> Path:
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(folder, 0o700)
+    os.chmod(folder, 0o700)  # an existing folder too: specs hold the user's keys
     path = folder / f"launch-{secrets.token_hex(8)}.json"
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump({"argv": argv, "env": env}, file)
+    save_json(path, {"argv": argv, "env": env})  # 0600, atomic
     return path
 
 
