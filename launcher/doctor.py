@@ -16,7 +16,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from addons.certs import PROJECT_CERTS, ca_files
+from addons.certs import ca_files
 from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
 from launcher import lifecycle
 from launcher.agents import AGENTS
@@ -70,8 +70,8 @@ def check_ca(folder: Path) -> list[Check]:
     return rows
 
 
-def check_gateway(config: XXConfig, environ: dict[str, str]) -> list[Check]:
-    found = lifecycle.health(config)
+def check_gateway(config: XXConfig, environ: dict[str, str], found: dict | None) -> list[Check]:
+    """`found`: the gateway's /health, or None when nothing answers."""
     pid = lifecycle.read_pid(lifecycle.files_for(environ))
     if found is not None:
         rules = found.get("rules") or {}
@@ -139,11 +139,9 @@ def _version(argv: list[str], environ: dict[str, str] | None = None) -> str:
 
 def run_all(environ: dict[str, str]) -> list[Check]:
     config_rows, config = check_config(environ)
-    confdir = Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS
     found = lifecycle.health(config)
-    if found and found.get("ca_cert"):
-        confdir = Path(found["ca_cert"]).parent  # the CA the running gateway really uses
-    return [*check_python(), *config_rows, *check_ca(confdir), *check_gateway(config, environ),
+    return [*check_python(), *config_rows, *check_ca(lifecycle.ca_folder(config, found)),
+            *check_gateway(config, environ, found),
             *check_rules(config), *check_tools(), *check_agents(environ)]
 
 

@@ -122,9 +122,17 @@ def _is_gateway(pid: int) -> bool:
     return True  # no /proc (macOS): trust the pid file
 
 
+def ca_folder(config: XXConfig, found: dict | None = None) -> Path:
+    """Where the gateway's CA is: the running gateway's (`found`, its /health) if it says, else the
+    folder a gateway xx starts would use (the config's confdir, or the project's certs/)."""
+    if found and found.get("ca_cert"):
+        return Path(found["ca_cert"]).parent
+    return Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS
+
+
 def gateway_argv(config: XXConfig) -> list[str]:
     mitmdump = Path(sys.executable).with_name("mitmdump")
-    confdir = Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS
+    confdir = ca_folder(config)
     rules = Path(config.rules).expanduser() if config.rules else None
     return [str(mitmdump), *mitm_arguments(config.port, rules, None, list(config.gateway_args), confdir)]
 

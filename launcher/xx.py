@@ -24,7 +24,7 @@ from typing import Annotated
 
 import typer
 
-from addons.certs import PROJECT_CERTS, ca_files
+from addons.certs import ca_files
 from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
 from launcher import agents, aliases, crashguard, doctor, lifecycle
 from launcher.codes import CodeError, LaunchCode, parse_code, table
@@ -98,7 +98,7 @@ def launch(ctx: typer.Context,
     agent_model, pin = split_model(model, rules["providers"])
     try:
         planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
-                              environ=environ, gateway=config.gateway, ca=_ca_of(config, healthy),
+                              environ=environ, gateway=config.gateway, ca=ca_files(lifecycle.ca_folder(config, healthy)),
                               token=secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
                               yolo=config.yolo if yolo is None else yolo, profile=profile)
     except agents.LaunchError as e:
@@ -157,12 +157,6 @@ def _tier_notes(code: LaunchCode, rules: dict) -> list[str]:
         return [f"tier {code.tier}: every request goes to {target} (launch_tiers.{code.tier} of {rules['source']})"]
     return [f"tier {code.tier} has no model in launch_tiers of {rules['source']}: the gateway routes as usual"
             + (" (m and f come from the model scan; set them in the rules to pin them)" if code.tier in "mf" else "")]
-
-
-def _ca_of(config: XXConfig, healthy: dict | None):
-    if healthy and healthy.get("ca_cert"):
-        return ca_files(Path(healthy["ca_cert"]).parent)  # the CA the running gateway signs with
-    return ca_files(Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS)
 
 
 def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None:
