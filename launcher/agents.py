@@ -54,6 +54,8 @@ class Agent:
     root_yolo_env: tuple[tuple[str, str], ...] = ()  # extra env for the bypass when running as root
     why_not: tuple[tuple[str, str], ...] = ()  # mode (or "model", "ns") -> why it is missing
     notes: tuple[tuple[str, str], ...] = ()  # mode (or "*") -> a note for the dry run
+    # (variable set, variable missing, note): a key the agent does not read the way users expect
+    key_notes: tuple[tuple[str, str, str], ...] = ()
     source: str = "agent-clis.md §2.1"
     install: str = ""  # how to install it, for `xx doctor` and a launch that finds no binary
 
@@ -84,6 +86,10 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         print_session=("exec", "--skip-git-repo-check", "{flags}", "resume", "{id}", "{prompt}"),
         yolo=("--dangerously-bypass-approvals-and-sandbox",),
         # --no-daemon is in the help of `codex` and of `codex resume` (0.169.0, re-read here)
+        # seen here with 0.169.0: OPENAI_API_KEY alone reaches the provider as no Authorization at all
+        key_notes=(("OPENAI_API_KEY", "CODEX_API_KEY",
+                    "Codex sends no key from OPENAI_API_KEY alone (seen with 0.169.0): set CODEX_API_KEY, "
+                    "or log in with `codex login --with-api-key`"),),
         install="npm install -g @openai/codex",
     ),
     Agent(  # §2.1 row OpenCode; all flags re-verified in 1.18.33's --help
@@ -276,5 +282,10 @@ def yolo_env(agent: str, *, is_root: bool, yolo: bool = True) -> dict[str, str]:
     return dict(spec.root_yolo_env) if yolo and is_root else {}
 
 
-def notes(agent: str, mode: str) -> list[str]:
-    return [text for key, text in agent_spec(agent).notes if key in ("*", mode)]
+def notes(agent: str, mode: str, env: dict[str, str] | None = None) -> list[str]:
+    """The dry-run notes of this mode, and the key notes the launch's environment calls for."""
+    spec = agent_spec(agent)
+    found = [text for key, text in spec.notes if key in ("*", mode)]
+    if env is not None:
+        found += [text for present, missing, text in spec.key_notes if env.get(present) and not env.get(missing)]
+    return found

@@ -86,10 +86,10 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
                                  f"Clutch: use route p (xx {code.text[:2]}p{code.text[3:]})")
     argv = agents.command_line(code.agent, code.mode, session=session, model=model, prompt=prompt,
                                extra=tuple(arguments), yolo=yolo)
-    notes.extend(agents.notes(code.agent, code.mode))
     env = {name: value for name, value in environ.items() if not is_proxy_or_ca(name)}
     if profile is not None:
         env.update(profile.env)
+    notes.extend(agents.notes(code.agent, code.mode, env))
     if code.route in ("p", "b"):
         host, port = _split_gateway(gateway)
         identity_session = session
@@ -105,10 +105,6 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     elif code.tier and profile is None:
         notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
     env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
-    if code.agent == "codex" and env.get("OPENAI_API_KEY") and not env.get("CODEX_API_KEY"):
-        # seen here with 0.169.0: OPENAI_API_KEY alone reaches the provider as no Authorization at all
-        notes.append("Codex sends no key from OPENAI_API_KEY alone (seen with 0.169.0): set CODEX_API_KEY, "
-                     "or log in with `codex login --with-api-key`")
     changes: dict[str, str | None] = {name: None for name in environ if name not in env}
     changes.update({name: value for name, value in env.items() if environ.get(name) != value})
     return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,
