@@ -49,6 +49,24 @@ def stop(process: subprocess.Popen, timeout: float = 10) -> int:
     return process.returncode
 
 
+def stop_group(process: subprocess.Popen) -> None:
+    """Stop what is left of the process group we started (its id is the agent's PID): SIGTERM,
+    then SIGKILL after 5 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the agent itself once it exits
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+
+
 class FakeProcess:
     """tests/fake_upstream.py as a separate process, serving TLS for every provider host."""
 

@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 from agent_setups import AgentSetup, prepare
 from fake_upstream import FakeUpstream
-from harness import agent_binary, agent_search_path
+from harness import agent_binary, agent_search_path, stop_group
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
@@ -75,24 +73,6 @@ def run_one_prompt(agent: str, gateway, fake, tmp_path: Path, *, timeout: float 
         stop_group(process)
     result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
     return result, setup, fake.entries()[before:]
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    """Stop what is left of the process group we started (its id is the agent's PID): SIGTERM,
-    then SIGKILL after 5 s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            process.poll()  # reaps the agent itself once it exits
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
 
 
 def assert_every_llm_call_went_through_clutch(result, setup: AgentSetup, entries: list[dict], gateway) -> list[dict]:

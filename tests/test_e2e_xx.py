@@ -11,13 +11,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import pty
+import select
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 from agent_setups import prepare
-from harness import AGENT_BIN, ROOT, FakeProcess, agent_binary, agent_search_path
+from harness import AGENT_BIN, ROOT, FakeProcess, agent_binary, agent_search_path, stop_group
 from xx_rig import alive, gateway_pid, stop_gateway, stop_processes_with_home, write_config
 
 from launcher.config import parse_config
@@ -92,9 +97,6 @@ def codex_daemons(home) -> list[int]:
 def run_in_a_terminal(argv, env, cwd, seconds: float, until=lambda: False) -> None:
     """Run an interactive program in a pseudo-terminal for `seconds` (or until `until()`), then stop its
     process group."""
-    import pty
-    import signal
-    import time
     primary, secondary = pty.openpty()
     process = subprocess.Popen(argv, env=env, cwd=str(cwd), stdin=secondary, stdout=secondary, stderr=secondary,
                                start_new_session=True)
@@ -103,22 +105,16 @@ def run_in_a_terminal(argv, env, cwd, seconds: float, until=lambda: False) -> No
     try:
         while time.monotonic() < deadline and process.poll() is None and not until():
             try:  # keep the terminal drained, as a terminal emulator would
-                os.read(primary, 65536) if __import__("select").select([primary], [], [], 0.2)[0] else None
+                if select.select([primary], [], [], 0.2)[0]:
+                    os.read(primary, 65536)
             except OSError:
                 break
     finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(10)
+        stop_group(process)
         os.close(primary)
 
 
 def kill_all(pids: list[int]) -> None:
-    import signal
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -127,7 +123,6 @@ def kill_all(pids: list[int]) -> None:
 
 
 def test_codex_interactive_launch_leaves_no_daemon(tmp_path, gateway):
-    import time
     codex = agent_binary("codex", "Codex CLI")
     work = tmp_path / "work"
     work.mkdir()
@@ -153,7 +148,7 @@ def test_codex_interactive_launch_leaves_no_daemon(tmp_path, gateway):
     (home / ".xx" / "config.json").write_text(json.dumps({"gateway": f"127.0.0.1:{gateway.port}",
                                                          "auto_start": False}))
     try:
-        run_in_a_terminal([os.sys.executable, "-m", "launcher.xx", "xip"], {**env, "HOME": str(home)}, work,
+        run_in_a_terminal([sys.executable, "-m", "launcher.xx", "xip"], {**env, "HOME": str(home)}, work,
                           max(10.0, 2 * needed))
         assert codex_daemons(home) == []
         assert (home / ".codex").exists()  # Codex did run under this HOME
@@ -188,7 +183,7 @@ def run_xx_launch(agent: str, code: str, home: Path, work: Path, setup, *agent_a
     env = {"PATH": f"{agent_search_path(agent)}:{AGENT_BIN}", "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
            "PYTHONPATH": str(ROOT), **setup.env, **(extra_env or {})}
     output = subprocess.PIPE if must_finish else subprocess.DEVNULL
-    process = subprocess.Popen([os.sys.executable, "-m", "launcher.xx", code, "-p", PROMPT, "--", *setup.args,
+    process = subprocess.Popen([sys.executable, "-m", "launcher.xx", code, "-p", PROMPT, "--", *setup.args,
                                 *agent_args], env=env, cwd=work, stdin=subprocess.DEVNULL, stdout=output,
                                stderr=output, text=True, start_new_session=True)
     try:
@@ -203,14 +198,6 @@ def run_xx_launch(agent: str, code: str, home: Path, work: Path, setup, *agent_a
         stop_processes_with_home(home)
         process.wait(10)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
-
-
-def stop_group(process: subprocess.Popen) -> None:
-    import signal
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # the agent's leftover children, if any
-    except ProcessLookupError:
-        pass
 
 
 def journal_after(gateway, seq: int) -> list[dict]:
