@@ -17,6 +17,7 @@ if _root not in sys.path:
 
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
+from addons.compress import Compress  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.identify import Identify  # noqa: E402
@@ -29,7 +30,7 @@ from addons.scope import Scope  # noqa: E402
 
 
 def make_addons() -> list:
-    """Clutch's addons in hook order: local answers, then classification, routing, and the engine."""
+    """Clutch's addons in hook order: local answers, then classification, compression, routing, and the engine."""
     certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
     resilience = Resilience(rulebook)
     journal = Journal()
@@ -41,6 +42,7 @@ def make_addons() -> list:
         Identify(),
         Endpoints(rulebook, certs, resilience, journal),
         Classify(rulebook),
+        Compress(rulebook),  # before routing: routes, cascades and translation all see the compressed body
         Route(rulebook),
         Engine(resolve, rulebook, resilience),
         journal,  # after the Engine, whose response hook writes the attempts it summarises

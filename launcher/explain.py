@@ -1,19 +1,20 @@
 """`./clutch route BODY.json`: what the gateway would do with a saved request, without sending it.
 
-A dry run of the router and the upstream plan on the current rules (and environment overrides):
-the rule that fires, why, the target, the upstream URL, what translation changes, and which key
-would be used (named by its variable, never printed).
+A dry run of the compressor, the router and the upstream plan on the current rules (and environment
+overrides): what compression cuts, the rule that fires, why, the target, the upstream URL, what
+translation changes, and which key would be used (named by its variable, never printed).
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import dialects, tokens
+from addons import compression, dialects, tokens
 from addons.custom_router import CustomRouter, RouterContext
 from addons.identity import Identity, identity_from_username
 from addons.overrides import apply_overrides
@@ -72,8 +73,13 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
         raise ValueError(f"{parts.path} is not an LLM endpoint Clutch recognises")
     raw = json.dumps(body).encode()
     call = dialects.read_call(dialect, owner[0], parts.path, raw)
-    wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
+    squeezed = _compress(rules, call, identity, launch_profile)
+    if squeezed["changed"]:  # the gateway compresses before it routes: route what it would send
+        raw = json.dumps(squeezed.pop("body"), ensure_ascii=False, separators=(",", ":")).encode()
+        call = dialects.read_call(dialect, owner[0], parts.path, raw)
+    squeezed.pop("body", None)
+    wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
     layer = layer_for(rules, identity.agent, launch_profile)
     count = tokens.request_tokens(dialect, call.body) if needs_token_count(wanted, layer) else None
     custom, custom_note = _custom(rules, layer, call, identity, count, tuple(request_signals(wanted, layer, count, explain=True)),
@@ -88,6 +94,7 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
                      "target": str(decision.target) if decision.target else None,
                      "signals": decision.signals, "tokens": decision.tokens, "layers": list(decision.layer)},
         "rules": {"path": str(rules_path or DEFAULT_RULES_PATH), "overrides": overrides},
+        "compression": squeezed,
     }
     headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer <the agent's key>")]
     try:
@@ -106,6 +113,18 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
         "body": upstream_body,
     }
     return result
+
+
+def _compress(rules: Rules, call, identity: Identity, launch_profile: str | None) -> dict[str, Any]:
+    mode = compression.mode_for(rules, identity.agent, launch_profile)
+    if call.body is None:
+        return {"mode": str(mode), "changed": False, "cuts": []}
+    outcome = compression.compress_request(call.dialect, call.body, compression.settings_for(rules.compression, mode))
+    after = tokens.request_tokens(call.dialect, outcome.body)
+    return {"mode": str(mode), "changed": outcome.changed, "body": outcome.body,
+            "tokens_before": after + outcome.tokens_saved, "tokens_after": after,
+            "cuts": [{"output": c.output, "kind": c.kind, "tokens_before": c.tokens_before,
+                      "tokens_after": c.tokens_after} for c in outcome.cuts]}
 
 
 def _custom(rules: Rules, layer, call, identity: Identity, count, found: tuple[str, ...], timeout_s: float):
@@ -145,6 +164,14 @@ def render(result: dict[str, Any]) -> str:
     ]
     if result["rules"]["overrides"]:
         lines.append("overrides " + ", ".join(f"{k}={v}" for k, v in result["rules"]["overrides"].items()))
+    squeezed = result["compression"]
+    if squeezed["cuts"]:
+        kinds = collections.Counter(c["kind"] for c in squeezed["cuts"])
+        before, after = squeezed["tokens_before"], squeezed["tokens_after"]
+        lines.append(f"compress  {squeezed['mode']}: {before:,} -> {after:,} tokens (-{100 * (before - after) / before:.1f}%), "
+                     + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
+    else:
+        lines.append(f"compress  {squeezed['mode']}: nothing to cut")
     if "error" in result:
         lines.append(f"error     {result['error']}")
         return "\n".join(lines)

