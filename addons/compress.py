@@ -22,6 +22,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import tokens
 from addons.compression import Mode, Outcome, Settings, compress_request, mode_for, settings_for
 from addons.meta import COMPRESSION, call_of, identity_of, set_call
+from addons.plan import json_bytes
 from addons.rulebook import Rulebook
 from addons.rules import Rules
 
@@ -93,19 +94,19 @@ class Compress:
         started = time.perf_counter()
         try:
             if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
-                outcome = await asyncio.to_thread(compress_request, call.dialect, call.body, settings, allow)
+                outcome = await asyncio.to_thread(_compress, call.dialect, call.body, settings, allow)
             else:
-                outcome = compress_request(call.dialect, call.body, settings, allow)
+                outcome = _compress(call.dialect, call.body, settings, allow)
         except Exception:  # a compressor bug must never cost the agent its request
             logger.exception("compression failed on %s; sent unchanged", flow.id)
             return
+        outcome, content = outcome
         elapsed_ms = (time.perf_counter() - started) * 1000
-        summary = {"mode": str(mode), "cuts": _kinds(outcome), "rewrites": len(outcome.rewrites),
-                   "ms": round(elapsed_ms, 2)}
-        flow.metadata[COMPRESSION] = summary
-        if outcome.changed:
+        flow.metadata[COMPRESSION] = {"mode": str(mode), "cuts": _kinds(outcome), "rewrites": len(outcome.rewrites),
+                                      "ms": round(elapsed_ms, 2)}
+        if content is not None:
             flow.request.headers.pop("content-encoding", None)
-            flow.request.content = json.dumps(outcome.body, ensure_ascii=False, separators=(",", ":")).encode()
+            flow.request.content = content
             set_call(flow, dataclasses.replace(call, body=outcome.body))
         self._counts[flow] = asyncio.ensure_future(asyncio.to_thread(_count, call.dialect, outcome))
 
@@ -153,6 +154,13 @@ class Compress:
                 return True
             return output_id in state.replaced
         return allow
+
+
+def _compress(dialect, body, settings: Settings, allow) -> tuple[Outcome, bytes | None]:
+    """The outcome and, when it changed anything, the bytes to send (serialised here, so a body that
+    cannot be serialised fails before the request is touched)."""
+    outcome = compress_request(dialect, body, settings, allow)
+    return outcome, json_bytes(outcome.body) if outcome.changed else None
 
 
 def _count(dialect, outcome: Outcome) -> tuple[int, int]:

@@ -109,6 +109,11 @@ _SHELL_LOG = re.compile(r"\b(?:pytest|py\.test|tox|nox|unittest|mix\s+(?:test|co
                         r"|pnpm|yarn|jest|vitest|make|cmake|ninja|gradle|mvn|pip3?\s+install|uv\s+(?:pip|sync)"
                         r"|poetry|tsc|eslint|ruff|mypy|docker\s+build|bundle|rake|rspec|dotnet)\b")
 _FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
+_FENCE_LANGUAGE = re.compile(r"```([^\n`]*)\n.*?```", re.S)
+_SHELL_FENCES = frozenset({"", "bash", "sh", "shell", "console", "zsh"})
+# What text-action agents' observations look like: mini-SWE-agent opens with the return code,
+# SWE-agent closes with its state footer and prompt.
+_OBSERVATION_SHAPE = re.compile(r"\A\s*<returncode>|\(Current directory: [^)\n]*\)\s*(?:bash-\$)?\s*\Z|bash-\$\s*\Z")
 _WRITE_ECHO = re.compile(r"^(The file \S.* has been updated\. Here's the result of running `cat -n` on a snippet "
                          r"of the edited file:\n)(.*)$", re.S)
 _NUMBERED = re.compile(r"^ *\d+→(.*)$")
@@ -227,7 +232,7 @@ def _chat_outputs(messages: list[Any]) -> list[_Output]:
             tool, call = calls.get(str(message.get("tool_call_id")), ("", {}))
             found.append(_Output(str(message.get("tool_call_id")), i, tool, call, _command_of(call), text,
                                  ("messages", i, "content", *where)))
-        elif role == "user" and i > 0 and _is_observation(messages[i - 1]):
+        elif role == "user" and i > 0 and _is_observation(messages[i - 1], message):
             text, where = _text_of(message.get("content"))
             if where is None or not text:
                 continue
@@ -237,10 +242,16 @@ def _chat_outputs(messages: list[Any]) -> list[_Output]:
     return found
 
 
-def _is_observation(previous: Any) -> bool:
-    """A text-action agent's turn: the assistant ran a fenced command, and the next user message is its output."""
-    return (isinstance(previous, dict) and previous.get("role") == "assistant" and not previous.get("tool_calls")
-            and "```" in _plain(previous.get("content")))
+def _is_observation(previous: Any, message: dict) -> bool:
+    """A text-action agent's turn: the assistant ran a fenced shell command, and the next user message
+    is its output in a shape such agents write (mini-SWE-agent's `<returncode>`, SWE-agent's prompt
+    footer). A person's reply after an assistant that merely showed code stays the person's own."""
+    if not (isinstance(previous, dict) and previous.get("role") == "assistant" and not previous.get("tool_calls")):
+        return False
+    if not any(language.strip().lower() in _SHELL_FENCES for language in _FENCE_LANGUAGE.findall(
+            _plain(previous.get("content")))):
+        return False
+    return bool(_OBSERVATION_SHAPE.search(_plain(message.get("content"))))
 
 
 def _plain(content: Any) -> str:
@@ -341,6 +352,14 @@ def _write_echo(output: _Output) -> str | None:
             "it is the content of this Write call]")
 
 
+def _failed_calls(messages: list[Any]) -> set[str]:
+    """Tool calls whose result is an error: a failed Edit ("String to replace not found") changed
+    nothing, and the read before it is exactly what the agent needs to try again."""
+    return {str(block.get("tool_use_id")) for message in messages if isinstance(message, dict)
+            for block in (message.get("content") if isinstance(message.get("content"), list) else [])
+            if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error")}
+
+
 _OPEN_FILE = re.compile(r"\(Open file: ([^)\n]+)\)")  # SWE-agent's footer after every action
 
 
@@ -348,9 +367,11 @@ def _later_changes(outputs: list[_Output], dialect: Dialect, body: dict[str, Any
     """(message index, files changed) for every edit in the request, in order."""
     changes: list[tuple[int, set[str]]] = []
     if dialect is Dialect.ANTHROPIC:
+        failed = _failed_calls(body["messages"])
         for i, message in enumerate(body["messages"]):
             for block in message.get("content") or [] if isinstance(message, dict) else []:
-                if isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
+                if (isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("input"), dict)
+                        and block.get("id") not in failed):
                     tool = str(block.get("name", "")).lower()
                     paths = _edited_paths(tool, block["input"], _command_of(block["input"]), None)
                     if paths:

@@ -264,5 +264,13 @@ def _without(headers: list[tuple[bytes, bytes]], names: frozenset[bytes]) -> lis
     return [(k, v) for k, v in headers if k.lower() not in names]
 
 
-def _json(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+def json_bytes(body: dict[str, Any]) -> bytes:
+    """A body as compact JSON. A lone surrogate (`\\ud83d`: JavaScript agents cut strings in the
+    middle of an emoji) has no UTF-8 form, so such a body keeps its escapes instead."""
+    try:
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:
+        return json.dumps(body, separators=(",", ":")).encode()
+
+
+_json = json_bytes

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 DEFAULT_RULES_PATH = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
 
@@ -148,7 +148,9 @@ class Fallback(_Strict):
         default=None, description="OpenRouter provider.sort partition; 'none' lets the listed models compete")
 
 
-CompressionMode = Literal["off", "cache_safe", "max"]
+# YAML 1.1 reads a bare `off` as false; `mode: off` means the mode named off.
+CompressionMode = Annotated[Literal["off", "cache_safe", "max"],
+                            BeforeValidator(lambda value: "off" if value is False else value)]
 
 
 class Compression(_Strict):

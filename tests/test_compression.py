@@ -217,3 +217,21 @@ def test_unrecognised_bodies_pass_unchanged(body):
 def test_mode_off_changes_nothing():
     body = anthropic_body(LOG)
     assert compress_request(Dialect.ANTHROPIC, body, Settings(mode=Mode.OFF)).body is body
+
+
+@pytest.mark.parametrize("shown", ["Try this:\n```python\nprint(compute())\n```", "Run:\n```bash\npytest\n```"])
+def test_a_log_a_person_pastes_after_the_assistant_showed_code_is_theirs(shown):
+    chat = {"model": "m", "messages": [{"role": "user", "content": "it fails"}, {"role": "assistant", "content": shown},
+                                       {"role": "user", "content": "here is what I get:\n" + LOG}]}
+    assert compress_request(Dialect.OPENAI_CHAT, chat, SAFE).body is chat
+
+
+def test_a_failed_edit_does_not_make_the_read_before_it_stale():
+    body = anthropic_body("1→x = 1\n" * 300, "Read", {"file_path": "/repo/app.py"})
+    body["messages"] += [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "Edit",
+                                                             "input": {"file_path": "/repo/app.py", "old_string": "y = 1",
+                                                                       "new_string": "y = 2"}}]},
+                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True,
+                                                       "content": "<tool_use_error>String to replace not found in "
+                                                                  "file.</tool_use_error>"}]}]
+    assert compress_request(Dialect.ANTHROPIC, body, MAX).body is body
