@@ -188,10 +188,12 @@ def _message_bytes(body: dict) -> list[str]:
             for m in body.get("messages", [])]
 
 
-def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: list[float]) -> dict:
-    """Rewrite turns and the P3-priced cost of each replayed session, compressed and not."""
+def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: list[float],
+                   source: str = "ALL") -> dict:
+    """Token saving over every turn, rewrite turns and the P3-priced cost of the replayed sessions."""
     rewrite_turns = turns_total = 0
     cost_raw = cost_compressed = 0.0
+    tokens_raw = tokens_compressed = 0
     per_session = []
     for session in sessions:
         previous: list[str] | None = None
@@ -201,6 +203,8 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
             fmt = "anthropic" if "max_tokens" in sent else "openai"
             raw_cost += _turn_cost(fmt, sent, previous_raw)
             compressed_cost += _turn_cost(fmt, forwarded, previous)
+            tokens_raw += _turn_tokens(fmt, sent)
+            tokens_compressed += _turn_tokens(fmt, forwarded)
             current = _message_bytes(forwarded)
             if previous is not None:
                 turns_total += 1
@@ -209,10 +213,27 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
         per_session.append(100.0 * (1 - compressed_cost / raw_cost) if raw_cost else 0.0)
         cost_raw += raw_cost
         cost_compressed += compressed_cost
-    return {"method": method, "sessions": len(sessions), "turns": turns_total, "rewrite_turns": rewrite_turns,
+    return {"method": method, "source": source, "sessions": len(sessions), "turns": turns_total,
+            "rewrite_turns": rewrite_turns,
+            "token_saving": 100.0 * (1 - tokens_compressed / tokens_raw) if tokens_raw else 0.0,
             "cost_saving": 100.0 * (1 - cost_compressed / cost_raw) if cost_raw else 0.0,
             "median_session_cost_saving": statistics.median(per_session) if per_session else 0.0,
             "p50_ms": percentile(times, 50), "p99_ms": percentile(times, 99)}
+
+
+def measure_replays(method: str, sessions: list[list[tuple[dict, dict]]], times: list[float],
+                    source_of: dict[int, str]) -> list[dict]:
+    """measure_replay over all sessions, then per corpus source."""
+    rows = [measure_replay(method, sessions, times)]
+    for source in sorted(set(source_of.values())):
+        picked = [s for i, s in enumerate(sessions) if source_of[i] == source]
+        rows.append(measure_replay(method, picked, [], source))
+    return rows
+
+
+def _turn_tokens(fmt: str, body: dict) -> int:
+    return sum(_tokens_of_message(fmt, text, message)
+               for text, message in zip(_message_bytes(body), body.get("messages", [])))
 
 
 _turn_tokens_cache: dict[str, int] = {}
@@ -258,13 +279,13 @@ def request_table(summaries: list[dict[str, dict]]) -> str:
 
 
 def replay_table(rows: list[dict]) -> str:
-    lines = ["| method | sessions | turns | turns with a prefix rewrite | cost saving % (P3) | "
+    lines = ["| source | method | sessions | turns | turns with a prefix rewrite | token saving % | cost saving % (P3) | "
              "median session cost saving % | p50 ms per turn | p99 ms per turn |",
-             "|---|---|---|---|---|---|---|---|"]
-    for row in rows:
-        lines.append(f"| {row['method']} | {row['sessions']} | {row['turns']} | {row['rewrite_turns']} | "
-                     f"{row['cost_saving']:.1f} | {row['median_session_cost_saving']:.1f} | {row['p50_ms']:.1f} | "
-                     f"{row['p99_ms']:.1f} |")
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in sorted(rows, key=lambda r: (r["source"] == "ALL", r["source"])):
+        lines.append(f"| {row['source']} | {row['method']} | {row['sessions']} | {row['turns']} | {row['rewrite_turns']} | "
+                     f"{row['token_saving']:.1f} | {row['cost_saving']:.1f} | {row['median_session_cost_saving']:.1f} | "
+                     + (f"{row['p50_ms']:.1f} | {row['p99_ms']:.1f} |" if row["source"] == "ALL" else " | |"))
     return "\n".join(lines)
 
 
@@ -286,7 +307,9 @@ def main() -> int:
         progress(f"{method}: {len(records)} requests")
         request_summaries.append(measure_requests(method, run_clutch(records, mode)))
         progress(f"{method}: session replays")
-        replays.append(measure_replay(method, *replay_clutch(records, mode)))
+        sessions, times = replay_clutch(records, mode)
+        sources = {i: r["meta"]["source"] for i, r in enumerate(deepest_per_session(records))}
+        replays += measure_replays(method, sessions, times, sources)
     if args.headroom:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = run_headroom(args.corpus, "requests", "token,cache", args.work / "headroom-requests.jsonl",
@@ -299,12 +322,16 @@ def main() -> int:
                                    args.reuse_headroom)
         for mode in ("token", "cache"):
             sessions: dict[str, list[tuple[dict, dict]]] = collections.defaultdict(list)
+            source_of: dict[str, str] = {}
             times = []
             for r in replay_rows:
                 if r["mode"] == mode and r.get("forwarded") is not None:
                     sessions[r["session"]].append((r["sent"], r["forwarded"]))
+                    source_of[r["session"]] = r["source"]
                     times.append(r["added_ms"])
-            replays.append(measure_replay(f"headroom {mode}", list(sessions.values()), times))
+            names = list(sessions)
+            replays += measure_replays(f"headroom {mode}", [sessions[n] for n in names], times,
+                                       {i: source_of[n] for i, n in enumerate(names)})
     report = ("## Requests (dev corpus, savings over message tokens)\n\n" + request_table(request_summaries)
               + "\n\n## Session replays (cache cost)\n\n" + replay_table(replays) + "\n")
     print(report)
