@@ -20,7 +20,7 @@ import weakref
 from mitmproxy import ctx, exceptions, http
 
 from addons import tokens
-from addons.compression import Mode, Outcome, Settings, compress_request, mode_for, settings_for
+from addons.compression import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
 from addons.meta import COMPRESSION, call_of, identity_of, set_call
 from addons.plan import json_bytes
 from addons.rulebook import Rulebook
@@ -32,21 +32,12 @@ _IN_THREAD_BYTES = 64 * 1024  # bigger bodies are compressed off the event loop
 _SESSIONS_KEPT = 2000
 
 
-@dataclasses.dataclass
-class _SessionCache:
-    """What `rewrites: when_cold` remembers of a session: when it was last seen and which outputs it
-    has already replaced (those stay replaced, or the bytes would change back)."""
-
-    last_seen: float
-    replaced: set[str] = dataclasses.field(default_factory=set)
-
-
 class Compress:
     def __init__(self, rulebook: Rulebook, clock=time.monotonic):
         self._rulebook = rulebook
         self._clock = clock
         self._override: Mode | None = None
-        self._sessions: collections.OrderedDict[str, _SessionCache] = collections.OrderedDict()
+        self._sessions: collections.OrderedDict[str, RewriteGate] = collections.OrderedDict()
         self._counts: weakref.WeakKeyDictionary[http.HTTPFlow, asyncio.Future] = weakref.WeakKeyDictionary()
         self._settings: dict[Mode, Settings] = {}
         rulebook.on_change(self._adopt)
@@ -90,13 +81,13 @@ class Compress:
         if mode is Mode.OFF:
             return
         settings = self._settings[mode]
-        allow = self._rewrite_policy(rules, call.body, identity.session) if mode is Mode.MAX else None
+        gate = self._gate(rules, call.body, identity.session) if mode is Mode.MAX else None
         started = time.perf_counter()
         try:
             if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
-                outcome = await asyncio.to_thread(_compress, call.dialect, call.body, settings, allow)
+                outcome = await asyncio.to_thread(_compress, call.dialect, call.body, settings, gate)
             else:
-                outcome = _compress(call.dialect, call.body, settings, allow)
+                outcome = _compress(call.dialect, call.body, settings, gate)
         except Exception:  # a compressor bug must never cost the agent its request
             logger.exception("compression failed on %s; sent unchanged", flow.id)
             return
@@ -129,37 +120,27 @@ class Compress:
             return
         summary.update(tokens_before=after + saved, tokens_after=after, tokens_saved=saved)
 
-    # ------------------------------------------------------------ rewrites: when_cold
+    # ------------------------------------------------------------ rewrites, per session
 
-    def _rewrite_policy(self, rules: Rules, body: dict, session: str | None):
-        """None (replace every stale output) or a predicate that allows only what the provider's cache
-        no longer holds: everything once the session has been idle past cold_after_s, else only what
-        was replaced before."""
-        if rules.compression.rewrites == "always":
+    def _gate(self, rules: Rules, body: dict, session: str | None) -> RewriteGate | None:
+        """The session's rewrite gate (None for `rewrites: always`, which needs no memory)."""
+        section = rules.compression
+        if section.rewrites == "always":
             return None
         key = session or _lineage(body)
-        now = self._clock()
-        state = self._sessions.get(key)
-        cold = state is None or now - state.last_seen > rules.compression.cold_after_s
-        if state is None:
-            state = self._sessions[key] = _SessionCache(now)
+        gate = self._sessions.get(key)
+        if gate is None or (gate.policy, gate.cold_after_s) != (section.rewrites, section.cold_after_s):
+            gate = self._sessions[key] = RewriteGate(section.rewrites, section.cold_after_s, self._clock)
             while len(self._sessions) > _SESSIONS_KEPT:
                 self._sessions.popitem(last=False)
         self._sessions.move_to_end(key)
-        state.last_seen = now
-
-        def allow(output_id: str) -> bool:
-            if cold:
-                state.replaced.add(output_id)
-                return True
-            return output_id in state.replaced
-        return allow
+        return gate
 
 
-def _compress(dialect, body, settings: Settings, allow) -> tuple[Outcome, bytes | None]:
+def _compress(dialect, body, settings: Settings, gate: RewriteGate | None) -> tuple[Outcome, bytes | None]:
     """The outcome and, when it changed anything, the bytes to send (serialised here, so a body that
     cannot be serialised fails before the request is touched)."""
-    outcome = compress_request(dialect, body, settings, allow)
+    outcome = compress_request(dialect, body, settings, gate)
     return outcome, json_bytes(outcome.body) if outcome.changed else None
 
 

@@ -14,7 +14,7 @@ Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
   one plus the new turn, byte for byte: the provider's prompt cache keeps matching.
 * `max` adds what depends on later messages: a read whose file was edited or read again later is
   replaced by a marker naming the file. That rewrites an already-sent message once, which costs one
-  cache miss from that message on; `allow_rewrite` lets the caller decide where that is accepted.
+  cache miss from that message on; a RewriteGate decides, per session, where that is accepted.
 
 Unrecognised shapes pass unchanged.
 """
@@ -34,7 +34,7 @@ from cachetools import LRUCache
 
 from addons import shell, transforms
 from addons.rules import Compression, Dialect, Rules
-from addons.tokens import count_text
+from addons.tokens import count_text, request_tokens
 from addons.transforms import MARKER_PREFIX, LogLimits
 
 
@@ -440,32 +440,79 @@ def _history_marker(output: _Output, verdict: str) -> str:
     return "\n".join([marker, *kept])
 
 
+@dataclasses.dataclass(frozen=True)
+class Rewrite:
+    """An already-sent output that later messages made replaceable (max mode)."""
+
+    output: str
+    index: int  # where the cache stops matching if it is replaced
+    tokens_saved: int
+
+
+# A rewrite round re-bills the prompt from its first replaced output on at the cache-write price
+# (1.25x) instead of the cache-read price (0.1x), and saves 0.1x the removed tokens on every later
+# turn. Removing at least half of that tail pays back within about ten turns (research §5.3 P3).
+WORTH_IT_SHARE = 0.5
+
+
+class RewriteGate:
+    """Which replaceable outputs one session replaces, by the rules' `rewrites`:
+
+    * always: every one, at once (the most tokens; a cache miss each time an edit makes a read stale);
+    * when_cold: only once the session was idle past `cold_after_s` (the provider's cache expired
+      anyway), and what was replaced then;
+    * when_worth_it: as when_cold, and also whenever the new replacements remove at least
+      WORTH_IT_SHARE of the tokens the cache miss re-bills.
+
+    What a session has replaced stays replaced: putting the original back would be a second miss.
+    """
+
+    def __init__(self, policy: str = "always", cold_after_s: float = 300, clock=None):
+        self.policy, self.cold_after_s = policy, cold_after_s
+        self._clock = clock
+        self.replaced: set[str] = set()
+        self.last_seen: float | None = None
+
+    def choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[str]:
+        now = self._clock() if self._clock else None
+        cold = self.last_seen is None or (now is not None and now - self.last_seen > self.cold_after_s)
+        self.last_seen = now if now is not None else 0.0
+        ids = {c.output for c in candidates}
+        if self.policy == "always" or cold:
+            chosen = ids
+        else:
+            chosen = ids & self.replaced
+            new = [c for c in candidates if c.output not in self.replaced]
+            if self.policy == "when_worth_it" and new:
+                saved = sum(c.tokens_saved for c in new)
+                if saved >= WORTH_IT_SHARE * tail_tokens(min(c.index for c in new)):
+                    chosen |= {c.output for c in new}
+        self.replaced |= chosen
+        return chosen
+
+
 def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
-                     allow_rewrite: Callable[[str], bool] | None = None) -> Outcome:
+                     gate: RewriteGate | None = None) -> Outcome:
     """The request with its tool outputs compressed; `body` itself is never modified (the result
     shares every part that did not change with it).
 
-    `allow_rewrite(output_id)` (max mode) says whether that output may be replaced because of later
-    messages; None allows every such replacement.
+    `gate` (max mode) chooses which outputs made replaceable by later messages are replaced; None
+    replaces all of them.
     """
     if settings.mode is Mode.OFF:
         return Outcome(body, [], [])
     outputs = _outputs(dialect, body)
     if not outputs:
         return Outcome(body, [], [])
-    verdicts: dict[str, str] = {}
+    replacements: dict[str, tuple[str, str]] = {}  # output id -> (verdict, marker)
     if settings.mode is Mode.MAX:
-        verdicts = _history_verdicts(outputs, _later_changes(outputs, dialect, body))
+        replacements = _replacements(dialect, body, outputs, gate)
     cuts: list[Cut] = []
-    rewrites: list[str] = []
     changes: list[tuple[tuple, str]] = []
     first_seen: dict[str, str] = {}  # an output's text -> the id of its first occurrence
     for output in outputs:
-        verdict = verdicts.get(output.id)
-        new = _history_marker(output, verdict) if verdict else None
-        if new is not None and len(new) < len(output.text) and (allow_rewrite is None or allow_rewrite(output.id)):
-            rewrites.append(output.id)
-            kind = verdict
+        if output.id in replacements:
+            kind, new = replacements[output.id]
         elif output.read_of is not None:
             continue  # a file read: its exact bytes matter
         else:
@@ -475,7 +522,25 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
             cuts.append(Cut(output.id, kind, output.text, new))
     if not cuts:
         return Outcome(body, [], [])
-    return Outcome(_with_changes(body, changes), cuts, rewrites)
+    return Outcome(_with_changes(body, changes), cuts, list(replacements))
+
+
+def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[_Output],
+                  gate: RewriteGate | None) -> dict[str, tuple[str, str]]:
+    """The history verdicts the gate lets through, with their markers."""
+    verdicts = _history_verdicts(outputs, _later_changes(outputs, dialect, body))
+    found: dict[str, tuple[str, str, _Output]] = {}
+    for output in outputs:
+        verdict = verdicts.get(output.id)
+        marker = _history_marker(output, verdict) if verdict else None
+        if marker is not None and len(marker) < len(output.text):  # a short read is cheaper than its marker
+            found[output.id] = (verdict, marker, output)
+    if gate is not None:  # asked even with nothing to replace: it tells the gate the session is active
+        key = "input" if dialect is Dialect.OPENAI_RESPONSES else "messages"
+        candidates = [Rewrite(i, o.index, count_text(o.text) - count_text(m)) for i, (_, m, o) in found.items()]
+        chosen = gate.choose(candidates, lambda index: request_tokens(dialect, {key: body[key][index:]}))
+        found = {i: v for i, v in found.items() if i in chosen}
+    return {i: (verdict, marker) for i, (verdict, marker, _) in found.items()}
 
 
 def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dict[str, Any]:

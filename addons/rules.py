@@ -155,9 +155,10 @@ CompressionMode = Annotated[Literal["off", "cache_safe", "max"],
 
 class Compression(_Strict):
     mode: CompressionMode = "cache_safe"
-    rewrites: Literal["always", "when_cold"] = Field(
-        default="always", description="max mode: when an already-sent output may be replaced (a cache miss); "
-                                      "when_cold waits until the session's prompt cache has expired")
+    rewrites: Literal["always", "when_cold", "when_worth_it"] = Field(
+        default="when_worth_it", description="max mode: when an already-sent output may be replaced (a cache miss); "
+                                      "when_cold waits until the session's prompt cache has expired, "
+                                      "when_worth_it also replaces when that saves more than the miss costs")
     cold_after_s: int = Field(default=300, gt=0, description="idle time after which a session's cache is cold")
     log_tokens: int = Field(default=600, gt=0, description="test, build and install logs longer than this are reduced")
     output_tokens: int = Field(default=4000, gt=0, description="any other tool output longer than this is reduced")

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from addons import tokens  # noqa: E402
-from addons.compression import Mode, Settings, compress_request  # noqa: E402
+from addons.compression import Mode, RewriteGate, Settings, compress_request  # noqa: E402
 from addons.rules import Dialect  # noqa: E402
 from mustkeep import check  # noqa: E402
 
@@ -101,16 +101,19 @@ def run_clutch(records: list[dict], mode: Mode) -> list[dict]:
     return rows
 
 
-def replay_clutch(records: list[dict], mode: Mode) -> tuple[list[list[tuple[dict, dict]]], list[float]]:
+def replay_clutch(records: list[dict], mode: Mode, rewrites: str = "always"
+                  ) -> tuple[list[list[tuple[dict, dict]]], list[float]]:
     """Every turn of each session in order, as a live session reaches the gateway: each turn is the
-    last one plus the new messages, so only the new outputs are seen for the first time."""
+    last one plus the new messages, so only the new outputs are seen for the first time. The turns
+    come back to back, so for `rewrites` the provider's cache is always warm after the first."""
     settings = Settings(mode=mode)
     sessions, times = [], []
     for record in deepest_per_session(records):
         session = []
+        gate = None if rewrites == "always" else RewriteGate(rewrites)
         for turn in turns(record):
             started = time.perf_counter()
-            outcome = compress_request(dialect(record["format"]), turn, settings)
+            outcome = compress_request(dialect(record["format"]), turn, settings, gate)
             if outcome.changed:
                 json.dumps(outcome.body, ensure_ascii=False, separators=(",", ":")).encode()
             times.append((time.perf_counter() - started) * 1000)
@@ -310,6 +313,10 @@ def main() -> int:
         sessions, times = replay_clutch(records, mode)
         sources = {i: r["meta"]["source"] for i, r in enumerate(deepest_per_session(records))}
         replays += measure_replays(method, sessions, times, sources)
+    progress("clutch max, rewrites when_worth_it: session replays")
+    sessions, times = replay_clutch(records, Mode.MAX, "when_worth_it")
+    sources = {i: r["meta"]["source"] for i, r in enumerate(deepest_per_session(records))}
+    replays += measure_replays("clutch max when_worth_it", sessions, times, sources)
     if args.headroom:
         args.work.mkdir(parents=True, exist_ok=True)
         rows = run_headroom(args.corpus, "requests", "token,cache", args.work / "headroom-requests.jsonl",

@@ -589,7 +589,8 @@ def _dumps(value: Any) -> str:
 
 
 def check_envelope(original: dict, compressed: dict, report: Report) -> None:
-    """M1: every field except messages byte-identical, same keys."""
+    """M1: every field except messages byte-identical, same keys. The allow-list of §5.2 M1:
+    `cache_control` breakpoints may be added, moved or removed (they do not change the prompt)."""
     for key in sorted(set(original) | set(compressed), key=str):
         if key == "messages":
             continue
@@ -597,7 +598,7 @@ def check_envelope(original: dict, compressed: dict, report: Report) -> None:
             report.add("M1", key, "field dropped")
         elif key not in original:
             report.add("M1", key, "field added")
-        elif _dumps(original[key]) != _dumps(compressed[key]):
+        elif _dumps(_without_cache_control(original[key])) != _dumps(_without_cache_control(compressed[key])):
             report.add("M1", key, "field changed")
 
 
@@ -683,6 +684,7 @@ def check_protected(original: dict, compressed: dict, outputs: list[Output], ski
             continue
         outs = per_message.get(i, [])
         sa, sb = (_skeleton(a, outs), _skeleton(b, outs)) if outs else (a, b)
+        sa, sb = _without_cache_control(sa), _without_cache_control(sb)  # M1's allow-list holds here too
         if _dumps(sa) == _dumps(sb):
             continue
         for place, what in _differing_parts(sa, sb):

@@ -12,7 +12,7 @@ import pytest
 from harness import ROOT, corpus_files
 from mustkeep import check, prefix_stable
 
-from addons.compression import Mode, Settings, compress_request
+from addons.compression import Mode, RewriteGate, Settings, compress_request
 from addons.rules import Dialect
 from addons.tokens import count_text
 
@@ -139,19 +139,52 @@ def test_a_file_read_is_never_shrunk_even_when_long():
     assert compress_request(Dialect.ANTHROPIC, body, SAFE).body is body
 
 
-def test_a_read_later_edited_becomes_a_stale_marker_in_max_only():
+def read_then_edit(edit_result: str, is_error: bool = False) -> dict:
+    """A Read of /repo/app.py, then an Edit of it with the given result."""
     body = anthropic_body("1→x = 1\n" * 300, "Read", {"file_path": "/repo/app.py"})
+    result = {"type": "tool_result", "tool_use_id": "toolu_2", "content": edit_result, **({"is_error": True} if is_error else {})}
     body["messages"] += [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "Edit",
                                                              "input": {"file_path": "/repo/app.py", "old_string": "x = 1",
                                                                        "new_string": "x = 2"}}]},
-                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "content": "ok"}]}]
+                         {"role": "user", "content": [result]}]
+    return body
+
+
+def test_a_read_later_edited_becomes_a_stale_marker_in_max_only():
+    body = read_then_edit("ok")
     assert compress_request(Dialect.ANTHROPIC, body, SAFE).body is body
     out = compress_request(Dialect.ANTHROPIC, body, MAX)
     marker = out.body["messages"][2]["content"][0]["content"]
     assert marker.startswith("[clutch: stale read of /repo/app.py: the file was changed after this read; 301 lines")
     assert out.rewrites == ["toolu_1"]
-    refused = compress_request(Dialect.ANTHROPIC, body, MAX, allow_rewrite=lambda output_id: False)
-    assert refused.body is body and refused.rewrites == []
+
+
+def test_when_cold_replaces_only_once_the_cache_has_expired_and_then_keeps_it_replaced():
+    now = [0.0]
+    gate = RewriteGate("when_cold", 300, clock=lambda: now[0])
+    edited = read_then_edit("ok")
+    before_the_edit = {**edited, "messages": edited["messages"][:3]}
+    assert compress_request(Dialect.ANTHROPIC, before_the_edit, MAX, gate).rewrites == []  # the session starts
+    now[0] = 10
+    warm = compress_request(Dialect.ANTHROPIC, edited, MAX, gate)
+    assert warm.body is edited and warm.rewrites == []  # the provider still caches the read
+    now[0] = 400
+    assert compress_request(Dialect.ANTHROPIC, edited, MAX, gate).rewrites == ["toolu_1"]
+    now[0] = 410
+    assert compress_request(Dialect.ANTHROPIC, edited, MAX, gate).rewrites == ["toolu_1"]  # stays replaced
+
+
+def test_when_worth_it_replaces_while_warm_only_what_pays_for_the_cache_miss():
+    edited = read_then_edit("ok")  # the stale read is most of the prompt after it: worth it
+    gate = RewriteGate("when_worth_it", 300, clock=lambda: 0.0)
+    compress_request(Dialect.ANTHROPIC, {**edited, "messages": edited["messages"][:3]}, MAX, gate)
+    assert compress_request(Dialect.ANTHROPIC, edited, MAX, gate).rewrites == ["toolu_1"]
+    long_tail = read_then_edit("ok")
+    long_tail["messages"] += [{"role": "assistant", "content": [{"type": "text", "text": "word " * 20_000}]},
+                              {"role": "user", "content": "go on"}]
+    gate = RewriteGate("when_worth_it", 300, clock=lambda: 0.0)
+    compress_request(Dialect.ANTHROPIC, {**long_tail, "messages": long_tail["messages"][:3]}, MAX, gate)
+    assert compress_request(Dialect.ANTHROPIC, long_tail, MAX, gate).rewrites == []  # re-billing 20k for 2k
 
 
 def test_a_repeated_output_becomes_a_reference_to_the_first():
@@ -227,11 +260,5 @@ def test_a_log_a_person_pastes_after_the_assistant_showed_code_is_theirs(shown):
 
 
 def test_a_failed_edit_does_not_make_the_read_before_it_stale():
-    body = anthropic_body("1→x = 1\n" * 300, "Read", {"file_path": "/repo/app.py"})
-    body["messages"] += [{"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_2", "name": "Edit",
-                                                             "input": {"file_path": "/repo/app.py", "old_string": "y = 1",
-                                                                       "new_string": "y = 2"}}]},
-                         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_2", "is_error": True,
-                                                       "content": "<tool_use_error>String to replace not found in "
-                                                                  "file.</tool_use_error>"}]}]
+    body = read_then_edit("<tool_use_error>String to replace not found in file.</tool_use_error>", is_error=True)
     assert compress_request(Dialect.ANTHROPIC, body, MAX).body is body

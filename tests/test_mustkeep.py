@@ -164,7 +164,6 @@ def test_a_cut_keeping_the_error_lines_in_another_spacing_passes():
     (lambda b: b["system"][0].update(text="You are Clutch."), "system"),
     (lambda b: b.update(temperature=0), "temperature"),
     (lambda b: b.pop("tools"), "tools"),
-    (lambda b: b["system"][0].pop("cache_control"), "system"),
     (lambda b: b.update(max_tokens=1000), "max_tokens"),
 ])
 def test_m1_envelope(change, key):
@@ -229,7 +228,6 @@ def test_m2_the_body_must_serialise():
     (lambda m: m[1]["content"][0].update(text="Reading it"), "messages[1].content[0]"),
     (lambda m: m[0]["content"][0].update(text="Fix the test"), "messages[0].content[0]"),
     (lambda m: m[12]["content"][1].update(text="also check the docs."), "messages[12].content[1]"),
-    (lambda m: m[4]["content"][0].update(cache_control={"type": "ephemeral"}), "messages[4].content[0]"),
     (lambda m: m[4].update(extra=1), "messages[4]"),
     (lambda m: m.__setitem__(1, {"content": m[1]["content"], "role": "assistant"}), "messages[1]"),  # key order
     (lambda m: m[4]["content"].__setitem__(0, dict(reversed(m[4]["content"][0].items()))), "messages[4].content[0]"),
@@ -751,3 +749,12 @@ def test_headroom_stale_markers_fail_m6_but_exempt_their_read_from_m4():
     lying = set_result(copy.deepcopy(body), "toolu_r2", "[Read content stale: /repo/app/util.py was modified after "
                                                         "this read — re-read the file for current content.]")
     assert ("M4", where(body, "toolu_r2")) in found(check("anthropic", body, lying))  # util.py is never edited
+
+
+def test_cache_breakpoints_may_move_anywhere():
+    """§5.2 M1's allow-list: cache_control changes where the cache is written, not the prompt."""
+    body = anthropic_body()
+    out = copy.deepcopy(body)
+    out["system"][0].pop("cache_control")
+    out["messages"][4]["content"][0]["cache_control"] = {"type": "ephemeral"}
+    assert check("anthropic", body, out).ok

@@ -124,3 +124,8 @@ def test_essentials_keep_each_error_and_summary_once():
     assert kept.count("FAILED tests/test_app.py::test_bad - AssertionError: assert 2 == 3") == 1
     assert any(" 2 failed, 20 passed" in line for line in kept)
     assert not any("PASSED" in line for line in kept)
+
+
+def test_lines_are_found_by_their_own_index_even_when_lower_casing_changes_lengths():
+    lines = ["İİİİ Istanbul"] * 3 + ["plain line"] * 3 + ["ERROR: disk full"]
+    assert transforms._lines_matching(transforms._MUST_KEEP_LINES, lines, lower=True) == {6}
