@@ -8,6 +8,7 @@ unclear counts as no write; a wrong "reads" only keeps an output whole.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 import shlex
@@ -85,6 +86,7 @@ def _joined(cwd: str, path: str) -> str:
     return posixpath.normpath(posixpath.join(cwd, path)) if cwd else path
 
 
+@functools.lru_cache(maxsize=8192)  # agents resend every command on every turn
 def read_path(command: str) -> str | None:
     """The one file a command shows: `cat x`, `nl -ba x | sed -n '1,80p'`, `sed -n '5,9p' x`,
     `head -50 x`, SWE-agent's `open x`, optionally after `cd dir &&`. None for anything else."""
@@ -118,14 +120,15 @@ def read_path(command: str) -> str | None:
     return _joined(cwd, operands[0])
 
 
-def written_paths(command: str, open_file: str | None = None) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def written_paths(command: str, open_file: str | None = None) -> tuple[str, ...]:
     """Files a command changes: output redirections, `sed -i`, `tee`, the target of `cp`/`mv`, `rm`,
     SWE-agent's `create`/`edit`/`insert` (the latter two change the open file)."""
     words = command.strip().split(None, 2)
     if words and words[0] in ("edit", "insert"):
-        return [open_file] if open_file else []
+        return (open_file,) if open_file else ()
     if words and words[0] == "create" and len(words) > 1:
-        return [words[1]]
+        return (words[1],)
     paths: list[str] = []
     cwd = ""
     for _, argv, targets in simple_commands(command):
@@ -146,4 +149,4 @@ def written_paths(command: str, open_file: str | None = None) -> list[str]:
         elif program in _EDITORS and len(argv) >= 3 and argv[1] in ("create", "str_replace", "insert", "undo_edit"):
             changed.append(argv[2])
         paths += [_joined(cwd, p) for p in changed]
-    return paths
+    return tuple(paths)

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from addons import tokens  # noqa: E402
+from addons import compression, tokens  # noqa: E402
 from addons.compression import Mode, RewriteGate, Settings, compress_request  # noqa: E402
 from addons.rules import Dialect  # noqa: E402
 from mustkeep import check  # noqa: E402
@@ -86,10 +86,17 @@ def deepest_per_session(records: list[dict]) -> list[dict]:
 
 # ---------------------------------------------------------------- running the methods
 
+def fresh_caches() -> None:
+    """Each method starts as a new gateway would: nothing shrunk or counted yet."""
+    compression._shrunk.clear()
+    tokens._cache.clear()
+    tokens.encoding()  # the gateway builds the vocabulary at start-up, not on the first request
+
+
 def run_clutch(records: list[dict], mode: Mode) -> list[dict]:
     """Every request through compress_request in session order, as the gateway would see them."""
     settings = Settings(mode=mode)
-    tokens.encoding()  # the gateway loads the vocabulary at start-up, not on the first request
+    fresh_caches()
     rows = []
     for record in records:
         started = time.perf_counter()
@@ -108,6 +115,7 @@ def replay_clutch(records: list[dict], mode: Mode, rewrites: str = "always"
     come back to back, so for `rewrites` the provider's cache is always warm after the first."""
     settings = Settings(mode=mode)
     sessions, times = [], []
+    fresh_caches()
     for record in deepest_per_session(records):
         session = []
         gate = None if rewrites == "always" else RewriteGate(rewrites)

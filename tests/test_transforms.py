@@ -127,5 +127,16 @@ def test_essentials_keep_each_error_and_summary_once():
 
 
 def test_lines_are_found_by_their_own_index_even_when_lower_casing_changes_lengths():
-    lines = ["İİİİ Istanbul"] * 3 + ["plain line"] * 3 + ["ERROR: disk full"]
-    assert transforms._lines_matching(transforms._MUST_KEEP_LINES, lines, lower=True) == {6}
+    lines = ["İİİİ Istanbul"] * 3 + ["plain line"] * 3 + ["ERROR: disk full", "see lib/a.py:12 for more"]
+    assert transforms.must_keep_lines(lines) == {6}
+    assert transforms.first_keep_lines(lines) == {7}
+
+
+def test_the_hint_scan_finds_exactly_the_lines_the_pattern_finds():
+    log = pytest_log(50).split("\n") + ["ok 3 - parses", "Ran 12 tests in 0.1s", "Tests: 2 failed", "- FAIL x",
+                                          "request timed out", 'File "a.py", line 3, in f', "9 deselected",
+                                          "warning: old", "DeprecationWarning at lib/x.py:9", "nothing here"]
+    by_regex = {i for i, line in enumerate(log) if transforms.is_important(line)}
+    assert transforms.must_keep_lines(log) == by_regex and len(by_regex) > 10
+    first = {i for i, line in enumerate(log) if transforms._FIRST_KEEP.search(line)}
+    assert transforms.first_keep_lines(log) == first
