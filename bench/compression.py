@@ -270,6 +270,25 @@ def _turn_cost(fmt: str, body: dict, previous: list[str] | None) -> float:
     return cost
 
 
+def ceilings(records: list[dict]) -> dict[str, dict[str, float]]:
+    """The most each mode could save if it deleted, outright, every tool output it may touch:
+    `cache_safe` all but file reads, `max` also the reads later messages made stale or superseded.
+    Per source and ALL, as % of message tokens."""
+    totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
+    for record in records:
+        d = dialect(record["format"])
+        outputs = compression._outputs(d, record["body"]) or []
+        verdicts = compression._history_verdicts(outputs, compression._later_changes(outputs, d, record["body"]))
+        safe = sum(tokens.count_text(o.text) for o in outputs if o.read_of is None)
+        most = safe + sum(tokens.count_text(o.text) for o in outputs if o.read_of is not None and o.id in verdicts)
+        for key in (record["meta"]["source"], "ALL"):
+            row = totals[key]
+            row[0] += message_tokens(record["format"], record["body"])
+            row[1] += safe
+            row[2] += most
+    return {key: {"cache_safe": 100.0 * row[1] / row[0], "max": 100.0 * row[2] / row[0]} for key, row in totals.items()}
+
+
 # ---------------------------------------------------------------- reporting
 
 def request_table(summaries: list[dict[str, dict]]) -> str:
@@ -347,13 +366,18 @@ def main() -> int:
             names = list(sessions)
             replays += measure_replays(f"headroom {mode}", [sessions[n] for n in names], times,
                                        {i: source_of[n] for i, n in enumerate(names)})
+    limits = ceilings(records)
+    ceiling_table = "\n".join(["| source | cache_safe ceiling % | max ceiling % |", "|---|---|---|"] + [
+        f"| {key} | {row['cache_safe']:.1f} | {row['max']:.1f} |"
+        for key, row in sorted(limits.items(), key=lambda kv: (kv[0] == "ALL", kv[0]))])
     report = ("## Requests (dev corpus, savings over message tokens)\n\n" + request_table(request_summaries)
-              + "\n\n## Session replays (cache cost)\n\n" + replay_table(replays) + "\n")
+              + "\n\n## Session replays (cache cost)\n\n" + replay_table(replays)
+              + "\n\n## Ceilings: every tool output a mode may touch deleted outright\n\n" + ceiling_table + "\n")
     print(report)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "compression.md").write_text(report)
     (RESULTS / "compression.json").write_text(json.dumps(
-        {"requests": request_summaries, "replays": replays}, indent=1, default=lambda o: dict(o)))
+        {"requests": request_summaries, "replays": replays, "ceilings": limits}, indent=1, default=lambda o: dict(o)))
     return 0
 
 
