@@ -151,10 +151,7 @@ def _count(dialect, outcome: Outcome) -> tuple[int, int]:
 
 
 def _kinds(outcome: Outcome) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for cut in outcome.cuts:
-        counts[cut.kind] = counts.get(cut.kind, 0) + 1
-    return counts
+    return dict(collections.Counter(cut.kind for cut in outcome.cuts))
 
 
 def _lineage(body: dict) -> str:

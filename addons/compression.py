@@ -469,11 +469,16 @@ class RewriteGate:
 
     def __init__(self, policy: str = "always", cold_after_s: float = 300, clock=None):
         self.policy, self.cold_after_s = policy, cold_after_s
-        self._clock = clock
+        self._clock = clock  # None: no time passes (a benchmark's replay); the cache is warm after the first turn
+        self._lock = threading.Lock()  # one session's requests may be compressed in two threads at once
         self.replaced: set[str] = set()
         self.last_seen: float | None = None
 
     def choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[str]:
+        with self._lock:
+            return self._choose(candidates, tail_tokens)
+
+    def _choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[str]:
         now = self._clock() if self._clock else None
         cold = self.last_seen is None or (now is not None and now - self.last_seen > self.cold_after_s)
         self.last_seen = now if now is not None else 0.0
