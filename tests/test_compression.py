@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import ROOT, corpus_files
+from harness import ROOT, SHARED, corpus_files
 from mustkeep import check, prefix_stable
 
 from addons.compression import Mode, RewriteGate, Settings, compress_request
@@ -104,7 +104,8 @@ def test_compression_is_deterministic_across_processes(corpus):
               "    for m in (Mode.CACHE_SAFE, Mode.MAX):\n"
               "        sys.stdout.write(json.dumps(compress_request(d, r['body'], Settings(mode=m)).body) + '\\n')\n")
     runs = [subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True,
-                           env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYTHONHASHSEED": seed, "PATH": "/usr/bin"}).stdout
+                           env={"PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "PYTHONHASHSEED": seed, "PATH": "/usr/bin",
+                                "CLUTCH_SHARED": str(SHARED)}).stdout
             for seed in ("1", "2")]
     assert runs[0] == runs[1] and runs[0].count("\n") == 2 * len(corpus)
 

@@ -135,9 +135,12 @@ def test_codex_interactive_launch_leaves_no_daemon(tmp_path, gateway):
     bare_home.mkdir()
     started = time.monotonic()
     try:
-        run_in_a_terminal([str(codex)], {**env, "HOME": str(bare_home)}, work, 30,
-                          until=lambda: bool(codex_daemons(bare_home)))
-        left = codex_daemons(bare_home)
+        for _ in range(2):  # a fresh install's first TUI start can end before its daemon is up; once more then
+            run_in_a_terminal([str(codex)], {**env, "HOME": str(bare_home)}, work, 60,
+                              until=lambda: bool(codex_daemons(bare_home)))
+            left = codex_daemons(bare_home)
+            if left:
+                break
         needed = time.monotonic() - started
         assert left, "the bare Codex TUI left no daemon: the control failed, the test below would prove nothing"
     finally:
