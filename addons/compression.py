@@ -3,7 +3,8 @@
 Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
 
 * Only the text of tool outputs changes: Anthropic `tool_result` blocks, OpenAI `role: tool`
-  messages, Responses `function_call_output` items, and the observations of agents that act through
+  messages, Responses `function_call_output` items, Gemini `functionResponse` texts, and the
+  observations of agents that act through
   text (a user message right after an assistant message that ran a fenced command, as
   mini-SWE-agent and SWE-agent send). System prompt, tool schemas, every other field, assistant
   messages, user-authored text, ids and their pairing stay byte-identical.
@@ -288,6 +289,35 @@ def _responses_outputs(items: list[Any]) -> list[_Output]:
     return found
 
 
+_GEMINI_TEXT_KEYS = ("output", "content", "result", "stdout")  # where Gemini agents put a tool's text
+
+
+def _gemini_outputs(contents: list[Any]) -> list[_Output]:
+    """Gemini pairs a functionResponse with its functionCall by `id` when there is one, else by name."""
+    calls: dict[str, tuple[str, dict]] = {}
+    found: list[_Output] = []
+    for i, content in enumerate(contents):
+        parts = content.get("parts") if isinstance(content, dict) else None
+        for j, part in enumerate(parts if isinstance(parts, list) else []):
+            if not isinstance(part, dict):
+                continue
+            if isinstance(part.get("functionCall"), dict):
+                call = part["functionCall"]
+                name = str(call.get("name", ""))
+                args = call.get("args") if isinstance(call.get("args"), dict) else {}
+                calls[str(call.get("id") or name)] = (name.lower(), args)
+            elif isinstance(part.get("functionResponse"), dict) and isinstance(part["functionResponse"].get("response"),
+                                                                              dict):
+                reply = part["functionResponse"]
+                key = next((k for k in _GEMINI_TEXT_KEYS if isinstance(reply["response"].get(k), str)), None)
+                if key is None or not reply["response"][key]:
+                    continue
+                tool, call = calls.get(str(reply.get("id") or reply.get("name", "")), ("", {}))
+                found.append(_Output(f"fn@{i}.{j}", i, tool, call, _command_of(call), reply["response"][key],
+                                     ("contents", i, "parts", j, "functionResponse", "response", key)))
+    return found
+
+
 def _outputs(dialect: Dialect, body: dict[str, Any]) -> list[_Output] | None:
     if dialect is Dialect.ANTHROPIC and isinstance(body.get("messages"), list):
         outputs = _anthropic_outputs(body["messages"])
@@ -295,8 +325,10 @@ def _outputs(dialect: Dialect, body: dict[str, Any]) -> list[_Output] | None:
         outputs = _chat_outputs(body["messages"])
     elif dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("input"), list):
         outputs = _responses_outputs(body["input"])
+    elif dialect is Dialect.GEMINI and isinstance(body.get("contents"), list):
+        outputs = _gemini_outputs(body["contents"])
     else:
-        return None  # Gemini and unknown shapes: passed unchanged
+        return None  # unknown shapes: passed unchanged
     for output in outputs:
         if output.tool in _READ_TOOLS:
             output.read_of = _path_in(output.call)
@@ -541,7 +573,7 @@ def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[_Output]
         if marker is not None and len(marker) < len(output.text):  # a short read is cheaper than its marker
             found[output.id] = (verdict, marker, output)
     if gate is not None:  # asked even with nothing to replace: it tells the gate the session is active
-        key = "input" if dialect is Dialect.OPENAI_RESPONSES else "messages"
+        key = {Dialect.OPENAI_RESPONSES: "input", Dialect.GEMINI: "contents"}.get(dialect, "messages")
         candidates = [Rewrite(i, o.index, count_text(o.text) - count_text(m)) for i, (_, m, o) in found.items()]
         chosen = gate.choose(candidates, lambda index: request_tokens(dialect, {key: body[key][index:]}))
         found = {i: v for i, v in found.items() if i in chosen}

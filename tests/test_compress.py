@@ -559,7 +559,7 @@ def test_when_cold_rewrites_wait_until_the_cache_has_expired(max_gateway, fake):
     assert fourth[:len(third)] == third
 
 
-# ---------------------------------------------------------------- 7. shapes the compressor does not know
+# ---------------------------------------------------------------- 7. Gemini, and a shape the compressor does not know
 
 def test_a_messages_request_without_messages_passes_unchanged(gateway, fake):
     """An old-style `prompt` body on /v1/messages: nothing the compressor knows, so it goes as it came."""
@@ -570,20 +570,22 @@ def test_a_messages_request_without_messages_passes_unchanged(gateway, fake):
     assert_unchanged_bytes(received(fake, model), raw)
 
 
-def test_a_gemini_request_passes_unchanged(gateway, fake):
-    """Gemini's functionResponse holds a long log, but the compressor does not handle Gemini yet."""
+def test_a_gemini_function_response_is_reduced(gateway, fake):
+    """Gemini's shape (Gemini CLI's run_shell_command): the log in the functionResponse is reduced, the
+    rest of the request arrives as sent."""
     model = "compress-gemini-flash"
     body = {"contents": [
         {"role": "user", "parts": [{"text": "Run the tests."}]},
         {"role": "model", "parts": [{"functionCall": {"name": "run_shell_command", "args": {"command": "pytest -q"}}}]},
         {"role": "user", "parts": [{"functionResponse": {"name": "run_shell_command", "response": {"output": LOG}}}]},
     ]}
-    raw = json.dumps(body).encode()
     response = post(gateway, "xx-antigravity.s-g",
-                    f"https://generativelanguage.googleapis.com/v1beta/models/{model}:generateContent", raw,
-                    {"x-goog-api-key": KEYS["gemini"]})
+                    f"https://generativelanguage.googleapis.com/v1beta/models/{model}:generateContent",
+                    json.dumps(body).encode(), {"x-goog-api-key": KEYS["gemini"]})
     assert response.status_code == 200 and response.json()["candidates"]
-    assert_unchanged_bytes(received(fake, model), raw)
+    got = received(fake, model)["request_json"]
+    assert differences(body, got) == [("contents", 2, "parts", 0, "functionResponse", "response", "output")]
+    assert_log_reduced(LOG, got["contents"][2]["parts"][0]["functionResponse"]["response"]["output"])
 
 
 # ---------------------------------------------------------------- 8. no secret leaks

@@ -242,7 +242,21 @@ def test_responses_function_call_outputs_are_shrunk():
     assert "FAILED tests/test_m.py::test_bad" in out.body["input"][2]["output"]
 
 
-@pytest.mark.parametrize("body", [{"model": "m"}, {"messages": "not a list"}, {"contents": [{"parts": []}]}])
+def test_gemini_function_responses_are_shrunk_and_paired_by_name():
+    body = {"contents": [
+        {"role": "user", "parts": [{"text": "test"}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "run_shell_command", "args": {"command": "pytest"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "run_shell_command", "response": {"output": LOG}}}]},
+        {"role": "model", "parts": [{"functionCall": {"name": "read_file", "args": {"absolute_path": "/r/a.py"}}}]},
+        {"role": "user", "parts": [{"functionResponse": {"name": "read_file", "response": {"output": LOG}}}]}]}
+    out = compress_request(Dialect.GEMINI, body, SAFE)
+    assert [c.output for c in out.cuts] == ["fn@2.0"]  # the read stays whole
+    assert out.body["contents"][:2] == body["contents"][:2] and out.body["contents"][3:] == body["contents"][3:]
+    assert "FAILED tests/test_m.py::test_bad" in out.body["contents"][2]["parts"][0]["functionResponse"]["response"]["output"]
+
+
+@pytest.mark.parametrize("body", [{"model": "m"}, {"messages": "not a list"}, {"contents": [{"parts": []}]},
+                                  {"contents": "not a list"}])
 def test_unrecognised_bodies_pass_unchanged(body):
     for d in Dialect:
         assert compress_request(d, body, SAFE).body is body

@@ -266,3 +266,19 @@ def test_silent_stream_is_cut_at_the_idle_timeout(tmp_path, fake, pki):
         assert len(fake.entries_for("engine/hang-after-headers")) - before == 2  # one retry, then the error
     finally:
         gateway.stop()
+
+
+def test_the_flow_comment_tells_what_compression_did():
+    """mitmweb shows the comment: the mode, tokens before and after, and the cuts by kind."""
+    from mitmproxy.test import tflow
+
+    from addons.engine import _compression_note
+    from addons.meta import COMPRESSION
+    flow = tflow.tflow()
+    assert _compression_note(flow) == ""  # compression off: nothing to say
+    flow.metadata[COMPRESSION] = {"mode": "cache_safe", "cuts": {}, "rewrites": 0, "ms": 0.4}
+    assert _compression_note(flow) == "; compression cache_safe: nothing to cut"
+    flow.metadata[COMPRESSION] = {"mode": "max", "cuts": {"stale_read": 2, "shrunk": 1}, "rewrites": 2, "ms": 3.1}
+    assert _compression_note(flow) == "; compression max: tokens not counted yet, 1 shrunk, 2 stale_read"
+    flow.metadata[COMPRESSION].update(tokens_before=12_000, tokens_after=9_000, tokens_saved=3_000)
+    assert _compression_note(flow) == "; compression max: 12,000 -> 9,000 tokens (-25.0%), 1 shrunk, 2 stale_read"
