@@ -76,8 +76,9 @@ def test_429_then_500_then_empty_then_success_streams_incrementally(cascading, f
             arrivals.append(time.monotonic())
             text += chunk.choices[0].delta.content
     assert text == "pong from the fake upstream"
-    # the slow model sends 10 chunks 0.2 s apart: the agent saw the first long before the last existed
-    assert arrivals[-1] - arrivals[0] > 1.2
+    # the slow model sends 10 chunks 0.2 s apart (1.8 s): the agent saw the first long before the last
+    # existed. A buffered answer arrives all at once; a busy 2-core machine may bunch the first few.
+    assert arrivals[-1] - arrivals[0] > 0.6
     assert raw.headers["x-clutch-model"] == "openrouter:c1/slow" and raw.headers["x-clutch-attempts"] == "4"
     assert [e["model"] for e in calls(fake, "c1/")] == ["c1/fail-429", "c1/fail-500", "c1/empty", "c1/slow"]
     assert all(e["headers"]["authorization"] == "Bearer sk-or-v1-agent" for e in calls(fake, "c1/"))
