@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import secrets
 import weakref
@@ -21,7 +20,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import cascade, dialects
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
-from addons.plan import Plan, build_plan, flavour_of, url_of
+from addons.plan import Plan, build_plan, flavour_of, json_bytes, url_of
 from addons.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
 from addons.resolve import Resolve
@@ -281,9 +280,7 @@ def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTa
     plan = dataclasses.replace(plan, sent=body)
     headers = [(k, v) for k, v in plan.headers if k.lower() not in (b"content-encoding", b"content-length")]
     notes = [*plan.notes, f"OpenRouter fallbacks {', '.join(models[1:])}"]
-    return dataclasses.replace(plan, headers=headers, body=json.dumps(body, ensure_ascii=False,
-                                                                      separators=(",", ":")).encode(),
-                               changed=True, notes=notes)
+    return dataclasses.replace(plan, headers=headers, body=json_bytes(body), changed=True, notes=notes)
 
 
 def _wants_usage(call) -> bool:

@@ -89,7 +89,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
             notes.append("subagent tag stripped")
         # `sent` too: OpenRouter's native fallbacks rebuild the body from it
         return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS),
-                                   body=_json(body), changed=True, sent=body)
+                                   body=json_bytes(body), changed=True, sent=body)
 
     provider = rules.providers[target.provider]
     upstream_dialect = _dialect_for(call.dialect, provider)
@@ -97,7 +97,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
         notes.append(f"{target.provider} speaks {', '.join(provider.dialects)}, and Clutch cannot translate "
                      f"{call.dialect} to those; kept {call.provider}:{call.model}")
         if tag_removed or repair is not None:
-            return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS), body=_json(body),
+            return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS), body=json_bytes(body),
                                        changed=True, sent=body)
         return unchanged
     if tag_removed:
@@ -114,7 +114,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
         new_url = endpoint_url(provider, upstream_dialect, "")
         sent = _translate_request(body, call.dialect, upstream_dialect, target.model, target.provider, provider,
                                   notes)
-    out_body = _json(sent)
+    out_body = json_bytes(sent)
 
     out_headers = _without(headers, _BODY_HEADERS)
     key_source = "agent"
@@ -155,8 +155,8 @@ def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
             payload = None
         if isinstance(payload, dict) and "error" not in payload:
             if client is Dialect.ANTHROPIC:
-                return status, _json(translate.chat_to_anthropic_response(payload))
-            return status, _json(translate.anthropic_to_chat_response(payload))
+                return status, json_bytes(translate.chat_to_anthropic_response(payload))
+            return status, json_bytes(translate.anthropic_to_chat_response(payload))
         # OpenRouter can answer 200 with an error object, and anything unreadable is no answer either
         status = 502
     return status, translate_errors.translate_error(raw, status, client)
@@ -272,5 +272,3 @@ def json_bytes(body: dict[str, Any]) -> bytes:
     except UnicodeEncodeError:
         return json.dumps(body, separators=(",", ":")).encode()
 
-
-_json = json_bytes

@@ -18,7 +18,7 @@ from addons import compression, dialects, tokens
 from addons.custom_router import CustomRouter, RouterContext
 from addons.identity import Identity, identity_from_username
 from addons.overrides import apply_overrides
-from addons.plan import PlanError, build_plan
+from addons.plan import PlanError, build_plan, json_bytes
 from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rules import DEFAULT_RULES_PATH, Dialect, Rules, load_rules
 
@@ -76,7 +76,7 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     squeezed = _compress(rules, call, identity, launch_profile)
     if squeezed["changed"]:  # the gateway compresses before it routes: route what it would send
-        raw = json.dumps(squeezed.pop("body"), ensure_ascii=False, separators=(",", ":")).encode()
+        raw = json_bytes(squeezed.pop("body"))
         call = dialects.read_call(dialect, owner[0], parts.path, raw)
     squeezed.pop("body", None)
     wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
