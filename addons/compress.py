@@ -21,6 +21,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addons import tokens
 from addons.compression import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
+from addons.identity import session_key
 from addons.meta import COMPRESSION, call_of, identity_of, set_call
 from addons.plan import json_bytes
 from addons.rulebook import Rulebook
@@ -81,7 +82,7 @@ class Compress:
         if mode is Mode.OFF:
             return
         settings = self._settings[mode]
-        gate = self._gate(rules, call.body, identity.session) if mode is Mode.MAX else None
+        gate = self._gate(rules, call.body, session_key(identity, flow.request.headers)) if mode is Mode.MAX else None
         started = time.perf_counter()
         try:
             if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
@@ -155,8 +156,8 @@ def _kinds(outcome: Outcome) -> dict[str, int]:
 
 
 def _lineage(body: dict) -> str:
-    """A session key for agents that name no session: the conversation's first message, which every
-    later request of the conversation repeats."""
+    """A session key for agents that name no session (identity.session_key finds none): the
+    conversation's first message, which every later request of the conversation repeats."""
     messages = body.get("messages") or body.get("input") or []
     first = messages[0] if isinstance(messages, list) and messages else None
     return hashlib.sha256(json.dumps([body.get("system"), first], sort_keys=True, default=str).encode()).hexdigest()

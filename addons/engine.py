@@ -18,6 +18,7 @@ import weakref
 from mitmproxy import ctx, exceptions, http
 
 from addons import cascade, dialects
+from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
 from addons.plan import Plan, build_plan, flavour_of, json_bytes, url_of
@@ -253,20 +254,6 @@ class Engine:
             job.attempts.append(Attempt("", str(target), error=why, ended="skipped"))
         self._jobs[flow] = job
         return job
-
-
-def session_key(identity, headers) -> str | None:
-    """Who stays on a fallback model: the launch's session, else the agent's own session header."""
-    session = identity.session
-    if not session:
-        for name in _SESSION_HEADERS:
-            if headers.get(name):
-                session = headers[name]
-                break
-    return f"{identity.agent}:{session}" if session else None
-
-
-_SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", "x-session-affinity", "x-session-id")
 
 
 def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:

@@ -132,3 +132,18 @@ def _decode_model(value: str) -> str | None:
         return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("utf-8") or None
     except (binascii.Error, UnicodeDecodeError):
         return None
+
+
+def session_key(identity: Identity, headers) -> str | None:
+    """One agent session, for what Clutch remembers per session (the sticky model after a fallback,
+    compression's rewrites): the launch's session, else the agent's own session header."""
+    session = identity.session
+    if not session:
+        for name in _SESSION_HEADERS:
+            if headers.get(name):
+                session = headers[name]
+                break
+    return f"{identity.agent}:{session}" if session else None
+
+
+_SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", "x-session-affinity", "x-session-id")
