@@ -67,6 +67,19 @@ def mode_for(rules: Rules, agent: str, launch_profile: str | None) -> Mode:
     return Mode(mode)
 
 
+def describe(mode: str, kinds: dict[str, int], tokens_before: int | None, tokens_after: int | None) -> str:
+    """One line on what a request's compression did, for the flow comment and the dry run:
+    `cache_safe: 12,000 -> 9,000 tokens (-25.0%), 1 shrunk, 2 same_output`."""
+    if not kinds:
+        return f"{mode}: nothing to cut"
+    if tokens_before is None or tokens_after is None:
+        size = "tokens not counted yet"
+    else:
+        size = (f"{tokens_before:,} -> {tokens_after:,} tokens "
+                f"(-{100 * (tokens_before - tokens_after) / max(tokens_before, 1):.1f}%)")
+    return f"{mode}: {size}, " + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class Cut:
     output: str  # the tool output's id (tool_use_id, tool_call_id, call_id or obs@<message index>)

@@ -17,7 +17,7 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import cascade, dialects
+from addons import cascade, compression, dialects
 from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
@@ -311,12 +311,5 @@ def _compression_note(flow: http.HTTPFlow) -> str:
     summary = flow.metadata.get(COMPRESSION)
     if not summary:
         return ""
-    if not summary["cuts"]:
-        return f"; compression {summary['mode']}: nothing to cut"
-    cuts = ", ".join(f"{n} {kind}" for kind, n in sorted(summary["cuts"].items()))
-    if "tokens_before" in summary:
-        before, after = summary["tokens_before"], summary["tokens_after"]
-        size = f"{before:,} -> {after:,} tokens (-{100 * (before - after) / max(before, 1):.1f}%)"
-    else:
-        size = "tokens not counted yet"
-    return f"; compression {summary['mode']}: {size}, {cuts}"
+    return "; compression " + compression.describe(summary["mode"], summary["cuts"], summary.get("tokens_before"),
+                                                   summary.get("tokens_after"))

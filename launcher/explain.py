@@ -165,13 +165,9 @@ def render(result: dict[str, Any]) -> str:
     if result["rules"]["overrides"]:
         lines.append("overrides " + ", ".join(f"{k}={v}" for k, v in result["rules"]["overrides"].items()))
     squeezed = result["compression"]
-    if squeezed["cuts"]:
-        kinds = collections.Counter(c["kind"] for c in squeezed["cuts"])
-        before, after = squeezed["tokens_before"], squeezed["tokens_after"]
-        lines.append(f"compress  {squeezed['mode']}: {before:,} -> {after:,} tokens (-{100 * (before - after) / before:.1f}%), "
-                     + ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())))
-    else:
-        lines.append(f"compress  {squeezed['mode']}: nothing to cut")
+    kinds = collections.Counter(c["kind"] for c in squeezed["cuts"])
+    lines.append("compress  " + compression.describe(squeezed["mode"], kinds, squeezed.get("tokens_before"),
+                                                     squeezed.get("tokens_after")))
     if "error" in result:
         lines.append(f"error     {result['error']}")
         return "\n".join(lines)
