@@ -38,6 +38,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from addons import compression, tokens  # noqa: E402
 from addons.compression import Mode, RewriteGate, Settings, compress_request  # noqa: E402
 from addons.rules import Dialect  # noqa: E402
+from harness import deepest_per_session, session_turns  # noqa: E402
 from mustkeep import check  # noqa: E402
 
 SHARED = Path(os.environ.get("CLUTCH_SHARED", ROOT.parent / "shared"))
@@ -65,23 +66,6 @@ def dialect(fmt: str) -> Dialect:
 
 def message_tokens(fmt: str, body: dict) -> int:
     return tokens.request_tokens(dialect(fmt), {"messages": body.get("messages") or []})
-
-
-def turns(record: dict) -> list[dict]:
-    """The session's requests up to this one: the messages before each assistant turn (the last MAX_TURNS)."""
-    messages = record["body"]["messages"]
-    ends = [k for k in range(1, len(messages) + 1)
-            if messages[k - 1]["role"] in ("user", "tool") and (k == len(messages) or messages[k]["role"] == "assistant")]
-    return [{**record["body"], "messages": messages[:k]} for k in ends][-MAX_TURNS:]
-
-
-def deepest_per_session(records: list[dict]) -> list[dict]:
-    deepest: dict[str, dict] = {}
-    for record in records:
-        session = record["meta"]["session"]
-        if session not in deepest or len(record["body"]["messages"]) > len(deepest[session]["body"]["messages"]):
-            deepest[session] = record
-    return list(deepest.values())
 
 
 # ---------------------------------------------------------------- running the methods
@@ -119,7 +103,7 @@ def replay_clutch(records: list[dict], mode: Mode, rewrites: str = "always"
     for record in deepest_per_session(records):
         session = []
         gate = None if rewrites == "always" else RewriteGate(rewrites)
-        for turn in turns(record):
+        for turn in session_turns(record)[-MAX_TURNS:]:
             started = time.perf_counter()
             outcome = compress_request(dialect(record["format"]), turn, settings, gate)
             if outcome.changed:

@@ -231,3 +231,22 @@ def corpus_files(pattern: str) -> list[Path]:
             pytest.fail(message)
         pytest.skip(message)
     return files
+
+
+def session_turns(record: dict) -> list[dict]:
+    """Every request of a corpus record's session up to the record: its messages before each assistant
+    turn (a turn ends with what the client appended, a user message or an OpenAI `tool` result)."""
+    messages = record["body"]["messages"]
+    ends = [k for k in range(1, len(messages) + 1)
+            if messages[k - 1]["role"] in ("user", "tool") and (k == len(messages) or messages[k]["role"] == "assistant")]
+    return [{**record["body"], "messages": messages[:k]} for k in ends]
+
+
+def deepest_per_session(records: list[dict]) -> list[dict]:
+    """The record with the most messages of each session: the one whose turns replay the session."""
+    deepest: dict[str, dict] = {}
+    for record in records:
+        session = record["meta"]["session"]
+        if session not in deepest or len(record["body"]["messages"]) > len(deepest[session]["body"]["messages"]):
+            deepest[session] = record
+    return list(deepest.values())

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import ROOT, SHARED, corpus_files
+from harness import ROOT, SHARED, corpus_files, deepest_per_session, session_turns
 from mustkeep import check, prefix_stable
 
 from addons.compression import Mode, RewriteGate, Settings, compress_request
@@ -57,24 +57,11 @@ def test_cache_safe_never_rewrites_and_max_does_only_for_history(corpus):
     assert {"stale_read", "write_echo", "shrunk"} <= kinds
 
 
-def turns(record: dict) -> list[dict]:
-    """Every request of the session up to this one: the messages before each assistant turn."""
-    messages = record["body"]["messages"]
-    cuts = [k for k in range(1, len(messages) + 1)
-            if messages[k - 1]["role"] in ("user", "tool") and (k == len(messages) or messages[k]["role"] == "assistant")]
-    return [{**record["body"], "messages": messages[:k]} for k in cuts]
-
-
 def test_cache_safe_output_at_turn_t_is_a_byte_prefix_of_turn_t_plus_1_over_whole_sessions(corpus):
-    deepest: dict[str, dict] = {}
-    for record in corpus:
-        session = record["meta"]["session"]
-        if session not in deepest or len(record["body"]["messages"]) > len(deepest[session]["body"]["messages"]):
-            deepest[session] = record
     checked, max_rewrites = 0, 0
-    for record in deepest.values():
+    for record in deepest_per_session(corpus):
         previous = previous_max = None
-        for body in turns(record)[-40:]:
+        for body in session_turns(record)[-40:]:
             out = compress_request(dialect(record), body, SAFE).body
             out_max = compress_request(dialect(record), body, MAX).body
             if previous is not None:
