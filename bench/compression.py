@@ -358,9 +358,12 @@ def main() -> int:
               + "\n\n## Session replays (cache cost)\n\n" + replay_table(replays)
               + "\n\n## Ceilings: every tool output a mode may touch deleted outright\n\n" + ceiling_table + "\n")
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "compression.md").write_text(report)
-    (RESULTS / "compression.json").write_text(json.dumps(
+    # a run without Headroom must not replace the comparison the README quotes
+    out = RESULTS if args.headroom else args.work
+    out.mkdir(parents=True, exist_ok=True)
+    name = "compression" if args.headroom else "compression-no-headroom"
+    (out / f"{name}.md").write_text(report)
+    (out / f"{name}.json").write_text(json.dumps(
         {"requests": request_summaries, "replays": replays, "ceilings": limits}, indent=1, default=lambda o: dict(o)))
     return 0
 
