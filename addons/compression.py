@@ -2,12 +2,9 @@
 
 Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
 
-* Only the text of tool outputs changes: Anthropic `tool_result` blocks, OpenAI `role: tool`
-  messages, Responses `function_call_output` items, Gemini `functionResponse` texts, and the
-  observations of agents that act through
-  text (a user message right after an assistant message that ran a fenced command, as
-  mini-SWE-agent and SWE-agent send). System prompt, tool schemas, every other field, assistant
-  messages, user-authored text, ids and their pairing stay byte-identical.
+* Only the text of tool outputs changes (which parts those are, in each dialect: tool_outputs.py).
+  System prompt, tool schemas, every other field, assistant messages, user-authored text, ids and
+  their pairing stay byte-identical.
 * File reads are never shrunk: an agent edits against their exact bytes.
 * `cache_safe`: what a tool output becomes depends only on that output, its own tool call and the
   outputs before it (a repeat of an earlier output becomes a reference to it), never on anything
@@ -24,9 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import re
-import shlex
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +31,7 @@ from cachetools import LRUCache
 from addons import shell, transforms
 from addons.rules import Compression, Dialect, Rules
 from addons.tokens import count_text, request_tokens
+from addons.tool_outputs import ToolOutput, command_of, find_outputs, path_in
 from addons.transforms import MARKER_PREFIX, LogLimits
 
 
@@ -112,62 +108,25 @@ class Outcome:
         return sum(c.tokens_before - c.tokens_after for c in self.cuts)
 
 
-# ---------------------------------------------------------------- what a tool output is
+# ---------------------------------------------------------------- what a tool call changes
 
-_READ_TOOLS = frozenset({"read", "view", "read_file", "readfile", "read_many_files", "cat", "open"})
 _EDIT_TOOLS = frozenset({"edit", "write", "multiedit", "notebookedit", "write_file", "edit_file", "create_file",
                          "replace", "str_replace_based_edit_tool", "str_replace_editor", "apply_patch", "patch"})
-_PATH_KEYS = ("file_path", "path", "filePath", "absolute_path", "notebook_path", "filename")
 _SHELL_LOG = re.compile(r"\b(?:pytest|py\.test|tox|nox|unittest|mix\s+(?:test|compile|deps|ecto|dialyzer|credo)"
                         r"|go\s+(?:test|build|vet)|cargo\s+(?:test|build|check|clippy)|npm\s+(?:test|install|ci|run)"
                         r"|pnpm|yarn|jest|vitest|make|cmake|ninja|gradle|mvn|pip3?\s+install|uv\s+(?:pip|sync)"
                         r"|poetry|tsc|eslint|ruff|mypy|docker\s+build|bundle|rake|rspec|dotnet)\b")
-_FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
-_FENCE_LANGUAGE = re.compile(r"```([^\n`]*)\n.*?```", re.S)
-_SHELL_FENCES = frozenset({"", "bash", "sh", "shell", "console", "zsh"})
-# What text-action agents' observations look like: mini-SWE-agent opens with the return code,
-# SWE-agent closes with its state footer and prompt.
-_OBSERVATION_SHAPE = re.compile(r"\A\s*<returncode>|\(Current directory: [^)\n]*\)\s*(?:bash-\$)?\s*\Z|bash-\$\s*\Z")
 _WRITE_ECHO = re.compile(r"^(The file \S.* has been updated\. Here's the result of running `cat -n` on a snippet "
                          r"of the edited file:\n)(.*)$", re.S)
 _NUMBERED = re.compile(r"^ *\d+→(.*)$")
 _PATCH_FILE = re.compile(r"^\*\*\* (?:Update|Add|Delete) File: (.+)$", re.M)
 
 
-@dataclasses.dataclass
-class _Output:
-    id: str
-    index: int  # message (or input item) index
-    tool: str  # the tool's name in lower case ("" for text-action observations)
-    call: dict[str, Any]  # the tool call's input
-    command: str  # the shell command, for shell tools and observations
-    text: str
-    path: tuple  # keys from the body's root to the text, for writing it back
-    read_of: str | None = None  # the file this output shows, when it is a file read
-    read_key: str = ""  # what was read (offset, limit, command): a re-read of the same key supersedes it
-    snippet_of: str | None = None  # the file an edit result shows a snippet of
-
-
-def _path_in(call: dict[str, Any]) -> str | None:
-    for key in _PATH_KEYS:
-        value = call.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def _command_of(call: dict[str, Any]) -> str:
-    command = call.get("command", call.get("cmd", ""))
-    if isinstance(command, list):  # Codex: ["bash", "-lc", "cat x"]
-        command = command[-1] if command and command[0] in ("bash", "sh", "zsh") else shlex.join(map(str, command))
-    return command if isinstance(command, str) else ""
-
-
 def _edited_paths(tool: str, call: dict[str, Any], command: str, open_file: str | None) -> set[str]:
     """Files a tool call changes (used only to judge reads stale in max mode)."""
     found: set[str] = set()
     if tool in _EDIT_TOOLS:
-        path = _path_in(call)
+        path = path_in(call)
         if path and not (tool in ("str_replace_editor", "str_replace_based_edit_tool") and call.get("command") == "view"):
             found.add(path)
         patch = call.get("patch") or call.get("input")
@@ -189,173 +148,6 @@ def _same_file(a: str, b: str) -> bool:
 
 # ---------------------------------------------------------------- collecting the outputs of each dialect
 
-def _text_of(content: Any) -> tuple[str, tuple | None]:
-    """A tool output's text and where it sits inside `content`: the string itself, or a list holding
-    one text part (outputs with several parts, images among them, are left alone)."""
-    if isinstance(content, str):
-        return content, ()
-    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict):
-        part = content[0]
-        if part.get("type") in ("text", "input_text", "output_text") and isinstance(part.get("text"), str):
-            return part["text"], (0, "text")
-    return "", None
-
-
-def _anthropic_outputs(messages: list[Any]) -> list[_Output]:
-    calls: dict[str, tuple[str, dict]] = {}
-    found: list[_Output] = []
-    for i, message in enumerate(messages):
-        content = message.get("content") if isinstance(message, dict) else None
-        if not isinstance(content, list):
-            continue
-        for b, block in enumerate(content):
-            if not isinstance(block, dict):
-                continue
-            if block.get("type") == "tool_use" and isinstance(block.get("input"), dict):
-                calls[str(block.get("id"))] = (str(block.get("name", "")).lower(), block["input"])
-            elif block.get("type") == "tool_result" and message.get("role") == "user":
-                text, where = _text_of(block.get("content"))
-                if where is None or not text:
-                    continue
-                tool, call = calls.get(str(block.get("tool_use_id")), ("", {}))
-                found.append(_Output(str(block.get("tool_use_id")), i, tool, call, _command_of(call), text,
-                                     ("messages", i, "content", b, "content", *where)))
-    return found
-
-
-def _chat_outputs(messages: list[Any]) -> list[_Output]:
-    calls: dict[str, tuple[str, dict]] = {}
-    found: list[_Output] = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            continue
-        role = message.get("role")
-        if role == "assistant":
-            for call in message.get("tool_calls") or []:
-                function = call.get("function") or {} if isinstance(call, dict) else {}
-                try:
-                    arguments = json.loads(function.get("arguments") or "{}")
-                except (TypeError, ValueError):
-                    arguments = {}
-                calls[str(call.get("id"))] = (str(function.get("name", "")).lower(),
-                                              arguments if isinstance(arguments, dict) else {})
-        elif role == "tool":
-            text, where = _text_of(message.get("content"))
-            if where is None or not text:
-                continue
-            tool, call = calls.get(str(message.get("tool_call_id")), ("", {}))
-            found.append(_Output(str(message.get("tool_call_id")), i, tool, call, _command_of(call), text,
-                                 ("messages", i, "content", *where)))
-        elif role == "user" and i > 0 and _is_observation(messages[i - 1], message):
-            text, where = _text_of(message.get("content"))
-            if where is None or not text:
-                continue
-            commands = _FENCE.findall(_plain(messages[i - 1].get("content")))
-            command = commands[-1].strip() if commands else ""
-            found.append(_Output(f"obs@{i}", i, "", {}, command, text, ("messages", i, "content", *where)))
-    return found
-
-
-def _is_observation(previous: Any, message: dict) -> bool:
-    """A text-action agent's turn: the assistant ran a fenced shell command, and the next user message
-    is its output in a shape such agents write (mini-SWE-agent's `<returncode>`, SWE-agent's prompt
-    footer). A person's reply after an assistant that merely showed code stays the person's own."""
-    if not (isinstance(previous, dict) and previous.get("role") == "assistant" and not previous.get("tool_calls")):
-        return False
-    if not any(language.strip().lower() in _SHELL_FENCES for language in _FENCE_LANGUAGE.findall(
-            _plain(previous.get("content")))):
-        return False
-    return bool(_OBSERVATION_SHAPE.search(_plain(message.get("content"))))
-
-
-def _plain(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
-
-
-def _responses_outputs(items: list[Any]) -> list[_Output]:
-    calls: dict[str, tuple[str, dict]] = {}
-    found: list[_Output] = []
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            continue
-        kind = item.get("type")
-        if kind in ("function_call", "custom_tool_call", "local_shell_call"):
-            raw = item.get("arguments", item.get("input", item.get("action")))
-            if isinstance(raw, str) and kind == "function_call":
-                try:
-                    raw = json.loads(raw)
-                except ValueError:
-                    raw = {}
-            call = raw if isinstance(raw, dict) else {"input": raw} if isinstance(raw, str) else {}
-            calls[str(item.get("call_id"))] = (str(item.get("name", "shell")).lower(), call)
-        elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
-            text, where = _text_of(item.get("output"))
-            if where is None or not text:
-                continue
-            tool, call = calls.get(str(item.get("call_id")), ("", {}))
-            found.append(_Output(str(item.get("call_id")), i, tool, call, _command_of(call), text,
-                                 ("input", i, "output", *where)))
-    return found
-
-
-_GEMINI_TEXT_KEYS = ("output", "content", "result", "stdout")  # where Gemini agents put a tool's text
-
-
-def _gemini_outputs(contents: list[Any]) -> list[_Output]:
-    """Gemini pairs a functionResponse with its functionCall by `id` when there is one, else by name."""
-    calls: dict[str, tuple[str, dict]] = {}
-    found: list[_Output] = []
-    for i, content in enumerate(contents):
-        parts = content.get("parts") if isinstance(content, dict) else None
-        for j, part in enumerate(parts if isinstance(parts, list) else []):
-            if not isinstance(part, dict):
-                continue
-            if isinstance(part.get("functionCall"), dict):
-                call = part["functionCall"]
-                name = str(call.get("name", ""))
-                args = call.get("args") if isinstance(call.get("args"), dict) else {}
-                calls[str(call.get("id") or name)] = (name.lower(), args)
-            elif isinstance(part.get("functionResponse"), dict) and isinstance(part["functionResponse"].get("response"),
-                                                                              dict):
-                reply = part["functionResponse"]
-                key = next((k for k in _GEMINI_TEXT_KEYS if isinstance(reply["response"].get(k), str)), None)
-                if key is None or not reply["response"][key]:
-                    continue
-                tool, call = calls.get(str(reply.get("id") or reply.get("name", "")), ("", {}))
-                found.append(_Output(f"fn@{i}.{j}", i, tool, call, _command_of(call), reply["response"][key],
-                                     ("contents", i, "parts", j, "functionResponse", "response", key)))
-    return found
-
-
-def _outputs(dialect: Dialect, body: dict[str, Any]) -> list[_Output] | None:
-    if dialect is Dialect.ANTHROPIC and isinstance(body.get("messages"), list):
-        outputs = _anthropic_outputs(body["messages"])
-    elif dialect is Dialect.OPENAI_CHAT and isinstance(body.get("messages"), list):
-        outputs = _chat_outputs(body["messages"])
-    elif dialect is Dialect.OPENAI_RESPONSES and isinstance(body.get("input"), list):
-        outputs = _responses_outputs(body["input"])
-    elif dialect is Dialect.GEMINI and isinstance(body.get("contents"), list):
-        outputs = _gemini_outputs(body["contents"])
-    else:
-        return None  # unknown shapes: passed unchanged
-    for output in outputs:
-        if output.tool in _READ_TOOLS:
-            output.read_of = _path_in(output.call)
-            output.read_key = json.dumps({k: v for k, v in output.call.items() if k not in _PATH_KEYS},
-                                         sort_keys=True)
-        elif output.tool in ("edit", "multiedit") and "Here's the result of running `cat -n`" in output.text:
-            output.snippet_of = _path_in(output.call)
-        elif output.command and output.tool in ("", "bash", "shell", "exec_command", "run_shell_command",
-                                                "local_shell", "execute", "terminal"):
-            output.read_of = shell.read_path(output.command)
-            output.read_key = output.command
-    return outputs
-
-
 # ---------------------------------------------------------------- the transforms per output
 
 _shrunk: LRUCache[tuple, str] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=lambda value: len(value) + 64)
@@ -374,7 +166,7 @@ def _shrink_cached(text: str, limits: LogLimits, log_hint: bool) -> str:
     return found
 
 
-def _write_echo(output: _Output) -> str | None:
+def _write_echo(output: ToolOutput) -> str | None:
     """Claude Code's Write result repeats the whole file it just wrote, numbered; that listing is the
     Write call's own `content`, so only the first line is needed."""
     if output.tool != "write" or not isinstance(output.call.get("content"), str):
@@ -408,7 +200,7 @@ def _failed_calls(messages: list[Any]) -> set[str]:
 _OPEN_FILE = re.compile(r"\(Open file: ([^)\n]+)\)")  # SWE-agent's footer after every action
 
 
-def _later_changes(outputs: list[_Output], dialect: Dialect, body: dict[str, Any]) -> list[tuple[int, set[str]]]:
+def _later_changes(outputs: list[ToolOutput], dialect: Dialect, body: dict[str, Any]) -> list[tuple[int, set[str]]]:
     """(message index, files changed) for every edit in the request, in order."""
     changes: list[tuple[int, set[str]]] = []
     if dialect is Dialect.ANTHROPIC:
@@ -418,7 +210,7 @@ def _later_changes(outputs: list[_Output], dialect: Dialect, body: dict[str, Any
                 if (isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("input"), dict)
                         and block.get("id") not in failed):
                     tool = str(block.get("name", "")).lower()
-                    paths = _edited_paths(tool, block["input"], _command_of(block["input"]), None)
+                    paths = _edited_paths(tool, block["input"], command_of(block["input"]), None)
                     if paths:
                         changes.append((i, paths))
         return changes
@@ -436,7 +228,7 @@ def _later_changes(outputs: list[_Output], dialect: Dialect, body: dict[str, Any
     return changes
 
 
-def _history_verdicts(outputs: list[_Output], changes: list[tuple[int, set[str]]]) -> dict[str, str]:
+def _history_verdicts(outputs: list[ToolOutput], changes: list[tuple[int, set[str]]]) -> dict[str, str]:
     """Outputs that later messages made out of date: a read or edit snippet of a file edited later
     (stale_read, stale_snippet), a read of a file read again later (superseded_read), the output of a
     command run again later (superseded_run)."""
@@ -462,7 +254,12 @@ def _history_verdicts(outputs: list[_Output], changes: list[tuple[int, set[str]]
     return verdicts
 
 
-def _history_marker(output: _Output, verdict: str) -> str:
+def history_verdicts(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput]) -> dict[str, str]:
+    """Output id -> why later messages made it replaceable in max mode (the kinds of _history_verdicts)."""
+    return _history_verdicts(outputs, _later_changes(outputs, dialect, body))
+
+
+def _history_marker(output: ToolOutput, verdict: str) -> str:
     lines = output.text.count("\n") + 1
     tokens = count_text(output.text)
     if verdict == "stale_read":
@@ -551,7 +348,7 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
     """
     if settings.mode is Mode.OFF:
         return Outcome(body, [], [])
-    outputs = _outputs(dialect, body)
+    outputs = find_outputs(dialect, body)
     if not outputs:
         return Outcome(body, [], [])
     replacements: dict[str, tuple[str, str]] = {}  # output id -> (verdict, marker)
@@ -575,11 +372,11 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
     return Outcome(_with_changes(body, changes), cuts, list(replacements))
 
 
-def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[_Output],
+def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput],
                   gate: RewriteGate | None) -> dict[str, tuple[str, str]]:
     """The history verdicts the gate lets through, with their markers."""
-    verdicts = _history_verdicts(outputs, _later_changes(outputs, dialect, body))
-    found: dict[str, tuple[str, str, _Output]] = {}
+    verdicts = history_verdicts(dialect, body, outputs)
+    found: dict[str, tuple[str, str, ToolOutput]] = {}
     for output in outputs:
         verdict = verdicts.get(output.id)
         marker = _history_marker(output, verdict) if verdict else None
@@ -613,7 +410,7 @@ def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dic
     return root
 
 
-def _first_sight(output: _Output, settings: Settings, first_seen: dict[str, str]) -> tuple[str, str]:
+def _first_sight(output: ToolOutput, settings: Settings, first_seen: dict[str, str]) -> tuple[str, str]:
     """What an output becomes from itself, its call and the outputs before it only."""
     text = output.text
     if len(text) >= settings.same_output_min_chars:

@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from addons import compression, tokens  # noqa: E402
+from addons import compression, tokens, tool_outputs  # noqa: E402
 from addons.compression import Mode, RewriteGate, Settings, compress_request  # noqa: E402
 from addons.rules import Dialect  # noqa: E402
 from harness import deepest_per_session, session_turns  # noqa: E402
@@ -261,8 +261,8 @@ def ceilings(records: list[dict]) -> dict[str, dict[str, float]]:
     totals: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0, 0])
     for record in records:
         d = dialect(record["format"])
-        outputs = compression._outputs(d, record["body"]) or []
-        verdicts = compression._history_verdicts(outputs, compression._later_changes(outputs, d, record["body"]))
+        outputs = tool_outputs.find_outputs(d, record["body"]) or []
+        verdicts = compression.history_verdicts(d, record["body"], outputs)
         safe = sum(tokens.count_text(o.text) for o in outputs if o.read_of is None)
         most = safe + sum(tokens.count_text(o.text) for o in outputs if o.read_of is not None and o.id in verdicts)
         for key in (record["meta"]["source"], "ALL"):
