@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from typing import Any
 
 from addons.rules import Dialect, ModelTarget, Rules
@@ -27,6 +28,7 @@ class Candidates:
     skipped: list[tuple[ModelTarget, str]] = dataclasses.field(default_factory=list)
     wait_s: float | None = None  # when everything was skipped for quota: the shortest wait
     sticky: ModelTarget | None = None  # the target stickiness put first
+    replacements: list[ModelTarget] = dataclasses.field(default_factory=list)  # drawn from the ranking
 
 
 def chain(primary: ModelTarget, rules: Rules) -> list[ModelTarget]:
@@ -39,8 +41,14 @@ def chain(primary: ModelTarget, rules: Rules) -> list[ModelTarget]:
     return found
 
 
-def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, session: str | None) -> Candidates:
-    """The chain with open breakers and exhausted quotas left out, the session's sticky target first."""
+def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, session: str | None,
+          ranked: Sequence[ModelTarget] = ()) -> Candidates:
+    """The chain with open breakers and exhausted quotas left out, the session's sticky target first.
+
+    When every model of the chain was left out for an open breaker, the `ranked` models (the model
+    scan's replacements, best first: RankingsBook.for_chain) not in the chain are tried instead, those
+    with an open breaker or a used quota left out too. Not when a quota is what stopped the chain:
+    a quota is the user's own limit, and the agent gets its 429 with the wait."""
     targets = chain(primary, rules)
     if rules.fallback.method == "openrouter_native":
         targets = targets[:1]  # OpenRouter falls back by itself; Clutch makes one attempt
@@ -68,6 +76,13 @@ def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, sessi
         result.order.append(target)
     if not result.order and waits:
         result.wait_s = min(waits)
+    elif not result.order and ranked:
+        for target in ranked:
+            key = str(target)
+            if target in targets or target in result.order or breakers.is_open(key) or quotas.wait_s(key) is not None:
+                continue
+            result.order.append(target)
+            result.replacements.append(target)
     return result
 
 

@@ -15,6 +15,7 @@ while _here in sys.path:
 if _root not in sys.path:
     sys.path.insert(0, _root)
 
+from addons.budget import Budget  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
@@ -22,8 +23,11 @@ from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
+from addons.metrics import Metrics  # noqa: E402
+from addons.usage import Usage  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
+from addons.rankings_book import RankingsBook  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
@@ -34,18 +38,24 @@ def make_addons() -> list:
     certs, rulebook, resolve = Certs(), Rulebook(), Resolve()
     resilience = Resilience(rulebook)
     journal = Journal()
+    usage, metrics = Usage(resilience), Metrics()
+    usage.on_rows(metrics.observe_rows)
+    rankings = RankingsBook(lambda: usage.store)  # the model scan's ranking, for the m / f tiers and cascades
+    budget = Budget(rulebook, usage, rankings)
     return [
         certs,
         rulebook,
         resilience,
         Scope(rulebook),
         Identify(),
-        Endpoints(rulebook, certs, resilience, journal),
+        Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings),
         Classify(rulebook),
         Compress(rulebook),  # before routing: routes, cascades and translation all see the compressed body
-        Route(rulebook),
-        Engine(resolve, rulebook, resilience),
-        journal,  # after the Engine, whose response hook writes the attempts it summarises
+        Route(rulebook, rankings),
+        budget,  # after Route: a provider's budget needs the provider the request goes to
+        Engine(resolve, rulebook, resilience, rankings),
+        usage,  # after the Engine, whose response hook writes the attempts it records
+        journal,  # after Usage, whose totals it shows
         resolve,  # after the Engine: only flows mitmproxy itself forwards
     ]
 

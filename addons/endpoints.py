@@ -7,6 +7,7 @@ reverse-proxy ports included (there the Host header is already the target's, res
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -15,50 +16,99 @@ import time
 from mitmproxy import ctx, http
 
 from addons import __version__
+from addons import dashboard
+from addons.budget import Budget
 from addons.certs import Certs
 from addons.journal import Journal
+from addons.metrics import CONTENT_TYPE, Metrics
 from addons.resilience import Resilience
+from addons.rankings_book import RankingsBook
 from addons.rulebook import Rulebook
+from addons.usage import Usage
+from addons.usage_store import parse_time
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/__clutch"
+ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings", "/ca.pem"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Endpoints:
     def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None,
-                 journal: Journal | None = None):
+                 journal: Journal | None = None, usage: Usage | None = None, metrics: Metrics | None = None,
+                 budget: Budget | None = None, rankings: RankingsBook | None = None):
         self._rulebook = rulebook
         self._certs = certs
         self._resilience = resilience
         self._journal = journal
+        self._usage = usage
+        self._metrics = metrics
+        self._budget = budget
+        self._rankings = rankings
         self._started = time.time()
 
     def load(self, loader):
         loader.add_option("clutch_host", str, "clutch.local",
                           "Reserved host name that reaches Clutch's endpoints through the proxy.")
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
         path = self._local_path(flow)
         if path is None:
             return
-        if path in ("/health", "/health/"):
+        path = path.rstrip("/") or "/"
+        if path.startswith("/usage"):
+            flow.response = await self._usage_report(path, flow.request.query)
+        elif path == "/metrics" and self._metrics is not None:
+            state = self._resilience.snapshot() if self._resilience is not None else {}
+            flow.response = http.Response.make(200, self._metrics.render(state.get("breakers"), state.get("quotas")),
+                                               {"content-type": CONTENT_TYPE, "cache-control": "no-store"})
+        elif path == "/health":
             flow.response = _json(200, self.health())
-        elif path in ("/resilience", "/resilience/") and self._resilience is not None:
-            flow.response = _json(200, self._resilience.snapshot())
-        elif path in ("/requests", "/requests/") and self._journal is not None:
+        elif path == "/resilience" and self._resilience is not None:
+            budgets = {"budgets": self._budget.snapshot()} if self._budget is not None else {}
+            flow.response = _json(200, {**self._resilience.snapshot(), **budgets})
+        elif path == "/requests" and self._journal is not None:
             after = flow.request.query.get("after", "0")
             flow.response = _json(200, self._journal.since(int(after) if after.isdigit() else 0))
+        elif path == "/rankings" and self._rankings is not None:
+            flow.response = _json(200, self._rankings.snapshot())
+        elif path == "/dashboard":
+            flow.response = http.Response.make(200, dashboard.page(), {"content-type": dashboard.CONTENT_TYPE,
+                                                                       "cache-control": "no-store"})
         elif path == "/ca.pem" and self._certs.files is not None:
             flow.response = http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                                {"content-type": "application/x-pem-file"})
         else:
-            flow.response = _json(404, {"error": f"no Clutch endpoint at {path}",
-                                        "endpoints": ["/health", "/resilience", "/requests", "/ca.pem"]})
+            flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
         flow.comment = f"clutch: answered {path} locally"
+
+    async def _usage_report(self, path: str, query) -> http.Response:
+        """GET /usage?by=agent&since=24h&until=... and /usage/timeline?bucket=3600&by=model&since=..."""
+        store = self._usage.store if self._usage is not None else None
+        if store is None:
+            return _json(503, {"error": "usage records are off or their database could not be opened "
+                                        "(see the gateway's log and the clutch_usage_db option)"})
+        try:
+            since, until = parse_time(query.get("since")), parse_time(query.get("until"))
+            by = query.get("by") or None
+            if path == "/usage":
+                by = by or "agent"
+                rows = await asyncio.to_thread(self._flushed, store.report, by, since, until)
+                return _json(200, {"by": by, "since": since, "until": until, "rows": rows})
+            if path == "/usage/timeline":
+                bucket = int(query.get("bucket") or 3600)
+                points = await asyncio.to_thread(self._flushed, store.timeline, bucket, by, since, until)
+                return _json(200, {"bucket": bucket, "by": by, "since": since, "until": until, "points": points})
+        except ValueError as e:
+            return _json(400, {"error": str(e)})
+        return _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
+
+    def _flushed(self, query, *args):
+        self._usage.flush()  # the latest requests are in the report
+        return query(*args)
 
     def _local_path(self, flow: http.HTTPFlow) -> str | None:
         request = flow.request
@@ -94,6 +144,7 @@ class Endpoints:
             "ca_cert": str(self._certs.files.ca_cert) if self._certs.files else None,
             "ca_bundle": str(self._certs.files.bundle) if self._certs.files else None,
             "pid": os.getpid(),
+            "usage_db": str(self._usage.store.path) if self._usage is not None and self._usage.store else None,
         }
 
     @staticmethod

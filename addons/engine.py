@@ -22,6 +22,7 @@ from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
 from addons.plan import Plan, build_plan, flavour_of, json_bytes, url_of
+from addons.rankings_book import RankingsBook
 from addons.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
 from addons.resolve import Resolve
@@ -43,10 +44,12 @@ class _Pending:
 
 
 class Engine:
-    def __init__(self, resolve: Resolve, rulebook: Rulebook, resilience: Resilience):
+    def __init__(self, resolve: Resolve, rulebook: Rulebook, resilience: Resilience,
+                 rankings: RankingsBook | None = None):
         self._resolve = resolve
         self._rulebook = rulebook
         self._resilience = resilience
+        self._rankings = rankings  # replacements when every model of a chain has an open breaker
         self._server = LoopbackServer(self._serve)
         self._server_lock = asyncio.Lock()
         self._secret = secrets.token_urlsafe(12)
@@ -230,8 +233,10 @@ class Engine:
             chosen = cascade.Candidates([primary]) if not self._resilience.breakers.is_open(str(primary)) else \
                 cascade.Candidates([], [(primary, "breaker open")])
         else:
+            ranked = self._rankings.for_chain(cascade.chain(primary, rules)) if self._rankings is not None else ()
             chosen = cascade.order(primary, rules, breakers=self._resilience.breakers,
-                                   quotas=self._resilience.quotas, sticky=self._resilience.sticky, session=session)
+                                   quotas=self._resilience.quotas, sticky=self._resilience.sticky, session=session,
+                                   ranked=ranked)
         native = rules.fallback.method in ("openrouter_native", "both")
 
         def plan_for(target: ModelTarget) -> Plan:

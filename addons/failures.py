@@ -55,6 +55,7 @@ import time
 from typing import Any, Sequence
 
 from addons.rules import Dialect
+from addons.usage_blocks import StreamUsage
 from addons.sse import SSEEvent, SSEParser
 from addons.translate_errors import ANTHROPIC_ERROR_STATUS, UpstreamError, read_error
 
@@ -585,6 +586,7 @@ class StreamWatch:
         self.ended = False  # the dialect's end marker arrived ([DONE], message_stop, response.completed, ...)
         self._out = _Output()
         self._parser = SSEParser()
+        self.usage = StreamUsage(self.dialect)  # the provider's token counts, read on the way past
 
     def feed(self, chunk: bytes) -> None:
         for event in self._parser.feed(chunk):
@@ -610,6 +612,7 @@ class StreamWatch:
             return
         if not isinstance(payload, dict):
             return
+        self.usage.event(event.event, payload)
         if self.dialect is Dialect.ANTHROPIC:
             self._anthropic(payload.get("type") or event.event, payload)
         elif self.dialect is Dialect.OPENAI_RESPONSES:

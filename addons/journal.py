@@ -3,7 +3,7 @@
 One plain summary per finished LLM flow: who sent it (agent, launch code, session), what it asked for,
 which rule fired, which model answered, status, attempts and time. Nothing from the bodies or headers
 beyond that: no prompt text, no keys. The journal is bounded (`clutch_journal_size` entries) and in
-memory only; the usage store (a later issue) is what keeps history.
+memory only; the usage store (addons/usage.py) is what keeps history.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 
 from mitmproxy import ctx, http
 
-from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE
+from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE
 
 
 class Journal:
@@ -61,6 +61,7 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
     served = response.headers.get("x-clutch-model") if response else None
     compression = flow.metadata.get(COMPRESSION) or {}
+    usage = flow.metadata.get(USAGE) or {}
     return {
         "seq": seq,
         "time": flow.request.timestamp_start,
@@ -84,4 +85,8 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "compression": compression.get("mode"),
         "tokens_before": compression.get("tokens_before"),
         "tokens_after": compression.get("tokens_after"),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+        "cost_usd": usage.get("cost_usd"),
+        "estimated": usage.get("estimated"),
     }

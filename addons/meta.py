@@ -24,6 +24,7 @@ WEBSOCKET = "clutch.websocket"  # True on Codex's Responses WebSocket upgrade
 ATTEMPTS = "clutch.attempts"  # summaries of the engine's upstream attempts
 ROUTE = "clutch.route"  # summary of the routing decision and the upstream plan
 COMPRESSION = "clutch.compression"  # mode, cuts and tokens before/after of the request's compression
+USAGE = "clutch.usage"  # the request's tokens and cost over all its attempts (addons/usage.py)
 
 _identities: weakref.WeakKeyDictionary[http.HTTPFlow, Identity] = weakref.WeakKeyDictionary()
 _calls: weakref.WeakKeyDictionary[http.HTTPFlow, LLMCall] = weakref.WeakKeyDictionary()

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons import dialects, failures, translate_errors
+from addons import dialects, failures, translate_errors, usage_blocks
 from addons.cascade import backoff_s
 from addons.plan import Plan, PlanError, stream_translator, translate_answer
 from addons.rules import Dialect, ModelTarget
@@ -50,7 +50,10 @@ class Attempt:
     bytes: int = 0
     events: int = 0  # complete SSE events, for streamed answers
     ended: str = "pending"  # complete | failed | aborted | broken | skipped
-    soft: bool = False  # the error (after the commit point) was a soft failure
+    soft: bool = False  # the failure was a soft one: an unusable 200 (empty, refused tool call, ...)
+    started_at: float | None = None  # wall clock, epoch seconds
+    duration_s: float | None = None  # from the attempt's start to its end (the last byte, or the failure)
+    usage: dict[str, Any] | None = None  # usage_blocks.Usage as a dict: the provider's counts, or estimated
 
     def describe(self) -> str:
         who = f"{self.target.split(':', 1)[-1]} " if self.target else ""
@@ -127,12 +130,13 @@ class Relay:
             listed = (plan.sent or {}).get("models")
             if job.native and isinstance(listed, list):  # OpenRouter tries these itself before it answers
                 natively_tried.update(ModelTarget(target.provider, m) for m in listed if isinstance(m, str))
-            attempt = Attempt(plan.url, key)
+            attempt = Attempt(plan.url, key, started_at=time.time())
             job.attempts.append(attempt)
             failure = await self._attempt(job, plan, attempt, out)
             if failure is None:
                 self._served(job, target, attempt)
                 return
+            attempt.soft = failure.soft  # an unusable 200 (empty, an error inside it) rather than an error status
             failed.append((failure, plan.upstream_dialect))
             self._learn(target, failure)
             if not failure.retryable:
@@ -166,6 +170,7 @@ class Relay:
                                               plan.body, self.timeouts)
         except UpstreamError as e:
             attempt.error, attempt.ended = e.kind, "failed"
+            attempt.duration_s = self.clock() - started
             return failures.from_transport(e.kind, str(e))
         attempt.status = upstream.status
         attempt.ttfb_s = self.clock() - started
@@ -207,6 +212,7 @@ class Relay:
             self.breakers.release(attempt.target)
             raise
         finally:
+            attempt.duration_s = self.clock() - started
             await upstream.close()
 
     async def _pipe(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started) -> failures.Failure | None:
@@ -223,12 +229,17 @@ class Relay:
             return await self._deliver_whole(job, plan, attempt, out, upstream, started, raw)
         await self._commit(job, plan, attempt, out, upstream, started)
         await out.send(first)
+        kept = [first]  # the array's last element carries the usage; kept within a bound
         async for chunk in chunks:
             attempt.chunks += 1
             attempt.bytes += len(chunk)
+            if attempt.bytes <= MAX_ERROR_BODY * 4:
+                kept.append(chunk)
             await out.send(chunk)
         await out.end()
         attempt.ended = "complete"
+        if attempt.bytes <= MAX_ERROR_BODY * 4:
+            attempt.usage = _usage_dict(usage_blocks.from_gemini_array(b"".join(kept)))
         return None
 
     async def _stream(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started) -> failures.Failure | None:
@@ -288,6 +299,7 @@ class Relay:
                 return failures.from_transport(e.kind, str(e))
             # past the commit point: never restart; tell the agent in its own dialect and end cleanly
             attempt.error, attempt.ended = e.kind, "broken"
+            attempt.usage = _usage_dict(watch.usage.usage_or_estimate(None))
             await out.send(dialects.stream_error_event(job.client_dialect, f"upstream stream broke: {e}"))
             await out.end()
             return None
@@ -309,6 +321,7 @@ class Relay:
                 await out.send(tail)
         await out.end()
         attempt.ended = "complete"
+        attempt.usage = _usage_dict(watch.usage.usage_or_estimate(None))
         if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
             attempt.error, attempt.soft = verdict.kind, verdict.soft
         return None
@@ -333,10 +346,12 @@ class Relay:
         failure = _judge_whole(plan, job, raw)
         if failure is not None:
             attempt.error, attempt.ended = failure.kind, "failed"
+            attempt.usage = _whole_usage(plan, raw)  # an empty or refused answer may still be billed
             return failure
         await self._commit(job, plan, attempt, out, upstream, started)
         await self._answer_whole(job, plan, out, raw, upstream.status)
         attempt.ended = "complete"
+        attempt.usage = _whole_usage(plan, raw)
         return None
 
     async def _answer_whole(self, job: Job, plan: Plan, out, raw: bytes, status: int) -> None:
@@ -418,6 +433,23 @@ def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
     if not isinstance(answer, dict):
         return None
     return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
+
+
+def _whole_usage(plan: Plan, raw: bytes) -> dict[str, Any] | None:
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(answer, dict):
+        return None
+    usage = usage_blocks.from_answer(plan.upstream_dialect, answer)
+    if usage is None:  # the provider said nothing: counted from the answer's text, flagged as estimated
+        usage = usage_blocks.estimate(None, usage_blocks.answer_text(plan.upstream_dialect, answer))
+    return _usage_dict(usage)
+
+
+def _usage_dict(usage: usage_blocks.Usage | None) -> dict[str, Any] | None:
+    return dataclasses.asdict(usage) if usage is not None else None
 
 
 def _most_informative(failed: list[tuple[failures.Failure, Dialect]]) -> tuple[failures.Failure, Dialect]:

@@ -14,6 +14,7 @@ from addons import dialects, tokens
 from addons.custom_router import CustomRouter, RouterContext
 from addons.meta import call_of, identity_of, set_route
 from addons.plan import PlanError, build_plan, url_of
+from addons.rankings_book import RankingsBook
 from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rulebook import Rulebook
 
@@ -23,8 +24,9 @@ _COUNT_IN_THREAD_BYTES = 64 * 1024  # tokenizing more than this takes millisecon
 
 
 class Route:
-    def __init__(self, rulebook: Rulebook):
+    def __init__(self, rulebook: Rulebook, rankings: RankingsBook | None = None):
         self._rulebook = rulebook
+        self._rankings = rankings  # the model scan's picks for launch tiers m and f
         self._custom = CustomRouter()
         self.timeout_s = 2.0
 
@@ -63,7 +65,8 @@ class Route:
                                     count, tuple(request_signals(wanted, layer, count)))
             outcome = await self._custom.run(path, call.body, context, self.timeout_s)
             custom, custom_note = outcome.target, outcome.note
-        decision = decide(wanted, rules, layer, custom_result=custom, tokens=count)
+        decision = decide(wanted, rules, layer, custom_result=custom, tokens=count,
+                          ranked=self._rankings.pick if self._rankings is not None else None)
         if custom_note:
             decision.notes.append(custom_note)
         request = flow.request

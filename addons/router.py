@@ -2,7 +2,8 @@
 
 Pure logic, no mitmproxy. The order, first match wins:
 
-    launch options (xx):  bypass (route b) -> model override -> tier letter
+    launch options (xx):  bypass (route b) -> model override -> tier letter (launch_tiers; for m and f
+                          without one, the model scan's ranking: ranking.py)
     per request:          custom router -> explicit provider:model -> subagent tag -> image
                           -> web_search -> long_context -> think -> toolcall -> background
     by model name:        alias -> Claude family tier (opus/sonnet/haiku) -> default route
@@ -17,15 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+from collections.abc import Callable
 from typing import Any
 
 from addons import signals
 from addons.identity import Identity
+from addons.ranking import TierPick
 from addons.rules import Dialect, ModelTarget, Routes, Rules, Tiers
 
 BACKGROUND_MAX_TOKENS = 256
 TASK_ROUTES = ("image", "web_search", "long_context", "think", "toolcall", "background")
 _FAMILY_TIER = {"opus": "big", "sonnet": "middle", "haiku": "small"}
+RANKED_TIERS = ("m", "f")  # launch tiers the model scan fills when launch_tiers does not pin them
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,10 +103,12 @@ def needs_token_count(request: RouteRequest, layer: Layer) -> bool:
 
 
 def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
-           custom_result: str | None = None, tokens: int | None = None, explain: bool = False) -> Decision:
+           custom_result: str | None = None, tokens: int | None = None, explain: bool = False,
+           ranked: Callable[[str], TierPick | None] | None = None) -> Decision:
     """The routing decision. `custom_result` is what the custom router returned (the caller runs it,
     with its time limit); `tokens` is the request's token count when `needs_token_count`; `explain`
-    lists every signal, also those no route asks for."""
+    lists every signal, also those no route asks for; `ranked(letter)` is the model scan's pick for
+    launch tier m or f (RankingsBook.pick), used when launch_tiers does not pin that letter."""
     identity = request.identity
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     layer = layer or layer_for(rules, identity.agent, launch_profile)
@@ -126,7 +132,17 @@ def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
         if letter in rules.launch_tiers:
             return made(f"launch:tier-{letter}", ModelTarget.parse(rules.launch_tiers[letter]),
                         f"tier {letter} chosen at launch (rules launch_tiers.{letter})")
-        notes.append(f"launch tier {letter!r} has no model in rules launch_tiers; routing as usual")
+        picked = ranked(letter) if ranked is not None and letter in RANKED_TIERS else None
+        if picked is not None and picked.target.provider in rules.providers:
+            return made(f"launch:tier-{letter}", picked.target, picked.reason)
+        if picked is not None:
+            notes.append(f"the model scan ranks {picked.target} for tier {letter!r}, but its provider "
+                         f"{picked.target.provider!r} is not in the rules; ignored")
+        ranking_note = ""
+        if letter in RANKED_TIERS:
+            ranking_note = (" and the model scan ranked none (run `xx scan`)" if ranked is not None
+                            else " and no model ranking is loaded here")
+        notes.append(f"launch tier {letter!r} has no model in rules launch_tiers{ranking_note}; routing as usual")
     elif launch_profile and launch_profile not in rules.profiles:
         notes.append(f"launch profile {launch_profile!r} is not in rules profiles; routing as usual")
 

@@ -164,6 +164,20 @@ class Compression(_Strict):
     output_tokens: int = Field(default=4000, gt=0, description="any other tool output longer than this is reduced")
 
 
+class Limit(_Strict):
+    tokens_per_day: int | None = Field(default=None, gt=0, description="input + output tokens per UTC day")
+    usd_per_day: float | None = Field(default=None, gt=0, description="dollars per UTC day")
+
+
+class Budgets(_Strict):
+    agents: dict[str, Limit] = Field(default_factory=dict)
+    providers: dict[str, Limit] = Field(default_factory=dict)
+    over: Literal["refuse", "free"] = Field(
+        default="refuse", description="over a budget: refuse with a 429, or send the request to a free model")
+    free_model: Target | None = Field(
+        default=None, description="the free model for over: free (default launch_tiers.f, then the model scan's)")
+
+
 class Profile(_Strict):
     tiers: Tiers = Field(default_factory=Tiers)
     routes: Routes = Field(default_factory=Routes)
@@ -183,6 +197,7 @@ class Rules(_Strict):
     profiles: dict[str, Profile] = Field(default_factory=dict)
     compression: Compression = Field(default_factory=Compression)
     launch_tiers: dict[Literal["d", "n", "k", "q", "m", "f"], Target] = Field(default_factory=dict)
+    budgets: Budgets = Field(default_factory=Budgets)
     _base_dir: Path = PrivateAttr(default_factory=Path.cwd)
 
     def custom_router_path(self, custom: str | None) -> Path | None:
@@ -219,6 +234,14 @@ class Rules(_Strict):
                                    "e.g. openrouter:qwen/qwen3-coder"))
             elif provider not in self.providers:
                 found.append((loc, f"target {target!r} names provider {provider!r}, which is not in providers"))
+        for agent in self.budgets.agents:
+            if agent not in AGENTS:
+                found.append((("budgets", "agents", agent), f"budget for {agent!r}: name an agent "
+                                                            f"({', '.join(AGENTS)})"))
+        for provider in self.budgets.providers:
+            if provider not in self.providers:
+                found.append((("budgets", "providers", provider), f"budget for provider {provider!r}, "
+                                                                  "which is not in providers"))
         routes = [(("routes",), self.routes)]
         routes += [(("profiles", agent, "routes"), p.routes) for agent, p in self.profiles.items()]
         for loc, section in routes:
@@ -241,6 +264,8 @@ class Rules(_Strict):
         found += [(("aliases", name), t) for name, t in self.aliases.items()]
         found += [(("launch_tiers", letter), t) for letter, t in self.launch_tiers.items()]
         found += [(("fallback", "models", i), t) for i, t in enumerate(self.fallback.models)]
+        if self.budgets.free_model:
+            found.append((("budgets", "free_model"), self.budgets.free_model))
         for agent, profile in self.profiles.items():
             section(("profiles", agent, "tiers"), profile.tiers)
             section(("profiles", agent, "routes"), profile.routes)

@@ -68,11 +68,13 @@ def render_status(gateway: str, health: dict | None, pid: int | None, log: Any) 
 
 
 _REQUEST_COLUMNS = (("time", 8), ("agent", 11), ("launch", 6), ("session", 10), ("model asked", 28),
-                    ("served by", 36), ("status", 6), ("tries", 5), ("ms", 7))
+                    ("served by", 36), ("status", 6), ("tries", 5), ("tokens in/out", 13), ("cost", 9),
+                    ("ms", 7))
 
 
 def render_request(entry: dict | None) -> str:
-    """One line of `xx watch` (None: the header line). Token and cost columns come with usage accounting."""
+    """One line of `xx watch` (None: the header line). Tokens are in/out; a ~ marks tiktoken's estimate
+    where the provider reported none."""
     if entry is None:
         return "  ".join(name.ljust(width) for name, width in _REQUEST_COLUMNS).rstrip()
     served = entry.get("served_by") or entry.get("target") or f"{entry.get('provider')}:{entry.get('model')}"
@@ -88,9 +90,31 @@ def render_request(entry: dict | None) -> str:
         _clip(served + (" (fallback)" if entry.get("fallback") else ""), 36),
         status,
         str(entry.get("attempts", 0)),
+        _tokens(entry),
+        _cost(entry.get("cost_usd")),
         str(entry.get("duration_ms", "")),
     )
     return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _REQUEST_COLUMNS)).rstrip()
+
+
+def _tokens(entry: dict) -> str:
+    tokens_in, tokens_out = entry.get("input_tokens"), entry.get("output_tokens")
+    if tokens_in is None and tokens_out is None:
+        return "-"
+    mark = "~" if entry.get("estimated") else ""
+    return f"{mark}{_count(tokens_in)}/{_count(tokens_out)}"
+
+
+def _count(value: int | None) -> str:
+    if value is None:
+        return "?"
+    return f"{value / 1000:.1f}k" if value >= 10_000 else str(value)
+
+
+def _cost(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if value < 10 else f"${value:.2f}"
 
 
 def _clip(text: str, width: int) -> str:

@@ -26,15 +26,16 @@ import typer
 
 from addons.certs import ca_files
 from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
-from launcher import agents, aliases, crashguard, doctor, lifecycle
+from launcher import agents, aliases, crashguard, doctor, lifecycle, usage_report
 from launcher.codes import CodeError, LaunchCode, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe, plan_launch, split_model
+from launcher.scan import scan, tier_note
 from launcher.tables import render_request, render_resilience, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"
-COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "doctor", "aliases", "codes")
+COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "doctor", "aliases", "codes", "usage", "scan")
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="xx: start any coding agent with its real flags, routed through Clutch.\n\n"
@@ -103,7 +104,7 @@ def launch(ctx: typer.Context,
                               yolo=config.yolo if yolo is None else yolo, profile=profile)
     except agents.LaunchError as e:
         raise fail(str(e)) from None
-    planned.notes[:0] = notes + _tier_notes(parsed, rules)
+    planned.notes[:0] = notes + _tier_notes(parsed, rules, config, healthy)
     use_tmux = (config.tmux if tmux is None else tmux) and parsed.mode != "n"
     if tmux and parsed.mode == "n":
         planned.notes.append("--tmux is for interactive launches; mode n runs in this terminal")
@@ -149,14 +150,15 @@ def _check_profile_digit(code: LaunchCode, config: XXConfig, rules: dict) -> Non
                    f"nor in the rules' profiles ({rules['source']}); defined: {', '.join(known) or 'none'}")
 
 
-def _tier_notes(code: LaunchCode, rules: dict) -> list[str]:
+def _tier_notes(code: LaunchCode, rules: dict, config: XXConfig, healthy: dict | None) -> list[str]:
     if not code.tier or code.tier.isdigit() or code.route != "p":
         return []
     target = rules["launch_tiers"].get(code.tier)
     if target:
         return [f"tier {code.tier}: every request goes to {target} (launch_tiers.{code.tier} of {rules['source']})"]
-    return [f"tier {code.tier} has no model in launch_tiers of {rules['source']}: the gateway routes as usual"
-            + (" (m and f come from the model scan; set them in the rules to pin them)" if code.tier in "mf" else "")]
+    if code.tier in "mf":  # the model scan's pick, as the gateway will make it
+        return [tier_note(code.tier, config, healthy, rules["providers"], rules["source"])]
+    return [f"tier {code.tier} has no model in launch_tiers of {rules['source']}: the gateway routes as usual"]
 
 
 def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None:
@@ -259,7 +261,7 @@ def log(follow: Annotated[bool, typer.Option("--follow/--no-follow", "-f", help=
 def watch(once: Annotated[bool, typer.Option("--once", help="print what is there and exit")] = False,
           history: Annotated[int, typer.Option("-n", help="recent requests shown first")] = 20,
           interval: Annotated[float, typer.Option(help="seconds between polls")] = 0.5) -> None:
-    """A live view of LLM requests as they pass the gateway: agent, route, model, status, attempts, time."""
+    """A live view of LLM requests as they pass the gateway: agent, route, model, status, tokens, cost, time."""
     config = _config()
     page = lifecycle.recent_requests(config)
     if page is None:
@@ -288,6 +290,15 @@ def watch(once: Annotated[bool, typer.Option("--once", help="print what is there
 
 
 # ------------------------------------------------------------------ the machine and the shell
+
+@app.command(name="usage")
+def usage_command(by: usage_report.By = "agent", since: usage_report.Since = "24h", until: usage_report.Until = None,
+                  as_json: usage_report.AsJson = False, as_csv: usage_report.AsCsv = False,
+                  db: usage_report.Database = None) -> None:
+    """Usage by agent, session, model, provider or day: requests, tokens, cost, failures, fallbacks."""
+    config = _config()
+    usage_report.usage(by, since, until, as_json, as_csv, db, lifecycle.health(config) if db is None else None)
+
 
 @app.command(name="doctor")
 def doctor_command() -> None:
@@ -323,6 +334,9 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
                + (f" (backup: {backup})" if backup else ""))
     if action == "install":
         typer.echo(f"xx: open a new shell or run `source {target}`; then e.g. `cc`, `hsr ID`, `codex-run \"...\"`")
+
+
+app.command(name="scan")(scan)
 
 
 @app.command()

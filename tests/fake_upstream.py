@@ -20,6 +20,7 @@ follow the public API documentation:
   https://openrouter.ai/docs/api-reference/streaming   (": OPENROUTER PROCESSING" comments)
   https://openrouter.ai/docs/api-reference/errors-and-debugging
   https://openrouter.ai/docs/use-cases/usage-accounting
+  https://openrouter.ai/docs/api-reference/list-available-models   (the model catalog: OPENROUTER_MODELS)
 * Google Gemini generateContent / streamGenerateContent:
   https://ai.google.dev/api/generate-content
   https://ai.google.dev/gemini-api/docs/troubleshooting  (error statuses)
@@ -140,7 +141,8 @@ except ImportError:  # pragma: no cover
     _zstandard = None
 
 __all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "MODEL_IDS", "main",
-           "repeated_user_turn", "STRICT_ROLES_TEMPLATE", "STRICT_ROLES_ANTHROPIC"]
+           "repeated_user_turn", "STRICT_ROLES_TEMPLATE", "STRICT_ROLES_ANTHROPIC", "OPENROUTER_MODELS",
+           "openrouter_catalog"]
 
 # Fault tokens, in match order (longer / more specific tokens first).
 FAULTS: tuple[str, ...] = (
@@ -181,6 +183,102 @@ MODEL_IDS: tuple[str, ...] = (
     "openrouter/free",
     "openrouter/fake-fail-429:free",
 )
+
+# OpenRouter's model catalog (GET /api/v1/models), shaped as
+# https://openrouter.ai/docs/api-reference/list-available-models documents it: `pricing` values are
+# strings of US dollars per token ("0" for free variants; "-1" for the router openrouter/auto, whose
+# price depends on the model it picks), `supported_parameters` lists "tools" only for models that call
+# tools, `top_provider.max_completion_tokens` may be null, and `architecture.input_modalities` /
+# `output_modalities` name text, image, file.  Every MODEL_IDS entry is listed with the same facts
+# (131072 tokens of context, tools, $1 / $2 per million tokens, the prices the fake's OpenRouter
+# `usage.cost` uses), except where CATALOG_FACTS says otherwise; the OPENROUTER_MODELS after them
+# make the catalog varied the way the real one is (prices as listed on openrouter.ai/models, rounded):
+# free and paid models, cache prices, one without tools, one with a small context, a router with no
+# fixed price.  A model whose name holds a fault token (``openrouter/fake-fail-429:free``,
+# ``fake/fail-500``) fails when a scan probes it, like any request to it.
+_TEXT = ["text"]
+_TEXT_IMAGE_FILE = ["text", "image", "file"]
+_TOOL_PARAMS = ["max_tokens", "temperature", "top_p", "tools", "tool_choice", "stop", "response_format",
+                "structured_outputs", "seed"]
+_REASONING_TOOL_PARAMS = [*_TOOL_PARAMS, "reasoning", "include_reasoning"]
+_CHAT_PARAMS = ["max_tokens", "temperature", "top_p", "stop", "frequency_penalty", "presence_penalty", "seed"]
+_FREE = {"prompt": "0", "completion": "0"}
+
+
+def _paid(prompt: str, completion: str, cache_read: str | None = None, cache_write: str | None = None) -> dict:
+    pricing = {"prompt": prompt, "completion": completion}
+    if cache_read is not None:
+        pricing["input_cache_read"] = cache_read
+    if cache_write is not None:
+        pricing["input_cache_write"] = cache_write
+    return pricing
+
+
+# id -> (name, context_length, max_completion_tokens, pricing, supported_parameters, input_modalities)
+OPENROUTER_MODELS: dict[str, tuple[str, int, int | None, dict, list[str], list[str]]] = {
+    "qwen/qwen3-coder:free": ("Qwen: Qwen3 Coder 480B A35B (free)", 262144, None, _FREE, _TOOL_PARAMS, _TEXT),
+    "qwen/qwen3-coder": ("Qwen: Qwen3 Coder 480B A35B", 262144, 65536,
+                         _paid("0.00000022", "0.00000095", "0.000000022"), _TOOL_PARAMS, _TEXT),
+    "moonshotai/kimi-k2.6": ("MoonshotAI: Kimi K2.6", 262144, 65536,
+                             _paid("0.0000006", "0.0000025", "0.00000015"), _REASONING_TOOL_PARAMS, _TEXT_IMAGE_FILE),
+    "deepseek/deepseek-v4-flash": ("DeepSeek: DeepSeek V4 Flash", 163840, 65536,
+                                   _paid("0.00000014", "0.00000028", "0.000000028"), _REASONING_TOOL_PARAMS, _TEXT),
+    "nvidia/nemotron-3-super-120b-a12b:free": ("NVIDIA: Nemotron 3 Super 120B A12B (free)", 262144, None, _FREE,
+                                               _REASONING_TOOL_PARAMS, _TEXT),
+    "anthropic/claude-sonnet-4.5": ("Anthropic: Claude Sonnet 4.5", 1000000, 64000,
+                                    _paid("0.000003", "0.000015", "0.0000003", "0.00000375"), _REASONING_TOOL_PARAMS,
+                                    _TEXT_IMAGE_FILE),
+    "openai/gpt-5": ("OpenAI: GPT-5", 400000, 128000, _paid("0.00000125", "0.00001", "0.000000125"),
+                     _REASONING_TOOL_PARAMS, _TEXT_IMAGE_FILE),
+    # no tool calling: a coding agent cannot use it
+    "meta-llama/llama-3.3-8b-instruct:free": ("Meta: Llama 3.3 8B Instruct (free)", 128000, 4028, _FREE,
+                                              _CHAT_PARAMS, _TEXT),
+    # tools, but a context a coding agent's system prompt and tool schemas alone would fill
+    "fake/small-context": ("Fake: small context", 8192, 2048, _paid("0.0000001", "0.0000001"), _TOOL_PARAMS, _TEXT),
+    # a router: it bills the model it picks, so the catalog lists no price
+    "openrouter/auto": ("Auto Router", 2000000, None, {"prompt": "-1", "completion": "-1"}, _TOOL_PARAMS,
+                        _TEXT_IMAGE_FILE),
+}
+# Facts of MODEL_IDS entries that differ from the default: free models cost nothing.
+CATALOG_FACTS: dict[str, dict] = {
+    "openrouter/free": {"name": "Free Models Router", "context_length": 200000, "pricing": _FREE},
+    "openrouter/fake-fail-429:free": {"pricing": _FREE},
+}
+
+
+def _catalog_entry(model_id: str, name: str, context: int, max_out: int | None, pricing: dict,
+                   params: list[str], inputs: list[str], created: int) -> dict:
+    modality = "+".join(inputs) + "->text"
+    return {
+        "id": model_id,
+        "canonical_slug": model_id,
+        "name": name,
+        "created": created,
+        "description": "Model served by the Clutch fake upstream.",
+        "context_length": context,
+        "architecture": {"modality": modality, "input_modalities": list(inputs), "output_modalities": ["text"],
+                         "tokenizer": "Other", "instruct_type": None},
+        "pricing": {"request": "0", "image": "0", "web_search": "0", "internal_reasoning": "0", **pricing},
+        "top_provider": {"context_length": context, "max_completion_tokens": max_out, "is_moderated": False},
+        "per_request_limits": None,
+        "supported_parameters": list(params),
+    }
+
+
+def openrouter_catalog() -> list[dict]:
+    """The `data` of the fake's GET /api/v1/models (see OPENROUTER_MODELS)."""
+    created = 1735689600
+    default = {"context_length": 131072, "pricing": _paid("0.000001", "0.000002"),
+               "max_out": 16384, "params": ["max_tokens", "temperature", "tools", "tool_choice", "stream", "stop"]}
+    entries = []
+    for m in MODEL_IDS:
+        facts = {**default, **CATALOG_FACTS.get(m, {})}
+        entries.append(_catalog_entry(m, facts.get("name", "Fake: " + m.split("/", 1)[-1]), facts["context_length"],
+                                      facts["max_out"], facts["pricing"], facts["params"], _TEXT, created))
+    for m, (name, context, max_out, pricing, params, inputs) in OPENROUTER_MODELS.items():
+        entries.append(_catalog_entry(m, name, context, max_out, pricing, params, inputs, created))
+    return entries
+
 
 _ERROR_STATUS = {
     "fail-429": 429,
@@ -1192,14 +1290,49 @@ class FakeUpstream:
 
     # ================================================================== OpenAI Responses
     async def _handle_responses_get(self, request: web.Request) -> web.StreamResponse:
-        """GET /v1/responses: a WebSocket upgrade is not expected to reach the fake -> 400."""
+        """GET /v1/responses: Responses over WebSocket (as Codex uses it), else 405.
+
+        https://platform.openai.com/docs/guides/websocket-mode: the client sends
+        ``{"type": "response.create", ...}`` text messages (the create body's fields beside ``type``);
+        the server answers each with the same events as the SSE stream, one JSON text message per
+        event, ending with ``response.completed`` carrying the usage. Token numbers follow the
+        module's formula over the message's size.
+        """
         ctx = self._ctx(request, "openrouter" if request.path.startswith("/api/") else "openai", "responses")
         if request.headers.get("Upgrade", "").lower() == "websocket":
-            ctx.entry["outcome"] = "ok"
-            return self._error_response(ctx, 400, "invalid_request",
-                                        "WebSocket upgrades of /v1/responses are not supported by the fake upstream.")
+            return await self._responses_websocket(ctx, request)
         return self._error_response(ctx, 405, "invalid_request",
                                     f"Invalid method for URL ({request.method} {request.path})")
+
+    async def _responses_websocket(self, ctx: _Ctx, request: web.Request) -> web.StreamResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        ctx.entry["status"] = 101
+        answer = self.expected_answer()
+        async for message in ws:
+            if message.type != web.WSMsgType.TEXT:
+                continue
+            try:
+                create = json.loads(message.data)
+            except ValueError:
+                await ws.send_str(_dumps({"type": "error", "code": "invalid_json", "message": "not JSON"}))
+                continue
+            model = str(create.get("model") or "")
+            prompt = 10 + len(message.data) // 16
+            usage = {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": prompt // 2},
+                     "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 2}, "total_tokens": prompt + 3}
+            resp_id = "resp_" + _rand()
+            base = {"id": resp_id, "object": "response", "created_at": int(time.time()), "model": model}
+            await ws.send_str(_dumps({"type": "response.created", "sequence_number": 0,
+                                      "response": {**base, "status": "in_progress", "output": [], "usage": None}}))
+            await ws.send_str(_dumps({"type": "response.output_text.delta", "sequence_number": 1, "item_id": "msg_1",
+                                      "output_index": 0, "content_index": 0, "delta": answer}))
+            output = [{"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+                       "content": [{"type": "output_text", "text": answer, "annotations": []}]}]
+            await ws.send_str(_dumps({"type": "response.completed", "sequence_number": 2,
+                                      "response": {**base, "status": "completed", "output": output, "usage": usage}}))
+        ctx.entry["outcome"] = "ok"
+        return ws
 
     async def _handle_responses(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/responses (OpenAI Responses API).
@@ -1440,22 +1573,7 @@ class FakeUpstream:
         ctx = self._ctx(request, family, "other")
         created = 1735689600
         if family == "openrouter":
-            data = [{
-                "id": m,
-                "canonical_slug": m,
-                "name": "Fake: " + m.split("/", 1)[-1],
-                "created": created,
-                "description": "Model served by the Clutch fake upstream.",
-                "context_length": 131072,
-                "architecture": {"modality": "text->text", "input_modalities": ["text"],
-                                 "output_modalities": ["text"], "tokenizer": "Other", "instruct_type": None},
-                "pricing": {"prompt": "0.000001", "completion": "0.000002", "request": "0", "image": "0",
-                            "web_search": "0", "internal_reasoning": "0"},
-                "top_provider": {"context_length": 131072, "max_completion_tokens": 16384, "is_moderated": False},
-                "per_request_limits": None,
-                "supported_parameters": ["max_tokens", "temperature", "tools", "tool_choice", "stream", "stop"],
-            } for m in MODEL_IDS]
-            return self._json_response(ctx, {"data": data})
+            return self._json_response(ctx, {"data": openrouter_catalog()})
         if family == "anthropic":
             data = [{"type": "model", "id": m, "display_name": m, "created_at": "2025-01-01T00:00:00Z"} for m in MODEL_IDS]
             return self._json_response(ctx, {"data": data, "has_more": False,

@@ -132,3 +132,55 @@ def test_backoff_honours_retry_after_and_caps():
     waits = [cascade.backoff_s(None, n, rng) for n in range(8)]
     assert all(0 <= w <= min(30.0, 2 ** n) for n, w in enumerate(waits))
     assert max(cascade.backoff_s(None, 20, random.Random(i)) for i in range(50)) <= 30.0
+
+
+def test_ranked_replacements_only_when_every_model_of_the_chain_has_an_open_breaker():
+    clock = Clock()
+    breakers, quotas, sticky = boards(clock)
+    chain = cascade.chain(PRIMARY, RULES)
+    ranked = [ModelTarget("openrouter", "b/two:free"), ModelTarget("openrouter", "r/open"),
+              ModelTarget("openrouter", "r/one"), ModelTarget("openrouter", "r/two")]
+    # a chain with a model left: the ranking is not touched
+    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
+    assert names(chosen.order) == names(chain) and chosen.replacements == []
+    for target in [*chain, ranked[1]]:
+        for _ in range(3):
+            breakers.failure(str(target))
+    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
+    # the chain's own models (b/two:free) and open ones (r/open) are not drawn again
+    assert names(chosen.order) == names(chosen.replacements) == ["openrouter:r/one", "openrouter:r/two"]
+    assert len(chosen.skipped) == len(chain) and chosen.wait_s is None
+    # without a ranking: nothing to try (the agent gets its 503)
+    bare = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None)
+    assert bare.order == [] and bare.replacements == []
+
+
+def test_a_used_quota_is_the_users_limit_not_a_reason_to_replace():
+    clock = Clock()
+    breakers, quotas, sticky = boards(clock)
+    solo = parse_rules(textwrap.dedent("""\
+        version: 1
+        providers: {openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat]}}
+        quotas: {"openrouter:c/three": {rpm: 1}, "openrouter:r/capped": {rpm: 1}}
+        cascades: {"openrouter:c/three": ["openrouter:c/four"]}
+    """), "r.yaml")
+    quotas.configure(solo.quotas)
+    target = ModelTarget("openrouter", "c/three")
+    quotas.consume(str(target))
+    for _ in range(3):
+        breakers.failure("openrouter:c/four")
+    ranked = [ModelTarget("openrouter", "r/one")]
+    chosen = cascade.order(target, solo, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
+    assert chosen.order == [] and chosen.wait_s is not None  # 429 with the wait, as without a ranking
+    # replacements over their own quota are left out too
+    quotas.consume("openrouter:r/capped")
+    breakers_only = parse_rules(textwrap.dedent("""\
+        version: 1
+        providers: {openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat]}}
+        quotas: {"openrouter:r/capped": {rpm: 1}}
+    """), "r.yaml")
+    for _ in range(3):
+        breakers.failure("openrouter:c/three")
+    chosen = cascade.order(target, breakers_only, breakers=breakers, quotas=quotas, sticky=sticky, session=None,
+                           ranked=[ModelTarget("openrouter", "r/capped"), *ranked])
+    assert names(chosen.order) == ["openrouter:r/one"]

@@ -389,10 +389,25 @@ async def test_responses_wire(fake, http):
     u = ev[-1][1]["response"]["usage"]
     assert {"input_tokens", "output_tokens"} <= set(u)
     assert "cached_tokens" in u["input_tokens_details"] and "reasoning_tokens" in u["output_tokens_details"]
-    # a WebSocket upgrade is not expected to reach the fake
-    r = await http.get(url, headers={"Upgrade": "websocket", "Connection": "Upgrade",
-                                     "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "13"})
-    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # a plain GET is not a Responses call
+    r = await http.get(url)
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+@pytest.mark.asyncio
+async def test_responses_over_websocket(fake, client_ctx):
+    """Codex's WebSocket mode: response.create in, the stream's events out as text messages."""
+    import aiohttp
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(f"{fake.url.replace('https', 'wss')}/v1/responses", ssl=client_ctx) as ws:
+            await ws.send_str(json.dumps({"type": "response.create", "model": "fake/good", "input": "hi"}))
+            events = []
+            while not events or events[-1]["type"] != "response.completed":
+                events.append(json.loads((await ws.receive()).data))
+    assert [e["type"] for e in events] == ["response.created", "response.output_text.delta", "response.completed"]
+    assert events[1]["delta"] == fake.expected_answer()
+    usage = events[-1]["response"]["usage"]
+    assert usage["output_tokens"] == 3 and usage["input_tokens_details"]["cached_tokens"] == usage["input_tokens"] // 2
 
 
 # --------------------------------------------------------------------------- Gemini

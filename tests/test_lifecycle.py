@@ -52,6 +52,22 @@ def test_start_status_watch_log_stop(xx_home, fake):
     assert header.split()[:3] == ["time", "agent", "launch"]
     line = next(row for row in rows if "qnp" in row)
     assert "qwen" in line and "qwen/qwen3-coder-flash" in line and " 200 " in line and "w1" in line
+    tokens = answer.json()["usage"]
+    assert f"{tokens['prompt_tokens']}/{tokens['completion_tokens']}" in line  # as the provider counted them
+    assert f"${tokens['cost']:.4f}" in line
+
+    # the same request in the usage report: a table, JSON and CSV
+    table = run_xx(env, "usage", "--by", "agent")
+    assert table.returncode == 0, table.stderr
+    assert "usage by agent" in table.stdout and "qwen" in table.stdout
+    report = json.loads(run_xx(env, "usage", "--by", "model", "--json").stdout)
+    [row] = report["rows"]
+    assert (row["key"], row["requests"], row["input_tokens"]) == \
+        ("openrouter:qwen/qwen3-coder-flash", 1, tokens["prompt_tokens"])
+    assert report["database"] == raw["health"]["usage_db"]
+    csv_lines = run_xx(env, "usage", "--by", "session", "--csv").stdout.splitlines()
+    assert csv_lines[0].startswith("key,requests,attempts") and csv_lines[1].startswith("w1,1,1,")
+    assert run_xx(env, "usage", "--by", "colour").returncode == 2
 
     logged = run_xx(env, "log", "--no-follow", "-n", "200")
     assert "HTTP(S) proxy listening" in logged.stdout

@@ -224,3 +224,37 @@ def test_token_count_only_when_it_can_matter(rules):
     assert not needs_token_count(small, layer) and needs_token_count(big, layer)
     no_route = layer_for(parse_rules(BARE, "r.yaml"), "claude")
     assert not needs_token_count(big, no_route)
+
+
+def test_launch_tiers_m_and_f_take_the_model_scans_pick_unless_pinned(rules):
+    from addons.ranking import TierPick
+
+    picks = {"m": TierPick("m", ModelTarget("openrouter", "qwen/qwen3-coder"), "tier m chosen at launch: the model "
+                           "scan's best-ranked model (rank 1, ...)", {}),
+             "f": TierPick("f", ModelTarget("nowhere", "x:free"), "r", {})}
+    body = {"model": "claude-opus-4-8", "messages": [{"role": "user", "content": "hi"}]}
+    m = ask(rules, body, identity=Identity(agent="claude", route="p", tier="m"), ranked=picks.get)
+    assert (m.rule, str(m.target)) == ("launch:tier-m", "openrouter:qwen/qwen3-coder")
+    assert m.reason.startswith("tier m chosen at launch: the model scan's best-ranked model")
+    # a pick whose provider the rules do not have is ignored, with a note
+    f = ask(rules, body, identity=Identity(agent="claude", route="p", tier="f"), ranked=picks.get)
+    assert f.rule == "tier:big" and "provider 'nowhere' is not in the rules" in f.notes[0]
+    assert "launch tier 'f' has no model in rules launch_tiers and the model scan ranked none" in f.notes[1]
+    # no ranking: routing as usual, saying how to get one
+    none = ask(rules, body, identity=Identity(agent="claude", route="p", tier="m"), ranked=lambda letter: None)
+    assert none.rule == "tier:big" and "run `xx scan`" in none.notes[0]
+    # launch_tiers pins win over the ranking; other letters never ask it
+    pinned = parse_rules(RULES.replace('launch_tiers: {k: "openrouter:moonshotai/kimi-k2.6"}',
+                                       'launch_tiers: {k: "openrouter:moonshotai/kimi-k2.6", m: "openrouter:pin/m"}'),
+                         "rules.yaml")
+    asked = []
+    assert str(ask(pinned, body, identity=Identity(agent="claude", route="p", tier="m"),
+                   ranked=lambda letter: asked.append(letter)).target) == "openrouter:pin/m"
+    ask(pinned, body, identity=Identity(agent="claude", route="p", tier="d"),
+        ranked=lambda letter: asked.append(letter))
+    assert asked == []
+    unloaded = ask(rules, body, identity=Identity(agent="claude", route="p", tier="m"))
+    assert "no model ranking is loaded here" in unloaded.notes[0]
+    # route b keeps the agent's model whatever the tier
+    bypass = ask(rules, body, identity=Identity(agent="claude", route="b", tier="m"), ranked=picks.get)
+    assert bypass.rule == "bypass"

@@ -1,0 +1,235 @@
+"""Usage: every upstream attempt of every LLM request, written to the usage store.
+
+When a flow ends, its rows are built from the plain summaries the other addons left in its metadata
+(usage_rows.py) and queued; one writer thread writes them in batches, one transaction per batch, so
+a burst of requests costs the event loop nothing but a queue put, and the gateway's shutdown (`done`)
+drains the queue before it closes the database. The rows' token totals also go into the flow's
+metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
+
+Codex's Responses-over-WebSocket (with `clutch_websocket=pass`) carries no HTTP response per call:
+each `response.completed` message the provider sends becomes one row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from mitmproxy import ctx, http
+
+from addons import catalog, tokens, usage_blocks
+from addons.catalog import CatalogFile
+from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of
+from addons.resilience import Resilience
+from addons.usage_rows import Finished, needs_input_estimate, rows_for
+from addons.usage_store import UsageStore, UsageStoreError, day_of
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 500
+_STOP = object()
+
+
+class Usage:
+    def __init__(self, resilience: Resilience):
+        self._resilience = resilience
+        self.store: UsageStore | None = None
+        self._queue: queue.Queue = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._listeners: list[Callable[[list[dict]], None]] = []
+        self._catalog: CatalogFile | None = None
+        self.written = 0
+        self.dropped = 0
+
+    def load(self, loader):
+        loader.add_option("clutch_usage_db", str, "",
+                          "The usage database (SQLite). Empty: usage.db in the state folder "
+                          "(clutch_state_dir); 'off': keep no usage records.")
+
+    def configure(self, updated):
+        if updated & {"clutch_usage_db", "clutch_state_dir"}:
+            self._open(self._path())
+        if "clutch_state_dir" in updated and self._resilience.state_dir is not None:
+            self._catalog = CatalogFile(catalog.cache_path(self._resilience.state_dir))
+
+    def price(self, provider: str, model: str, input_tokens: int, output_tokens: int, cached_tokens: int,
+              cache_write_tokens: int = 0) -> float | None:
+        """A call's cost at the model catalog's prices (`xx scan` keeps the catalog); None when unknown."""
+        prices = self._catalog.price_for(provider, model) if self._catalog is not None else None
+        if prices is None:
+            return None
+        return catalog.cost_usd(prices, input_tokens, output_tokens, cached_tokens, cache_write_tokens)
+
+    def on_rows(self, listener: Callable[[list[dict]], None]) -> None:
+        """Call `listener` with each finished request's rows (on the event loop), e.g. metrics and budgets."""
+        self._listeners.append(listener)
+
+    def _path(self) -> Path | None:
+        wanted = ctx.options.clutch_usage_db
+        if wanted == "off":
+            return None
+        if wanted:
+            return Path(os.path.expanduser(wanted))
+        return (self._resilience.state_dir or Path(".")) / "usage.db"
+
+    def _open(self, path: Path | None) -> None:
+        if self.store is not None and path == self.store.path:
+            return
+        self._stop_writer()
+        if path is None:
+            logger.info("usage records are off (clutch_usage_db=off)")
+            return
+        try:
+            self.store = UsageStore(path)
+        except UsageStoreError as e:
+            # the gateway still serves agents; only the accounting is missing, and it says so
+            logger.error("usage records are off: %s", e)
+            return
+        self._writer = threading.Thread(target=self._write_loop, args=(self.store,), name="clutch-usage",
+                                        daemon=True)
+        self._writer.start()
+        logger.info("usage records in %s", path)
+
+    def done(self):
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        if self._writer is not None:
+            self._queue.put(_STOP)
+            self._writer.join(timeout=30)
+            self._writer = None
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _write_loop(self, store: UsageStore) -> None:
+        while True:
+            batch = [self._queue.get()]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            rows = [row for item in batch if isinstance(item, list) for row in item]
+            if rows:
+                try:
+                    self.written += store.add(rows)
+                except Exception:  # a full disk must not stop the gateway; the log says what was lost
+                    self.dropped += len(rows)
+                    logger.exception("could not write %d usage rows to %s", len(rows), store.path)
+            for item in batch:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if any(item is _STOP for item in batch):
+                return
+
+    def flush(self, timeout_s: float = 10.0) -> bool:
+        """Block until every row queued before this call is written (so a report includes the latest
+        requests). Call it off the event loop."""
+        if self._writer is None:
+            return True
+        written = threading.Event()
+        self._queue.put(written)
+        return written.wait(timeout_s)
+
+    # ------------------------------------------------------------ mitmproxy hooks
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._account(flow)
+
+    async def error(self, flow: http.HTTPFlow) -> None:
+        await self._account(flow)
+
+    async def _account(self, flow: http.HTTPFlow) -> None:
+        if flow.metadata.get(CALL) is None or flow.metadata.get(USAGE) is not None or flow.metadata.get(WEBSOCKET):
+            return
+        try:
+            done = _finished(flow)
+            if needs_input_estimate(done.attempts):
+                done.input_estimate = done.compression.get("tokens_after")
+                call = call_of(flow)
+                if done.input_estimate is None and call is not None and call.body is not None:
+                    done.input_estimate = await asyncio.to_thread(tokens.request_tokens, call.dialect, call.body)
+            rows = rows_for(done, self.price)
+        except Exception:  # accounting must never cost the agent its answer
+            logger.exception("could not account for %s", flow.id)
+            return
+        flow.metadata[USAGE] = totals(rows)
+        self._emit(rows)
+
+    def websocket_message(self, flow: http.HTTPFlow) -> None:
+        """Codex's Responses over WebSocket: a row per `response.completed` the provider sent."""
+        message = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
+        if message is None or message.from_client or not message.is_text or b"response.completed" not in message.content:
+            return
+        try:
+            payload = json.loads(message.content)
+        except ValueError:
+            return
+        if not isinstance(payload, dict) or payload.get("type") != "response.completed":
+            return
+        usage = usage_blocks.from_responses_event(payload)
+        response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
+        identity = flow.metadata.get(IDENTITY) or {}
+        call = flow.metadata.get(CALL) or {}
+        count = flow.metadata.get("clutch.websocket_responses", 0) + 1
+        flow.metadata["clutch.websocket_responses"] = count
+        provider = call.get("provider") or "openai"
+        model = response.get("model") or call.get("model") or ""
+        row = {
+            "ts": message.timestamp, "day": day_of(message.timestamp), "request_id": f"{flow.id}/{count}",
+            "agent": identity.get("agent") or "unknown", "launch": identity.get("launch_code"),
+            "session": identity.get("session"), "dialect": "openai_responses", "stream": True,
+            "requested_model": model, "provider": provider, "model": model, "rule": "websocket", "attempt": 0,
+            "outcome": "success", "status": 101, "served": True, "fallback": False,
+            "tokens_estimated": False, "duration_ms": None, "ttft_ms": None,
+        }
+        if usage is not None:
+            row.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
+                       cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
+                       cost_usd=usage.cost_usd, cost_source="provider" if usage.cost_usd is not None else None)
+        if row.get("cost_usd") is None and row.get("input_tokens") is not None:
+            cost = self.price(provider, model, row["input_tokens"], row["output_tokens"] or 0, row["cached_tokens"] or 0)
+            if cost is not None:
+                row["cost_usd"], row["cost_source"] = cost, "catalog"
+        self._emit([row])
+
+    def _emit(self, rows: list[dict]) -> None:
+        if self.store is not None:
+            self._queue.put(rows)
+        for listener in self._listeners:
+            try:
+                listener(rows)
+            except Exception:
+                logger.exception("a usage listener failed")
+
+
+def _finished(flow: http.HTTPFlow) -> Finished:
+    response = flow.response
+    ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
+    error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
+    return Finished(
+        request_id=flow.id, started=flow.request.timestamp_start, ended=ended,
+        call=flow.metadata.get(CALL) or {}, identity=flow.metadata.get(IDENTITY) or {},
+        route=flow.metadata.get(ROUTE) or {}, attempts=flow.metadata.get(ATTEMPTS) or [],
+        compression=flow.metadata.get(COMPRESSION) or {},
+        status=response.status_code if response else None, error=error)
+
+
+def totals(rows: list[dict]) -> dict:
+    """One request's tokens and cost, over all its attempts (failed ones can be billed too)."""
+    def total(name: str):
+        values = [row.get(name) for row in rows if row.get(name) is not None]
+        return sum(values) if values else None
+
+    cost = total("cost_usd")
+    return {"input_tokens": total("input_tokens"), "output_tokens": total("output_tokens"),
+            "cached_tokens": total("cached_tokens"), "cost_usd": round(cost, 8) if cost is not None else None,
+            "estimated": any(row.get("tokens_estimated") for row in rows), "attempts": len(rows)}

@@ -1,0 +1,124 @@
+"""`xx usage`: what each agent, session, model, provider or day cost, from the gateway's usage store.
+
+Reads the SQLite file directly (WAL lets a reader in while the gateway writes), so it works with the
+gateway stopped too. The file is the one the running gateway names in /health, else the default state
+folder's, else `--db`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from addons.resilience import default_state_dir
+from addons.usage_store import GROUPS, UsageStore, UsageStoreError, parse_time
+
+COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
+           "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated", "ttft_ms_p50",
+           "duration_ms_avg", "first_ts", "last_ts")
+_HEADINGS = {"requests": "requests", "attempts": "attempts", "failures": "failed", "fallbacks": "fallbacks",
+             "soft_failures": "soft", "input_tokens": "tokens in", "output_tokens": "tokens out",
+             "cached_tokens": "cached", "cost_usd": "cost $", "ttft_ms_p50": "ttft p50 ms"}
+_SUMMED = ("requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
+           "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated")
+
+
+def database(explicit: Path | None, health: dict | None) -> Path:
+    if explicit is not None:
+        return explicit.expanduser()
+    named = (health or {}).get("usage_db")
+    return Path(named) if named else default_state_dir() / "usage.db"
+
+
+def render(rows: list[dict], by: str, title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column(by)
+    for name, heading in _HEADINGS.items():
+        table.add_column(heading, justify="right")
+    for row in rows:
+        table.add_row(str(row["key"]), *(_cell(name, row.get(name)) for name in _HEADINGS))
+    if len(rows) > 1:
+        total = {name: sum(r.get(name) or 0 for r in rows) for name in _SUMMED}
+        table.add_section()
+        # a request that touched two models counts under both; the total counts it once per row
+        table.add_row("total", *(_cell(name, total.get(name)) for name in _HEADINGS), style="bold")
+    return table
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def _cell(name: str, value) -> str:
+    if value is None:
+        return "-"
+    if name == "cost_usd":
+        return f"{value:.4f}" if value < 100 else f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.0f}"
+    return f"{value:,}"
+
+
+By = Annotated[str, typer.Option("--by", "-b", help=f"group by: {', '.join(GROUPS)}")]
+Since = Annotated[str, typer.Option("--since", help="from: 24h, 7d, 90m, a date or epoch seconds")]
+Until = Annotated[str | None, typer.Option("--until", help="up to (same forms as --since)")]
+AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+AsCsv = Annotated[bool, typer.Option("--csv", help="print CSV")]
+Database = Annotated[Path | None, typer.Option("--db", help="the usage database (default: the gateway's)")]
+
+
+def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, db: Path | None,
+          health: dict | None) -> None:
+    """Print the report (see the module docstring for where the database is found)."""
+    if by not in GROUPS:
+        raise _fail(f"cannot group by {by!r}; one of {', '.join(GROUPS)}")
+    try:
+        start, end = parse_time(since), parse_time(until)
+    except ValueError as e:
+        raise _fail(str(e)) from None
+    path = database(db, health)
+    if not path.exists():
+        raise _fail(f"no usage database at {path} yet: the gateway writes it once a request passed "
+                    f"(or name one with --db)")
+    try:
+        store = UsageStore(path)
+    except UsageStoreError as e:
+        raise _fail(str(e)) from None
+    try:
+        rows = store.report(by, start, end)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"by": by, "since": start, "until": end, "database": str(path), "rows": rows}, indent=2))
+    elif as_csv:
+        typer.echo(to_csv(rows), nl=False)
+    elif not rows:
+        typer.echo(f"xx: no requests in {path} {_span(start, end)}")
+    else:
+        Console(width=200 if not Console().is_terminal else None).print(
+            render(rows, by, f"usage by {by} {_span(start, end)} ({path})"))
+
+
+def _span(start: float | None, end: float | None) -> str:
+    def when(t):
+        return time.strftime("%Y-%m-%d %H:%M", time.localtime(t))
+    if start is None and end is None:
+        return "of all time"
+    return f"from {when(start) if start else 'the start'} to {when(end) if end else 'now'}"
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"xx: {message}", err=True)
+    return typer.Exit(2)

@@ -1,0 +1,69 @@
+"""BudgetBook: today's spending per agent and provider against the rules' daily limits."""
+
+from __future__ import annotations
+
+import calendar
+
+from addons.budgets import BudgetBook, next_utc_midnight
+from addons.rules import Budgets
+
+NOON = calendar.timegm((2026, 12, 1, 12, 0, 0))
+
+
+def book(**budgets) -> tuple[BudgetBook, list[float]]:
+    now = [NOON]
+    found = BudgetBook(clock=lambda: now[0])
+    found.configure(Budgets.model_validate(budgets))
+    return found, now
+
+
+def row(agent="claude", provider="openrouter", tokens=(100, 50), cost=0.01, day="2026-12-01"):
+    return {"agent": agent, "provider": provider, "input_tokens": tokens[0], "output_tokens": tokens[1],
+            "cost_usd": cost, "day": day}
+
+
+def test_an_agent_goes_over_its_dollar_limit_once_it_has_spent_it():
+    budgets, _ = book(agents={"claude": {"usd_per_day": 0.025}})
+    budgets.record([row(), row()])
+    assert budgets.over("claude", "openrouter") is None  # $0.02 of $0.025
+    budgets.record([row()])
+    breach = budgets.over("claude", "openrouter")
+    assert (breach.scope, breach.name, breach.measure) == ("agent", "claude", "usd")
+    assert breach.used == 0.03 and breach.resets_at == NOON + 12 * 3600
+    assert "agent claude is over its daily budget: $0.0300 of its $0.0250 a day spent today" in breach.describe()
+    assert budgets.over("codex", "openrouter") is None  # other agents have no limit
+
+
+def test_a_provider_token_limit_counts_every_agent():
+    budgets, _ = book(providers={"openrouter": {"tokens_per_day": 400}})
+    budgets.record([row("claude"), row("codex")])
+    assert budgets.over("qwen", "openrouter") is None  # 300 tokens
+    budgets.record([row("qwen")])
+    assert budgets.over("qwen", "openrouter").measure == "tokens"
+    assert budgets.over("qwen", "anthropic") is None
+
+
+def test_a_new_utc_day_starts_from_nothing_and_late_rows_of_yesterday_do_not_count():
+    budgets, now = book(agents={"claude": {"tokens_per_day": 100}})
+    budgets.record([row()])
+    assert budgets.over("claude", None) is not None
+    now[0] = NOON + 12 * 3600 + 1  # just after midnight
+    assert budgets.over("claude", None) is None
+    budgets.record([row(day="2026-12-01")])
+    assert budgets.spent("agent", "claude") == (0, 0.0)
+    budgets.record([row(day="2026-12-02", tokens=(60, 60))])
+    assert budgets.over("claude", None).used == 120
+
+
+def test_seeding_from_the_store_keeps_a_restart_over_budget():
+    budgets, _ = book(agents={"claude": {"usd_per_day": 1.0}})
+    assert budgets.needs_seed()
+    budgets.seed("2026-12-01", {"claude": {"tokens": 10, "cost_usd": 1.5}}, {})
+    assert not budgets.needs_seed() and budgets.over("claude", None).used == 1.5
+    assert budgets.snapshot()["limits"]["agent:claude"] == {"tokens": 10, "tokens_per_day": None, "usd": 1.5,
+                                                            "usd_per_day": 1.0, "over": True}
+
+
+def test_next_utc_midnight():
+    assert next_utc_midnight(NOON) - NOON == 12 * 3600
+    assert next_utc_midnight(calendar.timegm((2026, 12, 31, 23, 59, 59))) == calendar.timegm((2027, 1, 1, 0, 0, 0))
