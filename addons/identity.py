@@ -134,15 +134,20 @@ def _decode_model(value: str) -> str | None:
         return None
 
 
+def session_of(identity: Identity, headers) -> str | None:
+    """The session a request belongs to: the launch's session, else the agent's own session header."""
+    if identity.session:
+        return identity.session
+    for name in _SESSION_HEADERS:
+        if headers.get(name):
+            return headers[name]
+    return None
+
+
 def session_key(identity: Identity, headers) -> str | None:
     """One agent session, for what Clutch remembers per session (the sticky model after a fallback,
-    compression's rewrites): the launch's session, else the agent's own session header."""
-    session = identity.session
-    if not session:
-        for name in _SESSION_HEADERS:
-            if headers.get(name):
-                session = headers[name]
-                break
+    compression's rewrites), kept apart per agent."""
+    session = session_of(identity, headers)
     return f"{identity.agent}:{session}" if session else None
 
 

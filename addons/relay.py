@@ -299,9 +299,9 @@ class Relay:
                 return failures.from_transport(e.kind, str(e))
             # past the commit point: never restart; tell the agent in its own dialect and end cleanly
             attempt.error, attempt.ended = e.kind, "broken"
-            attempt.usage = _usage_dict(watch.usage.usage_or_estimate(None))
             await out.send(dialects.stream_error_event(job.client_dialect, f"upstream stream broke: {e}"))
             await out.end()
+            attempt.usage = await _stream_usage(watch)
             return None
         finally:
             if pending is not None and not pending.done():
@@ -321,7 +321,7 @@ class Relay:
                 await out.send(tail)
         await out.end()
         attempt.ended = "complete"
-        attempt.usage = _usage_dict(watch.usage.usage_or_estimate(None))
+        attempt.usage = await _stream_usage(watch)
         if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
             attempt.error, attempt.soft = verdict.kind, verdict.soft
         return None
@@ -346,12 +346,12 @@ class Relay:
         failure = _judge_whole(plan, job, raw)
         if failure is not None:
             attempt.error, attempt.ended = failure.kind, "failed"
-            attempt.usage = _whole_usage(plan, raw)  # an empty or refused answer may still be billed
+            attempt.usage = await _whole_usage(plan, raw)  # an empty or refused answer may still be billed
             return failure
         await self._commit(job, plan, attempt, out, upstream, started)
         await self._answer_whole(job, plan, out, raw, upstream.status)
         attempt.ended = "complete"
-        attempt.usage = _whole_usage(plan, raw)
+        attempt.usage = await _whole_usage(plan, raw)
         return None
 
     async def _answer_whole(self, job: Job, plan: Plan, out, raw: bytes, status: int) -> None:
@@ -435,7 +435,7 @@ def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
     return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
-def _whole_usage(plan: Plan, raw: bytes) -> dict[str, Any] | None:
+async def _whole_usage(plan: Plan, raw: bytes) -> dict[str, Any] | None:
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -443,9 +443,19 @@ def _whole_usage(plan: Plan, raw: bytes) -> dict[str, Any] | None:
     if not isinstance(answer, dict):
         return None
     usage = usage_blocks.from_answer(plan.upstream_dialect, answer)
-    if usage is None:  # the provider said nothing: counted from the answer's text, flagged as estimated
-        usage = usage_blocks.estimate(None, usage_blocks.answer_text(plan.upstream_dialect, answer))
+    if usage is None:  # the provider said nothing: counted from the answer's text (in a thread), flagged
+        text = usage_blocks.answer_text(plan.upstream_dialect, answer)
+        usage = await asyncio.to_thread(usage_blocks.estimate, None, text)
     return _usage_dict(usage)
+
+
+async def _stream_usage(watch: failures.StreamWatch) -> dict[str, Any] | None:
+    """The stream's reported usage; what it lacks is counted with tiktoken in a thread (a long answer
+    takes milliseconds), after the agent has the whole answer."""
+    reported = watch.usage.result()
+    if reported is not None and reported.input_tokens is not None and reported.output_tokens is not None:
+        return _usage_dict(reported)
+    return _usage_dict(await asyncio.to_thread(watch.usage.usage_or_estimate, None))
 
 
 def _usage_dict(usage: usage_blocks.Usage | None) -> dict[str, Any] | None:

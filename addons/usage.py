@@ -26,7 +26,8 @@ from mitmproxy import ctx, http
 
 from addons import catalog, tokens, usage_blocks
 from addons.catalog import CatalogFile
-from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of
+from addons.identity import session_of
+from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
 from addons.resilience import Resilience
 from addons.usage_rows import Finished, needs_input_estimate, rows_for
 from addons.usage_store import UsageStore, UsageStoreError, day_of
@@ -34,6 +35,9 @@ from addons.usage_store import UsageStore, UsageStoreError, day_of
 logger = logging.getLogger(__name__)
 
 _BATCH = 500
+# The writer waits this long after a row for more before it commits: under load a transaction per
+# request costs more CPU than the rows; a report never waits for it (flush).
+_LINGER_S = 0.05
 _STOP = object()
 
 
@@ -112,9 +116,10 @@ class Usage:
     def _write_loop(self, store: UsageStore) -> None:
         while True:
             batch = [self._queue.get()]
-            while len(batch) < _BATCH:
+            deadline = time.monotonic() + _LINGER_S
+            while len(batch) < _BATCH and not isinstance(batch[-1], threading.Event) and batch[-1] is not _STOP:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
                     break
             rows = [row for item in batch if isinstance(item, list) for row in item]
@@ -186,7 +191,8 @@ class Usage:
         row = {
             "ts": message.timestamp, "day": day_of(message.timestamp), "request_id": f"{flow.id}/{count}",
             "agent": identity.get("agent") or "unknown", "launch": identity.get("launch_code"),
-            "session": identity.get("session"), "dialect": "openai_responses", "stream": True,
+            "session": session_of(identity_of(flow), flow.request.headers), "dialect": "openai_responses",
+            "stream": True,
             "requested_model": model, "provider": provider, "model": model, "rule": "websocket", "attempt": 0,
             "outcome": "success", "status": 101, "served": True, "fallback": False,
             "tokens_estimated": False, "duration_ms": None, "ttft_ms": None,
@@ -217,7 +223,10 @@ def _finished(flow: http.HTTPFlow) -> Finished:
     error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
     return Finished(
         request_id=flow.id, started=flow.request.timestamp_start, ended=ended,
-        call=flow.metadata.get(CALL) or {}, identity=flow.metadata.get(IDENTITY) or {},
+        call=flow.metadata.get(CALL) or {},
+        # the launch's session, else the agent's own session header: a prompt's side calls (titles,
+        # warm-ups, subagents) carry the same one, so a session's report adds them up
+        identity={**(flow.metadata.get(IDENTITY) or {}), "session": session_of(identity_of(flow), flow.request.headers)},
         route=flow.metadata.get(ROUTE) or {}, attempts=flow.metadata.get(ATTEMPTS) or [],
         compression=flow.metadata.get(COMPRESSION) or {},
         status=response.status_code if response else None, error=error)

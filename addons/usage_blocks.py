@@ -382,24 +382,22 @@ def _anthropic(usage: Any) -> Usage | None:
 
 
 def _openai_chat(usage: Any) -> Usage | None:
-    if not isinstance(usage, dict):
-        return None
-    prompt, completion = _int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens"))
-    if prompt is None and completion is None:
-        return None
-    details, out_details = _sub(usage, "prompt_tokens_details"), _sub(usage, "completion_tokens_details")
-    return Usage(input_tokens=prompt, output_tokens=completion, cached_tokens=_int(details.get("cached_tokens")),
-                 cache_write_tokens=_int(details.get("cache_write_tokens")),
-                 reasoning_tokens=_int(out_details.get("reasoning_tokens")), cost_usd=_cost(usage.get("cost")))
+    return _openai(usage, "prompt_tokens", "completion_tokens")
 
 
 def _responses(usage: Any) -> Usage | None:
+    return _openai(usage, "input_tokens", "output_tokens")
+
+
+def _openai(usage: Any, input_key: str, output_key: str) -> Usage | None:
+    """Chat Completions and Responses name the same numbers differently: prompt_/completion_tokens
+    and input_/output_tokens, each with a `<name>_details` object."""
     if not isinstance(usage, dict):
         return None
-    inp, out = _int(usage.get("input_tokens")), _int(usage.get("output_tokens"))
+    inp, out = _int(usage.get(input_key)), _int(usage.get(output_key))
     if inp is None and out is None:
         return None
-    details, out_details = _sub(usage, "input_tokens_details"), _sub(usage, "output_tokens_details")
+    details, out_details = _sub(usage, f"{input_key}_details"), _sub(usage, f"{output_key}_details")
     return Usage(input_tokens=inp, output_tokens=out, cached_tokens=_int(details.get("cached_tokens")),
                  cache_write_tokens=_int(details.get("cache_write_tokens")),
                  reasoning_tokens=_int(out_details.get("reasoning_tokens")), cost_usd=_cost(usage.get("cost")))

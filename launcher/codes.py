@@ -31,7 +31,7 @@ TIER_NAMES = {
     "k": "Kimi K2.6",
     "q": "Qwen3 Next 80B",
     "m": "the best-ranked model (model scan)",
-    "f": "the cheapest working free model (model scan)",
+    "f": "the best working free model (model scan)",
 }
 # Display order (sets have none); must cover exactly the letters identity.py accepts.
 MODE_ORDER = "icnsr"

@@ -431,8 +431,9 @@ def _print(run: dict[str, Any]) -> None:
     console = Console(highlight=False, soft_wrap=False)
     info = run["catalog"]
     left = ", ".join(f"{n} {kind}" for kind, n in sorted(info["left_out"].items())) or "none"
-    console.print(f"catalog  {info['models']} models from {info['url']} ({info['origin']}, fetched "
-                  f"{_ago(time.time() - info['fetched_at'])} ago)")
+    age = f"fetched {_ago(time.time() - info['fetched_at'])} ago"
+    console.print(f"catalog  {info['models']} models from {info['url']} "
+                  f"({age if info['origin'] == 'fetched' else info['origin'] + ', ' + age})")
     console.print(f"fit      {info['fit']} for coding agents (tools, context); left out: {left}")
     for p in run["probes"]:
         outcome = (f"ok, first token {p['ttft_ms']:.0f} ms" + (f", {p['tokens_per_s']:.0f} tokens/s"
@@ -443,7 +444,10 @@ def _print(run: dict[str, Any]) -> None:
     for name, justify in (("#", "right"), ("model", "left"), ("score", "right"), ("success", "right"),
                           ("ttft ms", "right"), ("tok/s", "right"), ("context", "right"), ("$/M in", "right"),
                           ("$/M out", "right"), ("why", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "why", overflow="fold")
+        if name == "why":  # the long one: wraps at words in what the terminal leaves
+            table.add_column(name, justify=justify, min_width=24, overflow="fold")
+        else:
+            table.add_column(name, justify=justify, no_wrap=True)
     for r in run["rankings"]:
         table.add_row(str(r["rank"]), r["model"], f"{r['score']:.3f}",
                       "-" if r["success_rate"] is None else f"{r['success_rate']:.0%}",

@@ -48,6 +48,16 @@ def require_browser() -> None:
         pytest.skip(reason)
 
 
+RANKINGS = [
+    {"rank": 1, "model": "openrouter:dash/ranked-best", "free": False, "score": 0.91, "why": "probe ok, 40 tok/s",
+     "context_length": 262144, "tools": True, "prompt_price": 3e-7, "completion_price": 1.2e-6, "success_rate": 1.0,
+     "ttft_ms": 420.0, "tokens_per_s": 40.0},
+    {"rank": 2, "model": "openrouter:dash/ranked-free:free", "free": True, "score": 0.6, "why": "untried",
+     "context_length": 131072, "tools": True, "prompt_price": 0.0, "completion_price": 0.0, "success_rate": None,
+     "ttft_ms": None, "tokens_per_s": None},
+]
+
+
 def history_rows(now: float) -> list[dict]:
     rows = []
     for i in range(6):
@@ -71,6 +81,7 @@ def gateway(tmp_path_factory, fake, pki):
     state.mkdir()
     store = UsageStore(state / "usage.db")
     store.add(history_rows(time.time()))
+    store.save_rankings(RANKINGS, computed_at=time.time())  # as `xx scan` leaves them
     store.close()
     process = gateway_on_rules(workdir, fake, pki, RULES, "--set", "clutch_retries=0",
                                "--set", f"clutch_state_dir={state}", env={"OPENROUTER_API_KEY": "sk-or-v1-rules-key"})
@@ -200,10 +211,11 @@ def test_the_dashboard_renders_real_usage_in_chromium(gateway):
         state = page_state(browser)
         assert state["errors"] == [] and state["state"] == "ready"
         assert state["offsite"] == []  # self-contained: nothing loaded from anywhere but the gateway
-        # /rankings exists once the model scan is wired; until then the page shows its empty state
-        allowed = "/rankings - " if local(gateway, "/rankings").status_code == 404 else None
-        severe = [entry["message"] for entry in browser.console() if entry.get("level") == "SEVERE"
-                  and not (allowed and allowed in entry["message"])]
+        ranked = browser.script("""return [...document.querySelectorAll('#rankings tr[data-ranked]')]
+            .map(tr => [tr.dataset.ranked, Number(tr.dataset.rank)]);""")
+        assert ranked == [[r["model"], r["rank"]] for r in local(gateway, "/rankings").json()["rankings"]] == \
+            [[r["model"], r["rank"]] for r in RANKINGS]
+        severe = [entry["message"] for entry in browser.console() if entry.get("level") == "SEVERE"]
         assert severe == []
         week_shot = browser.full_screenshot(ARTIFACTS / "dashboard-7d.png")
         print(f"dashboard screenshot (7 d window): {week_shot}")

@@ -8,11 +8,15 @@ import asyncio
 import json
 import sqlite3
 import textwrap
+import time
 
 import httpx
 import pytest
 from harness import Gateway, trust
 
+from prometheus_client.parser import text_string_to_metric_families
+
+from addons import catalog
 from addons.usage_store import UsageStore
 
 RULES = textwrap.dedent("""\
@@ -50,8 +54,17 @@ def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("usage")
 
 
+# The model catalog `xx scan` keeps (OpenRouter's /api/v1/models shape): the Anthropic models' prices
+# price the rows of a provider that reports no cost.
+CATALOG = {"data": [{"id": f"anthropic/claude-usage-{s}", "name": "Claude usage", "context_length": 200000,
+                     "pricing": {"prompt": "0.000003", "completion": "0.000015", "input_cache_read": "0.0000003",
+                                 "input_cache_write": "0.00000375"},
+                     "supported_parameters": ["tools"]} for s in ("whole", "stream")]}
+
+
 @pytest.fixture(scope="module")
 def gateway(workdir, fake, pki):
+    catalog.save_cache(catalog.cache_path(workdir / "state"), CATALOG, time.time(), "test")
     process = start(workdir, fake, pki)
     yield process
     process.stop()
@@ -184,7 +197,13 @@ def test_every_dialect_records_the_providers_usage(gateway, dialect, stream):
     else:
         assert (row["input_tokens"], row["output_tokens"]) == (usage["input_tokens"], usage["output_tokens"])
         assert row["reasoning_tokens"] == usage["output_tokens_details"]["reasoning_tokens"]
-    assert row["cost_usd"] is None or row["cost_source"] == "catalog"  # only OpenRouter reports a cost
+    if dialect == "anthropic":  # priced from the catalog: Anthropic reports no cost
+        plain = row["input_tokens"] - row["cached_tokens"] - row["cache_write_tokens"]
+        expected = plain * 3e-6 + row["cached_tokens"] * 3e-7 + row["cache_write_tokens"] * 3.75e-6 \
+            + row["output_tokens"] * 15e-6
+        assert row["cost_source"] == "catalog" and row["cost_usd"] == pytest.approx(expected)
+    else:  # not in the catalog, and OpenAI reports no cost: unknown, not zero
+        assert (row["cost_usd"], row["cost_source"]) == (None, None)
 
 
 @pytest.mark.parametrize("sse", [True, False], ids=["alt-sse", "json-array"])
@@ -292,3 +311,34 @@ def test_codex_responses_over_websocket_are_a_row_per_response_completed(workdir
         assert SECRET_PROMPT.encode() not in data and AGENT_KEY.encode() not in data
     finally:
         gateway.stop()
+
+
+def test_metrics_parse_with_the_prometheus_parser_and_count_what_the_store_holds(gateway):
+    assert chat(gateway, "u6/fail-429", False).status_code == 429  # no cascade for u6: the 429 reaches the agent
+    text = httpx.get(f"http://127.0.0.1:{gateway.port}/metrics", trust_env=False).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    requests = sum(s.value for s in families["clutch_requests"].samples if s.name == "clutch_requests_total")
+    stored = rows(gateway)
+    assert requests == len({r["request_id"] for r in stored})
+    attempts = sum(s.value for s in families["clutch_attempts"].samples if s.name == "clutch_attempts_total")
+    assert attempts == sum(r["outcome"] != "refused" for r in stored)
+    spend = sum(s.value for s in families["clutch_spend_usd"].samples if s.name == "clutch_spend_usd_total")
+    assert spend == pytest.approx(sum(r["cost_usd"] or 0 for r in stored))
+    failed = [s for s in families["clutch_attempts"].samples
+              if s.labels.get("model") == "u6/fail-429" and s.labels.get("exception_status") == "429"]
+    assert failed and failed[0].labels["api_provider"] == "openrouter"
+    buckets = [s for s in families["clutch_llm_api_time_to_first_token_seconds"].samples if s.name.endswith("_bucket")]
+    assert buckets and all(s.labels["le"] for s in buckets)
+
+
+def test_an_agents_own_session_header_groups_its_calls(gateway):
+    """Claude Code names its session in a header; its title and warm-up calls carry the same one."""
+    with client(gateway, "xx-cip") as c:  # a launch without a session of its own
+        for model in ("u7/title", "u7/main"):
+            assert c.post("https://openrouter.ai/api/v1/chat/completions",
+                          headers={"x-claude-code-session-id": "3f1c-session", "authorization": f"Bearer {AGENT_KEY}"},
+                          json={"model": model, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
+    found = rows(gateway, session="3f1c-session")
+    assert sorted(r["requested_model"] for r in found) == ["u7/main", "u7/title"]
+    report = httpx.get(f"http://127.0.0.1:{gateway.port}/usage?by=session", trust_env=False).json()["rows"]
+    assert [r["requests"] for r in report if r["key"] == "3f1c-session"] == [2]

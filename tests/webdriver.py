@@ -20,7 +20,6 @@ import base64
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
+from harness import stop_group  # chromedriver and the Chromium it spawned: one process group
 
 # Debian's packages (./clutch test installs them); elsewhere point these variables at a Chromium and its driver
 CHROMIUM = Path(os.environ.get("CLUTCH_CHROMIUM") or "/usr/bin/chromium")
@@ -99,7 +99,7 @@ class Browser:
             if browser is not None:
                 browser.close()
             else:
-                _stop_group(driver)
+                stop_group(driver)
                 shutil.rmtree(profile, ignore_errors=True)
             raise
 
@@ -194,7 +194,7 @@ class Browser:
                 self.session = None
         finally:
             self.http.close()
-            _stop_group(self.driver)
+            stop_group(self.driver)
             shutil.rmtree(self.profile, ignore_errors=True)
 
 
@@ -208,27 +208,3 @@ def _wait_port(log_path: Path, driver: subprocess.Popen, timeout: float) -> int:
             raise WebDriverError(f"chromedriver exited with {driver.returncode}: {log_path.read_text(errors='replace')}")
         time.sleep(0.05)
     raise WebDriverError(f"chromedriver did not report its port within {timeout} s")
-
-
-def _stop_group(process: subprocess.Popen) -> None:
-    """SIGTERM the process group we started (chromedriver and the Chromium it spawned), SIGKILL after 5 s."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            process.poll()
-            try:
-                os.killpg(process.pid, 0)
-            except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        else:
-            continue
-        break
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        pass
