@@ -99,3 +99,38 @@ def test_replacements_for_a_chain_keep_free_chains_free(stores):
     assert book.for_chain([]) == []
     assert [str(t) for t in book.replacements({"openrouter:p/big"}, limit=1)] == ["openrouter:p/small"]
     assert RankingsBook(None).for_chain(mixed) == [] and RankingsBook(None).snapshot()["rankings"] == []
+
+
+def test_a_gateway_whose_chain_has_only_open_breakers_is_served_by_a_ranked_replacement(tmp_path, fake, pki):
+    """Through a real gateway: the chain's models fail until their breakers open, then the next request
+    goes to the ranking's best model instead of getting a 503."""
+    import time
+
+    import httpx
+    from harness import gateway_on_rules, trust
+
+    state = tmp_path / "state"
+    store = UsageStore(state / "usage.db")
+    store.save_rankings([{"rank": 1, "model": "openrouter:rk/replacement", "free": False, "score": 0.9,
+                          "why": "probe ok", "tools": True}], computed_at=time.time())
+    store.close()
+    gateway = gateway_on_rules(tmp_path, fake, pki, """\
+version: 1
+providers:
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai]}
+cascades:
+  "openrouter:rk/fail-500": ["openrouter:rk/fail-502"]
+fallback: {method: cascade}
+""", "--set", f"clutch_state_dir={state}", "--set", "clutch_retries=0", "--set", "clutch_breaker_failures=1")
+    try:
+        with httpx.Client(proxy=gateway.proxy_url("xx-qip"), verify=trust(gateway.bundle), trust_env=False,
+                          timeout=30) as client:
+            def ask():
+                return client.post("https://openrouter.ai/api/v1/chat/completions",
+                                   json={"model": "rk/fail-500", "messages": [{"role": "user", "content": "hi"}]})
+            assert ask().status_code == 500  # both fail; each breaker opens after one failure
+            answer = ask()
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["x-clutch-model"] == "openrouter:rk/replacement"
+    finally:
+        gateway.stop()
