@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -112,9 +113,17 @@ def _count(value: int | None) -> str:
 
 
 def _cost(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:.4f}" if value < 10 else f"${value:.2f}"
+    return "-" if value is None else money(value)
+
+
+def money(value: float) -> str:
+    """Dollars readable at any size: a single request costs fractions of a cent, so small amounts keep
+    two significant digits ($0.000084), large ones cents ($12.30)."""
+    if value <= 0:
+        return "$0"
+    if value < 0.01:
+        return f"${value:.{1 - math.floor(math.log10(value))}f}"
+    return f"${value:.4f}" if value < 10 else f"${value:,.2f}"
 
 
 def _clip(text: str, width: int) -> str:

@@ -20,13 +20,14 @@ from rich.table import Table
 
 from addons.resilience import default_state_dir
 from addons.usage_store import GROUPS, UsageStore, UsageStoreError, parse_time
+from launcher.tables import money
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated", "ttft_ms_p50",
            "duration_ms_avg", "first_ts", "last_ts")
 _HEADINGS = {"requests": "requests", "attempts": "attempts", "failures": "failed", "fallbacks": "fallbacks",
              "soft_failures": "soft", "input_tokens": "tokens in", "output_tokens": "tokens out",
-             "cached_tokens": "cached", "cost_usd": "cost $", "ttft_ms_p50": "ttft p50 ms"}
+             "cached_tokens": "cached", "cost_usd": "cost", "ttft_ms_p50": "ttft p50 ms"}
 _SUMMED = ("requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated")
 
@@ -65,7 +66,7 @@ def _cell(name: str, value) -> str:
     if value is None:
         return "-"
     if name == "cost_usd":
-        return f"{value:.4f}" if value < 100 else f"{value:,.2f}"
+        return money(value)
     if isinstance(value, float):
         return f"{value:,.0f}"
     return f"{value:,}"

@@ -1,7 +1,7 @@
 """`xx`: start any coding agent with its real flags, routed through Clutch, from a short launch code.
 
     xx <agent><mode><route>[<tier>] [-s ID] [-m MODEL] [-p PROMPT] [--dry-run] [--tmux] [-- agent args]
-    xx start | stop | restart | status | log | watch | doctor | aliases | codes
+    xx start | stop | restart | status | log | watch | usage | scan | doctor | aliases | codes
 
 The launch itself is planned by launcher.launch (argv and environment) from launcher.codes (the
 grammar) and launcher.agents (each agent's command line); this module adds what needs the outside
@@ -35,7 +35,8 @@ from launcher.tables import render_request, render_resilience, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"
-COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "doctor", "aliases", "codes", "usage", "scan")
+COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "usage", "scan", "doctor", "aliases",
+            "codes")
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="xx: start any coding agent with its real flags, routed through Clutch.\n\n"
@@ -289,8 +290,6 @@ def watch(once: Annotated[bool, typer.Option("--once", help="print what is there
         pass
 
 
-# ------------------------------------------------------------------ the machine and the shell
-
 @app.command(name="usage")
 def usage_command(by: usage_report.By = "agent", since: usage_report.Since = "24h", until: usage_report.Until = None,
                   as_json: usage_report.AsJson = False, as_csv: usage_report.AsCsv = False,
@@ -299,6 +298,11 @@ def usage_command(by: usage_report.By = "agent", since: usage_report.Since = "24
     config = _config()
     usage_report.usage(by, since, until, as_json, as_csv, db, lifecycle.health(config) if db is None else None)
 
+
+app.command(name="scan")(scan)
+
+
+# ------------------------------------------------------------------ the machine and the shell
 
 @app.command(name="doctor")
 def doctor_command() -> None:
@@ -334,9 +338,6 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
                + (f" (backup: {backup})" if backup else ""))
     if action == "install":
         typer.echo(f"xx: open a new shell or run `source {target}`; then e.g. `cc`, `hsr ID`, `codex-run \"...\"`")
-
-
-app.command(name="scan")(scan)
 
 
 @app.command()

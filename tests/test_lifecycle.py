@@ -16,6 +16,7 @@ from harness import stop as stop_process
 from xx_rig import alive, gateway_pid, run_xx, write_config, xx_env
 
 from launcher import lifecycle
+from launcher.tables import money
 
 
 def test_start_status_watch_log_stop(xx_home, fake):
@@ -54,7 +55,7 @@ def test_start_status_watch_log_stop(xx_home, fake):
     assert "qwen" in line and "qwen/qwen3-coder-flash" in line and " 200 " in line and "w1" in line
     tokens = answer.json()["usage"]
     assert f"{tokens['prompt_tokens']}/{tokens['completion_tokens']}" in line  # as the provider counted them
-    assert f"${tokens['cost']:.4f}" in line
+    assert money(tokens["cost"]) in line
 
     # the same request in the usage report: a table, JSON and CSV
     table = run_xx(env, "usage", "--by", "agent")

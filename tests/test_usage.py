@@ -342,3 +342,22 @@ def test_an_agents_own_session_header_groups_its_calls(gateway):
     assert sorted(r["requested_model"] for r in found) == ["u7/main", "u7/title"]
     report = httpx.get(f"http://127.0.0.1:{gateway.port}/usage?by=session", trust_env=False).json()["rows"]
     assert [r["requests"] for r in report if r["key"] == "3f1c-session"] == [2]
+
+
+def test_a_broken_database_costs_the_accounting_not_the_agent(workdir, fake, pki):
+    folder = workdir / "broken"
+    folder.mkdir()
+    (folder / "rules.yaml").write_text(RULES)
+    broken = folder / "usage.db"
+    broken.write_bytes(b"this is not an SQLite database, it is a text file someone left here\n" * 64)
+    gateway = Gateway(folder, fake.port, pki.ca_cert, "--set", f"clutch_usage_db={broken}",
+                      "--set", f"clutch_state_dir={folder / 'state'}", rules=folder / "rules.yaml")
+    try:
+        assert chat(gateway, "u8/good", False).status_code == 200  # the agent is served all the same
+        answer = httpx.get(f"http://127.0.0.1:{gateway.port}/usage", trust_env=False)
+        assert answer.status_code == 503 and "clutch_usage_db" in answer.json()["error"]
+        assert f"{broken} is not a usable usage database" in gateway.output()
+        assert gateway.health()["usage_db"] is None
+    finally:
+        gateway.stop()
+    assert broken.read_bytes().startswith(b"this is not an SQLite database")  # left as it was
