@@ -93,8 +93,9 @@ class Usage:
         try:
             self.store = UsageStore(path)
         except UsageStoreError as e:
-            # the gateway still serves agents; only the accounting is missing, and it says so (a warning:
-            logger.warning("usage records are off: %s", e)  # mitmdump exits on an error logged at start-up)
+            # the gateway still serves agents; only the accounting is missing, and it says so, as a
+            # warning: mitmdump exits on an error logged at start-up
+            logger.warning("usage records are off: %s", e)
             return
         self._writer = threading.Thread(target=self._write_loop, args=(self.store,), name="clutch-usage",
                                         daemon=True)
