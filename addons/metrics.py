@@ -1,10 +1,9 @@
 """Prometheus metrics for the gateway's `/metrics`, in the text exposition format 0.0.4
 (https://prometheus.io/docs/instrumenting/exposition_formats/), rendered here without prometheus_client.
 
-Pure logic, no mitmproxy. The relay calls `observe(row)` for every attempt row it records (the usage store's
-row, see the issue 7 contract) and `observe_request(rows)` once per finished request with all its rows, so
-requests, fallbacks and end-to-end latency count once per request and attempts, tokens and spend once per
-attempt. `render(breakers, quotas)` adds gauges from the `/resilience` snapshots (addons/breakers.py and
+Pure logic, no mitmproxy. The Usage addon hands every finished request's rows (usage_store.ATTEMPT_COLUMNS)
+to `observe_rows`: `observe(row)` per attempt, then `observe_request(rows)`, so requests, fallbacks and
+end-to-end latency count once per request and attempts, tokens and spend once per attempt. `render(breakers, quotas)` adds gauges from the `/resilience` snapshots (addons/breakers.py and
 addons/quotas.py `snapshot()`).
 
 Metric names start with `clutch_`; label names are the ones LiteLLM's Prometheus metrics use

@@ -1,5 +1,5 @@
 """addons/metrics.py: the exposition text parsed with the real Prometheus text parser (prometheus_client),
-values checked against the attempt rows of the issue 7 contract and the /resilience snapshots of the real
+values checked against usage-store attempt rows (usage_store.ATTEMPT_COLUMNS) and the /resilience snapshots of the real
 BreakerBoard and QuotaBook."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from addons.quotas import QuotaBook  # noqa: E402
 
 
 def row(**fields) -> dict:
-    """An attempt row as the contract defines it: a served first attempt unless told otherwise."""
+    """An attempt row as the usage store holds it: a served first attempt unless told otherwise."""
     base = {"ts": 1_700_000_000.0, "day": "2023-11-14", "request_id": "r1", "agent": "claude", "launch": None,
             "session": "s-1", "dialect": "anthropic", "stream": True, "requested_model": "claude-sonnet-4",
             "provider": "openrouter", "model": "qwen/qwen3-coder", "rule": "default", "attempt": 0,

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import openrouter_catalog
-from harness import ROOT, Gateway, trust
+from harness import Gateway, trust
 from xx_rig import run_xx, write_config, xx_env
 
 from addons import catalog
@@ -221,8 +221,6 @@ def test_probe_outcomes_against_the_fake(fake, pki, monkeypatch):
         assert not hang["ok"] and "timed out" in hang["error"]
 
 
-@pytest.mark.skipif("RankingsBook" not in (ROOT / "addons" / "clutch.py").read_text(),
-                    reason="the lead has not wired RankingsBook into addons/clutch.py yet")
 def test_the_gateway_routes_a_tier_m_launch_to_the_ranked_model(fake, pki, tmp_path, monkeypatch):
     folder = tmp_path / "state"
     rules = tmp_path / "scan-rules.yaml"
