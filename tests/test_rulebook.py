@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 from harness import Gateway
@@ -43,6 +44,14 @@ def wait_until(predicate, timeout=10.0):
     return False
 
 
+def save(path, text: str) -> None:
+    """Replace the file in one step, as editors save: a plain write_text truncates first, and the
+    gateway's poll can read the empty file in between (a reload error of its own, not the one tested)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
 def test_hot_reload_applies_good_rules_and_keeps_them_over_bad_ones(tmp_path, fake, pki):
     rules = tmp_path / "rules.yaml"
     rules.write_text(ONLY_OPENROUTER)
@@ -53,12 +62,12 @@ def test_hot_reload_applies_good_rules_and_keeps_them_over_bad_ones(tmp_path, fa
         first_load = gateway.health()["rules"]["loaded_at"]
 
         time.sleep(1.1)  # loaded_at has one-second resolution
-        rules.write_text(WITH_ANTHROPIC)
+        save(rules, WITH_ANTHROPIC)
         assert wait_until(lambda: gateway.health()["rules"]["loaded_at"] != first_load)
         assert "mitmproxy" in peer_issuer(gateway.port, "api.anthropic.com", 443)
         assert gateway.health()["rules"]["providers"] == ["anthropic", "openrouter"]
 
-        rules.write_text(WITH_ANTHROPIC + "    hosts: [not a host]\n")
+        save(rules, WITH_ANTHROPIC + "    hosts: [not a host]\n")
         assert wait_until(lambda: gateway.health()["rules"]["last_reload_error"] is not None)
         error = gateway.health()["rules"]["last_reload_error"]
         assert error.startswith(f"{rules}:9: providers.anthropic.hosts: 'not a host' is not a host name")
