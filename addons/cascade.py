@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from addons.rules import Dialect, ModelTarget, Rules
@@ -42,14 +42,16 @@ def chain(primary: ModelTarget, rules: Rules) -> list[ModelTarget]:
 
 
 def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, session: str | None,
-          ranked: Sequence[ModelTarget] = ()) -> Candidates:
+          ranked: Callable[[list[ModelTarget]], Sequence[ModelTarget]] | None = None) -> Candidates:
     """The chain with open breakers and exhausted quotas left out, the session's sticky target first.
 
-    When every model of the chain was left out for an open breaker, the `ranked` models (the model
-    scan's replacements, best first: RankingsBook.for_chain) not in the chain are tried instead, those
-    with an open breaker or a used quota left out too. Not when a quota is what stopped the chain:
-    a quota is the user's own limit, and the agent gets its 429 with the wait."""
-    targets = chain(primary, rules)
+    When every model of the chain was left out for an open breaker, `ranked(chain)` (the model scan's
+    replacements for that chain, best first: RankingsBook.for_chain) is asked, only then, and those of
+    its models not in the chain are tried instead, those with an open breaker or a used quota left out
+    too. Not when a quota is what stopped the chain: a quota is the user's own limit, and the agent gets
+    its 429 with the wait."""
+    full = chain(primary, rules)
+    targets = list(full)
     if rules.fallback.method == "openrouter_native":
         targets = targets[:1]  # OpenRouter falls back by itself; Clutch makes one attempt
     pinned = None
@@ -76,8 +78,8 @@ def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, sessi
         result.order.append(target)
     if not result.order and waits:
         result.wait_s = min(waits)
-    elif not result.order and ranked:
-        for target in ranked:
+    elif not result.order and ranked is not None:
+        for target in ranked(full):
             key = str(target)
             if target in targets or target in result.order or breakers.is_open(key) or quotas.wait_s(key) is not None:
                 continue

@@ -233,10 +233,9 @@ class Engine:
             chosen = cascade.Candidates([primary]) if not self._resilience.breakers.is_open(str(primary)) else \
                 cascade.Candidates([], [(primary, "breaker open")])
         else:
-            ranked = self._rankings.for_chain(cascade.chain(primary, rules)) if self._rankings is not None else ()
             chosen = cascade.order(primary, rules, breakers=self._resilience.breakers,
                                    quotas=self._resilience.quotas, sticky=self._resilience.sticky, session=session,
-                                   ranked=ranked)
+                                   ranked=self._rankings.for_chain if self._rankings is not None else None)
         native = rules.fallback.method in ("openrouter_native", "both")
 
         def plan_for(target: ModelTarget) -> Plan:

@@ -140,13 +140,22 @@ def test_ranked_replacements_only_when_every_model_of_the_chain_has_an_open_brea
     chain = cascade.chain(PRIMARY, RULES)
     ranked = [ModelTarget("openrouter", "b/two:free"), ModelTarget("openrouter", "r/open"),
               ModelTarget("openrouter", "r/one"), ModelTarget("openrouter", "r/two")]
-    # a chain with a model left: the ranking is not touched
-    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
-    assert names(chosen.order) == names(chain) and chosen.replacements == []
+    asked = []
+
+    def ranking(of_chain):
+        asked.append(names(of_chain))
+        return ranked
+
+    # a chain with a model left: the ranking is not touched (not even asked)
+    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None,
+                           ranked=ranking)
+    assert names(chosen.order) == names(chain) and chosen.replacements == [] and asked == []
     for target in [*chain, ranked[1]]:
         for _ in range(3):
             breakers.failure(str(target))
-    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
+    chosen = cascade.order(PRIMARY, RULES, breakers=breakers, quotas=quotas, sticky=sticky, session=None,
+                           ranked=ranking)
+    assert asked == [names(chain)]  # asked for replacements of the whole chain
     # the chain's own models (b/two:free) and open ones (r/open) are not drawn again
     assert names(chosen.order) == names(chosen.replacements) == ["openrouter:r/one", "openrouter:r/two"]
     assert len(chosen.skipped) == len(chain) and chosen.wait_s is None
@@ -170,7 +179,8 @@ def test_a_used_quota_is_the_users_limit_not_a_reason_to_replace():
     for _ in range(3):
         breakers.failure("openrouter:c/four")
     ranked = [ModelTarget("openrouter", "r/one")]
-    chosen = cascade.order(target, solo, breakers=breakers, quotas=quotas, sticky=sticky, session=None, ranked=ranked)
+    chosen = cascade.order(target, solo, breakers=breakers, quotas=quotas, sticky=sticky, session=None,
+                           ranked=lambda _: ranked)
     assert chosen.order == [] and chosen.wait_s is not None  # 429 with the wait, as without a ranking
     # replacements over their own quota are left out too
     quotas.consume("openrouter:r/capped")
@@ -182,5 +192,5 @@ def test_a_used_quota_is_the_users_limit_not_a_reason_to_replace():
     for _ in range(3):
         breakers.failure("openrouter:c/three")
     chosen = cascade.order(target, breakers_only, breakers=breakers, quotas=quotas, sticky=sticky, session=None,
-                           ranked=[ModelTarget("openrouter", "r/capped"), *ranked])
+                           ranked=lambda _: [ModelTarget("openrouter", "r/capped"), *ranked])
     assert names(chosen.order) == ["openrouter:r/one"]
