@@ -31,6 +31,7 @@ from addons.upstream import Timeouts, UpstreamClient, UpstreamError
 logger = logging.getLogger(__name__)
 
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
+MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
 # Headers of the provider's answer that still hold once the body is translated.
 _KEPT_WHEN_TRANSLATED = frozenset({b"retry-after", b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
@@ -233,12 +234,12 @@ class Relay:
         async for chunk in chunks:
             attempt.chunks += 1
             attempt.bytes += len(chunk)
-            if attempt.bytes <= MAX_ERROR_BODY * 4:
+            if attempt.bytes <= MAX_KEPT_ARRAY:
                 kept.append(chunk)
             await out.send(chunk)
         await out.end()
         attempt.ended = "complete"
-        if attempt.bytes <= MAX_ERROR_BODY * 4:
+        if attempt.bytes <= MAX_KEPT_ARRAY:
             attempt.usage = _usage_dict(usage_blocks.from_gemini_array(b"".join(kept)))
         return None
 
@@ -343,15 +344,16 @@ class Relay:
     async def _deliver_whole(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started: float,
                              raw: bytes) -> failures.Failure | None:
         """A whole 2xx answer: a failure if it is one (nothing sent), else committed and sent."""
-        failure = _judge_whole(plan, job, raw)
+        answer = _parse_answer(raw)
+        failure = _judge_whole(plan, raw, answer)
         if failure is not None:
             attempt.error, attempt.ended = failure.kind, "failed"
-            attempt.usage = await _whole_usage(plan, raw)  # an empty or refused answer may still be billed
+            attempt.usage = await _whole_usage(plan, answer)  # an empty or refused answer may still be billed
             return failure
         await self._commit(job, plan, attempt, out, upstream, started)
         await self._answer_whole(job, plan, out, raw, upstream.status)
         attempt.ended = "complete"
-        attempt.usage = await _whole_usage(plan, raw)
+        attempt.usage = await _whole_usage(plan, answer)
         return None
 
     async def _answer_whole(self, job: Job, plan: Plan, out, raw: bytes, status: int) -> None:
@@ -424,10 +426,19 @@ class Relay:
 # ---------------------------------------------------------------- helpers
 
 
-def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
+_NOT_JSON = object()
+
+
+def _parse_answer(raw: bytes) -> Any:
+    """The answer parsed once, for judging it and reading its usage; _NOT_JSON when it is not JSON."""
     try:
-        answer = json.loads(raw)
+        return json.loads(raw)
     except ValueError:
+        return _NOT_JSON
+
+
+def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None:
+    if answer is _NOT_JSON:
         return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
                                 body=raw[:4096])
     if not isinstance(answer, dict):
@@ -435,11 +446,7 @@ def _judge_whole(plan: Plan, job: Job, raw: bytes) -> failures.Failure | None:
     return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
-async def _whole_usage(plan: Plan, raw: bytes) -> dict[str, Any] | None:
-    try:
-        answer = json.loads(raw)
-    except ValueError:
-        return None
+async def _whole_usage(plan: Plan, answer: Any) -> dict[str, Any] | None:
     if not isinstance(answer, dict):
         return None
     usage = usage_blocks.from_answer(plan.upstream_dialect, answer)
