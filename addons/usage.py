@@ -13,6 +13,7 @@ each `response.completed` message the provider sends becomes one row.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -29,7 +30,7 @@ from addons.catalog import CatalogFile
 from addons.identity import session_of
 from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
 from addons.resilience import Resilience
-from addons.usage_rows import Finished, needs_input_estimate, rows_for
+from addons.usage_rows import Finished, needs_input_estimate, priced, rows_for, usage_columns
 from addons.usage_store import UsageStore, UsageStoreError, day_of
 
 logger = logging.getLogger(__name__)
@@ -197,16 +198,9 @@ class Usage:
             "requested_model": model, "provider": provider, "model": model, "rule": "websocket", "attempt": 0,
             "outcome": "success", "status": 101, "served": True, "fallback": False,
             "tokens_estimated": False, "duration_ms": None, "ttft_ms": None,
+            **(usage_columns(dataclasses.asdict(usage)) if usage is not None else {}),
         }
-        if usage is not None:
-            row.update(input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-                       cached_tokens=usage.cached_tokens, reasoning_tokens=usage.reasoning_tokens,
-                       cost_usd=usage.cost_usd, cost_source="provider" if usage.cost_usd is not None else None)
-        if row.get("cost_usd") is None and row.get("input_tokens") is not None:
-            cost = self.price(provider, model, row["input_tokens"], row["output_tokens"] or 0, row["cached_tokens"] or 0)
-            if cost is not None:
-                row["cost_usd"], row["cost_source"] = cost, "catalog"
-        self._emit([row])
+        self._emit([priced(row, self.price)])
 
     def _emit(self, rows: list[dict]) -> None:
         if self.store is not None:

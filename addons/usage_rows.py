@@ -85,24 +85,34 @@ def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]
             "error_class": attempt.get("error") if outcome != "success" else None,
             "served": served,
             "fallback": served and (index > 0 or bool(routed and target != routed)),
-            "input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
-            "cached_tokens": usage.get("cached_tokens"), "cache_write_tokens": usage.get("cache_write_tokens"),
-            "reasoning_tokens": usage.get("reasoning_tokens"),
-            "tokens_estimated": bool(usage.get("estimated")),
-            "cost_usd": usage.get("cost_usd"), "cost_source": "provider" if usage.get("cost_usd") is not None else None,
+            **usage_columns(usage),
             "ttft_ms": _ms(attempt.get("committed_s")) if served else None,
             "duration_ms": _ms(attempt.get("duration_s")),
             "tokens_saved": saved if index == 0 else None,
         }
         if usage and row["input_tokens"] is None and done.input_estimate is not None:
             row["input_tokens"], row["tokens_estimated"] = done.input_estimate, True
-        if row["cost_usd"] is None and price is not None and row["input_tokens"] is not None:
-            cost = price(provider, model, row["input_tokens"], row["output_tokens"] or 0, row["cached_tokens"] or 0,
-                         row["cache_write_tokens"] or 0)
-            if cost is not None:
-                row["cost_usd"], row["cost_source"] = cost, "catalog"
-        rows.append(row)
+        rows.append(priced(row, price))
     return rows
+
+
+def usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
+    """A usage_blocks.Usage (as a dict) as the row's token and cost columns; the cost is the provider's."""
+    return {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
+            "cached_tokens": usage.get("cached_tokens"), "cache_write_tokens": usage.get("cache_write_tokens"),
+            "reasoning_tokens": usage.get("reasoning_tokens"), "tokens_estimated": bool(usage.get("estimated")),
+            "cost_usd": usage.get("cost_usd"),
+            "cost_source": "provider" if usage.get("cost_usd") is not None else None}
+
+
+def priced(row: dict[str, Any], price: Pricer | None) -> dict[str, Any]:
+    """The row with the catalog's cost filled in when the provider reported none and the tokens are known."""
+    if row.get("cost_usd") is None and price is not None and row.get("input_tokens") is not None:
+        cost = price(row["provider"], row["model"], row["input_tokens"], row.get("output_tokens") or 0,
+                     row.get("cached_tokens") or 0, row.get("cache_write_tokens") or 0)
+        if cost is not None:
+            row["cost_usd"], row["cost_source"] = cost, "catalog"
+    return row
 
 
 def needs_input_estimate(attempts: list[dict[str, Any]]) -> bool:
