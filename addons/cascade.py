@@ -24,8 +24,11 @@ NATIVE_DIALECTS = (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES)
 class Candidates:
     """The targets one request may try, in order, and those left out (with why)."""
 
-    order: list[ModelTarget]
+    order: list[ModelTarget]  # what Clutch itself tries, in order
     skipped: list[tuple[ModelTarget, str]] = dataclasses.field(default_factory=list)
+    # the whole usable chain, which OpenRouter's `models` list is drawn from: with `openrouter_native`,
+    # Clutch makes one attempt (`order` has one target) and OpenRouter falls back along this list
+    native: list[ModelTarget] = dataclasses.field(default_factory=list)
     wait_s: float | None = None  # when everything was skipped for quota: the shortest wait
     sticky: ModelTarget | None = None  # the target stickiness put first
     replacements: list[ModelTarget] = dataclasses.field(default_factory=list)  # drawn from the ranking
@@ -52,8 +55,6 @@ def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, sessi
     its 429 with the wait."""
     full = chain(primary, rules)
     targets = list(full)
-    if rules.fallback.method == "openrouter_native":
-        targets = targets[:1]  # OpenRouter falls back by itself; Clutch makes one attempt
     pinned = None
     if session and len(targets) > 1:
         held = sticky.get(session, str(primary))
@@ -85,6 +86,9 @@ def order(primary: ModelTarget, rules: Rules, *, breakers, quotas, sticky, sessi
                 continue
             result.order.append(target)
             result.replacements.append(target)
+    result.native = list(result.order)
+    if rules.fallback.method == "openrouter_native":
+        result.order = result.order[:1]  # OpenRouter falls back along `native` by itself; Clutch asks once
     return result
 
 

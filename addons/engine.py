@@ -34,6 +34,8 @@ from addons.upstream import Timeouts, UpstreamClient, make_client, ssl_context
 
 logger = logging.getLogger(__name__)
 
+SETTLE_S = 10.0  # longest the response and error hooks wait for the relay to finish its books
+
 
 @dataclasses.dataclass
 class _Pending:
@@ -150,14 +152,28 @@ class Engine:
         if streaming or "text/event-stream" in flow.response.headers.get("content-type", ""):
             flow.response.stream = True
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    async def response(self, flow: http.HTTPFlow) -> None:
+        await self._settled(flow)
         self._report(flow)
 
-    def error(self, flow: http.HTTPFlow) -> None:
+    async def error(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
         if pending is not None:
             self._restore(flow, pending)
+        await self._settled(flow)
         self._report(flow)
+
+    async def _settled(self, flow: http.HTTPFlow) -> None:
+        """Wait until the relay is done with the flow: the agent can have its last byte (or be gone)
+        before the relay has finished its books (an estimate counted in a thread, an aborted attempt)."""
+        job = self._jobs.get(flow)
+        if job is None or job.done.is_set():
+            return
+        try:
+            await asyncio.wait_for(job.done.wait(), SETTLE_S)
+        except TimeoutError:
+            logger.warning("the engine was still busy with %s after %g s; its record may be incomplete",
+                           flow.id, SETTLE_S)
 
     def _report(self, flow: http.HTTPFlow) -> None:
         attempts = self._attempts.get(flow)
@@ -168,9 +184,9 @@ class Engine:
         flow.comment = _comment(flow, attempts, job)
         tried = [a for a in attempts if a.ended != "skipped"]
         if job is not None and job.served_by is None and tried:
-            flow.marker = ":x:"  # every candidate failed
-        elif len(tried) > 1 or (job is not None and job.served_by not in (None, str(job.primary))):
-            flow.marker = ":repeat:"  # a fallback answered
+            flow.marked = ":x:"  # every candidate failed
+        elif any(a.fallback and a.committed_s is not None for a in attempts):
+            flow.marked = ":repeat:"  # a fallback answered (a retry of the primary is not one)
 
     @staticmethod
     def _restore(flow: http.HTTPFlow, pending: _Pending) -> None:
@@ -203,12 +219,12 @@ class Engine:
         job = self._job(pending)
         resilience = self._resilience
         relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
-                      sticky=resilience.sticky, commit_timeout_s=resilience.commit_timeout_s,
-                      retries=resilience.retries)
+                      sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)
         try:
             await relay.serve(job, out)
         finally:
             job.plan_for = None  # its closure holds the flow, which the job must not keep alive
+            job.done.set()
 
     def _job(self, pending: _Pending) -> Job:
         """The relay's view of a flow: its candidates, in order, and how to build each one's request."""
@@ -245,7 +261,7 @@ class Engine:
             provider = rules.providers.get(plan.provider)
             if native and provider and plan.upstream_dialect in cascade.NATIVE_DIALECTS \
                     and flavour_of(plan.provider, provider) is Flavour.OPENROUTER:
-                plan = _with_native_fallbacks(plan, chosen.order, target, rules)
+                plan = _with_native_fallbacks(plan, chosen.native, target, rules)
             return plan
 
         explain = [(b"x-clutch-route", _explain(routed).encode("utf-8", "replace"))] if routed else []
@@ -306,7 +322,8 @@ def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> s
         route += f"; sticky session: {job.sticky} first"
     served = ""
     if job is not None and job.served_by and job.served_by != str(job.primary):
-        served = f"; served by {job.served_by}"
+        native = any(a.via == "openrouter" for a in attempts)
+        served = f"; served by {job.served_by}" + (" (OpenRouter fallback)" if native else "")
     return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
             f"via {call.provider}{unread}; {route}; attempts: {trail}{served}{_compression_note(flow)}")
 

@@ -12,7 +12,8 @@ Pure logic, no mitmproxy. Four sources of failure, one `Failure` shape:
 Decisions (research/peers.md (d) lessons 2-5, OpenRouter §4):
 
 * Retryable means "another model, or this one later, may work". Retryable: 408, 409, 425, 429, every 5xx
-  (529 and Cloudflare's 520-524 included), 404 (the model may not exist, another may), 400/413/422 when the
+  (529 and Cloudflare's 520-524 included), 404 (the model may not exist, another may; `misconfigured`: the
+  same target is never retried and its breaker does not count it), 400/413/422 when the
   prompt is too long for the model (another may have a larger context window), 403 OpenRouter moderation
   (another model may not be moderated), 401/403 only when the rules supplied the key (another provider has
   another key; the agent's own bad key stays bad), 402 only with Retry-After (OpenRouter: "a 402 without the
@@ -21,8 +22,9 @@ Decisions (research/peers.md (d) lessons 2-5, OpenRouter §4):
   errors (400/413/422, the agent's own 401/403), billing (402), request-specific 409/425/moderation,
   OpenRouter's free-models-per-day cap (an account quota: the cascade skips every ":free" model instead),
   and OpenRouter's routing answers (`routing`: "No endpoints found ...", 503 "no provider meets your routing
-  requirements": the request's provider constraints, not an outage). A 404 counts: a model that does not
-  exist will not start to. Transport failures count.
+  requirements": the request's provider constraints, not an outage), and a 404 (a wrong model name or base
+  URL in the rules is a configuration mistake to fix, not an outage to wait out). Transport failures and
+  stalled streams (STALL_KINDS) count.
 * Soft failures (empty, no_tool_call, length_no_content) are retryable and count half. An answer with
   reasoning (text, blocks, items, or reasoning tokens in its usage) is not empty and not a length failure
   (claude-code-proxy's reasoning exemption), but it still misses a forced tool call. Whitespace is no content:
@@ -60,6 +62,10 @@ from addons.sse import SSEEvent, SSEParser
 from addons.translate_errors import ANTHROPIC_ERROR_STATUS, UpstreamError, read_error
 
 TRANSPORT_KINDS = ("connect", "protocol", "timeout_connect", "timeout_first_byte", "timeout_idle")
+# A streamed answer that came (200 and its headers) but, before its commit point, sent nothing at all for
+# the silence limit (`timeout_silent`), only keep-alives until the first-token limit (`timeout_first_token`),
+# or ended without the dialect's end marker (`stream_cut`).
+STALL_KINDS = ("timeout_silent", "timeout_first_token", "stream_cut")
 MAX_MESSAGE = 300
 
 
@@ -78,6 +84,8 @@ class Failure:
     body: bytes = b""  # the upstream's error body, kept for the final answer to the agent
     routing: bool = False  # OpenRouter found no provider meeting the request's requirements (require_parameters,
     #                        only, data policy): change those or the model; not an outage
+    misconfigured: bool = False  # 404: the target as configured (its URL or model name) does not exist; another
+    #                              candidate may, but this one is never retried and its breaker never counts it
 
 
 # ---------------------------------------------------------------- headers and waits
@@ -290,7 +298,9 @@ def _policy(status: int, error: UpstreamError, *, key_from_rules: bool, retry_af
         return key_from_rules, key_from_rules
     if status == 402:
         return retry_after_header, False
-    if status in (404, 408):
+    if status == 404:  # the model or path does not exist as configured: a mistake, not an outage
+        return True, False
+    if status == 408:
         return True, True
     if status in (409, 425):
         return True, False
@@ -328,7 +338,7 @@ def _judge(kind: str, status: int | None, headers: Headers, body: bytes, payload
                                     routing=routing, moderation=moderation, free_daily_cap=free_daily_cap)
     return Failure(kind, status, retryable, False, _short(f"{prefix}: {error.message}"), retry_after,
                    rampup=bool(_RAMPUP.search(text)), free_daily_cap=free_daily_cap, counts_for_breaker=counts,
-                   body=body, routing=routing)
+                   body=body, routing=routing, misconfigured=status == 404 and not routing)
 
 
 def from_status(status: int, headers: Headers, body: bytes, *, key_from_rules: bool,
@@ -345,6 +355,14 @@ def from_transport(kind: str, message: str) -> Failure:
     if kind not in TRANSPORT_KINDS:
         raise ValueError(f"unknown transport failure {kind!r} (one of {', '.join(TRANSPORT_KINDS)})")
     return Failure(kind, None, True, False, _short(f"{kind.replace('_', ' ')}: {message}"))
+
+
+def stalled(kind: str, message: str) -> Failure:
+    """A stream that stalled or broke before its commit point (STALL_KINDS): another model may well work.
+    Each counts whole in its breaker: for the agent, a model that sends nothing usable is down."""
+    if kind not in STALL_KINDS:
+        raise ValueError(f"unknown stall {kind!r} (one of {', '.join(STALL_KINDS)})")
+    return Failure(kind, 200, True, False, _short(message))
 
 
 def _in_band(kind: str, error_body: dict[str, Any], *, key_from_rules: bool) -> Failure:
@@ -563,6 +581,21 @@ def from_answer(dialect: Dialect, answer: dict, request: dict | None, *,
     return out.verdict(dialect, request)
 
 
+def answer_model(dialect: Dialect, payload: dict[str, Any]) -> str | None:
+    """The model an answer (or one streamed event) says it came from: `model` of a chat completion, its
+    chunks and an Anthropic message, Anthropic's `message_start`, a Responses object or its
+    `response.*` events, Gemini's `modelVersion`."""
+    if dialect is Dialect.GEMINI:
+        found = payload.get("modelVersion")
+    elif isinstance(payload.get("message"), dict):  # Anthropic message_start
+        found = payload["message"].get("model")
+    elif isinstance(payload.get("response"), dict):  # Responses response.created / .completed
+        found = payload["response"].get("model")
+    else:
+        found = payload.get("model")
+    return found if isinstance(found, str) and found else None
+
+
 # ---------------------------------------------------------------- streams
 
 
@@ -571,9 +604,13 @@ class StreamWatch:
 
     `meaningful` turns True at the first text, tool call or reasoning delta (an Anthropic message_start,
     ping or empty text block start, an OpenAI role-only delta, OpenRouter's ": OPENROUTER PROCESSING"
-    comments are not). `failure` is set by the first error event; the caller knows from `meaningful`
-    whether it came before the commit point. `finish()` judges the ended stream like `from_answer`.
-    Gemini is watched in its alt=sse form; its JSON-array stream is not SSE.
+    comments are not). `committable` is the commit point: meaningful, and when the request forces a tool
+    call (tool_choice), a tool call has begun, so an answer that opens with text is held until its call
+    arrives (or judged `no_tool_call` when it ends without one). `failure` is set by the first error
+    event. `finish()` judges the ended stream like `from_answer`; `complete` says whether it ended with
+    its dialect's end marker (a stream without one was cut). `model` is the model the stream says
+    answered (OpenRouter names the entry of its `models` list that served). Gemini is watched in its
+    alt=sse form; its JSON-array stream is not SSE.
     """
 
     def __init__(self, dialect: Dialect, request: dict | None, *, key_from_rules: bool = False) -> None:
@@ -584,6 +621,8 @@ class StreamWatch:
         self.failure: Failure | None = None
         self.events = 0  # complete SSE events (comments are not events)
         self.ended = False  # the dialect's end marker arrived ([DONE], message_stop, response.completed, ...)
+        self.model: str | None = None  # the first model name the stream gives
+        self.tool_forced = tool_required(self.dialect, request)
         self._out = _Output()
         self._parser = SSEParser()
         self.usage = StreamUsage(self.dialect)  # the provider's token counts, read on the way past
@@ -594,6 +633,16 @@ class StreamWatch:
             if self.failure is None:
                 self._event(event)
                 self.meaningful = self.meaningful or self._out.anything
+
+    @property
+    def committable(self) -> bool:
+        return self.meaningful and (self._out.tool_call or not self.tool_forced)
+
+    @property
+    def complete(self) -> bool:
+        """The stream ended as its dialect ends one (a chat stream's finish_reason counts: some servers
+        that speak Chat Completions never send `[DONE]`)."""
+        return self.ended or (self.dialect is Dialect.OPENAI_CHAT and self._out.stop is not None)
 
     def finish(self) -> Failure | None:
         if self.failure is not None:
@@ -613,6 +662,8 @@ class StreamWatch:
         if not isinstance(payload, dict):
             return
         self.usage.event(event.event, payload)
+        if self.model is None:
+            self.model = answer_model(self.dialect, payload)
         if self.dialect is Dialect.ANTHROPIC:
             self._anthropic(payload.get("type") or event.event, payload)
         elif self.dialect is Dialect.OPENAI_RESPONSES:

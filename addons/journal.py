@@ -15,6 +15,7 @@ import time
 from mitmproxy import ctx, http
 
 from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE
+from addons.usage_rows import outcome_of
 
 
 class Journal:
@@ -60,6 +61,13 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     tried = [a for a in attempts if a.get("ended") != "skipped"]
     ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
     served = response.headers.get("x-clutch-model") if response else None
+    answered = next((a for a in reversed(tried) if a.get("committed_s") is not None), None)
+    # what the agent got: success, or a stream cut, timed out or ended by an error after it began
+    # (its status stays the 200 it started with), aborted by the agent, or every attempt failed
+    outcome = outcome_of(answered) if answered else ("failed" if tried else "refused")
+    error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
+    if answered and outcome != "success":
+        error = error or answered.get("error") or outcome
     compression = flow.metadata.get(COMPRESSION) or {}
     usage = flow.metadata.get(USAGE) or {}
     return {
@@ -77,10 +85,10 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "target": route.get("target"),
         "served_by": served,
         "status": response.status_code if response else None,
-        "error": (response.headers.get("x-clutch-error") if response else None)
-        or (flow.error.msg if flow.error else None),
+        "outcome": outcome,
+        "error": error,
         "attempts": len(tried),
-        "fallback": bool(served and route.get("target") and served != route.get("target")) or len(tried) > 1,
+        "fallback": bool(answered and answered.get("fallback")),
         "duration_ms": round((ended - flow.request.timestamp_start) * 1000),
         "compression": compression.get("mode"),
         "tokens_before": compression.get("tokens_before"),

@@ -24,6 +24,7 @@ class ResponseWriter:
     def __init__(self, writer: asyncio.StreamWriter):
         self._writer = writer
         self.started = False
+        self.ended = False  # the whole response went out: what the handler does next is its own books
 
     async def start(self, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace") or b"-")]
@@ -39,6 +40,7 @@ class ResponseWriter:
             await self._writer.drain()
 
     async def end(self) -> None:
+        self.ended = True
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
 
@@ -77,8 +79,8 @@ class LoopbackServer:
                     if sep:
                         headers[name.strip().lower()] = value.strip()
                 await _discard_body(reader, headers)
-                response = ResponseWriter(writer)
-                await self._handler(target, response)
+                if not await self._handle(target, ResponseWriter(writer), reader):
+                    return
                 if headers.get("connection", "").lower() == "close":
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -87,6 +89,35 @@ class LoopbackServer:
             logger.exception("engine loopback connection failed")
         finally:
             writer.close()
+
+
+    async def _handle(self, target: str, response: ResponseWriter, reader: asyncio.StreamReader) -> bool:
+        """Run the handler while watching the connection: mitmproxy closes it when the agent goes away,
+        and the handler is then cancelled at once (the relay stops the upstream generation, which is
+        billed, instead of noticing only at its next write). False: the connection is done."""
+        handler = asyncio.ensure_future(self._handler(target, response))
+        closed = asyncio.ensure_future(reader.read(1))
+        try:
+            await asyncio.wait({handler, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if handler.done():
+                await handler
+                return True
+            if response.ended or (closed.exception() is None and closed.result()):
+                # the answer is out (the handler finishes its books), or bytes mid-response, which
+                # mitmproxy never sends: either way this connection serves no further request
+                await handler
+                return False
+            handler.cancel()  # EOF or a reset: the agent went away
+            try:
+                await handler
+            except asyncio.CancelledError:
+                pass
+            return False
+        finally:
+            for task in (handler, closed):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})  # gone for good before the next request is read
 
 
 async def _discard_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> None:

@@ -1,76 +1,39 @@
-"""The engine's attempts: send a request to the cascade's targets one after another, hold each answer
-until its commit point, and stream the first acceptable one to the agent.
+"""The engine's cascade: try a request's candidates one after another (attempts.py carries each attempt
+out), learn from every outcome (breakers, quotas, stickiness), and when nothing worked, tell the agent
+why in its own dialect.
 
 No mitmproxy here: the Engine addon hands over the agent's connection (a ResponseWriter), the
 candidates and a way to build each target's upstream request.
 
-Commit point: an attempt is held (nothing reaches the agent) until its first meaningful event (text,
-tool call or reasoning delta), or until `commit_timeout_s` passed, so reasoning models are not held
-silent. A failure before that (an error status, an error event, an empty answer, a timeout) lets the
-cascade move on; after it, nothing is ever restarted: a later failure reaches the agent as a
-well-formed stream error in its own dialect.
+* What is booked is what was sent: an attempt, its breaker and its quota belong to the provider:model
+  its request went to, and when OpenRouter's own `models` list answered from a later entry, to the model
+  the answer names; the entries OpenRouter moved past count as failures of theirs.
+* A 404 is a configuration mistake of that target (its model name or URL): the cascade moves on, but
+  the target is never retried and its breaker is not charged; the final error names target and URL.
+* When every candidate failed, the agent gets one error that names each candidate's failure, with the
+  status of the most informative one and a Retry-After whenever Clutch knows when a candidate frees up.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from addons import dialects, failures, translate_errors, usage_blocks
+from addons import dialects, failures, translate_errors
+from addons.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner, Holds
 from addons.cascade import backoff_s
-from addons.plan import Plan, PlanError, stream_translator, translate_answer
+from addons.plan import Plan, PlanError
 from addons.rules import Dialect, ModelTarget
-from addons.upstream import Timeouts, UpstreamClient, UpstreamError
+from addons.upstream import Timeouts, UpstreamClient
 
 logger = logging.getLogger(__name__)
 
-MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
-MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
-_DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
-# Headers of the provider's answer that still hold once the body is translated.
-_KEPT_WHEN_TRANSLATED = frozenset({b"retry-after", b"x-ratelimit-limit-requests", b"x-ratelimit-remaining-requests",
-                                   b"x-ratelimit-reset-requests", b"x-ratelimit-limit", b"x-ratelimit-remaining",
-                                   b"x-ratelimit-reset", b"request-id", b"x-request-id", b"date"})
-
-
-@dataclasses.dataclass
-class Attempt:
-    url: str
-    target: str = ""
-    status: int | None = None
-    error: str | None = None  # a failure kind: status, timeout_first_byte, empty, stream_error, ...
-    ttfb_s: float | None = None
-    committed_s: float | None = None  # time from the attempt's start to the first byte sent to the agent
-    chunks: int = 0
-    bytes: int = 0
-    events: int = 0  # complete SSE events, for streamed answers
-    ended: str = "pending"  # complete | failed | aborted | broken | skipped
-    soft: bool = False  # the failure was a soft one: an unusable 200 (empty, refused tool call, ...)
-    started_at: float | None = None  # wall clock, epoch seconds
-    duration_s: float | None = None  # from the attempt's start to its end (the last byte, or the failure)
-    usage: dict[str, Any] | None = None  # usage_blocks.Usage as a dict: the provider's counts, or estimated
-
-    def describe(self) -> str:
-        who = f"{self.target.split(':', 1)[-1]} " if self.target else ""
-        if self.ended == "skipped":
-            return f"{who}skipped ({self.error})"
-        outcome = str(self.status) if self.status is not None else (self.error or "?")
-        if self.status is not None and self.error and self.error != "status":
-            outcome += f" {self.error}"
-        timing = ""
-        if self.committed_s is not None:
-            timing = f", committed in {self.committed_s:.2f} s"
-        elif self.ttfb_s is not None:
-            timing = f" in {self.ttfb_s * 1000:.0f} ms"
-        events = f", {self.events} SSE events" if self.events else ""
-        ended = f", {self.ended}" if self.ended in ("aborted", "broken") else ""
-        return f"{who}{outcome}{timing}{events}{ended}"
+__all__ = ["Attempt", "Failed", "Holds", "Job", "Relay"]
 
 
 @dataclasses.dataclass
@@ -94,35 +57,57 @@ class Job:
     include_usage: bool = False
     served_by: str | None = None  # the target whose answer reached the agent
     sticky: str | None = None  # the target stickiness put first
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # the relay finished with it
+
+
+@dataclasses.dataclass
+class Failed:
+    """One candidate that did not serve: where its request went and what came back."""
+
+    target: str
+    failure: failures.Failure
+    dialect: Dialect  # the dialect of the failure's body (the upstream's)
+    url: str = ""
+    routed: bool = False  # the rules changed the request (a 404 is then the rules' mistake, not the agent's)
+
+    def describe(self) -> str:
+        message = self.failure.message
+        if self.failure.misconfigured:
+            message = (f"answered 404 at {self.url} ({message}): a configuration error, check the model name "
+                       f"and the provider's base_url in the rules")
+        wait = self.failure.retry_after_s
+        if wait is not None and self.failure.status == 429:
+            message += f" (free again in {max(1, math.ceil(wait))} s)"
+        return f"{self.target}: {message}"
 
 
 class Relay:
     def __init__(self, client: UpstreamClient, timeouts: Timeouts, *, breakers, quotas, sticky,
-                 commit_timeout_s: float, retries: int, clock: Callable[[], float] = time.monotonic):
-        self.client, self.timeouts = client, timeouts
+                 holds: Holds, retries: int, clock: Callable[[], float] = time.monotonic):
         self.breakers, self.quotas, self.sticky = breakers, quotas, sticky
-        self.commit_timeout_s, self.retries = commit_timeout_s, retries
-        self.clock = clock
+        self.retries = retries
+        self.runner = AttemptRunner(client, timeouts, holds, clock=clock)
 
     async def serve(self, job: Job, out) -> None:
-        failed: list[tuple[failures.Failure, Dialect]] = []
+        failed: list[Failed] = []
         remaining = list(job.candidates)
         natively_tried: set[ModelTarget] = set()
         retried = 0
+        previous: str | None = None
         if not remaining:
             await self._refuse(job, out)
             return
         while remaining:
             target = remaining[0]
-            key = str(target)
             try:
                 plan = job.plan_for(target)
             except PlanError as e:
-                job.attempts.append(Attempt("", key, error=e.kind, ended="skipped"))
-                failed.append((failures.Failure("config", None, True, False, str(e), counts_for_breaker=False),
-                               job.client_dialect))
+                job.attempts.append(Attempt("", str(target), error=e.kind, ended="skipped"))
+                failed.append(Failed(str(target), failures.Failure("config", None, True, False, str(e),
+                                                                   counts_for_breaker=False), job.client_dialect))
                 remaining.pop(0)
                 continue
+            key = booked(plan, target)
             if not self.breakers.allow(key):  # another request took the half-open probe meanwhile
                 job.attempts.append(Attempt(plan.url, key, error="breaker open", ended="skipped"))
                 remaining.pop(0)
@@ -130,21 +115,32 @@ class Relay:
             self.quotas.consume(key)
             listed = (plan.sent or {}).get("models")
             if job.native and isinstance(listed, list):  # OpenRouter tries these itself before it answers
-                natively_tried.update(ModelTarget(target.provider, m) for m in listed if isinstance(m, str))
-            attempt = Attempt(plan.url, key, started_at=time.time())
+                natively_tried.update(ModelTarget(plan.provider, m) for m in listed if isinstance(m, str))
+            last = not any(t not in natively_tried for t in remaining[1:])
+            attempt = Attempt(plan.url, key, started_at=time.time(), fallback=key != str(job.primary),
+                              retry=key == previous)
+            previous = key
             job.attempts.append(attempt)
-            failure = await self._attempt(job, plan, attempt, out)
+            try:
+                failure = await self.runner.run(job, plan, attempt, out, last=last,
+                                                on_commit=lambda p, a, m: self._credit_native(job, p, a, m))
+            except (ConnectionError, asyncio.CancelledError):
+                if attempt.ended == "broken":  # a whole answer broke after its head went out
+                    self.breakers.failure(attempt.target, 1.0, attempt.error or "broken")
+                else:
+                    self.breakers.release(attempt.target)
+                raise
             if failure is None:
-                self._served(job, target, attempt)
+                self._served(job, attempt)
                 return
             attempt.soft = failure.soft  # an unusable 200 (empty, an error inside it) rather than an error status
-            failed.append((failure, plan.upstream_dialect))
-            self._learn(target, failure)
-            if not failure.retryable:
-                await self._fail(job, out, failure, plan.upstream_dialect)
+            failed.append(Failed(key, failure, plan.upstream_dialect, plan.url, plan.changed))
+            self._learn(key, target.provider, failure)
+            if not failure.retryable:  # the request's own fault: the agent gets the provider's own answer
+                await self._fail(job, out, failed[-1:], alone=True)
                 return
-            last = len(remaining) == 1
-            if last and retried < self.retries and not failure.rampup and not failure.free_daily_cap:
+            if last and retried < self.retries and not failure.rampup and not failure.free_daily_cap \
+                    and not failure.misconfigured:
                 wait = backoff_s(failure.retry_after_s, retried)
                 if wait is not None and self.breakers.allow(key):
                     self.breakers.release(key)
@@ -157,253 +153,97 @@ class Relay:
                 remaining = [t for t in remaining if not (t.provider == target.provider and t.model.endswith(":free"))]
             remaining = [t for t in remaining if t not in natively_tried]
         if failed:
-            worst, dialect = _most_informative(failed)
-            await self._fail(job, out, worst, dialect)
+            await self._fail(job, out, failed)
         else:
             await self._refuse(job, out)
 
-    # ------------------------------------------------------------ one attempt
-
-    async def _attempt(self, job: Job, plan: Plan, attempt: Attempt, out) -> failures.Failure | None:
-        started = self.clock()
-        try:
-            upstream = await self.client.send(job.method, plan.url, _identity_encoding(plan.headers) + job.trace,
-                                              plan.body, self.timeouts)
-        except UpstreamError as e:
-            attempt.error, attempt.ended = e.kind, "failed"
-            attempt.duration_s = self.clock() - started
-            return failures.from_transport(e.kind, str(e))
-        attempt.status = upstream.status
-        attempt.ttfb_s = self.clock() - started
-        try:
-            if not 200 <= upstream.status < 300:
-                raw = await _read_all(upstream, attempt, MAX_ERROR_BODY)
-                failure = failures.from_status(upstream.status, upstream.headers, raw,
-                                               key_from_rules=plan.key_source != "agent")
-                if failure is not None:
-                    attempt.error, attempt.ended = failure.kind, "failed"
-                    return failure
-                # an error status that is nobody's failure to retry (4xx from the agent's own mistake)
-                await self._commit(job, plan, attempt, out, upstream, started)
-                await self._answer_whole(job, plan, out, raw, upstream.status)
-                return None
-            if _is_event_stream(upstream.headers) and not _encoded(upstream.headers):
-                return await self._stream(job, plan, attempt, out, upstream, started)
-            if job.stream:
-                return await self._pipe(job, plan, attempt, out, upstream, started)
-            raw = await _read_all(upstream, attempt)
-            if _encoded(upstream.headers):  # compressed despite identity: nothing to judge, passed on as it came
-                await self._commit(job, plan, attempt, out, upstream, started)
-                await out.send(raw)
-                await out.end()
-                attempt.ended = "complete"
-                return None
-            return await self._deliver_whole(job, plan, attempt, out, upstream, started, raw)
-        except UpstreamError as e:
-            if attempt.committed_s is None:  # still nothing sent to the agent: another model may answer
-                attempt.error, attempt.ended = e.kind, "failed"
-                return failures.from_transport(e.kind, str(e))
-            # a non-SSE body broke after its head went out: the agent sees a truncated answer
-            attempt.error, attempt.ended = e.kind, "broken"
-            self.breakers.failure(attempt.target, 1.0, e.kind)
-            raise ConnectionError(str(e)) from e
-        except (ConnectionError, asyncio.CancelledError):
-            if attempt.ended != "broken":
-                attempt.ended = "aborted"  # the agent went away; stop paying for the generation
-            self.breakers.release(attempt.target)
-            raise
-        finally:
-            attempt.duration_s = self.clock() - started
-            await upstream.close()
-
-    async def _pipe(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started) -> failures.Failure | None:
-        """A streamed answer that is not SSE (Gemini's streamGenerateContent without alt=sse sends a JSON
-        array piece by piece): judged by its first piece only, then passed on as it arrives."""
-        chunks = upstream.chunks().__aiter__()
-        first = await anext(chunks, b"")
-        attempt.chunks, attempt.bytes = 1, len(first)
-        if first.lstrip().startswith(b"{"):  # one JSON object: a whole answer (or an error in a 200)
-            rest = [chunk async for chunk in chunks]
-            attempt.chunks += len(rest)
-            raw = first + b"".join(rest)
-            attempt.bytes = len(raw)
-            return await self._deliver_whole(job, plan, attempt, out, upstream, started, raw)
-        await self._commit(job, plan, attempt, out, upstream, started)
-        await out.send(first)
-        kept = [first]  # the array's last element carries the usage; kept within a bound
-        async for chunk in chunks:
-            attempt.chunks += 1
-            attempt.bytes += len(chunk)
-            if attempt.bytes <= MAX_KEPT_ARRAY:
-                kept.append(chunk)
-            await out.send(chunk)
-        await out.end()
-        attempt.ended = "complete"
-        if attempt.bytes <= MAX_KEPT_ARRAY:
-            attempt.usage = _usage_dict(usage_blocks.from_gemini_array(b"".join(kept)))
-        return None
-
-    async def _stream(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started) -> failures.Failure | None:
-        watch = failures.StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
-        translator = stream_translator(plan, job.include_usage) if plan.translated else None
-        held: list[bytes] = []
-        committed = False
-        chunks = upstream.chunks().__aiter__()
-        deadline = started + self.commit_timeout_s
-
-        async def send(chunk: bytes) -> None:
-            piece = translator.feed(chunk) if translator else chunk
-            if piece:
-                if translator:
-                    attempt.events += piece.count(b"\n\n")
-                await out.send(piece)
-
-        try:
-            pending: asyncio.Future | None = None
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(chunks, None))
-                if not committed:
-                    done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - self.clock()))
-                    if not done:  # a long silence (a reasoning model thinking): commit, the agent waits with us
-                        await self._commit(job, plan, attempt, out, upstream, started)
-                        committed = True
-                        for chunk in held:
-                            await send(chunk)
-                        held.clear()
-                        continue
-                chunk = await pending
-                pending = None
-                if chunk is None:
-                    break
-                attempt.chunks += 1
-                attempt.bytes += len(chunk)
-                watch.feed(chunk)
-                if not translator:
-                    attempt.events = watch.events
-                if committed:
-                    await send(chunk)
-                    continue
-                if watch.failure is not None and not watch.meaningful:
-                    attempt.error, attempt.ended = watch.failure.kind, "failed"
-                    return watch.failure
-                held.append(chunk)
-                if watch.meaningful:
-                    await self._commit(job, plan, attempt, out, upstream, started)
-                    committed = True
-                    for piece in held:
-                        await send(piece)
-                    held.clear()
-        except UpstreamError as e:
-            if not committed:
-                attempt.error, attempt.ended = e.kind, "failed"
-                return failures.from_transport(e.kind, str(e))
-            # past the commit point: never restart; tell the agent in its own dialect and end cleanly
-            attempt.error, attempt.ended = e.kind, "broken"
-            await out.send(dialects.stream_error_event(job.client_dialect, f"upstream stream broke: {e}"))
-            await out.end()
-            attempt.usage = await _stream_usage(watch)
-            return None
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-        verdict = watch.finish()
-        if not committed:
-            if verdict is not None:
-                attempt.error, attempt.ended = verdict.kind, "failed"
-                return verdict
-            await self._commit(job, plan, attempt, out, upstream, started)
-            for chunk in held:
-                await send(chunk)
-        if translator:
-            tail = translator.finish()
-            if tail:
-                attempt.events += tail.count(b"\n\n")
-                await out.send(tail)
-        await out.end()
-        attempt.ended = "complete"
-        attempt.usage = await _stream_usage(watch)
-        if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
-            attempt.error, attempt.soft = verdict.kind, verdict.soft
-        return None
-
-    async def _commit(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started: float) -> None:
-        """The first byte to the agent: the response head, with what explains it."""
-        attempt.committed_s = self.clock() - started
-        served = [(b"x-clutch-model", attempt.target.encode()),
-                  (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
-        if plan.translated:
-            kept = [(k, v) for k, v in _response_headers(upstream.headers) if k.lower() in _KEPT_WHEN_TRANSLATED]
-            kind = b"text/event-stream" if _is_event_stream(upstream.headers) else b"application/json"
-            headers = [(b"content-type", kind), *kept]
-        else:
-            headers = _response_headers(upstream.headers)
-        await out.start(upstream.status, upstream.reason, headers + job.explain + served)
-        job.served_by = attempt.target
-
-    async def _deliver_whole(self, job: Job, plan: Plan, attempt: Attempt, out, upstream, started: float,
-                             raw: bytes) -> failures.Failure | None:
-        """A whole 2xx answer: a failure if it is one (nothing sent), else committed and sent."""
-        answer = _parse_answer(raw)
-        failure = _judge_whole(plan, raw, answer)
-        if failure is not None:
-            attempt.error, attempt.ended = failure.kind, "failed"
-            attempt.usage = await _whole_usage(plan, answer)  # an empty or refused answer may still be billed
-            return failure
-        await self._commit(job, plan, attempt, out, upstream, started)
-        await self._answer_whole(job, plan, out, raw, upstream.status)
-        attempt.ended = "complete"
-        attempt.usage = await _whole_usage(plan, answer)
-        return None
-
-    async def _answer_whole(self, job: Job, plan: Plan, out, raw: bytes, status: int) -> None:
-        if plan.translated:
-            _, raw = translate_answer(plan, raw, status)
-        await out.send(raw)
-        await out.end()
-
     # ------------------------------------------------------------ outcomes
 
-    def _served(self, job: Job, target: ModelTarget, attempt: Attempt) -> None:
-        """The agent got this target's answer; a failure after the commit point still counts against it."""
+    def _credit_native(self, job: Job, plan: Plan, attempt: Attempt, model: str | None) -> None:
+        """OpenRouter answered from a later entry of the `models` list Clutch sent: book the attempt to
+        that model, and the entries before it as failures of theirs (OpenRouter moved past them)."""
+        listed = (plan.sent or {}).get("models") if job.native else None
+        if model is None or not isinstance(listed, list) or len(listed) < 2:
+            return
+        index = listed_index([m for m in listed if isinstance(m, str)], model)
+        if not index:
+            return
+        position = job.attempts.index(attempt)
+        for offset, name in enumerate(listed[:index]):
+            key = f"{plan.provider}:{name}"
+            job.attempts.insert(position + offset, Attempt(
+                plan.url, key, error=OPENROUTER_SKIPPED, ended="failed", started_at=attempt.started_at,
+                fallback=key != str(job.primary)))
+            self.breakers.failure(key, 1.0, "OpenRouter's fallback list moved past it")
+        attempt.target, attempt.via = f"{plan.provider}:{listed[index]}", "openrouter"
+        attempt.fallback = attempt.target != str(job.primary)
+        logger.info("OpenRouter answered %s from its fallback list %s", attempt.target, ", ".join(listed))
+
+    def _served(self, job: Job, attempt: Attempt) -> None:
+        """The agent got this attempt's answer; a failure after the commit point still counts against it."""
         if attempt.error:
-            self.breakers.failure(str(target), 0.5 if attempt.soft else 1.0, attempt.error)
+            self.breakers.failure(attempt.target, 0.5 if attempt.soft else 1.0, attempt.error)
             if job.session:
                 self.sticky.forget(job.session, str(job.primary))
             return
-        self.breakers.success(str(target))
+        self.breakers.success(attempt.target)
         if job.session:
-            self.sticky.set(job.session, str(job.primary), str(target))
+            self.sticky.set(job.session, str(job.primary), attempt.target)
 
-    def _learn(self, target: ModelTarget, failure: failures.Failure) -> None:
-        key = str(target)
+    def _learn(self, key: str, provider: str, failure: failures.Failure) -> None:
         if failure.counts_for_breaker:
             self.breakers.failure(key, 0.5 if failure.soft else 1.0, failure.kind)
         else:
             self.breakers.release(key)
+        if failure.misconfigured:
+            logger.warning("%s: %s", key, failure.message)
         if failure.status == 429:
             self.quotas.cooldown(key, failure.retry_after_s)
         if failure.free_daily_cap:
-            self.quotas.free_daily_cap(target.provider)
+            self.quotas.free_daily_cap(provider)
 
-    async def _fail(self, job: Job, out, failure: failures.Failure, upstream_dialect: Dialect) -> None:
-        """Every candidate failed (or one failed for good): the most useful error, in the agent's dialect."""
-        status = failure.status or (504 if failure.kind.startswith("timeout") else 502)
-        if not 400 <= status < 600:  # an error event or an empty answer inside a 200
+    async def _fail(self, job: Job, out, failed: list[Failed], alone: bool = False) -> None:
+        """The request failed (every candidate, or one for good): one error in the agent's dialect. With
+        one failure (or `alone`), the provider's own error body, as the agent's SDK knows it; with more,
+        Clutch's error naming each."""
+        worst = failures.most_informative([f.failure for f in failed])
+        chosen = next(f for f in failed if f.failure is worst)
+        status = worst.status or (504 if worst.kind.startswith("timeout") else 502)
+        if not 400 <= status < 600:  # an error event, an empty or stalled answer inside a 200
             status = 502
-        if failure.body and failure.status:
-            body = failure.body if upstream_dialect is job.client_dialect else \
-                translate_errors.translate_error(failure.body, status, job.client_dialect)
+        named = not alone and (len(failed) + len(job.skipped) > 1 or (worst.misconfigured and chosen.routed))
+        if not named and worst.body and worst.status:  # the provider's own error, as its SDK knows it
+            body = worst.body if chosen.dialect is job.client_dialect else \
+                translate_errors.translate_error(worst.body, status, job.client_dialect)
+        elif named:
+            body = dialects.error_body(job.client_dialect, status, self._every_failure(job, failed))
         else:
-            body = dialects.error_body(job.client_dialect, status, f"Clutch: {failure.message}")
-        headers = [(b"content-type", b"application/json"), (b"x-clutch-error", failure.kind.encode()),
+            body = dialects.error_body(job.client_dialect, status, f"Clutch: {chosen.describe()}")
+        headers = [(b"content-type", b"application/json"), (b"x-clutch-error", worst.kind.encode()),
                    (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
-        retry = failures.retry_after_header(failure)
-        if retry:
-            headers.append((b"retry-after", retry.encode()))
+        wait = self._free_again_s(job, failed)
+        if wait is not None:
+            headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
         await out.start(status, "Clutch: every candidate failed", headers + job.explain)
         await out.send(body)
         await out.end()
+
+    @staticmethod
+    def _every_failure(job: Job, failed: list[Failed]) -> str:
+        tried = len({f.target for f in failed})
+        parts = [f.describe() for f in failed]
+        parts += [f"{target}: not tried ({why})" for target, why in job.skipped]
+        count = f"{tried} candidate{'s' if tried != 1 else ''}"
+        return f"Clutch: no model could answer ({count} tried): " + "; ".join(parts)
+
+    def _free_again_s(self, job: Job, failed: list[Failed]) -> float | None:
+        """The soonest moment Clutch knows a candidate frees up: a Retry-After it was given, a quota's
+        cooldown, an open breaker's probe."""
+        waits = [f.failure.retry_after_s for f in failed]
+        for key in {f.target for f in failed} | {str(t) for t, _ in job.skipped}:
+            waits += [self.quotas.wait_s(key), self.breakers.retry_after(key) if self.breakers.is_open(key) else None]
+        found = [w for w in waits if w is not None]
+        return min(found) if found else None
 
     async def _refuse(self, job: Job, out) -> None:
         """Nothing could be tried: every candidate's breaker is open or its quota used up."""
@@ -423,81 +263,23 @@ class Relay:
         await out.end()
 
 
-# ---------------------------------------------------------------- helpers
+def booked(plan: Plan, target: ModelTarget) -> str:
+    """The provider:model an attempt at `target` is booked to: what its request really goes to."""
+    return f"{plan.provider}:{plan.model}" if plan.model else str(target)
 
 
-_NOT_JSON = object()
-
-
-def _parse_answer(raw: bytes) -> Any:
-    """The answer parsed once, for judging it and reading its usage; _NOT_JSON when it is not JSON."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return _NOT_JSON
-
-
-def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None:
-    if answer is _NOT_JSON:
-        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
-                                body=raw[:4096])
-    if not isinstance(answer, dict):
-        return None
-    return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
-
-
-async def _whole_usage(plan: Plan, answer: Any) -> dict[str, Any] | None:
-    if not isinstance(answer, dict):
-        return None
-    usage = usage_blocks.from_answer(plan.upstream_dialect, answer)
-    if usage is None:  # the provider said nothing: counted from the answer's text (in a thread), flagged
-        text = usage_blocks.answer_text(plan.upstream_dialect, answer)
-        usage = await asyncio.to_thread(usage_blocks.estimate, None, text)
-    return _usage_dict(usage)
-
-
-async def _stream_usage(watch: failures.StreamWatch) -> dict[str, Any] | None:
-    """The stream's reported usage; what it lacks is counted with tiktoken in a thread (a long answer
-    takes milliseconds), after the agent has the whole answer."""
-    reported = watch.usage.result()
-    if reported is not None and reported.input_tokens is not None and reported.output_tokens is not None:
-        return _usage_dict(reported)
-    return _usage_dict(await asyncio.to_thread(watch.usage.usage_or_estimate, None))
-
-
-def _usage_dict(usage: usage_blocks.Usage | None) -> dict[str, Any] | None:
-    return dataclasses.asdict(usage) if usage is not None else None
-
-
-def _most_informative(failed: list[tuple[failures.Failure, Dialect]]) -> tuple[failures.Failure, Dialect]:
-    best = failures.most_informative([f for f, _ in failed])
-    return next(pair for pair in failed if pair[0] is best)
-
-
-async def _read_all(upstream, attempt: Attempt, limit: int | None = None) -> bytes:
-    parts, size = [], 0
-    async for chunk in upstream.chunks():
-        attempt.chunks += 1
-        size += len(chunk)
-        if limit is None or size <= limit:
-            parts.append(chunk)
-    attempt.bytes += size
-    return b"".join(parts)
-
-
-def _identity_encoding(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Ask for uncompressed answers: the relay reads every answer to judge it (commit point, soft
-    failures, error bodies), and LLM answers are small next to their prompts."""
-    return [(k, v) for k, v in headers if k.lower() != b"accept-encoding"] + [(b"accept-encoding", b"identity")]
-
-
-def _encoded(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"content-encoding" and v.strip().lower() not in (b"", b"identity") for k, v in headers)
-
-
-def _is_event_stream(headers: list[tuple[bytes, bytes]]) -> bool:
-    return any(k.lower() == b"content-type" and b"text/event-stream" in v for k, v in headers)
-
-
-def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    return [(k, v) for k, v in headers if k.lower() not in _DROPPED_RESPONSE]
+def listed_index(listed: list[str], model: str) -> int | None:
+    """Which entry of OpenRouter's `models` list an answer's `model` names: the exact id, else the same id
+    without its variant (":free", ":nitro"), else an id the answer extends with a version suffix
+    ("vendor/name" answered as "vendor/name-2025-08-06"). None when it names none of them."""
+    bases = [entry.split(":", 1)[0] for entry in listed]
+    base = model.split(":", 1)[0]
+    for candidates in (listed, bases):
+        if model in candidates:
+            return candidates.index(model)
+        if base in candidates:
+            return candidates.index(base)
+    for index, entry in enumerate(bases):
+        if base.startswith(entry + "-"):
+            return index
+    return None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons.attempts import Holds
 from addons.breakers import BreakerBoard
 from addons.quotas import QuotaBook
 from addons.rulebook import Rulebook
@@ -35,7 +36,7 @@ class Resilience:
         self.quotas = QuotaBook()
         self.sticky = StickyTable()
         self.state_dir: Path | None = None
-        self.commit_timeout_s = 15.0
+        self.holds = Holds()
         self._saved = (-1, -1)
         self._saver: asyncio.Task | None = None
         rulebook.on_change(lambda rules: self.quotas.configure(rules.quotas))
@@ -52,14 +53,19 @@ class Resilience:
         loader.add_option("clutch_sticky_ms", int, 300_000,
                           "After a fallback, how long a session stays on the model that answered; 0 turns it off.")
         loader.add_option("clutch_commit_timeout_ms", int, 15_000,
-                          "Longest an answer is held before its first text, tool call or reasoning reaches the "
-                          "agent (until then a failure moves on to the next model).")
+                          "Before a streamed answer's first text, tool call or reasoning: how long it may send "
+                          "nothing at all after its headers before the next candidate is tried (the last "
+                          "candidate waits until clutch_idle_timeout_ms).")
+        loader.add_option("clutch_first_token_timeout_ms", int, 60_000,
+                          "Before a streamed answer's first text, tool call or reasoning: how long a stream that "
+                          "sends only keep-alives is waited for before the next candidate is tried (the last "
+                          "candidate is then committed and waited for).")
         loader.add_option("clutch_retries", int, 1,
                           "Retries of the last candidate after a retryable failure (with Retry-After or backoff).")
 
     def configure(self, updated):
         numbers = {"clutch_breaker_failures", "clutch_breaker_window_ms", "clutch_breaker_cooldown_ms",
-                   "clutch_sticky_ms", "clutch_commit_timeout_ms", "clutch_retries"}
+                   "clutch_sticky_ms", "clutch_commit_timeout_ms", "clutch_first_token_timeout_ms", "clutch_retries"}
         if updated & numbers:
             for name in numbers:
                 minimum = 0 if name in ("clutch_sticky_ms", "clutch_retries") else 1
@@ -68,7 +74,8 @@ class Resilience:
             self.breakers.configure(ctx.options.clutch_breaker_failures, ctx.options.clutch_breaker_window_ms / 1000,
                                     ctx.options.clutch_breaker_cooldown_ms / 1000)
             self.sticky.configure(ctx.options.clutch_sticky_ms / 1000)
-            self.commit_timeout_s = ctx.options.clutch_commit_timeout_ms / 1000
+            self.holds = Holds(ctx.options.clutch_commit_timeout_ms / 1000,
+                               ctx.options.clutch_first_token_timeout_ms / 1000)
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
                 else default_state_dir()

@@ -26,7 +26,7 @@ class Finished:
     call: dict[str, Any]  # meta.CALL: dialect, provider, model, stream
     identity: dict[str, Any]  # meta.IDENTITY
     route: dict[str, Any]  # meta.ROUTE (empty when no route was decided)
-    attempts: list[dict[str, Any]]  # meta.ATTEMPTS: relay.Attempt as dicts, skipped ones included
+    attempts: list[dict[str, Any]]  # meta.ATTEMPTS: attempts.Attempt as dicts, skipped ones included
     compression: dict[str, Any]  # meta.COMPRESSION
     status: int | None  # what the agent got
     error: str | None  # x-clutch-error, or the flow's error
@@ -84,7 +84,8 @@ def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]
             "outcome": outcome, "status": attempt.get("status"),
             "error_class": attempt.get("error") if outcome != "success" else None,
             "served": served,
-            "fallback": served and (index > 0 or bool(routed and target != routed)),
+            # the model that served is not the one the request was routed to; a retry of it is no fallback
+            "fallback": served and bool(attempt.get("fallback", routed and target != routed)),
             **usage_columns(usage),
             "ttft_ms": _ms(attempt.get("committed_s")) if served else None,
             "duration_ms": _ms(attempt.get("duration_s")),

@@ -73,6 +73,11 @@ _REQUEST_COLUMNS = (("time", 8), ("agent", 11), ("launch", 6), ("session", 10), 
                     ("ms", 7))
 
 
+# How a stream that began and then failed ended, in a word (the journal's `error`).
+_ENDED = {"stream_cut": "cut", "timeout_idle": "idle-timeout", "stream_error": "error-event",
+          "protocol": "broken"}
+
+
 def render_request(entry: dict | None) -> str:
     """One line of `xx watch` (None: the header line). Tokens are in/out; a ~ marks tiktoken's estimate
     where the provider reported none."""
@@ -80,7 +85,9 @@ def render_request(entry: dict | None) -> str:
         return "  ".join(name.ljust(width) for name, width in _REQUEST_COLUMNS).rstrip()
     served = entry.get("served_by") or entry.get("target") or f"{entry.get('provider')}:{entry.get('model')}"
     status = str(entry.get("status") or entry.get("error") or "-")
-    if entry.get("error") and entry.get("status"):
+    if entry.get("outcome") in ("broken", "aborted"):  # began as a 200, did not end as one
+        status += f" {_ENDED.get(entry.get('error') or '', entry['outcome'])}"
+    elif entry.get("error") and entry.get("status"):
         status += f" {entry['error']}"
     values = (
         time.strftime("%H:%M:%S", time.localtime(entry.get("time") or 0)),

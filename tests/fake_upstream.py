@@ -152,6 +152,7 @@ FAULTS: tuple[str, ...] = (
     "daily-cap-429",       # 429 OpenRouter free-models-per-day (elsewhere the dialect's daily limit); x-ratelimit-*
                            # headers (and OpenRouter's metadata.headers) reset at the next UTC midnight (epoch ms);
                            # no retry-after
+    "once-429",            # the first request for this exact model name: fail-429's answer; later ones succeed
     "fail-429",            # 429 + retry-after: 2 + x-ratelimit-* headers
     "fail-401",            # 401 invalid API key
     "fail-500",
@@ -162,11 +163,22 @@ FAULTS: tuple[str, ...] = (
     "error-200",           # HTTP 200 whose body / first SSE event is an error object
     "empty",               # 200, well-formed answer without any content
     "slow",                # 10 chunks, 0.2 s apart
+    "fail-404",            # 404: the model does not exist (each dialect's not-found error)
+    "stream-cut",          # 2 content chunks, then the body ends without the dialect's end marker
+    "ignores-tools",       # answers with text even when the request forces a tool call (tool_choice)
+    "text-before-tool",    # when a tool call is triggered: streams text first, then the tool call
     "strict-roles",        # 400 when two user turns follow each other (chat / messages / responses), else a
                            # normal answer: providers whose chat template demands alternation (see the docstring)
 )
-# Plus "chunks-<N>": stream N content chunks.
+# Plus "chunks-<N>": stream N content chunks; and two timings that combine with any of the above:
+# "delay-<MS>": MS milliseconds between streamed pieces; "first-token-<MS>": the first content comes MS
+# milliseconds after the stream opened, the dialect's keep-alives meanwhile (OpenRouter's
+# ": OPENROUTER PROCESSING" comments, Anthropic's `ping` events after `message_start`; OpenAI chat and
+# Responses send their opening chunk or events, then nothing).
 _CHUNKS_RE = re.compile(r"chunks-(\d+)")
+_DELAY_RE = re.compile(r"(?<![a-z])delay-(\d+)")
+_FIRST_TOKEN_RE = re.compile(r"first-token-(\d+)")
+KEEPALIVE_SECONDS = 0.25  # between keep-alives while a first-token wait runs (real ones come every few s)
 HANG_CAP_SECONDS = 600.0
 SLOW_DELAY = 0.2
 SLOW_CHUNKS = 10
@@ -281,6 +293,8 @@ def openrouter_catalog() -> list[dict]:
 
 
 _ERROR_STATUS = {
+    "fail-404": 404,
+    "once-429": 429,
     "fail-429": 429,
     "rampup-429": 429,
     "daily-cap-429": 429,
@@ -317,6 +331,36 @@ def parse_fault(model: str | None) -> tuple[str | None, int | None]:
         n = max(1, int(m.group(1)))
         return f"chunks-{n}", n
     return None, None
+
+
+def parse_timing(model: str | None) -> tuple[float, float]:
+    """``(delay_s, first_token_s)`` from ``delay-<MS>`` and ``first-token-<MS>`` in a model name (0 when absent)."""
+    low = (model or "").lower()
+    delay = _DELAY_RE.search(low)
+    first = _FIRST_TOKEN_RE.search(low)
+    return (int(delay.group(1)) / 1000 if delay else 0.0), (int(first.group(1)) / 1000 if first else 0.0)
+
+
+# OpenRouter's model fallbacks (https://openrouter.ai/docs/features/model-routing): with a ``models`` list,
+# "if the first model returns an error, OpenRouter will try the next model in the list"; the answer's
+# ``model`` names the model that served. These faults are errors OpenRouter moves past.
+_NATIVE_SKIPPED = {"fail-404", "fail-429", "rampup-429", "daily-cap-429", "fail-500", "fail-502", "fail-503",
+                   "fail-529"}
+
+
+def openrouter_pick(body: dict) -> tuple[str, list[str]]:
+    """The model OpenRouter serves a request with a ``models`` list from, and the ones it moved past.
+    ``model`` comes first when it is not in the list; when every entry fails, the last one answers
+    (with its error)."""
+    listed = [m for m in body.get("models") or [] if isinstance(m, str) and m]
+    first = str(body.get("model") or "")
+    order = ([first] if first and first not in listed else []) + listed
+    if not order:
+        return first, []
+    for index, model in enumerate(order):
+        if parse_fault(model)[0] not in _NATIVE_SKIPPED:
+            return model, order[:index]
+    return order[-1], order[:-1]
 
 
 def split_answer(answer: str, n: int) -> list[str]:
@@ -466,6 +510,8 @@ class _Ctx:
         self.gen_id = "gen-" + str(int(time.time())) + "-" + _rand(20)  # OpenRouter generation id
         self.prompt_chars = 0
         self.gemini_sse = False
+        self.extra_delay = 0.0         # "delay-<MS>" in the model name
+        self.first_token_s = 0.0       # "first-token-<MS>" in the model name
         self.tool: str | None = None   # tool-call variant: the tool's name ...
         self.tool_args: dict = {}      # ... its arguments
         self.tool_args_json = "{}"     # ... and them as compact JSON
@@ -490,6 +536,7 @@ class FakeUpstream:
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        self._failed_once: set[str] = set()  # models that already gave their "once-429"
 
     # ------------------------------------------------------------------ lifecycle
     async def start(
@@ -685,6 +732,7 @@ class FakeUpstream:
         ctx.entry["model"] = model
         ctx.entry["stream"] = stream
         ctx.fault, ctx.fault_n = parse_fault(model)
+        ctx.extra_delay, ctx.first_token_s = parse_timing(model)
         ctx.entry["fault"] = ctx.fault
 
     def _pieces(self, fault: str | None, n: int | None) -> list[str]:
@@ -697,12 +745,32 @@ class FakeUpstream:
         return split_answer(self.answer, self.n_chunks)
 
     def _delay(self, ctx: _Ctx) -> float:
-        return SLOW_DELAY if ctx.fault == "slow" else self.chunk_delay
+        return (SLOW_DELAY if ctx.fault == "slow" else self.chunk_delay) + ctx.extra_delay
+
+    @staticmethod
+    def _first_token_wait(ctx: _Ctx, keepalive: bytes | None):
+        """``first-token-<MS>``: the wait before the first content, as (data, delay, counted) steps, with
+        ``keepalive`` sent every KEEPALIVE_SECONDS (None: silence)."""
+        left = ctx.first_token_s
+        while left > 0:
+            step = min(left, KEEPALIVE_SECONDS) if keepalive is not None else left
+            yield (keepalive or b""), step, False
+            left -= step
+
+    def _select_native(self, ctx: _Ctx) -> str:
+        """OpenRouter with a ``models`` list: the model that serves (logged with the ones moved past)."""
+        model = str(ctx.body.get("model") or "")
+        if ctx.dialect != "openrouter" or not isinstance(ctx.body.get("models"), list):
+            return model
+        served, skipped = openrouter_pick(ctx.body)
+        ctx.entry["native"] = {"asked": model, "skipped": skipped, "served": served}
+        return served
 
     def _tool_name(self, ctx: _Ctx) -> str | None:
         """Name of the tool to call if the request asks for the tool-call variant (parsed by
-        :meth:`_parse_tool_call` in the prologue; the arguments are in ``ctx.tool_args``)."""
-        return ctx.tool
+        :meth:`_parse_tool_call` in the prologue; the arguments are in ``ctx.tool_args``);
+        ``ignores-tools`` never calls one."""
+        return None if ctx.fault == "ignores-tools" else ctx.tool
 
     def _parse_tool_call(self, ctx: _Ctx) -> None:
         """Fill ``ctx.tool`` / ``ctx.tool_args`` from the trigger in the last non-system message
@@ -910,6 +978,8 @@ class FakeUpstream:
         fault = ctx.fault or ""
         status = _ERROR_STATUS[fault]
         kind = {
+            "fail-404": "not_found",
+            "once-429": "rate_limit",
             "fail-429": "rate_limit",
             "rampup-429": "rampup",
             "daily-cap-429": "daily_cap",
@@ -928,7 +998,12 @@ class FakeUpstream:
             extra = dict(extra or {})
             extra["x-should-retry"] = "false" if status == 401 else "true"
         ctx.entry["outcome"] = f"fault:{fault}"
-        return self._error_response(ctx, status, kind, extra_headers=extra)
+        message = None
+        if fault == "fail-404":  # the model-not-found wording of each API
+            message = {"anthropic": f"model: {ctx.model}", "gemini": f"models/{ctx.model} is not found for API "
+                       f"version v1beta, or is not supported for generateContent."}.get(
+                ctx.dialect, f"The model `{ctx.model}` does not exist or you do not have access to it.")
+        return self._error_response(ctx, status, kind, message, extra_headers=extra)
 
     def _bad_request_response(self, ctx: _Ctx, exc: _BadRequest) -> web.Response:
         kind = "unsupported_media" if exc.status == 415 else exc.kind
@@ -1020,7 +1095,8 @@ class FakeUpstream:
             async for data, delay, counted in events:
                 if delay:
                     await self._sleep(ctx, delay)
-                await self._write(ctx, resp, data, counted)
+                if data:  # an empty step is a pause (a first-token wait in silence)
+                    await self._write(ctx, resp, data, counted)
         except _ClientGone:
             ctx.entry["outcome"] = "aborted"
             return resp
@@ -1035,6 +1111,11 @@ class FakeUpstream:
 
     async def _common_faults(self, ctx: _Ctx) -> web.StreamResponse | None:
         """Faults that look the same for every endpoint (errors, hangs)."""
+        if ctx.fault == "once-429":
+            if ctx.model in self._failed_once:
+                ctx.fault = ctx.entry["fault"] = None  # it failed its once: a normal answer now
+            else:
+                self._failed_once.add(ctx.model)
         if ctx.fault in _ERROR_STATUS:
             return self._fault_error(ctx)
         if ctx.fault == "strict-roles" and repeated_user_turn(ctx.api, ctx.body) is not None:
@@ -1071,7 +1152,7 @@ class FakeUpstream:
         ctx, early = await self._prologue(request, dialect, "chat")
         if early is not None:
             return early
-        self._select(ctx, str(ctx.body.get("model") or ""), ctx.body.get("stream") is True)
+        self._select(ctx, self._select_native(ctx), ctx.body.get("stream") is True)
         resp = await self._common_faults(ctx)
         if resp is not None:
             return resp
@@ -1159,7 +1240,14 @@ class FakeUpstream:
                 yield b"data: " + _dumps(err).encode() + b"\n\n", 0, True
                 yield b"data: [DONE]\n\n", 0, True
                 return
+            keepalive = b": OPENROUTER PROCESSING\n\n" if openrouter else None
             if tool:
+                for step in self._first_token_wait(ctx, keepalive):
+                    yield step
+                if ctx.fault == "text-before-tool":
+                    yield chunk({"role": "assistant", "content": ""}), 0, True
+                    for part in self._pieces(None, 3):
+                        yield chunk({"content": part}), delay, True
                 yield chunk({"role": "assistant", "content": None, "tool_calls": [
                     {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": tool, "arguments": ""}}]}), 0, True
                 for part in _argument_pieces(ctx.tool_args_json):
@@ -1167,11 +1255,15 @@ class FakeUpstream:
                 n_out, finish = 2, "tool_calls"
             else:
                 yield chunk({"role": "assistant", "content": "", "refusal": None}), 0, True
+                for step in self._first_token_wait(ctx, keepalive):
+                    yield step
                 pieces = self._pieces(ctx.fault, ctx.fault_n)
-                if ctx.fault == "midstream-error":
+                if ctx.fault in ("midstream-error", "stream-cut"):
                     pieces = pieces[:2]
                 for i, part in enumerate(pieces):
                     yield chunk({"content": part}), (delay if i else 0), True
+                if ctx.fault == "stream-cut":
+                    return  # no finish_reason, no usage, no [DONE]: the body just ends
                 if ctx.fault == "midstream-error":
                     if openrouter:
                         # https://openrouter.ai/docs/api-reference/errors-and-debugging (errors during streaming)
@@ -1259,22 +1351,34 @@ class FakeUpstream:
             yield ev("message_start", {"type": "message_start", "message": {
                 "id": msg_id, "type": "message", "role": "assistant", "model": ctx.model, "content": [],
                 "stop_reason": None, "stop_sequence": None, "usage": start_usage}}), 0, True
+            for step in self._first_token_wait(ctx, ev("ping", {"type": "ping"})):
+                yield step
+            if tool and ctx.fault == "text-before-tool":
+                yield ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                                 "content_block": {"type": "text", "text": ""}}), 0, True
+                for part in self._pieces(None, 3):
+                    yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                                     "delta": {"type": "text_delta", "text": part}}), delay, True
+                yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), 0, True
+            tool_index = 1 if tool and ctx.fault == "text-before-tool" else 0
             if tool:
-                yield ev("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {
+                yield ev("content_block_start", {"type": "content_block_start", "index": tool_index, "content_block": {
                     "type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}}), 0, True
                 yield ev("ping", {"type": "ping"}), 0, True
                 for part in _argument_pieces(ctx.tool_args_json):
-                    yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                    yield ev("content_block_delta", {"type": "content_block_delta", "index": tool_index,
                                                      "delta": {"type": "input_json_delta", "partial_json": part}}), delay, True
-                yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), 0, True
+                yield ev("content_block_stop", {"type": "content_block_stop", "index": tool_index}), 0, True
             elif pieces:
                 yield ev("content_block_start", {"type": "content_block_start", "index": 0,
                                                  "content_block": {"type": "text", "text": ""}}), 0, True
                 yield ev("ping", {"type": "ping"}), 0, True
-                send = pieces[:2] if ctx.fault == "midstream-error" else pieces
+                send = pieces[:2] if ctx.fault in ("midstream-error", "stream-cut") else pieces
                 for i, part in enumerate(send):
                     yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "text_delta", "text": part}}), (delay if i else 0), True
+                if ctx.fault == "stream-cut":
+                    return  # no content_block_stop, message_delta or message_stop: the body just ends
                 if ctx.fault == "midstream-error":
                     yield ev("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}), delay, True
                     return
@@ -1344,7 +1448,7 @@ class FakeUpstream:
         ctx, early = await self._prologue(request, dialect, "responses")
         if early is not None:
             return early
-        self._select(ctx, str(ctx.body.get("model") or ""), ctx.body.get("stream") is True)
+        self._select(ctx, self._select_native(ctx), ctx.body.get("stream") is True)
         resp = await self._common_faults(ctx)
         if resp is not None:
             return resp
@@ -1430,6 +1534,8 @@ class FakeUpstream:
                 return
             yield ev("response.created", {"response": response_obj("in_progress", [], False)}), 0, True
             yield ev("response.in_progress", {"response": response_obj("in_progress", [], False)}), 0, True
+            for step in self._first_token_wait(ctx, None):
+                yield step
             if tool:
                 fc_id = "fc_" + item_id[4:]
                 yield ev("response.output_item.added", {"output_index": 0, "item": call_item("in_progress", "")}), 0, True
@@ -1444,10 +1550,12 @@ class FakeUpstream:
                 yield ev("response.output_item.added", {"output_index": 0, "item": message_item("in_progress", [])}), 0, True
                 yield ev("response.content_part.added", {"item_id": item_id, "output_index": 0, "content_index": 0,
                                                          "part": text_part("")}), 0, True
-                send = pieces[:2] if ctx.fault == "midstream-error" else pieces
+                send = pieces[:2] if ctx.fault in ("midstream-error", "stream-cut") else pieces
                 for i, part in enumerate(send):
                     yield ev("response.output_text.delta", {"item_id": item_id, "output_index": 0, "content_index": 0,
                                                             "delta": part, "logprobs": []}), (delay if i else 0), True
+                if ctx.fault == "stream-cut":
+                    return  # no response.completed: the body just ends
                 if ctx.fault == "midstream-error":
                     yield ev("error", {"code": "server_error",
                                        "message": "The server had an error while processing your request. Sorry about that!",
@@ -1539,6 +1647,8 @@ class FakeUpstream:
             if ctx.fault == "error-200":
                 yield frame(self._error_body(ctx, 500, "server"), 0, True), 0, True
                 return
+            for step in self._first_token_wait(ctx, None):
+                yield step
             send = seq[:2] if ctx.fault == "midstream-error" else seq
             for i, obj in enumerate(send):
                 final = (i == len(send) - 1) and ctx.fault != "midstream-error"

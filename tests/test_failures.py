@@ -413,7 +413,8 @@ def test_auth_billing_and_moderation():
 
 def test_missing_models_timeouts_and_gateways():
     gone = judge(404, {"error": {"code": 404, "message": "Model fake/nope does not exist"}})
-    assert (gone.retryable, gone.counts_for_breaker, gone.routing) == (True, True, False)
+    # a wrong model name or URL: another candidate may exist, but it is a mistake to fix, not an outage
+    assert (gone.retryable, gone.counts_for_breaker, gone.routing, gone.misconfigured) == (True, False, False, True)
     no_endpoint = judge(404, {"error": {"code": 404, "message": "No endpoints found that support tool use."}})
     assert (no_endpoint.retryable, no_endpoint.counts_for_breaker, no_endpoint.routing) == (True, False, True)
     routing = judge(503, {"error": {"code": 503, "message": "There is no available model provider that meets "
