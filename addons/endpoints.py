@@ -8,6 +8,7 @@ reverse-proxy ports included (there the Host header is already the target's, res
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from mitmproxy import ctx, http
 
 from addons import __version__
 from addons import dashboard
-from addons.budget import Budget
+from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.journal import Journal
 from addons.metrics import CONTENT_TYPE, Metrics
@@ -68,7 +69,7 @@ class Endpoints:
         elif path == "/health":
             flow.response = _json(200, self.health())
         elif path == "/resilience" and self._resilience is not None:
-            budgets = {"budgets": self._budget.snapshot()} if self._budget is not None else {}
+            budgets = {"budgets": await self._budgets()} if self._budget is not None else {}
             flow.response = _json(200, {**self._resilience.snapshot(), **budgets})
         elif path == "/requests" and self._journal is not None:
             after = flow.request.query.get("after", "0")
@@ -84,6 +85,14 @@ class Endpoints:
         else:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
         flow.comment = f"clutch: answered {path} locally"
+
+    async def _budgets(self) -> dict:
+        """Today's budgets, read from the usage store first if no request did yet (e.g. budgets a
+        reload just added); a store that cannot be read leaves `seeded` false."""
+        if self._budget.book.active:
+            with contextlib.suppress(SpendingUnknown):
+                await self._budget.ready()
+        return self._budget.snapshot()
 
     async def _usage_report(self, path: str, query) -> http.Response:
         """GET /usage?by=agent&since=24h&until=... and /usage/timeline?bucket=3600&by=model&since=..."""
