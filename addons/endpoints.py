@@ -3,6 +3,9 @@
 Reachable three ways: directly on the listen port (`curl http://127.0.0.1:8780/health`), through
 the proxy at a reserved host (`http://clutch.local/health`), and under `/__clutch/` on any entry,
 reverse-proxy ports included (there the Host header is already the target's, research §6).
+
+All of them only read, except POST /breakers/reset, which only a client on this machine may use,
+and never a web page (breaker_reset.refusal says how one is told apart).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from mitmproxy import ctx, http
 
 from addons import __version__
-from addons import dashboard
+from addons import breaker_reset, dashboard
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.journal import Journal
@@ -25,13 +28,15 @@ from addons.metrics import CONTENT_TYPE, Metrics
 from addons.resilience import Resilience
 from addons.rankings_book import RankingsBook
 from addons.rulebook import Rulebook
+from addons.scope import is_loopback
 from addons.usage import Usage
 from addons.usage_store import parse_time
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/__clutch"
-ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings", "/ca.pem"]
+ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings",
+             "/ca.pem", "POST /breakers/reset"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -60,7 +65,9 @@ class Endpoints:
         if path is None:
             return
         path = path.rstrip("/") or "/"
-        if path.startswith("/usage"):
+        if path == "/breakers/reset" and self._resilience is not None:
+            flow.response = self._reset_breakers(flow)
+        elif path.startswith("/usage"):
             flow.response = await self._usage_report(path, flow.request.query)
         elif path == "/metrics" and self._metrics is not None:
             state = self._resilience.snapshot() if self._resilience is not None else {}
@@ -85,6 +92,28 @@ class Endpoints:
         else:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
         flow.comment = f"clutch: answered {path} locally"
+
+    def _reset_breakers(self, flow: http.HTTPFlow) -> http.Response:
+        """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""
+        request = flow.request
+        refused = breaker_reset.refusal(request.method, request.host_header, request.headers,
+                                        is_loopback(flow.client_conn.peername))
+        if refused is not None:
+            status, why = refused
+            logger.warning("refused a breaker reset from %s: %s", flow.client_conn.peername, why)
+            return _json(status, {"error": why}, {"allow": "POST"} if status == 405 else None)
+        try:
+            target = breaker_reset.parse_body(request.raw_content or b"")
+        except ValueError as e:
+            return _json(400, {"error": str(e)})
+        cleared = self._resilience.reset(target)
+        logger.warning("breakers reset by hand (%s): cleared %s", target or "every target",
+                       breaker_reset.describe(cleared))
+        answer = {"target": target, "cleared": cleared}
+        provider = target.partition(":")[0] if target else None
+        if provider and provider not in self._rulebook.rules.providers:
+            answer["note"] = f"{provider!r} is not a provider in the rules in force"
+        return _json(200, answer)
 
     async def _budgets(self) -> dict:
         """Today's budgets, read from the usage store first if no request did yet (e.g. budgets a
@@ -173,9 +202,9 @@ def _listen_addresses() -> list[tuple[str, str, int]]:
     return found
 
 
-def _json(status: int, payload: dict) -> http.Response:
+def _json(status: int, payload: dict, headers: dict | None = None) -> http.Response:
     return http.Response.make(status, json.dumps(payload, indent=2).encode() + b"\n",
-                              {"content-type": "application/json", "cache-control": "no-store"})
+                              {"content-type": "application/json", "cache-control": "no-store", **(headers or {})})
 
 
 def _iso(timestamp: float) -> str:
