@@ -32,7 +32,7 @@ from addons.usage import Usage
 
 logger = logging.getLogger(__name__)
 
-SEED_TIMEOUT_S = 10.0  # the writer may be committing a large batch; past this, the request is refused
+SEED_TIMEOUT_S = 5.0  # the writer may be waiting for a database another process locked; past this, refused
 
 
 class SpendingUnknown(Exception):

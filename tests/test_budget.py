@@ -5,6 +5,7 @@ the request goes to the free model; a restart remembers what was spent today."""
 from __future__ import annotations
 
 import concurrent.futures
+import sqlite3
 import textwrap
 import time
 
@@ -182,4 +183,43 @@ def test_budgets_added_by_a_reload_count_what_the_store_already_holds(tmp_path, 
         assert budgets["seeded"] is True
         assert budgets["limits"]["agent:qwen"]["tokens"] == spent_today(gateway, "qwen") > spent
     finally:
+        gateway.stop()
+
+
+def test_reading_todays_spending_never_blocks_the_gateway_and_a_failed_read_refuses_visibly(tmp_path, fake, pki):
+    """While another process holds the usage database's write lock, the usage writer waits for it and
+    so does the read of today's spending: every other request (here /health) is still answered, and
+    the request that needed the budgets gets a 503 saying why instead of going unchecked."""
+    def ask(client) -> httpx.Response:
+        return client.post("https://openrouter.ai/api/v1/chat/completions",
+                           json={"model": "b4/good", "messages": [{"role": "user", "content": "hi"}]})
+
+    gateway = start(tmp_path, fake, pki, "")
+    locker = sqlite3.connect(tmp_path / "state" / "usage.db", isolation_level=None)
+    try:
+        with http_client(gateway, "xx-qip") as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+            assert ask(client).status_code == 200
+            spent = spent_today(gateway, "qwen")
+            locker.execute("BEGIN IMMEDIATE")  # e.g. `xx scan` writing its ranking, or a stuck backup tool
+            assert ask(client).status_code == 200  # its row waits in the writer's queue
+            set_budget(gateway, tmp_path / "rules.yaml", """\
+            budgets:
+              agents:
+                qwen: {tokens_per_day: 100000000}
+            """)
+            waiting = pool.submit(ask, client)  # needs today's spending: queued behind that row
+            while not waiting.done():
+                assert gateway.health()["status"] == "ok"  # the event loop is free (health() times out at 5 s)
+            refused = waiting.result()
+            assert refused.status_code == 503 and refused.headers["x-clutch-error"] == "budget_unknown"
+            assert refused.json()["error"]["message"] == (
+                "Clutch: budgets are configured but cannot be checked: reading today's spending from the "
+                "usage store took longer than 5 s. Try again shortly.")
+            locker.execute("ROLLBACK")
+            assert ask(client).status_code == 200  # read again, now that the writer could go on
+        budgets = httpx.get(f"http://127.0.0.1:{gateway.port}/resilience", trust_env=False).json()["budgets"]
+        assert budgets["limits"]["agent:qwen"]["tokens"] == spent_today(gateway, "qwen") == 3 * spent
+        assert "reading today's spending from the usage store took longer than 5 s" in gateway.output()
+    finally:
+        locker.close()
         gateway.stop()
