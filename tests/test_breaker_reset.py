@@ -184,7 +184,7 @@ def test_the_reset_endpoint_clears_what_it_names_and_refuses_what_a_web_page_cou
                 direct.get(url),
                 direct.post(url, json={}, headers={"origin": "https://evil.example"}),
                 direct.post(url, json={}, headers={"sec-fetch-site": "cross-site"}),
-                direct.post(url, content=b'{}', headers={"content-type": "text/plain"}),  # a form or fetch: no preflight
+                direct.post(url, content=b'{}', headers={"content-type": "text/plain"}),  # sent without preflight
                 direct.post(url, content=b"target=x", headers={"content-type": "application/x-www-form-urlencoded"}),
                 # DNS rebinding: a page whose name now resolves to 127.0.0.1 still sends that name
                 direct.post(f"http://127.0.0.1:{gateway.port}/__clutch/breakers/reset", json={},
