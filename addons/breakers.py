@@ -144,6 +144,20 @@ class BreakerBoard:
         if breaker is not None and breaker.state == HALF_OPEN:
             breaker.probe_since = None
 
+    def reset(self, selected: Callable[[str], bool]) -> dict[str, dict[str, Any]]:
+        """A fresh start for the targets `selected` picks (breaker_reset.selector): their breakers and
+        failure counts are forgotten. Returns what each was: {key: {"state", "failures", "until"}}."""
+        now = self._clock()
+        cleared = {}
+        for key in [key for key in self._breakers if selected(key)]:
+            breaker = self._current(key, now)
+            cleared[key] = {"state": breaker.state, "failures": round(self._weight(breaker, now), 3),
+                            "until": breaker.until if breaker.state == OPEN else None}
+            del self._breakers[key]
+        if cleared:
+            self.version += 1
+        return cleared
+
     # ------------------------------------------------------------ reporting and persistence
 
     def snapshot(self) -> dict[str, dict[str, Any]]:

@@ -5,10 +5,17 @@ in the agent's own dialect, which says which budget, how much was spent and when
 `retry-after` and `x-should-retry: false`, so the OpenAI and Anthropic SDKs do not retry for hours);
 or, with `over: free`, it goes to a free model instead: `budgets.free_model`, else `launch_tiers.f`,
 else the model scan's best free model.
+
+Today's spending is read from the usage store before the first request that needs it (after a
+start, a new UTC day, or a reload that adds budgets), on the usage writer's thread: the event loop
+never waits for the disk, and the read sees exactly the rows that finished before it (budgets.py says
+why nothing is counted twice). When the store cannot be read in time, the request is refused with a
+503 that says so: budgets that cannot be checked are not silently ignored.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -22,9 +29,14 @@ from addons.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook
 from addons.rules import ModelTarget
 from addons.usage import Usage
-from addons.usage_store import day_of
 
 logger = logging.getLogger(__name__)
+
+SEED_TIMEOUT_S = 5.0  # the writer may be waiting for a database another process locked; past this, refused
+
+
+class SpendingUnknown(Exception):
+    """Today's spending could not be read from the usage store; the message says why."""
 
 
 class Budget:
@@ -33,16 +45,26 @@ class Budget:
         self._usage = usage
         self._rankings = rankings  # RankingsBook: the model scan's best free model
         self.book = BudgetBook()
+        self._seeding: asyncio.Task | None = None
         rulebook.on_change(lambda rules: self.book.configure(rules.budgets))
-        usage.on_rows(self.book.record)
+        usage.on_rows(self._record)
 
-    def request(self, flow: http.HTTPFlow) -> None:
+    def _record(self, rows: list[dict]) -> None:
+        if self._usage.store is None and self.book.needs_seed():
+            self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
+        self.book.record(rows)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self.book.active:
             return
         call, routed = call_of(flow), route_of(flow)
         if call is None or routed is None:
             return
-        self._seed()
+        try:
+            await self.ready()
+        except SpendingUnknown as e:
+            self._unknown(flow, str(e), call.dialect)
+            return
         decision, plan = routed
         agent = identity_of(flow).agent
         breach = self.book.over(agent, plan.provider)
@@ -54,17 +76,39 @@ class Budget:
                 return
         self._refuse(flow, breach, call.dialect, free_wanted=self._rulebook.rules.budgets.over == "free")
 
-    def _seed(self) -> None:
-        """Today's spending from the store, once a day (and after a restart)."""
+    async def ready(self) -> None:
+        """Seed today's spending from the usage store unless that is done; concurrent callers share
+        one read. Raises SpendingUnknown when the store cannot be read within SEED_TIMEOUT_S."""
         if not self.book.needs_seed():
             return
-        store = self._usage.store
-        day = day_of(self.book.now())
-        if store is None:
-            self.book.seed(day, {}, {})
+        if self._seeding is None or self._seeding.done():
+            self._seeding = asyncio.ensure_future(self._seed())
+        # shielded: a caller that goes away must not cancel the read the others wait for
+        await asyncio.shield(self._seeding)
+
+    async def _seed(self) -> None:
+        attempt = self.book.begin_seed()
+        day = self.book.seeding_day
+        pending = self._usage.read_in_order(lambda store: (store.spent(day, "agent"), store.spent(day, "provider")))
+        if pending is None:  # usage records are off: nothing was kept to start from
+            self.book.seed(attempt, {}, {})
             return
-        self._usage.flush()
-        self.book.seed(day, store.spent(day, "agent"), store.spent(day, "provider"))
+        try:
+            by_agent, by_provider = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S)
+        except Exception as e:
+            self.book.abandon_seed(attempt)
+            what = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
+                f"failed ({type(e).__name__}: {e})"
+            logger.warning("budgets: reading today's spending from the usage store %s", what)
+            raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
+        self.book.seed(attempt, by_agent, by_provider)
+        logger.info("budgets: today's spending read from the usage store (%s)", day)
+
+    def _unknown(self, flow: http.HTTPFlow, why: str, dialect) -> None:
+        message = f"Clutch: budgets are configured but cannot be checked: {why}. Try again shortly."
+        flow.response = http.Response.make(503, dialects.error_body(dialect, 503, message), {
+            "content-type": "application/json", "retry-after": "5", "x-clutch-error": "budget_unknown"})
+        flow.comment = f"clutch: {identity_of(flow).describe()} refused: budgets cannot be checked: {why}"
 
     def _free_target(self) -> ModelTarget | None:
         rules = self._rulebook.rules

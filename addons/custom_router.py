@@ -7,6 +7,12 @@ built-in rules decide. It runs in a worker thread with a time limit; anything it
 exception, a timeout, a file that does not load) is logged and routing falls through: a broken
 router must never break the agent (fail open, as claude-code-router does).
 
+A call past its time limit cannot be stopped (Python threads cannot be killed), so its thread is
+given up and a new one takes its place: a router that is slow on some requests never makes the
+others wait for a free thread. Threads are bounded (MAX_THREADS): at the bound a thread given up is
+no longer replaced, and once every thread is stuck the router is not asked at all, which the flow's
+notes and the log say, until one of its slow calls ends.
+
 Pure logic, no mitmproxy.
 """
 
@@ -18,12 +24,18 @@ import dataclasses
 import importlib.util
 import inspect
 import logging
+import queue
 import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+WORKERS = 4  # threads that take router calls
+# every router thread, those still running a call past its time limit included: a router that hangs
+# for good costs at most this many threads, then it is no longer asked
+MAX_THREADS = 20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,13 +57,99 @@ class Outcome:
     note: str | None = None  # why nothing was used (error, timeout, bad return value)
 
 
+class _Job:
+    def __init__(self, fn, args) -> None:
+        self.fn, self.args = fn, args
+        self.future: concurrent.futures.Future = concurrent.futures.Future()
+        self.finished = False  # under _Workers._lock
+        self.abandoned = False  # under _Workers._lock
+
+
+class _Workers:
+    """Threads for router calls that replace a thread whose call ran out of time, up to a bound.
+
+    `serving` threads take new calls; `stuck` ones still run a call its caller gave up on. A thread
+    whose abandoned call ends goes back to serving if the pool is short, else it ends."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, max(size, limit)
+        self._lock = threading.Lock()
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.serving = 0
+        self.stuck = 0
+        self._closed = False
+
+    def submit(self, fn, *args) -> _Job | None:
+        """Queue a call; None when every thread is stuck on an abandoned call and none may be added."""
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the router's workers are shut down")
+            self._fill()
+            if self.serving == 0:
+                return None
+        job = _Job(fn, args)
+        self._jobs.put(job)
+        return job
+
+    def abandon(self, job: _Job) -> bool:
+        """The caller gave up on a running call: its thread no longer serves, another takes its place
+        (within the bound). False when the call finished meanwhile (its result is there)."""
+        with self._lock:
+            if job.finished:
+                return False
+            job.abandoned = True
+            self.serving -= 1
+            self.stuck += 1
+            self._fill()
+            return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = self.serving + self.stuck
+        for _ in range(threads):
+            self._jobs.put(None)
+
+    def _fill(self) -> None:
+        while self.serving < self.size and self.serving + self.stuck < self.limit and not self._closed:
+            self.serving += 1
+            threading.Thread(target=self._work, name="clutch-router", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            if not job.future.set_running_or_notify_cancel():
+                continue  # its caller stopped waiting before it started
+            error, result, back = None, None, True
+            try:
+                result = job.fn(*job.args)
+            except BaseException as e:  # the user's code: handed to the caller as it is
+                error = e
+            with self._lock:
+                job.finished = True
+                if job.abandoned:
+                    self.stuck -= 1
+                    back = self.serving < self.size and not self._closed
+                    if back:
+                        self.serving += 1
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)
+            if job.abandoned and not back:
+                return
+
+
 class CustomRouter:
     """Loads a router file (again when it changes) and calls it with a time limit."""
 
-    def __init__(self, max_workers: int = 4) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers, thread_name_prefix="clutch-router")
+    def __init__(self, max_workers: int = WORKERS, max_threads: int = MAX_THREADS) -> None:
+        self._workers = _Workers(max_workers, max_threads)
         self._lock = threading.Lock()
         self._loaded: dict[Path, tuple[tuple[int, int], Any]] = {}
+        self._saturated = False  # said once in the log when it starts, and once when it ends
 
     def function(self, path: Path):
         """The file's `route` function, or raise with a message fit for the log."""
@@ -83,24 +181,55 @@ class CustomRouter:
         return result
 
     async def run(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> Outcome:
-        future = self._pool.submit(self._call, path, request, context)
+        job = self._submit(path, request, context)
+        if isinstance(job, Outcome):
+            return job
         try:
-            result = await asyncio.wait_for(asyncio.wrap_future(future), timeout_s)
+            result = await asyncio.wait_for(asyncio.wrap_future(job.future), timeout_s)
         except TimeoutError:
-            return self._failed(path, f"took longer than {timeout_s:g} s")
+            return self._late(path, job, timeout_s)
         except Exception as e:  # the user's code: anything can happen, and routing must go on
             return self._failed(path, f"raised {type(e).__name__}: {e}")
         return _checked(path, result)
 
     def run_sync(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> Outcome:
-        future = self._pool.submit(self._call, path, request, context)
+        job = self._submit(path, request, context)
+        if isinstance(job, Outcome):
+            return job
         try:
-            result = future.result(timeout_s)
+            result = job.future.result(timeout_s)
         except concurrent.futures.TimeoutError:
-            return self._failed(path, f"took longer than {timeout_s:g} s")
+            return self._late(path, job, timeout_s)
         except Exception as e:
             return self._failed(path, f"raised {type(e).__name__}: {e}")
         return _checked(path, result)
+
+    def _submit(self, path: Path, request: dict, context: RouterContext) -> _Job | Outcome:
+        job = self._workers.submit(self._call, path, request, context)
+        if job is None:
+            stuck = self._workers.stuck
+            note = (f"custom router {path.name} not asked: {stuck} earlier calls are still running past "
+                    f"their time limit, which is all the threads Clutch gives it; falling through to the rules")
+            if not self._saturated:
+                self._saturated = True
+                logger.error("%s (further requests too, until one of those calls ends)", note)
+            return Outcome(None, note)
+        if self._saturated:
+            self._saturated = False
+            logger.warning("custom router %s is asked again: a call that ran past its time limit ended", path.name)
+        return job
+
+    def _late(self, path: Path, job: _Job, timeout_s: float) -> Outcome:
+        if job.future.cancel():  # never started: every thread was busy
+            return self._failed(path, f"had no free thread within {timeout_s:g} s")
+        if self._workers.abandon(job):
+            stuck = self._workers.stuck
+            return self._failed(path, f"took longer than {timeout_s:g} s (left running: {stuck} such "
+                                      f"call{'s' if stuck != 1 else ''}, at most {self._workers.limit})")
+        try:  # it finished just now
+            return _checked(path, job.future.result(0))
+        except Exception as e:
+            return self._failed(path, f"raised {type(e).__name__}: {e}")
 
     @staticmethod
     def _failed(path: Path, what: str) -> Outcome:
@@ -109,7 +238,7 @@ class CustomRouter:
         return Outcome(None, note)
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._workers.close()
 
 
 async def _await(awaitable):

@@ -3,11 +3,15 @@
 Reachable three ways: directly on the listen port (`curl http://127.0.0.1:8780/health`), through
 the proxy at a reserved host (`http://clutch.local/health`), and under `/__clutch/` on any entry,
 reverse-proxy ports included (there the Host header is already the target's, research §6).
+
+All of them only read, except POST /breakers/reset, which only a client on this machine may use,
+and never a web page (breaker_reset.refusal says how one is told apart).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -16,21 +20,23 @@ import time
 from mitmproxy import ctx, http
 
 from addons import __version__
-from addons import dashboard
-from addons.budget import Budget
+from addons import breaker_reset, dashboard
+from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.journal import Journal
 from addons.metrics import CONTENT_TYPE, Metrics
 from addons.resilience import Resilience
 from addons.rankings_book import RankingsBook
 from addons.rulebook import Rulebook
+from addons.scope import is_loopback
 from addons.usage import Usage
 from addons.usage_store import parse_time
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "/__clutch"
-ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings", "/ca.pem"]
+ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings",
+             "/ca.pem", "POST /breakers/reset"]
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
@@ -59,7 +65,9 @@ class Endpoints:
         if path is None:
             return
         path = path.rstrip("/") or "/"
-        if path.startswith("/usage"):
+        if path == "/breakers/reset" and self._resilience is not None:
+            flow.response = self._reset_breakers(flow)
+        elif path.startswith("/usage"):
             flow.response = await self._usage_report(path, flow.request.query)
         elif path == "/metrics" and self._metrics is not None:
             state = self._resilience.snapshot() if self._resilience is not None else {}
@@ -68,7 +76,7 @@ class Endpoints:
         elif path == "/health":
             flow.response = _json(200, self.health())
         elif path == "/resilience" and self._resilience is not None:
-            budgets = {"budgets": self._budget.snapshot()} if self._budget is not None else {}
+            budgets = {"budgets": await self._budgets()} if self._budget is not None else {}
             flow.response = _json(200, {**self._resilience.snapshot(), **budgets})
         elif path == "/requests" and self._journal is not None:
             after = flow.request.query.get("after", "0")
@@ -84,6 +92,36 @@ class Endpoints:
         else:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
         flow.comment = f"clutch: answered {path} locally"
+
+    def _reset_breakers(self, flow: http.HTTPFlow) -> http.Response:
+        """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""
+        request = flow.request
+        refused = breaker_reset.refusal(request.method, request.host_header, request.headers,
+                                        is_loopback(flow.client_conn.peername))
+        if refused is not None:
+            status, why = refused
+            logger.warning("refused a breaker reset from %s: %s", flow.client_conn.peername, why)
+            return _json(status, {"error": why}, {"allow": "POST"} if status == 405 else None)
+        try:
+            target = breaker_reset.parse_body(request.raw_content or b"")
+        except ValueError as e:
+            return _json(400, {"error": str(e)})
+        cleared = self._resilience.reset(target)
+        logger.warning("breakers reset by hand (%s): cleared %s", target or "every target",
+                       breaker_reset.describe(cleared))
+        answer = {"target": target, "cleared": cleared}
+        provider = target.partition(":")[0] if target else None
+        if provider and provider not in self._rulebook.rules.providers:
+            answer["note"] = f"{provider!r} is not a provider in the rules in force"
+        return _json(200, answer)
+
+    async def _budgets(self) -> dict:
+        """Today's budgets, read from the usage store first if no request did yet (e.g. budgets a
+        reload just added); a store that cannot be read leaves `seeded` false."""
+        if self._budget.book.active:
+            with contextlib.suppress(SpendingUnknown):
+                await self._budget.ready()
+        return self._budget.snapshot()
 
     async def _usage_report(self, path: str, query) -> http.Response:
         """GET /usage?by=agent&since=24h&until=... and /usage/timeline?bucket=3600&by=model&since=..."""
@@ -164,9 +202,9 @@ def _listen_addresses() -> list[tuple[str, str, int]]:
     return found
 
 
-def _json(status: int, payload: dict) -> http.Response:
+def _json(status: int, payload: dict, headers: dict | None = None) -> http.Response:
     return http.Response.make(status, json.dumps(payload, indent=2).encode() + b"\n",
-                              {"content-type": "application/json", "cache-control": "no-store"})
+                              {"content-type": "application/json", "cache-control": "no-store", **(headers or {})})
 
 
 def _iso(timestamp: float) -> str:

@@ -114,6 +114,19 @@ class QuotaBook:
         logger.warning("%s: the free-model daily cap is used up; %s models wait until UTC midnight",
                        provider, FREE_SUFFIX)
 
+    def clear_cooldowns(self, selected: Callable[[str], bool]) -> dict[str, dict[str, float]]:
+        """A fresh start for what `selected` picks (breaker_reset.selector): their 429 cooldowns and,
+        for a provider, its free-model daily cap end now. Request counts stay: they are what was sent.
+        Returns {"cooldowns": {key: until}, "free_daily_cap": {provider: until}}."""
+        now = self._clock()
+        self._prune_expired(now)
+        cleared: dict[str, dict[str, float]] = {}
+        for name, table in (("cooldowns", self._cooldowns), ("free_daily_cap", self._free_cap)):
+            cleared[name] = {key: table.pop(key) for key in [key for key in table if selected(key)]}
+        if any(cleared.values()):
+            self.version += 1
+        return cleared
+
     # ------------------------------------------------------------ reporting and persistence
 
     def snapshot(self) -> dict[str, Any]:

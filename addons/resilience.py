@@ -1,6 +1,11 @@
 """Resilience: the circuit breakers, quotas and sticky sessions the cascade consults, their options,
 and their state on disk (restored at start, so open breakers keep their remaining cooldown and quota
 counts survive a restart).
+
+A provider the rules redefine (base_url, dialects, hosts, key_env) or remove gives its targets a fresh
+start: their breakers and 429 cooldowns are cleared, on a hot reload and, because the state file keeps
+the definitions it was saved under, across a restart too. `reset` clears them by hand
+(POST /breakers/reset, `xx breakers reset`).
 """
 
 from __future__ import annotations
@@ -12,10 +17,12 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons import breaker_reset
 from addons.attempts import Holds
 from addons.breakers import BreakerBoard
 from addons.quotas import QuotaBook
 from addons.rulebook import Rulebook
+from addons.rules import Rules
 from addons.statefile import load_json, save_json
 from addons.sticky import StickyTable
 
@@ -39,7 +46,9 @@ class Resilience:
         self.holds = Holds()
         self._saved = (-1, -1)
         self._saver: asyncio.Task | None = None
-        rulebook.on_change(lambda rules: self.quotas.configure(rules.quotas))
+        # the providers' definitions the breakers and cooldowns were earned under; None until restored
+        self._definitions: dict[str, dict] | None = None
+        rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
         loader.add_option("clutch_state_dir", str, "",
@@ -105,13 +114,43 @@ class Resilience:
         data = load_json(breakers)
         if data:
             self.breakers.load(data)
+        saved_under = data.get("providers") if isinstance(data, dict) else None
         data = load_json(quotas)
         if data:
             self.quotas.load(data)
+        self._definitions = breaker_reset.definitions(self._rulebook.rules.providers)
+        if isinstance(saved_under, dict):  # saved by a gateway on other rules: theirs are not ours
+            self._fresh_start(breaker_reset.changed_providers(saved_under, self._definitions),
+                              "since the state was saved")
         if any(s["state"] != "closed" for s in self.breakers.snapshot().values()):
             logger.info("restored breakers: %s", ", ".join(f"{k} {v['state']}" for k, v in
                                                            self.breakers.snapshot().items() if v["state"] != "closed"))
         self._saved = (self.breakers.version, self.quotas.version)
+
+    def _rules_changed(self, rules: Rules) -> None:
+        self.quotas.configure(rules.quotas)
+        if self._definitions is None:
+            return  # the state is not restored yet: _restore compares what it was saved under
+        before, self._definitions = self._definitions, breaker_reset.definitions(rules.providers)
+        changed = breaker_reset.changed_providers(before, self._definitions)
+        if changed or set(self._definitions) != set(before):
+            self._saved = (-1, -1)  # the state file records the definitions it was saved under
+        self._fresh_start(changed, "in the reloaded rules")
+
+    def _fresh_start(self, changed: dict[str, str], when: str) -> None:
+        for provider, what in sorted(changed.items()):
+            cleared = self.reset(provider)
+            if cleared["breakers"] or cleared["cooldowns"] or cleared["free_daily_cap"]:
+                logger.warning("provider %s: %s %s; its targets start fresh, cleared %s", provider, what, when,
+                               breaker_reset.describe(cleared))
+
+    def reset(self, target: str | None = None) -> dict:
+        """Clear the breakers and 429 cooldowns of every target (None), of a provider's models, or of one
+        provider:model, and save at once (a restart must not bring them back). Returns what was cleared."""
+        selected = breaker_reset.selector(target)
+        cleared = {"breakers": self.breakers.reset(selected), **self.quotas.clear_cooldowns(selected)}
+        self.save()
+        return cleared
 
     def save(self) -> None:
         if self.state_dir is None:
@@ -121,7 +160,7 @@ class Resilience:
             return
         breakers, quotas = self._paths()
         try:
-            save_json(breakers, self.breakers.to_json())
+            save_json(breakers, {**self.breakers.to_json(), "providers": self._definitions})
             save_json(quotas, self.quotas.to_json())
         except OSError as e:
             logger.warning("cannot save breaker and quota state in %s: %s", self.state_dir, e)

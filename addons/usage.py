@@ -13,6 +13,7 @@ each `response.completed` message the provider sends becomes one row.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -22,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx, http
 
@@ -40,6 +42,22 @@ _BATCH = 500
 # request costs more CPU than the rows; a report never waits for it (flush).
 _LINGER_S = 0.05
 _STOP = object()
+
+
+@dataclasses.dataclass
+class _Read:
+    """A read of the store that the writer runs between two batches (see Usage.read_in_order)."""
+
+    read: Callable[[UsageStore], Any]
+    future: concurrent.futures.Future
+
+    def run(self, store: UsageStore) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return  # the caller stopped waiting
+        try:
+            self.future.set_result(self.read(store))
+        except Exception as e:  # the caller's to report
+            self.future.set_exception(e)
 
 
 class Usage:
@@ -119,7 +137,7 @@ class Usage:
         while True:
             batch = [self._queue.get()]
             deadline = time.monotonic() + _LINGER_S
-            while len(batch) < _BATCH and not isinstance(batch[-1], threading.Event) and batch[-1] is not _STOP:
+            while len(batch) < _BATCH and isinstance(batch[-1], list):  # an Event, a _Read or _STOP ends it
                 try:
                     batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
                 except queue.Empty:
@@ -134,6 +152,8 @@ class Usage:
             for item in batch:
                 if isinstance(item, threading.Event):
                     item.set()
+                elif isinstance(item, _Read):
+                    item.run(store)
             if any(item is _STOP for item in batch):
                 return
 
@@ -145,6 +165,17 @@ class Usage:
         written = threading.Event()
         self._queue.put(written)
         return written.wait(timeout_s)
+
+    def read_in_order(self, read: Callable[[UsageStore], Any]) -> concurrent.futures.Future | None:
+        """Run `read(store)` on the writer thread, after every row queued before this call is written
+        and before any row queued after it; None when there is no store. A caller that counts rows as
+        they come (the budgets) can thus add the store's total and the rows emitted after this call
+        without counting a row twice or missing one, and the event loop never waits for the disk."""
+        if self._writer is None or self.store is None:
+            return None
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._queue.put(_Read(read, future))
+        return future
 
     # ------------------------------------------------------------ mitmproxy hooks
 
@@ -203,6 +234,8 @@ class Usage:
         self._emit([priced(row, self.price)])
 
     def _emit(self, rows: list[dict]) -> None:
+        # queued and shown to the listeners in one step on the event loop: a read_in_order comes
+        # before both or after both (the budgets count on it)
         if self.store is not None:
             self._queue.put(rows)
         for listener in self._listeners:

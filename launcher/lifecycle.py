@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -72,6 +73,27 @@ def resilience(config: XXConfig, timeout: float = 2.0) -> dict | None:
 
 def recent_requests(config: XXConfig, after: int = 0, timeout: float = 5.0) -> dict | None:
     return _get_json(config, f"/requests?after={after}", timeout)
+
+
+def reset_breakers(config: XXConfig, target: str | None, timeout: float = 5.0) -> dict:
+    """POST /breakers/reset: clear the breakers and 429 cooldowns of every target (None), a provider's
+    models, or one provider:model. Returns the gateway's answer (what was cleared)."""
+    body = json.dumps({"target": target} if target else {}).encode()
+    request = urllib.request.Request(base_url(config) + "/breakers/reset", data=body, method="POST",
+                                     headers={"content-type": "application/json"})
+    try:
+        with _DIRECT.open(request, timeout=timeout) as response:
+            data = json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        why = f"{e.code} {e.reason}"
+        with contextlib.suppress(ValueError, OSError, KeyError, TypeError):
+            why = f"{e.code}: {json.loads(e.read())['error']}"
+        raise GatewayError(f"the gateway on {config.gateway} refused the reset ({why})") from None
+    except (OSError, ValueError):
+        raise GatewayError(f"no gateway answers on {config.gateway} (xx start)") from None
+    if not isinstance(data, dict) or not isinstance(data.get("cleared"), dict):
+        raise GatewayError(f"the gateway on {config.gateway} gave no reset answer (an older Clutch?)")
+    return data
 
 
 # no proxy for the gateway's own endpoints, whatever the environment says (urllib, not httpx: xx runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 import time
 from typing import Any
 
@@ -144,3 +145,42 @@ def _duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+def render_reset(answer: dict, gateway: str, width: int = 80) -> str:
+    """`xx breakers reset`: what the gateway cleared, one target a line, within `width` columns."""
+    now = time.time()
+    cleared = answer.get("cleared") or {}
+    what = answer.get("target") or "every target"
+    rows = []
+    for key, entry in sorted((cleared.get("breakers") or {}).items()):
+        detail = f"was {entry.get('state')}".replace("_", "-")
+        if entry.get("until"):
+            detail += f", {_in(entry['until'], now)} left"
+        elif entry.get("failures"):
+            detail += f", {entry['failures']:g} failures"
+        rows.append(("breaker", key, detail))
+    for key, until in sorted((cleared.get("cooldowns") or {}).items()):
+        rows.append(("cooldown", key, f"429 rest, {_in(until, now)} left"))
+    for key in sorted(cleared.get("free_daily_cap") or {}):
+        rows.append(("free cap", key, "its free models' daily cap, until 00:00 UTC"))
+    note = "\n" + _fit(f"xx: note: {answer['note']}", width) if answer.get("note") else ""
+    if not rows:
+        return _fit(f"xx: nothing to reset for {what} on {gateway}: no breaker had failures, no 429 "
+                    f"cooldown or free-model cap was running", width) + note
+    lines = [_fit(f"xx: reset {what} on {gateway}:", width)]
+    for kind, key, detail in rows:
+        line = f"  {kind:<9} {key}  ({detail})"
+        if len(line) <= width:
+            lines.append(line)
+        else:  # a long model name: the detail goes on its own line
+            lines.append(_fit(f"  {kind:<9} {key}", width, indent=12))
+            lines.append(_fit(f"{' ' * 12}({detail})", width, indent=12))
+    return "\n".join(lines) + note
+
+
+def _fit(text: str, width: int, indent: int = 4) -> str:
+    if len(text) <= width:
+        return text
+    return "\n".join(textwrap.wrap(text, width, subsequent_indent=" " * indent, break_long_words=True,
+                                   break_on_hyphens=False))

@@ -31,7 +31,7 @@ from launcher.codes import CodeError, LaunchCode, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe, plan_launch, split_model
 from launcher.scan import scan, tier_note
-from launcher.tables import render_request, render_resilience, render_status
+from launcher.tables import render_request, render_resilience, render_reset, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"
@@ -300,6 +300,23 @@ def usage_command(by: usage_report.By = "agent", since: usage_report.Since = "24
 
 
 app.command(name="scan")(scan)
+
+
+breakers_app = typer.Typer(no_args_is_help=True, help="The gateway's circuit breakers and 429 cooldowns.")
+app.add_typer(breakers_app, name="breakers")
+COMMANDS += ("breakers",)
+
+
+@breakers_app.command(name="reset")
+def breakers_reset(target: Annotated[str | None, typer.Argument(
+        help="provider:model, or a provider for all its models; none: every target")] = None) -> None:
+    """Clear circuit breakers and 429 cooldowns now (after fixing what tripped them)."""
+    config = _config()
+    try:
+        answer = lifecycle.reset_breakers(config, target)
+    except lifecycle.GatewayError as e:
+        raise fail(str(e), 1) from None
+    typer.echo(render_reset(answer, config.gateway))
 
 
 # ------------------------------------------------------------------ the machine and the shell

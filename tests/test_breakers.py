@@ -292,3 +292,19 @@ def test_load_skips_nonsense_and_keeps_the_rest(caplog):
     assert caplog.text.count("ignored") == 5
     restored.load({"something": "else"})
     assert restored.snapshot() == {}
+
+
+def test_reset_forgets_the_selected_breakers_and_their_failures():
+    from addons.breaker_reset import selector
+    clock = Clock()
+    breakers = opened(clock)
+    breakers.failure("openrouter:other", HARD, "HTTP 500")  # closed, one failure
+    breakers.failure("anthropic:claude", HARD, "HTTP 500")
+    version = breakers.version
+    cleared = breakers.reset(selector("openrouter"))
+    assert cleared == {KEY: {"state": "open", "failures": 3.0, "until": T0 + 60},
+                       "openrouter:other": {"state": "closed", "failures": 1.0, "until": None}}
+    assert breakers.version > version
+    assert breakers.state(KEY) == "closed" and breakers.allow(KEY)
+    assert list(breakers.snapshot()) == ["anthropic:claude"]
+    assert breakers.reset(selector("openrouter")) == {}  # nothing left: no change, nothing to save

@@ -11,9 +11,11 @@ NOON = calendar.timegm((2026, 12, 1, 12, 0, 0))
 
 
 def book(**budgets) -> tuple[BudgetBook, list[float]]:
+    """A book seeded for today with nothing spent."""
     now = [NOON]
     found = BudgetBook(clock=lambda: now[0])
     found.configure(Budgets.model_validate(budgets))
+    found.seed(found.begin_seed(), {}, {})
     return found, now
 
 
@@ -43,25 +45,51 @@ def test_a_provider_token_limit_counts_every_agent():
     assert budgets.over("qwen", "anthropic") is None
 
 
-def test_a_new_utc_day_starts_from_nothing_and_late_rows_of_yesterday_do_not_count():
+def test_a_new_utc_day_is_seeded_from_the_store_and_late_rows_of_yesterday_do_not_count():
     budgets, now = book(agents={"claude": {"tokens_per_day": 100}})
     budgets.record([row()])
     assert budgets.over("claude", None) is not None
     now[0] = NOON + 12 * 3600 + 1  # just after midnight
-    assert budgets.over("claude", None) is None
-    budgets.record([row(day="2026-12-01")])
+    assert budgets.needs_seed() and budgets.over("claude", None) is None
+    budgets.record([row(day="2026-12-01")])  # yesterday's request finishing late
+    budgets.record([row(day="2026-12-02", tokens=(60, 60))])  # today's, before the seed: the store has it
     assert budgets.spent("agent", "claude") == (0, 0.0)
-    budgets.record([row(day="2026-12-02", tokens=(60, 60))])
+    budgets.seed(budgets.begin_seed(), {"claude": {"tokens": 120, "cost_usd": 0.01}}, {})
     assert budgets.over("claude", None).used == 120
 
 
 def test_seeding_from_the_store_keeps_a_restart_over_budget():
-    budgets, _ = book(agents={"claude": {"usd_per_day": 1.0}})
+    budgets = BudgetBook(clock=lambda: NOON)
+    budgets.configure(Budgets.model_validate({"agents": {"claude": {"usd_per_day": 1.0}}}))
     assert budgets.needs_seed()
-    budgets.seed("2026-12-01", {"claude": {"tokens": 10, "cost_usd": 1.5}}, {})
+    budgets.record([row(cost=5.0)])  # not seeded: the store has this row, the seed will count it
+    budgets.seed(budgets.begin_seed(), {"claude": {"tokens": 10, "cost_usd": 1.5}}, {})
     assert not budgets.needs_seed() and budgets.over("claude", None).used == 1.5
     assert budgets.snapshot()["limits"]["agent:claude"] == {"tokens": 10, "tokens_per_day": None, "usd": 1.5,
                                                             "usd_per_day": 1.0, "over": True}
+
+
+def test_rows_that_finish_while_the_store_is_read_count_once():
+    budgets = BudgetBook(clock=lambda: NOON)
+    budgets.configure(Budgets.model_validate({"agents": {"claude": {"tokens_per_day": 1000}}}))
+    attempt = budgets.begin_seed()
+    budgets.record([row(tokens=(10, 10))])  # finished after the read was queued: not in what it returns
+    assert budgets.seed(attempt, {"claude": {"tokens": 300, "cost_usd": 0.03}}, {})
+    assert budgets.spent("agent", "claude") == (320, 0.04)
+    budgets.record([row(tokens=(10, 10))])
+    assert budgets.spent("agent", "claude")[0] == 340
+    assert budgets.spent("provider", "openrouter")[0] == 40  # the store gave no provider totals
+
+
+def test_an_abandoned_seed_is_ignored_and_the_next_one_counts():
+    budgets = BudgetBook(clock=lambda: NOON)
+    first = budgets.begin_seed()
+    budgets.abandon_seed(first)
+    second = budgets.begin_seed()
+    assert not budgets.seed(first, {"claude": {"tokens": 999}}, {})  # a late answer to the abandoned read
+    assert budgets.needs_seed()
+    assert budgets.seed(second, {"claude": {"tokens": 5}}, {})
+    assert budgets.spent("agent", "claude") == (5, 0.0)
 
 
 def test_next_utc_midnight():

@@ -271,3 +271,19 @@ def test_load_skips_nonsense(caplog):
                        "free_daily_cap": []})
     assert restored.to_json() == {"minute": {}, "day": {}, "cooldowns": {"c:d": NOON + 86_400}, "free_daily_cap": {}}
     assert caplog.text.count("ignored") == 5
+
+
+def test_clear_cooldowns_ends_the_selected_cooldowns_and_a_providers_free_cap_but_keeps_counts():
+    from addons.breaker_reset import selector
+    clock = Clock()
+    quotas = book_of(clock, {"openrouter": {"rpd": 10, "cooldown_after_429_s": 300}})
+    quotas.consume(PAID)
+    quotas.cooldown(PAID, None)
+    quotas.cooldown(FREE, None)
+    quotas.free_daily_cap("openrouter")
+    assert quotas.clear_cooldowns(selector(PAID)) == {"cooldowns": {PAID: NOON + 300}, "free_daily_cap": {}}
+    assert quotas.wait_s(PAID) is None and quotas.wait_s(FREE) is not None  # the account's cap still holds
+    cleared = quotas.clear_cooldowns(selector("openrouter"))
+    assert cleared == {"cooldowns": {FREE: NOON + 300}, "free_daily_cap": {"openrouter": MIDNIGHT}}
+    assert quotas.wait_s(FREE) is None
+    assert quotas.snapshot()["openrouter"]["rpd"] == "1/10"  # what was sent still counts
