@@ -1,0 +1,127 @@
+"""A chat provider's whole answer as a Responses answer: the Response object an agent that called the
+Responses API gets when its request was translated to Chat Completions (translate_responses.py). The
+ids, usage and status mappings here are shared with the stream translator
+(translate_responses_stream.py).
+
+Pure logic, no mitmproxy. Shapes: https://platform.openai.com/docs/api-reference/responses/object
+(id, created_at, status, incomplete_details, output items, usage with input_tokens_details.cached_tokens
+and output_tokens_details.reasoning_tokens), https://platform.openai.com/docs/api-reference/chat/object.
+
+Decisions:
+
+* Ids are derived from the chat completion's id (chatcmpl-abc -> resp_abc, and items msg_abc_0,
+  rs_abc_0, fc_abc_1, ...: prefix, stem, output index),
+  so logs of both sides can be matched up; a chat tool call's id is the Responses `call_id` unchanged,
+  so the agent's `function_call_output` pairs with it when it goes back.
+* Chat reasoning (OpenRouter's `reasoning`, DeepSeek's `reasoning_content`) becomes a reasoning item
+  whose summary is that text; it has no `encrypted_content` (a chat provider has none), and goes no
+  further than the agent (translate_responses.py drops reasoning on the way to a chat provider).
+* finish_reason "length" is status "incomplete" with reason max_output_tokens, "content_filter" status
+  "incomplete" with reason content_filter; a chat error object inside a 200 is no answer (plan.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from addons.translate_responses_tools import ITEM_PREFIX, ResponsesContext, call_item
+
+_UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def id_stem(chat_id: Any) -> str:
+    """chatcmpl-abc -> abc (OpenRouter's gen-... kept whole); a fresh one when the chat answer has none."""
+    if not isinstance(chat_id, str) or not chat_id:
+        return uuid.uuid4().hex[:24]
+    return _UNSAFE_ID.sub("_", chat_id.removeprefix("chatcmpl-"))
+
+
+def responses_usage(chat_usage: Any) -> dict[str, Any] | None:
+    """Chat usage as Responses usage (both count cached tokens inside the input, reasoning inside the
+    output); None when the chat provider reported none."""
+    if not isinstance(chat_usage, dict):
+        return None
+    prompt = chat_usage.get("prompt_tokens_details")
+    completion = chat_usage.get("completion_tokens_details")
+    prompt = prompt if isinstance(prompt, dict) else {}
+    completion = completion if isinstance(completion, dict) else {}
+    cached = _int(prompt.get("cached_tokens")) or _int(chat_usage.get("prompt_cache_hit_tokens"))  # DeepSeek
+    details: dict[str, int] = {"cached_tokens": cached}
+    if _int(prompt.get("cache_write_tokens")):  # OpenRouter, when the provider reports it
+        details["cache_write_tokens"] = _int(prompt["cache_write_tokens"])
+    inputs, outputs = _int(chat_usage.get("prompt_tokens")), _int(chat_usage.get("completion_tokens"))
+    return {"input_tokens": inputs, "input_tokens_details": details, "output_tokens": outputs,
+            "output_tokens_details": {"reasoning_tokens": _int(completion.get("reasoning_tokens"))},
+            "total_tokens": _int(chat_usage.get("total_tokens")) or inputs + outputs}
+
+
+def response_object(context: ResponsesContext, stem: str, created: int, model: str, status: str,
+                    output: list[dict[str, Any]], usage: dict[str, Any] | None, *,
+                    incomplete: str | None = None, error: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A Response object: the answer's own fields, then the request fields it repeats."""
+    return {"id": f"resp_{stem}", "object": "response", "created_at": created, "status": status,
+            "background": False, "error": error,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "model": model, "output": output, "previous_response_id": None, "usage": usage, **context.echo}
+
+
+def text_part(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def item_id(context: ResponsesContext | None, kind: str, stem: str, index: int, chat_name: Any = None) -> str:
+    """An output item's id: its kind's prefix (msg, rs, fc, ctc, ...), the answer's stem and its index."""
+    prefix = {"message": "msg", "reasoning": "rs"}.get(kind) or \
+        ITEM_PREFIX.get(context.ref(chat_name).kind if context else "function", "fc")
+    return f"{prefix}_{stem}_{index}"
+
+
+def message_item(ident: str, text: str, status: str = "completed") -> dict[str, Any]:
+    return {"type": "message", "id": ident, "status": status, "role": "assistant",
+            "content": [text_part(text)] if status == "completed" else []}
+
+
+def reasoning_item(ident: str, text: str) -> dict[str, Any]:
+    summary = [{"type": "summary_text", "text": text}] if text else []
+    return {"type": "reasoning", "id": ident, "summary": summary}
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or []
+                   if isinstance(part, dict) and part.get("type") == "text")
+
+
+def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) -> dict[str, Any]:
+    """A chat.completion as a Response object."""
+    choices = body.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    stem = id_stem(body.get("id"))
+    output: list[dict[str, Any]] = []
+    reasoning = message.get("reasoning") or message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        output.append(reasoning_item(item_id(context, "reasoning", stem, len(output)), reasoning))
+    if text := _text(message.get("content")) or (message.get("refusal") or ""):
+        output.append(message_item(item_id(context, "message", stem, len(output)), text))
+    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    for n, call in enumerate(calls):
+        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        name = function.get("name")
+        arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else "{}"
+        call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else f"call_{stem}_{n}"
+        output.append(call_item(context.ref(name), call_id, arguments,
+                                item_id(context, "call", stem, len(output), name)))
+    incomplete = INCOMPLETE.get(choice.get("finish_reason")) if not calls else None
+    created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
+    return response_object(context, stem, created, body.get("model") or "", "incomplete" if incomplete else
+                           "completed", output, responses_usage(body.get("usage")), incomplete=incomplete)
