@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from addons.translate import chat_completion_id
-from addons.translate_responses_tools import CUSTOM_INPUT, note_once
+from addons.translate_responses_tools import note_once
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
 _HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stream",
@@ -241,7 +241,8 @@ def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
     return {"id": chat_completion_id(str(body.get("id") or "").removeprefix("resp_")), "object": "chat.completion",
             "created": body.get("created_at") if isinstance(body.get("created_at"), int) else int(time.time()),
             "model": body.get("model") or "",
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason(body, calls)}],
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish_reason(body, bool(calls))}],
             "usage": chat_usage_of(body.get("usage"))}
 
 
@@ -262,7 +263,3 @@ def chat_usage_of(usage: Any) -> dict[str, Any]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
             "prompt_tokens_details": {"cached_tokens": inputs.get("cached_tokens") or 0},
             "completion_tokens_details": {"reasoning_tokens": outputs.get("reasoning_tokens") or 0}}
-
-
-__all__ = ["CUSTOM_INPUT", "chat_to_responses_request", "responses_to_chat_response", "chat_usage_of",
-           "finish_reason"]
