@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -23,6 +24,8 @@ from addons.dialects import LLMCall
 from addons.router import Decision
 from addons.rules import Dialect, Provider, Rules
 from addons.translate_responses_tools import Untranslatable
+
+logger = logging.getLogger(__name__)
 
 # (client, upstream) pairs Clutch translates (translation.py).
 TRANSLATABLE = translation.TRANSLATABLE
@@ -119,6 +122,10 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
                                                           flavour_of(target.provider, provider), notes)
         except Untranslatable as e:
             raise _untranslatable(call.dialect, target, provider, str(e)) from None
+        except Exception as e:  # a translator's bug: this request fails, it never goes elsewhere unchanged
+            logger.exception("translating %s to %s for %s failed", call.dialect, upstream_dialect, target)
+            raise PlanError("translation_failed", f"Clutch could not translate this {call.dialect} request to "
+                                                  f"{upstream_dialect} for {target}: {type(e).__name__}", 500) from e
     out_body = json_bytes(sent)
 
     out_headers = _without(headers, _BODY_HEADERS)

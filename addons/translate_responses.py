@@ -37,7 +37,7 @@ from typing import Any
 
 from addons.translate import EFFORT_BUDGET, Flavour
 from addons.translate_responses_tools import (CUSTOM_INPUT, LOCAL_SHELL, TOOL_SEARCH, ResponsesContext, Tools,
-                                             Untranslatable, chat_name, note_once, tool_choice)
+                                             Untranslatable, chat_name, dicts, note_once, tool_choice)
 
 # Request fields a Response object repeats (https://platform.openai.com/docs/api-reference/responses/object),
 # with the API's defaults where the SDK's model needs a value.
@@ -66,7 +66,7 @@ def _text_of(parts: Any) -> str:
     if isinstance(parts, str):
         return parts
     return "".join(str(p.get("text") if p.get("type") != "refusal" else p.get("refusal") or "")
-                   for p in parts or [] if isinstance(p, dict) and p.get("type") in (
+                   for p in dicts(parts) if p.get("type") in (
                        "input_text", "output_text", "text", "refusal", "summary_text"))
 
 
@@ -87,8 +87,8 @@ def _chat_parts(content: Any, flavour: Flavour, notes: list[str]) -> list[dict[s
     if isinstance(content, str):
         return [{"type": "text", "text": content}]
     parts: list[dict[str, Any]] = []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
+    for part in dicts(content):
+        kind = part.get("type")
         if kind in ("input_text", "output_text", "text"):
             parts.append({"type": "text", "text": str(part.get("text") or "")})
         elif kind == "refusal":
@@ -109,6 +109,10 @@ def _flatten(parts: list[dict[str, Any]]) -> str | list[dict[str, Any]]:
     if all(part["type"] == "text" for part in parts):
         return "".join(part["text"] for part in parts)
     return parts
+
+
+def _call_id(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 class _History:
@@ -143,7 +147,7 @@ class _History:
 
     def call(self, call_id: Any, name: str, arguments: str) -> None:
         self._flush_images()
-        call_id = call_id if isinstance(call_id, str) and call_id else f"call_{len(self.calls)}"
+        call_id = _call_id(call_id) or f"call_{len(self.calls)}"
         self.calls.add(call_id)
         last = self.messages[-1] if self.messages else None
         if last is None or last["role"] != "assistant":
@@ -155,6 +159,7 @@ class _History:
             last["content"] = None  # OpenAI: content null when the message only calls tools
 
     def output(self, call_id: Any, output: Any) -> None:
+        call_id = _call_id(call_id)
         if isinstance(output, str):
             text, images = output, []
         else:
@@ -199,10 +204,10 @@ class _History:
         elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
             self.output(item.get("call_id"), item.get("output"))
         elif kind in ("tool_search_output", "additional_tools"):
-            loaded = [t for t in item.get("tools") or [] if isinstance(t, dict)]
+            loaded = dicts(item.get("tools"))
             for tool in loaded:
                 tools.add(tool)
-            if kind == "tool_search_output" and item.get("call_id") in self.calls:
+            if kind == "tool_search_output" and _call_id(item.get("call_id")) in self.calls:
                 names = ", ".join(str(t.get("name") or t.get("type")) for t in loaded) or "none"
                 self.output(item["call_id"], f"Tools loaded for the next calls: {names}")
         elif kind == "reasoning":
@@ -267,7 +272,7 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
         if body.get(field) not in (None, False, "", {}):
             raise Untranslatable(why)
     tools = Tools(notes)
-    declared = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+    declared = dicts(body.get("tools"))
     searchable = any(t.get("type") == TOOL_SEARCH and t.get("execution") == "client" for t in declared)
     for tool in declared:
         tools.add(tool, deferred_later=searchable)
@@ -292,7 +297,7 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
         raise Untranslatable("the request has no input")
 
     out: dict[str, Any] = {"model": model, "messages": messages}
-    if isinstance(body.get("max_output_tokens"), int):
+    if isinstance(body.get("max_output_tokens"), int) and not isinstance(body["max_output_tokens"], bool):
         out["max_completion_tokens" if flavour is Flavour.OPENAI else "max_tokens"] = body["max_output_tokens"]
     for field in ("temperature", "top_p"):
         if body.get(field) is not None:
@@ -317,7 +322,7 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
         notes.append("dropped metadata")
     if body.get("store") is True:
         notes.append("store: the chat provider keeps no response to continue from")
-    wanted = [str(i) for i in body.get("include") or []]
+    wanted = [str(i) for i in body.get("include")] if isinstance(body.get("include"), list) else []
     if wanted:
         notes.append(f"include {', '.join(wanted)}: not available from a chat provider")
     for field in body:

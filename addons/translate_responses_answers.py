@@ -27,7 +27,7 @@ import time
 import uuid
 from typing import Any
 
-from addons.translate_responses_tools import ITEM_PREFIX, ResponsesContext, call_item
+from addons.translate_responses_tools import ITEM_PREFIX, ResponsesContext, call_item, dicts
 
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -54,9 +54,8 @@ def responses_usage(chat_usage: Any) -> dict[str, Any] | None:
     prompt = prompt if isinstance(prompt, dict) else {}
     completion = completion if isinstance(completion, dict) else {}
     cached = _int(prompt.get("cached_tokens")) or _int(chat_usage.get("prompt_cache_hit_tokens"))  # DeepSeek
-    details: dict[str, int] = {"cached_tokens": cached}
-    if _int(prompt.get("cache_write_tokens")):  # OpenRouter, when the provider reports it
-        details["cache_write_tokens"] = _int(prompt["cache_write_tokens"])
+    # cache writes: OpenRouter reports them when the provider does
+    details = {"cached_tokens": cached, "cache_write_tokens": _int(prompt.get("cache_write_tokens"))}
     inputs, outputs = _int(chat_usage.get("prompt_tokens")), _int(chat_usage.get("completion_tokens"))
     return {"input_tokens": inputs, "input_tokens_details": details, "output_tokens": outputs,
             "output_tokens_details": {"reasoning_tokens": _int(completion.get("reasoning_tokens"))},
@@ -97,14 +96,12 @@ def reasoning_item(ident: str, text: str) -> dict[str, Any]:
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(part.get("text", "") for part in content or []
-                   if isinstance(part, dict) and part.get("type") == "text")
+    return "".join(str(part.get("text") or "") for part in dicts(content) if part.get("type") == "text")
 
 
 def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) -> dict[str, Any]:
     """A chat.completion as a Response object."""
-    choices = body.get("choices") or [{}]
-    choice = choices[0] if isinstance(choices[0], dict) else {}
+    choice = (dicts(body.get("choices")) or [{}])[0]
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     stem = id_stem(body.get("id"))
     output: list[dict[str, Any]] = []
@@ -113,7 +110,7 @@ def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) 
         output.append(reasoning_item(item_id(context, "reasoning", stem, len(output)), reasoning))
     if text := _text(message.get("content")) or (message.get("refusal") or ""):
         output.append(message_item(item_id(context, "message", stem, len(output)), text))
-    calls = [c for c in message.get("tool_calls") or [] if isinstance(c, dict)]
+    calls = dicts(message.get("tool_calls"))
     for n, call in enumerate(calls):
         function = call.get("function") if isinstance(call.get("function"), dict) else {}
         name = function.get("name")
@@ -121,7 +118,9 @@ def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) 
         call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else f"call_{stem}_{n}"
         output.append(call_item(context.ref(name), call_id, arguments,
                                 item_id(context, "call", stem, len(output), name)))
-    incomplete = INCOMPLETE.get(choice.get("finish_reason")) if not calls else None
+    finish = choice.get("finish_reason")
+    incomplete = INCOMPLETE.get(finish) if isinstance(finish, str) and not calls else None
     created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
-    return response_object(context, stem, created, body.get("model") or "", "incomplete" if incomplete else
+    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    return response_object(context, stem, created, model, "incomplete" if incomplete else
                            "completed", output, responses_usage(body.get("usage")), incomplete=incomplete)

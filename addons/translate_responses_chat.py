@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from addons.translate import chat_completion_id
-from addons.translate_responses_tools import note_once
+from addons.translate_responses_tools import dicts, note_once
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
 _HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stream",
@@ -50,8 +50,8 @@ def _input_parts(content: Any, notes: list[str]) -> str | list[dict[str, Any]]:
     if isinstance(content, str):
         return content
     parts: list[dict[str, Any]] = []
-    for part in content or []:
-        kind = part.get("type") if isinstance(part, dict) else None
+    for part in dicts(content):
+        kind = part.get("type")
         if kind == "text":
             parts.append({"type": "input_text", "text": str(part.get("text") or "")})
         elif kind == "image_url":
@@ -70,17 +70,19 @@ def _input_parts(content: Any, notes: list[str]) -> str | list[dict[str, Any]]:
     return parts
 
 
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _text(content: Any) -> str:
     if isinstance(content, str):
         return content
-    return "".join(str(p.get("text") or p.get("refusal") or "") for p in content or [] if isinstance(p, dict))
+    return "".join(str(p.get("text") or p.get("refusal") or "") for p in dicts(content))
 
 
 def _tools(tools: Any, notes: list[str]) -> list[dict[str, Any]]:
     out = []
-    for tool in tools or []:
-        if not isinstance(tool, dict):
-            continue
+    for tool in dicts(tools):
         if tool.get("type", "function") == "function" and isinstance(tool.get("function"), dict):
             function = tool["function"]
             entry = {"type": "function", "name": function.get("name", ""),
@@ -115,7 +117,7 @@ def _tool_choice(choice: Any) -> Any:
     if choice.get("type") == "allowed_tools" and isinstance(choice.get("allowed_tools"), dict):
         allowed = choice["allowed_tools"]
         tools = [{"type": t.get("type", "function"), "name": (t.get("function") or t.get("custom") or {}).get("name")}
-                 for t in allowed.get("tools") or [] if isinstance(t, dict)]
+                 for t in dicts(allowed.get("tools"))]
         return {"type": "allowed_tools", "mode": allowed.get("mode", "auto"), "tools": tools}
     return None
 
@@ -123,9 +125,7 @@ def _tool_choice(choice: Any) -> Any:
 def _history(messages: Any, notes: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     instructions: list[str] = []
     items: list[dict[str, Any]] = []
-    for message in messages or []:
-        if not isinstance(message, dict):
-            continue
+    for message in dicts(messages):
         role = message.get("role")
         if role in ("system", "developer"):
             if not items:
@@ -139,18 +139,16 @@ def _history(messages: Any, notes: list[str]) -> tuple[list[str], list[dict[str,
                 note_once(notes, "dropped reasoning from the history (the Responses API takes only its own items)")
             if text := _text(message.get("content")) or (message.get("refusal") or ""):
                 items.append({"role": "assistant", "content": text})
-            for call in message.get("tool_calls") or []:
-                if not isinstance(call, dict):
-                    continue
+            for call in dicts(message.get("tool_calls")):
                 if call.get("type") == "custom" and isinstance(call.get("custom"), dict):
-                    items.append({"type": "custom_tool_call", "call_id": call.get("id", ""),
+                    items.append({"type": "custom_tool_call", "call_id": _str(call.get("id")),
                                   "name": call["custom"].get("name", ""), "input": call["custom"].get("input", "")})
                     continue
                 function = call.get("function") if isinstance(call.get("function"), dict) else {}
-                items.append({"type": "function_call", "call_id": call.get("id", ""),
+                items.append({"type": "function_call", "call_id": _str(call.get("id")),
                               "name": function.get("name", ""), "arguments": function.get("arguments") or "{}"})
         elif role == "tool":
-            items.append({"type": "function_call_output", "call_id": message.get("tool_call_id", ""),
+            items.append({"type": "function_call_output", "call_id": _str(message.get("tool_call_id")),
                           "output": _text(message.get("content"))})
         else:
             note_once(notes, f"dropped {role} message")
@@ -215,17 +213,16 @@ def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
     refusals: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for item in body.get("output") or []:
-        kind = item.get("type") if isinstance(item, dict) else None
+    for item in dicts(body.get("output")):
+        kind = item.get("type")
         if kind == "message":
-            for part in item.get("content") or []:
-                if isinstance(part, dict) and part.get("type") == "output_text":
+            for part in dicts(item.get("content")):
+                if part.get("type") == "output_text":
                     texts.append(str(part.get("text") or ""))
-                elif isinstance(part, dict) and part.get("type") == "refusal":
+                elif part.get("type") == "refusal":
                     refusals.append(str(part.get("refusal") or ""))
         elif kind == "reasoning":
-            thoughts += [str(p.get("text") or "") for p in [*(item.get("summary") or []), *(item.get("content") or [])]
-                         if isinstance(p, dict)]
+            thoughts += [str(p.get("text") or "") for p in [*dicts(item.get("summary")), *dicts(item.get("content"))]]
         elif kind == "function_call":
             calls.append({"id": item.get("call_id", ""), "type": "function",
                           "function": {"name": item.get("name", ""), "arguments": item.get("arguments") or "{}"}})
@@ -250,7 +247,8 @@ def finish_reason(response: dict[str, Any], called_tools: bool) -> str:
     if called_tools:
         return "tool_calls"
     details = response.get("incomplete_details") if isinstance(response.get("incomplete_details"), dict) else {}
-    return _FINISH.get(details.get("reason"), "stop") if response.get("status") == "incomplete" else "stop"
+    reason = details.get("reason") if isinstance(details.get("reason"), str) else ""
+    return _FINISH.get(reason, "stop") if response.get("status") == "incomplete" else "stop"
 
 
 def chat_usage_of(usage: Any) -> dict[str, Any]:

@@ -39,7 +39,7 @@ from addons.translate_errors import openai_error, read_error, responses_error, s
 from addons.translate_responses_answers import (INCOMPLETE, id_stem, item_id, message_item, reasoning_item,
                                                 response_object, responses_usage, text_part)
 from addons.translate_responses_chat import chat_usage_of, finish_reason
-from addons.translate_responses_tools import ResponsesContext, call_item, custom_input
+from addons.translate_responses_tools import ResponsesContext, call_item, custom_input, dicts
 
 MAX_HELD = 32 << 20  # bytes of answer text a chat -> Responses translator holds for the .done events
 
@@ -126,7 +126,7 @@ class ChatToResponsesStream:
         self._started = True
         self._stem = id_stem(payload.get("id"))
         self._created = payload.get("created") if isinstance(payload.get("created"), int) else int(time.time())
-        self._model = payload.get("model") or self._model
+        self._model = payload.get("model") if isinstance(payload.get("model"), str) else self._model
         response = self._response("in_progress")
         return self._event("response.created", response=response) + \
             self._event("response.in_progress", response=response)
@@ -137,8 +137,7 @@ class ChatToResponsesStream:
         out = self._start(payload)
         if isinstance(payload.get("usage"), dict):
             self._usage = payload["usage"]
-        choices = payload.get("choices") or []
-        choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
+        choice = next((c for c in dicts(payload.get("choices")) if c.get("index", 0) == 0), None)
         if choice is None:
             return out
         delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
@@ -148,10 +147,9 @@ class ChatToResponsesStream:
         for text in (delta.get("content"), delta.get("refusal")):
             if isinstance(text, str) and text:
                 out += self._delta("message", text)
-        for call in delta.get("tool_calls") or []:
-            if isinstance(call, dict):
-                out += self._tool_delta(call)
-        if choice.get("finish_reason"):
+        for call in dicts(delta.get("tool_calls")):
+            out += self._tool_delta(call)
+        if isinstance(choice.get("finish_reason"), str):
             self._finish = choice["finish_reason"]
         if self._held > MAX_HELD:
             return out + self._fail({"error": {"code": "server_error", "message": (
@@ -324,7 +322,7 @@ class ResponsesToChatStream:
         self._started = True
         self._id = chat_completion_id(str(response.get("id") or "").removeprefix("resp_"))
         self._created = response.get("created_at") if isinstance(response.get("created_at"), int) else int(time.time())
-        self._model = response.get("model") or self._model
+        self._model = response.get("model") if isinstance(response.get("model"), str) else self._model
         return self._chunk({"role": "assistant", "content": ""})
 
     def _content(self, key: str, text: Any, index: Any) -> bytes:
@@ -344,6 +342,7 @@ class ResponsesToChatStream:
             return self._fail(payload)
         out = self._start(payload.get("response"))
         index, item = payload.get("output_index"), payload.get("item")
+        index = index if isinstance(index, int) else -1  # an index is a dict key here: never trust its type
         item = item if isinstance(item, dict) else {}
         if kind == "response.output_text.delta":
             out += self._content("content", payload.get("delta"), index)
@@ -379,11 +378,11 @@ class ResponsesToChatStream:
         if index in self._streamed:
             return b""
         if kind == "message":
-            return self._content("content", "".join(str(p.get("text") or "") for p in item.get("content") or []
-                                                    if isinstance(p, dict) and p.get("type") == "output_text"), index)
+            return self._content("content", "".join(str(p.get("text") or "") for p in dicts(item.get("content"))
+                                                    if p.get("type") == "output_text"), index)
         if kind == "reasoning":
-            return self._content("reasoning", "".join(str(p.get("text") or "") for p in item.get("summary") or []
-                                                      if isinstance(p, dict)), index)
+            return self._content("reasoning", "".join(str(p.get("text") or "")
+                                                      for p in dicts(item.get("summary"))), index)
         return b""
 
     def _end(self, response: dict[str, Any]) -> bytes:

@@ -65,14 +65,19 @@ class ResponsesContext:
         return self.tools.get(name) or ToolRef("function", name)
 
 
+def dicts(value: Any) -> list[dict[str, Any]]:
+    """The objects of a JSON list; nothing for anything else (the agent's JSON is not trusted to be well-formed)."""
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
 def note_once(notes: list[str], note: str) -> None:
     if note not in notes:
         notes.append(note)
 
 
-def chat_name(name: str, namespace: str | None = None) -> str:
+def chat_name(name: str, namespace: Any = None) -> str:
     """A tool's chat function name: namespaced ones flattened, unsafe characters replaced."""
-    if namespace:
+    if isinstance(namespace, str) and namespace:
         name = f"{namespace}{'' if namespace.endswith('_') else '__'}{name}"
     return _UNSAFE_NAME.sub("_", name)[:MAX_FUNCTION_NAME] or "tool"
 
@@ -114,7 +119,7 @@ class Tools:
         elif kind == "custom" and isinstance(name, str):
             self._add(ToolRef("custom", name, namespace), _custom_description(tool), _CUSTOM_PARAMETERS, None)
         elif kind == "namespace" and isinstance(name, str):
-            for inner in tool.get("tools") or []:
+            for inner in dicts(tool.get("tools")):
                 self.add(inner, name, deferred_later=deferred_later)
         elif kind == LOCAL_SHELL:
             self._add(ToolRef(LOCAL_SHELL, LOCAL_SHELL), "Runs a command on the user's machine and returns "
@@ -164,7 +169,7 @@ def tool_choice(choice: Any, tools: Tools, out: dict[str, Any], notes: list[str]
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
     elif kind == "allowed_tools":
         allowed = {tools.name_of(t.get("type"), t.get("name"), t.get("namespace"))
-                   for t in choice.get("tools") or [] if isinstance(t, dict)} - {None}
+                   for t in dicts(choice.get("tools"))} - {None}
         out["tools"] = [t for t in tools.chat if t["function"]["name"] in allowed]
         notes.append(f"allowed_tools: sent the {len(out['tools'])} allowed tools only")
         mode = "required" if choice.get("mode") == "required" else "auto"
@@ -175,7 +180,7 @@ def tool_choice(choice: Any, tools: Tools, out: dict[str, Any], notes: list[str]
         else:
             del out["tools"]
     else:
-        raise Untranslatable(f"tool_choice forces the hosted tool {kind or choice!r}, which a chat provider does "
+        raise Untranslatable(f"tool_choice forces the hosted tool {kind or choice}, which a chat provider does "
                              "not have")
 
 
@@ -206,7 +211,7 @@ def _shell_action(arguments: str) -> dict[str, Any]:
     command = parsed.get("command")
     if isinstance(command, str):
         command = ["bash", "-lc", command]
-    action: dict[str, Any] = {"type": "exec", "command": [str(c) for c in command or []]}
+    action: dict[str, Any] = {"type": "exec", "command": [str(c) for c in command] if isinstance(command, list) else []}
     if isinstance(parsed.get("workdir"), str):
         action["working_directory"] = parsed["workdir"]
     if isinstance(parsed.get("timeout_ms"), int):

@@ -198,3 +198,18 @@ def test_whole_responses_answers_both_ways():
     failed = {**response, "status": "failed", "error": {"code": "server_error", "message": "it broke"}}
     status, body = translate_answer(plan, json.dumps(failed).encode(), 200)
     assert status == 502 and json.loads(body)["error"]["message"] == "it broke"
+
+
+def test_a_translator_that_breaks_fails_the_request_closed(monkeypatch):
+    """A bug in a translator must not leave the request to go out unchanged to the agent's provider."""
+    from addons import translation
+
+    def broken(*args, **kwargs):
+        raise KeyError("a translator bug")
+
+    monkeypatch.setattr(translation, "translate_request", broken)
+    with pytest.raises(PlanError) as error:
+        plan_for({"model": "local", "input": "hi"}, Dialect.OPENAI_RESPONSES)
+    assert (error.value.kind, error.value.status) == ("translation_failed", 500)
+    assert str(error.value) == ("Clutch could not translate this openai_responses request to openai_chat for "
+                                "ollama:qwen3:4b: KeyError")

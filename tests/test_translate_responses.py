@@ -364,3 +364,77 @@ def test_errors_in_the_responses_dialect():
     assert responses_error(UpstreamError("slow down", "rate_limit_error"), 500)["code"] == "rate_limit_exceeded"
     assert responses_error(UpstreamError("no credit"), 402)["code"] == "insufficient_quota"
     assert responses_error(UpstreamError("boom"), 500) == {"code": "server_error", "message": "boom"}
+
+
+# ============================================================================= hostile shapes
+
+JUNK = [None, 7, True, "x", [], {}, [7, "x", None], {"type": 7, "content": 7, "tools": 7}]
+
+
+def mutations(value, path=()):
+    """Every variant of `value` with one sub-value (or list element) replaced by junk of another shape
+    (the body itself is a JSON object: dialects.read_call reads nothing else)."""
+    if path:
+        for junk in JUNK:
+            yield path, junk
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            yield from mutations(inner, (*path, key))
+    elif isinstance(value, list):
+        for n, inner in enumerate(value):
+            yield from mutations(inner, (*path, n))
+
+
+def replaced(value, path, junk):
+    if not path:
+        return junk
+    copy = dict(value) if isinstance(value, dict) else list(value)
+    copy[path[0]] = replaced(value[path[0]], path[1:], junk)
+    return copy
+
+
+HISTORY = [{"type": "function_call", "call_id": "c1", "name": "exec_command", "arguments": "{}", "namespace": "n"},
+           {"type": "function_call_output", "call_id": "c1", "output": [{"type": "input_image", "image_url": PNG}]},
+           {"type": "custom_tool_call", "call_id": "c2", "name": "apply_patch", "input": PATCH},
+           {"type": "local_shell_call", "call_id": "c3", "action": {"type": "exec", "command": ["ls"]}},
+           {"type": "tool_search_output", "call_id": "c4", "tools": [GET_TIME]},
+           {"type": "reasoning", "summary": [], "encrypted_content": "x"}]
+
+
+def test_hostile_shapes_never_crash_a_translator():
+    """Every field of real-shaped requests and answers, replaced by junk of another type, gives a translation
+    or Untranslatable (which the plan turns into a 400), never an exception: these bytes come from agents
+    and providers, and a crash would leave the request to mitmproxy's own path."""
+    request = {**codex_request(*HISTORY), "tool_choice": {"type": "allowed_tools", "mode": "auto",
+                                                          "tools": [{"type": "function", "name": "exec_command"}]},
+               "text": {"format": {"type": "json_schema", "name": "a", "schema": {}}}, "max_output_tokens": 100}
+    _, context, _ = to_chat(request)
+    answer = completion({"role": "assistant", "content": "x", "reasoning": "r", "tool_calls": [
+        {"id": "c", "type": "function", "function": {"name": "apply_patch", "arguments": '{"input":"p"}'}}]})
+    chat_request = {"model": "m", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": [
+        {"type": "text", "text": "t"}, {"type": "image_url", "image_url": {"url": PNG}}]}, {"role": "assistant",
+        "tool_calls": [{"id": "c", "type": "custom", "custom": {"name": "n", "input": "i"}}]}],
+        "tools": [{"type": "function", "function": {"name": "f"}}], "reasoning": {"max_tokens": 5000},
+        "tool_choice": {"type": "allowed_tools", "allowed_tools": {"tools": [{"type": "function"}]}}}
+    response = {"id": "resp_1", "status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+                "output": [{"type": "message", "content": [{"type": "output_text", "text": "t"}]},
+                           {"type": "reasoning", "summary": [{"text": "r"}]},
+                           {"type": "custom_tool_call", "call_id": "c", "name": "n", "input": "i"}],
+                "usage": {"input_tokens": 1, "input_tokens_details": {"cached_tokens": 1}}}
+    checked = 0
+    for path, junk in mutations(request):
+        try:
+            to_chat(replaced(request, path, junk))
+        except Untranslatable:
+            pass
+        checked += 1
+    for path, junk in mutations(answer):
+        chat_to_responses_response(replaced(answer, path, junk), context)
+        checked += 1
+    for path, junk in mutations(chat_request):
+        chat_to_responses_request(replaced(chat_request, path, junk), "m", [])
+        checked += 1
+    for path, junk in mutations(response):
+        responses_to_chat_response(replaced(response, path, junk))
+        checked += 1
+    assert checked > 1500

@@ -316,3 +316,26 @@ def test_responses_stream_reaches_an_anthropic_agent_through_chat():
     assert (tool_use.id, tool_use.name) == ("call_12345xyz", "get_weather")
     assert tool_use.input == {"location": "Paris, France"}
     assert message.stop_reason == "tool_use" and message.usage.input_tokens == 37
+
+
+def test_hostile_event_shapes_never_crash_a_stream_translator():
+    """Every field of real-shaped chunks and events, replaced by junk of another type, is translated or
+    skipped, never an exception (a provider's bytes are not trusted to be well-formed)."""
+    from test_translate_responses import mutations, replaced
+    chat_events = [json.loads(block[6:]) for block in OPENROUTER_REASONING_STREAM.split(b"\n\n")
+                   if block.startswith(b"data: {")] + [json.loads(block[6:]) for block in OPENAI_TOOL_STREAM.split(
+                       b"\n\n") if block.startswith(b"data: {")]
+    responses = [json.loads(block.split(b"data: ", 1)[1]) for block in
+                 (RESPONSES_CALL_STREAM + RESPONSES_TEXT_STREAM).split(b"\n\n") if b"data: " in block]
+    checked = 0
+    for events, make in ((chat_events, lambda: ChatToResponsesStream("m", context_for())),
+                         (responses, lambda: ResponsesToChatStream("m", True))):
+        for n, event in enumerate(events):
+            for path, junk in mutations(event):
+                stream = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n"
+                                  for e in [*events[:n], replaced(event, path, junk), *events[n + 1:]])
+                translator = make()
+                translator.feed(stream)
+                translator.finish()
+                checked += 1
+    assert checked > 1000
