@@ -171,9 +171,16 @@ class _History:
             self._flush_images()
             self.messages.append({"role": "user", "content": f"Output of tool call {call_id}:\n{text}"})
             return
-        if self.messages and self.messages[-1]["role"] not in ("assistant", "tool"):
+        # chat wants a call's output among the tool messages right after the assistant message that made it
+        messages = self.messages
+        at = next(n for n in range(len(messages) - 1, -1, -1) if messages[n]["role"] == "assistant"
+                  and any(c["id"] == call_id for c in messages[n].get("tool_calls") or []))
+        at += 1
+        while at < len(messages) and messages[at]["role"] == "tool":
+            at += 1
+        if at < len(messages):
             note_once(self.notes, "moved a tool output next to its call")
-        self.messages.append({"role": "tool", "tool_call_id": call_id, "content": text})
+        messages.insert(at, {"role": "tool", "tool_call_id": call_id, "content": text})
         if images:
             note_once(self.notes, "moved tool output images into a user message (chat tool messages are text)")
             self.images += [{"type": "text", "text": f"(images returned by tool call {call_id})"}, *images]
@@ -223,7 +230,10 @@ class _History:
 
     def finish(self) -> list[dict[str, Any]]:
         self._flush_images()
-        return self.messages
+        empty = [m for m in self.messages if m["role"] == "assistant" and not m["content"] and not m.get("tool_calls")]
+        if empty:  # many chat servers refuse an assistant message without content
+            note_once(self.notes, "dropped empty assistant messages")
+        return [m for m in self.messages if not any(m is e for e in empty)]
 
 
 # ------------------------------------------------------------------------------------------ request

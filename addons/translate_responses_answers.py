@@ -1,7 +1,8 @@
-"""A chat provider's whole answer as a Responses answer: the Response object an agent that called the
-Responses API gets when its request was translated to Chat Completions (translate_responses.py). The
-ids, usage and status mappings here are shared with the stream translator
-(translate_responses_stream.py).
+"""Whole answers between the Responses API and Chat Completions: a chat provider's answer as the Response
+object a Responses agent gets when its request was translated to Chat (translate_responses.py), and a
+Response object as the chat.completion a Chat agent gets from a Responses-only provider
+(translate_responses_chat.py). The ids, usage and status mappings here are shared with the stream
+translators.
 
 Pure logic, no mitmproxy. Shapes: https://platform.openai.com/docs/api-reference/responses/object
 (id, created_at, status, incomplete_details, output items, usage with input_tokens_details.cached_tokens
@@ -17,7 +18,11 @@ Decisions:
   whose summary is that text; it has no `encrypted_content` (a chat provider has none), and goes no
   further than the agent (translate_responses.py drops reasoning on the way to a chat provider).
 * finish_reason "length" is status "incomplete" with reason max_output_tokens, "content_filter" status
-  "incomplete" with reason content_filter; a chat error object inside a 200 is no answer (plan.py).
+  "incomplete" with reason content_filter, and back; a chat error object inside a 200, or a failed
+  Response, is no answer (plan.py).
+* Towards a Chat agent, Responses reasoning (summary or reasoning text) becomes OpenRouter's
+  `message.reasoning`, and a custom tool call a chat custom tool call ({"type": "custom", "custom":
+  {"name", "input"}}).
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ import time
 import uuid
 from typing import Any
 
+from addons.translate import chat_completion_id
 from addons.translate_responses_tools import ITEM_PREFIX, ResponsesContext, call_item, dicts
 
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_FINISH = {reason: finish for finish, reason in INCOMPLETE.items()}
 
 
 def _int(value: Any) -> int:
@@ -124,3 +131,61 @@ def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) 
     model = body.get("model") if isinstance(body.get("model"), str) else ""
     return response_object(context, stem, created, model, "incomplete" if incomplete else
                            "completed", output, responses_usage(body.get("usage")), incomplete=incomplete)
+
+
+def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
+    """A Response object as a chat.completion (reasoning as OpenRouter's message.reasoning)."""
+    texts: list[str] = []
+    refusals: list[str] = []
+    thoughts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    for item in dicts(body.get("output")):
+        kind = item.get("type")
+        if kind == "message":
+            for part in dicts(item.get("content")):
+                if part.get("type") == "output_text":
+                    texts.append(str(part.get("text") or ""))
+                elif part.get("type") == "refusal":
+                    refusals.append(str(part.get("refusal") or ""))
+        elif kind == "reasoning":
+            thoughts += [str(p.get("text") or "") for p in [*dicts(item.get("summary")), *dicts(item.get("content"))]]
+        elif kind == "function_call":
+            calls.append({"id": item.get("call_id", ""), "type": "function",
+                          "function": {"name": item.get("name", ""), "arguments": item.get("arguments") or "{}"}})
+        elif kind == "custom_tool_call":
+            calls.append({"id": item.get("call_id", ""), "type": "custom",
+                          "custom": {"name": item.get("name", ""), "input": item.get("input") or ""}})
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
+                               "refusal": "".join(refusals) or None}
+    if thoughts:
+        message["reasoning"] = "\n\n".join(t for t in thoughts if t)
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": chat_completion_id(str(body.get("id") or "").removeprefix("resp_")), "object": "chat.completion",
+            "created": body.get("created_at") if isinstance(body.get("created_at"), int) else int(time.time()),
+            "model": body.get("model") or "",
+            "choices": [{"index": 0, "message": message, "logprobs": None,
+                         "finish_reason": finish_reason_of(body, bool(calls))}],
+            "usage": chat_usage_from_responses(body.get("usage"))}
+
+
+def finish_reason_of(response: dict[str, Any], called_tools: bool) -> str:
+    if called_tools:
+        return "tool_calls"
+    details = response.get("incomplete_details") if isinstance(response.get("incomplete_details"), dict) else {}
+    reason = details.get("reason") if isinstance(details.get("reason"), str) else ""
+    return _FINISH.get(reason, "stop") if response.get("status") == "incomplete" else "stop"
+
+
+def chat_usage_from_responses(usage: Any) -> dict[str, Any]:
+    """Responses usage as chat usage (both count cached tokens in the input, reasoning in the output)."""
+    def count(outer: dict[str, Any], key: str) -> int:
+        value = outer.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    usage = usage if isinstance(usage, dict) else {}
+    inputs, outputs = (usage.get(k) if isinstance(usage.get(k), dict) else {}
+                       for k in ("input_tokens_details", "output_tokens_details"))
+    prompt, completion = count(usage, "input_tokens"), count(usage, "output_tokens")
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": count(inputs, "cached_tokens")},
+            "completion_tokens_details": {"reasoning_tokens": count(outputs, "reasoning_tokens")}}

@@ -1,10 +1,12 @@
 """A Chat Completions client routed to a provider that speaks only the Responses API: its request as a
-Responses request, and a whole Response object as a chat.completion. The stream is
-`ResponsesToChatStream` in translate_responses_stream.py.
+Responses request, and the Responses event stream as chat chunks (`ResponsesToChatStream`, the protocol
+of translate_stream.py). A whole Response as a chat.completion is in translate_responses_answers.py.
 
 Pure logic, no mitmproxy. Shapes: https://platform.openai.com/docs/api-reference/chat/create,
-https://platform.openai.com/docs/api-reference/responses/create and
-https://platform.openai.com/docs/api-reference/responses/object.
+https://platform.openai.com/docs/api-reference/chat-streaming,
+https://platform.openai.com/docs/api-reference/responses/create,
+https://platform.openai.com/docs/api-reference/responses/object and
+https://platform.openai.com/docs/api-reference/responses-streaming.
 
 Decisions:
 
@@ -14,15 +16,25 @@ Decisions:
 * The Responses API has no stop sequences, `n`, `seed`, penalties or logprobs on this path: dropped with a
   note. max_output_tokens has a minimum of 16 there; smaller limits are raised to it (with a note).
 * An OpenRouter-style `reasoning` ({effort} or {max_tokens}) or `reasoning_effort` becomes
-  `reasoning.effort`; reasoning summaries come back as OpenRouter's `message.reasoning`.
+  `reasoning.effort`; reasoning summaries come back as OpenRouter's `message.reasoning` (streamed:
+  `delta.reasoning`).
+* A stream's items may come as deltas or whole in `output_item.done`; whatever did not come as deltas is
+  sent from the finished item, so nothing is lost. A custom tool call is sent whole when it is done.
+* `response.failed` or an `error` event ends the chat stream with the error chunk and no [DONE], as
+  OpenRouter does, so a client never mistakes the truncated answer for a complete one.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
+from addons.sse import SSEParser
 from addons.translate import chat_completion_id
+from addons.translate_errors import openai_error, read_error, status_of
+from addons.translate_responses_answers import chat_usage_from_responses, finish_reason_of
+from addons.translate_responses_stream import json_object
 from addons.translate_responses_tools import dicts, note_once
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
@@ -30,7 +42,6 @@ _HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "tempera
             "stream_options", "tools", "tool_choice", "parallel_tool_calls", "reasoning_effort", "reasoning", "user",
             "response_format", "store", "metadata", "service_tier", "prompt_cache_key", "safety_identifier",
             "verbosity"}
-_FINISH = {"max_output_tokens": "length", "content_filter": "content_filter"}
 
 
 def _effort(body: dict[str, Any]) -> str | None:
@@ -68,6 +79,10 @@ def _input_parts(content: Any, notes: list[str]) -> str | list[dict[str, Any]]:
         elif kind is not None:
             note_once(notes, f"dropped {kind} content part (no Responses counterpart here)")
     return parts
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _str(value: Any) -> str:
@@ -207,57 +222,127 @@ def chat_to_responses_request(body: dict[str, Any], model: str, notes: list[str]
     return out
 
 
-def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
-    """A Response object as a chat.completion (reasoning as OpenRouter's message.reasoning)."""
-    texts: list[str] = []
-    refusals: list[str] = []
-    thoughts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    for item in dicts(body.get("output")):
+# ------------------------------------------------------------------------------------------ stream
+
+class ResponsesToChatStream:
+    """Upstream Responses events -> chat chunks and `data: [DONE]`."""
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self.first_content = False
+        self.error: dict[str, Any] | None = None
+        self._parser = SSEParser()
+        self._model, self._include_usage = model, include_usage
+        self._id, self._created = "", 0
+        self._started = self._ended = False
+        self._calls: dict[int, int] = {}  # output index -> chat tool call index
+        self._streamed: set[int] = set()  # output indexes whose text or arguments came as deltas
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = bytearray()
+        for event in self._parser.feed(chunk):
+            if self._ended:
+                break
+            if (payload := json_object(event.data)) is not None:
+                out += self._event(str(payload.get("type") or event.event), payload)
+        return bytes(out)
+
+    def finish(self) -> bytes:
+        return self._end({"status": "completed"})
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
+                                 "model": self._model,
+                                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+        if self._include_usage:
+            chunk["usage"] = None  # as OpenAI does on every chunk but the last under include_usage
+        return f"data: {_dumps(chunk)}\n\n".encode()
+
+    def _start(self, response: Any) -> bytes:
+        if self._started:
+            return b""
+        response = response if isinstance(response, dict) else {}
+        self._started = True
+        self._id = chat_completion_id(str(response.get("id") or "").removeprefix("resp_"))
+        self._created = response.get("created_at") if isinstance(response.get("created_at"), int) else int(time.time())
+        self._model = response.get("model") if isinstance(response.get("model"), str) else self._model
+        return self._chunk({"role": "assistant", "content": ""})
+
+    def _content(self, key: str, text: Any, index: Any) -> bytes:
+        if not isinstance(text, str) or not text:
+            return b""
+        self.first_content = True
+        if isinstance(index, int):
+            self._streamed.add(index)
+        return self._chunk({key: text})
+
+    def _call(self, index: Any, entry: dict[str, Any]) -> bytes:
+        self.first_content = True
+        return self._chunk({"tool_calls": [{"index": self._calls[index], **entry}]})
+
+    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
+        if kind in ("error", "response.failed"):
+            return self._fail(payload)
+        out = self._start(payload.get("response"))
+        index, item = payload.get("output_index"), payload.get("item")
+        index = index if isinstance(index, int) else -1  # an index is a dict key here: never trust its type
+        item = item if isinstance(item, dict) else {}
+        if kind == "response.output_text.delta":
+            out += self._content("content", payload.get("delta"), index)
+        elif kind == "response.refusal.delta":
+            out += self._content("refusal", payload.get("delta"), index)
+        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
+            out += self._content("reasoning", payload.get("delta"), index)
+        elif kind == "response.output_item.added" and item.get("type") == "function_call" and index not in self._calls:
+            self._calls[index] = len(self._calls)
+            arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else ""
+            if arguments:
+                self._streamed.add(index)
+            out += self._call(index, {"id": item.get("call_id", ""), "type": "function",
+                                      "function": {"name": item.get("name", ""), "arguments": arguments}})
+        elif kind == "response.function_call_arguments.delta" and index in self._calls:
+            self._streamed.add(index)
+            out += self._call(index, {"function": {"arguments": str(payload.get("delta") or "")}})
+        elif kind == "response.output_item.done":
+            out += self._item_done(index, item)
+        elif kind in ("response.completed", "response.incomplete"):
+            out += self._end(payload.get("response") if isinstance(payload.get("response"), dict) else {})
+        return out
+
+    def _item_done(self, index: Any, item: dict[str, Any]) -> bytes:
+        """What an item brought whole, without deltas."""
         kind = item.get("type")
+        if kind == "function_call" and index in self._calls and index not in self._streamed:
+            return self._call(index, {"function": {"arguments": str(item.get("arguments") or "")}})
+        if kind == "custom_tool_call" and index not in self._calls:
+            self._calls[index] = len(self._calls)
+            return self._call(index, {"id": item.get("call_id", ""), "type": "custom",
+                                      "custom": {"name": item.get("name", ""), "input": item.get("input") or ""}})
+        if index in self._streamed:
+            return b""
         if kind == "message":
-            for part in dicts(item.get("content")):
-                if part.get("type") == "output_text":
-                    texts.append(str(part.get("text") or ""))
-                elif part.get("type") == "refusal":
-                    refusals.append(str(part.get("refusal") or ""))
-        elif kind == "reasoning":
-            thoughts += [str(p.get("text") or "") for p in [*dicts(item.get("summary")), *dicts(item.get("content"))]]
-        elif kind == "function_call":
-            calls.append({"id": item.get("call_id", ""), "type": "function",
-                          "function": {"name": item.get("name", ""), "arguments": item.get("arguments") or "{}"}})
-        elif kind == "custom_tool_call":
-            calls.append({"id": item.get("call_id", ""), "type": "custom",
-                          "custom": {"name": item.get("name", ""), "input": item.get("input") or ""}})
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
-                               "refusal": "".join(refusals) or None}
-    if thoughts:
-        message["reasoning"] = "\n\n".join(t for t in thoughts if t)
-    if calls:
-        message["tool_calls"] = calls
-    return {"id": chat_completion_id(str(body.get("id") or "").removeprefix("resp_")), "object": "chat.completion",
-            "created": body.get("created_at") if isinstance(body.get("created_at"), int) else int(time.time()),
-            "model": body.get("model") or "",
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": finish_reason(body, bool(calls))}],
-            "usage": chat_usage_of(body.get("usage"))}
+            return self._content("content", "".join(str(p.get("text") or "") for p in dicts(item.get("content"))
+                                                    if p.get("type") == "output_text"), index)
+        if kind == "reasoning":
+            return self._content("reasoning", "".join(str(p.get("text") or "")
+                                                      for p in dicts(item.get("summary"))), index)
+        return b""
 
+    def _end(self, response: dict[str, Any]) -> bytes:
+        if self._ended:
+            return b""
+        out = self._start(response)
+        self._ended = True
+        out += self._chunk({}, finish_reason_of(response, bool(self._calls)))
+        if self._include_usage:
+            last = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
+                    "choices": [], "usage": chat_usage_from_responses(response.get("usage"))}
+            out += f"data: {_dumps(last)}\n\n".encode()
+        return out + b"data: [DONE]\n\n"
 
-def finish_reason(response: dict[str, Any], called_tools: bool) -> str:
-    if called_tools:
-        return "tool_calls"
-    details = response.get("incomplete_details") if isinstance(response.get("incomplete_details"), dict) else {}
-    reason = details.get("reason") if isinstance(details.get("reason"), str) else ""
-    return _FINISH.get(reason, "stop") if response.get("status") == "incomplete" else "stop"
-
-
-def chat_usage_of(usage: Any) -> dict[str, Any]:
-    """Responses usage as chat usage."""
-    usage = usage if isinstance(usage, dict) else {}
-    inputs = usage.get("input_tokens_details") if isinstance(usage.get("input_tokens_details"), dict) else {}
-    outputs = usage.get("output_tokens_details") if isinstance(usage.get("output_tokens_details"), dict) else {}
-    prompt = usage.get("input_tokens") if isinstance(usage.get("input_tokens"), int) else 0
-    completion = usage.get("output_tokens") if isinstance(usage.get("output_tokens"), int) else 0
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": inputs.get("cached_tokens") or 0},
-            "completion_tokens_details": {"reasoning_tokens": outputs.get("reasoning_tokens") or 0}}
+    def _fail(self, payload: dict[str, Any]) -> bytes:
+        response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
+        body = response.get("error") if isinstance(response.get("error"), dict) else payload
+        error = read_error({"error": body} if "message" in body else body)
+        self.error = body
+        self._ended = True
+        return f"data: {_dumps(openai_error(error, status_of(error)))}\n\n".encode()

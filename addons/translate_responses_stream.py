@@ -1,7 +1,8 @@
-"""Streamed answers translated on the fly between the Responses API and Chat Completions: a chat
-provider's chunks as the Responses event sequence (for Codex and other Responses agents), and a
-Responses provider's events as chat chunks (for Chat agents). Same protocol as translate_stream.py:
-`feed(bytes) -> bytes`, `finish() -> bytes`, `first_content`, `error`.
+"""A chat provider's streamed answer translated on the fly into the Responses event sequence, for Codex
+and other Responses agents whose request went to Chat Completions (translate_responses.py). Same
+protocol as translate_stream.py: `feed(bytes) -> bytes`, `finish() -> bytes`, `first_content`, `error`.
+The other way (a Responses provider's events as chat chunks) is `ResponsesToChatStream` in
+translate_responses_chat.py.
 
 Pure logic, no mitmproxy. Event sequences follow
 https://platform.openai.com/docs/api-reference/responses-streaming (response.created, response.in_progress,
@@ -23,7 +24,7 @@ Decisions:
   translator holds the answer: up to MAX_HELD bytes, past which the stream fails (response.failed)
   rather than grow without bound.
 * An upstream error inside the stream ends the translated stream with `response.failed` carrying the
-  error (code as translate_errors.responses_error), or, towards chat, the error chunk without [DONE].
+  error (code as translate_errors.responses_error).
 """
 
 from __future__ import annotations
@@ -34,11 +35,9 @@ import time
 from typing import Any
 
 from addons.sse import SSEParser
-from addons.translate import chat_completion_id
-from addons.translate_errors import openai_error, read_error, responses_error, status_of
+from addons.translate_errors import read_error, responses_error, status_of
 from addons.translate_responses_answers import (INCOMPLETE, id_stem, item_id, message_item, reasoning_item,
                                                 response_object, responses_usage, text_part)
-from addons.translate_responses_chat import chat_usage_of, finish_reason
 from addons.translate_responses_tools import ResponsesContext, call_item, custom_input, dicts
 
 MAX_HELD = 32 << 20  # bytes of answer text a chat -> Responses translator holds for the .done events
@@ -48,7 +47,7 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def _json_object(data: str) -> dict[str, Any] | None:
+def json_object(data: str) -> dict[str, Any] | None:
     try:
         value = json.loads(data)
     except ValueError:
@@ -101,7 +100,7 @@ class ChatToResponsesStream:
                 break
             if event.data.strip() == "[DONE]":
                 out += self._end()
-            elif (payload := _json_object(event.data)) is not None:
+            elif (payload := json_object(event.data)) is not None:
                 out += self._chunk(payload)
         return bytes(out)
 
@@ -280,127 +279,3 @@ class ChatToResponsesStream:
         self._ended = True
         failed = self._response("failed", error=responses_error(error, error.status or status_of(error)))
         return out + self._event("response.failed", response=failed)
-
-
-class ResponsesToChatStream:
-    """Upstream Responses events -> chat chunks and `data: [DONE]`."""
-
-    def __init__(self, model: str, include_usage: bool) -> None:
-        self.first_content = False
-        self.error: dict[str, Any] | None = None
-        self._parser = SSEParser()
-        self._model, self._include_usage = model, include_usage
-        self._id, self._created = "", 0
-        self._started = self._ended = False
-        self._calls: dict[int, int] = {}  # output index -> chat tool call index
-        self._streamed: set[int] = set()  # output indexes whose text or arguments came as deltas
-
-    def feed(self, chunk: bytes) -> bytes:
-        out = bytearray()
-        for event in self._parser.feed(chunk):
-            if self._ended:
-                break
-            if (payload := _json_object(event.data)) is not None:
-                out += self._event(str(payload.get("type") or event.event), payload)
-        return bytes(out)
-
-    def finish(self) -> bytes:
-        return self._end({"status": "completed"})
-
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        chunk: dict[str, Any] = {"id": self._id, "object": "chat.completion.chunk", "created": self._created,
-                                 "model": self._model,
-                                 "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
-        if self._include_usage:
-            chunk["usage"] = None  # as OpenAI does on every chunk but the last under include_usage
-        return f"data: {_dumps(chunk)}\n\n".encode()
-
-    def _start(self, response: Any) -> bytes:
-        if self._started:
-            return b""
-        response = response if isinstance(response, dict) else {}
-        self._started = True
-        self._id = chat_completion_id(str(response.get("id") or "").removeprefix("resp_"))
-        self._created = response.get("created_at") if isinstance(response.get("created_at"), int) else int(time.time())
-        self._model = response.get("model") if isinstance(response.get("model"), str) else self._model
-        return self._chunk({"role": "assistant", "content": ""})
-
-    def _content(self, key: str, text: Any, index: Any) -> bytes:
-        if not isinstance(text, str) or not text:
-            return b""
-        self.first_content = True
-        if isinstance(index, int):
-            self._streamed.add(index)
-        return self._chunk({key: text})
-
-    def _call(self, index: Any, entry: dict[str, Any]) -> bytes:
-        self.first_content = True
-        return self._chunk({"tool_calls": [{"index": self._calls[index], **entry}]})
-
-    def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
-        if kind in ("error", "response.failed"):
-            return self._fail(payload)
-        out = self._start(payload.get("response"))
-        index, item = payload.get("output_index"), payload.get("item")
-        index = index if isinstance(index, int) else -1  # an index is a dict key here: never trust its type
-        item = item if isinstance(item, dict) else {}
-        if kind == "response.output_text.delta":
-            out += self._content("content", payload.get("delta"), index)
-        elif kind == "response.refusal.delta":
-            out += self._content("refusal", payload.get("delta"), index)
-        elif kind in ("response.reasoning_summary_text.delta", "response.reasoning_text.delta"):
-            out += self._content("reasoning", payload.get("delta"), index)
-        elif kind == "response.output_item.added" and item.get("type") == "function_call" and index not in self._calls:
-            self._calls[index] = len(self._calls)
-            arguments = item.get("arguments") if isinstance(item.get("arguments"), str) else ""
-            if arguments:
-                self._streamed.add(index)
-            out += self._call(index, {"id": item.get("call_id", ""), "type": "function",
-                                      "function": {"name": item.get("name", ""), "arguments": arguments}})
-        elif kind == "response.function_call_arguments.delta" and index in self._calls:
-            self._streamed.add(index)
-            out += self._call(index, {"function": {"arguments": str(payload.get("delta") or "")}})
-        elif kind == "response.output_item.done":
-            out += self._item_done(index, item)
-        elif kind in ("response.completed", "response.incomplete"):
-            out += self._end(payload.get("response") if isinstance(payload.get("response"), dict) else {})
-        return out
-
-    def _item_done(self, index: Any, item: dict[str, Any]) -> bytes:
-        """What an item brought whole, without deltas."""
-        kind = item.get("type")
-        if kind == "function_call" and index in self._calls and index not in self._streamed:
-            return self._call(index, {"function": {"arguments": str(item.get("arguments") or "")}})
-        if kind == "custom_tool_call" and index not in self._calls:
-            self._calls[index] = len(self._calls)
-            return self._call(index, {"id": item.get("call_id", ""), "type": "custom",
-                                      "custom": {"name": item.get("name", ""), "input": item.get("input") or ""}})
-        if index in self._streamed:
-            return b""
-        if kind == "message":
-            return self._content("content", "".join(str(p.get("text") or "") for p in dicts(item.get("content"))
-                                                    if p.get("type") == "output_text"), index)
-        if kind == "reasoning":
-            return self._content("reasoning", "".join(str(p.get("text") or "")
-                                                      for p in dicts(item.get("summary"))), index)
-        return b""
-
-    def _end(self, response: dict[str, Any]) -> bytes:
-        if self._ended:
-            return b""
-        out = self._start(response)
-        self._ended = True
-        out += self._chunk({}, finish_reason(response, bool(self._calls)))
-        if self._include_usage:
-            last = {"id": self._id, "object": "chat.completion.chunk", "created": self._created, "model": self._model,
-                    "choices": [], "usage": chat_usage_of(response.get("usage"))}
-            out += f"data: {_dumps(last)}\n\n".encode()
-        return out + b"data: [DONE]\n\n"
-
-    def _fail(self, payload: dict[str, Any]) -> bytes:
-        response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
-        body = response.get("error") if isinstance(response.get("error"), dict) else payload
-        error = read_error({"error": body} if "message" in body else body)
-        self.error = body
-        self._ended = True
-        return f"data: {_dumps(openai_error(error, status_of(error)))}\n\n".encode()

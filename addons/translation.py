@@ -25,9 +25,9 @@ from addons import translate, translate_stream
 from addons.rules import Dialect
 from addons.translate import Flavour
 from addons.translate_responses import responses_to_chat_request
-from addons.translate_responses_answers import chat_to_responses_response
-from addons.translate_responses_chat import chat_to_responses_request, responses_to_chat_response
-from addons.translate_responses_stream import ChatToResponsesStream, ResponsesToChatStream
+from addons.translate_responses_answers import chat_to_responses_response, responses_to_chat_response
+from addons.translate_responses_chat import ResponsesToChatStream, chat_to_responses_request
+from addons.translate_responses_stream import ChatToResponsesStream
 from addons.translate_responses_tools import ResponsesContext
 from addons.translate_stream import StreamTranslator
 

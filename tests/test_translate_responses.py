@@ -21,8 +21,8 @@ from addons.rules import Dialect
 from addons.translate import Flavour
 from addons.translate_errors import UpstreamError, responses_error, translate_error
 from addons.translate_responses import responses_to_chat_request
-from addons.translate_responses_answers import chat_to_responses_response
-from addons.translate_responses_chat import chat_to_responses_request, responses_to_chat_response
+from addons.translate_responses_answers import chat_to_responses_response, responses_to_chat_response
+from addons.translate_responses_chat import chat_to_responses_request
 from addons.translate_responses_tools import Untranslatable
 from addons.translation import translate_request, translate_whole
 
@@ -438,3 +438,17 @@ def test_hostile_shapes_never_crash_a_translator():
         responses_to_chat_response(replaced(response, path, junk))
         checked += 1
     assert checked > 1500
+
+
+def test_an_output_after_a_later_message_moves_next_to_its_call():
+    chat, _, notes = to_chat({"model": "x", "tools": [EXEC], "input": [
+        {"role": "user", "content": "go"},
+        {"type": "function_call", "call_id": "call_a", "name": "exec_command", "arguments": "{}"},
+        {"type": "function_call", "call_id": "call_b", "name": "exec_command", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_a", "output": "a"},
+        {"role": "user", "content": "(interrupted)"},
+        {"type": "function_call_output", "call_id": "call_b", "output": "b"},
+        {"role": "assistant", "content": [{"type": "reasoning_text", "text": "?"}]}]})
+    assert [(m["role"], m.get("tool_call_id")) for m in chat["messages"]] == [
+        ("user", None), ("assistant", None), ("tool", "call_a"), ("tool", "call_b"), ("user", None)]
+    assert notes == ["moved a tool output next to its call", "dropped empty assistant messages"]

@@ -23,7 +23,8 @@ from test_translate_stream import (ANTHROPIC_TOOL_STREAM, OPENAI_TEXT_STREAM, OP
 from addons.rules import Dialect
 from addons.translate import Flavour
 from addons.translate_responses import responses_to_chat_request
-from addons.translate_responses_stream import MAX_HELD, ChatToResponsesStream, ResponsesToChatStream
+from addons.translate_responses_chat import ResponsesToChatStream
+from addons.translate_responses_stream import MAX_HELD, ChatToResponsesStream
 from addons.translation import stream_translator
 
 # https://platform.openai.com/docs/guides/function-calling (the get_weather function of the examples),
