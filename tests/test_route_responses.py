@@ -25,12 +25,18 @@ RULES = textwrap.dedent("""\
                    key_env: OPENROUTER_API_KEY}
       anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
                   key_env: ANTHROPIC_API_KEY}
+      gemini: {base_url: "https://generativelanguage.googleapis.com", dialects: [gemini],
+               hosts: [generativelanguage.googleapis.com], key_env: GEMINI_API_KEY}
     aliases:
       gpt-routed: "openrouter:resp/chat-model"
       gpt-broken: "openrouter:resp/midstream-error"
       gpt-limited: "openrouter:resp/fail-429"
       gpt-claude: "anthropic:resp/claude"
       to-responses: "openai:resp/responses-model"
+      gpt-cascade: "openrouter:resp/fail-503"
+    cascades:
+      "openrouter:resp/fail-503": ["gemini:resp/gemini-only", "openrouter:resp/after-skip"]
+    fallback: {method: cascade}
 """)
 ROUTER_KEY, ANTHROPIC_KEY, OPENAI_KEY = "sk-or-v1-resp-rules", "sk-ant-api03-resp-rules", "sk-proj-resp-rules"
 ANSWER = "pong from the fake upstream"
@@ -132,6 +138,19 @@ def test_a_request_a_chat_provider_cannot_take_is_refused_in_the_responses_diale
         "openai_chat): previous_response_id names a response stored by the agent's provider")
     assert error.body["type"] == "invalid_request_error"
     assert len(fake.entries()) == before  # nothing was sent anywhere
+
+
+def test_a_cascade_skips_a_candidate_it_cannot_translate_to(routing, fake):
+    before = len(fake.entries())
+    raw = client(routing).responses.with_raw_response.create(model="gpt-cascade", input="hi")
+    assert raw.parse().output_text == ANSWER
+    # 503, then the Gemini-only candidate skipped (no translation), then the next one answers; nothing
+    # went to the agent's own provider instead
+    assert raw.headers["x-clutch-attempts"] == "2" and raw.headers["x-clutch-model"] == "openrouter:resp/after-skip"
+    fake.wait_for(lambda e: e.get("model") == "resp/after-skip" and e.get("status") == 200)
+    calls = [(e["host"], e["path"], e["model"]) for e in fake.entries()[before:]]
+    assert calls == [("openrouter.ai", "/api/v1/chat/completions", "resp/fail-503"),
+                     ("openrouter.ai", "/api/v1/chat/completions", "resp/after-skip")]
 
 
 def test_upstream_errors_reach_a_responses_agent_in_its_dialect(routing):
