@@ -1,26 +1,34 @@
 """The upstream request for a routing decision: URL, headers, key and body, translated when the
-target provider does not speak the agent's dialect.
+target provider does not speak the agent's dialect (translation.py says which translation carries
+which pair), and the way back: the provider's answer in the agent's dialect.
 
 Pure logic, no mitmproxy. An unchanged decision sends the agent's bytes as they came (still
-content-encoded); any change re-serialises the JSON body and drops its content-encoding.
+content-encoded); any change re-serialises the JSON body and drops its content-encoding. A routed
+request that cannot be carried to the target (no translation for the pair, or the request uses
+something the target's dialect cannot express) is refused with PlanError "untranslatable", status
+400: never sent somewhere else than the decision says.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import pi_repair, signals, translate, translate_errors, translate_stream
+from addons import pi_repair, signals, translate, translate_errors, translation
 from addons.dialects import LLMCall
 from addons.router import Decision
 from addons.rules import Dialect, Provider, Rules
+from addons.translate_responses_tools import Untranslatable
 
-# Translation exists between these two dialects, both ways.
-TRANSLATABLE = {(Dialect.ANTHROPIC, Dialect.OPENAI_CHAT), (Dialect.OPENAI_CHAT, Dialect.ANTHROPIC)}
+logger = logging.getLogger(__name__)
+
+# (client, upstream) pairs Clutch translates (translation.py).
+TRANSLATABLE = translation.TRANSLATABLE
 ANTHROPIC_VERSION = "2023-06-01"
 
 _AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
@@ -48,6 +56,7 @@ class Plan:
     key_source: str  # "agent" or the environment variable the key came from
     notes: list[str] = dataclasses.field(default_factory=list)
     sent: dict[str, Any] | None = None  # the body as a dict, in the upstream's dialect (None: unread)
+    client_context: Any = None  # what translating the answer back needs from the agent's request
 
     @property
     def translated(self) -> bool:
@@ -92,18 +101,14 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
                                    body=json_bytes(body), changed=True, sent=body)
 
     provider = rules.providers[target.provider]
-    upstream_dialect = _dialect_for(call.dialect, provider)
+    upstream_dialect = translation.upstream_for(call.dialect, provider.dialects)
     if upstream_dialect is None:
-        notes.append(f"{target.provider} speaks {', '.join(provider.dialects)}, and Clutch cannot translate "
-                     f"{call.dialect} to those; kept {call.provider}:{call.model}")
-        if tag_removed or repair is not None:
-            return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS), body=json_bytes(body),
-                                       changed=True, sent=body)
-        return unchanged
+        raise _untranslatable(call.dialect, target, provider, f"Clutch translates {call.dialect} to none of those")
     if tag_removed:
         notes.append("subagent tag stripped")
 
     same_provider = target.provider == call.provider
+    context = None
     if call.dialect is Dialect.GEMINI:
         new_url = _gemini_url(provider, url, target.model) if not same_provider else _gemini_model(url, target.model)
         sent = body
@@ -112,8 +117,15 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
         sent = {**body, "model": target.model}
     else:
         new_url = endpoint_url(provider, upstream_dialect, "")
-        sent = _translate_request(body, call.dialect, upstream_dialect, target.model, target.provider, provider,
-                                  notes)
+        try:
+            sent, context = translation.translate_request(body, call.dialect, upstream_dialect, target.model,
+                                                          flavour_of(target.provider, provider), notes)
+        except Untranslatable as e:
+            raise _untranslatable(call.dialect, target, provider, str(e)) from None
+        except Exception as e:  # a translator's bug: this request fails, it never goes elsewhere unchanged
+            logger.exception("translating %s to %s for %s failed", call.dialect, upstream_dialect, target)
+            raise PlanError("translation_failed", f"Clutch could not translate this {call.dialect} request to "
+                                                  f"{upstream_dialect} for {target}: {type(e).__name__}", 500) from e
     out_body = json_bytes(sent)
 
     out_headers = _without(headers, _BODY_HEADERS)
@@ -135,14 +147,18 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
     if upstream_dialect is not call.dialect:
         out_headers = _translated_headers(out_headers, upstream_dialect)
     return Plan(target.provider, new_url, out_headers, out_body, target.model, call.dialect, upstream_dialect,
-                True, key_source, notes, sent)
+                True, key_source, notes, sent, context)
+
+
+def _untranslatable(client: Dialect, target, provider: Provider, reason: str) -> PlanError:
+    return PlanError("untranslatable", f"cannot send this {client} request to {target} ({target.provider} speaks "
+                                       f"{', '.join(provider.dialects)}): {reason}", status=400)
 
 
 def stream_translator(plan: Plan, include_usage: bool):
     """Translates the provider's SSE stream back into the agent's dialect, piece by piece."""
-    if plan.client_dialect is Dialect.ANTHROPIC:
-        return translate_stream.chat_stream_to_anthropic(plan.model or "")
-    return translate_stream.anthropic_stream_to_chat(plan.model or "", include_usage)
+    return translation.stream_translator(plan.client_dialect, plan.upstream_dialect, plan.model or "",
+                                         include_usage, plan.client_context)
 
 
 def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
@@ -153,11 +169,11 @@ def translate_answer(plan: Plan, raw: bytes, status: int) -> tuple[int, bytes]:
             payload = json.loads(raw)
         except ValueError:
             payload = None
-        if isinstance(payload, dict) and "error" not in payload:
-            if client is Dialect.ANTHROPIC:
-                return status, json_bytes(translate.chat_to_anthropic_response(payload))
-            return status, json_bytes(translate.anthropic_to_chat_response(payload))
-        # OpenRouter can answer 200 with an error object, and anything unreadable is no answer either
+        # OpenRouter can answer 200 with an error object (a failed Response carries one too, and every
+        # Response has the key), and anything unreadable is no answer either
+        if isinstance(payload, dict) and not payload.get("error") and payload.get("type") != "error":
+            return status, json_bytes(translation.translate_whole(client, plan.upstream_dialect, payload,
+                                                                  plan.client_context))
         status = 502
     return status, translate_errors.translate_error(raw, status, client)
 
@@ -182,22 +198,6 @@ def endpoint_url(provider: Provider, dialect: Dialect, query: str) -> str:
     else:
         raise ValueError("Gemini URLs carry the model; use _gemini_url")
     return base + path + (f"?{query}" if query else "")
-
-
-def _dialect_for(client: Dialect, provider: Provider) -> Dialect | None:
-    if client in provider.dialects:
-        return client
-    for upstream in provider.dialects:
-        if (client, upstream) in TRANSLATABLE:
-            return upstream
-    return None
-
-
-def _translate_request(body: dict[str, Any], client: Dialect, upstream: Dialect, model: str, provider_name: str,
-                       provider: Provider, notes: list[str]) -> dict[str, Any]:
-    if client is Dialect.ANTHROPIC:
-        return translate.anthropic_to_chat_request(body, model, flavour_of(provider_name, provider), notes)
-    return translate.chat_to_anthropic_request(body, model, notes)
 
 
 def flavour_of(name: str, provider: Provider) -> translate.Flavour:

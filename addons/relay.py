@@ -211,7 +211,8 @@ class Relay:
         status = worst.status or (504 if worst.kind.startswith("timeout") else 502)
         if not 400 <= status < 600:  # an error event, an empty or stalled answer inside a 200
             status = 502
-        named = not alone and (len(failed) + len(job.skipped) > 1 or (worst.misconfigured and chosen.routed))
+        targets = {f.target for f in failed}  # a retried target is one candidate
+        named = not alone and (len(targets) + len(job.skipped) > 1 or (worst.misconfigured and chosen.routed))
         if not named and worst.body and worst.status:  # the provider's own error, as its SDK knows it
             body = worst.body if chosen.dialect is job.client_dialect else \
                 translate_errors.translate_error(worst.body, status, job.client_dialect)
@@ -231,7 +232,12 @@ class Relay:
     @staticmethod
     def _every_failure(job: Job, failed: list[Failed]) -> str:
         tried = len({f.target for f in failed})
-        parts = [f.describe() for f in failed]
+        parts: list[str] = []
+        for index, entry in enumerate(failed):
+            if index and entry.target == failed[index - 1].target:  # a retry: its last failure is the one named
+                parts[-1] = entry.describe() + " (retried)"
+            else:
+                parts.append(entry.describe())
         parts += [f"{target}: not tried ({why})" for target, why in job.skipped]
         count = f"{tried} candidate{'s' if tried != 1 else ''}"
         return f"Clutch: no model could answer ({count} tried): " + "; ".join(parts)

@@ -1,10 +1,16 @@
 """Error bodies from one dialect to the other: whatever error an upstream sent (OpenAI, OpenRouter with
 its metadata, Anthropic, plain text or HTML from a load balancer) becomes a well-formed error of the
 agent's own dialect, its message kept. Used for whole answers (plan.py) and in-stream errors
-(translate_stream.py).
+(translate_stream.py, translate_responses_stream.py).
 
 Pure logic, no mitmproxy. Shapes: https://docs.anthropic.com/en/api/errors,
-https://platform.openai.com/docs/guides/error-codes, https://openrouter.ai/docs/api-reference/errors-and-debugging
+https://platform.openai.com/docs/guides/error-codes, https://openrouter.ai/docs/api-reference/errors-and-debugging,
+the Responses API's `error` of a failed response (https://platform.openai.com/docs/api-reference/responses/object,
+`response.failed` in https://platform.openai.com/docs/api-reference/responses-streaming).
+
+A Responses error body is OpenAI's error body. Inside a stream, a Responses agent gets `response.failed`
+whose `error.code` is the word its client acts on: Codex compacts on `context_length_exceeded`, stops on
+`insufficient_quota` and waits on `rate_limit_exceeded` (openai/codex, codex-api/src/sse/responses.rs).
 """
 
 from __future__ import annotations
@@ -129,6 +135,28 @@ def openai_error(error: UpstreamError, status: int) -> dict[str, Any]:
     return payload
 
 
+def status_of(error: UpstreamError) -> int:
+    """A status for an in-stream error, which has none of its own."""
+    if error.code in ("rate_limit_exceeded", "rate_limit_error"):
+        return 429
+    return ANTHROPIC_ERROR_STATUS.get(error.anthropic_type or "", 500)
+
+
+def responses_error(error: UpstreamError, status: int) -> dict[str, Any]:
+    """The `error` object of a failed Response: {code, message}."""
+    if error.context_too_long:
+        code = "context_length_exceeded"
+    elif error.code in ("rate_limit_exceeded", "rate_limit_error") or status == 429:
+        code = "rate_limit_exceeded"
+    elif error.code == "insufficient_quota" or status == 402:
+        code = "insufficient_quota"
+    elif error.code in ("invalid_prompt", "invalid_request_error") or status == 400:
+        code = "invalid_prompt"
+    else:
+        code = "server_error"
+    return {"code": code, "message": error.message}
+
+
 def _plain_text(body: bytes) -> str:
     text = html.unescape(_TAGS.sub(" ", body.decode("utf-8", "replace")))
     text = " ".join(text.split())
@@ -155,4 +183,4 @@ def translate_error(upstream_body: bytes, status: int, to: Dialect) -> bytes:
         return _dumps(anthropic_error(error, status)).encode()
     if to is Dialect.GEMINI:
         return error_body(to, status, error.message)
-    return _dumps(openai_error(error, status)).encode()
+    return _dumps(openai_error(error, status)).encode()  # OpenAI chat and Responses share it

@@ -41,7 +41,7 @@ from addons.sse import SSEEvent, SSEParser
 from addons.translate import (anthropic_message_id,
                               anthropic_stop_reason, anthropic_tool_id, anthropic_usage, chat_completion_id,
                               chat_finish_reason, chat_usage)
-from addons.translate_errors import ANTHROPIC_ERROR_STATUS, UpstreamError, anthropic_error, openai_error, read_error
+from addons.translate_errors import anthropic_error, openai_error, read_error, status_of
 
 
 class StreamTranslator(Protocol):
@@ -230,14 +230,7 @@ class ChatToAnthropicStream:
         error = read_error(payload)
         self.error = payload["error"] if isinstance(payload["error"], dict) else {"message": str(payload["error"])}
         self._ended = True
-        return _anthropic_event(anthropic_error(error, error.status or _status_of(error)))
-
-
-def _status_of(error: UpstreamError) -> int:
-    """A status for an in-stream error, which has none of its own."""
-    if error.code in ("rate_limit_exceeded", "rate_limit_error"):
-        return 429
-    return ANTHROPIC_ERROR_STATUS.get(error.anthropic_type or "", 500)
+        return _anthropic_event(anthropic_error(error, error.status or status_of(error)))
 
 
 class AnthropicToChatStream:
@@ -355,7 +348,7 @@ class AnthropicToChatStream:
         error = read_error(payload)
         self.error = payload["error"] if isinstance(payload.get("error"), dict) else {"message": error.message}
         self._ended = True
-        return _chat_event(openai_error(error, _status_of(error)))
+        return _chat_event(openai_error(error, status_of(error)))
 
 
 def chat_stream_to_anthropic(model: str) -> StreamTranslator:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from agent_setups import AgentSetup, prepare
 from fake_upstream import FakeUpstream
-from harness import agent_binary, agent_search_path, stop_group
+from harness import agent_binary, agent_search_path, gateway_on_rules, stop_group
 
 from addons.certs import ca_files
 from addons.identity import Identity, username_for
@@ -41,7 +41,7 @@ def looks_like_llm_call(entry: dict) -> bool:
                                                                               ":streamGenerateContent")))
 
 
-def run_one_prompt(agent: str, gateway, fake, tmp_path: Path, *, timeout: float = 120
+def run_one_prompt(agent: str, gateway, fake, tmp_path: Path, *, timeout: float = 120, prompt: str = PROMPT
                    ) -> tuple[subprocess.CompletedProcess, AgentSetup, list[dict]]:
     """`xx <agent>np -p PROMPT -- <setup args>` without xx: the launcher's argv and the recipe's
     environment, in a fresh HOME; returns the finished process, the setup and the fake's log
@@ -57,7 +57,7 @@ def run_one_prompt(agent: str, gateway, fake, tmp_path: Path, *, timeout: float 
         **setup.env,
         **agent_environment(proxy, ca_files(gateway.confdir)),
     }
-    argv = command_line(agent, "n", prompt=PROMPT, extra=setup.args)
+    argv = command_line(agent, "n", prompt=prompt, extra=setup.args)
     argv[0] = str(binary)
     before = len(fake.entries())
     # its own process group, so whatever the agent starts (workers, sandboxes) is stopped with it
@@ -107,6 +107,61 @@ def test_codex_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
     # never reached the fake, and Codex fell back to the HTTPS POST at once (agent-clis.md §6.2)
     assert not [e for e in entries if e["method"] == "GET"], [e["path"] for e in entries]
     assert "426 Upgrade Required" in gateway.output()[log_before:]
+
+
+CODEX_ROUTED_RULES = """\
+version: 1
+providers:
+  openai: {base_url: "https://api.openai.com/v1", dialects: [openai_responses], hosts: [api.openai.com],
+           key_env: OPENAI_API_KEY}
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
+               key_env: OPENROUTER_API_KEY}
+profiles:
+  codex:
+    routes: {default: "openrouter:qwen/qwen3-coder-for-codex"}
+"""
+CODEX_ROUTER_KEY = "sk-or-v1-e2e-codex-rules"
+CODEX_MARKER = "clutch-e2e-codex-ran"
+# the fake answers a last message holding use-tool:NAME:{json} with a call of NAME (tests/fake_upstream.py);
+# exec_command is Codex 0.169.0's shell tool
+CODEX_TOOL_PROMPT = f'Run the marker: use-tool:exec_command:{{"cmd":"echo {CODEX_MARKER}"}}'
+
+
+@pytest.fixture(scope="module")
+def codex_routed_gateway(tmp_path_factory, fake, pki):
+    """Rules that send Codex (Responses API at api.openai.com) to an OpenRouter that speaks only Chat."""
+    gateway = gateway_on_rules(tmp_path_factory.mktemp("codex-routed"), fake, pki, CODEX_ROUTED_RULES,
+                               env={"OPENROUTER_API_KEY": CODEX_ROUTER_KEY})
+    yield gateway
+    gateway.stop()
+
+
+def test_codex_routed_to_a_chat_only_provider_completes_a_tool_turn(codex_routed_gateway, fake, tmp_path):
+    gateway = codex_routed_gateway
+    result, setup, entries = run_one_prompt("codex", gateway, fake, tmp_path, prompt=CODEX_TOOL_PROMPT)
+    assert result.returncode == 0, result.stderr[-3000:] + gateway.output()[-3000:]
+    assert ANSWER in result.stdout, (result.stdout[-2000:], result.stderr[-3000:])
+    calls = [e for e in entries if looks_like_llm_call(e)]
+    # every LLM call went to the chat endpoint, translated, with the rules' key: none to /v1/responses,
+    # and the WebSocket upgrade never reached a provider (Clutch answers it with 426)
+    assert len(calls) == 2 and entries == calls, [(e["method"], e["host"], e["path"]) for e in entries]
+    for entry in calls:
+        assert (entry["host"], entry["path"]) == ("openrouter.ai", "/api/v1/chat/completions")
+        assert entry["headers"]["authorization"] == f"Bearer {CODEX_ROUTER_KEY}" and "x-clutch-flow" in entry["headers"]
+        assert entry["status"] == 200 and entry["model"] == "qwen/qwen3-coder-for-codex"
+        assert entry["request_json"]["stream"] is True
+        tools = {t["function"]["name"]: t["function"] for t in entry["request_json"]["tools"]}
+        assert "exec_command" in tools and "web_search" not in tools
+        assert tools["apply_patch"]["parameters"]["properties"] == {"input": {"type": "string"}}  # the custom tool
+    first, second = (e["request_json"]["messages"] for e in calls)
+    assert first[0]["role"] == "system" and first[-1]["role"] == "user" and CODEX_MARKER in first[-1]["content"]
+    # Codex ran the call it got back as a function_call and sent its output, paired by call id
+    [call] = second[-2]["tool_calls"]
+    assert (call["id"], call["function"]["name"]) == ("call_fake_1", "exec_command")
+    assert json.loads(call["function"]["arguments"]) == {"cmd": f"echo {CODEX_MARKER}"}
+    assert second[-1]["role"] == "tool" and second[-1]["tool_call_id"] == "call_fake_1"
+    assert f"\n{CODEX_MARKER}\n" in second[-1]["content"]  # the command's real output
+    assert CODEX_ROUTER_KEY not in gateway.output()
 
 
 def test_pi_runs_a_prompt_through_clutch(gateway, fake, tmp_path):

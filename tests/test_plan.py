@@ -25,14 +25,17 @@ RULES = parse_rules(textwrap.dedent("""\
       gemini: {base_url: "https://generativelanguage.googleapis.com", dialects: [gemini],
                hosts: [generativelanguage.googleapis.com], key_env: GEM_KEY}
       ollama: {base_url: "http://127.0.0.1:11434/v1", dialects: [openai_chat]}
+      openai: {base_url: "https://api.openai.com/v1", dialects: [openai_responses], hosts: [api.openai.com],
+               key_env: OAI_KEY}
     aliases:
       coder-model: "openrouter:qwen/qwen3-coder"
       to-claude: "anthropic:claude-x"
       local: "ollama:qwen3:4b"
       codex-to-claude: "anthropic:claude-y"
       gemini-pro: "gemini:gemini-3.1-pro"
+      to-responses: "openai:gpt-5"
 """), "rules.yaml")
-ENV = {"OR_KEY": "sk-or-rules", "ANT_KEY": "sk-ant-rules"}
+ENV = {"OR_KEY": "sk-or-rules", "ANT_KEY": "sk-ant-rules", "OAI_KEY": "sk-oai-rules"}
 URLS = {Dialect.OPENAI_CHAT: "https://openrouter.ai/api/v1/chat/completions",
         Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages?beta=true",
         Dialect.OPENAI_RESPONSES: "https://openrouter.ai/api/v1/responses",
@@ -108,10 +111,48 @@ def test_anthropic_request_to_another_anthropic_speaker_keeps_its_query_and_dial
     assert "subagent tag stripped" in plan.notes
 
 
-def test_responses_to_a_chat_only_target_is_kept_and_explained():
-    plan = plan_for({"model": "codex-to-claude", "input": "hi"}, Dialect.OPENAI_RESPONSES)
-    assert not plan.changed and plan.url == URLS[Dialect.OPENAI_RESPONSES]
-    assert "cannot translate openai_responses" in plan.notes[-1]
+def test_responses_to_a_chat_only_target_is_translated():
+    plan = plan_for({"model": "local", "input": "hi", "stream": True}, Dialect.OPENAI_RESPONSES)
+    assert plan.translated and plan.url == "http://127.0.0.1:11434/v1/chat/completions"
+    sent = json.loads(plan.body)
+    assert sent["messages"] == [{"role": "user", "content": "hi"}] and sent["stream_options"]["include_usage"]
+    assert plan.client_context.echo["tools"] == []  # the way back repeats the request's fields
+
+
+def test_responses_to_an_anthropic_only_target_goes_through_chat():
+    plan = plan_for({"model": "codex-to-claude", "instructions": "Be brief.", "input": "hi"},
+                    Dialect.OPENAI_RESPONSES)
+    assert (plan.url, plan.upstream_dialect) == ("https://api.anthropic.com/v1/messages", Dialect.ANTHROPIC)
+    sent = json.loads(plan.body)
+    assert sent["system"] == [{"type": "text", "text": "Be brief."}] and sent["model"] == "claude-y"
+    assert header(plan, "x-api-key") == ["sk-ant-rules"] and "max_tokens 8192 (Anthropic requires one)" in plan.notes
+
+
+def test_chat_to_a_responses_only_target_is_translated():
+    plan = plan_for({"model": "to-responses", "messages": [{"role": "user", "content": "hi"}]})
+    assert (plan.url, plan.upstream_dialect) == ("https://api.openai.com/v1/responses", Dialect.OPENAI_RESPONSES)
+    assert json.loads(plan.body) == {"model": "gpt-5", "input": [{"role": "user", "content": "hi"}], "store": False}
+    assert header(plan, "authorization") == ["Bearer sk-oai-rules"]
+
+
+def test_a_request_the_target_cannot_express_is_refused_naming_why():
+    with pytest.raises(PlanError) as error:
+        plan_for({"model": "local", "input": "again", "previous_response_id": "resp_1"}, Dialect.OPENAI_RESPONSES)
+    assert (error.value.kind, error.value.status) == ("untranslatable", 400)
+    assert str(error.value) == ("cannot send this openai_responses request to ollama:qwen3:4b (ollama speaks "
+                                "openai_chat): previous_response_id names a response stored by the agent's provider")
+
+
+def test_a_dialect_without_translation_is_refused_not_kept():
+    raw = b'{"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}'
+    call = dialects.read_call(Dialect.GEMINI, "gemini", "/v1beta/models/local:generateContent", raw)
+    decision = decide(RouteRequest(Dialect.GEMINI, "gemini", call.model, call.body, len(raw), Identity()), RULES)
+    url = "https://generativelanguage.googleapis.com/v1beta/models/local:generateContent"
+    with pytest.raises(PlanError) as error:
+        build_plan(call, decision, RULES, url, [(b"x-goog-api-key", b"g")], raw, ENV)
+    assert (error.value.kind, error.value.status) == ("untranslatable", 400)
+    assert str(error.value) == ("cannot send this gemini request to ollama:qwen3:4b (ollama speaks openai_chat): "
+                                "Clutch translates gemini to none of those")
 
 
 def test_gemini_model_lives_in_the_path():
@@ -140,3 +181,35 @@ def test_whole_answers_and_errors_come_back_in_the_agents_dialect():
     assert status == 529 and "busy" in json.loads(body)["error"]["message"]
     status, body = translate_answer(plan, b'{"error": {"message": "in a 200", "code": 502}}', 200)
     assert status == 502 and "in a 200" in json.loads(body)["error"]["message"]
+
+
+def test_whole_responses_answers_both_ways():
+    plan = plan_for({"model": "local", "input": "hi"}, Dialect.OPENAI_RESPONSES)
+    answer = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "qwen3:4b",
+              "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello"}, "finish_reason": "stop"}]}
+    status, body = translate_answer(plan, json.dumps(answer).encode(), 200)
+    assert status == 200 and json.loads(body)["output"][0]["content"][0]["text"] == "hello"
+    plan = plan_for({"model": "to-responses", "messages": [{"role": "user", "content": "hi"}]})
+    response = {"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "error": None,
+                "model": "gpt-5", "output": [{"type": "message", "id": "msg_1", "role": "assistant",
+                                              "content": [{"type": "output_text", "text": "hey"}]}]}
+    status, body = translate_answer(plan, json.dumps(response).encode(), 200)  # "error": null is no error
+    assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "hey"
+    failed = {**response, "status": "failed", "error": {"code": "server_error", "message": "it broke"}}
+    status, body = translate_answer(plan, json.dumps(failed).encode(), 200)
+    assert status == 502 and json.loads(body)["error"]["message"] == "it broke"
+
+
+def test_a_translator_that_breaks_fails_the_request_closed(monkeypatch):
+    """A bug in a translator must not leave the request to go out unchanged to the agent's provider."""
+    from addons import translation
+
+    def broken(*args, **kwargs):
+        raise KeyError("a translator bug")
+
+    monkeypatch.setattr(translation, "translate_request", broken)
+    with pytest.raises(PlanError) as error:
+        plan_for({"model": "local", "input": "hi"}, Dialect.OPENAI_RESPONSES)
+    assert (error.value.kind, error.value.status) == ("translation_failed", 500)
+    assert str(error.value) == ("Clutch could not translate this openai_responses request to openai_chat for "
+                                "ollama:qwen3:4b: KeyError")
