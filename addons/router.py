@@ -191,7 +191,7 @@ def request_signals(request: RouteRequest, layer: Layer, tokens: int | None, exp
         found.append("web_search")
     if tokens is not None and tokens > layer.long_context_threshold:
         found.append("long_context")
-    if signals.wants_thinking(dialect, body):
+    if signals.wants_thinking(dialect, body, request.identity.agent):
         found.append("think")
     if signals.continues_tool_loop(dialect, body) or signals.forces_tool_call(dialect, body):
         found.append("toolcall")
@@ -223,7 +223,9 @@ _WHY = {
     "image": lambda r, l, t: "the request carries an image",
     "web_search": lambda r, l, t: "the request offers a web search tool",
     "long_context": lambda r, l, t: f"{t} tokens > {l.long_context_threshold}",
-    "think": lambda r, l, t: "thinking or a reasoning effort requested",
+    "think": lambda r, l, t: (f"reasoning effort {signals.thinking_effort(r.dialect, r.body or {})}, more than "
+                              f"{r.identity.agent or 'the agent'}'s default "
+                              f"{signals.default_effort(r.identity.agent)}"),
     "toolcall": _why_toolcall,
     "background": _why_background,
 }

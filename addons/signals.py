@@ -50,29 +50,82 @@ def wants_web_search(dialect: Dialect, body: dict[str, Any]) -> bool:
     return False
 
 
-def wants_thinking(dialect: Dialect, body: dict[str, Any]) -> bool:
-    """Extended thinking enabled, or a reasoning effort requested (other than none/minimal)."""
+# Reasoning efforts from none to the most, as OpenAI, OpenRouter and Anthropic (`output_config.effort`) name
+# them; Anthropic's "max" and OpenAI's "xhigh" are the top.
+EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh")
+# The effort each agent asks for when its user asked for nothing, seen on the wire with the pinned CLIs:
+# Claude Code 2.1.330 sends adaptive thinking with output_config.effort "medium" on every request, Codex
+# 0.169.0 reasoning.effort "medium" (its model_reasoning_effort), OpenCode 1.18.33 "low" on its title calls.
+# The `think` route fires only above this: more thinking than the agent's default, not its every request.
+AGENT_DEFAULT_EFFORT = {"claude": "medium", "codex": "medium", "opencode": "low"}
+DEFAULT_EFFORT = "minimal"  # other agents send no effort unless their user asks for one
+
+
+def _effort_word(value: Any) -> str | None:
+    word = str(value).strip().lower() if isinstance(value, str) else ""
+    word = {"max": "xhigh", "maximum": "xhigh", "highest": "xhigh"}.get(word, word)
+    return word if word in EFFORTS else None
+
+
+def _effort_of_budget(budget: Any) -> str | None:
+    """A thinking budget in tokens as an effort (the bands translation uses); -1 is Gemini's dynamic."""
+    if not isinstance(budget, int) or isinstance(budget, bool):
+        return None
+    if budget == 0:
+        return "none"
+    if budget < 0:
+        return "medium"
+    return "low" if budget < 4096 else "medium" if budget < 16384 else "high"
+
+
+def thinking_effort(dialect: Dialect, body: dict[str, Any]) -> str | None:
+    """How much thinking a request asks for, as one of EFFORTS; None when it says nothing about it.
+    Anthropic `thinking` (enabled with its budget, adaptive with `output_config.effort`, Anthropic's
+    default "high" without one), OpenAI `reasoning_effort` / Responses and OpenRouter `reasoning`
+    (effort, max_tokens, enabled), Gemini `thinkingConfig` (thinkingLevel, thinkingBudget)."""
     thinking = body.get("thinking")
-    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive"):
-        return True
-    effort = body.get("reasoning_effort")
+    output_config = body.get("output_config")
+    stated = _effort_word(output_config.get("effort")) if isinstance(output_config, dict) else None
+    if isinstance(thinking, dict):
+        kind = thinking.get("type")
+        if kind == "disabled":
+            return "none"
+        if kind == "enabled":
+            return stated or _effort_of_budget(thinking.get("budget_tokens")) or "medium"
+        if kind == "adaptive":
+            return stated or "high"
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict):
-        effort = reasoning.get("effort", effort)
-        if reasoning.get("max_tokens") or reasoning.get("enabled") is True:
-            return True
-    output_config = body.get("output_config")
-    if isinstance(output_config, dict) and output_config.get("effort"):
-        effort = effort or output_config["effort"]
-    if isinstance(effort, str) and effort.lower() not in ("none", "minimal", ""):
-        return True
+        found = _effort_word(reasoning.get("effort")) or _effort_of_budget(reasoning.get("max_tokens"))
+        if found:
+            return found
+        if reasoning.get("enabled") is not None:
+            return "medium" if reasoning.get("enabled") is True else "none"
+    found = _effort_word(body.get("reasoning_effort")) or stated
+    if found:
+        return found
     generation = body.get("generationConfig") or body.get("generation_config")
     if isinstance(generation, dict):
         config = generation.get("thinkingConfig") or generation.get("thinking_config")
         if isinstance(config, dict):
-            budget = config.get("thinkingBudget", config.get("thinking_budget"))
-            return budget != 0 and bool(budget or config.get("includeThoughts") or config.get("thinkingLevel"))
-    return False
+            level = _effort_word(config.get("thinkingLevel") or config.get("thinking_level"))
+            budget = _effort_of_budget(config.get("thinkingBudget", config.get("thinking_budget")))
+            if level or budget:
+                return level or budget
+            if config.get("includeThoughts") or config.get("include_thoughts"):
+                return "medium"
+    return None
+
+
+def default_effort(agent: str | None) -> str:
+    """The effort `agent` asks for by default (AGENT_DEFAULT_EFFORT)."""
+    return AGENT_DEFAULT_EFFORT.get(agent or "", DEFAULT_EFFORT)
+
+
+def wants_thinking(dialect: Dialect, body: dict[str, Any], agent: str | None = None) -> bool:
+    """More thinking than `agent` asks for by default (for an unknown agent: more than minimal)."""
+    effort = thinking_effort(dialect, body)
+    return effort is not None and EFFORTS.index(effort) > EFFORTS.index(default_effort(agent))
 
 
 def continues_tool_loop(dialect: Dialect, body: dict[str, Any]) -> bool:

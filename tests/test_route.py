@@ -157,13 +157,33 @@ def test_alias_on_the_same_provider_keeps_the_agents_key(routing, fake):
 
 def test_think_route_rewrites_the_model_on_the_agents_own_provider(routing, fake):
     message = claude(routing).messages.create(
-        model="claude-sonnet-5", max_tokens=4096, thinking={"type": "enabled", "budget_tokens": 2048},
+        model="claude-sonnet-5", max_tokens=32000, thinking={"type": "enabled", "budget_tokens": 20000},
         messages=[{"role": "user", "content": "hi"}])
     assert message.content[-1].text == "pong from the fake upstream"
     entry = last_entry(fake, "routed/thinker")
     sent = entry["headers"]  # this SDK sends its key as a Bearer token
     assert "sk-ant-api03-agent-own" in (sent.get("x-api-key"), sent.get("authorization", "").removeprefix("Bearer "))
-    assert entry["request_json"]["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+    assert entry["request_json"]["thinking"] == {"type": "enabled", "budget_tokens": 20000}
+
+
+@pytest.mark.parametrize("effort, routed", [("medium", False), ("high", True)])
+def test_claude_codes_default_thinking_is_not_a_think_request(routing, fake, effort, routed):
+    """Claude Code sends adaptive thinking at effort medium on every request (its default): the think
+    route fires only when its user asks for more."""
+    raw = claude(routing).messages.with_raw_response.create(
+        model="claude-sonnet-5", max_tokens=32000, thinking={"type": "adaptive"},
+        extra_body={"output_config": {"effort": effort}}, messages=[{"role": "user", "content": "hi"}])
+    assert raw.parse().content[-1].text == "pong from the fake upstream"
+    assert raw.headers["x-clutch-route"].startswith("think;") is routed
+    last_entry(fake, "routed/thinker" if routed else "claude-sonnet-5")
+
+
+def test_codexs_default_effort_is_not_a_think_request(routing, fake):
+    client = openai.OpenAI(api_key="sk-agent-own", max_retries=0, http_client=http_client(
+        routing, Identity(agent="codex", session="think")))
+    for effort, rule in (("medium", "unchanged"), ("high", "think")):
+        raw = client.responses.with_raw_response.create(model="gpt-5.5", input="hi", reasoning={"effort": effort})
+        assert raw.headers["x-clutch-route"].split(";")[0] == rule
 
 
 def test_bypass_launch_keeps_the_model(routing, fake):

@@ -56,7 +56,7 @@ def image_msg(dialect):
 
 TOOL_RESULT = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}]}
 WEB_TOOL = {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}
-THINKING = {"type": "enabled", "budget_tokens": 4000}
+THINKING = {"type": "enabled", "budget_tokens": 20000}  # high: more than Claude Code's default medium
 
 
 def test_each_trigger_fires_alone(rules):

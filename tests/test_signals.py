@@ -58,6 +58,25 @@ def test_thinking_and_effort_in_every_dialect():
     assert not signals.wants_thinking(GEM, {"generationConfig": {"thinkingConfig": {"thinkingBudget": 0}}})
 
 
+def test_think_means_more_than_the_agents_default():
+    """Claude Code and Codex ask for medium effort on every request: that is their default, not a wish
+    for more thinking; above it the think route fires, for them and for agents that send none."""
+    claude_default = {"thinking": {"type": "adaptive", "display": "omitted"}, "output_config": {"effort": "medium"}}
+    assert signals.thinking_effort(A, claude_default) == "medium"
+    assert not signals.wants_thinking(A, claude_default, "claude")
+    assert signals.wants_thinking(A, {**claude_default, "output_config": {"effort": "high"}}, "claude")
+    assert signals.wants_thinking(A, {"thinking": {"type": "enabled", "budget_tokens": 32000}}, "claude")
+    assert not signals.wants_thinking(RESP, {"reasoning": {"effort": "medium"}}, "codex")
+    assert not signals.wants_thinking(RESP, {"reasoning": {"effort": "low"}}, "codex")
+    assert signals.wants_thinking(RESP, {"reasoning": {"effort": "xhigh"}}, "codex")
+    assert not signals.wants_thinking(CHAT, {"reasoning": {"effort": "low"}}, "opencode")  # its title calls
+    assert signals.wants_thinking(CHAT, {"reasoning": {"effort": "low"}}, "qwen")
+    assert signals.thinking_effort(A, {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}}) == "xhigh"
+    assert signals.thinking_effort(CHAT, {"reasoning": {"enabled": False}}) == "none"
+    assert signals.thinking_effort(GEM, {"generationConfig": {"thinkingConfig": {"thinkingLevel": "HIGH"}}}) == "high"
+    assert signals.thinking_effort(CHAT, {"messages": []}) is None
+
+
 def test_tool_loop_and_forced_tool_calls():
     assert signals.continues_tool_loop(RESP, {"input": [{"type": "function_call_output", "call_id": "c", "output": "x"}]})
     assert signals.continues_tool_loop(GEM, {"contents": [{"role": "user", "parts": [{"functionResponse": {}}]}]})
