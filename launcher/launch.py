@@ -52,6 +52,7 @@ class Launch:
     notes: list[str]
     token: str | None = None  # the proxy password, for masking only
     updates: str = ""  # what the launch does about the agent's self-updater (launcher.updaters)
+    pin: str | None = None  # the provider:model every request goes to (-m or the profile's model)
 
 
 def is_proxy_or_ca(name: str) -> bool:
@@ -113,7 +114,7 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     changes: dict[str, str | None] = {name: None for name in environ if name not in env}
     changes.update({name: value for name, value in env.items() if environ.get(name) != value})
     return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,
-                  token=token if code.route in ("p", "b") else None, updates=updates)
+                  token=token if code.route in ("p", "b") else None, updates=updates, pin=pin)
 
 
 def _split_gateway(gateway: str) -> tuple[str, int]:

@@ -361,3 +361,28 @@ def test_claude_tui_never_tries_to_update_itself_under_xx(xx_home, tmp_path):
     run_in_a_terminal(xx, env, home, max(15.0, 2 * needed), until=calls.exists)
     assert not calls.exists(), calls.read_text()
     assert not (tmp_path / "npm-prefix").exists()
+
+
+def test_claude_sent_away_without_a_key(xx_home, fake):
+    """No ANTHROPIC_API_KEY and no login: a launch pinned to another provider starts (xx's
+    placeholder) and answers from it, the gateway sending the provider's key; a launch that sends
+    only some requests away is told why Claude Code stops, before it does."""
+    agent_binary("claude", "Claude Code")
+    home, _ = xx_home
+    env = real_env(home, OPENROUTER_API_KEY="sk-or-v1-e2e-claude-away")
+    # first, with claude-code-proxy's BIG_MODEL, which the gateway xx starts here gets too: opus
+    # requests go to OpenRouter, the rest stay on Anthropic
+    some = run_real({**env, "BIG_MODEL": "openrouter:moonshotai/kimi-k2.6"}, sys.executable, "-m", "launcher.xx",
+                    "cnp", "-p", "say hi")
+    assert some.returncode != 0 and "Not logged in · Please run /login" in some.stdout  # Claude Code's refusal
+    assert ("xx: Claude Code has neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN, and some of its requests go to "
+            "other providers (tiers.big -> openrouter:moonshotai/kimi-k2.6; rules: the gateway's rules") in some.stderr
+
+    before = len(fake.entries())
+    result = run_real(env, sys.executable, "-m", "launcher.xx", "cnpd", "-p", "say hi")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ANSWER in result.stdout
+    assert "xx: every request of this launch leaves Anthropic (launch_tiers.d -> " in result.stderr
+    turns = [e for e in fake.entries()[before:] if e["method"] == "POST" and e["host"] == "openrouter.ai"]
+    assert turns and all(e["headers"]["authorization"] == "Bearer sk-or-v1-e2e-claude-away" for e in turns)
+    assert all(e["model"] == "deepseek/deepseek-v4-flash" for e in turns)

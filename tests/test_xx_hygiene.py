@@ -1,5 +1,5 @@
 """Launch hygiene through the real `xx` entry (issue 14, point 10): every agent's self-updater is off
-in what xx launches.
+in what xx launches, and Claude Code sent away from Anthropic without a key is told so before it starts.
 
 The agents are the rig's fake executables (tests/xx_rig.py), which record argv and environment; on
 route p they run behind the real gateway `xx` starts. The real agents' own view of these switches is
@@ -118,3 +118,83 @@ def test_qwen_leaves_a_machine_wide_defaults_file_alone(tmp_path):
     assert switches == {} and line.startswith(f"as configured: {machine} exists")
     switches, line = updaters.env_for("qwen", {}, exists=lambda path: False)
     assert switches == {"QWEN_CODE_SYSTEM_DEFAULTS_PATH": str(updaters.QWEN_DEFAULTS)}
+
+
+# ---- 2. Claude Code sent away from Anthropic without a key ----
+
+PLACEHOLDER = "clutch-placeholder-not-an-anthropic-key"
+
+
+def claude_env(home, agents_bin, record, **more):
+    return xx_env(home, agents_bin, XX_RECORD=str(record), OPENROUTER_API_KEY="sk-or-v1-hygiene", **more)
+
+
+def test_a_pinned_launch_without_key_or_login_gets_a_placeholder_and_says_so(xx_home, agents_bin, tmp_path):
+    home, _ = xx_home
+    record = tmp_path / "record"
+    result = run_xx(claude_env(home, agents_bin, record), "cnpd", "-p", "hi")
+    assert result.returncode == 0, result.stderr
+    assert ("xx: every request of this launch leaves Anthropic (launch_tiers.d -> "
+            "openrouter:deepseek/deepseek-v4-flash; rules: the gateway's rules") in result.stderr
+    assert "Claude Code has no key or login: xx sets ANTHROPIC_AUTH_TOKEN to a placeholder" in result.stderr
+    assert recorded(record)[1]["ANTHROPIC_AUTH_TOKEN"] == PLACEHOLDER
+    assert record.with_suffix(".auth").read_text() == "asked\n"  # `claude auth status` was asked
+
+    # -m provider:model pins the launch too; the dry run shows the same (masked: a *TOKEN variable)
+    shown = run_xx(claude_env(home, agents_bin, record), "cip", "-m", "openrouter:qwen/qwen3-coder", "--dry-run")
+    assert "set   ANTHROPIC_AUTH_TOKEN = ****" in shown.stdout
+    assert "note every request of this launch leaves Anthropic (the launch's pin -> openrouter:qwen/qwen3-coder" \
+        in shown.stdout
+
+
+def test_no_note_with_a_key_a_login_or_a_route_that_keeps_anthropic(xx_home, agents_bin, tmp_path):
+    home, _ = xx_home
+    record = tmp_path / "record"
+    cases = [(("cnpd", "-p", "hi"), {"ANTHROPIC_API_KEY": "sk-ant-api03-own"}, False),
+             (("cnpd", "-p", "hi"), {"ANTHROPIC_AUTH_TOKEN": "own-token"}, False),
+             (("cnpd", "-p", "hi"), {"XX_FAKE_LOGGED_IN": "1"}, True),  # a login of its own (OAuth...)
+             (("cnp", "-p", "hi"), {}, False),  # the default rules keep Claude Code on Anthropic
+             (("cnbd", "-p", "hi"), {}, False),  # route b never changes the model
+             (("cndd", "-p", "hi"), {}, False)]  # route d does not pass through Clutch
+    for args, more, asked in cases:
+        record.with_suffix(".auth").unlink(missing_ok=True)
+        result = run_xx(claude_env(home, agents_bin, record, **more), *args)
+        assert result.returncode == 0, result.stderr
+        assert "leaves Anthropic" not in result.stderr and "neither ANTHROPIC_API_KEY" not in result.stderr, args
+        seen = recorded(record)[1]
+        assert seen.get("ANTHROPIC_AUTH_TOKEN") == more.get("ANTHROPIC_AUTH_TOKEN"), (args, more)
+        assert record.with_suffix(".auth").exists() == asked, (args, more)
+
+
+def test_some_requests_routed_away_get_a_note_and_no_placeholder(xx_home, agents_bin, tmp_path, fake, pki):
+    home, config = xx_home
+    rules = tmp_path / "rules.yaml"
+    default = (Path(__file__).resolve().parent.parent / "rules" / "default.yaml").read_text()
+    rules.write_text(default.replace("profiles: {}\n", "") + "\n".join([
+        "", "profiles:", "  claude:", "    tiers:", "      small: openrouter:qwen/qwen3-coder",
+        '  "5":', "    routes:", "      think: openrouter:moonshotai/kimi-k2.6", ""]))
+    write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], rules=str(rules))
+    record = tmp_path / "record"
+    for code, away in (("cnp", "tiers.small -> openrouter:qwen/qwen3-coder"),
+                       ("cnp5", "tiers.small -> openrouter:qwen/qwen3-coder, routes.think -> "
+                                "openrouter:moonshotai/kimi-k2.6")):
+        result = run_xx(claude_env(home, agents_bin, record), code, "-p", "hi")
+        assert result.returncode == 0, result.stderr
+        assert (f"xx: Claude Code has neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN, and some of its requests "
+                f"go to other providers ({away}; rules: ") in result.stderr, result.stderr
+        assert 'Claude Code stops with "Not logged in · Please run /login". Set ANTHROPIC_API_KEY' in result.stderr
+        assert "ANTHROPIC_AUTH_TOKEN" not in recorded(record)[1]
+
+
+def test_the_rules_in_force_decide_the_gateways_when_it_runs(xx_home, agents_bin, tmp_path):
+    """No gateway: the rules xx would start it on, with the overrides of the environment it would get
+    (claude-code-proxy's BIG_MODEL); a running gateway: its own rules, whatever this shell says."""
+    home, _ = xx_home
+    record = tmp_path / "record"
+    big = claude_env(home, agents_bin, record, BIG_MODEL="openrouter:x-ai/grok-4")
+    shown = run_xx(big, "cnp", "-p", "hi", "--dry-run")
+    assert "some of its requests go to other providers (tiers.big -> openrouter:x-ai/grok-4; rules: " \
+        in shown.stdout, shown.stdout
+    assert run_xx(claude_env(home, agents_bin, record), "cnp", "-p", "hi").returncode == 0  # starts the gateway
+    result = run_xx(big, "cnp", "-p", "hi")
+    assert result.returncode == 0 and "other providers" not in result.stderr
