@@ -1,4 +1,5 @@
-"""Provider keys a launch needs: Claude Code routed away from Anthropic with no key of its own.
+"""Provider keys a launch needs: Claude Code routed away from Anthropic with no key of its own, and
+the key of every provider the rules name (for `xx doctor`).
 
 Why: Claude Code refuses to start without a credential ("Not logged in · Please run /login"), even
 when the rules send its requests to another provider, whose key the gateway adds itself: for a
@@ -203,3 +204,21 @@ def logged_in(binary: str, env: Mapping[str, str], timeout: float = 15.0) -> boo
         return None
     found = status.get("loggedIn") if isinstance(status, dict) else None
     return found if isinstance(found, bool) else None
+
+
+def mask(value: str) -> str:
+    """A key as `xx doctor` may show it: a short prefix (never more than a quarter of it) and its length."""
+    value = value.strip()
+    return f"{value[:min(6, len(value) // 4)]}…, {len(value)} characters"
+
+
+def targets_by_provider(rules: Rules) -> dict[str, list[str]]:
+    """provider -> where the rules send requests to it (tiers.big, launch_tiers.d, ...)."""
+    found: dict[str, list[str]] = {}
+    for loc, target in rules.targets():
+        parsed = ModelTarget.parse(target)
+        if parsed is not None:
+            where = ".".join(str(part) for part in loc)
+            if where not in found.setdefault(parsed.provider, []):
+                found[parsed.provider].append(where)
+    return found

@@ -1,5 +1,5 @@
 """launcher/keys.py's decisions: which of Claude Code's requests a launch sends away from Anthropic,
-and what xx says and sets then. Through `xx` and a real gateway in
+what xx says and sets then, and how keys are shown. Through `xx` and a real gateway in
 test_xx_hygiene.py (the rig) and test_e2e_xx.py (the real Claude Code)."""
 
 from __future__ import annotations
@@ -95,6 +95,12 @@ def test_advice():
     assert keys.advise(EVERY, {"ANTHROPIC_AUTH_TOKEN": "t"}, None, "r") is None
     assert keys.advise(None, {}, False, "r") is None
     assert keys.advise(EVERY, {"ANTHROPIC_API_KEY": "  "}, False, "r").env  # blank is unset
+
+
+@pytest.mark.parametrize("value,shown", [("sk-or-v1-0123456789abcdef0123456789abcdef", "sk-or-…, 41 characters"),
+                                         ("abcdefgh", "ab…, 8 characters"), ("abc", "…, 3 characters")])
+def test_mask_shows_at_most_a_quarter(value, shown):
+    assert keys.mask(value) == shown
 
 
 def test_logged_in_reads_claude_auth_status(tmp_path):
