@@ -28,7 +28,7 @@ from addons import ranking
 from addons.certs import ca_files
 from addons.rules import DEFAULT_RULES_PATH, RulesError
 from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
-from launcher.codes import CodeError, LaunchCode, parse_code, table
+from launcher.codes import CodeError, LaunchCode, mistyped_command, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe, plan_launch, split_model
 from launcher.scan import current_rankings, scan, tier_note
@@ -391,6 +391,10 @@ def main(argv: list[str] | None = None) -> None:
     if not head:
         head = ["--help"]
     elif head[0] not in COMMANDS and not head[0].startswith("-"):
+        typo = mistyped_command(head[0], COMMANDS)
+        if typo is not None:  # `xx doctr` must not become a launch code's error, let alone a launch
+            typer.echo(f"xx: unknown command {head[0]!r}; did you mean `xx {typo}`?", err=True)
+            raise SystemExit(2)
         head = ["launch", *head]  # `xx cip ...` is `xx launch cip ...`
     app(args=head, prog_name="xx", obj={"extra": extra})
 

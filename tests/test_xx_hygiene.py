@@ -1,5 +1,6 @@
 """Launch hygiene through the real `xx` entry (issue 14, point 10): every agent's self-updater is off
-in what xx launches, and Claude Code sent away from Anthropic without a key is told so before it starts.
+in what xx launches, Claude Code sent away from Anthropic without a key is told so before it starts,
+and a misspelled subcommand is named as such instead of becoming a launch code.
 
 The agents are the rig's fake executables (tests/xx_rig.py), which record argv and environment; on
 route p they run behind the real gateway `xx` starts. The real agents' own view of these switches is
@@ -16,6 +17,8 @@ from xx_rig import gateway_pid, recorded, run_xx, write_config, xx_env
 
 from addons.identity import AGENT_LETTERS
 from launcher import updaters
+from launcher.codes import all_codes, mistyped_command, parse_code
+from launcher.xx import COMMANDS
 
 LETTER = {agent: letter for letter, agent in AGENT_LETTERS.items()}
 # agent -> the switch each launch must carry: ("env", name, value) or ("args", words); None: the
@@ -198,3 +201,42 @@ def test_the_rules_in_force_decide_the_gateways_when_it_runs(xx_home, agents_bin
     assert run_xx(claude_env(home, agents_bin, record), "cnp", "-p", "hi").returncode == 0  # starts the gateway
     result = run_xx(big, "cnp", "-p", "hi")
     assert result.returncode == 0 and "other providers" not in result.stderr
+
+
+# ---- 4. misspelled subcommands ----
+
+@pytest.mark.parametrize("word,command", [("doctr", "doctor"), ("stauts", "status"), ("stpo", "stop"),
+                                          ("wacth", "watch"), ("usgae", "usage")])
+def test_a_misspelled_subcommand_is_named_and_starts_nothing(xx_home, agents_bin, tmp_path, word, command):
+    home, _ = xx_home
+    record = tmp_path / "record"
+    result = run_xx(xx_env(home, agents_bin, XX_RECORD=str(record)), word)
+    assert result.returncode == 2
+    assert result.stderr == f"xx: unknown command {word!r}; did you mean `xx {command}`?\n"
+    assert result.stdout == ""
+    assert gateway_pid(home) is None and not list(tmp_path.glob("record*"))
+
+
+def test_other_words_keep_the_launch_code_error_and_start_nothing(xx_home, agents_bin, tmp_path):
+    home, _ = xx_home
+    record = tmp_path / "record"
+    for word, nearest in (("cpi", "cip"), ("zzqy", None)):
+        result = run_xx(xx_env(home, agents_bin, XX_RECORD=str(record)), word)
+        assert result.returncode == 2 and "unknown command" not in result.stderr
+        assert f"xx {word!r}: " in result.stderr and "agent  c claude" in result.stderr  # the letters table
+        if nearest:
+            assert f"did you mean `xx {nearest}`?" in result.stderr  # a suggestion, never run by itself
+    assert gateway_pid(home) is None and not list(tmp_path.glob("record*"))
+    valid = run_xx(xx_env(home, agents_bin, XX_RECORD=str(record)), "cid")
+    assert valid.returncode == 0 and recorded(record)[0] == ["--dangerously-skip-permissions"]
+
+
+def test_no_valid_launch_code_is_taken_for_a_misspelled_subcommand():
+    codes = all_codes()
+    assert len(codes) == 9 * 5 * 3 * 17
+    for code in codes:
+        parse_code(code)
+        assert mistyped_command(code, COMMANDS) is None, code
+    # ... nor is a subcommand itself, nor an invalid code one edit from a valid one
+    assert all(mistyped_command(command, COMMANDS) is None for command in COMMANDS)
+    assert mistyped_command("cpi", COMMANDS) is None and mistyped_command("xnpp", COMMANDS) is None
