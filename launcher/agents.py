@@ -10,6 +10,7 @@ HOME): Claude Code 2.1.330 (`-c/--continue`, `-r/--resume [value]` = id or picke
 Ante and Antigravity are FROM-DOCS only (§2.1: their vendor installers were unreachable).
 
 A template is a tuple of words; placeholders: "{id}" (the session), "{prompt}", and "{flags}" (the
+switch that turns the agent's self-updater off where it is an argument (launcher.updaters), the
 permission bypass, the model flag, then the user's extra arguments, in that order). Where an agent has
 no documented spelling for a mode, the template is None and `command_line` raises UnsupportedMode with
 the reason and what the agent offers instead: nothing is guessed.
@@ -24,6 +25,8 @@ the same reason. A bare picker flag (`-r`) goes last so it cannot swallow a foll
 from __future__ import annotations
 
 import dataclasses
+
+from launcher import updaters
 
 Template = tuple[str, ...] | None
 
@@ -252,7 +255,7 @@ def command_line(agent: str, mode: str, *, session: str | None = None, model: st
         if template is None:
             raise _refuse(spec, mode, f"mode {MODE_WORDS[mode]}")
 
-    flags: list[str] = []
+    flags: list[str] = updaters.args_for(agent, extra)
     if yolo and (mode != "n" or spec.yolo_in_print):
         flags.extend(spec.yolo)
     if model:

@@ -2,13 +2,16 @@
 
 Pure parsing, nothing is started. The letters are those of addons.identity (AGENT_LETTERS, MODES,
 ROUTES, TIERS), which is what the gateway decodes from the proxy user name (`xx-cip`), so the launcher
-and Clutch cannot disagree. A wrong code is refused with the letters table and the nearest valid code.
+and Clutch cannot disagree. A wrong code is refused with the letters table and the nearest valid code
+(a suggestion only: nothing is started from it); a word that is a typo of an `xx` subcommand is
+told so instead (`mistyped_command`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Iterable
 
 from addons.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
 from addons.rules import LAUNCH_TIER_LETTERS
@@ -125,6 +128,23 @@ def nearest(code: str) -> str | None:
     best = min(enumerate(all_codes()),
                key=lambda item: (_distance(lowered, item[1]), item[1][0] != lowered[0], item[0]))
     return best[1]
+
+
+def mistyped_command(word: str, commands: Iterable[str]) -> str | None:
+    """The subcommand `word` is a typo of (`doctr` -> `doctor`), or None: for a subcommand, a valid
+    launch code, or a word as close to a launch code as to any subcommand (that one keeps the launch
+    code's error, which names the nearest code). One edit is allowed for subcommands of up to four
+    letters (`stpo`), two for longer ones (`dcotr`): a valid code is never a typo, whatever the
+    threshold, since it is tried first."""
+    if word in commands or _problem(word) is None:
+        return None
+    lowered = word.lower()
+    distance, command = min((_distance(lowered, command), command) for command in commands)
+    if distance > (1 if len(command) <= 4 else 2):
+        return None
+    if distance >= min(_distance(lowered, code) for code in all_codes()):
+        return None
+    return command
 
 
 def _distance(a: str, b: str) -> int:

@@ -1,5 +1,6 @@
 """`xx doctor`: is this machine ready? Python, the CA files and their permissions, the gateway's port,
-the rules, the xx config, tmux, and which agents are installed with which versions.
+the rules and each provider's key, the xx config, tmux, and which agents are installed with which
+versions.
 
 Each check is a plain function returning Check rows, so the tests run them on prepared folders.
 Nothing is changed: the doctor reads and reports; the fix is in each row's text.
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from addons.certs import ca_files
 from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
-from launcher import lifecycle
+from launcher import keys, lifecycle
 from launcher.agents import AGENTS
 from launcher.config import ConfigError, XXConfig, load_config
 
@@ -102,6 +103,64 @@ def check_rules(config: XXConfig) -> list[Check]:
                                f"launch tiers {', '.join(sorted(rules.launch_tiers)) or 'none'}")]
 
 
+def check_provider_keys(config: XXConfig, environ: dict[str, str], found: dict | None) -> list[Check]:
+    """Each provider of the effective rules (the running gateway's, else those xx would start it on):
+    is its key_env set where the gateway reads it? A running gateway keeps the environment it started
+    with: read from /proc where it is this user's process, else this shell's stands in, and says so.
+    Values are never shown: a short prefix and the length at most (keys.mask)."""
+    summary = (found or {}).get("rules")
+    summary = summary if isinstance(summary, dict) else {}
+    path, overrides = summary.get("path"), summary.get("overrides")
+    if found is None or not isinstance(path, str):
+        path, overrides = str(Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH), environ
+    try:
+        rules = keys.effective_rules(path, overrides if isinstance(overrides, dict) else {})
+    except RulesError as e:
+        return [Check(WARN, "provider keys", f"not checked: the rules cannot be read ({e})")]
+    names = {provider.key_env for provider in rules.providers.values() if provider.key_env}
+    seen, where = _gateway_environ(config, found, names)
+    if seen is None:
+        seen = environ
+    later = "and run `xx restart`" if found is not None else "before the gateway starts"
+    targeted = keys.targets_by_provider(rules)
+    rows = [Check(OK, "provider keys", f"read in {where}")]
+    for name, provider in sorted(rules.providers.items()):
+        variable, used = provider.key_env, targeted.get(name, [])
+        if not variable:
+            rows.append(Check(OK, f"key {name}", "no key_env in the rules: requests sent there carry no key"))
+        elif seen.get(variable, "").strip():
+            rows.append(Check(OK, f"key {name}", f"{variable} set ({keys.mask(seen[variable])})"))
+        elif used:
+            shown = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
+            rows.append(Check(WARN, f"key {name}", f"{variable} not set: what the rules send to {name} ({shown}) "
+                                                  f"fails with \"missing key\"; set it {later}"))
+        else:
+            rows.append(Check(OK, f"key {name}", f"{variable} not set; no rule sends requests to {name} (an agent "
+                                                f"calling it sends its own key)"))
+    return rows
+
+
+def _gateway_environ(config: XXConfig, found: dict | None, names: set[str]) -> tuple[dict[str, str] | None, str]:
+    """The key variables of the running gateway's own environment (Linux /proc, this user's
+    process), and how to name where they were read."""
+    if found is None:
+        return None, "this shell's environment, which a gateway xx starts gets"
+    pid = found.get("pid")
+    # only a Clutch gateway's own process (its command line names addons/clutch.py) is read
+    if isinstance(pid, int) and config.host in ("127.0.0.1", "localhost", "::1") and lifecycle._is_gateway(pid):
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes()
+        except OSError:
+            pass
+        else:
+            pairs = (item.partition(b"=") for item in raw.split(b"\0") if item)
+            seen = {k.decode(errors="replace"): v.decode(errors="replace") for k, _, v in pairs
+                    if k.decode(errors="replace") in names}
+            return seen, f"the running gateway's environment (pid {pid})"
+    return None, (f"this shell's environment: the running gateway (pid {pid}) keeps the one it started with, "
+                  f"which xx cannot read")
+
+
 def check_tools() -> list[Check]:
     rows = []
     tmux = shutil.which("tmux")
@@ -142,7 +201,8 @@ def run_all(environ: dict[str, str]) -> list[Check]:
     found = lifecycle.health(config)
     return [*check_python(), *config_rows, *check_ca(lifecycle.ca_folder(config, found)),
             *check_gateway(config, environ, found),
-            *check_rules(config), *check_tools(), *check_agents(environ)]
+            *check_rules(config), *check_provider_keys(config, environ, found), *check_tools(),
+            *check_agents(environ)]
 
 
 def render(rows: list[Check]) -> str:

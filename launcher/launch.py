@@ -14,7 +14,9 @@ provider in the rules) pins every request of the launch to it at the gateway (th
 the agent's own model name and goes to its model flag. A launch profile (digit 0-9, launcher.config)
 adds its model pin, environment and arguments; the user's own -m and `-- args` win over it.
 A session id that cannot travel in the proxy user name (only letters, digits, '-' and '_') is still
-passed to the agent, but left out of the identity, with a note.
+passed to the agent, but left out of the identity, with a note. On every route the agent's
+self-updater is switched off (launcher.updaters), unless the user's environment or arguments set
+that switch themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from urllib.parse import urlsplit
 
 from addons.certs import CAFiles
 from addons.identity import Identity
-from launcher import agents
+from launcher import agents, updaters
 from launcher.codes import LaunchCode
 from launcher.config import LaunchProfile
 from launcher.recipe import agent_environment, proxy_url
@@ -49,6 +51,8 @@ class Launch:
     changes: dict[str, str | None]  # variable -> new value, or None when removed
     notes: list[str]
     token: str | None = None  # the proxy password, for masking only
+    updates: str = ""  # what the launch does about the agent's self-updater (launcher.updaters)
+    pin: str | None = None  # the provider:model every request goes to (-m or the profile's model)
 
 
 def is_proxy_or_ca(name: str) -> bool:
@@ -89,6 +93,8 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     env = {name: value for name, value in environ.items() if not is_proxy_or_ca(name)}
     if profile is not None:
         env.update(profile.env)
+    switches, updates = updaters.env_for(code.agent, env, arguments)
+    env.update(switches)
     notes.extend(agents.notes(code.agent, code.mode, env))
     if code.route in ("p", "b"):
         host, port = _split_gateway(gateway)
@@ -108,7 +114,7 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     changes: dict[str, str | None] = {name: None for name in environ if name not in env}
     changes.update({name: value for name, value in env.items() if environ.get(name) != value})
     return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,
-                  token=token if code.route in ("p", "b") else None)
+                  token=token if code.route in ("p", "b") else None, updates=updates, pin=pin)
 
 
 def _split_gateway(gateway: str) -> tuple[str, int]:
@@ -152,6 +158,8 @@ def describe(launch: Launch) -> str:
             else:
                 shown = mask_value(name, value, launch.token)
                 lines.append(f"  set   {name:<{width}} = {shown if shown == MASK else shlex.quote(shown)}")
+    if launch.updates:
+        lines.append(f"updates  {launch.updates}")
     for note in launch.notes:
         lines.append(f"note {note}")
     return "\n".join(lines)

@@ -24,19 +24,20 @@ from typing import Annotated
 
 import typer
 
+from addons import ranking
 from addons.certs import ca_files
-from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
-from launcher import agents, aliases, crashguard, doctor, lifecycle, usage_report
-from launcher.codes import CodeError, LaunchCode, parse_code, table
+from addons.rules import DEFAULT_RULES_PATH, RulesError
+from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
+from launcher.codes import CodeError, LaunchCode, mistyped_command, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe, plan_launch, split_model
-from launcher.scan import scan, tier_note
+from launcher.scan import current_rankings, scan, tier_note
 from launcher.tables import render_request, render_resilience, render_reset, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"
 COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "usage", "scan", "doctor", "aliases",
-            "codes")
+            "codes", "breakers")
 
 app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
                   help="xx: start any coding agent with its real flags, routed through Clutch.\n\n"
@@ -95,7 +96,7 @@ def launch(ctx: typer.Context,
                 raise fail(str(e), 1) from None
         else:
             raise fail(f"the gateway does not answer on {config.gateway} and auto_start is off: run `xx start`", 1)
-    rules = _rules_view(config, healthy)
+    rules = _rules_view(config, healthy, environ)
     _check_profile_digit(parsed, config, rules)
     agent_model, pin = split_model(model, rules["providers"])
     try:
@@ -106,6 +107,11 @@ def launch(ctx: typer.Context,
     except agents.LaunchError as e:
         raise fail(str(e)) from None
     planned.notes[:0] = notes + _tier_notes(parsed, rules, config, healthy)
+    advice = _claude_key(parsed, planned, rules, config, healthy)
+    if advice is not None:
+        planned.notes.append(advice.note)
+        planned.env.update(advice.env)
+        planned.changes = dict(sorted({**planned.changes, **advice.env}.items()))
     use_tmux = (config.tmux if tmux is None else tmux) and parsed.mode != "n"
     if tmux and parsed.mode == "n":
         planned.notes.append("--tmux is for interactive launches; mode n runs in this terminal")
@@ -126,19 +132,42 @@ def launch(ctx: typer.Context,
     os.execve(binary, planned.argv, planned.env)
 
 
-def _rules_view(config: XXConfig, healthy: dict | None) -> dict:
-    """What xx needs of the rules: the running gateway's if it answers, else the config's file."""
+def _rules_view(config: XXConfig, healthy: dict | None, environ: dict[str, str]) -> dict:
+    """What xx needs of the rules: the running gateway's if it answers (its file, read here, with
+    its overrides; "rules" is None when that file cannot be read), else the config's file with the
+    overrides of the environment xx would start the gateway with."""
     if healthy is not None:
         rules = healthy.get("rules") or {}
+        overrides = rules.get("overrides") if isinstance(rules.get("overrides"), dict) else {}
+        try:
+            loaded = keys.effective_rules(rules["path"], overrides) if isinstance(rules.get("path"), str) else None
+        except RulesError:
+            loaded = None
         return {"providers": rules.get("providers") or [], "launch_tiers": rules.get("launch_tiers") or {},
-                "profiles": rules.get("profiles") or [], "source": f"the gateway's rules ({rules.get('path')})"}
+                "profiles": rules.get("profiles") or [], "source": f"the gateway's rules ({rules.get('path')})",
+                "rules": loaded, "summary": rules}
     path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
     try:
-        loaded = load_rules(path)
+        loaded = keys.effective_rules(str(path), environ)
     except RulesError as e:
         raise fail(f"the rules the gateway would start on are broken: {e}") from None
     return {"providers": sorted(loaded.providers), "launch_tiers": dict(loaded.launch_tiers),
-            "profiles": sorted(loaded.profiles), "source": str(path)}
+            "profiles": sorted(loaded.profiles), "source": str(path), "rules": loaded}
+
+
+def _claude_key(code: LaunchCode, planned: Launch, rules: dict, config: XXConfig,
+                healthy: dict | None) -> keys.Advice | None:
+    """Claude Code sent away from Anthropic with no key: say so (and, where every request leaves,
+    supply a placeholder) before it stops with "Not logged in" (launcher.keys)."""
+    if code.agent != "claude" or code.route != "p":
+        return None
+    routing = keys.routing_of(rules, code)
+    ranked = None
+    if code.tier in ("m", "f") and code.tier not in routing.launch_tiers:  # the model scan's pick
+        found = current_rankings(config, healthy)
+        picked = ranking.pick(found[0], code.tier) if found else None
+        ranked = str(picked.target) if picked and picked.target.provider in routing.providers else None
+    return keys.claude_advice(code, planned.argv[0], planned.env, planned.pin, routing, ranked)
 
 
 def _check_profile_digit(code: LaunchCode, config: XXConfig, rules: dict) -> None:
@@ -304,7 +333,6 @@ app.command(name="scan")(scan)
 
 breakers_app = typer.Typer(no_args_is_help=True, help="The gateway's circuit breakers and 429 cooldowns.")
 app.add_typer(breakers_app, name="breakers")
-COMMANDS += ("breakers",)
 
 
 @breakers_app.command(name="reset")
@@ -379,6 +407,10 @@ def main(argv: list[str] | None = None) -> None:
     if not head:
         head = ["--help"]
     elif head[0] not in COMMANDS and not head[0].startswith("-"):
+        typo = mistyped_command(head[0], COMMANDS)
+        if typo is not None:  # `xx doctr` must not become a launch code's error, let alone a launch
+            typer.echo(f"xx: unknown command {head[0]!r}; did you mean `xx {typo}`?", err=True)
+            raise SystemExit(2)
         head = ["launch", *head]  # `xx cip ...` is `xx launch cip ...`
     app(args=head, prog_name="xx", obj={"extra": extra})
 

@@ -15,6 +15,7 @@ from launcher.codes import parse_code
 from launcher.launch import PROXY_AND_CA, plan_launch
 
 S, P = "4f1c2a", "fix the failing test"
+UPDATES = ["-c", "check_for_update_on_startup=false"]
 
 # agent -> mode -> expected argv (None: refused). The table the launcher implements.
 EXPECTED = {
@@ -25,12 +26,12 @@ EXPECTED = {
         "s": ["claude", "--resume", S, "--dangerously-skip-permissions"],
         "r": ["claude", "--dangerously-skip-permissions", "--resume"],
     },
-    "codex": {
-        "i": ["codex", "--no-daemon", "--dangerously-bypass-approvals-and-sandbox"],
-        "c": ["codex", "resume", "--last", "--no-daemon", "--dangerously-bypass-approvals-and-sandbox"],
-        "n": ["codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", P],
-        "s": ["codex", "resume", S, "--no-daemon", "--dangerously-bypass-approvals-and-sandbox"],
-        "r": ["codex", "resume", "--no-daemon", "--dangerously-bypass-approvals-and-sandbox"],
+    "codex": {  # UPDATES: its self-updater's switch (launcher.updaters) goes first among the flags
+        "i": ["codex", "--no-daemon", *UPDATES, "--dangerously-bypass-approvals-and-sandbox"],
+        "c": ["codex", "resume", "--last", "--no-daemon", *UPDATES, "--dangerously-bypass-approvals-and-sandbox"],
+        "n": ["codex", "exec", "--skip-git-repo-check", *UPDATES, "--dangerously-bypass-approvals-and-sandbox", P],
+        "s": ["codex", "resume", S, "--no-daemon", *UPDATES, "--dangerously-bypass-approvals-and-sandbox"],
+        "r": ["codex", "resume", "--no-daemon", *UPDATES, "--dangerously-bypass-approvals-and-sandbox"],
     },
     "opencode": {
         "i": ["opencode", "--auto"],
@@ -120,7 +121,7 @@ def test_every_refusal_is_listed():
 
 @pytest.mark.parametrize("agent,expected", [
     ("claude", ["claude", "--print", "--resume", S, "--dangerously-skip-permissions", P]),
-    ("codex", ["codex", "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
+    ("codex", ["codex", "exec", "--skip-git-repo-check", *UPDATES, "--dangerously-bypass-approvals-and-sandbox",
                "resume", S, P]),
     ("opencode", ["opencode", "run", "--session", S, "--auto", P]),
     ("openclaw", ["openclaw", "agent", "--session-id", S, "-m", P]),
@@ -177,7 +178,7 @@ def test_usage_errors(kwargs, message):
 
 def test_without_yolo_no_bypass_flags():
     assert command_line("claude", "i", yolo=False) == ["claude"]
-    assert command_line("codex", "n", prompt=P, yolo=False) == ["codex", "exec", "--skip-git-repo-check", P]
+    assert command_line("codex", "n", prompt=P, yolo=False) == ["codex", "exec", "--skip-git-repo-check", *UPDATES, P]
     assert yolo_env("claude", is_root=True, yolo=False) == {}
 
 

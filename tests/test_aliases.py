@@ -89,8 +89,8 @@ def test_every_alias_is_a_valid_launch_code():
     ("cc", "run  claude --dangerously-skip-permissions"),
     ("cc-debug", "run  claude --dangerously-skip-permissions --debug"),
     ("hsr 20260101_abc", "run  hermes -r 20260101_abc --yolo"),
-    ("codex-run 'fix the test'", "run  codex exec --skip-git-repo-check --dangerously-bypass-approvals-and-sandbox "
-                                 "'fix the test'"),
+    ("codex-run 'fix the test'", "run  codex exec --skip-git-repo-check -c check_for_update_on_startup=false "
+                                 "--dangerously-bypass-approvals-and-sandbox 'fix the test'"),
 ])
 def test_bash_runs_the_aliases_through_xx(tmp_path, line, expected_run):
     rc = tmp_path / ".bashrc"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from addons.certs import prepare
 from launcher import doctor
@@ -57,3 +58,58 @@ def test_the_command(tmp_path):
     os.chmod(home / "certs" / "mitmproxy-ca.pem", 0o644)
     result = run_xx(xx_env(home), "doctor")
     assert result.returncode == 1 and "1 problem(s)" in result.stdout
+
+
+# ---- provider keys: each provider of the effective rules ----
+
+KEY = "sk-or-v1-0123456789abcdef0123456789abcdef"
+RULES = """version: 1
+providers:
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat],
+               key_env: OPENROUTER_API_KEY}
+  anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], key_env: ANTHROPIC_API_KEY}
+  openai: {base_url: "https://api.openai.com/v1", dialects: [openai_chat], key_env: OPENAI_API_KEY}
+  ollama: {base_url: "http://127.0.0.1:11434/v1", dialects: [openai_chat]}
+tiers: {big: "anthropic:claude-opus-4-8"}
+launch_tiers: {d: "openrouter:deepseek/deepseek-v4-flash", k: "openrouter:moonshotai/kimi-k2.6"}
+"""
+
+
+def test_provider_keys_are_checked_and_never_shown(tmp_path):
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    rows = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {"OPENROUTER_API_KEY": KEY}, None))
+    assert rows["provider keys"].detail == "read in this shell's environment, which a gateway xx starts gets"
+    assert rows["key openrouter"].status == doctor.OK
+    assert rows["key openrouter"].detail == "OPENROUTER_API_KEY set (sk-or-…, 41 characters)"
+    assert rows["key anthropic"].status == doctor.WARN  # tiers.big sends requests there
+    assert rows["key anthropic"].detail == ('ANTHROPIC_API_KEY not set: what the rules send to anthropic (tiers.big) '
+                                            'fails with "missing key"; set it before the gateway starts')
+    assert rows["key openai"].status == doctor.OK and "no rule sends requests to openai" in rows["key openai"].detail
+    assert rows["key ollama"].detail == "no key_env in the rules: requests sent there carry no key"
+    short = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {"OPENROUTER_API_KEY": "abcdefg"},
+                                               None))
+    assert short["key openrouter"].detail == "OPENROUTER_API_KEY set (a…, 7 characters)"  # a quarter at most
+    rules.write_text("version: 1\nproviders: {}\n")
+    broken = doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {}, None)
+    assert [(row.status, row.name) for row in broken] == [(doctor.WARN, "provider keys")]
+
+
+def test_the_running_gateways_own_keys_count(xx_home, tmp_path, fake, pki):
+    """A running gateway keeps the environment it started with: a key exported later in this shell
+    does not reach it, and one this shell lacks may be there. The doctor reads the gateway's."""
+    from xx_rig import write_config
+    home, config = xx_home
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES)
+    write_config(home, fake.port, pki.ca_cert, gateway=config["gateway"], rules=str(rules))
+    started = run_xx(xx_env(home, OPENROUTER_API_KEY=KEY), "start")
+    assert started.returncode == 0, started.stderr
+    pid = int((home / ".xx" / "gateway.pid").read_text())
+    result = run_xx(xx_env(home, ANTHROPIC_API_KEY="sk-ant-api03-only-in-this-shell"), "doctor")
+    rows = {name: (status, detail) for status, name, detail in
+            (re.split(r"\s{2,}", line, maxsplit=2) for line in result.stdout.splitlines()[:-2] if line)}
+    assert rows["provider keys"] == ("ok", f"read in the running gateway's environment (pid {pid})")
+    assert rows["key openrouter"] == ("ok", "OPENROUTER_API_KEY set (sk-or-…, 41 characters)")
+    assert rows["key anthropic"][0] == "warn" and rows["key anthropic"][1].endswith("set it and run `xx restart`")
+    assert KEY not in result.stdout + result.stderr and "only-in-this-shell" not in result.stdout + result.stderr

@@ -293,3 +293,96 @@ def test_xx_nd_leaves_the_gateway_untouched(agent, gateway, fake, plain_fake, tm
         assert ANSWER in result.stdout
         direct = plain_fake.entries()[plain_before:]
         assert direct and all("x-clutch-flow" not in e["headers"] for e in direct)
+
+
+# ---- launch hygiene with the real agents (issue 14, point 10) ----
+
+def real_env(home: Path, **more: str) -> dict[str, str]:
+    return {"PATH": f"{AGENT_BIN}:{os.environ['PATH']}", "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
+            "PYTHONPATH": str(ROOT), **more}
+
+
+def run_real(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), env=env, cwd=env["HOME"], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def test_claude_and_codex_diagnostics_say_xx_turned_their_updaters_off(xx_home):
+    """Each agent's own diagnostics, asked through `xx <agent>i<route> -- doctor`: Claude Code's on the
+    proxy route (through the gateway xx starts) and the direct one, Codex's on the direct one. The
+    controls are the bare binaries under the same HOME."""
+    claude, codex = agent_binary("claude", "Claude Code"), agent_binary("codex", "Codex CLI")
+    home, _ = xx_home
+    env = real_env(home, ANTHROPIC_API_KEY="sk-ant-api03-e2e-updates")
+    xx = [sys.executable, "-m", "launcher.xx"]
+    bare = run_real(env, str(claude), "doctor")
+    assert bare.returncode == 0, bare.stderr
+    assert "Auto-updates: enabled" in bare.stdout  # the control: on unless told otherwise
+    for code in ("cid", "cip"):
+        result = run_real(env, *xx, code, "--", "doctor")
+        assert result.returncode == 0, result.stderr
+        assert "Auto-updates: disabled (set by env: DISABLE_AUTOUPDATER)" in result.stdout, (code, result.stdout)
+    assert gateway_pid(home) is not None  # cip ran through the gateway
+
+    bare = run_real(env, str(codex), "doctor")
+    assert "startup update check     true" in bare.stdout, bare.stdout[-2000:]
+    result = run_real(env, *xx, "xid", "--", "doctor")
+    assert "startup update check     false" in result.stdout, result.stdout[-2000:]
+
+
+def test_claude_tui_never_tries_to_update_itself_under_xx(xx_home, tmp_path):
+    """The updater itself: Claude Code's interactive TUI, installed by npm, first asks npm for its
+    latest version (`npm view @anthropic-ai/claude-code@latest version`), then `npm install -g`s it:
+    that is how it landed in the system's global npm folder. An `npm` first on PATH records every call
+    and fails it, so nothing is ever installed (a real one did install it, seen while writing this
+    test). The control is the user's own DISABLE_AUTOUPDATER=0, which xx leaves alone: there Claude
+    Code asks npm; under plain `xx cip` it must not, for twice as long as the control needed."""
+    agent_binary("claude", "Claude Code")
+    home, _ = xx_home
+    key = "sk-ant-api03-e2e-tui-update-probe"
+    (home / ".claude.json").write_text(json.dumps({  # no onboarding, no "use this API key?" question
+        "hasCompletedOnboarding": True, "theme": "dark",
+        "customApiKeyResponses": {"approved": [key[-20:]], "rejected": []},
+        "projects": {str(home): {"hasTrustDialogAccepted": True}}}))
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    calls = tmp_path / "npm-calls"
+    (probe / "npm").write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexit 1\n')
+    (probe / "npm").chmod(0o755)
+    env = real_env(home, ANTHROPIC_API_KEY=key, TERM="xterm", PATH=f"{probe}:{AGENT_BIN}:{os.environ['PATH']}",
+                   npm_config_prefix=str(tmp_path / "npm-prefix"))  # and a real npm would install there
+    xx = [sys.executable, "-m", "launcher.xx", "cip", "--no-yolo"]
+    started = time.monotonic()
+    run_in_a_terminal(xx, {**env, "DISABLE_AUTOUPDATER": "0"}, home, 120, until=calls.exists)
+    needed = time.monotonic() - started
+    assert calls.exists(), "the control asked npm nothing: this test would prove nothing"
+    assert "view @anthropic-ai/claude-code@latest version" in calls.read_text()
+    calls.unlink()
+    run_in_a_terminal(xx, env, home, max(15.0, 2 * needed), until=calls.exists)
+    assert not calls.exists(), calls.read_text()
+    assert not (tmp_path / "npm-prefix").exists()
+
+
+def test_claude_sent_away_without_a_key(xx_home, fake):
+    """No ANTHROPIC_API_KEY and no login: a launch pinned to another provider starts (xx's
+    placeholder) and answers from it, the gateway sending the provider's key; a launch that sends
+    only some requests away is told why Claude Code stops, before it does."""
+    agent_binary("claude", "Claude Code")
+    home, _ = xx_home
+    env = real_env(home, OPENROUTER_API_KEY="sk-or-v1-e2e-claude-away")
+    # first, with claude-code-proxy's BIG_MODEL, which the gateway xx starts here gets too: opus
+    # requests go to OpenRouter, the rest stay on Anthropic
+    some = run_real({**env, "BIG_MODEL": "openrouter:moonshotai/kimi-k2.6"}, sys.executable, "-m", "launcher.xx",
+                    "cnp", "-p", "say hi")
+    assert some.returncode != 0 and "Not logged in · Please run /login" in some.stdout  # Claude Code's refusal
+    assert ("xx: Claude Code has neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN, and some of its requests go to "
+            "other providers (tiers.big -> openrouter:moonshotai/kimi-k2.6; rules: the gateway's rules") in some.stderr
+
+    before = len(fake.entries())
+    result = run_real(env, sys.executable, "-m", "launcher.xx", "cnpd", "-p", "say hi")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert ANSWER in result.stdout
+    assert "xx: every request of this launch leaves Anthropic (launch_tiers.d -> " in result.stderr
+    turns = [e for e in fake.entries()[before:] if e["method"] == "POST" and e["host"] == "openrouter.ai"]
+    assert turns and all(e["headers"]["authorization"] == "Bearer sk-or-v1-e2e-claude-away" for e in turns)
+    assert all(e["model"] == "deepseek/deepseek-v4-flash" for e in turns)

@@ -137,7 +137,8 @@ def test_direct_route_removes_every_proxy_and_ca_variable(setup):
                "NO_PROXY": "x"}
     launch = plan(setup, "xnd", prompt="go", environ=environ, is_root=True)
     argv, env = run(setup, launch)
-    assert argv == ["exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "go"]
+    assert argv == ["exec", "--skip-git-repo-check", "-c", "check_for_update_on_startup=false",
+                    "--dangerously-bypass-approvals-and-sandbox", "go"]
     removed = {n for n in environ if n not in ("PATH", "XX_RECORD", "HOME", "ANTHROPIC_API_KEY", "GITHUB_TOKEN",
                                                "EDITOR")}
     assert not removed & set(env)

@@ -11,7 +11,6 @@ import threading
 import time
 
 import httpx
-import pytest
 from harness import stop as stop_process
 from xx_rig import alive, gateway_pid, run_xx, write_config, xx_env
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from fake_upstream import STRICT_ROLES_TEMPLATE, repeated_user_turn
+from fake_upstream import repeated_user_turn
 from harness import agent_binary, stop, trust
 
 from addons.certs import ca_files

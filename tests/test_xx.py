@@ -71,7 +71,8 @@ def test_direct_route_never_touches_the_gateway(xx_home, agents_bin, tmp_path):
     assert result.returncode == 0, result.stderr
     assert gateway_pid(home) is None  # not started
     argv, seen_env = recorded(record)
-    assert argv == ["exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox", "go"]
+    assert argv == ["exec", "--skip-git-repo-check", "-c", "check_for_update_on_startup=false",
+                    "--dangerously-bypass-approvals-and-sandbox", "go"]
     assert not {"HTTPS_PROXY", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"} & set(seen_env)
 
 

@@ -24,10 +24,18 @@ from launcher.agents import AGENTS
 
 # A fake agent: records argv and environment (NUL-separated), then, when XX_FAKE_REQUEST names a URL,
 # POSTs XX_FAKE_BODY there with curl, which honours the launch's https_proxy and CURL_CA_BUNDLE the
-# way the real agents honour HTTPS_PROXY and their CA variables.
+# way the real agents honour HTTPS_PROXY and their CA variables. `auth status` answers as Claude Code
+# 2.1.330 does (JSON with loggedIn; exit 1 when not logged in): logged in when XX_FAKE_LOGGED_IN is
+# set; each such question is counted in $XX_RECORD.auth.
 FAKE_AGENT = """#!/bin/sh
 [ "$1" = "--version" ] && { echo "fake $(basename "$0") 1.2.3"; exit 0; }
 record="${XX_RECORD:-/dev/null}"
+if [ "$1 $2" = "auth status" ]; then
+    [ -n "$XX_RECORD" ] && echo asked >> "$XX_RECORD.auth"
+    [ -n "$XX_FAKE_LOGGED_IN" ] && { echo '{"loggedIn": true, "authMethod": "claude.ai"}'; exit 0; }
+    echo '{"loggedIn": false, "authMethod": "none"}'
+    exit 1
+fi
 for a in "$@"; do printf '%s\\0' "$a"; done > "$record.argv"
 env -0 > "$record.env"
 pwd > "$record.cwd"
