@@ -42,9 +42,12 @@ def apply_overrides(rules: Rules, environ: Mapping[str, str] | None = None) -> t
     in_force = {name: environ[name].strip() for name in ENV_OVERRIDES if environ.get(name, "").strip()}
     if not in_force:
         return rules, {}
-    data = rules.model_dump()
+    # only what the file set: re-validating a full dump would mark every field of every profile as set, and
+    # a profile's empty tier would then hide the override (layers replace the fields a profile sets)
+    data = rules.model_dump(exclude_unset=True)
     for name, value in in_force.items():
         section, field, kind = ENV_OVERRIDES[name]
+        data.setdefault(section, {})
         if kind == "target":
             data[section][field] = _target(name, value, rules)
         elif kind == "int":
@@ -61,7 +64,7 @@ def apply_overrides(rules: Rules, environ: Mapping[str, str] | None = None) -> t
                 # the rest its cascade
                 data["routes"]["toolcall"] = targets[0] if targets else None
                 if len(targets) > 1:
-                    data["cascades"][targets[0]] = targets[1:]
+                    data.setdefault("cascades", {})[targets[0]] = targets[1:]
             else:
                 data[section][field] = targets
         else:

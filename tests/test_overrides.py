@@ -52,3 +52,16 @@ def test_bad_values_name_the_variable(rules, name, value, message):
         apply_overrides(rules, {name: value})
     assert error.value.field == name and error.value.file == "environment"
     assert message in str(error.value)
+
+
+def test_an_agents_profile_keeps_the_override(tmp_path):
+    """A profile that sets nothing about a tier must not hide the variable's tier: overriding rebuilds the
+    rules from what the file set, not from a dump of every field."""
+    from addons.router import layer_for
+    path = tmp_path / "rules.yaml"
+    path.write_text("version: 1\nproviders:\n  openrouter: {base_url: \"https://openrouter.ai/api/v1\", "
+                    "dialects: [openai_chat], hosts: [openrouter.ai]}\n"
+                    "profiles:\n  claude: {routes: {think: \"openrouter:x/think\"}}\n")
+    updated, _ = apply_overrides(load_rules(path), {"BIG_MODEL": "openrouter:x/big"})
+    layer = layer_for(updated, "claude")
+    assert layer.tiers["big"] == "openrouter:x/big" and layer.routes["think"] == "openrouter:x/think"
