@@ -168,8 +168,9 @@ def test_openrouter_fallback_is_booked_to_the_model_that_answered(tmp_path, fake
         gateway.stop()
     from mitmproxy import io
     with open(tmp_path / "flows.out", "rb") as saved:
-        comments = [f.comment for f in io.FlowReader(saved).stream() if "n2/fail-429" in f.comment]
-    assert comments and "OpenRouter fallback" in comments[0] and "failed at OpenRouter" in comments[0]
+        flows = [f for f in io.FlowReader(saved).stream() if "n2/fail-429" in f.comment]
+    assert flows and "OpenRouter fallback" in flows[0].comment and "failed at OpenRouter" in flows[0].comment
+    assert flows[0].marked == ":repeat:"  # mitmweb's marker: a fallback answered
 
 
 # ---------------------------------------------------------------- 3. silent and slow streams
