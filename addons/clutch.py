@@ -31,6 +31,7 @@ from addons.rankings_book import RankingsBook  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
+from addons.sockets import Sockets  # noqa: E402
 
 
 def make_addons() -> list:
@@ -50,6 +51,7 @@ def make_addons() -> list:
         Identify(),
         Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings),
         Classify(rulebook),
+        Sockets(),  # Codex's Responses WebSocket; before routing copies a turn's headers
         Compress(rulebook),  # before routing: routes, cascades and translation all see the compressed body
         Route(rulebook, rankings),
         budget,  # after Route: a provider's budget needs the provider the request goes to

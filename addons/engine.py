@@ -17,10 +17,10 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import cascade, compression, dialects
+from addons import cascade, compression
 from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
-from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET, call_of, identity_of, route_of
+from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
 from addons.plan import Plan, build_plan, flavour_of, json_bytes, url_of
 from addons.rankings_book import RankingsBook
 from addons.relay import Attempt, Job, Relay
@@ -70,10 +70,6 @@ class Engine:
                           "Per attempt: longest silence between two pieces of a response body.")
         loader.add_option("clutch_http_client", str, "aiohttp",
                           "The engine's upstream HTTP client: aiohttp or httpx.", choices=["aiohttp", "httpx"])
-        loader.add_option("clutch_websocket", str, "refuse",
-                          "Codex's Responses-over-WebSocket upgrade: 'refuse' answers 426 so Codex uses "
-                          "HTTPS through the engine at once; 'pass' lets mitmproxy carry the WebSocket "
-                          "untouched.", choices=["refuse", "pass"])
         loader.add_option("clutch_trace_upstream", bool, False,
                           "Send an x-clutch-flow header upstream naming the flow (for tests and debugging).")
 
@@ -87,9 +83,6 @@ class Engine:
         if "clutch_http_client" in updated and ctx.options.clutch_http_client not in ("aiohttp", "httpx"):
             raise exceptions.OptionsError(
                 f"clutch_http_client must be aiohttp or httpx, not {ctx.options.clutch_http_client!r}")
-        if "clutch_websocket" in updated and ctx.options.clutch_websocket not in ("refuse", "pass"):
-            raise exceptions.OptionsError(
-                f"clutch_websocket must be refuse or pass, not {ctx.options.clutch_websocket!r}")
         if updated & {"clutch_http_client", "clutch_resolve", "ssl_insecure", "ssl_verify_upstream_trusted_ca"}:
             self._replace_client()
 
@@ -112,15 +105,6 @@ class Engine:
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
-            return
-        if flow.metadata.get(WEBSOCKET) and ctx.options.clutch_websocket == "refuse":
-            flow.response = http.Response.make(
-                426,
-                dialects.error_body(dialects.Dialect.OPENAI_RESPONSES, 426,
-                                    "Clutch serves the Responses API over HTTPS; retry without WebSocket."),
-                {"content-type": "application/json"},
-            )
-            flow.comment = "clutch: refused the Responses WebSocket upgrade (426), the agent falls back to HTTPS"
             return
         if call_of(flow) is None:
             return
@@ -324,7 +308,9 @@ def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> s
     if job is not None and job.served_by and job.served_by != str(job.primary):
         native = any(a.via == "openrouter" for a in attempts)
         served = f"; served by {job.served_by}" + (" (OpenRouter fallback)" if native else "")
-    return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode} model={call.model or '?'} "
+    turn = flow.metadata.get(WEBSOCKET_TURN)
+    socket = f" (turn {turn['turn']} of Responses WebSocket {turn['socket']})" if turn else ""
+    return (f"clutch: {identity_of(flow).describe()} {call.dialect} {mode}{socket} model={call.model or '?'} "
             f"via {call.provider}{unread}; {route}; attempts: {trail}{served}{_compression_note(flow)}")
 
 

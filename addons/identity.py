@@ -117,6 +117,21 @@ def username_for(identity: Identity) -> str:
     return ".".join(parts)
 
 
+def same_identity_username(identity: Identity) -> str | None:
+    """A proxy user name that reads back as exactly `identity`, for requests Clutch sends through its own
+    proxy on an agent's behalf; None for an agent that sent no credentials. Unlike `username_for`, it
+    names a route and tier even where a launch code implies them (a `.t-` after a code overrides it)."""
+    if not identity.from_credentials:
+        return None
+    parts = [f"xx-{identity.launch_code or identity.agent}"]
+    for key, value in (("s", identity.session), ("r", identity.route), ("t", identity.tier)):
+        if value:
+            parts.append(f"{key}-{value}")
+    if identity.model:
+        parts.append("m-" + base64.urlsafe_b64encode(identity.model.encode()).decode().rstrip("="))
+    return ".".join(parts)
+
+
 def _is_launch_code(code: str) -> bool:
     return (
         len(code) in (3, 4)

@@ -14,7 +14,7 @@ import time
 
 from mitmproxy import ctx, http
 
-from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE
+from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET_TURN
 from addons.usage_rows import outcome_of
 
 
@@ -97,4 +97,6 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "output_tokens": usage.get("output_tokens"),
         "cost_usd": usage.get("cost_usd"),
         "estimated": usage.get("estimated"),
+        # a turn of a Responses WebSocket Clutch answered: {"socket": its flow id, "turn": n}
+        "websocket": flow.metadata.get(WEBSOCKET_TURN),
     }

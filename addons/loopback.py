@@ -4,6 +4,9 @@ No mitmproxy here. mitmproxy's own upstream path cannot retry or stream a fallba
 (research/mitmproxy.md §1), so LLM flows are pointed at this server; the handler reads the
 original request from the flow object and writes the upstream's answer back, chunked, as it
 arrives. Only mitmproxy talks to it: it binds loopback and serves paths under a random secret.
+
+A server given an `upgrade` handler hands it WebSocket upgrades whole (the request head and the
+connection), for the Responses WebSockets Clutch answers itself (addons/sockets.py).
 """
 
 from __future__ import annotations
@@ -46,11 +49,14 @@ class ResponseWriter:
 
 
 Handler = Callable[[str, ResponseWriter], Awaitable[None]]
+# (request target, the request head as received, the connection) -> serve it until it closes
+UpgradeHandler = Callable[[str, bytes, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 class LoopbackServer:
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, upgrade: UpgradeHandler | None = None):
         self._handler = handler
+        self._upgrade = upgrade
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -78,6 +84,9 @@ class LoopbackServer:
                     name, sep, value = line.partition(":")
                     if sep:
                         headers[name.strip().lower()] = value.strip()
+                if self._upgrade is not None and headers.get("upgrade", "").lower() == "websocket":
+                    await self._upgrade(target, head, reader, writer)
+                    return
                 await _discard_body(reader, headers)
                 if not await self._handle(target, ResponseWriter(writer), reader):
                     return

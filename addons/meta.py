@@ -20,7 +20,8 @@ from addons.router import Decision
 
 IDENTITY = "clutch.identity"  # summary of the agent that sent the flow
 CALL = "clutch.call"  # summary of the LLM call Classify recognised
-WEBSOCKET = "clutch.websocket"  # True on Codex's Responses WebSocket upgrade
+WEBSOCKET = "clutch.websocket"  # on Codex's Responses WebSocket upgrade: True, then the clutch_websocket mode
+WEBSOCKET_TURN = "clutch.websocket_turn"  # {"socket": upgrade flow id, "turn": n} on a turn Clutch sent
 ATTEMPTS = "clutch.attempts"  # summaries of the engine's upstream attempts
 ROUTE = "clutch.route"  # summary of the routing decision and the upstream plan
 COMPRESSION = "clutch.compression"  # mode, cuts and tokens before/after of the request's compression

@@ -6,8 +6,9 @@ a burst of requests costs the event loop nothing but a queue put, and the gatewa
 drains the queue before it closes the database. The rows' token totals also go into the flow's
 metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
 
-Codex's Responses-over-WebSocket (with `clutch_websocket=pass`) carries no HTTP response per call:
-each `response.completed` message the provider sends becomes one row.
+Codex's Responses-over-WebSocket carried to the provider (`clutch_websocket=pass`) has no HTTP response
+per call: each `response.completed` message the provider sends becomes one row. A socket Clutch answers
+itself (`route`) sends each turn as a request of its own, booked like any other.
 """
 
 from __future__ import annotations
@@ -204,6 +205,8 @@ class Usage:
 
     def websocket_message(self, flow: http.HTTPFlow) -> None:
         """Codex's Responses over WebSocket: a row per `response.completed` the provider sent."""
+        if flow.metadata.get(WEBSOCKET) != "pass":
+            return  # a socket Clutch answers: its turns are requests of their own, with their own rows
         message = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
         if message is None or message.from_client or not message.is_text or b"response.completed" not in message.content:
             return

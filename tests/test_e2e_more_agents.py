@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from agent_setups import AgentSetup, prepare
 from fake_upstream import FakeUpstream
@@ -97,16 +99,41 @@ def assert_every_llm_call_went_through_clutch(result, setup: AgentSetup, entries
     return calls
 
 
+def websocket_turns(gateway, session: str, count: int) -> list[dict]:
+    """The journal's entries (GET /requests) of a session's turns sent on a Responses WebSocket, once
+    there are `count` (a turn is journaled when its flow ends, which may be just after Codex exits)."""
+    deadline = time.monotonic() + 10
+    while True:
+        journal = httpx.get(f"http://127.0.0.1:{gateway.port}/requests", timeout=5, trust_env=False).json()
+        turns = [e for e in journal["requests"] if e["session"] == session and e["websocket"]]
+        if len(turns) >= count or time.monotonic() > deadline:
+            return turns
+        time.sleep(0.05)
+
+
+def assert_codex_used_its_websocket(result, entries, gateway, log_before: int) -> None:
+    """Codex spoke its own transport, the Responses WebSocket, which Clutch answered: no upgrade reached
+    the fake, none was refused (no 426, so no ERROR line from Codex), and its turns came as HTTP
+    requests through Clutch's engine (each call of the caller's checks carries x-clutch-flow)."""
+    assert not [e for e in entries if e["method"] == "GET"], [e["path"] for e in entries]
+    assert "426" not in gateway.output()[log_before:]
+    assert "failed to connect to Responses WebSocket" not in result.stderr + result.stdout
+    assert "ERROR" not in result.stderr, result.stderr[-3000:]
+
+
 def test_codex_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
     log_before = len(gateway.output())
     result, setup, entries = run_one_prompt("codex", gateway, fake, tmp_path)
     calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
     assert len(calls) == 1 and calls[0]["stream"] is True
     assert calls[0]["headers"]["originator"] == "codex_exec"
-    # Codex asked for the Responses WebSocket first: Clutch answered the upgrade itself (426), so it
-    # never reached the fake, and Codex fell back to the HTTPS POST at once (agent-clis.md §6.2)
-    assert not [e for e in entries if e["method"] == "GET"], [e["path"] for e in entries]
-    assert "426 Upgrade Required" in gateway.output()[log_before:]
+    # on gateway defaults Codex keeps its WebSocket (agent-clis.md §6.2): Clutch answered the upgrade
+    # and its pre-warm itself, and sent the one turn through the gateway with the whole input
+    assert_codex_used_its_websocket(result, entries, gateway, log_before)
+    [turn] = websocket_turns(gateway, "e2e-codex", 1)
+    assert (turn["agent"], turn["model"], turn["status"], turn["websocket"]["turn"]) == ("codex", setup.model, 200, 1)
+    roles = [item.get("role") for item in calls[0]["request_json"]["input"]]
+    assert roles[0] == "developer" and roles[-1] == "user"  # the pre-warm's instructions, then the prompt
 
 
 CODEX_ROUTED_RULES = """\
@@ -138,13 +165,19 @@ def codex_routed_gateway(tmp_path_factory, fake, pki):
 
 def test_codex_routed_to_a_chat_only_provider_completes_a_tool_turn(codex_routed_gateway, fake, tmp_path):
     gateway = codex_routed_gateway
+    log_before = len(gateway.output())
     result, setup, entries = run_one_prompt("codex", gateway, fake, tmp_path, prompt=CODEX_TOOL_PROMPT)
     assert result.returncode == 0, result.stderr[-3000:] + gateway.output()[-3000:]
     assert ANSWER in result.stdout, (result.stdout[-2000:], result.stderr[-3000:])
     calls = [e for e in entries if looks_like_llm_call(e)]
     # every LLM call went to the chat endpoint, translated, with the rules' key: none to /v1/responses,
-    # and the WebSocket upgrade never reached a provider (Clutch answers it with 426)
+    # and the WebSocket upgrade never reached a provider (Clutch answers it, and sends each turn on)
     assert len(calls) == 2 and entries == calls, [(e["method"], e["host"], e["path"]) for e in entries]
+    assert_codex_used_its_websocket(result, entries, gateway, log_before)
+    turns = websocket_turns(gateway, "e2e-codex", 2)
+    assert [(t["target"], t["status"], t["websocket"]["turn"]) for t in turns] == [
+        ("openrouter:qwen/qwen3-coder-for-codex", 200, 1), ("openrouter:qwen/qwen3-coder-for-codex", 200, 2)]
+    assert turns[0]["websocket"]["socket"] == turns[1]["websocket"]["socket"]  # one socket, two turns
     for entry in calls:
         assert (entry["host"], entry["path"]) == ("openrouter.ai", "/api/v1/chat/completions")
         assert entry["headers"]["authorization"] == f"Bearer {CODEX_ROUTER_KEY}" and "x-clutch-flow" in entry["headers"]

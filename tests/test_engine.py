@@ -181,15 +181,6 @@ def test_agent_cancel_stops_the_upstream_generation(gateway, fake):
     assert entry["chunks_sent"] < 10
 
 
-def test_codex_websocket_upgrade_is_refused_with_426(gateway):
-    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert)) as client:
-        response = client.get("https://api.openai.com/v1/responses",
-                              headers={"upgrade": "websocket", "connection": "Upgrade",
-                                       "sec-websocket-version": "13", "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})
-    assert response.status_code == 426
-    assert response.json()["error"]["message"].startswith("Clutch serves the Responses API over HTTPS")
-
-
 def test_large_agent_request_arrives_byte_for_byte(routed, fake):
     """A 300 KB request, as coding agents send late in a session, reaches the provider intact."""
     history = [{"role": "user" if i % 2 else "assistant", "content": f"{i} " + "x" * 3000} for i in range(100)]

@@ -2,7 +2,8 @@ import base64
 
 import pytest
 
-from addons.identity import UNKNOWN, Identity, identity_from_basic_auth, identity_from_username, username_for
+from addons.identity import (UNKNOWN, Identity, identity_from_basic_auth, identity_from_username,
+                             same_identity_username, username_for)
 
 
 def basic(user: str, password: str = "secret-token") -> str:
@@ -46,3 +47,24 @@ def test_password_is_never_kept():
 def test_bad_pairs_are_ignored_not_fatal():
     identity = identity_from_username("xx-claude.r-z.t-!!.s-ok.q-1.m-%%%")
     assert (identity.agent, identity.route, identity.tier, identity.session) == ("claude", None, None, "ok")
+
+
+@pytest.mark.parametrize("username", [
+    "xx-claude", "xx-cip", "xx-cip.s-4f1c", "xx-hcbf.s-abc", "xx-xnp.t-k", "xx-cip3.r-b.t-q",
+    "xx-codex.s-e2e.m-" + base64.urlsafe_b64encode(b"openrouter:qwen/qwen3-coder").decode().rstrip("="),
+    "xx-unknown", "alice", "xx-robot.s-1",
+])
+def test_the_same_identity_for_requests_clutch_sends_for_an_agent(username):
+    """A WebSocket's turns reach the gateway's proxy port with a user name that reads back as the
+    agent's identity, whatever the agent's own spelling (a launch code whose tier a .t- overrides)."""
+    identity = identity_from_username(username)
+    again = same_identity_username(identity)
+    if again is None:  # a name that is not Clutch's reads as no credentials at all
+        assert identity == UNKNOWN == identity_from_basic_auth(None)
+        return
+    assert identity_from_basic_auth(basic(again, "another-token")) == identity
+    assert all(c.isalnum() or c in "-._" for c in again)
+
+
+def test_no_credentials_no_user_name():
+    assert same_identity_username(UNKNOWN) is None
