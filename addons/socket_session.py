@@ -234,18 +234,21 @@ class SocketSession:
     async def _relay_stream(self, turn: Turn, recorder: Recorder, answer: Answer) -> None:
         parser = SSEParser()
         async for chunk in answer.chunks():
+            texts = []  # the events of this piece of the stream, written at once
             for sse in parser.feed(chunk):
                 if recorder.final is not None or sse.data == "[DONE]":
                     continue  # after the final event: the rest of the stream is only read out
                 event = _json_object(sse.data)
                 if event is None:
                     continue  # not an event a client can read
+                text = sse.data
                 if event.get("type") == "error":
-                    await self._end(turn, recorder, with_status(event))
-                    continue
+                    event = with_status(event)
+                    text = _dumps(event)
                 if recorder.see(event):
                     self._settle(turn, recorder)
-                await self._send_text(sse.data)
+                texts.append(text)
+            await self._send_texts(texts)
         if recorder.final is None:
             await self._end(turn, recorder, error_event(502, "Clutch: the provider's stream ended before "
                                                              "response.completed", code="stream_cut"))
@@ -286,15 +289,20 @@ class SocketSession:
     # ------------------------------------------------------------ writing
 
     async def _send_event(self, event: dict[str, Any]) -> None:
-        await self._send_text(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+        await self._send_texts([_dumps(event)])
 
-    async def _send_text(self, text: str) -> None:
-        if self._ws.state is ConnectionState.OPEN:
-            await self._write(self._ws.send(TextMessage(data=text)))
+    async def _send_texts(self, texts: list[str]) -> None:
+        """Each text as a message of its own, written together (mitmproxy then relays them in one go)."""
+        if texts and self._ws.state is ConnectionState.OPEN:
+            await self._write(b"".join(self._ws.send(TextMessage(data=text)) for text in texts))
 
     async def _write(self, data: bytes) -> None:
         self._writer.write(data)
         await self._writer.drain()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _json_object(text: str) -> dict[str, Any] | None:

@@ -266,6 +266,26 @@ async def test_an_upstream_error_arrives_as_the_error_event_codex_reads(gateway,
     assert entries(fake, "gpt-ws-fail-401")[0]["status"] == 401
 
 
+async def test_a_stream_that_breaks_after_its_first_event_ends_with_an_error_event(gateway):
+    """After the commit point nothing is restarted: a provider's error event, or a stream cut off, ends
+    the turn with an error event that carries a status, so Codex fails the turn at once (an error event
+    without one it would not read as an error, and it would wait for its idle timeout). The fake's delay
+    puts the break after the first text reached the agent."""
+    socket = await connect(gateway, "ws-broken")
+    try:
+        broken = await socket.turn(model="gpt-ws-midstream-error-delay-300", input=[user("hi")])
+        cut = await socket.turn(model="gpt-ws-stream-cut-delay-300", input=[user("hi")])
+        after = await socket.turn(model="gpt-ws-after-broken", input=[user("hi")])
+    finally:
+        await socket.close()
+    for events in (broken, cut):
+        assert text_of(events)  # the text that came before the break
+        error = events[-1]
+        assert (error["type"], error["status"]) == ("error", 502) and error["error"]["message"]
+    assert "error while processing your request" in broken[-1]["error"]["message"]
+    assert text_of(after) == ANSWER
+
+
 async def test_closing_the_socket_mid_turn_stops_the_provider(gateway, fake):
     socket = await connect(gateway, "ws-abort")
     try:
