@@ -110,7 +110,7 @@ def read_message(text: str) -> Create | None:
     """A client's text message; None for an acknowledgement that asks for nothing. Raises Refused."""
     try:
         message = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # a nesting too deep to parse is no message either
         raise Refused(400, f"Clutch: a Responses WebSocket message must be JSON ({e})", "invalid_json") from None
     if not isinstance(message, dict):
         raise Refused(400, "Clutch: a Responses WebSocket message must be a JSON object", "invalid_json")
@@ -153,6 +153,15 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _utf8(text: str) -> bytes:
+    """A body as UTF-8; JSON text that holds a lone surrogate (valid JSON, `"\\ud800"`, but no UTF-8)
+    is written again with every non-ASCII character escaped."""
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(json.loads(text), separators=(",", ":")).encode()
+
+
 def _items_json(value: Any) -> str:
     """The input of a create as a JSON array: a string is one user message (the API's shorthand)."""
     if value is None:
@@ -186,7 +195,7 @@ class Memory:
             sent = {**create.body, "stream": True}
             if create.input is not None:
                 sent["input"] = create.input
-            return Turn(_dumps(sent).encode(), new, create.headers())
+            return Turn(_utf8(_dumps(sent)), new, create.headers())
         before = self._kept.get(create.previous)
         if before is None:
             raise Refused(400, f"Previous response with id '{create.previous[:200]}' not found: Clutch answers "
@@ -195,7 +204,7 @@ class Memory:
         whole = _concat(before.input_json, before.output_json, new)
         head = _dumps({**create.body, "stream": True})  # never empty: it ends with "stream":true}
         text = head[:-1] + ',"input":' + whole + "}"
-        return Turn(text.encode(), whole, create.headers())
+        return Turn(_utf8(text), whole, create.headers())
 
     def remember(self, response_id: str, input_json: str, output_json: str) -> None:
         kept = _Remembered(input_json, output_json)
@@ -233,7 +242,7 @@ def error_from_answer(status: int, body: bytes, headers: dict[str, str]) -> dict
     kept = {name: headers[name] for name in _ERROR_HEADERS if name in headers}
     try:
         parsed = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         parsed = None
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):

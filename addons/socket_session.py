@@ -139,7 +139,13 @@ class SocketSession:
             if isinstance(whole, Refused):
                 await self._refuse(whole)
             elif whole is not None:
-                await self._on_message(whole)
+                try:
+                    await self._on_message(whole)
+                except ConnectionError:
+                    raise
+                except Exception:  # Clutch's own logic failed on this message: refuse it, visibly
+                    logger.exception("websocket %s: a message failed inside Clutch", self.name)
+                    await self._send_event(error_event(500, "Clutch: this message failed inside Clutch; see its log"))
         elif isinstance(event, Ping):
             await self._write(self._ws.send(event.response()))
         elif isinstance(event, CloseConnection):
@@ -193,7 +199,7 @@ class SocketSession:
 
     async def _refuse(self, refused: Refused) -> None:
         self.refused += 1
-        logger.info("websocket %s: refused a message: %s", self.name, refused.message)
+        logger.info("websocket %s: refused a message (%s)", self.name, refused.code)
         await self._send_event(refused.event())
 
     async def _prewarm(self, create: Create, turn: Turn) -> None:
@@ -302,13 +308,14 @@ class SocketSession:
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    # ASCII: Clutch's own events may quote what a client sent, which can hold a lone surrogate
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

@@ -58,8 +58,8 @@ def setup_codex(home: Path, work: Path) -> AgentSetup:
 
     The key is CODEX_API_KEY: with only OPENAI_API_KEY (agent-clis.md §2.2), 0.169.0 sends its
     requests with no Authorization header at all, which a real api.openai.com refuses (seen here
-    through a plain mitmproxy). Codex first asks for the Responses WebSocket, which Clutch refuses
-    with 426 so Codex falls back to HTTPS at once (§6.2); the POST goes through Clutch's engine.
+    through a plain mitmproxy). Codex speaks the Responses API over its WebSocket (§6.2), which Clutch
+    answers itself: each turn goes through Clutch's engine as a POST /v1/responses of its own.
     config.toml switches off its start-up traffic (§5): analytics (OTLP to ab.chatgpt.com), the
     plugin lists (api.github.com, chatgpt.com) and, new in this version, `api_key_model_discovery`:
     with an API key it fetches chatgpt.com/backend-api/codex/models (not a provider host, so

@@ -633,6 +633,9 @@ class FakeUpstream:
         if self.log_path is not None:
             try:
                 line = json.dumps(entry, ensure_ascii=False, default=str)
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in the request (valid JSON, no UTF-8): escaped
+                line = json.dumps(entry, default=str)
             except (TypeError, ValueError):  # pragma: no cover
                 line = json.dumps({k: v for k, v in entry.items() if k != "request_json"}, default=str)
             with open(self.log_path, "a", encoding="utf-8") as fh:

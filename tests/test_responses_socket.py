@@ -154,3 +154,20 @@ def test_a_failed_turn_is_not_continued_from():
     assert not recorder.continuable
     errored = Recorder()
     assert errored.see({"type": "error", "status": 500, "error": {}}) and not errored.continuable
+
+
+def test_hostile_messages_are_refused_or_carried_intact():
+    memory = Memory(Limits())
+    with pytest.raises(Refused) as deep:  # too deep for the JSON parser: refused, not a crash
+        read_message('{"type": "response.create", "input": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert deep.value.code == "invalid_json"
+    # a lone surrogate is valid JSON but no UTF-8: the body escapes it instead of failing
+    lone = json.dumps({"type": "response.create", "model": "m", "input": "caf\u00e9 \ud800"})
+    body = memory.turn(read_message(lone)).body
+    assert json.loads(body.decode("utf-8"))["input"] == "caf\u00e9 \ud800"
+    memory.remember("r\ud800", "[]", "[]")
+    continued = json.dumps({"type": "response.create", "previous_response_id": "r\ud800", "input": "\ud800"})
+    assert json.loads(memory.turn(read_message(continued)).body.decode())["input"][0]["content"] == "\ud800"
+    with pytest.raises(Refused) as unknown:
+        memory.turn(read_message(json.dumps({"type": "response.create", "previous_response_id": "\ud800\n"})))
+    assert json.dumps(unknown.value.event()).encode()  # the error event quoting it can be sent

@@ -302,7 +302,7 @@ async def test_closing_the_socket_mid_turn_stops_the_provider(gateway, fake):
     assert journaled[0]["outcome"] == "aborted"
 
 
-async def test_one_turn_at_a_time_and_a_bound_on_message_size(gateway, fake):
+async def test_one_turn_at_a_time_a_bound_on_message_size_and_hostile_messages(gateway, fake):
     socket = await connect(gateway, "ws-busy")
     try:
         await socket.send(model="gpt-ws-slow-busy", input=[user("hi")])
@@ -324,10 +324,13 @@ async def test_one_turn_at_a_time_and_a_bound_on_message_size(gateway, fake):
         await socket.ws.send_bytes(b"\x00\x01")
         [binary] = await socket.events()
         assert binary["status"] == 400
-        assert text_of(await socket.turn(model="gpt-ws-after", input=[user("hi")])) == ANSWER
+        # a lone surrogate is valid JSON and no UTF-8: the turn's body carries it escaped
+        assert text_of(await socket.turn(model="gpt-ws-after", input=[user("hi \ud800")])) == ANSWER
     finally:
         await socket.close()
     assert not entries(fake, "gpt-ws-second") and not entries(fake, "gpt-ws-large")
+    [after] = entries(fake, "gpt-ws-after")
+    assert after["request_json"]["input"][0]["content"][0]["text"] == "hi \ud800"
 
 
 async def test_pings_are_answered(gateway):
