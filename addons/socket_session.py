@@ -135,7 +135,7 @@ class SocketSession:
             whole = self._collect(event.data if isinstance(event, TextMessage) else "", event.message_finished)
             if isinstance(event, BytesMessage) and event.message_finished:
                 whole = Refused(400, "Clutch: binary messages are not part of the Responses WebSocket protocol; "
-                                     "send response.create as a text message", "invalid_json")
+                                     "send response.create as a text message", "unsupported_message_type")
             if isinstance(whole, Refused):
                 await self._refuse(whole)
             elif whole is not None:
@@ -206,8 +206,7 @@ class SocketSession:
         self.prewarms += 1
         response_id = local_id()
         self._memory.remember(response_id, turn.input_json, "[]")
-        for event in prewarm_events(create, response_id, self._clock()):
-            await self._send_event(event)
+        await self._send_texts([_dumps(event) for event in prewarm_events(create, response_id, self._clock())])
 
     # ------------------------------------------------------------ turns
 
