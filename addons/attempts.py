@@ -11,8 +11,8 @@ or reasoning delta, or, when the request forces a tool call, until that call beg
 * a stream that sends nothing at all after its headers for `silence_s` is abandoned (`timeout_silent`),
   unless it is the last candidate, which waits until the idle timeout;
 * a stream that shows life (keep-alive comments, pings, a role-only delta) but nothing meaningful for
-  `first_token_s` from the attempt's start is abandoned (`timeout_first_token`); the last candidate is
-  committed instead, and the agent waits with Clutch;
+  `first_token_s` after its headers is abandoned (`timeout_first_token`); the last candidate is committed
+  instead, and the agent waits with Clutch, for a token within the idle timeout;
 * an error event, an empty answer, a missing forced tool call or a cut stream lets the cascade move on.
 
 After it, nothing is restarted: a later failure (the idle timeout, a cut, an error event) ends the stream
@@ -24,19 +24,17 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
-from addons import dialects, failures, usage_blocks
+from addons import answer_usage, dialects, failures, usage_blocks
 from addons.plan import Plan, stream_translator, translate_answer
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError
 
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
 MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
 MAX_HELD = 1 << 20  # a stream held before its commit point: past this much it is committed as it is
-ROUGH_COUNT_CHARS = 20_000  # an aborted stream's output above this is estimated at 4 characters a token
 OPENROUTER_SKIPPED = "openrouter_fallback"  # Attempt.error of a model OpenRouter's own `models` list moved past
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
 # Headers of the provider's answer that still hold once the body is translated.
@@ -64,6 +62,7 @@ class Attempt:
     fallback: bool = False  # the target is not the request's primary (a retry of the primary is not a fallback)
     retry: bool = False  # a retry of the previous attempt's target, after a wait
     via: str | None = None  # "openrouter": OpenRouter's own fallback list answered with this target
+    answered_model: str | None = None  # the model the answer says it came from (its `model` field)
 
     def describe(self) -> str:
         who = f"{self.target.split(':', 1)[-1]} " if self.target else ""
@@ -86,9 +85,10 @@ class Attempt:
         return f"{retry}{who}{outcome}{via}{timing}{events}{ended}"
 
 
-# Called just before an answer's head goes to the agent, with the model the answer says it came from:
-# the relay books the attempt to the model OpenRouter's fallback list really used.
-CommitHook = Callable[[Plan, Attempt, "str | None"], None]
+# Called once per attempt with the model its answer says it came from, as soon as it is known (before the
+# head goes to the agent when it comes early enough to be named in `x-clutch-model`, else later, and for
+# a failed answer too): the relay books the attempt to the model OpenRouter's fallback list really used.
+Credit = Callable[[Plan, Attempt, str], None]
 
 
 @dataclasses.dataclass
@@ -105,7 +105,7 @@ class AttemptRunner:
         self.client, self.timeouts, self.holds, self.clock = client, timeouts, holds, clock
 
     async def run(self, job, plan: Plan, attempt: Attempt, out, *, last: bool,
-                  on_commit: CommitHook) -> failures.Failure | None:
+                  credit: Credit) -> failures.Failure | None:
         """One attempt of `job` (relay.Job) at `plan`; `last`: no other candidate is left after it."""
         started = self.clock()
         try:
@@ -115,9 +115,13 @@ class AttemptRunner:
             attempt.error, attempt.ended = e.kind, "failed"
             attempt.duration_s = self.clock() - started
             return failures.from_transport(e.kind, str(e))
+        except (ConnectionError, asyncio.CancelledError):
+            attempt.ended = "aborted"  # the agent left before the provider's headers (a slow prefill)
+            attempt.duration_s = self.clock() - started
+            raise
         attempt.status = upstream.status
         attempt.ttfb_s = self.clock() - started
-        step = _Step(self, job, plan, attempt, out, upstream, started, last, on_commit)
+        step = _Step(self, job, plan, attempt, out, upstream, started, last, credit)
         try:
             return await step.run()
         except UpstreamError as e:
@@ -140,24 +144,20 @@ class _Step:
     """One attempt once the provider's head arrived."""
 
     def __init__(self, runner: AttemptRunner, job, plan: Plan, attempt: Attempt, out, upstream, started: float,
-                 last: bool, on_commit: CommitHook):
+                 last: bool, credit: Credit):
         self.runner, self.job, self.plan, self.attempt, self.out = runner, job, plan, attempt, out
-        self.upstream, self.started, self.last, self.on_commit = upstream, started, last, on_commit
+        self.upstream, self.started, self.last, self._credit = upstream, started, last, credit
         self.clock = runner.clock
 
     async def run(self) -> failures.Failure | None:
         plan, attempt, upstream = self.plan, self.attempt, self.upstream
-        if not 200 <= upstream.status < 300:
+        if not 200 <= upstream.status < 300:  # every error status is a failure; the relay decides what next
             raw = await _read_all(upstream, attempt, MAX_ERROR_BODY)
             failure = failures.from_status(upstream.status, upstream.headers, raw,
                                            key_from_rules=plan.key_source != "agent")
-            if failure is not None:
-                attempt.error, attempt.ended = failure.kind, "failed"
-                return failure
-            # an error status that is nobody's failure to retry (4xx from the agent's own mistake)
-            await self.commit(None)
-            await self.answer_whole(raw, upstream.status)
-            return None
+            assert failure is not None
+            attempt.error, attempt.ended = failure.kind, "failed"
+            return failure
         if _is_event_stream(upstream.headers) and not _encoded(upstream.headers):
             return await self.stream()
         if self.job.stream:
@@ -173,10 +173,16 @@ class _Step:
 
     # ------------------------------------------------------------ the head
 
+    def credit(self, model: str | None) -> None:
+        """The answer named its model: the relay books the attempt to it (once)."""
+        if model and self.attempt.answered_model is None:
+            self.attempt.answered_model = model
+            self._credit(self.plan, self.attempt, model)
+
     async def commit(self, model: str | None) -> None:
         """The first byte to the agent: the response head, with what explains it."""
         job, plan, attempt, upstream = self.job, self.plan, self.attempt, self.upstream
-        self.on_commit(plan, attempt, model)
+        self.credit(model)
         attempt.committed_s = self.clock() - self.started
         served = [(b"x-clutch-model", attempt.target.encode()),
                   (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
@@ -196,15 +202,17 @@ class _Step:
         plan, attempt = self.plan, self.attempt
         answer = _parse_answer(raw)
         failure = _judge_whole(plan, raw, answer)
-        if failure is not None:
-            attempt.error, attempt.ended = failure.kind, "failed"
-            attempt.usage = await _whole_usage(plan, answer)  # an empty or refused answer may still be billed
-            return failure
         model = failures.answer_model(plan.upstream_dialect, answer) if isinstance(answer, dict) else None
+        if failure is not None:
+            self.credit(model)
+            attempt.error, attempt.ended = failure.kind, "failed"
+            # an empty or refused answer may still be billed
+            attempt.usage = await answer_usage.of_whole(plan.upstream_dialect, answer)
+            return failure
         await self.commit(model)
         await self.answer_whole(raw, self.upstream.status)
         attempt.ended = "complete"
-        attempt.usage = await _whole_usage(plan, answer)
+        attempt.usage = await answer_usage.of_whole(plan.upstream_dialect, answer)
         return None
 
     async def answer_whole(self, raw: bytes, status: int) -> None:
@@ -238,7 +246,7 @@ class _Step:
         await out.end()
         attempt.ended = "complete"
         if attempt.bytes <= MAX_KEPT_ARRAY:
-            attempt.usage = _usage_dict(usage_blocks.from_gemini_array(b"".join(kept)))
+            attempt.usage = answer_usage.as_dict(usage_blocks.from_gemini_array(b"".join(kept)))
         return None
 
     # ------------------------------------------------------------ streams
@@ -249,7 +257,7 @@ class _Step:
         translator = stream_translator(plan, job.include_usage) if plan.translated else None
         held: list[bytes] = []
         held_bytes = 0
-        committed = False
+        committed_at: float | None = None
         chunks = self.upstream.chunks().__aiter__()
         headers_at = self.clock()
 
@@ -261,9 +269,9 @@ class _Step:
                 await out.send(piece)
 
         async def commit() -> None:
-            nonlocal committed
+            nonlocal committed_at
             await self.commit(watch.model)
-            committed = True
+            committed_at = self.clock()
             for piece in held:
                 await send(piece)
             held.clear()
@@ -273,16 +281,18 @@ class _Step:
             while True:
                 if pending is None:
                     pending = asyncio.ensure_future(anext(chunks, None))
-                if not committed:
-                    deadline, stall = self._hold_deadline(watch, headers_at)
-                    timeout = None if deadline is None else max(0.0, deadline - self.clock())
-                    done, _ = await asyncio.wait({pending}, timeout=timeout)
+                deadline, stall = self._deadline(watch, headers_at, committed_at)
+                if deadline is not None:
+                    done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - self.clock()))
                     if not done:
+                        if committed_at is not None:  # committed on keep-alives, and still no token
+                            await self._break(watch, stall, self._stall_message(stall))
+                            return None
                         if stall == "timeout_first_token" and self.last:
                             await commit()  # alive, and nobody else to ask: the agent waits with us
                             continue
                         attempt.error, attempt.ended = stall, "failed"
-                        attempt.usage = _reported(watch)
+                        attempt.usage = answer_usage.reported(watch.usage)
                         return failures.stalled(stall, self._stall_message(stall))
                 chunk = await pending
                 pending = None
@@ -291,41 +301,42 @@ class _Step:
                 attempt.chunks += 1
                 attempt.bytes += len(chunk)
                 watch.feed(chunk)
+                self.credit(watch.model)
                 if not translator:
                     attempt.events = watch.events
-                if committed:
+                if committed_at is not None:
                     await send(chunk)
                     continue
                 if watch.failure is not None:  # nothing reached the agent yet: another model may answer
                     attempt.error, attempt.ended = watch.failure.kind, "failed"
-                    attempt.usage = _reported(watch)
+                    attempt.usage = answer_usage.reported(watch.usage)
                     return watch.failure
                 held.append(chunk)
                 held_bytes += len(chunk)
                 if watch.committable or held_bytes > MAX_HELD:
                     await commit()
         except UpstreamError as e:
-            if not committed:
+            if committed_at is None:
                 attempt.error, attempt.ended = e.kind, "failed"
-                attempt.usage = _reported(watch)
+                attempt.usage = answer_usage.reported(watch.usage)
                 return failures.from_transport(e.kind, str(e))
             # past the commit point: never restart; tell the agent in its own dialect and end cleanly
             await self._break(watch, e.kind, f"upstream stream broke: {e}")
             return None
         except (ConnectionError, asyncio.CancelledError):
-            attempt.usage = _usage_dict(_rough_usage(watch))  # what was generated until the agent left
+            attempt.usage = answer_usage.of_abandoned(watch.usage)  # what was generated until the agent left
             raise
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
         verdict = watch.finish()
-        if not committed:
+        if committed_at is None:
             if verdict is None and not watch.complete:
                 verdict = failures.stalled("stream_cut", "the stream ended without its end marker (cut)")
             if verdict is not None:
                 attempt.error, attempt.ended = verdict.kind, "failed"
                 attempt.soft = verdict.soft
-                attempt.usage = _reported(watch)  # an empty answer may still be billed: keep what was reported
+                attempt.usage = answer_usage.reported(watch.usage)  # an empty answer may still be billed
                 return verdict
             await commit()
         elif verdict is None and not watch.complete:
@@ -339,32 +350,39 @@ class _Step:
                 await out.send(tail)
         await out.end()
         attempt.ended = "complete"
-        attempt.usage = await _stream_usage(watch)
+        attempt.usage = await answer_usage.of_stream(watch.usage)
         if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
             attempt.error, attempt.soft = verdict.kind, verdict.soft
         return None
 
-    def _hold_deadline(self, watch: failures.StreamWatch, headers_at: float) -> tuple[float | None, str]:
-        """When the held stream must have reached its commit point, and the stall it is then."""
+    def _deadline(self, watch: failures.StreamWatch, headers_at: float,
+                  committed_at: float | None) -> tuple[float | None, str]:
+        """When the stream must have shown what it holds, and the stall it is past then (None: no limit
+        but the idle timeout between pieces)."""
         holds = self.runner.holds
+        if committed_at is not None:
+            if watch.meaningful:
+                return None, ""
+            # committed on keep-alives alone (the last candidate): a token must follow within the idle timeout
+            return committed_at + self.runner.timeouts.idle, "timeout_first_token"
         if self.attempt.bytes == 0:  # nothing at all since the headers
             return (None, "") if self.last else (headers_at + holds.silence_s, "timeout_silent")
         if not watch.meaningful:  # keep-alives, pings, a role-only delta: alive, but no token yet
-            return self.started + holds.first_token_s, "timeout_first_token"
+            return headers_at + holds.first_token_s, "timeout_first_token"
         return None, ""  # content, held until the forced tool call begins (or the answer ends without one)
 
     def _stall_message(self, stall: str) -> str:
         holds = self.runner.holds
         if stall == "timeout_silent":
             return f"the stream sent nothing for {holds.silence_s:g} s after its headers"
-        return f"no text, tool call or reasoning within {holds.first_token_s:g} s (only keep-alives)"
+        return "no text, tool call or reasoning in time (only keep-alives)"
 
     async def _break(self, watch: failures.StreamWatch, kind: str, message: str) -> None:
         """A failure past the commit point: the agent's stream ends with an error event in its dialect."""
         self.attempt.error, self.attempt.ended = kind, "broken"
         await self.out.send(dialects.stream_error_event(self.job.client_dialect, f"Clutch: {message}"))
         await self.out.end()
-        self.attempt.usage = await _stream_usage(watch)
+        self.attempt.usage = await answer_usage.of_stream(watch.usage)
 
 
 # ---------------------------------------------------------------- helpers
@@ -386,51 +404,9 @@ def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None
         return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
                                 body=raw[:4096])
     if not isinstance(answer, dict):
-        return None
+        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not a JSON object",
+                                body=raw[:4096])
     return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
-
-
-async def _whole_usage(plan: Plan, answer: Any) -> dict[str, Any] | None:
-    if not isinstance(answer, dict):
-        return None
-    usage = usage_blocks.from_answer(plan.upstream_dialect, answer)
-    if usage is None:  # the provider said nothing: counted from the answer's text (in a thread), flagged
-        text = usage_blocks.answer_text(plan.upstream_dialect, answer)
-        usage = await asyncio.to_thread(usage_blocks.estimate, None, text)
-    return _usage_dict(usage)
-
-
-async def _stream_usage(watch: failures.StreamWatch) -> dict[str, Any] | None:
-    """The stream's reported usage; what it lacks is counted with tiktoken in a thread (a long answer
-    takes milliseconds), after the agent has the whole answer."""
-    reported = watch.usage.result()
-    if reported is not None and reported.input_tokens is not None and reported.output_tokens is not None:
-        return _usage_dict(reported)
-    return _usage_dict(await asyncio.to_thread(watch.usage.usage_or_estimate, None))
-
-
-def _reported(watch: failures.StreamWatch) -> dict[str, Any] | None:
-    """A failed stream's usage as the provider reported it (an empty answer can be billed), no estimate."""
-    return _usage_dict(watch.usage.result())
-
-
-def _rough_usage(watch: failures.StreamWatch) -> usage_blocks.Usage:
-    """The usage of a stream the agent left: reported counts, the rest estimated without leaving the event
-    loop (tiktoken for a short output, four characters a token past ROUGH_COUNT_CHARS)."""
-    usage = watch.usage
-    if usage.output_chars <= ROUGH_COUNT_CHARS:
-        return usage.usage_or_estimate(None)
-    reported = usage.result()
-    if reported is not None and reported.output_tokens is not None:
-        return reported
-    guess = math.ceil(usage.output_chars / 4)
-    if reported is None:
-        return usage_blocks.Usage(None, guess, None, None, None, None, estimated=True)
-    return dataclasses.replace(reported, output_tokens=guess, estimated=True)
-
-
-def _usage_dict(usage: usage_blocks.Usage | None) -> dict[str, Any] | None:
-    return dataclasses.asdict(usage) if usage is not None else None
 
 
 async def _read_all(upstream, attempt: Attempt, limit: int | None = None) -> bytes:

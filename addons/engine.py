@@ -34,7 +34,11 @@ from addons.upstream import Timeouts, UpstreamClient, make_client, ssl_context
 
 logger = logging.getLogger(__name__)
 
-SETTLE_S = 10.0  # longest the response and error hooks wait for the relay to finish its books
+# Longest the response and error hooks wait for the relay to finish its books. mitmproxy sends a streamed
+# answer's last chunk to the agent after the response hook, so this wait is the agent's too: nothing when
+# the provider reported its usage, the milliseconds of a tiktoken count when it did not. Saved flows
+# (`-w`, mitmweb) are written in the same hook, which is why the books are not finished later instead.
+SETTLE_S = 5.0
 
 
 @dataclasses.dataclass

@@ -362,7 +362,7 @@ def stalled(kind: str, message: str) -> Failure:
     Each counts whole in its breaker: for the agent, a model that sends nothing usable is down."""
     if kind not in STALL_KINDS:
         raise ValueError(f"unknown stall {kind!r} (one of {', '.join(STALL_KINDS)})")
-    return Failure(kind, 200, True, False, _short(message))
+    return Failure(kind, None, True, False, _short(message))  # no status of its own: 504 / 502 for the agent
 
 
 def _in_band(kind: str, error_body: dict[str, Any], *, key_from_rules: bool) -> Failure:
@@ -620,7 +620,7 @@ class StreamWatch:
         self.meaningful = False
         self.failure: Failure | None = None
         self.events = 0  # complete SSE events (comments are not events)
-        self.ended = False  # the dialect's end marker arrived ([DONE], message_stop, response.completed, ...)
+        self.end_seen = False  # the dialect's end marker arrived ([DONE], message_stop, response.completed, ...)
         self.model: str | None = None  # the first model name the stream gives
         self.tool_forced = tool_required(self.dialect, request)
         self._out = _Output()
@@ -642,7 +642,7 @@ class StreamWatch:
     def complete(self) -> bool:
         """The stream ended as its dialect ends one (a chat stream's finish_reason counts: some servers
         that speak Chat Completions never send `[DONE]`)."""
-        return self.ended or (self.dialect is Dialect.OPENAI_CHAT and self._out.stop is not None)
+        return self.end_seen or (self.dialect is Dialect.OPENAI_CHAT and self._out.stop is not None)
 
     def finish(self) -> Failure | None:
         if self.failure is not None:
@@ -653,7 +653,7 @@ class StreamWatch:
 
     def _event(self, event: SSEEvent) -> None:
         if event.data.strip() == "[DONE]":
-            self.ended = True
+            self.end_seen = True
             return
         try:
             payload = json.loads(event.data)
@@ -673,7 +673,7 @@ class StreamWatch:
         elif self.dialect is Dialect.OPENAI_CHAT:
             self._chat(payload)
         else:
-            self.ended |= _gemini_chunk(payload, self._out)
+            self.end_seen |= _gemini_chunk(payload, self._out)
 
     def _fail(self, error_body: dict[str, Any]) -> None:
         self.failure = _in_band("stream_error", error_body, key_from_rules=self.key_from_rules)
@@ -708,7 +708,7 @@ class StreamWatch:
             delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
             self._out.stop = delta.get("stop_reason") or self._out.stop
         elif kind == "message_stop":
-            self.ended = True
+            self.end_seen = True
 
     def _responses(self, kind: str, payload: dict[str, Any]) -> None:
         if kind == "error":
@@ -729,7 +729,7 @@ class StreamWatch:
             _responses_item(payload.get("item"), self._out)
         elif kind in ("response.completed", "response.incomplete"):
             _responses_object(payload.get("response"), self._out)
-            self.ended = True
+            self.end_seen = True
 
 
 # ---------------------------------------------------------------- the final answer

@@ -64,7 +64,12 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     answered = next((a for a in reversed(tried) if a.get("committed_s") is not None), None)
     # what the agent got: success, or a stream cut, timed out or ended by an error after it began
     # (its status stays the 200 it started with), aborted by the agent, or every attempt failed
+    last = tried[-1] if tried else None
+    if answered is None and last is not None and last.get("ended") == "aborted":
+        answered = last  # the agent left before any answer: an abort, not a failure of the providers
     outcome = outcome_of(answered) if answered else ("failed" if tried else "refused")
+    if answered is not None and answered.get("committed_s") is not None:
+        served = answered.get("target") or served  # booked to the model the answer named (it can come late)
     error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
     if answered and outcome != "success":
         error = error or answered.get("error") or outcome

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +28,8 @@ class ResponseWriter:
     def __init__(self, writer: asyncio.StreamWriter):
         self._writer = writer
         self.started = False
-        self.ended = False  # the whole response went out: what the handler does next is its own books
+        self.sent_all = False  # the whole response went out: what the handler does next is its own books
+        self.on_end: Callable[[], Any] | None = None  # called before the last chunk goes out
 
     async def start(self, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
         lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace") or b"-")]
@@ -43,7 +45,9 @@ class ResponseWriter:
             await self._writer.drain()
 
     async def end(self) -> None:
-        self.ended = True
+        self.sent_all = True
+        if self.on_end is not None:
+            self.on_end()
         self._writer.write(b"0\r\n\r\n")
         await self._writer.drain()
 
@@ -99,31 +103,28 @@ class LoopbackServer:
         finally:
             writer.close()
 
-
     async def _handle(self, target: str, response: ResponseWriter, reader: asyncio.StreamReader) -> bool:
         """Run the handler while watching the connection: mitmproxy closes it when the agent goes away,
         and the handler is then cancelled at once (the relay stops the upstream generation, which is
-        billed, instead of noticing only at its next write). False: the connection is done."""
+        billed, instead of noticing only at its next write). The watch stops before the response's last
+        chunk goes out, so the next request on this connection is never read by it. False: the
+        connection is done."""
         handler = asyncio.ensure_future(self._handler(target, response))
-        closed = asyncio.ensure_future(reader.read(1))
+        watch = asyncio.ensure_future(reader.read(1))
+        response.on_end = watch.cancel
         try:
-            await asyncio.wait({handler, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if handler.done():
-                await handler
-                return True
-            if response.ended or (closed.exception() is None and closed.result()):
-                # the answer is out (the handler finishes its books), or bytes mid-response, which
-                # mitmproxy never sends: either way this connection serves no further request
-                await handler
+            await asyncio.wait({handler, watch}, return_when=asyncio.FIRST_COMPLETED)
+            if watch.done() and not watch.cancelled() and not handler.done():
+                if not response.sent_all and (watch.exception() is not None or not watch.result()):
+                    handler.cancel()  # EOF or a reset mid-answer: the agent went away
+                    await asyncio.wait({handler})
+                    return False
+                await handler  # bytes mid-answer (mitmproxy sends none): this connection serves no more
                 return False
-            handler.cancel()  # EOF or a reset: the agent went away
-            try:
-                await handler
-            except asyncio.CancelledError:
-                pass
-            return False
+            await handler
+            return not (watch.done() and not watch.cancelled())
         finally:
-            for task in (handler, closed):
+            for task in (handler, watch):
                 if not task.done():
                     task.cancel()
                     await asyncio.wait({task})  # gone for good before the next request is read

@@ -89,6 +89,29 @@ class Relay:
         self.runner = AttemptRunner(client, timeouts, holds, clock=clock)
 
     async def serve(self, job: Job, out) -> None:
+        """Serve `job` on `out`; a failure of Clutch's own logic fails this request visibly, in the agent's
+        dialect, and frees what the attempt held (a half-open breaker's probe)."""
+        try:
+            await self._serve(job, out)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as e:
+            logger.exception("the relay failed on a request to %s", job.primary)
+            for attempt in job.attempts:
+                if attempt.ended == "pending":
+                    attempt.error, attempt.ended = "internal_error", "failed"
+                    self.breakers.release(attempt.target)
+            message = f"Clutch: internal error while relaying this request ({type(e).__name__}); see the gateway log"
+            if not out.started:
+                await out.start(500, "Clutch internal error", [(b"content-type", b"application/json"),
+                                                               (b"x-clutch-error", b"internal_error"), *job.explain])
+                await out.send(dialects.error_body(job.client_dialect, 500, message))
+            elif not out.sent_all:
+                await out.send(dialects.stream_error_event(job.client_dialect, message))
+            if not out.sent_all:
+                await out.end()
+
+    async def _serve(self, job: Job, out) -> None:
         failed: list[Failed] = []
         remaining = list(job.candidates)
         natively_tried: set[ModelTarget] = set()
@@ -110,20 +133,17 @@ class Relay:
             key = booked(plan, target)
             if not self.breakers.allow(key):  # another request took the half-open probe meanwhile
                 job.attempts.append(Attempt(plan.url, key, error="breaker open", ended="skipped"))
+                job.skipped.append((target, "breaker open"))
                 remaining.pop(0)
                 continue
             self.quotas.consume(key)
-            listed = (plan.sent or {}).get("models")
-            if job.native and isinstance(listed, list):  # OpenRouter tries these itself before it answers
-                natively_tried.update(ModelTarget(plan.provider, m) for m in listed if isinstance(m, str))
-            last = not any(t not in natively_tried for t in remaining[1:])
             attempt = Attempt(plan.url, key, started_at=time.time(), fallback=key != str(job.primary),
                               retry=key == previous)
             previous = key
             job.attempts.append(attempt)
             try:
-                failure = await self.runner.run(job, plan, attempt, out, last=last,
-                                                on_commit=lambda p, a, m: self._credit_native(job, p, a, m))
+                failure = await self.runner.run(job, plan, attempt, out, last=len(remaining) == 1,
+                                                credit=lambda p, a, m: self._credit_native(job, p, a, m))
             except (ConnectionError, asyncio.CancelledError):
                 if attempt.ended == "broken":  # a whole answer broke after its head went out
                     self.breakers.failure(attempt.target, 1.0, attempt.error or "broken")
@@ -134,13 +154,14 @@ class Relay:
                 self._served(job, attempt)
                 return
             attempt.soft = failure.soft  # an unusable 200 (empty, an error inside it) rather than an error status
-            failed.append(Failed(key, failure, plan.upstream_dialect, plan.url, plan.changed))
-            self._learn(key, target.provider, failure)
+            failed.append(Failed(attempt.target, failure, plan.upstream_dialect, plan.url, plan.changed))
+            self._learn(attempt.target, target.provider, failure, plan.url)
+            natively_tried |= _natively_tried(job, plan, attempt, failure)
             if not failure.retryable:  # the request's own fault: the agent gets the provider's own answer
                 await self._fail(job, out, failed[-1:], alone=True)
                 return
-            if last and retried < self.retries and not failure.rampup and not failure.free_daily_cap \
-                    and not failure.misconfigured:
+            if len(remaining) == 1 and retried < self.retries and not failure.rampup \
+                    and not failure.free_daily_cap and not failure.misconfigured:
                 wait = backoff_s(failure.retry_after_s, retried)
                 if wait is not None and self.breakers.allow(key):
                     self.breakers.release(key)
@@ -159,25 +180,26 @@ class Relay:
 
     # ------------------------------------------------------------ outcomes
 
-    def _credit_native(self, job: Job, plan: Plan, attempt: Attempt, model: str | None) -> None:
-        """OpenRouter answered from a later entry of the `models` list Clutch sent: book the attempt to
-        that model, and the entries before it as failures of theirs (OpenRouter moved past them)."""
-        listed = (plan.sent or {}).get("models") if job.native else None
-        if model is None or not isinstance(listed, list) or len(listed) < 2:
-            return
-        index = listed_index([m for m in listed if isinstance(m, str)], model)
+    def _credit_native(self, job: Job, plan: Plan, attempt: Attempt, model: str) -> None:
+        """OpenRouter answered from a later entry of its `models` list: book the attempt to that model, and
+        the entries before it as failures of theirs (OpenRouter moved past them; why, it does not say)."""
+        order = native_order(job, plan)
+        index = listed_index(order, model) if len(order) > 1 else None
         if not index:
             return
         position = job.attempts.index(attempt)
-        for offset, name in enumerate(listed[:index]):
+        for offset, name in enumerate(order[:index]):
             key = f"{plan.provider}:{name}"
             job.attempts.insert(position + offset, Attempt(
                 plan.url, key, error=OPENROUTER_SKIPPED, ended="failed", started_at=attempt.started_at,
                 fallback=key != str(job.primary)))
             self.breakers.failure(key, 1.0, "OpenRouter's fallback list moved past it")
-        attempt.target, attempt.via = f"{plan.provider}:{listed[index]}", "openrouter"
+        attempt.target, attempt.via = f"{plan.provider}:{order[index]}", "openrouter"
         attempt.fallback = attempt.target != str(job.primary)
-        logger.info("OpenRouter answered %s from its fallback list %s", attempt.target, ", ".join(listed))
+        self.quotas.consume(attempt.target)
+        if attempt.committed_s is not None:  # named after the head went out (x-clutch-model named the primary)
+            job.served_by = attempt.target
+        logger.info("OpenRouter answered %s from its fallback list %s", attempt.target, ", ".join(order))
 
     def _served(self, job: Job, attempt: Attempt) -> None:
         """The agent got this attempt's answer; a failure after the commit point still counts against it."""
@@ -190,13 +212,14 @@ class Relay:
         if job.session:
             self.sticky.set(job.session, str(job.primary), attempt.target)
 
-    def _learn(self, key: str, provider: str, failure: failures.Failure) -> None:
+    def _learn(self, key: str, provider: str, failure: failures.Failure, url: str) -> None:
         if failure.counts_for_breaker:
             self.breakers.failure(key, 0.5 if failure.soft else 1.0, failure.kind)
         else:
             self.breakers.release(key)
         if failure.misconfigured:
-            logger.warning("%s: %s", key, failure.message)
+            logger.warning("%s answered 404 at %s (%s): a configuration error; check its model name and the "
+                           "provider's base_url in the rules", key, url, failure.message)
         if failure.status == 429:
             self.quotas.cooldown(key, failure.retry_after_s)
         if failure.free_daily_cap:
@@ -274,9 +297,35 @@ def booked(plan: Plan, target: ModelTarget) -> str:
     return f"{plan.provider}:{plan.model}" if plan.model else str(target)
 
 
+def native_order(job: Job, plan: Plan) -> list[str]:
+    """The models OpenRouter tries for this plan, in order: its `model` first when the `models` list (Clutch's,
+    or the agent's own) does not name it, then the list. Empty when no list was sent natively."""
+    listed = (plan.sent or {}).get("models") if job.native else None
+    if not isinstance(listed, list):
+        return []
+    names = [m for m in listed if isinstance(m, str) and m]
+    return ([plan.model] if plan.model and plan.model not in names else []) + names
+
+
+def _natively_tried(job: Job, plan: Plan, attempt: Attempt, failure: failures.Failure) -> set[ModelTarget]:
+    """The candidates OpenRouter itself went through before this failure came back: all of its list when
+    it answered an error status (it does so when every entry failed), the entries up to the one whose
+    answer failed, and none after a stall or a broken connection (OpenRouter never got past the first)."""
+    order = native_order(job, plan)
+    if len(order) < 2:
+        return set()
+    if failure.kind == "status":
+        upto = len(order)
+    elif attempt.answered_model and (index := listed_index(order, attempt.answered_model)) is not None:
+        upto = index + 1
+    else:
+        return set()
+    return {ModelTarget(plan.provider, name) for name in order[:upto]}
+
+
 def listed_index(listed: list[str], model: str) -> int | None:
     """Which entry of OpenRouter's `models` list an answer's `model` names: the exact id, else the same id
-    without its variant (":free", ":nitro"), else an id the answer extends with a version suffix
+    without its variant (":free", ":nitro"), else the longest id the answer extends with a version suffix
     ("vendor/name" answered as "vendor/name-2025-08-06"). None when it names none of them."""
     bases = [entry.split(":", 1)[0] for entry in listed]
     base = model.split(":", 1)[0]
@@ -285,7 +334,5 @@ def listed_index(listed: list[str], model: str) -> int | None:
             return candidates.index(model)
         if base in candidates:
             return candidates.index(base)
-    for index, entry in enumerate(bases):
-        if base.startswith(entry + "-"):
-            return index
-    return None
+    extended = [(len(entry), index) for index, entry in enumerate(bases) if base.startswith(entry + "-")]
+    return max(extended)[1] if extended else None

@@ -61,10 +61,10 @@ class Resilience:
                           "How long an open breaker keeps its model out before a single probe is let through.")
         loader.add_option("clutch_sticky_ms", int, 300_000,
                           "After a fallback, how long a session stays on the model that answered; 0 turns it off.")
-        loader.add_option("clutch_commit_timeout_ms", int, 15_000,
+        loader.add_option("clutch_silence_timeout_ms", int, 15_000,
                           "Before a streamed answer's first text, tool call or reasoning: how long it may send "
                           "nothing at all after its headers before the next candidate is tried (the last "
-                          "candidate waits until clutch_idle_timeout_ms).")
+                          "candidate waits until clutch_idle_timeout_ms). Was clutch_commit_timeout_ms.")
         loader.add_option("clutch_first_token_timeout_ms", int, 60_000,
                           "Before a streamed answer's first text, tool call or reasoning: how long a stream that "
                           "sends only keep-alives is waited for before the next candidate is tried (the last "
@@ -74,7 +74,7 @@ class Resilience:
 
     def configure(self, updated):
         numbers = {"clutch_breaker_failures", "clutch_breaker_window_ms", "clutch_breaker_cooldown_ms",
-                   "clutch_sticky_ms", "clutch_commit_timeout_ms", "clutch_first_token_timeout_ms", "clutch_retries"}
+                   "clutch_sticky_ms", "clutch_silence_timeout_ms", "clutch_first_token_timeout_ms", "clutch_retries"}
         if updated & numbers:
             for name in numbers:
                 minimum = 0 if name in ("clutch_sticky_ms", "clutch_retries") else 1
@@ -83,7 +83,7 @@ class Resilience:
             self.breakers.configure(ctx.options.clutch_breaker_failures, ctx.options.clutch_breaker_window_ms / 1000,
                                     ctx.options.clutch_breaker_cooldown_ms / 1000)
             self.sticky.configure(ctx.options.clutch_sticky_ms / 1000)
-            self.holds = Holds(ctx.options.clutch_commit_timeout_ms / 1000,
+            self.holds = Holds(ctx.options.clutch_silence_timeout_ms / 1000,
                                ctx.options.clutch_first_token_timeout_ms / 1000)
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \

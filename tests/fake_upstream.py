@@ -1257,9 +1257,15 @@ class FakeUpstream:
                     yield chunk({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}), delay, True
                 n_out, finish = 2, "tool_calls"
             else:
+                # OpenRouter sends only its comments until the model's first chunk; OpenAI opens with the
+                # role chunk, then nothing until the first token
+                if openrouter:
+                    for step in self._first_token_wait(ctx, keepalive):
+                        yield step
                 yield chunk({"role": "assistant", "content": "", "refusal": None}), 0, True
-                for step in self._first_token_wait(ctx, keepalive):
-                    yield step
+                if not openrouter:
+                    for step in self._first_token_wait(ctx, keepalive):
+                        yield step
                 pieces = self._pieces(ctx.fault, ctx.fault_n)
                 if ctx.fault in ("midstream-error", "stream-cut"):
                     pieces = pieces[:2]

@@ -66,7 +66,7 @@ def rows(gateway) -> list[dict]:
 def hanging(tmp_path_factory, fake, pki):
     gateway = start(tmp_path_factory.mktemp("e2e-hang"), fake, pki, "cascade",
                     "anthropic:eh-claude/hang-after-headers", "openrouter:eh-opencode/hang-after-headers",
-                    clutch_commit_timeout_ms=SILENCE_MS)
+                    clutch_silence_timeout_ms=SILENCE_MS)
     yield gateway
     gateway.stop()
 

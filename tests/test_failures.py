@@ -201,10 +201,10 @@ async def test_streams_commit_at_the_first_content(upstream, http, route, model,
     first = json.dumps(split_answer(ANSWER, pieces)[0]).encode()  # e.g. b'"pon"' as a JSON string value
     assert meaningful_at == next(i for i, part in enumerate(parts) if first in part)
     assert meaningful_at > 0 or route == "gemini"  # message_start, role-only deltas, comments: not yet
-    assert failed_at is None and watch.failure is None and watch.finish() is None and watch.ended
+    assert failed_at is None and watch.failure is None and watch.finish() is None and watch.end_seen
     assert watch.events == upstream.log[-1]["chunks_sent"]  # every event counted, comments not
     again = bytewise(route, wire)  # chunk boundaries do not matter
-    assert (again.meaningful, again.events, again.finish(), again.ended) == (True, watch.events, None, True)
+    assert (again.meaningful, again.events, again.finish(), again.end_seen) == (True, watch.events, None, True)
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -254,7 +254,7 @@ async def test_errors_after_the_commit_point(upstream, http, route):
     assert failed_at == len(parts) - 1  # the last event is the error
     failure = watch.failure
     assert failure.kind == "stream_error" and failure.status == MIDSTREAM_STATUS[route] and failure.retryable
-    assert watch.finish() is failure and not watch.ended
+    assert watch.finish() is failure and not watch.end_seen
     assert bytewise(route, wire).failure == failure
 
 
@@ -526,7 +526,7 @@ def test_reasoning_deltas_are_meaningful_and_whitespace_is_not():
     watch.feed(sse({"choices": [{"delta": {"reasoning": "Let me think"}}]}))
     assert watch.meaningful
     watch.feed(sse({"choices": [{"delta": {}, "finish_reason": "length"}]}, "[DONE]"))
-    assert watch.finish() is None and watch.ended  # reasoning-only, cut by length: exempt
+    assert watch.finish() is None and watch.end_seen  # reasoning-only, cut by length: exempt
 
     anthropic = StreamWatch(Dialect.ANTHROPIC, None)
     anthropic.feed(sse({"type": "message_start", "message": {"content": []}},
@@ -548,7 +548,7 @@ def test_stream_soft_failures_and_failed_responses():
     watch.feed(sse({"type": "message_start", "message": {"content": []}},
                    {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}},
                    {"type": "message_stop"}, named=True))
-    assert watch.finish().kind == "length_no_content" and watch.ended
+    assert watch.finish().kind == "length_no_content" and watch.end_seen
 
     failed = StreamWatch(Dialect.OPENAI_RESPONSES, None)
     failed.feed(sse({"type": "response.created", "response": {"status": "in_progress", "output": []}},

@@ -33,7 +33,7 @@ PROVIDERS = """\
 """
 ENV = {"OPENROUTER_API_KEY": "sk-or-v1-rules", "ANTHROPIC_API_KEY": "sk-ant-api03-rules",
        "OPENAI_API_KEY": "sk-proj-rules"}
-OPTIONS = {"clutch_retries": 0, "clutch_sticky_ms": 0, "clutch_commit_timeout_ms": 1000,
+OPTIONS = {"clutch_retries": 0, "clutch_sticky_ms": 0, "clutch_silence_timeout_ms": 1000,
            "clutch_first_token_timeout_ms": 8000, "clutch_idle_timeout_ms": 6000}
 
 
@@ -193,10 +193,11 @@ def stalls(tmp_path_factory, fake, pki):
 def test_a_model_that_answers_200_and_then_sends_nothing_is_replaced(stalls, fake):
     started = time.monotonic()
     headers, text = ask(chat(stalls), "s1/hang-after-headers", stream=True)
-    took = time.monotonic() - started
     assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:s1/chunks-2"
-    assert 0.9 < took < 5  # the silence limit (1 s), not the idle timeout (6 s)
+    assert time.monotonic() - started > 0.9  # the silence limit (1 s) passed first
     assert fake.wait_for(lambda e: e.get("model") == "s1/hang-after-headers")["outcome"] == "aborted"
+    rows = usage_rows(stalls, requested_model="s1/hang-after-headers")
+    assert [(r["outcome"], r["error_class"]) for r in rows] == [("failed", "timeout_silent"), ("success", None)]
 
 
 def test_a_silent_anthropic_stream_is_replaced_for_claude(stalls, fake):
@@ -206,7 +207,9 @@ def test_a_silent_anthropic_stream_is_replaced_for_claude(stalls, fake):
         text = "".join(stream.text_stream)
         served = stream.response.headers["x-clutch-model"]
     assert text == "pong from the fake upstream" and served == "anthropic:s2/good"
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started > 0.9
+    rows = usage_rows(stalls, requested_model="anthropic:s2/hang-after-headers")
+    assert [r["error_class"] for r in rows] == ["timeout_silent", None]
 
 
 def test_a_slow_but_alive_model_is_still_served(stalls, fake):
@@ -221,7 +224,7 @@ def test_keep_alives_without_a_token_are_replaced_at_the_first_token_limit(stall
     started = time.monotonic()
     headers, text = ask(chat(stalls), "s4/first-token-60000", stream=True)
     assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:s4/chunks-2"
-    assert 3.9 < time.monotonic() - started < 9
+    assert time.monotonic() - started > 3.9
     rows = usage_rows(stalls, requested_model="s4/first-token-60000")
     assert [(r["outcome"], r["error_class"]) for r in rows] == [("failed", "timeout_first_token"), ("success", None)]
 
@@ -230,14 +233,14 @@ def test_the_last_candidate_alive_is_committed_at_the_first_token_limit_and_serv
     gateway = start(tmp_path, fake, pki, "fallback: {method: cascade}\n", clutch_first_token_timeout_ms=1000)
     try:
         client = httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20)
-        started = time.monotonic()
         with client.stream("POST", "https://openrouter.ai/api/v1/chat/completions",
                            json={"model": "s5/first-token-3000", "stream": True,
                                  "messages": [{"role": "user", "content": "x"}]}) as response:
-            committed = time.monotonic() - started
             body = b"".join(response.iter_raw()).decode()
-        assert response.status_code == 200 and 0.9 < committed < 2.9  # headers at the limit, before the token
-        assert "pong" in body and "[DONE]" in body
+        assert response.status_code == 200 and "pong" in body and "[DONE]" in body
+        row = usage_rows(gateway, requested_model="s5/first-token-3000")[-1]
+        # committed at the first-token limit (1 s), before the token (3 s): the agent waited with Clutch
+        assert row["outcome"] == "success" and 1000 <= row["ttft_ms"] < 3000
     finally:
         gateway.stop()
 
@@ -296,6 +299,8 @@ def test_text_before_a_forced_tool_call_is_held_until_the_call_begins(tools, fak
         waited = time.monotonic() - started
         body = (first + b"".join(pieces)).decode()
     assert waited >= 0.85  # the text was held, not sent as it came
+    row = usage_rows(tools, requested_model="t2/text-before-tool-delay-300")[-1]
+    assert row["ttft_ms"] >= 850  # measured from the attempt's start: committed at the call, after the text
     assert '"tool_calls"' in body and '"content":"pong' in body
 
 
@@ -359,6 +364,10 @@ def test_a_404_is_not_retried_and_the_error_names_target_and_url(tmp_path, fake,
         message = error.value.message
         assert "openrouter:m2/fail-404" in message and "https://openrouter.ai/api/v1/chat/completions" in message
         assert "configuration" in message
+        # the log names target and URL too, though this provider's 404 body names neither
+        logged = [line for line in gateway.output().splitlines() if "answered 404" in line]
+        assert logged and "openrouter:m2/fail-404" in logged[0]
+        assert "https://openrouter.ai/api/v1/chat/completions" in logged[0]
     finally:
         gateway.stop()
 
@@ -435,15 +444,120 @@ def test_the_usage_an_empty_answer_reported_is_kept(outcomes, fake):
 
 
 def test_an_idle_timeout_after_the_commit_point_is_shown(tmp_path, fake, pki):
-    gateway = start(tmp_path, fake, pki, "fallback: {method: cascade}\n", clutch_idle_timeout_ms=150)
+    """The first piece comes at once (committed), the next after 3 s: past the 1 s idle timeout."""
+    gateway = start(tmp_path, fake, pki, "fallback: {method: cascade}\n", clutch_idle_timeout_ms=1000)
+    model = "o5/chunks-3-delay-3000"
     try:
-        with pytest.raises(openai.APIError):
-            for _ in chat(gateway).chat.completions.create(
-                    model="o5/slow", stream=True, messages=[{"role": "user", "content": "x"}]):
-                pass
-        entries = journal(gateway, "o5/slow")
+        text = ""
+        with pytest.raises(openai.APIError) as error:
+            for chunk in chat(gateway).chat.completions.create(
+                    model=model, stream=True, messages=[{"role": "user", "content": "x"}]):
+                text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
+        assert text and "upstream sent nothing for 1 s" in str(error.value)
+        entries = journal(gateway, model)
         assert (entries[-1]["outcome"], entries[-1]["error"]) == ("broken", "timeout_idle")
-        assert usage_rows(gateway, requested_model="o5/slow")[-1]["outcome"] == "broken"
+        assert usage_rows(gateway, requested_model=model)[-1]["outcome"] == "broken"
     finally:
         gateway.stop()
 
+
+
+# ---------------------------------------------------------------- what a review found
+
+
+def test_with_both_a_stalled_openrouter_stream_is_still_replaced(tmp_path, fake, pki):
+    """OpenRouter's `models` list names the next model too, but a stall means OpenRouter never went down
+    the list: Clutch's own cascade moves on at the silence limit."""
+    gateway = start(tmp_path, fake, pki, """\
+        cascades:
+          "openrouter:b1/hang-after-headers": ["openrouter:b1/good"]
+        fallback: {method: both}
+    """)
+    try:
+        headers, text = ask(chat(gateway), "b1/hang-after-headers", stream=True)
+        assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:b1/good"
+        rows = usage_rows(gateway, requested_model="b1/hang-after-headers")
+        assert [(r["model"], r["error_class"]) for r in rows] == [("b1/hang-after-headers", "timeout_silent"),
+                                                                  ("b1/good", None)]
+    finally:
+        gateway.stop()
+
+
+def test_a_model_named_after_the_commit_is_still_the_one_booked(tmp_path, fake, pki):
+    """OpenRouter sends only comments until its model's first chunk: the last candidate is committed on
+    them (x-clutch-model can only name the model asked for), and the model the stream then names is the
+    one the usage row, the journal and the breakers book."""
+    gateway = start(tmp_path, fake, pki, """\
+        cascades:
+          "openrouter:d1/fail-429": ["openrouter:d1/first-token-3000"]
+        fallback: {method: openrouter_native}
+    """, clutch_first_token_timeout_ms=1000)
+    try:
+        headers, text = ask(chat(gateway), "d1/fail-429", stream=True)
+        assert text == "pong from the fake upstream"
+        rows = usage_rows(gateway, requested_model="d1/fail-429")
+        assert [(r["model"], r["outcome"], r["served"]) for r in rows] == [
+            ("d1/fail-429", "failed", False), ("d1/first-token-3000", "success", True)]
+        assert journal(gateway, "d1/fail-429")[-1]["served_by"] == "openrouter:d1/first-token-3000"
+        assert local(gateway, "/resilience")["breakers"]["openrouter:d1/fail-429"]["failures"] == 1
+    finally:
+        gateway.stop()
+
+
+def test_an_agent_that_leaves_before_the_headers_is_recorded_as_aborted(outcomes, fake):
+    with httpx.Client(proxy=outcomes.proxy_url(), verify=trust(outcomes.ca_cert), timeout=1.0) as client:
+        with pytest.raises(httpx.ReadTimeout):
+            client.post("https://openrouter.ai/api/v1/chat/completions",
+                        json={"model": "o6/hang", "stream": True, "messages": [{"role": "user", "content": "x"}]})
+    assert fake.wait_for(lambda e: e.get("model") == "o6/hang")["outcome"] == "aborted"
+    entries = journal(outcomes, "o6/hang")
+    assert entries and entries[-1]["outcome"] == "aborted", json.dumps(entries)
+    assert usage_rows(outcomes, requested_model="o6/hang")[-1]["outcome"] == "aborted"
+
+
+def test_a_last_candidate_committed_on_keep_alives_ends_if_no_token_follows(tmp_path, fake, pki):
+    gateway = start(tmp_path, fake, pki, "fallback: {method: cascade}\n", clutch_first_token_timeout_ms=500,
+                    clutch_idle_timeout_ms=1500)
+    try:
+        with pytest.raises(openai.APIError) as error:
+            for _ in chat(gateway).chat.completions.create(
+                    model="o7/first-token-60000", stream=True, messages=[{"role": "user", "content": "x"}]):
+                pass
+        assert "only keep-alives" in str(error.value)
+        entry = journal(gateway, "o7/first-token-60000")[-1]
+        assert (entry["outcome"], entry["error"]) == ("broken", "timeout_first_token")
+        assert fake.wait_for(lambda e: e.get("model") == "o7/first-token-60000")["outcome"] == "aborted"
+    finally:
+        gateway.stop()
+
+
+def test_a_silent_last_candidate_after_a_silent_one_is_a_504(tmp_path, fake, pki):
+    gateway = start(tmp_path, fake, pki, """\
+        cascades:
+          "openrouter:h1/hang-after-headers": ["openrouter:h2/hang-after-headers"]
+        fallback: {method: cascade}
+    """, clutch_idle_timeout_ms=2000)
+    try:
+        with pytest.raises(openai.APIStatusError) as error:
+            ask(chat(gateway), "h1/hang-after-headers", stream=True)
+        assert error.value.status_code == 504
+        assert "openrouter:h1/hang-after-headers" in error.value.message
+        assert "openrouter:h2/hang-after-headers" in error.value.message
+    finally:
+        gateway.stop()
+
+
+def test_an_answer_that_is_json_but_no_object_is_a_failure():
+    from addons.attempts import _judge_whole
+    from addons.plan import Plan
+    from addons.rules import Dialect
+    plan = Plan("openrouter", "https://x/", [], b"", "m", Dialect.OPENAI_CHAT, Dialect.OPENAI_CHAT, False, "agent")
+    assert _judge_whole(plan, b"[1]", [1]).kind == "error_in_200"
+
+
+def test_openrouter_names_a_versioned_model_by_its_longest_entry():
+    from addons.relay import listed_index
+    assert listed_index(["openai/gpt-5", "openai/gpt-5-mini"], "openai/gpt-5-mini-2025-08-07") == 1
+    assert listed_index(["openai/gpt-5", "openai/gpt-5-mini"], "openai/gpt-5-2025-08-07") == 0
+    assert listed_index(["qwen/qwen3-coder:free", "x/y"], "qwen/qwen3-coder") == 0
+    assert listed_index(["a/b", "c/d"], "e/f") is None

@@ -240,7 +240,7 @@ def test_a_silent_last_candidate_is_never_committed_and_ends_in_a_504(tmp_path, 
     """Nobody else to ask: a model that answers 200 and then sends nothing is waited for until the idle
     timeout (not committed at the silence limit as Clutch once did), then the agent gets a 504 in its
     dialect that it may retry, instead of a 200 that never says anything."""
-    gateway = start(tmp_path, fake, pki, clutch_commit_timeout_ms=500, clutch_idle_timeout_ms=1500)
+    gateway = start(tmp_path, fake, pki, clutch_silence_timeout_ms=500, clutch_idle_timeout_ms=1500)
     try:
         with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
             started = time.monotonic()

@@ -49,7 +49,7 @@ TERMINAL = {"response.completed", "response.incomplete", "response.failed", "err
 def gateway(tmp_path_factory, fake, pki):
     workdir = tmp_path_factory.mktemp("sockets")
     process = gateway_on_rules(workdir, fake, pki, RULES, "--set", "clutch_retries=0",
-                               "--set", "clutch_commit_timeout_ms=500",
+                               "--set", "clutch_silence_timeout_ms=500",
                                "--set", f"clutch_websocket_max_message={MAX_MESSAGE}",
                                "--set", f"clutch_state_dir={workdir / 'state'}",
                                env={"OPENROUTER_API_KEY": ROUTER_KEY})
