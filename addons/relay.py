@@ -221,9 +221,9 @@ class Relay:
         else:
             if status == 500 and job.client_dialect is Dialect.OPENAI_RESPONSES:
                 # Clutch's own message must reach the user: Codex prints an error's body for every status
-                # but 400, 429 and 500, whose body it replaces with "We're currently experiencing high
-                # demand" (codex-rs core/src/api_bridge.rs, map_api_error). A gateway's 502 is retried
-                # like a 500 by Codex and by the openai SDK.
+                # but 429 and 500; a 500's it replaces with "We're currently experiencing high demand"
+                # (codex-rs core/src/api_bridge.rs, map_api_error). Codex and the openai SDK retry a 502
+                # as they retry a 500.
                 status = 502
             message = self._every_failure(job, failed) if named else f"Clutch: {chosen.describe()}"
             body = dialects.error_body(job.client_dialect, status, message)

@@ -30,7 +30,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from failure_rig import codex_retries, json_settings, run_agent, start_gateway, text_file  # noqa: E402
+from failure_rig import ANSI, codex_retries, json_settings, run_agent, start_gateway, text_file  # noqa: E402
 from harness import PROVIDER_HOSTS, FakeProcess, agent_folder  # noqa: E402
 from pki import make_test_pki  # noqa: E402
 
@@ -94,14 +94,24 @@ def summary(result) -> dict:
     }
 
 
+def last_line(row: dict) -> str:
+    """The last line the agent printed (stdout first: that is where an answer goes), without colours."""
+    for text in (row["stdout_tail"], row["stderr_tail"]):
+        lines = [line.strip() for line in ANSI.sub("", text).splitlines() if line.strip()]
+        if lines:
+            line = lines[-1].replace("|", "\\|")
+            return line if len(line) <= 110 else line[:107] + "..."
+    return ""
+
+
 def table(rows: list[dict]) -> str:
-    lines = ["| agent | case | requests | gaps s | upstream calls | exit | seconds | names shown in |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| agent | case | requests | gaps s | upstream calls | exit | seconds | names shown in | last line |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         exit_code = "killed" if r["killed"] else r["exit_code"]
         gaps = ", ".join(str(g) for g in r["gaps"][:12]) + (" ..." if len(r["gaps"]) > 12 else "")
         lines.append(f"| {r['agent']} | {r['case']} | {r['requests']} | {gaps} | {r['upstream_calls']} | "
-                     f"{exit_code} | {r['seconds']} | {', '.join(r['shown_in']) or 'nowhere'} |")
+                     f"{exit_code} | {r['seconds']} | {', '.join(r['shown_in']) or 'nowhere'} | {last_line(r)} |")
     return "\n".join(lines)
 
 
@@ -115,7 +125,11 @@ def main() -> None:
     parser.add_argument("--no-breakers", action="store_true",
                         help="breakers never open (clutch_breaker_failures=1000): every agent request asks every candidate")
     parser.add_argument("--json", type=Path, help="write every run's details here")
+    parser.add_argument("--report", type=Path, help="re-render the table of a --json file instead of running")
     args = parser.parse_args()
+    if args.report:
+        print(table(json.loads(args.report.read_text())))
+        return
     rows = run(args)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -2,8 +2,8 @@
 how it ends and what it prints. Shared by tests/test_e2e_failures.py and bench/agent_failures.py.
 
 Each run gets a fresh gateway (breakers, cooldowns and the journal start empty) whose rules give the
-agent's provider a cascade of three candidates that all fail, in the agent's own dialect, so nothing
-is translated: Claude Code on Anthropic, Codex on OpenAI Responses, the others on OpenRouter Chat. The
+agent's provider a cascade of candidates (three unless asked) that all fail, in the agent's own dialect,
+so nothing is translated: Claude Code on Anthropic, Codex on OpenAI Responses, the others on OpenRouter Chat. The
 launch pins the first candidate (`.m-` in the proxy user name, as `xx ... -m provider:model` does), so
 every LLM call of the agent (side calls such as titles too) goes down the same cascade.
 

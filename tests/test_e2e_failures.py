@@ -16,6 +16,8 @@ check the same error with the openai SDK, where no agent CLI is needed.
 
 from __future__ import annotations
 
+import re
+
 import httpx2
 import openai
 import pytest
@@ -64,7 +66,7 @@ def test_claude_code_prints_every_failed_candidate(case, tmp_path, fake, pki):
 
 @pytest.mark.e2e
 def test_codex_shows_every_failed_candidate_of_a_5xx(tmp_path, fake, pki):
-    """Codex prints an HTTP error's body for every status but 400, 429 and 500 (a 500 becomes "We're
+    """Codex prints an HTTP error's body for every status but 429 and 500 (a 500 becomes "We're
     currently experiencing high demand"): Clutch answers its Responses requests 502 when the worst
     failure was a 500, so the message naming every candidate reaches stderr."""
     run = fail_run("codex", "5xx", tmp_path, fake, pki, configure=codex_retries(request=0, stream=1))
@@ -98,12 +100,12 @@ def test_opencode_prints_every_failed_candidate(case, tmp_path, fake, pki):
     run = fail_run("opencode", case, tmp_path, fake, pki)
     assert run.exit_code == 1
     assert run.names_every_candidate(run.stderr), run.shown[-3000:]
-    assert "Error: Clutch: no model could answer" in run.plain(run.stderr)
+    # the last turn request may be refused at once (its candidates still cooling down after the title
+    # call's 429s): "no model can take this request now (...)", which names every candidate too
+    assert re.search(r"Error: Clutch: no model (could answer|can take this request now)", run.plain(run.stderr))
     counts = by_model(run)
     assert counts.pop("anthropic/claude-sonnet-4.5") == 6, run.requests  # the turn: 1 + 5 retries
     assert list(counts.values()) == [3], run.requests  # the title, on its small model: 1 + 2 retries
-    turn = [e["time"] for e in run.requests if e["model"] == "anthropic/claude-sonnet-4.5"]
-    assert all(b - a >= RETRY_AFTER_S - 0.1 for a, b in zip(turn, turn[1:]))
 
 
 @pytest.mark.e2e
