@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/agent_failures.py [--agents claude codex ...] [--cases 429 5xx] [--bound 120]
                                             [--knobs] [--clutch-retries N] [--no-breakers] [--json FILE]
+    .venv/bin/python bench/agent_failures.py --report FILE.json      # the table of an earlier --json run
 
 For every agent x case: a fresh gateway (the real `mitmdump -s addons/clutch.py`, its other options at
 their defaults) whose rules give the agent's request three candidates that all fail (tests/failure_rig.py),
@@ -10,9 +11,9 @@ stopped by its process group after `--bound` seconds. Cases: `429` (every candid
 `retry-after: 2`) and `5xx` (500, 503 with `retry-after: 2`, 500).
 
 Per run it reports: the agent's requests as the gateway's journal saw them (count, seconds between
-them, the status and Retry-After-worthy errors Clutch answered), the calls the candidates received,
-the exit code (or that the run was stopped at the bound), the wall time, and whether the user saw
-Clutch's message naming every candidate on stdout or stderr, with the last lines the agent printed.
+them, what Clutch answered each), the calls the candidates received, the exit code (or that the run was
+stopped at the bound), the wall time, whether every candidate's name reached stdout or stderr, and the
+last line the agent printed. bench/results/agent_failures.md holds the runs behind the README's table.
 
 `--knobs` sets each agent's documented retry knob to its smallest value (the ones the end-to-end tests
 use, KNOBS below). Needs the agent CLIs `./clutch test` installs. Takes up to agents x cases x bound.
