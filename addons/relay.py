@@ -12,6 +12,8 @@ candidates and a way to build each target's upstream request.
   the target is never retried and its breaker is not charged; the final error names target and URL.
 * When every candidate failed, the agent gets one error that names each candidate's failure, with the
   status of the most informative one and a Retry-After whenever Clutch knows when a candidate frees up.
+  The names come first (agents cut long messages), and a Responses client gets a 502 for a 500 (Codex
+  hides a 500's body).
 """
 
 from __future__ import annotations
@@ -239,10 +241,15 @@ class Relay:
         if not named and worst.body and worst.status:  # the provider's own error, as its SDK knows it
             body = worst.body if chosen.dialect is job.client_dialect else \
                 translate_errors.translate_error(worst.body, status, job.client_dialect)
-        elif named:
-            body = dialects.error_body(job.client_dialect, status, self._every_failure(job, failed))
         else:
-            body = dialects.error_body(job.client_dialect, status, f"Clutch: {chosen.describe()}")
+            if status == 500 and job.client_dialect is Dialect.OPENAI_RESPONSES:
+                # Clutch's own message must reach the user: Codex prints an error's body for every status
+                # but 429 and 500; a 500's it replaces with "We're currently experiencing high demand"
+                # (codex-rs core/src/api_bridge.rs, map_api_error). Codex and the openai SDK retry a 502
+                # as they retry a 500.
+                status = 502
+            message = self._every_failure(job, failed) if named else f"Clutch: {chosen.describe()}"
+            body = dialects.error_body(job.client_dialect, status, message)
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", worst.kind.encode()),
                    (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
         wait = self._free_again_s(job, failed)
@@ -254,7 +261,9 @@ class Relay:
 
     @staticmethod
     def _every_failure(job: Job, failed: list[Failed]) -> str:
-        tried = len({f.target for f in failed})
+        """Every candidate's name first, then each one's failure: agents that cut a long error message
+        (Hermes prints its first 300 characters) still show which models were tried."""
+        tried = list(dict.fromkeys(f.target for f in failed))
         parts: list[str] = []
         for index, entry in enumerate(failed):
             if index and entry.target == failed[index - 1].target:  # a retry: its last failure is the one named
@@ -262,8 +271,10 @@ class Relay:
             else:
                 parts.append(entry.describe())
         parts += [f"{target}: not tried ({why})" for target, why in job.skipped]
-        count = f"{tried} candidate{'s' if tried != 1 else ''}"
-        return f"Clutch: no model could answer ({count} tried): " + "; ".join(parts)
+        names = f"{len(tried)} candidate{'s' if len(tried) != 1 else ''} tried: {', '.join(tried)}"
+        if job.skipped:
+            names += "; not tried: " + ", ".join(str(target) for target, _ in job.skipped)
+        return f"Clutch: no model could answer ({names}): " + "; ".join(parts)
 
     def _free_again_s(self, job: Job, failed: list[Failed]) -> float | None:
         """The soonest moment Clutch knows a candidate frees up: a Retry-After it was given, a quota's
