@@ -253,8 +253,7 @@ class Relay:
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", worst.kind.encode()),
                    (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
         wait = self._free_again_s(job, failed)
-        if wait is not None:
-            headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
+        headers += _retry_headers(wait)
         await out.start(status, "Clutch: every candidate failed", headers + job.explain)
         await out.send(body)
         await out.end()
@@ -295,12 +294,27 @@ class Relay:
             waits = [self.breakers.retry_after(str(t)) for t, _ in job.skipped]
             wait = min((w for w in waits if w), default=None)
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", b"no_candidate")]
-        if wait is not None:
-            headers.append((b"retry-after", str(max(1, math.ceil(wait))).encode()))
+        headers += _retry_headers(wait)
         message = f"Clutch: no model can take this request now ({reasons})"
         await out.start(status, "Clutch: no candidate", headers + job.explain)
         await out.send(dialects.error_body(job.client_dialect, status, message))
         await out.end()
+
+
+# Past this wait, the agent is told not to retry on its own (`x-should-retry: false`, which the Anthropic
+# and OpenAI SDKs honour: Claude Code, Pi, Qwen Code, OpenClaw, Hermes): Clutch knows no candidate frees
+# up sooner, and an agent that waits it out silently (Claude Code retries 10 times, up to ~35 s apart)
+# leaves its user looking at nothing for minutes; with it the user reads the message at once.
+AGENT_RETRY_MAX_WAIT_S = 30.0
+
+
+def _retry_headers(wait: float | None) -> list[tuple[bytes, bytes]]:
+    if wait is None:
+        return []
+    headers = [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
+    if wait > AGENT_RETRY_MAX_WAIT_S:
+        headers.append((b"x-should-retry", b"false"))
+    return headers
 
 
 def booked(plan: Plan, target: ModelTarget) -> str:

@@ -561,3 +561,25 @@ def test_openrouter_names_a_versioned_model_by_its_longest_entry():
     assert listed_index(["openai/gpt-5", "openai/gpt-5-mini"], "openai/gpt-5-2025-08-07") == 0
     assert listed_index(["qwen/qwen3-coder:free", "x/y"], "qwen/qwen3-coder") == 0
     assert listed_index(["a/b", "c/d"], "e/f") is None
+
+
+def test_an_agent_is_told_not_to_retry_when_nothing_frees_up_soon(tmp_path, fake, pki):
+    """After its breaker opened, the only model is refused for about a minute: the agent's SDK is told not
+    to retry (x-should-retry: false), so its user reads why at once instead of minutes of silent retries;
+    a short wait (a 429's Retry-After of 2 s) leaves the SDK's own retry alone."""
+    gateway = start(tmp_path, fake, pki, "fallback: {method: cascade}\n", clutch_breaker_failures=1)
+    try:
+        client = chat(gateway).with_options(max_retries=3)
+        with pytest.raises(openai.InternalServerError):
+            chat(gateway).chat.completions.create(model="x1/fail-500", messages=[{"role": "user", "content": "x"}])
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="x1/fail-500", messages=[{"role": "user", "content": "x"}])
+        response = refused.value.response
+        assert refused.value.status_code == 503 and response.headers["x-should-retry"] == "false"
+        assert int(response.headers["retry-after"]) > 30
+        assert len(journal(gateway, "x1/fail-500", count=2)) == 2  # the SDK did not retry
+        with pytest.raises(openai.RateLimitError) as limited:
+            chat(gateway).chat.completions.create(model="x2/fail-429", messages=[{"role": "user", "content": "x"}])
+        assert "x-should-retry" not in limited.value.response.headers
+    finally:
+        gateway.stop()
