@@ -185,7 +185,7 @@ class _Step:
         self.credit(model)
         attempt.committed_s = self.clock() - self.started
         served = [(b"x-clutch-model", attempt.target.encode()),
-                  (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
+                  (b"x-clutch-attempts", str(job.tried).encode())]
         if plan.translated:
             kept = [(k, v) for k, v in _response_headers(upstream.headers) if k.lower() in _KEPT_WHEN_TRANSLATED]
             kind = b"text/event-stream" if _is_event_stream(upstream.headers) else b"application/json"

@@ -61,6 +61,11 @@ class Job:
     sticky: str | None = None  # the target stickiness put first
     done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # the relay finished with it
 
+    @property
+    def tried(self) -> int:
+        """Upstream attempts so far (`x-clutch-attempts`): a candidate left out is none."""
+        return sum(a.ended != "skipped" for a in self.attempts)
+
 
 @dataclasses.dataclass
 class Failed:
@@ -251,7 +256,7 @@ class Relay:
             message = self._every_failure(job, failed) if named else f"Clutch: {chosen.describe()}"
             body = dialects.error_body(job.client_dialect, status, message)
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", worst.kind.encode()),
-                   (b"x-clutch-attempts", str(sum(a.ended != "skipped" for a in job.attempts)).encode())]
+                   (b"x-clutch-attempts", str(job.tried).encode())]
         wait = self._free_again_s(job, failed)
         headers += _retry_headers(wait)
         await out.start(status, "Clutch: every candidate failed", headers + job.explain)

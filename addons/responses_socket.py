@@ -45,6 +45,8 @@ import re
 import secrets
 from typing import Any
 
+from addons.jsontext import dumps as _dumps
+
 # The events that end a turn: what the client waits for.
 TERMINAL = frozenset({"response.completed", "response.incomplete", "response.failed", "error"})
 _ACKNOWLEDGEMENTS = frozenset({"response.processed"})
@@ -147,10 +149,6 @@ class _Remembered:
     @property
     def size(self) -> int:
         return len(self.input_json) + len(self.output_json)
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _utf8(text: str) -> bytes:

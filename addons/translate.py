@@ -48,6 +48,7 @@ import time
 import uuid
 from typing import Any
 
+from addons.jsontext import dumps as _dumps
 from addons.translate_errors import ANTHROPIC_ERROR_STATUS, anthropic_error, openai_error, read_error
 
 
@@ -140,10 +141,6 @@ def parse_tool_arguments(arguments: Any, notes: list[str] | None = None, name: s
     if notes is not None:
         notes.append(f"tool call {name or '?'}: arguments are not a JSON object, kept as _raw")
     return {"_raw": arguments if isinstance(arguments, str) else json.dumps(arguments)}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _note_once(notes: list[str], note: str) -> None:

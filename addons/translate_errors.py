@@ -22,11 +22,9 @@ import re
 from typing import Any
 
 from addons.dialects import error_body
+from addons.jsontext import dumps as _dumps
 from addons.rules import Dialect
 
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 # Anthropic's error types and the status each goes with (https://docs.anthropic.com/en/api/errors).
 ANTHROPIC_ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,

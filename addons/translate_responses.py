@@ -32,9 +32,9 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from addons.jsontext import dumps as _dumps
 from addons.translate import EFFORT_BUDGET, Flavour
 from addons.translate_responses_tools import (CUSTOM_INPUT, LOCAL_SHELL, TOOL_SEARCH, ResponsesContext, Tools,
                                              Untranslatable, chat_name, dicts, note_once, tool_choice)
@@ -54,10 +54,6 @@ _HANDLED = {"model", "input", "instructions", "tools", "tool_choice", "parallel_
             "service_tier", "prompt_cache_key", "safety_identifier", *_REFUSED}
 # Hints that mean nothing to a chat provider and change nothing in the answer: dropped without a note.
 _SILENT = {"stream_options", "client_metadata", "prompt_cache_retention", "truncation"}
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------------------------------ history

@@ -26,15 +26,14 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
+from addons.jsontext import dumps as _dumps, loads_object
 from addons.sse import SSEParser
 from addons.translate import chat_completion_id
 from addons.translate_errors import openai_error, read_error, status_of
 from addons.translate_responses_answers import chat_usage_from_responses, finish_reason_of
-from addons.translate_responses_stream import json_object
 from addons.translate_responses_tools import dicts, note_once
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
@@ -79,10 +78,6 @@ def _input_parts(content: Any, notes: list[str]) -> str | list[dict[str, Any]]:
         elif kind is not None:
             note_once(notes, f"dropped {kind} content part (no Responses counterpart here)")
     return parts
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def _str(value: Any) -> str:
@@ -242,7 +237,7 @@ class ResponsesToChatStream:
         for event in self._parser.feed(chunk):
             if self._ended:
                 break
-            if (payload := json_object(event.data)) is not None:
+            if (payload := loads_object(event.data)) is not None:
                 out += self._event(str(payload.get("type") or event.event), payload)
         return bytes(out)
 

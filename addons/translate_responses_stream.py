@@ -30,10 +30,10 @@ Decisions:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Any
 
+from addons.jsontext import dumps as _dumps, loads_object
 from addons.sse import SSEParser
 from addons.translate_errors import read_error, responses_error, status_of
 from addons.translate_responses_answers import (INCOMPLETE, id_stem, item_id, message_item, reasoning_item,
@@ -41,18 +41,6 @@ from addons.translate_responses_answers import (INCOMPLETE, id_stem, item_id, me
 from addons.translate_responses_tools import ResponsesContext, call_item, custom_input, dicts
 
 MAX_HELD = 32 << 20  # bytes of answer text a chat -> Responses translator holds for the .done events
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def json_object(data: str) -> dict[str, Any] | None:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 @dataclasses.dataclass
@@ -100,7 +88,7 @@ class ChatToResponsesStream:
                 break
             if event.data.strip() == "[DONE]":
                 out += self._end()
-            elif (payload := json_object(event.data)) is not None:
+            elif (payload := loads_object(event.data)) is not None:
                 out += self._chunk(payload)
         return bytes(out)
 

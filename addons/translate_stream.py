@@ -33,11 +33,11 @@ Decisions:
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any, Protocol
 
-from addons.sse import SSEEvent, SSEParser
+from addons.jsontext import dumps as _dumps, loads_object
+from addons.sse import SSEParser
 from addons.translate import (anthropic_message_id,
                               anthropic_stop_reason, anthropic_tool_id, anthropic_usage, chat_completion_id,
                               chat_finish_reason, chat_usage)
@@ -53,24 +53,12 @@ class StreamTranslator(Protocol):
     def finish(self) -> bytes: ...
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
 def _anthropic_event(payload: dict[str, Any]) -> bytes:
     return f"event: {payload['type']}\ndata: {_dumps(payload)}\n\n".encode()
 
 
 def _chat_event(payload: dict[str, Any] | str) -> bytes:
     return f"data: {payload if isinstance(payload, str) else _dumps(payload)}\n\n".encode()
-
-
-def _json_object(event: SSEEvent) -> dict[str, Any] | None:
-    try:
-        value = json.loads(event.data)
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
 
 
 class ChatToAnthropicStream:
@@ -100,7 +88,7 @@ class ChatToAnthropicStream:
             if event.data.strip() == "[DONE]":
                 out += self._end()
                 continue
-            if (payload := _json_object(event)) is not None:
+            if (payload := loads_object(event.data)) is not None:
                 out += self._chunk(payload)
         return bytes(out)
 
@@ -255,7 +243,7 @@ class AnthropicToChatStream:
         for event in self._parser.feed(chunk):
             if self._ended:
                 break
-            if (payload := _json_object(event)) is not None:
+            if (payload := loads_object(event.data)) is not None:
                 out += self._event(payload.get("type") or event.event, payload)
         return bytes(out)
 

@@ -1,0 +1,25 @@
+"""JSON as Clutch writes and reads it in bodies and SSE events: compact, non-ASCII kept as it is, and a
+payload that must be an object read without raising.
+
+Pure logic, no mitmproxy. (A request body Clutch re-sends upstream is `plan.json_bytes`, which also
+copes with a lone surrogate.)
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON, non-ASCII characters as they are."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def loads_object(text: str) -> dict[str, Any] | None:
+    """`text` parsed, when it is a JSON object; None for anything else (not JSON, an array, a number)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
