@@ -163,7 +163,35 @@ class Gateway:
         return f"http://{auth}127.0.0.1:{self.port}"
 
     def health(self) -> dict:
-        return httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=5, trust_env=False).json()
+        return self.local("/health")
+
+    def local(self, path: str) -> dict:
+        """One of the gateway's own JSON endpoints (/health, /requests, /usage, /resilience, ...)."""
+        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10, trust_env=False).json()
+
+    def usage_rows(self, **where) -> list[dict]:
+        """The usage store's rows, oldest first (by time, then attempt), filtered by column values. GET
+        /usage flushes the gateway's writer first; the store is usage.db in workdir/state, the
+        clutch_state_dir the tests give."""
+        from addons.usage_store import UsageStore
+        assert httpx.get(f"http://127.0.0.1:{self.port}/usage", trust_env=False, timeout=10).status_code == 200
+        store = UsageStore(self.workdir / "state" / "usage.db")
+        try:
+            found = store.rows()
+        finally:
+            store.close()
+        return sorted((r for r in found if all(r.get(k) == v for k, v in where.items())),
+                      key=lambda r: (r["ts"], r["attempt"]))
+
+    def journal(self, model: str, count: int = 1, timeout: float = 10) -> list[dict]:
+        """The journal's entries (GET /requests) for `model`, once there are `count` of them: an entry is
+        written when its flow ends, which can be just after the agent read its last byte."""
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [e for e in self.local("/requests")["requests"] if e["model"] == model]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
     def output(self) -> str:
         if not self.log.closed:

@@ -16,7 +16,6 @@ import pytest
 from harness import gateway_on_rules
 from test_e2e_more_agents import ANSWER, run_one_prompt
 
-from addons.usage_store import UsageStore
 
 pytestmark = pytest.mark.e2e
 
@@ -51,17 +50,6 @@ def start(workdir, fake, pki, method: str, claude: str, opencode: str, **options
     return gateway_on_rules(workdir, fake, pki, text, *args, env={"OPENROUTER_API_KEY": ROUTER_KEY})
 
 
-def rows(gateway) -> list[dict]:
-    """Every usage row the gateway wrote (GET /usage flushes its writer first), oldest first."""
-    import httpx
-    httpx.get(f"http://127.0.0.1:{gateway.port}/usage", trust_env=False, timeout=10)
-    store = UsageStore(gateway.workdir / "state" / "usage.db")
-    try:
-        return sorted(store.rows(), key=lambda r: (r["ts"], r["attempt"]))
-    finally:
-        store.close()
-
-
 @pytest.fixture(scope="module")
 def hanging(tmp_path_factory, fake, pki):
     gateway = start(tmp_path_factory.mktemp("e2e-hang"), fake, pki, "cascade",
@@ -82,7 +70,7 @@ def test_a_first_model_that_hangs_after_its_headers_is_replaced(agent, hanging, 
     assert models[:2] == [f"{prefix}hang-after-headers", f"{prefix}answers"], models
     hung = fake.wait_for(lambda e: e.get("model") == f"{prefix}hang-after-headers")
     assert hung["outcome"] == "aborted"  # Clutch hung up on it
-    mine = [r for r in rows(hanging) if r["model"].startswith(prefix)]
+    mine = [r for r in hanging.usage_rows() if r["model"].startswith(prefix)]
     first_hang = next(r for r in mine if r["error_class"] == "timeout_silent")
     served = next(r for r in mine if r["served"] and r["ts"] >= first_hang["ts"])
     assert served["model"] == f"{prefix}answers" and served["fallback"]
@@ -113,7 +101,7 @@ def test_openrouter_native_fallback_serves_and_books_the_model_that_answered(age
             # Claude Code's request changed provider: the rules' key; OpenCode's stayed on OpenRouter: its own
             key = ROUTER_KEY if agent == "claude" else "sk-or-v1-e2e-opencode"
             assert entry["headers"]["authorization"] == f"Bearer {key}"
-        mine = [r for r in rows(gateway) if r["model"].startswith(prefix)]
+        mine = [r for r in gateway.usage_rows() if r["model"].startswith(prefix)]
         served = [r for r in mine if r["served"]]
         assert served and all(r["model"] == f"{prefix}answers" and r["fallback"] for r in served)
         assert all(r["input_tokens"] and r["output_tokens"] for r in served)

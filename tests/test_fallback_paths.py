@@ -17,7 +17,6 @@ import pytest
 from harness import gateway_on_rules, trust
 
 from addons.identity import Identity, username_for
-from addons.usage_store import UsageStore
 from launcher.tables import render_request
 
 PROVIDERS = """\
@@ -71,33 +70,6 @@ def calls(fake, prefix: str) -> list[dict]:
             or ((e.get("native") or {}).get("asked") or "").startswith(prefix)]
 
 
-def local(gateway, path: str) -> dict:
-    return httpx.get(f"http://127.0.0.1:{gateway.port}{path}", timeout=10, trust_env=False).json()
-
-
-def usage_rows(gateway, **where) -> list[dict]:
-    """The usage store's rows (GET /usage flushes the writer first), filtered by column values."""
-    local(gateway, "/usage")
-    store = UsageStore(gateway.workdir / "state" / "usage.db")
-    try:
-        found = store.rows()
-    finally:
-        store.close()
-    return sorted((r for r in found if all(r.get(k) == v for k, v in where.items())),
-                  key=lambda r: (r["ts"], r["attempt"]))
-
-
-def journal(gateway, model: str, count: int = 1) -> list[dict]:
-    """The journal's entries for `model`, once there are `count` of them (an entry is written when the
-    flow ends, which can be just after the agent read its last byte)."""
-    deadline = time.monotonic() + 10
-    while True:
-        found = [e for e in local(gateway, "/requests")["requests"] if e["model"] == model]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
-
-
 # ---------------------------------------------------------------- 1. every fallback method
 
 
@@ -146,23 +118,23 @@ def test_openrouter_fallback_is_booked_to_the_model_that_answered(tmp_path, fake
         for stream in (True, False, True):
             headers, text = ask(client, "n2/fail-429", stream=stream)
             assert headers["x-clutch-model"] == "openrouter:n2/good" and text == "pong from the fake upstream"
-        state = local(gateway, "/resilience")["breakers"]
+        state = gateway.local("/resilience")["breakers"]
         assert state["openrouter:n2/fail-429"]["state"] == "open"  # three failures at OpenRouter
         assert state.get("openrouter:n2/good", {"state": "closed"})["state"] == "closed"
         headers, _ = ask(client, "n2/fail-429")
         assert headers["x-clutch-attempts"] == "1"
         assert calls(fake, "n2/")[-1]["request_json"].get("models") is None  # the open primary is left out
-        rows = usage_rows(gateway, requested_model="n2/fail-429")
+        rows = gateway.usage_rows(requested_model="n2/fail-429")
         served = [r for r in rows if r["served"]]
         assert [r["model"] for r in served] == ["n2/good"] * 4 and all(r["fallback"] for r in served)
         assert all(r["input_tokens"] and r["output_tokens"] for r in served)
         primary = [r for r in rows if r["model"] == "n2/fail-429"]
         assert len(primary) == 3 and all(r["outcome"] == "failed" and not r["input_tokens"] for r in primary)
         assert all(r["error_class"] == "openrouter_fallback" for r in primary)
-        by_model = {r["key"]: r for r in local(gateway, "/usage?by=model")["rows"]}
+        by_model = {r["key"]: r for r in gateway.local("/usage?by=model")["rows"]}
         assert by_model["openrouter:n2/fail-429"]["failed_attempts"] == 3
         assert by_model["openrouter:n2/fail-429"]["input_tokens"] == 0
-        entries = journal(gateway, "n2/fail-429", count=4)
+        entries = gateway.journal("n2/fail-429", count=4)
         assert [e["served_by"] for e in entries] == ["openrouter:n2/good"] * 4 and all(e["fallback"] for e in entries)
     finally:
         gateway.stop()
@@ -196,7 +168,7 @@ def test_a_model_that_answers_200_and_then_sends_nothing_is_replaced(stalls, fak
     assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:s1/chunks-2"
     assert time.monotonic() - started > 0.9  # the silence limit (1 s) passed first
     assert fake.wait_for(lambda e: e.get("model") == "s1/hang-after-headers")["outcome"] == "aborted"
-    rows = usage_rows(stalls, requested_model="s1/hang-after-headers")
+    rows = stalls.usage_rows(requested_model="s1/hang-after-headers")
     assert [(r["outcome"], r["error_class"]) for r in rows] == [("failed", "timeout_silent"), ("success", None)]
 
 
@@ -208,7 +180,7 @@ def test_a_silent_anthropic_stream_is_replaced_for_claude(stalls, fake):
         served = stream.response.headers["x-clutch-model"]
     assert text == "pong from the fake upstream" and served == "anthropic:s2/good"
     assert time.monotonic() - started > 0.9
-    rows = usage_rows(stalls, requested_model="anthropic:s2/hang-after-headers")
+    rows = stalls.usage_rows(requested_model="anthropic:s2/hang-after-headers")
     assert [r["error_class"] for r in rows] == ["timeout_silent", None]
 
 
@@ -225,7 +197,7 @@ def test_keep_alives_without_a_token_are_replaced_at_the_first_token_limit(stall
     headers, text = ask(chat(stalls), "s4/first-token-60000", stream=True)
     assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:s4/chunks-2"
     assert time.monotonic() - started > 3.9
-    rows = usage_rows(stalls, requested_model="s4/first-token-60000")
+    rows = stalls.usage_rows(requested_model="s4/first-token-60000")
     assert [(r["outcome"], r["error_class"]) for r in rows] == [("failed", "timeout_first_token"), ("success", None)]
 
 
@@ -238,7 +210,7 @@ def test_the_last_candidate_alive_is_committed_at_the_first_token_limit_and_serv
                                  "messages": [{"role": "user", "content": "x"}]}) as response:
             body = b"".join(response.iter_raw()).decode()
         assert response.status_code == 200 and "pong" in body and "[DONE]" in body
-        row = usage_rows(gateway, requested_model="s5/first-token-3000")[-1]
+        row = gateway.usage_rows(requested_model="s5/first-token-3000")[-1]
         # committed at the first-token limit (1 s), before the token (3 s): the agent waited with Clutch
         assert row["outcome"] == "success" and 1000 <= row["ttft_ms"] < 3000
     finally:
@@ -271,7 +243,7 @@ def test_a_streamed_answer_without_the_forced_tool_call_moves_on(tools, fake):
     calls_seen = [c.choices[0].delta.tool_calls for c in raw.parse() if c.choices and c.choices[0].delta.tool_calls]
     assert raw.headers["x-clutch-model"] == "openrouter:t1/good"
     assert calls_seen and calls_seen[0][0].function.name == "Bash"
-    rows = usage_rows(tools, requested_model="t1/ignores-tools")
+    rows = tools.usage_rows(requested_model="t1/ignores-tools")
     assert [(r["model"], r["outcome"], r["error_class"]) for r in rows] == [
         ("t1/ignores-tools", "soft_failure", "no_tool_call"), ("t1/good", "success", None)]
 
@@ -299,7 +271,7 @@ def test_text_before_a_forced_tool_call_is_held_until_the_call_begins(tools, fak
         waited = time.monotonic() - started
         body = (first + b"".join(pieces)).decode()
     assert waited >= 0.85  # the text was held, not sent as it came
-    row = usage_rows(tools, requested_model="t2/text-before-tool-delay-300")[-1]
+    row = tools.usage_rows(requested_model="t2/text-before-tool-delay-300")[-1]
     assert row["ttft_ms"] >= 850  # measured from the attempt's start: committed at the call, after the text
     assert '"tool_calls"' in body and '"content":"pong' in body
 
@@ -351,7 +323,7 @@ def test_a_404_moves_on_and_never_opens_its_breaker(failing, fake):
         headers, _ = ask(chat(failing), "m1/fail-404")
         assert headers["x-clutch-model"] == "openrouter:m1/good"
     assert len([e for e in calls(fake, "m1/fail-404")]) == 4  # asked every time: no breaker opened
-    breakers = local(failing, "/resilience")["breakers"]
+    breakers = failing.local("/resilience")["breakers"]
     assert breakers.get("openrouter:m1/fail-404", {"state": "closed"})["state"] == "closed"
 
 
@@ -375,9 +347,9 @@ def test_a_404_is_not_retried_and_the_error_names_target_and_url(tmp_path, fake,
 def test_a_wrong_base_url_names_the_url_that_answered_404(failing, fake):
     headers, text = ask(chat(failing), "misplaced:m3/good")
     assert headers["x-clutch-model"] == "openrouter:m3/good"  # the next candidate served
-    rows = usage_rows(failing, requested_model="misplaced:m3/good")
+    rows = failing.usage_rows(requested_model="misplaced:m3/good")
     assert [(r["model"], r["status"], r["error_class"]) for r in rows][0] == ("m3/good", 404, "status")
-    breakers = local(failing, "/resilience")["breakers"]
+    breakers = failing.local("/resilience")["breakers"]
     assert breakers.get("misplaced:m3/good", {"state": "closed"})["state"] == "closed"
     assert "no/such/path/v1/chat/completions" in failing.output()  # the log names the URL to fix
 
@@ -403,10 +375,10 @@ def test_a_cut_stream_is_shown_as_cut_and_its_tokens_estimated(outcomes, fake):
                 model="o1/stream-cut-delay-100", stream=True, messages=[{"role": "user", "content": "x"}]):
             text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
     assert text and "cut" in str(error.value)  # the agent learns the answer is incomplete
-    entry = journal(outcomes, "o1/stream-cut-delay-100")[-1]
+    entry = outcomes.journal("o1/stream-cut-delay-100")[-1]
     assert (entry["status"], entry["outcome"], entry["error"]) == (200, "broken", "stream_cut")
     assert " 200 cut " in render_request(entry)  # the line `xx watch` prints for it
-    row = usage_rows(outcomes, requested_model="o1/stream-cut-delay-100")[-1]
+    row = outcomes.usage_rows(requested_model="o1/stream-cut-delay-100")[-1]
     assert (row["outcome"], row["error_class"], row["served"]) == ("broken", "stream_cut", True)
     assert row["tokens_estimated"] and row["output_tokens"] > 0, json.dumps(row)
 
@@ -419,25 +391,25 @@ def test_an_aborted_stream_is_shown_as_aborted(outcomes, fake):
         next(response.iter_raw())  # the first piece, then the agent goes away
     client.close()
     fake.wait_for(lambda e: e.get("model") == "o2/slow")
-    entries = journal(outcomes, "o2/slow")
+    entries = outcomes.journal("o2/slow")
     assert entries and entries[-1]["outcome"] == "aborted", json.dumps(entries)
     assert " 200 aborted " in render_request(entries[-1])
-    row = usage_rows(outcomes, requested_model="o2/slow")[-1]
+    row = outcomes.usage_rows(requested_model="o2/slow")[-1]
     assert row["outcome"] == "aborted" and row["tokens_estimated"] and row["output_tokens"] is not None
 
 
 def test_a_retry_of_the_same_model_is_not_a_fallback(outcomes, fake):
     headers, text = ask(chat(outcomes), "o3/once-429")
     assert text == "pong from the fake upstream" and headers["x-clutch-attempts"] == "2"
-    rows = usage_rows(outcomes, requested_model="o3/once-429")
+    rows = outcomes.usage_rows(requested_model="o3/once-429")
     assert [(r["outcome"], r["fallback"]) for r in rows] == [("failed", False), ("success", False)]
-    entry = journal(outcomes, "o3/once-429")[-1]
+    entry = outcomes.journal("o3/once-429")[-1]
     assert entry["fallback"] is False and entry["attempts"] == 2
 
 
 def test_the_usage_an_empty_answer_reported_is_kept(outcomes, fake):
     ask(chat(outcomes), "o4/empty", stream=True)
-    empty, good = usage_rows(outcomes, requested_model="o4/empty")
+    empty, good = outcomes.usage_rows(requested_model="o4/empty")
     assert (empty["outcome"], empty["error_class"]) == ("soft_failure", "empty")
     assert empty["input_tokens"] and empty["output_tokens"] is not None and not empty["tokens_estimated"]
     assert good["outcome"] == "success"
@@ -454,9 +426,9 @@ def test_an_idle_timeout_after_the_commit_point_is_shown(tmp_path, fake, pki):
                     model=model, stream=True, messages=[{"role": "user", "content": "x"}]):
                 text += (chunk.choices[0].delta.content or "") if chunk.choices else ""
         assert text and "upstream sent nothing for 1 s" in str(error.value)
-        entries = journal(gateway, model)
+        entries = gateway.journal(model)
         assert (entries[-1]["outcome"], entries[-1]["error"]) == ("broken", "timeout_idle")
-        assert usage_rows(gateway, requested_model=model)[-1]["outcome"] == "broken"
+        assert gateway.usage_rows(requested_model=model)[-1]["outcome"] == "broken"
     finally:
         gateway.stop()
 
@@ -476,7 +448,7 @@ def test_with_both_a_stalled_openrouter_stream_is_still_replaced(tmp_path, fake,
     try:
         headers, text = ask(chat(gateway), "b1/hang-after-headers", stream=True)
         assert text == "pong from the fake upstream" and headers["x-clutch-model"] == "openrouter:b1/good"
-        rows = usage_rows(gateway, requested_model="b1/hang-after-headers")
+        rows = gateway.usage_rows(requested_model="b1/hang-after-headers")
         assert [(r["model"], r["error_class"]) for r in rows] == [("b1/hang-after-headers", "timeout_silent"),
                                                                   ("b1/good", None)]
     finally:
@@ -495,11 +467,11 @@ def test_a_model_named_after_the_commit_is_still_the_one_booked(tmp_path, fake, 
     try:
         headers, text = ask(chat(gateway), "d1/fail-429", stream=True)
         assert text == "pong from the fake upstream"
-        rows = usage_rows(gateway, requested_model="d1/fail-429")
+        rows = gateway.usage_rows(requested_model="d1/fail-429")
         assert [(r["model"], r["outcome"], r["served"]) for r in rows] == [
             ("d1/fail-429", "failed", False), ("d1/first-token-3000", "success", True)]
-        assert journal(gateway, "d1/fail-429")[-1]["served_by"] == "openrouter:d1/first-token-3000"
-        assert local(gateway, "/resilience")["breakers"]["openrouter:d1/fail-429"]["failures"] == 1
+        assert gateway.journal("d1/fail-429")[-1]["served_by"] == "openrouter:d1/first-token-3000"
+        assert gateway.local("/resilience")["breakers"]["openrouter:d1/fail-429"]["failures"] == 1
     finally:
         gateway.stop()
 
@@ -510,9 +482,9 @@ def test_an_agent_that_leaves_before_the_headers_is_recorded_as_aborted(outcomes
             client.post("https://openrouter.ai/api/v1/chat/completions",
                         json={"model": "o6/hang", "stream": True, "messages": [{"role": "user", "content": "x"}]})
     assert fake.wait_for(lambda e: e.get("model") == "o6/hang")["outcome"] == "aborted"
-    entries = journal(outcomes, "o6/hang")
+    entries = outcomes.journal("o6/hang")
     assert entries and entries[-1]["outcome"] == "aborted", json.dumps(entries)
-    assert usage_rows(outcomes, requested_model="o6/hang")[-1]["outcome"] == "aborted"
+    assert outcomes.usage_rows(requested_model="o6/hang")[-1]["outcome"] == "aborted"
 
 
 def test_a_last_candidate_committed_on_keep_alives_ends_if_no_token_follows(tmp_path, fake, pki):
@@ -524,7 +496,7 @@ def test_a_last_candidate_committed_on_keep_alives_ends_if_no_token_follows(tmp_
                     model="o7/first-token-60000", stream=True, messages=[{"role": "user", "content": "x"}]):
                 pass
         assert "only keep-alives" in str(error.value)
-        entry = journal(gateway, "o7/first-token-60000")[-1]
+        entry = gateway.journal("o7/first-token-60000")[-1]
         assert (entry["outcome"], entry["error"]) == ("broken", "timeout_first_token")
         assert fake.wait_for(lambda e: e.get("model") == "o7/first-token-60000")["outcome"] == "aborted"
     finally:
@@ -577,7 +549,7 @@ def test_an_agent_is_told_not_to_retry_when_nothing_frees_up_soon(tmp_path, fake
         response = refused.value.response
         assert refused.value.status_code == 503 and response.headers["x-should-retry"] == "false"
         assert int(response.headers["retry-after"]) > 30
-        assert len(journal(gateway, "x1/fail-500", count=2)) == 2  # the SDK did not retry
+        assert len(gateway.journal("x1/fail-500", count=2)) == 2  # the SDK did not retry
         with pytest.raises(openai.RateLimitError) as limited:
             chat(gateway).chat.completions.create(model="x2/fail-429", messages=[{"role": "user", "content": "x"}])
         assert "x-should-retry" not in limited.value.response.headers

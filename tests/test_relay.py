@@ -63,18 +63,6 @@ def chat(gateway, session="cascade", key="sk-or-v1-agent"):
     return openai.OpenAI(base_url="https://openrouter.ai/api/v1", api_key=key, http_client=client, max_retries=0)
 
 
-def journaled(gateway, model: str, timeout: float = 10) -> dict:
-    """The gateway's journal entry of the last request for `model`, once the request is over."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = [e for e in httpx.get(f"http://127.0.0.1:{gateway.port}/requests", timeout=5,
-                                      trust_env=False).json()["requests"] if e["model"] == model]
-        if found or time.monotonic() > deadline:
-            assert found, f"no journal entry for {model}"
-            return found[-1]
-        time.sleep(0.05)
-
-
 def calls(fake, prefix):
     return [e for e in fake.entries() if (e.get("model") or "").startswith(prefix)]
 
@@ -148,7 +136,7 @@ def test_a_failure_after_the_commit_point_is_not_restarted(cascading, fake):
             if chunk.choices:
                 text += chunk.choices[0].delta.content or ""
     assert text  # the agent had content before the error
-    entry = journaled(cascading, "c5/midstream-error-delay-150")  # written once the request is over
+    entry = cascading.journal("c5/midstream-error-delay-150")[-1]  # written once the request is over
     assert (entry["attempts"], entry["outcome"]) == (1, "broken")  # no second attempt
     assert [e["model"] for e in calls(fake, "c5/")] == ["c5/midstream-error-delay-150"]
 

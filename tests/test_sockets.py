@@ -20,7 +20,6 @@ import pytest
 from harness import gateway_on_rules, trust
 
 from addons.identity import Identity, username_for
-from addons.usage_store import UsageStore
 
 RULES = textwrap.dedent("""\
     version: 1
@@ -118,17 +117,7 @@ def entries(fake, model: str) -> list[dict]:
 
 
 def journal(gateway) -> list[dict]:
-    return httpx.get(f"http://127.0.0.1:{gateway.port}/requests", timeout=5, trust_env=False).json()["requests"]
-
-
-def usage_rows(gateway, **where) -> list[dict]:
-    assert httpx.get(f"http://127.0.0.1:{gateway.port}/usage", trust_env=False, timeout=10).status_code == 200
-    store = UsageStore(gateway.workdir / "state" / "usage.db")
-    try:
-        found = store.rows()
-    finally:
-        store.close()
-    return [r for r in found if all(r.get(k) == v for k, v in where.items())]
+    return gateway.local("/requests")["requests"]
 
 
 def wait_until(predicate, timeout: float = 10):
@@ -180,7 +169,7 @@ async def test_a_pinned_turn_goes_to_a_chat_only_provider_and_gets_translated_re
     assert [(e["agent"], e["model"], e["target"], e["status"], e["websocket"]["turn"]) for e in turns] == [
         ("codex", "gpt-5.5", "openrouter:ws/pinned", 200, 1), ("codex", "gpt-5.5", "openrouter:ws/pinned", 200, 2)]
     assert turns[0]["websocket"]["socket"] == turns[1]["websocket"]["socket"]
-    rows = wait_until(lambda: usage_rows(gateway, session="ws-pin"))
+    rows = wait_until(lambda: gateway.usage_rows(session="ws-pin"))
     assert len(rows) == 2  # the pre-warm has none: nothing was asked of a provider
     for row in rows:
         assert (row["agent"], row["requested_model"], row["provider"], row["model"], row["outcome"]) == \

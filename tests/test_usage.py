@@ -17,7 +17,6 @@ from harness import Gateway, trust
 from prometheus_client.parser import text_string_to_metric_families
 
 from addons import catalog
-from addons.usage_store import UsageStore
 
 RULES = textwrap.dedent("""\
     version: 1
@@ -74,17 +73,6 @@ def client(gateway, user="xx-cip.s-u1") -> httpx.Client:
     return httpx.Client(proxy=gateway.proxy_url(user), verify=trust(gateway.bundle), trust_env=False, timeout=30)
 
 
-def rows(gateway, **where) -> list[dict]:
-    """The gateway's rows (after GET /usage, which flushes the writer), filtered by column values."""
-    assert httpx.get(f"http://127.0.0.1:{gateway.port}/usage", trust_env=False, timeout=10).status_code == 200
-    store = UsageStore(gateway.workdir / "state" / "usage.db")
-    try:
-        found = store.rows()
-    finally:
-        store.close()
-    return [r for r in found if all(r.get(k) == v for k, v in where.items())]
-
-
 def chat(gateway, model, stream, user="xx-cip.s-u1", url="https://openrouter.ai/api/v1/chat/completions"):
     with client(gateway, user) as c:
         return c.post(url, headers={"authorization": f"Bearer {AGENT_KEY}"},
@@ -93,7 +81,7 @@ def chat(gateway, model, stream, user="xx-cip.s-u1", url="https://openrouter.ai/
 
 
 def request_rows(gateway, model: str) -> list[dict]:
-    found = rows(gateway, requested_model=model)
+    found = gateway.usage_rows(requested_model=model)
     assert len({r["request_id"] for r in found}) == 1, found
     return sorted(found, key=lambda r: r["attempt"])
 
@@ -215,7 +203,7 @@ def test_gemini_streams_record_the_last_usage_metadata(gateway, sse):
                           json={"contents": [{"role": "user", "parts": [{"text": SECRET_PROMPT}]}]})
     assert response.status_code == 200
     usage = sent_usage(response) if sse else response.json()[-1]["usageMetadata"]
-    [row] = rows(gateway, model=model)
+    [row] = gateway.usage_rows(model=model)
     assert (row["dialect"], row["stream"], row["outcome"]) == ("gemini", True, "success")
     assert row["input_tokens"] == usage["promptTokenCount"]
     assert row["output_tokens"] == usage["candidatesTokenCount"] + usage.get("thoughtsTokenCount", 0)
@@ -223,7 +211,7 @@ def test_gemini_streams_record_the_last_usage_metadata(gateway, sse):
 
 def test_no_prompt_text_and_no_key_reaches_the_database(gateway):
     assert chat(gateway, "u4/good", True).status_code == 200
-    rows(gateway)  # flushed
+    gateway.usage_rows()  # flushed
     state = gateway.workdir / "state"
     data = b"".join(p.read_bytes() for p in state.glob("usage.db*"))
     assert data and b"u4/good" in data  # the model names are there, as they should be
@@ -234,7 +222,7 @@ def test_no_prompt_text_and_no_key_reaches_the_database(gateway):
 
 def test_the_journal_shows_tokens_and_cost(gateway):
     assert chat(gateway, "u5/good", False).status_code == 200
-    [row] = rows(gateway, requested_model="u5/good")
+    [row] = gateway.usage_rows(requested_model="u5/good")
     page = httpx.get(f"http://127.0.0.1:{gateway.port}/requests", trust_env=False).json()
     [entry] = [e for e in page["requests"] if e["model"] == "u5/good"]
     assert (entry["input_tokens"], entry["output_tokens"], entry["cost_usd"]) == \
@@ -256,15 +244,15 @@ def test_a_burst_of_200_loses_no_row_and_a_restart_keeps_them(workdir, fake, pki
                 return await asyncio.gather(*(one(i) for i in range(200)))
 
         assert asyncio.run(burst()) == [200] * 200
-        found = rows(gateway, session="burst")
+        found = gateway.usage_rows(session="burst")
         assert sorted(r["model"] for r in found) == sorted(f"burst/good-{i}" for i in range(200))
     finally:
         assert gateway.stop() == 0
     again = start(workdir / "burst", fake, pki)
     try:
-        assert len(rows(again, session="burst")) == 200  # the rows survived the restart
+        assert len(again.usage_rows(session="burst")) == 200  # the rows survived the restart
         assert chat(again, "burst/after-restart", False).status_code == 200
-        assert len(rows(again, requested_model="burst/after-restart")) == 1
+        assert len(again.usage_rows(requested_model="burst/after-restart")) == 1
     finally:
         again.stop()
     db = sqlite3.connect(workdir / "burst" / "state" / "usage.db")
@@ -299,7 +287,7 @@ def test_codex_responses_over_websocket_are_a_row_per_response_completed(workdir
             return completed
 
         sent = asyncio.run(talk())
-        found = sorted(rows(gateway, session="ws"), key=lambda r: r["request_id"])
+        found = sorted(gateway.usage_rows(session="ws"), key=lambda r: r["request_id"])
         assert len(found) == 2
         for row, usage in zip(found, sent):
             assert (row["agent"], row["dialect"], row["model"], row["outcome"]) == \
@@ -318,7 +306,7 @@ def test_metrics_parse_with_the_prometheus_parser_and_count_what_the_store_holds
     text = httpx.get(f"http://127.0.0.1:{gateway.port}/metrics", trust_env=False).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     requests = sum(s.value for s in families["clutch_requests"].samples if s.name == "clutch_requests_total")
-    stored = rows(gateway)
+    stored = gateway.usage_rows()
     assert requests == len({r["request_id"] for r in stored})
     attempts = sum(s.value for s in families["clutch_attempts"].samples if s.name == "clutch_attempts_total")
     assert attempts == sum(r["outcome"] != "refused" for r in stored)
@@ -338,7 +326,7 @@ def test_an_agents_own_session_header_groups_its_calls(gateway):
             assert c.post("https://openrouter.ai/api/v1/chat/completions",
                           headers={"x-claude-code-session-id": "3f1c-session", "authorization": f"Bearer {AGENT_KEY}"},
                           json={"model": model, "messages": [{"role": "user", "content": "hi"}]}).status_code == 200
-    found = rows(gateway, session="3f1c-session")
+    found = gateway.usage_rows(session="3f1c-session")
     assert sorted(r["requested_model"] for r in found) == ["u7/main", "u7/title"]
     report = httpx.get(f"http://127.0.0.1:{gateway.port}/usage?by=session", trust_env=False).json()["rows"]
     assert [r["requests"] for r in report if r["key"] == "3f1c-session"] == [2]
