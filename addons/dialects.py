@@ -68,6 +68,8 @@ def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None)
             error = "request body is not a JSON object"
     except (ValueError, UnicodeDecodeError) as e:
         error = f"request body is not JSON: {e}"
+    except RecursionError:  # nested deeper than the parser goes: unread, like any body it cannot parse
+        error = "request body is nested too deeply to read"
     if dialect is Dialect.GEMINI:
         match = _GEMINI.search(path.split("?", 1)[0])
         model = match["model"] if match else None

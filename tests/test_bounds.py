@@ -61,12 +61,12 @@ def sdk_client(sdk, gateway):
 
 
 def anthropic_sdk(gateway) -> anthropic.Anthropic:
-    return anthropic.Anthropic(base_url="https://api.anthropic.com", api_key=KEYS["anthropic"], max_retries=0,
+    return anthropic.Anthropic(base_url="https://api.anthropic.com", api_key=KEYS["anthropic"], max_retries=0, timeout=60,
                                http_client=sdk_client(anthropic, gateway))
 
 
 def openai_sdk(gateway) -> openai.OpenAI:
-    return openai.OpenAI(base_url="https://api.openai.com/v1", api_key=KEYS["openai"], max_retries=0,
+    return openai.OpenAI(base_url="https://api.openai.com/v1", api_key=KEYS["openai"], max_retries=0, timeout=60,
                          http_client=sdk_client(openai, gateway))
 
 
