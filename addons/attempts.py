@@ -35,6 +35,7 @@ from addons.upstream import Timeouts, UpstreamClient, UpstreamError
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
 MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
 MAX_HELD = 1 << 20  # a stream held before its commit point: past this much it is committed as it is
+MAX_ANSWER = 16 << 20  # a whole (non-SSE) answer: past this much it is a bad answer, not read further
 OPENROUTER_SKIPPED = "openrouter_fallback"  # Attempt.error of a model OpenRouter's own `models` list moved past
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
 # Headers of the provider's answer that still hold once the body is translated.
@@ -152,7 +153,7 @@ class _Step:
     async def run(self) -> failures.Failure | None:
         plan, attempt, upstream = self.plan, self.attempt, self.upstream
         if not 200 <= upstream.status < 300:  # every error status is a failure; the relay decides what next
-            raw = await _read_all(upstream, attempt, MAX_ERROR_BODY)
+            raw, _ = await _read_all(upstream, attempt, MAX_ERROR_BODY)
             failure = failures.from_status(upstream.status, upstream.headers, raw,
                                            key_from_rules=plan.key_source != "agent")
             assert failure is not None
@@ -162,7 +163,9 @@ class _Step:
             return await self.stream()
         if self.job.stream:
             return await self.pipe()
-        raw = await _read_all(upstream, attempt)
+        raw, over = await _read_all(upstream, attempt, MAX_ANSWER)
+        if over:
+            return self.too_large()
         if _encoded(upstream.headers):  # compressed despite identity: nothing to judge, passed on as it came
             await self.commit(None)
             await self.out.send(raw)
@@ -170,6 +173,13 @@ class _Step:
             attempt.ended = "complete"
             return None
         return await self.deliver_whole(raw)
+
+    def too_large(self) -> failures.Failure:
+        """An answer past MAX_ANSWER: not read further, judged like one that is not JSON."""
+        failure = failures.Failure("error_in_200", self.upstream.status, True, False,
+                                   f"the provider's answer is over {MAX_ANSWER >> 20} MB")
+        self.attempt.error, self.attempt.ended = failure.kind, "failed"
+        return failure
 
     # ------------------------------------------------------------ the head
 
@@ -229,11 +239,14 @@ class _Step:
         first = await anext(chunks, b"")
         attempt.chunks, attempt.bytes = 1, len(first)
         if first.lstrip().startswith(b"{"):  # one JSON object: a whole answer (or an error in a 200)
-            rest = [chunk async for chunk in chunks]
-            attempt.chunks += len(rest)
-            raw = first + b"".join(rest)
-            attempt.bytes = len(raw)
-            return await self.deliver_whole(raw)
+            rest = []
+            async for chunk in chunks:
+                attempt.chunks += 1
+                attempt.bytes += len(chunk)
+                if attempt.bytes > MAX_ANSWER:
+                    return self.too_large()
+                rest.append(chunk)
+            return await self.deliver_whole(first + b"".join(rest))
         await self.commit(None)
         await out.send(first)
         kept = [first]  # the array's last element carries the usage; kept within a bound
@@ -305,6 +318,10 @@ class _Step:
                 if not translator:
                     attempt.events = watch.events
                 if committed_at is not None:
+                    if watch.overflowed:  # no event ends: what was sent is all the agent gets
+                        await out.send(b"\n\n")  # ends the unfinished event, so the error event parses
+                        await self._break(watch, "error_in_200", watch.failure.message)
+                        return None
                     await send(chunk)
                     continue
                 if watch.failure is not None:  # nothing reached the agent yet: another model may answer
@@ -409,15 +426,19 @@ def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None
     return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
-async def _read_all(upstream, attempt: Attempt, limit: int | None = None) -> bytes:
+async def _read_all(upstream, attempt: Attempt, limit: int) -> tuple[bytes, bool]:
+    """The body, up to `limit` bytes, and whether there was more: reading stops there (an endless
+    body would otherwise hold the attempt until the idle timeout and its bytes in memory)."""
     parts, size = [], 0
     async for chunk in upstream.chunks():
         attempt.chunks += 1
+        attempt.bytes += len(chunk)
+        if size + len(chunk) > limit:
+            parts.append(chunk[:limit - size])
+            return b"".join(parts), True
+        parts.append(chunk)
         size += len(chunk)
-        if limit is None or size <= limit:
-            parts.append(chunk)
-    attempt.bytes += size
-    return b"".join(parts)
+    return b"".join(parts), False
 
 
 def _identity_encoding(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -30,6 +30,7 @@ from addons.rules import Rules
 logger = logging.getLogger(__name__)
 
 _IN_THREAD_BYTES = 64 * 1024  # bigger bodies are compressed off the event loop
+_NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _SESSIONS_KEPT = 2000
 
 
@@ -86,16 +87,21 @@ class Compress:
         started = time.perf_counter()
         try:
             if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
-                outcome = await asyncio.to_thread(_compress, call.dialect, call.body, settings, gate)
+                outcome, content, note = await asyncio.to_thread(_compress, call.dialect, call.body, settings, gate)
             else:
-                outcome = _compress(call.dialect, call.body, settings, gate)
-        except Exception:  # a compressor bug must never cost the agent its request
-            logger.exception("compression failed on %s; sent unchanged", flow.id)
+                outcome, content, note = _compress(call.dialect, call.body, settings, gate)
+        except _NEVER_CAUGHT:
+            raise
+        except BaseException as e:  # noqa: BLE001 - a compressor bug (or a tokenizer panic) never costs the request
+            logger.exception("compression failed on %s; sent uncompressed", flow.id)
+            flow.metadata[COMPRESSION] = {"mode": str(mode), "cuts": {}, "rewrites": 0,
+                                          "note": f"sent uncompressed: compression failed ({type(e).__name__})"}
             return
-        outcome, content = outcome
         elapsed_ms = (time.perf_counter() - started) * 1000
         flow.metadata[COMPRESSION] = {"mode": str(mode), "cuts": _kinds(outcome), "rewrites": len(outcome.rewrites),
                                       "ms": round(elapsed_ms, 2)}
+        if note:
+            flow.metadata[COMPRESSION]["note"] = note
         if content is not None:
             flow.request.headers.pop("content-encoding", None)
             flow.request.content = content
@@ -115,11 +121,13 @@ class Compress:
         if pending is None or summary is None:
             return
         try:
-            after, saved = await pending
+            after, saved, note = await pending
         except Exception:
             logger.exception("token count failed on %s", flow.id)
             return
         summary.update(tokens_before=after + saved, tokens_after=after, tokens_saved=saved)
+        if note and not summary.get("note"):
+            summary["note"] = note
 
     # ------------------------------------------------------------ rewrites, per session
 
@@ -138,17 +146,22 @@ class Compress:
         return gate
 
 
-def _compress(dialect, body, settings: Settings, gate: RewriteGate | None) -> tuple[Outcome, bytes | None]:
-    """The outcome and, when it changed anything, the bytes to send (serialised here, so a body that
-    cannot be serialised fails before the request is touched)."""
-    outcome = compress_request(dialect, body, settings, gate)
-    return outcome, json_bytes(outcome.body) if outcome.changed else None
+def _compress(dialect, body, settings: Settings,
+              gate: RewriteGate | None) -> tuple[Outcome, bytes | None, str | None]:
+    """The outcome, and, when it changed anything, the bytes to send (serialised here, so a body that
+    cannot be serialised fails before the request is touched), and what was estimated, if anything:
+    the compressor's counts share one tokenizer budget (tokens.metered)."""
+    with tokens.metered() as meter:
+        outcome = compress_request(dialect, body, settings, gate)
+    return outcome, json_bytes(outcome.body) if outcome.changed else None, meter.note()
 
 
-def _count(dialect, outcome: Outcome) -> tuple[int, int]:
-    """(tokens of the request as sent, tokens the cuts saved): the whole request's count is what a
-    provider bills, so it is tiktoken over the request (tokens.request_tokens), not a sum of cuts."""
-    return tokens.request_tokens(dialect, outcome.body), outcome.tokens_saved
+def _count(dialect, outcome: Outcome) -> tuple[int, int, str | None]:
+    """(tokens of the request as sent, tokens the cuts saved, what was estimated): the whole request's
+    count is what a provider bills, so it is tiktoken over the request (tokens.request_tokens), not a
+    sum of cuts. The cuts are counted here too, under the same budget."""
+    with tokens.metered() as meter:
+        return tokens.request_tokens(dialect, outcome.body), outcome.tokens_saved, meter.note()
 
 
 def _kinds(outcome: Outcome) -> dict[str, int]:

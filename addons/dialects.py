@@ -68,6 +68,8 @@ def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None)
             error = "request body is not a JSON object"
     except (ValueError, UnicodeDecodeError) as e:
         error = f"request body is not JSON: {e}"
+    except RecursionError:  # nested deeper than the parser goes: unread, like any body it cannot parse
+        error = "request body is nested too deeply to read"
     if dialect is Dialect.GEMINI:
         match = _GEMINI.search(path.split("?", 1)[0])
         model = match["model"] if match else None
@@ -85,11 +87,11 @@ _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 4
                     429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "api_error",
                     504: "timeout_error", 529: "overloaded_error"}
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 426: "invalid_request_error", 429: "rate_limit_exceeded",
+                 404: "not_found_error", 413: "invalid_request_error", 426: "invalid_request_error", 429: "rate_limit_exceeded",
                  500: "server_error", 502: "server_error", 503: "server_error", 504: "timeout",
                  529: "server_error"}
 _GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                  404: "NOT_FOUND", 426: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED",
+                  404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 426: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED",
                   500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 

@@ -322,5 +322,6 @@ def _compression_note(flow: http.HTTPFlow) -> str:
     summary = flow.metadata.get(COMPRESSION)
     if not summary:
         return ""
+    note = f" ({summary['note']})" if summary.get("note") else ""  # estimated counts, or why uncompressed
     return "; compression " + compression.describe(summary["mode"], summary["cuts"], summary.get("tokens_before"),
-                                                   summary.get("tokens_after"))
+                                                   summary.get("tokens_after")) + note

@@ -626,6 +626,7 @@ class StreamWatch:
         self._out = _Output()
         self._parser = SSEParser()
         self.usage = StreamUsage(self.dialect)  # the provider's token counts, read on the way past
+        self.overflowed = False  # an event grew past sse.MAX_EVENT_BYTES: the stream is given up
 
     def feed(self, chunk: bytes) -> None:
         for event in self._parser.feed(chunk):
@@ -633,6 +634,11 @@ class StreamWatch:
             if self.failure is None:
                 self._event(event)
                 self.meaningful = self.meaningful or self._out.anything
+        if self._parser.overflowed and not self.overflowed:
+            self.overflowed = True  # a bad answer like one that is not JSON: another model may do better
+            self.failure = self.failure or Failure(
+                "error_in_200", 200, True, False,
+                f"the provider's stream sent over {self._parser.max_event >> 20} MB without ending an event")
 
     @property
     def committable(self) -> bool:

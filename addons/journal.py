@@ -98,6 +98,7 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "compression": compression.get("mode"),
         "tokens_before": compression.get("tokens_before"),
         "tokens_after": compression.get("tokens_after"),
+        "compression_note": compression.get("note"),  # "counted by estimate (...)", "sent uncompressed: ..."
         "input_tokens": usage.get("input_tokens"),
         "output_tokens": usage.get("output_tokens"),
         "cost_usd": usage.get("cost_usd"),

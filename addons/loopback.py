@@ -44,6 +44,12 @@ class ResponseWriter:
             self._writer.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             await self._writer.drain()
 
+    async def raw(self, data: bytes) -> None:
+        """Bytes as they are: a whole response relayed from another loopback server."""
+        self.started = True
+        self._writer.write(data)
+        await self._writer.drain()
+
     async def end(self) -> None:
         self.sent_all = True
         if self.on_end is not None:

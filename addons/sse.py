@@ -1,7 +1,7 @@
 """Incremental Server-Sent Events parsing (https://html.spec.whatwg.org/multipage/server-sent-events.html).
 
 Pure logic, no mitmproxy. Fed raw chunks as they arrive, it returns the complete events and keeps
-only the unfinished tail, so a stream is never buffered.
+only the unfinished tail, so a stream is never buffered; the tail itself is bounded.
 """
 
 from __future__ import annotations
@@ -15,20 +15,41 @@ class SSEEvent:
     data: str
 
 
+MAX_EVENT_BYTES = 8 << 20  # one event, unfinished: past this much the stream is not SSE Clutch can read
+
+
 class SSEParser:
-    def __init__(self) -> None:
-        self._tail = b""
+    """Each byte is looked at a bounded number of times: the unfinished tail grows in a bytearray and
+    only its new end is searched for the blank line, so a long event costs linear time; a tail past
+    `max_event` bytes is dropped and `overflowed` set (the caller fails the stream)."""
+
+    def __init__(self, max_event: int = MAX_EVENT_BYTES) -> None:
+        self._tail = bytearray()
+        self._pending_cr = False
+        self.max_event = max_event
+        self.overflowed = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
-        buffer = self._tail + chunk
+        if self.overflowed or not chunk:
+            return []
         # CRLF, LF and lone CR all end lines; a trailing CR waits, its LF may open the next chunk
-        pending_cr = buffer.endswith(b"\r")
-        if pending_cr:
-            buffer = buffer[:-1]
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        *blocks, tail = buffer.split(b"\n\n")
-        self._tail = tail + b"\r" if pending_cr else tail
+        if self._pending_cr:
+            chunk = b"\r" + chunk
+        self._pending_cr = chunk.endswith(b"\r")
+        if self._pending_cr:
+            chunk = chunk[:-1]
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start = max(0, len(self._tail) - 1)  # a blank line may straddle the old end
+        self._tail += chunk
+        end = self._tail.rfind(b"\n\n", start)
+        if end < 0:
+            if len(self._tail) > self.max_event:
+                self._tail.clear()
+                self.overflowed = True
+            return []
+        blocks = bytes(self._tail[:end]).split(b"\n\n")
+        del self._tail[:end + 2]
         return [event for block in blocks if (event := _parse_block(block)) is not None]
 
 

@@ -169,6 +169,8 @@ FAULTS: tuple[str, ...] = (
     "text-before-tool",    # when a tool call is triggered: streams text first, then the tool call
     "strict-roles",        # 400 when two user turns follow each other (chat / messages / responses), else a
                            # normal answer: providers whose chat template demands alternation (see the docstring)
+    "huge-answer",         # 200 application/json of HUGE_ANSWER_BYTES (an answer padded past any sane size)
+    "endless-event",       # 200 text/event-stream, then ENDLESS_EVENT_BYTES of one `data:` line that never ends
 )
 # Plus "chunks-<N>": stream N content chunks; and two timings that combine with any of the above:
 # "delay-<MS>": MS milliseconds between streamed pieces; "first-token-<MS>": the first content comes MS
@@ -178,6 +180,10 @@ FAULTS: tuple[str, ...] = (
 _CHUNKS_RE = re.compile(r"chunks-(\d+)")
 _DELAY_RE = re.compile(r"(?<![a-z])delay-(\d+)")
 _FIRST_TOKEN_RE = re.compile(r"first-token-(\d+)")
+# Size faults: a broken or hostile server (no real provider sends these) must cost Clutch a bounded
+# amount of memory and end in an error in the agent's dialect.
+HUGE_ANSWER_BYTES = 20 << 20
+ENDLESS_EVENT_BYTES = 12 << 20
 KEEPALIVE_SECONDS = 0.25  # between keep-alives while a first-token wait runs (real ones come every few s)
 HANG_CAP_SECONDS = 600.0
 SLOW_DELAY = 0.2
@@ -1085,6 +1091,14 @@ class FakeUpstream:
             tr.close()
         return resp
 
+    @staticmethod
+    async def _endless_event():
+        """One `data:` line of ENDLESS_EVENT_BYTES, in 64 KB writes, never ended by a blank line."""
+        yield b'data: {"padding": "', 0, False
+        piece = b"x" * (64 << 10)
+        for _ in range(ENDLESS_EVENT_BYTES // len(piece)):
+            yield piece, 0, False
+
     async def _run_stream(self, ctx: _Ctx, events) -> web.StreamResponse:
         """Open an SSE response and write ``events`` (an async generator of
         ``(bytes, delay_before, counted)``), honouring client disconnects."""
@@ -1125,6 +1139,13 @@ class FakeUpstream:
             ctx.entry["outcome"] = "fault:strict-roles"
             message = STRICT_ROLES_ANTHROPIC if ctx.dialect == "anthropic" else STRICT_ROLES_TEMPLATE
             return self._error_response(ctx, 400, "invalid_request", message)
+        if ctx.fault == "huge-answer":
+            ctx.entry["outcome"] = "fault:huge-answer"
+            padding = "x" * HUGE_ANSWER_BYTES
+            return web.Response(status=200, body=_dumps({"id": "huge", "padding": padding}).encode(),
+                                headers=self._base_headers(ctx))
+        if ctx.fault == "endless-event":
+            return await self._run_stream(ctx, self._endless_event())
         if ctx.fault == "hang":
             return await self._hang(ctx)
         if ctx.fault == "hang-after-headers":
