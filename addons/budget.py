@@ -30,6 +30,7 @@ from mitmproxy import ctx, http
 
 from addons import dialects
 from addons.budgets import Breach, BudgetBook
+from addons.guard import guarded
 from addons.meta import call_of, identity_of, route_of, set_route
 from addons.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook
@@ -72,6 +73,7 @@ class Budget:
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
 
+    @guarded("the budget check")
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self.book.active:
             return
