@@ -83,7 +83,8 @@ class Budget:
         decision, plan = routed
         agent = identity_of(flow).agent
         lost = self._usage.salvaged
-        if self.unknown == "refuse" and lost is not None and not lost.lossless and self.book.applies(agent, plan.provider):
+        if self.unknown == "refuse" and lost is not None and not lost.lossless \
+                and self.book.applies(agent, plan.provider):
             self._unknown(flow, f"{lost.describe()}; clutch_budget_unknown=refuse (set it to 'recovered' to "
                                 f"check budgets against what was recovered)", call.dialect, retry=False)
             return

@@ -142,7 +142,7 @@ def test_an_exception_in_routing_is_answered_never_forwarded_to_the_agents_provi
     """Before: mitmproxy logged "Addon error" and the engine sent the agent's original request, with the
     agent's own key, to the provider it named, past the rules (which route it to fc/same)."""
     (tmp_path / "router.py").write_text(ROUTER)
-    rules = RULES.replace("aliases:\n", "routes: {custom: router.py}\naliases:\n  \"fc-router-*\": \"anthropic:fc/same\"\n")
+    rules = RULES.replace("aliases:\n", 'routes: {custom: router.py}\naliases:\n  "fc-router-*": "anthropic:fc/same"\n')
     gateway = gateway_on_rules(tmp_path, fake, pki, rules, env=KEYS)
     try:
         model = "fc-router-breaks-the-body"

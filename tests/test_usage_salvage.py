@@ -97,7 +97,8 @@ def test_a_page_of_zeros_moves_the_db_aside_and_todays_budget_still_holds(tmp_pa
         # the fresh database records new requests, beside the rows read back
         assert ask(chat(gateway, "xx-cip"), "salvage/claude").choices[0].message.content
         rows = gateway.usage_rows()
-        assert [r["request_id"] for r in rows if r["agent"] == "qwen" and r["outcome"] != "refused"] == [f"today{i}" for i in range(5)]
+        recovered = [r["request_id"] for r in rows if r["agent"] == "qwen" and r["outcome"] != "refused"]
+        assert recovered == [f"today{i}" for i in range(5)]
         assert [r["model"] for r in rows if r["agent"] == "claude"] == ["salvage/claude"]
         assert not any(r["request_id"].startswith("old") for r in rows)  # history stays in the broken copy
         # xx status and xx doctor read /health and say it
