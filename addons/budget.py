@@ -11,6 +11,12 @@ start, a new UTC day, or a reload that adds budgets), on the usage writer's thre
 never waits for the disk, and the read sees exactly the rows that finished before it (budgets.py says
 why nothing is counted twice). When the store cannot be read in time, the request is refused with a
 503 that says so: budgets that cannot be checked are not silently ignored.
+
+When the usage database was broken and moved aside (usage_salvage.py), today's spending is what
+could be read back from it. `clutch_budget_unknown` says what budgeted requests get when that read
+was not complete: `recovered` (the default) checks them against what was recovered, `refuse`
+refuses them with a 503 until the operator sets `recovered` or restarts the gateway. The default
+keeps agents working: a damaged page loses a few rows, not the day, and /health says what was lost.
 """
 
 from __future__ import annotations
@@ -20,10 +26,11 @@ import dataclasses
 import logging
 import math
 
-from mitmproxy import http
+from mitmproxy import ctx, http
 
 from addons import dialects
 from addons.budgets import Breach, BudgetBook
+from addons.guard import guarded
 from addons.meta import call_of, identity_of, route_of, set_route
 from addons.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook
@@ -46,27 +53,46 @@ class Budget:
         self._rankings = rankings  # RankingsBook: the model scan's best free model
         self.book = BudgetBook()
         self._seeding: asyncio.Task | None = None
+        self.unknown = "recovered"  # clutch_budget_unknown
         rulebook.on_change(lambda rules: self.book.configure(rules.budgets))
         usage.on_rows(self._record)
+
+    def load(self, loader):
+        loader.add_option("clutch_budget_unknown", str, "recovered",
+                          "When the usage database was broken and today's spending could not all be read "
+                          "back: 'recovered' checks budgets against what was recovered, 'refuse' refuses "
+                          "budgeted requests until this is set to 'recovered' or the gateway restarts.",
+                          choices=["recovered", "refuse"])
+
+    def configure(self, updated):
+        if "clutch_budget_unknown" in updated:
+            self.unknown = ctx.options.clutch_budget_unknown
 
     def _record(self, rows: list[dict]) -> None:
         if self._usage.store is None and self.book.needs_seed():
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
 
+    @guarded("the budget check")
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self.book.active:
             return
         call, routed = call_of(flow), route_of(flow)
         if call is None or routed is None:
             return
+        decision, plan = routed
+        agent = identity_of(flow).agent
+        lost = self._usage.salvaged
+        if self.unknown == "refuse" and lost is not None and not lost.lossless \
+                and self.book.applies(agent, plan.provider):
+            self._unknown(flow, f"{lost.describe()}; clutch_budget_unknown=refuse (set it to 'recovered' to "
+                                f"check budgets against what was recovered)", call.dialect, retry=False)
+            return
         try:
             await self.ready()
         except SpendingUnknown as e:
             self._unknown(flow, str(e), call.dialect)
             return
-        decision, plan = routed
-        agent = identity_of(flow).agent
         breach = self.book.over(agent, plan.provider)
         if breach is None:
             return
@@ -104,10 +130,13 @@ class Budget:
         self.book.seed(attempt, by_agent, by_provider)
         logger.info("budgets: today's spending read from the usage store (%s)", day)
 
-    def _unknown(self, flow: http.HTTPFlow, why: str, dialect) -> None:
-        message = f"Clutch: budgets are configured but cannot be checked: {why}. Try again shortly."
-        flow.response = http.Response.make(503, dialects.error_body(dialect, 503, message), {
-            "content-type": "application/json", "retry-after": "5", "x-clutch-error": "budget_unknown"})
+    def _unknown(self, flow: http.HTTPFlow, why: str, dialect, retry: bool = True) -> None:
+        message = f"Clutch: budgets are configured but cannot be checked: {why}."
+        # a slow read clears in seconds; the operator's decision does not: the SDKs must not retry it
+        headers = {"retry-after": "5"} if retry else {"x-should-retry": "false"}
+        flow.response = http.Response.make(503, dialects.error_body(
+            dialect, 503, message + (" Try again shortly." if retry else "")), {
+            "content-type": "application/json", **headers, "x-clutch-error": "budget_unknown"})
         flow.comment = f"clutch: {identity_of(flow).describe()} refused: budgets cannot be checked: {why}"
 
     def _free_target(self) -> ModelTarget | None:

@@ -129,6 +129,10 @@ class BudgetBook:
         tokens, usd = self._spent.get((scope, name), (0, 0.0))
         return int(tokens), usd
 
+    def applies(self, agent: str | None, provider: str | None) -> bool:
+        """A budget limits this agent or this provider."""
+        return (agent in self.budgets.agents) or (provider in self.budgets.providers)
+
     def over(self, agent: str | None, provider: str | None) -> Breach | None:
         """The first limit already reached by the agent, then by the provider; None when within budget.
         The caller seeds today first (needs_seed)."""

@@ -161,8 +161,11 @@ class Endpoints:
 
     def health(self) -> dict:
         rulebook = self._rulebook
+        # what keeps the gateway from doing all it should: it still serves, but someone should look
+        problems = self._usage.problems() if self._usage is not None else []
         return {
-            "status": "ok",
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
             "version": __version__,
             "rules": {
                 "path": str(rulebook.path),

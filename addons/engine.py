@@ -17,7 +17,8 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import cascade, compression
+from addons import cascade, compression, dialects
+from addons.guard import guarded
 from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
@@ -107,6 +108,7 @@ class Engine:
 
     # ------------------------------------------------------------ mitmproxy hooks
 
+    @guarded("the engine")
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -204,7 +206,19 @@ class Engine:
             await out.send(b"unknown engine path\n")
             await out.end()
             return
-        job = self._job(pending)
+        try:
+            job = self._job(pending)
+        except Exception as e:  # fails closed: the agent gets an error in its dialect, nothing is sent
+            logger.exception("the engine could not plan %s; the request is refused, not forwarded", flow_id)
+            call = call_of(pending.flow)
+            message = (f"Clutch: internal error while planning this request ({type(e).__name__}: {e}); it was "
+                       f"not sent anywhere. The gateway log has the details (flow {flow_id}).")
+            await out.start(500, "Clutch internal error", [(b"content-type", b"application/json"),
+                                                           (b"x-clutch-error", b"internal_error"),
+                                                           (b"x-should-retry", b"false")])
+            await out.send(dialects.error_body(call.dialect if call else None, 500, message))
+            await out.end()
+            return
         resilience = self._resilience
         relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)

@@ -6,7 +6,8 @@ Pure logic, no mitmproxy. An unchanged decision sends the agent's bytes as they 
 content-encoded); any change re-serialises the JSON body and drops its content-encoding. A routed
 request that cannot be carried to the target (no translation for the pair, or the request uses
 something the target's dialect cannot express) is refused with PlanError "untranslatable", status
-400: never sent somewhere else than the decision says.
+400, and a request malformed where translation reads it (request_shape.py) with "malformed", 400:
+never sent somewhere else than the decision says, nor as something the agent did not ask.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import pi_repair, signals, translate, translate_errors, translation
+from addons import pi_repair, request_shape, signals, translate, translate_errors, translation
 from addons.dialects import LLMCall
 from addons.router import Decision
 from addons.rules import Dialect, Provider, Rules
@@ -117,15 +118,21 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
         sent = {**body, "model": target.model}
     else:
         new_url = endpoint_url(provider, upstream_dialect, "")
+        malformed = request_shape.problem(call.dialect, body)
+        if malformed is not None:
+            raise PlanError("malformed", f"this {call.dialect} request is malformed ({malformed}), so it cannot "
+                                         f"be translated for {target}", 400)
         try:
             sent, context = translation.translate_request(body, call.dialect, upstream_dialect, target.model,
                                                           flavour_of(target.provider, provider), notes)
         except Untranslatable as e:
             raise _untranslatable(call.dialect, target, provider, str(e)) from None
-        except Exception as e:  # a translator's bug: this request fails, it never goes elsewhere unchanged
+        except Exception as e:  # a shape the checks above missed: this request fails, it never goes elsewhere
             logger.exception("translating %s to %s for %s failed", call.dialect, upstream_dialect, target)
+            # 400, not 500: the same request fails the same way again, so the agent must not retry it
             raise PlanError("translation_failed", f"Clutch could not translate this {call.dialect} request to "
-                                                  f"{upstream_dialect} for {target}: {type(e).__name__}", 500) from e
+                                                  f"{upstream_dialect} for {target} ({type(e).__name__}: {e}); "
+                                                  f"the gateway log has the details", 400) from e
     out_body = json_bytes(sent)
 
     out_headers = _without(headers, _BODY_HEADERS)

@@ -12,6 +12,7 @@ from mitmproxy import ctx, exceptions, http
 
 from addons import dialects, tokens
 from addons.custom_router import CustomRouter, RouterContext
+from addons.guard import guarded
 from addons.meta import call_of, identity_of, set_route
 from addons.plan import PlanError, build_plan, url_of
 from addons.rankings_book import RankingsBook
@@ -43,6 +44,7 @@ class Route:
     def done(self):
         self._custom.close()
 
+    @guarded("routing")
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return

@@ -28,7 +28,7 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addons import catalog, tokens, usage_blocks
+from addons import catalog, tokens, usage_blocks, usage_salvage
 from addons.catalog import CatalogFile
 from addons.identity import session_of
 from addons.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
@@ -71,6 +71,10 @@ class Usage:
         self._catalog: CatalogFile | None = None
         self.written = 0
         self.dropped = 0
+        self.salvaged: usage_salvage.Salvage | None = None  # the broken database this run moved aside
+        self._open_error: str | None = None  # why there is no store although one was asked for
+        self._write_error: str | None = None  # the last batch that could not be written, and why
+        self._identity: tuple[int, int] | None = None  # (device, inode) of the file the store opened
 
     def load(self, loader):
         loader.add_option("clutch_usage_db", str, "",
@@ -107,20 +111,54 @@ class Usage:
         if self.store is not None and path == self.store.path:
             return
         self._stop_writer()
+        self._open_error = self._write_error = None
         if path is None:
             logger.info("usage records are off (clutch_usage_db=off)")
             return
+        reason = usage_salvage.damage(path)
+        if reason is not None:
+            self._set_aside(path, reason)
         try:
             self.store = UsageStore(path)
         except UsageStoreError as e:
-            # the gateway still serves agents; only the accounting is missing, and it says so, as a
-            # warning: mitmdump exits on an error logged at start-up
-            logger.warning("usage records are off: %s", e)
+            # the gateway still serves agents; only the accounting is missing, and it says so (in
+            # /health too), as a warning: mitmdump exits on an error logged at start-up
+            self._open_error = f"usage records are off: {e}"
+            logger.warning("%s", self._open_error)
             return
+        self._identity = _identity(path)
+        if self.salvaged is not None and self.salvaged.rows and reason is not None:
+            try:
+                self.store.add(self.salvaged.rows)
+            except Exception as e:
+                logger.warning("could not copy the %d recovered rows into %s: %s", len(self.salvaged.rows), path, e)
         self._writer = threading.Thread(target=self._write_loop, args=(self.store,), name="clutch-usage",
                                         daemon=True)
         self._writer.start()
         logger.info("usage records in %s", path)
+
+    def _set_aside(self, path: Path, reason: str) -> None:
+        """Move a broken database aside (it is the user's history) and keep today's rows it still has."""
+        try:
+            broken = usage_salvage.move_aside(path)
+        except OSError as e:
+            logger.warning("the usage database %s is broken (%s) and cannot be moved aside: %s", path, reason, e)
+            return
+        self.salvaged = usage_salvage.salvage(broken, reason)
+        logger.warning("%s", self.salvaged.describe())
+
+    def problems(self) -> list[str]:
+        """What is wrong with the usage records right now, for /health (empty: nothing)."""
+        found = [self.salvaged.describe()] if self.salvaged is not None else []
+        if self._open_error:
+            found.append(self._open_error)
+        if self._write_error:
+            found.append(self._write_error)
+        store = self.store
+        if store is not None and self._identity is not None and _identity(store.path) != self._identity:
+            found.append(f"the usage database {store.path} was deleted or replaced while the gateway runs: "
+                         f"new rows go to a file no longer there; restart the gateway")
+        return found
 
     def done(self):
         self._stop_writer()
@@ -147,8 +185,10 @@ class Usage:
             if rows:
                 try:
                     self.written += store.add(rows)
-                except Exception:  # a full disk must not stop the gateway; the log says what was lost
+                except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
                     self.dropped += len(rows)
+                    self._write_error = (f"{self.dropped} usage rows could not be written to {store.path} "
+                                         f"(last: {type(e).__name__}: {e}, at {time.strftime('%H:%M:%S')})")
                     logger.exception("could not write %d usage rows to %s", len(rows), store.path)
             for item in batch:
                 if isinstance(item, threading.Event):
@@ -246,6 +286,14 @@ class Usage:
                 listener(rows)
             except Exception:
                 logger.exception("a usage listener failed")
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return found.st_dev, found.st_ino
 
 
 def _finished(flow: http.HTTPFlow) -> Finished:

@@ -81,6 +81,7 @@ def check_gateway(config: XXConfig, environ: dict[str, str], found: dict | None)
         if rules.get("last_reload_error"):
             rows.append(Check(WARN, "gateway rules", f"the last reload failed, older rules in force: "
                                                      f"{rules['last_reload_error']}"))
+        rows += [Check(WARN, "gateway degraded", str(problem)) for problem in found.get("problems") or []]
         return rows
     if pid is not None:
         return [Check(WARN, "gateway", f"pid {pid} runs but does not answer /health on {config.gateway}")]

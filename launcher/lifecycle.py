@@ -109,7 +109,7 @@ def _get_json(config: XXConfig, path: str, timeout: float) -> dict | None:
         return None
     if not isinstance(data, dict):
         return None
-    if path == "/health" and data.get("status") != "ok":
+    if path == "/health" and data.get("status") not in ("ok", "degraded"):  # degraded: up, with problems
         return None
     return data
 

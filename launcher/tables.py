@@ -66,6 +66,8 @@ def render_status(gateway: str, health: dict | None, pid: int | None, log: Any) 
     if rules.get("overrides"):
         lines.append("overrides " + ", ".join(sorted(rules["overrides"])))
     lines += [f"CA        {health.get('ca_cert')}", f"log       {log}"]
+    for problem in health.get("problems") or []:
+        lines.append(f"DEGRADED  {problem}")
     return "\n".join(lines)
 
 

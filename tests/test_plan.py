@@ -210,6 +210,7 @@ def test_a_translator_that_breaks_fails_the_request_closed(monkeypatch):
     monkeypatch.setattr(translation, "translate_request", broken)
     with pytest.raises(PlanError) as error:
         plan_for({"model": "local", "input": "hi"}, Dialect.OPENAI_RESPONSES)
-    assert (error.value.kind, error.value.status) == ("translation_failed", 500)
-    assert str(error.value) == ("Clutch could not translate this openai_responses request to openai_chat for "
-                                "ollama:qwen3:4b: KeyError")
+    # 400: the same request fails the same way again, so the agent's SDK must not retry it
+    assert (error.value.kind, error.value.status) == ("translation_failed", 400)
+    assert str(error.value).startswith("Clutch could not translate this openai_responses request to openai_chat "
+                                       "for ollama:qwen3:4b (KeyError: 'a translator bug')")

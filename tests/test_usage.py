@@ -332,7 +332,7 @@ def test_an_agents_own_session_header_groups_its_calls(gateway):
     assert [r["requests"] for r in report if r["key"] == "3f1c-session"] == [2]
 
 
-def test_a_broken_database_costs_the_accounting_not_the_agent(workdir, fake, pki):
+def test_a_broken_database_is_moved_aside_and_a_fresh_one_keeps_the_accounts(workdir, fake, pki):
     folder = workdir / "broken"
     folder.mkdir()
     (folder / "rules.yaml").write_text(RULES)
@@ -343,9 +343,13 @@ def test_a_broken_database_costs_the_accounting_not_the_agent(workdir, fake, pki
     try:
         assert chat(gateway, "u8/good", False).status_code == 200  # the agent is served all the same
         answer = httpx.get(f"http://127.0.0.1:{gateway.port}/usage", trust_env=False)
-        assert answer.status_code == 503 and "clutch_usage_db" in answer.json()["error"]
-        assert f"{broken} is not a usable usage database" in gateway.output()
-        assert gateway.health()["usage_db"] is None
+        assert answer.status_code == 200  # a fresh database took the broken one's place
+        health = gateway.health()
+        assert health["usage_db"] == str(broken) and health["status"] == "degraded"
+        aside = [p for p in folder.glob("usage.db.broken-*")]
+        assert len(aside) == 1 and aside[0].name in health["problems"][0]
+        assert "file is not a database" in health["problems"][0]
     finally:
         gateway.stop()
+    broken = aside[0]
     assert broken.read_bytes().startswith(b"this is not an SQLite database")  # left as it was
