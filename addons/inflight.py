@@ -104,8 +104,9 @@ class InFlightRecord:
         try:
             os.ftruncate(self._fd, 0)
             self._size = 0
-        except OSError:
-            self._write("")
+        except OSError as e:
+            logger.warning("cannot truncate the in-flight record %s (%s); it is off", self.path, e.strerror or e)
+            self.close(clean=False)
 
     def _rewrite(self) -> None:
         """Only what is in flight now: truncated and written again in one go (a crash between the two
