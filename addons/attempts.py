@@ -29,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 from addons import answer_usage, dialects, failures, usage_blocks
+from addons.key_mask import masked_url
 from addons.plan import Plan, stream_translator, translate_answer
 from addons.upstream import Timeouts, UpstreamClient, UpstreamError
 
@@ -64,6 +65,9 @@ class Attempt:
     retry: bool = False  # a retry of the previous attempt's target, after a wait
     via: str | None = None  # "openrouter": OpenRouter's own fallback list answered with this target
     answered_model: str | None = None  # the model the answer says it came from (its `model` field)
+
+    def __post_init__(self) -> None:
+        self.url = masked_url(self.url)  # recorded, shown and logged: never with Gemini's ?key=
 
     def describe(self) -> str:
         who = f"{self.target.split(':', 1)[-1]} " if self.target else ""

@@ -21,6 +21,7 @@ from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
+from addons.flow_keys import FlowKeys  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
@@ -31,6 +32,7 @@ from addons.rankings_book import RankingsBook  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
+from addons.shutdown import Drain, Shutdown  # noqa: E402
 from addons.sockets import Sockets  # noqa: E402
 
 
@@ -43,22 +45,28 @@ def make_addons() -> list:
     usage.on_rows(metrics.observe_rows)
     rankings = RankingsBook(lambda: usage.store)  # the model scan's ranking, for the m / f tiers and cascades
     budget = Budget(rulebook, usage, rankings)
+    drain = Drain()
+    engine = Engine(resolve, rulebook, resilience, rankings, drain)
+    shutdown = Shutdown(drain, engine, resilience, usage)
     return [
+        shutdown,  # first: its `done` drains the requests in flight before any other addon's `done`
         certs,
         rulebook,
         resilience,
         Scope(rulebook),
         Identify(),
-        Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings),
+        Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings, shutdown),
         Classify(rulebook),
         Sockets(),  # Codex's Responses WebSocket; before routing copies a turn's headers
         Compress(rulebook),  # before routing: routes, cascades and translation all see the compressed body
         Route(rulebook, rankings),
         budget,  # after Route: a provider's budget needs the provider the request goes to
-        Engine(resolve, rulebook, resilience, rankings),
+        engine,
+        FlowKeys(engine),  # after the Engine, which copies the keys it sends before they are masked
         usage,  # after the Engine, whose response hook writes the attempts it records
         journal,  # after Usage, whose totals it shows
         resolve,  # after the Engine: only flows mitmproxy itself forwards
+        drain,  # last: a request has ended when every addon's response or error hook has run
     ]
 
 

@@ -43,7 +43,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 class Endpoints:
     def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None,
                  journal: Journal | None = None, usage: Usage | None = None, metrics: Metrics | None = None,
-                 budget: Budget | None = None, rankings: RankingsBook | None = None):
+                 budget: Budget | None = None, rankings: RankingsBook | None = None, shutdown=None):
         self._rulebook = rulebook
         self._certs = certs
         self._resilience = resilience
@@ -52,6 +52,7 @@ class Endpoints:
         self._metrics = metrics
         self._budget = budget
         self._rankings = rankings
+        self._shutdown = shutdown  # what the previous gateway lost in flight (shutdown.Shutdown)
         self._started = time.time()
 
     def load(self, loader):
@@ -186,6 +187,7 @@ class Endpoints:
             "ca_bundle": str(self._certs.files.bundle) if self._certs.files else None,
             "pid": os.getpid(),
             "usage_db": str(self._usage.store.path) if self._usage is not None and self._usage.store else None,
+            "lost_in_flight": self._shutdown.health() if self._shutdown is not None else None,
         }
 
     @staticmethod

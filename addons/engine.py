@@ -48,11 +48,12 @@ class _Pending:
     original: tuple[bytes, str, int, bytes]  # scheme, host, port, path
     body: bytes  # the request body as the agent sent it (still content-encoded)
     content_length: str | None  # the agent's Content-Length header, if it sent one
+    headers: list[tuple[bytes, bytes]]  # as the agent sent them: the flow's own copy has its keys masked
 
 
 class Engine:
     def __init__(self, resolve: Resolve, rulebook: Rulebook, resilience: Resilience,
-                 rankings: RankingsBook | None = None):
+                 rankings: RankingsBook | None = None, drain=None):
         self._resolve = resolve
         self._rulebook = rulebook
         self._resilience = resilience
@@ -66,6 +67,9 @@ class Engine:
         self._client: UpstreamClient | None = None
         self._retired: list[UpstreamClient] = []
         self.timeouts = Timeouts()
+        self._drain = drain  # shutdown.Drain: admits requests, and refuses them once the gateway stops
+        self._serving: dict[asyncio.Task, Job] = {}
+        self._stopping: str | None = None  # why the jobs still serving were ended (stop_serving)
 
     def load(self, loader):
         loader.add_option("clutch_connect_timeout_ms", int, 10_000, "Per attempt: time to connect upstream.")
@@ -106,19 +110,31 @@ class Engine:
             if client is not None:
                 await client.aclose()
 
+    def took(self, flow: http.HTTPFlow) -> bool:
+        """The engine sends this flow's request (from its own copy of it): the flow may be changed."""
+        return flow.id in self._pending
+
     # ------------------------------------------------------------ mitmproxy hooks
 
     @guarded("the engine")
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        if call_of(flow) is None:
+        call = call_of(flow)
+        if call is None:
+            return
+        if self._drain is not None and not self._drain.admit(flow):
+            message = "Clutch is shutting down; this request was not sent (try again when it is back)"
+            flow.response = http.Response.make(503, dialects.error_body(call.dialect, 503, message),
+                                               {"content-type": "application/json",
+                                                "x-clutch-error": "shutting_down"})
             return
         port = await self._ensure_server()
         request = flow.request
         self._pending[flow.id] = _Pending(flow, (request.data.scheme, request.data.host, request.data.port,
                                                  request.data.path),
-                                          request.raw_content or b"", request.headers.get("content-length"))
+                                          request.raw_content or b"", request.headers.get("content-length"),
+                                          list(request.headers.fields))
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
@@ -222,11 +238,26 @@ class Engine:
         resilience = self._resilience
         relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)
+        task = asyncio.current_task()
+        self._serving[task] = job
         try:
             await relay.serve(job, out)
+        except asyncio.CancelledError:
+            if self._stopping is None or task.cancelling() == 0:
+                raise
+            task.uncancel()  # ended by stop_serving: the agent is told, in its dialect
+            await _stopped(job, out, self._stopping)
         finally:
+            self._serving.pop(task, None)
             job.plan_for = None  # its closure holds the flow, which the job must not keep alive
             job.done.set()
+
+    def stop_serving(self, message: str) -> None:
+        """End every request still being served (the gateway is stopping): a stream gets an error event
+        in the agent's dialect, a request with no answer yet a 503; the upstream requests are closed."""
+        self._stopping = message
+        for task in list(self._serving):
+            task.cancel()
 
     def _job(self, pending: _Pending) -> Job:
         """The relay's view of a flow: its candidates, in order, and how to build each one's request."""
@@ -237,7 +268,7 @@ class Engine:
         routed = route_of(flow)
         scheme, host, port, path = pending.original
         url = url_of(scheme.decode(), host, port, path.decode("utf-8", "surrogateescape"))
-        headers = list(flow.request.headers.fields)
+        headers = pending.headers
         if routed is None:  # no Route addon loaded: forward as the agent sent it
             decision = Decision("unchanged", None, "no router")
             first = Plan(call.provider, url, headers, pending.body, call.model, call.dialect, call.dialect, False,
@@ -276,6 +307,26 @@ class Engine:
             job.attempts.append(Attempt("", str(target), error=why, ended="skipped"))
         self._jobs[flow] = job
         return job
+
+
+async def _stopped(job: Job, out: ResponseWriter, message: str) -> None:
+    """The job was ended by stop_serving: its attempt in progress is booked as aborted by the shutdown
+    (with the tokens generated so far), and the agent gets an answer that ends well."""
+    for attempt in job.attempts:
+        if attempt.ended in ("pending", "aborted") and attempt.error is None:
+            attempt.ended, attempt.error = "aborted", "shutdown"
+    try:
+        if not out.started:
+            await out.start(503, "Clutch is shutting down", [(b"content-type", b"application/json"),
+                                                              (b"x-clutch-error", b"shutdown"), *job.explain])
+            await out.send(dialects.error_body(job.client_dialect, 503, message))
+            await out.end()
+        elif not out.sent_all:
+            if job.stream:
+                await out.send(dialects.stream_error_event(job.client_dialect, message))
+            await out.end()
+    except (ConnectionError, OSError):
+        pass  # the agent is gone too
 
 
 def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:

@@ -15,6 +15,7 @@ from mitmproxy import http
 
 from addons.dialects import LLMCall
 from addons.identity import UNKNOWN, Identity
+from addons.key_mask import masked_url
 from addons.plan import Plan
 from addons.router import Decision
 
@@ -56,7 +57,7 @@ def set_route(flow: http.HTTPFlow, decision: Decision, plan: Plan) -> None:
     flow.metadata[ROUTE] = {
         "rule": decision.rule, "reason": decision.reason, "target": str(decision.target) if decision.target else None,
         "signals": list(decision.signals), "tokens": decision.tokens, "layer": list(decision.layer),
-        "provider": plan.provider, "model": plan.model, "url": plan.url,
+        "provider": plan.provider, "model": plan.model, "url": masked_url(plan.url),
         "translated": f"{plan.client_dialect}->{plan.upstream_dialect}" if plan.translated else None,
         "key": plan.key_source, "notes": list(plan.notes),
     }

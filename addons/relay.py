@@ -29,6 +29,7 @@ from typing import Any
 from addons import dialects, failures, translate_errors
 from addons.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner, Holds
 from addons.cascade import backoff_s
+from addons.key_mask import masked_url
 from addons.plan import Plan, PlanError
 from addons.rules import Dialect, ModelTarget
 from addons.upstream import Timeouts, UpstreamClient
@@ -76,6 +77,9 @@ class Failed:
     dialect: Dialect  # the dialect of the failure's body (the upstream's)
     url: str = ""
     routed: bool = False  # the rules changed the request (a 404 is then the rules' mistake, not the agent's)
+
+    def __post_init__(self) -> None:
+        self.url = masked_url(self.url)  # named in the agent's error and the log: never with its ?key=
 
     def describe(self) -> str:
         message = self.failure.message
@@ -162,7 +166,7 @@ class Relay:
                 return
             attempt.soft = failure.soft  # an unusable 200 (empty, an error inside it) rather than an error status
             failed.append(Failed(attempt.target, failure, plan.upstream_dialect, plan.url, plan.changed))
-            self._learn(attempt.target, target.provider, failure, plan.url)
+            self._learn(attempt.target, target.provider, failure, failed[-1].url)
             natively_tried |= _natively_tried(job, plan, attempt, failure)
             if not failure.retryable:  # the request's own fault: the agent gets the provider's own answer
                 await self._fail(job, out, failed[-1:], alone=True)

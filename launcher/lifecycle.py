@@ -211,7 +211,12 @@ def start(config: XXConfig, environ: dict[str, str], *, wait_s: float = 30.0,
                        f"it again); the end of {files.log}:\n{tail(files.log, 15)}")
 
 
-def stop(environ: dict[str, str], timeout: float = 10.0) -> int | None:
+# SIGTERM to SIGKILL: the gateway's drain (clutch_drain_timeout_ms, 10 s), the 5 s in which the streams
+# it then ends are booked, and a margin.
+STOP_TIMEOUT_S = 20.0
+
+
+def stop(environ: dict[str, str], timeout: float = STOP_TIMEOUT_S) -> int | None:
     """Stop the gateway xx started (SIGTERM, then SIGKILL); return its PID, or None if none ran."""
     files = files_for(environ)
     pid = read_pid(files)

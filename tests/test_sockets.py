@@ -360,29 +360,35 @@ def test_refuse_answers_the_upgrade_with_426(refusing, fake):
     assert len(fake.entries()) == before
 
 
-def test_the_gateway_closes_its_sockets_when_it_stops(tmp_path, fake, pki):
-    """A stopping gateway ends each socket with 1001 (going away), and the turn in flight with it:
-    the provider's stream is aborted, the gateway exits cleanly."""
-    gateway = gateway_on_rules(tmp_path, fake, pki, RULES)
+@pytest.mark.parametrize("grace_ms, outcome", [(10_000, "fault:slow"), (0, "aborted")])
+def test_the_gateway_closes_its_sockets_when_it_stops(tmp_path, fake, pki, grace_ms, outcome):
+    """A stopping gateway lets the turn in flight finish within clutch_drain_timeout_ms (with no grace
+    the turn is ended and the provider's stream aborted), then ends each socket with 1001 (going
+    away) and exits cleanly."""
+    model = f"gpt-ws-slow-shutdown-{grace_ms}"
+    gateway = gateway_on_rules(tmp_path, fake, pki, RULES, "--set", f"clutch_drain_timeout_ms={grace_ms}")
 
     async def talk():
         socket = await connect(gateway, "ws-shutdown")
         try:
-            await socket.send(model="gpt-ws-slow-shutdown", input=[user("hi")])
+            await socket.send(model=model, input=[user("hi")])
             first = json.loads((await asyncio.wait_for(socket.ws.receive(), 30)).data)
             stopping = asyncio.get_running_loop().run_in_executor(None, gateway.stop)
+            kinds = []
             while True:
                 message = await asyncio.wait_for(socket.ws.receive(), 30)
                 if message.type != aiohttp.WSMsgType.TEXT:
-                    return first, message, await stopping
+                    return first, kinds, message, await stopping
+                kinds.append(json.loads(message.data)["type"])
         finally:
             await socket.close()
 
     try:
-        first, closed, code = asyncio.run(talk())
+        first, kinds, closed, code = asyncio.run(talk())
     finally:
         gateway.stop()
     assert first["type"] == "response.created"
     assert closed.type == aiohttp.WSMsgType.CLOSE and closed.data == 1001
     assert code == 0
-    assert fake.wait_for(lambda e: e.get("model") == "gpt-ws-slow-shutdown")["outcome"] == "aborted"
+    assert ("response.completed" in kinds) is (outcome != "aborted"), kinds
+    assert fake.wait_for(lambda e: e.get("model") == model)["outcome"] == outcome
