@@ -21,6 +21,7 @@ from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
+from addons.guard import Guard  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
 from addons.metrics import Metrics  # noqa: E402
@@ -48,6 +49,7 @@ def make_addons() -> list:
         rulebook,
         resilience,
         Scope(rulebook),
+        Guard(rulebook),  # before anything reads the request: web pages and foreign Hosts are refused
         Identify(),
         Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings),
         Classify(rulebook),
