@@ -186,7 +186,8 @@ def test_sec_fetch_site_cross_site_is_refused_on_reverse_ports_and_the_forward_e
                                 chat_body(model))
     assert_refused_in_openai_dialect(status, headers, body, "Sec-Fetch-Site")
     # Anthropic's entry answers in Anthropic's dialect, and the SDK reads it as a 403
-    client = anthropic_sdk(monkeypatch, f"http://127.0.0.1:{anthropic_port}", default_headers={"origin": "https://evil.example"})
+    client = anthropic_sdk(monkeypatch, f"http://127.0.0.1:{anthropic_port}",
+                           default_headers={"origin": "https://evil.example"})
     with pytest.raises(anthropic.PermissionDeniedError) as refused:
         client.messages.create(model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}])
     assert refused.value.body["type"] == "error" and "Origin" in refused.value.body["error"]["message"]

@@ -13,7 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from harness import trust
+from harness import gateway_on_rules, trust
 from test_browser_guard import CHAT, RULES, anthropic_sdk, raw, wait_listening
 from test_endpoints import free_port
 
@@ -27,7 +27,6 @@ TARGETS = 40  # clutch_breaker_targets of this file's gateway
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, fake, pki):
     """(gateway, openrouter reverse port, anthropic reverse port)"""
-    from harness import gateway_on_rules
     workdir = tmp_path_factory.mktemp("headers")
     openrouter_port, anthropic_port = free_port(), free_port()
     gateway = gateway_on_rules(workdir, fake, pki, RULES, "--mode", "regular",
