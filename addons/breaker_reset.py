@@ -16,17 +16,17 @@ its own name as Host. `refusal` turns each of those away.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
+
+from addons import browser_guard
 
 # What a provider's breakers depend on: where its API is, how Clutch speaks to it, which hosts are
 # it, and which key is sent.
 DEFINITION = ("base_url", "dialects", "hosts", "key_env")
 MAX_BODY_BYTES = 4096
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_SAFE_FETCH_SITES = ("none", "same-origin")
 
 
 def selector(target: str | None) -> Callable[[str], bool]:
@@ -81,18 +81,17 @@ def describe(cleared: dict) -> str:
 
 def refusal(method: str, host_header: str | None, headers: Mapping[str, str],
             client_is_loopback: bool) -> tuple[int, str] | None:
-    """(status, why) when a reset request must be refused; None when it may go ahead."""
+    """(status, why) when a reset request must be refused; None when it may go ahead. Stricter than
+    browser_guard.refusal for reads: the Host must be a loopback name (not clutch.local), and the
+    body must be declared JSON."""
     if method != "POST":
         return 405, "use POST (this endpoint changes state)"
     if not client_is_loopback:
         return 403, "only clients on this machine may reset breakers"
-    if not _loopback_name(host_header):
+    if not browser_guard.loopback_name(host_header):
         return 403, f"Host {str(host_header)[:80]!r} is not a loopback name (127.0.0.1, localhost, ::1)"
-    if "origin" in headers:
-        return 403, "refused: the request carries an Origin header (sent by web pages)"
-    site = headers.get("sec-fetch-site")
-    if site is not None and site.strip().lower() not in _SAFE_FETCH_SITES:
-        return 403, f"refused: Sec-Fetch-Site {site[:40]!r} (a web page's request)"
+    if why := browser_guard.web_page(headers):
+        return 403, f"refused: {why}"
     media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
     if media != "application/json":
         return 403, "send the body as content-type application/json"
@@ -112,19 +111,3 @@ def parse_body(raw: bytes) -> str | None:
     if not isinstance(body, dict) or set(body) - {"target"}:
         raise ValueError('the body must be {"target": "provider" | "provider:model"} or {} for every target')
     return check_target(body.get("target"))
-
-
-def _loopback_name(host_header: str | None) -> bool:
-    if not host_header:
-        return False
-    host = host_header.strip().lower()
-    if host.startswith("["):  # [::1]:8780
-        host = host[1:].split("]", 1)[0]
-    elif host.count(":") == 1:
-        host = host.split(":", 1)[0]
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

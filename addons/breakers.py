@@ -17,6 +17,10 @@ Why this shape (../shared/research/peers.md, "Ten lessons" 3, and the LiteLLM/Po
   ends and send every waiting request to a model that may still be down.
 - the state the cascade reads is the state that is persisted (ccp persisted a registry nothing read),
   by wall-clock times, so a restart keeps the remaining cooldown instead of forgetting the outage.
+- the table is bounded (`max_targets`): targets come from the model names agents send, so a client
+  that names thousands of failing models must not grow it for ever. When it is full, closed breakers
+  whose failures left the window go first, then closed ones least recently failed, and only then
+  open ones; a tenth of the table is freed at once, so the cost is spread over many failures.
 
 Not thread-safe: it lives on the gateway's event loop, where allow() is atomic between awaits.
 """
@@ -41,6 +45,7 @@ HARD, SOFT = 1.0, 0.5  # failure weights
 PROBE_LEASE_S = 900.0
 
 _EPSILON = 1e-9  # weights like 0.1 do not add up exactly
+MAX_TARGETS = 4096  # breakers kept at most (targets with failures in the window, or not closed)
 
 
 @dataclasses.dataclass
@@ -55,10 +60,13 @@ class _Breaker:
 
 class BreakerBoard:
     def __init__(self, threshold: float = 3.0, window_s: float = 60.0, cooldown_s: float = 60.0,
-                 clock: Callable[[], float] = time.time, probe_lease_s: float = PROBE_LEASE_S) -> None:
+                 clock: Callable[[], float] = time.time, probe_lease_s: float = PROBE_LEASE_S,
+                 max_targets: int = MAX_TARGETS) -> None:
         self._clock = clock
-        self._breakers: dict[str, _Breaker] = {}  # only breakers that are not closed-and-clean
+        # only breakers that are not closed-and-clean, least recently failed first
+        self._breakers: dict[str, _Breaker] = {}
         self.probe_lease_s = probe_lease_s
+        self.max_targets = max(1, max_targets)
         self.version = 0
         self.configure(threshold, window_s, cooldown_s)
 
@@ -114,7 +122,13 @@ class BreakerBoard:
         if not weight > 0:
             return
         now = self._clock()
-        breaker = self._current(key, now) or self._breakers.setdefault(key, _Breaker())
+        breaker = self._current(key, now)
+        if breaker is None:
+            if len(self._breakers) >= self.max_targets:
+                self._make_room(now)
+            breaker = self._breakers[key] = _Breaker()
+        else:
+            self._breakers[key] = self._breakers.pop(key)  # the most recently failed goes last
         if breaker.state == OPEN:
             # a request sent before the breaker opened: it says nothing new, and counting it would
             # stretch the cooldown by however long that request took to fail
@@ -192,6 +206,8 @@ class BreakerBoard:
                 continue
             if breaker is not None:
                 self._breakers[str(key)] = breaker
+        if len(self._breakers) > self.max_targets:
+            self._make_room(now)
         self.version += 1
 
     # ------------------------------------------------------------ internals
@@ -229,6 +245,25 @@ class BreakerBoard:
             self._weight(breaker, now)
             if breaker.state == CLOSED and not breaker.failures:
                 del self._breakers[key]
+
+    def _make_room(self, now: float) -> None:
+        """Bring the table to nine tenths of max_targets: forget clean breakers, then closed ones least
+        recently failed, and open ones only when nothing else is left."""
+        self._prune(now)
+        keep = self.max_targets * 9 // 10
+        excess = len(self._breakers) - keep
+        if excess <= 0:
+            return
+        closed = [key for key, breaker in self._breakers.items() if breaker.state == CLOSED]
+        victims = closed[:excess]
+        if len(victims) < excess:
+            spared = set(closed)
+            victims += [key for key in self._breakers if key not in spared][:excess - len(victims)]
+        for key in victims:
+            del self._breakers[key]
+        logger.warning("breaker table full (%d targets): forgot %d breakers (%d of them closed)",
+                       self.max_targets, len(victims), min(len(closed), len(victims)))
+        self.version += 1
 
     def _restore(self, entry: dict, now: float) -> _Breaker | None:
         breaker = _Breaker(reason=str(entry.get("reason") or ""))

@@ -30,7 +30,7 @@ from mitmproxy import ctx, http
 
 from addons import dialects
 from addons.budgets import Breach, BudgetBook
-from addons.guard import guarded
+from addons.fail_closed import guarded
 from addons.meta import call_of, identity_of, route_of, set_route
 from addons.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook

@@ -1,7 +1,10 @@
 """Classify: recognise LLM requests to configured providers and attach an LLMCall to the flow.
 
 Everything else on a provider host (model lists, OAuth, Claude Code's /api/claude_code/*,
-/api/hello) is left alone, so mitmproxy passes it through untouched.
+/api/hello) is left alone, so mitmproxy passes it through untouched. An LLM request Clutch cannot
+carry (headers past dialects.MAX_HEADERS_BYTES, a body that is not a JSON object, a model that is no
+usable name) is answered here, in the agent's dialect, before anything routes or counts it: a body
+Clutch cannot read cannot be routed, and forwarding it unread would send it past the rules.
 
 Classify reads the body, so it bounds it (`clutch_max_body_mb`, decoded): an LLM request over the
 limit gets a 413 in the agent's dialect and is never held whole in memory. mitmproxy buffers a body
@@ -22,6 +25,7 @@ from mitmproxy import ctx, exceptions, http
 from addons import bodies, dialects
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import WEBSOCKET, call_of, set_call
+from addons.rules import Dialect
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +108,13 @@ class Classify:
         dialect = dialects.recognise(request.method, request.path)
         if dialect is None:
             return
+        if why := dialects.headers_too_large(request.headers.fields):
+            set_call(flow, dialects.LLMCall(dialect, owner[0], None, False, None, "not read"))
+            _refuse(flow, dialect, 431, why, "headers_too_large")
+            return
+        unread = ""
         try:
-            content = bodies.decode(request.raw_content or b"", request.headers.get("content-encoding", ""),
+            content: bytes | None = bodies.decode(request.raw_content or b"", request.headers.get("content-encoding", ""),
                                     self._limit)
         except bodies.TooLarge as e:
             status, body, headers = bodies.too_large(dialect, bodies.too_large_message(self._limit,
@@ -114,10 +123,17 @@ class Classify:
             flow.comment = f"clutch: refused, {e}"
             logger.info("refused %s: %s", flow.id, e)
             return
-        except ValueError as e:  # an encoding Clutch cannot decode: forward the bytes unread
-            content = None
-            logger.warning("cannot decode %s request body (%s); forwarding it unread", request.host, e)
-        set_call(flow, dialects.read_call(dialect, owner[0], request.path, content))
+        except ValueError as e:  # an encoding Clutch cannot decode: refused below, never forwarded unread
+            content, unread = None, str(e)
+        call = dialects.read_call(dialect, owner[0], request.path, content)
+        set_call(flow, call)
+        if call.invalid:
+            _refuse(flow, dialect, 400, call.invalid, "invalid_model")
+        elif content is None:
+            _refuse(flow, dialect, 415, f"cannot read a request body in {unread}; send it as JSON (identity, "
+                                        "gzip, deflate, br or zstd)", "unreadable_body")
+        elif call.body is None:
+            _refuse(flow, dialect, 400, f"{call.body_error}; nothing was sent", "malformed")
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._held.pop(flow.id, None)
@@ -181,3 +197,11 @@ async def _send(out: ResponseWriter, status: int, body: bytes, headers: dict[str
     await out.start(status, "", fields)
     await out.send(body)
     await out.end()
+
+
+def _refuse(flow: http.HTTPFlow, dialect: Dialect, status: int, why: str, kind: str) -> None:
+    logger.warning("refused %s %s with %d: %s", flow.request.method, flow.request.path.split("?", 1)[0][:120],
+                   status, why)
+    flow.response = http.Response.make(status, dialects.error_body(dialect, status, f"Clutch: {why}"),
+                                       {"content-type": "application/json", "x-clutch-error": kind})
+    flow.comment = f"clutch: refused with {status}: {why}"

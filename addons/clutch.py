@@ -16,6 +16,7 @@ if _root not in sys.path:
     sys.path.insert(0, _root)
 
 from addons.budget import Budget  # noqa: E402
+from addons.browser_gate import BrowserGate  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
@@ -54,6 +55,7 @@ def make_addons() -> list:
         rulebook,
         resilience,
         Scope(rulebook),
+        BrowserGate(rulebook),  # before anything reads the request: web pages and foreign Hosts are refused
         Identify(),
         Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings, shutdown),
         Classify(rulebook),

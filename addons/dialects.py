@@ -12,7 +12,14 @@ import json
 import re
 from typing import Any
 
+from addons.header_values import has_control
 from addons.rules import Dialect
+
+# An LLM request's headers, all together (names, values, separators). The engine's loopback server
+# reads the head mitmproxy hands it with a little room above this (loopback.py); past it the agent
+# gets a 431 in its dialect from Classify, not a connection mitmproxy reports as an HTML 502.
+MAX_HEADERS_BYTES = 64 * 1024
+MAX_MODEL_CHARS = 1024  # OpenRouter's longest model ids are under 100; the name goes into headers and keys
 
 _ANTHROPIC = re.compile(r"(^|/)v1/messages$")
 _CHAT = re.compile(r"(^|/)chat/completions$")
@@ -30,6 +37,7 @@ class LLMCall:
     stream: bool
     body: dict[str, Any] | None  # parsed JSON, None when the body is not a JSON object
     body_error: str | None = None
+    invalid: str | None = None  # why Clutch answers 400 itself: a model that is no usable name
 
 
 def recognise(method: str, path: str, headers: Any = None) -> Dialect | None:
@@ -76,22 +84,50 @@ def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None)
         stream = bool(match and match["method"] == "streamGenerateContent")
     else:
         model = body.get("model") if body else None
-        model = model if isinstance(model, str) else None
         stream = bool(body and body.get("stream") is True)
-    return LLMCall(dialect, provider, model, stream, body, error)
+    invalid = model_problem(model)
+    return LLMCall(dialect, provider, model if invalid is None else None, stream, body, error, invalid)
+
+
+def model_problem(model: Any) -> str | None:
+    """Why `model` cannot be used (it names breakers, quotas, usage rows and response headers), or
+    None for a usable name or no model at all."""
+    if model is None:
+        return None
+    if not isinstance(model, str):
+        return f"the model field must be a string, not {_JSON_TYPES.get(type(model), type(model).__name__)}"
+    if has_control(model):
+        return "the model name contains a control character (a line break, a tab, ...)"
+    if len(model) > MAX_MODEL_CHARS:
+        return f"the model name is longer than {MAX_MODEL_CHARS} characters"
+    return None
+
+
+def headers_too_large(fields: list[tuple[bytes, bytes]]) -> str | None:
+    """Why the request's headers are too large for Clutch to forward, or None."""
+    size = sum(len(name) + len(value) + 4 for name, value in fields)
+    if size > MAX_HEADERS_BYTES:
+        return f"the request headers are {size} bytes, more than the {MAX_HEADERS_BYTES} Clutch forwards"
+    return None
+
+
+_JSON_TYPES = {bool: "a boolean", int: "a number", float: "a number", list: "an array", dict: "an object"}
 
 
 # Error kinds Clutch itself produces, mapped to each dialect's vocabulary.
 _ANTHROPIC_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                    404: "not_found_error", 413: "request_too_large", 426: "invalid_request_error",
+                    404: "not_found_error", 413: "request_too_large", 415: "invalid_request_error",
+                    426: "invalid_request_error", 431: "invalid_request_error",
                     429: "rate_limit_error", 500: "api_error", 502: "api_error", 503: "api_error",
                     504: "timeout_error", 529: "overloaded_error"}
 _OPENAI_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 413: "invalid_request_error", 426: "invalid_request_error", 429: "rate_limit_exceeded",
+                 404: "not_found_error", 413: "invalid_request_error", 415: "invalid_request_error",
+                 426: "invalid_request_error", 429: "rate_limit_exceeded", 431: "invalid_request_error",
                  500: "server_error", 502: "server_error", 503: "server_error", 504: "timeout",
                  529: "server_error"}
 _GEMINI_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
-                  404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 426: "FAILED_PRECONDITION", 429: "RESOURCE_EXHAUSTED",
+                  404: "NOT_FOUND", 413: "INVALID_ARGUMENT", 415: "INVALID_ARGUMENT", 426: "FAILED_PRECONDITION",
+                  429: "RESOURCE_EXHAUSTED", 431: "INVALID_ARGUMENT",
                   500: "INTERNAL", 502: "UNAVAILABLE", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
 
 

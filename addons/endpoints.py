@@ -2,7 +2,9 @@
 
 Reachable three ways: directly on the listen port (`curl http://127.0.0.1:8780/health`), through
 the proxy at a reserved host (`http://clutch.local/health`), and under `/__clutch/` on any entry,
-reverse-proxy ports included (there the Host header is already the target's, research §6).
+reverse-proxy ports included. Only for a loopback Host name (or the reserved host through the
+proxy), and never for a web page on another site: the Guard addon (browser_guard.py) refuses those
+first, so a DNS rebinding page cannot read usage or requests.
 
 All of them only read, except POST /breakers/reset, which only a client on this machine may use,
 and never a web page (breaker_reset.refusal says how one is told apart).
@@ -21,6 +23,7 @@ from mitmproxy import ctx, http
 
 from addons import __version__
 from addons import breaker_reset, dashboard
+from addons.browser_guard import local_path
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.journal import Journal
@@ -34,10 +37,8 @@ from addons.usage_store import parse_time
 
 logger = logging.getLogger(__name__)
 
-PREFIX = "/__clutch"
 ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings",
              "/ca.pem", "POST /breakers/reset"]
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
 
 class Endpoints:
@@ -149,16 +150,13 @@ class Endpoints:
         self._usage.flush()  # the latest requests are in the report
         return query(*args)
 
-    def _local_path(self, flow: http.HTTPFlow) -> str | None:
+    @staticmethod
+    def _local_path(flow: http.HTTPFlow) -> str | None:
+        """Which endpoint the flow asks for; browser_guard (the Guard addon) already refused the
+        flows a web page could have sent, and every foreign Host."""
         request = flow.request
-        path = request.path.split("?", 1)[0]
-        if path == PREFIX or path.startswith(PREFIX + "/"):
-            return path[len(PREFIX):] or "/"
-        if request.host.lower() == ctx.options.clutch_host.lower():
-            return path
-        if self._is_listen_address(request.host, request.port):
-            return path
-        return None
+        listen = [(host, port) for _, host, port in listen_addresses()]
+        return local_path(request.path, request.host, request.port, ctx.options.clutch_host, listen)
 
     def health(self) -> dict:
         rulebook = self._rulebook
@@ -182,7 +180,7 @@ class Endpoints:
             },
             "started_at": _iso(self._started),
             "uptime_s": round(time.time() - self._started, 3),
-            "listen": [f"{mode} {host}:{port}" for mode, host, port in _listen_addresses()],
+            "listen": [f"{mode} {host}:{port}" for mode, host, port in listen_addresses()],
             "ca_cert": str(self._certs.files.ca_cert) if self._certs.files else None,
             "ca_bundle": str(self._certs.files.bundle) if self._certs.files else None,
             "pid": os.getpid(),
@@ -190,15 +188,8 @@ class Endpoints:
             "lost_in_flight": self._shutdown.health() if self._shutdown is not None else None,
         }
 
-    @staticmethod
-    def _is_listen_address(host: str, port: int) -> bool:
-        for _, listen_host, listen_port in _listen_addresses():
-            if port == listen_port and (host == listen_host or host in _LOOPBACK):
-                return True
-        return False
 
-
-def _listen_addresses() -> list[tuple[str, str, int]]:
+def listen_addresses() -> list[tuple[str, str, int]]:
     proxyserver = ctx.master.addons.get("proxyserver")
     found = []
     for server in getattr(proxyserver, "servers", []):

@@ -18,7 +18,7 @@ import weakref
 from mitmproxy import ctx, exceptions, http
 
 from addons import cascade, compression, dialects
-from addons.guard import guarded
+from addons.fail_closed import guarded
 from addons.identity import session_key
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of

@@ -20,6 +20,7 @@ import dataclasses
 import re
 from urllib.parse import unquote
 
+from addons.header_values import has_control
 from addons.rules import AGENTS
 
 # The agent letters of `xx` launch codes (`xx cip` = Claude Code, init, proxy route).
@@ -143,10 +144,13 @@ def _is_launch_code(code: str) -> bool:
 
 
 def _decode_model(value: str) -> str | None:
+    """The model of `.m-<base64url>`; None for one that is no usable model name (a line break in it
+    would otherwise reach the response headers that name the model)."""
     try:
-        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("utf-8") or None
+        model = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
         return None
+    return model if model and not has_control(model) else None
 
 
 def session_of(identity: Identity, headers) -> str | None:

@@ -16,9 +16,14 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from addons.dialects import MAX_HEADERS_BYTES
+from addons.header_values import encode
+
 logger = logging.getLogger(__name__)
 
-_MAX_HEAD = 64 * 1024
+# Classify answers LLM requests whose headers pass dialects.MAX_HEADERS_BYTES itself; the room above
+# it is for what mitmproxy adds or rewrites on the way here.
+_MAX_HEAD = MAX_HEADERS_BYTES + 16 * 1024
 
 
 class ResponseWriter:
@@ -32,9 +37,11 @@ class ResponseWriter:
         self.on_end: Callable[[], Any] | None = None  # called before the last chunk goes out
 
     async def start(self, status: int, reason: str, headers: list[tuple[bytes, bytes]]) -> None:
-        lines = [b"HTTP/1.1 %d %s\r\n" % (status, reason.encode("latin-1", "replace") or b"-")]
+        # every value (and the reason) through header_values.encode: mitmproxy parses this head, so a
+        # CR/LF in a value (a model name in x-clutch-model) would become headers of the agent's response
+        lines = [b"HTTP/1.1 %d %s\r\n" % (status, encode(reason.encode("latin-1", "replace")) or b"-")]
         for name, value in headers:
-            lines.append(name + b": " + value + b"\r\n")
+            lines.append(encode(name) + b": " + encode(value) + b"\r\n")
         lines.append(b"transfer-encoding: chunked\r\n\r\n")
         self._writer.write(b"".join(lines))
         self.started = True

@@ -59,6 +59,9 @@ class Resilience:
         loader.add_option("clutch_breaker_window_ms", int, 60_000, "The breaker's failure window.")
         loader.add_option("clutch_breaker_cooldown_ms", int, 60_000,
                           "How long an open breaker keeps its model out before a single probe is let through.")
+        loader.add_option("clutch_breaker_targets", int, 4096,
+                          "Most targets the breakers remember at once (targets come from the model names agents "
+                          "send); past it, closed breakers are forgotten first, open ones last.")
         loader.add_option("clutch_sticky_ms", int, 300_000,
                           "After a fallback, how long a session stays on the model that answered; 0 turns it off.")
         loader.add_option("clutch_silence_timeout_ms", int, 15_000,
@@ -74,7 +77,8 @@ class Resilience:
 
     def configure(self, updated):
         numbers = {"clutch_breaker_failures", "clutch_breaker_window_ms", "clutch_breaker_cooldown_ms",
-                   "clutch_sticky_ms", "clutch_silence_timeout_ms", "clutch_first_token_timeout_ms", "clutch_retries"}
+                   "clutch_breaker_targets", "clutch_sticky_ms", "clutch_silence_timeout_ms",
+                   "clutch_first_token_timeout_ms", "clutch_retries"}
         if updated & numbers:
             for name in numbers:
                 minimum = 0 if name in ("clutch_sticky_ms", "clutch_retries") else 1
@@ -82,6 +86,7 @@ class Resilience:
                     raise exceptions.OptionsError(f"{name} must be at least {minimum}")
             self.breakers.configure(ctx.options.clutch_breaker_failures, ctx.options.clutch_breaker_window_ms / 1000,
                                     ctx.options.clutch_breaker_cooldown_ms / 1000)
+            self.breakers.max_targets = ctx.options.clutch_breaker_targets
             self.sticky.configure(ctx.options.clutch_sticky_ms / 1000)
             self.holds = Holds(ctx.options.clutch_silence_timeout_ms / 1000,
                                ctx.options.clutch_first_token_timeout_ms / 1000)

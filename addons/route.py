@@ -10,9 +10,9 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import dialects, tokens
+from addons import dialects, header_values, tokens
 from addons.custom_router import CustomRouter, RouterContext
-from addons.guard import guarded
+from addons.fail_closed import guarded
 from addons.meta import call_of, identity_of, set_route
 from addons.plan import PlanError, build_plan, url_of
 from addons.rankings_book import RankingsBook
@@ -80,7 +80,7 @@ class Route:
             flow.response = http.Response.make(
                 e.status, dialects.error_body(call.dialect, e.status, f"Clutch: {e}"),
                 {"content-type": "application/json", "x-clutch-error": e.kind,
-                 "x-clutch-route": decision.describe()})
+                 "x-clutch-route": header_values.text(decision.describe())})
             flow.comment = f"clutch: {identity.describe()} route {decision.describe()} ({decision.reason}); {e}"
             return
         set_route(flow, decision, plan)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from addons.header_values import has_control
 from addons.rules import Dialect
 
 WEB_SEARCH_TOOL_NAMES = frozenset({"web_search", "search_web", "websearch", "brave", "brave_search", "exa",
@@ -182,7 +183,7 @@ def find_subagent_tag(dialect: Dialect, body: dict[str, Any]) -> str | None:
     for holder, key in _system_slots(dialect, body):
         match = _TAG.search(holder[key])
         if match:
-            return match.group(2)
+            return match.group(2) if not has_control(match.group(2)) else None  # never a header's line break
     return None
 
 

@@ -73,6 +73,8 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
         raise ValueError(f"{parts.path} is not an LLM endpoint Clutch recognises")
     raw = json.dumps(body).encode()
     call = dialects.read_call(dialect, owner[0], parts.path, raw)
+    if call.invalid:
+        raise ValueError(f"the gateway answers this request with 400 itself: {call.invalid}")
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     squeezed = _compress(rules, call, identity, launch_profile)
     if squeezed["changed"]:  # the gateway compresses before it routes: route what it would send

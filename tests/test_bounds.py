@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import json
 import textwrap
-import time
 import zlib
 
 import anthropic

@@ -70,8 +70,10 @@ class Element:
 
 
 class Browser:
-    def __init__(self, driver: subprocess.Popen, port: int, profile: Path, log_path: Path):
+    def __init__(self, driver: subprocess.Popen, port: int, profile: Path, log_path: Path,
+                 args: tuple[str, ...] = ()):
         self.driver = driver
+        self.args = args
         self.port = port
         self.profile = profile
         self.log_path = log_path
@@ -79,7 +81,9 @@ class Browser:
         self.session: str | None = None
 
     @classmethod
-    def start(cls, timeout: float = 30) -> Browser:
+    def start(cls, timeout: float = 30, args: tuple[str, ...] = ()) -> Browser:
+        """A fresh Chromium; `args` replace or add to CHROME_ARGS (a later switch wins), e.g.
+        --proxy-server or --host-resolver-rules."""
         reason = missing()
         if reason:
             raise WebDriverError(reason)
@@ -92,7 +96,7 @@ class Browser:
         browser = None
         try:
             port = _wait_port(log_path, driver, timeout)
-            browser = cls(driver, port, profile, log_path)
+            browser = cls(driver, port, profile, log_path, args)
             browser._new_session(timeout)
             return browser
         except BaseException:
@@ -110,7 +114,10 @@ class Browser:
         self.close()
 
     def _new_session(self, timeout: float) -> None:
-        options = {"binary": str(CHROMIUM), "args": [*CHROME_ARGS, f"--user-data-dir={self.profile / 'profile'}"]}
+        switches = [a for a in CHROME_ARGS if not (a == "--no-proxy-server" and any(
+            b.startswith("--proxy-server") for b in self.args))]
+        options = {"binary": str(CHROMIUM),
+                   "args": [*switches, *self.args, f"--user-data-dir={self.profile / 'profile'}"]}
         capabilities = {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": options,
                                         "goog:loggingPrefs": {"browser": "ALL"}}}
         value = self._command("POST", "/session", {"capabilities": capabilities}, session=False)
