@@ -135,12 +135,15 @@ class Classify:
         elif call.body is None:
             _refuse(flow, dialect, 400, f"{call.body_error}; nothing was sent", "malformed")
 
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        self.error(flow)  # the flow shows the agent's URL again, not Clutch's loopback server
+
     def response(self, flow: http.HTTPFlow) -> None:
-        self._held.pop(flow.id, None)
+        self.error(flow)
 
     def error(self, flow: http.HTTPFlow) -> None:
         held = self._held.pop(flow.id, None)
-        if held is not None:
+        if held is not None and flow.request.host == "127.0.0.1" and flow.request.port == self._server.port:
             self._restore(flow, held[1])
 
     # ------------------------------------------------------------ bodies streamed to Clutch

@@ -30,6 +30,9 @@ from addons.rules import Rules
 logger = logging.getLogger(__name__)
 
 _IN_THREAD_BYTES = 64 * 1024  # bigger bodies are compressed off the event loop
+# Longest a request waits for its compression: past it, it is sent uncompressed (the thread finishes
+# on its own; its result is dropped). A 32 MB body compresses in well under a second (bench/bodies.py).
+COMPRESSION_TIME_S = 5.0
 _NEVER_CAUGHT = (KeyboardInterrupt, SystemExit, GeneratorExit, asyncio.CancelledError)
 _SESSIONS_KEPT = 2000
 
@@ -87,11 +90,17 @@ class Compress:
         started = time.perf_counter()
         try:
             if len(flow.request.raw_content or b"") > _IN_THREAD_BYTES:
-                outcome, content, note = await asyncio.to_thread(_compress, call.dialect, call.body, settings, gate)
+                outcome, content, note = await asyncio.wait_for(
+                    asyncio.to_thread(_compress, call.dialect, call.body, settings, gate), COMPRESSION_TIME_S)
             else:
                 outcome, content, note = _compress(call.dialect, call.body, settings, gate)
         except _NEVER_CAUGHT:
             raise
+        except TimeoutError:
+            logger.warning("compression of %s took longer than %g s; sent uncompressed", flow.id, COMPRESSION_TIME_S)
+            flow.metadata[COMPRESSION] = {"mode": str(mode), "cuts": {}, "rewrites": 0, "note": (
+                f"sent uncompressed: compression took longer than {COMPRESSION_TIME_S:g} s")}
+            return
         except BaseException as e:  # noqa: BLE001 - a compressor bug (or a tokenizer panic) never costs the request
             logger.exception("compression failed on %s; sent uncompressed", flow.id)
             flow.metadata[COMPRESSION] = {"mode": str(mode), "cuts": {}, "rewrites": 0,

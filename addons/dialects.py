@@ -65,7 +65,8 @@ def is_responses_websocket(method: str, path: str, headers: Any) -> bool:
 
 
 def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None) -> LLMCall:
-    """Parse the body once; a body that is not JSON is still forwarded, only unread."""
+    """Parse the body once. A body that is not a JSON object, or a model that is missing or unusable,
+    is refused by Classify (body_error, invalid): Clutch cannot route what it cannot read."""
     body: dict[str, Any] | None = None
     error = None
     try:
@@ -86,6 +87,8 @@ def read_call(dialect: Dialect, provider: str, path: str, content: bytes | None)
         model = body.get("model") if body else None
         stream = bool(body and body.get("stream") is True)
     invalid = model_problem(model)
+    if invalid is None and body is not None and dialect is not Dialect.GEMINI and not model:
+        invalid = "the request names no model (the model field is required)"
     return LLMCall(dialect, provider, model if invalid is None else None, stream, body, error, invalid)
 
 

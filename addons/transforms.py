@@ -32,12 +32,14 @@ _MUST_KEEP = re.compile(
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
 # Lines kept the first time their kind appears: a warning, a file:line reference. A build that
 # prints one deprecation for every file of a dependency keeps the first and its count in the cut.
-_FIRST_KEEP = re.compile(r"warn|deprecat|[\w./-]+\.\w+:\d+", re.IGNORECASE)
+# The lookbehinds and the possessive quantifier keep these two linear on a long run of path characters
+# (a minified line, a base64 blob): without them each position of the run starts a scan to its end.
+_FIRST_KEEP = re.compile(r"warn|deprecat|(?<![\w./-])[\w./-]+\.\w+:\d+", re.IGNORECASE)
 # Lines whose only differences are numbers (progress, counters, timings): foldable as one kind.
 _DIGITS = re.compile(r"\d+")
 
 # File paths, as research/compression.md §5.1 item 6 counts them: a cut names the ones it removed.
-_PATH = re.compile(r"(?:\.{0,2}/)?(?:[\w.-]+/)+[\w.-]+\.\w+(?::\d+)?")
+_PATH = re.compile(r"(?<![\w./-])(?:\.{0,2}/+)?(?:[\w.-]+/+)++[\w.-]+\.\w+(?::\d+)?")
 _PATHS_NAMED = 200  # more than this in one cut and the marker would be the output again
 
 MARKER_PREFIX = "[clutch: "
@@ -237,7 +239,7 @@ _LOG_SIGNS = re.compile(
     r"^(?:=+ test session starts|collected \d+ items|Ran \d+ tests|PASSED|FAILED|ok \d+|not ok \d+"
     r"|Collecting |Downloading |Installing |Requirement already satisfied|Building wheel|Successfully installed"
     r"|added \d+ packages|npm (?:WARN|ERR)|\* Getting |==> |Compiling \d+ files|Generated \w+ app|Resolving Hex"
-    r"|Running |test result:|running \d+ tests?|\s+Compiling |warning: |error(?:\[E\d+\])?: |\d+ tests?, \d+ failures?"
+    r"|Running |test result:|running \d+ tests?|[ \t]+Compiling |warning: |error(?:\[E\d+\])?: |\d+ tests?, \d+ failures?"
     r"|Finished in |Randomized with seed|\[\s*\d+%\]|\d+%\|)",
     re.IGNORECASE | re.MULTILINE,
 )

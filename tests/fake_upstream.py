@@ -38,6 +38,10 @@ Dialect is chosen by path (and Host for unknown paths):
 ``/v1/models`` -> OpenAI, ``/v1/messages`` -> Anthropic, ``/v1beta/models/...``
 -> Gemini.
 
+Request validation: as the providers do, a body that is not a JSON object, a Chat or Messages request
+without a string ``model`` or whose ``messages`` is not an array of objects gets a 400 in the provider's
+error shape and wording (see :func:`_check_shape`).
+
 Fault injection: the request's model name (JSON body ``model`` or, for Gemini,
 the model in the path) is searched for one of the tokens in :data:`FAULTS`
 (substring match, first match in the tuple order wins, so
@@ -1156,6 +1160,7 @@ class FakeUpstream:
         ctx = self._ctx(request, dialect, api)
         try:
             await self._read_json(ctx)
+            _check_shape(ctx.body, api)
             self._parse_tool_call(ctx)
         except _BadRequest as exc:
             return ctx, self._bad_request_response(ctx, exc)
@@ -1758,6 +1763,23 @@ def _build_server_ssl(cert: str, key: str) -> ssl.SSLContext:
     ctx.load_cert_chain(cert, key)
     ctx.set_alpn_protocols(["http/1.1"])
     return ctx
+
+
+def _check_shape(body: dict, api: str) -> None:
+    """The validation a provider does before anything else, with its wording: OpenAI answers
+    "Invalid type for 'messages': expected an array of objects, but got a string instead." and
+    "you must provide a model parameter"; Anthropic "messages: Input should be a valid list" and
+    "model: Field required" (both 400 invalid_request_error)."""
+    if api not in ("chat", "messages"):
+        return
+    openai = api == "chat"
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _BadRequest(400, "you must provide a model parameter" if openai else "model: Field required")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        got = type(messages).__name__ if messages is not None else "nothing"
+        raise _BadRequest(400, f"Invalid type for 'messages': expected an array of objects, but got {got} instead."
+                          if openai else "messages: Input should be a valid list")
 
 
 async def _amain(args: argparse.Namespace) -> int:
