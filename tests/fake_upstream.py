@@ -1160,6 +1160,8 @@ class FakeUpstream:
         ctx = self._ctx(request, dialect, api)
         try:
             await self._read_json(ctx)
+            if isinstance(ctx.body.get("model"), str):
+                ctx.entry["model"] = ctx.body["model"]  # logged even when the request is refused
             _check_shape(ctx.body, api)
             self._parse_tool_call(ctx)
         except _BadRequest as exc:

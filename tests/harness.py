@@ -67,6 +67,14 @@ def stop_group(process: subprocess.Popen) -> None:
             time.sleep(0.05)
 
 
+def first_content(entry: dict):
+    """The content of the first message a fake provider's log entry received, or None (the shared fake
+    also logs the hostile suite's malformed bodies: `messages` a string, an item a number)."""
+    messages = (entry.get("request_json") or {}).get("messages")
+    first = messages[0] if isinstance(messages, list) and messages else None
+    return first.get("content") if isinstance(first, dict) else None
+
+
 class FakeProcess:
     """tests/fake_upstream.py as a separate process, serving TLS for every provider host."""
 

@@ -562,12 +562,14 @@ def test_when_cold_rewrites_wait_until_the_cache_has_expired(max_gateway, fake):
 # ---------------------------------------------------------------- 7. Gemini, and a shape the compressor does not know
 
 def test_a_messages_request_without_messages_passes_unchanged(gateway, fake):
-    """An old-style `prompt` body on /v1/messages: nothing the compressor knows, so it goes as it came."""
+    """An old-style `prompt` body on /v1/messages: nothing the compressor knows, so it goes as it came
+    (and the provider, not Clutch, says what is wrong with it: Anthropic's "messages: Field required")."""
     model = "compress/no-messages"
     body = {"model": model, "max_tokens": 64, "prompt": f"\n\nHuman: what failed?\n{LOG}\n\nAssistant:"}
     response, raw = post_anthropic(gateway, "xx-claude.s-odd", body)
-    assert response.status_code == 200
-    assert_unchanged_bytes(received(fake, model), raw)
+    assert response.status_code == 400 and "messages: Input should be a valid list" in response.text
+    entry = received(fake, model)
+    assert entry["body_bytes"] == len(raw) and differences(json.loads(raw), entry["request_json"]) == []
 
 
 def test_a_gemini_function_response_is_reduced(gateway, fake):

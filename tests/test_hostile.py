@@ -16,6 +16,7 @@ translation, not just the proxy.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gzip
 import json
@@ -36,7 +37,7 @@ providers:
            hosts: [api.openai.com], key_env: OPENAI_API_KEY}
   anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
               key_env: ANTHROPIC_API_KEY}
-aliases: {"claude-routed": "openai:gpt-4o-mini"}
+aliases: {"claude-routed": "openai:gpt-4o-mini", "gpt-routed": "anthropic:claude-sonnet-4-5"}
 compression: {mode: max}
 """
 ENV = {"OPENAI_API_KEY": "sk-proj-rules", "ANTHROPIC_API_KEY": "sk-ant-api03-rules"}
@@ -47,6 +48,7 @@ MB = 1024 * 1024
 
 OPENAI = ("api.openai.com", "/v1/chat/completions")
 ANTHROPIC = ("api.anthropic.com", "/v1/messages")
+RESPONSES = ("api.openai.com", "/v1/responses")
 
 
 @dataclasses.dataclass
@@ -349,3 +351,81 @@ def test_hostile_input(hostile_gateway, fake, hostile: Case):
         assert not [e for e in reached if e.get("path", "").startswith(hostile.target[1])], reached
     assert peak_rss_mb(gateway.process.pid) < PEAK_RSS_MB
     normal_request_works(gateway, fake, hostile.target)
+
+
+# ---------------------------------------------------------------- every field, every wrong type
+
+WRONG = [5, -1, 1e308, "x", "", [], [5], [{}], [None], {}, {"x": 1}, None, True]
+GOOD = {
+    "chat": (OPENAI, {"model": "gpt-4o-mini", "stream": False, "max_tokens": 16, "messages": [
+        {"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "bash", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "ok"}],
+        "tools": [{"type": "function", "function": {"name": "bash", "parameters": {"type": "object"}}}],
+        "tool_choice": "auto", "temperature": 0.2, "stream_options": {"include_usage": True}}),
+    "messages": (ANTHROPIC, {"model": "claude-sonnet-4-5", "max_tokens": 16, "system": "be brief", "messages": [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "bash", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1", "content": "ok"}]}],
+        "tools": [{"name": "bash", "input_schema": {"type": "object"}}], "tool_choice": {"type": "auto"},
+        "thinking": {"type": "enabled", "budget_tokens": 1024}, "metadata": {"user_id": "u"}}),
+    "responses": (RESPONSES, {"model": "gpt-4o-mini", "instructions": "be brief", "input": [
+        {"role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+        {"type": "function_call", "call_id": "c1", "name": "bash", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "c1", "output": "ok"}],
+        "tools": [{"type": "function", "name": "bash", "parameters": {"type": "object"}}],
+        "reasoning": {"effort": "low"}, "store": False}),
+}
+# each dialect sent as it is (the provider judges it) and routed to the other family (Clutch translates)
+ROUTES = {"chat": ("gpt-4o-mini", "gpt-routed"), "messages": ("claude-sonnet-4-5", "claude-routed"),
+          "responses": ("gpt-4o-mini", "gpt-routed")}
+
+
+def mutations(body: dict):
+    """(where, body) with one field, top-level or in the first message / content block / tool, made wrong."""
+    for key in body:
+        for value in WRONG:
+            yield f"{key}={json.dumps(value)[:12]}", {**body, key: value}
+    for list_key in ("messages", "input", "tools"):
+        items = body.get(list_key)
+        if not isinstance(items, list):
+            continue
+        for index, item in enumerate(items):
+            for field in item:
+                for value in WRONG:
+                    changed = [dict(x) for x in items]
+                    changed[index][field] = value
+                    yield f"{list_key}[{index}].{field}={json.dumps(value)[:12]}", {**body, list_key: changed}
+
+
+@pytest.mark.parametrize("dialect", sorted(GOOD))
+@pytest.mark.parametrize("routed", [False, True], ids=["direct", "translated"])
+def test_every_field_with_every_wrong_type(hostile_gateway, fake, dialect, routed):
+    """Hundreds of malformed requests (each field of a realistic request, one at a time, given each
+    wrong JSON type): none may cost a 5xx, hang, or reach the provider past a route Clutch could not
+    translate; each refusal is a JSON error in the dialect; the gateway serves a normal request after."""
+    gateway = hostile_gateway
+    target, good = GOOD[dialect]
+    model = ROUTES[dialect][1 if routed else 0]
+    problems, tried, statuses = [], 0, collections.Counter()
+    for where, body in mutations({**good, "model": model}):
+        if where.startswith("model="):
+            continue  # the model itself: its own cases above
+        host, raw = request(target, json.dumps(body).encode())
+        answer = exchange(gateway.port, gateway.ca_cert, host, raw, timeout=30)
+        tried += 1
+        statuses[answer.status] += 1
+        if answer.status >= 500:
+            problems.append(f"{where}: {answer.status} {answer.body[:160]!r}")
+        elif answer.status >= 400 and answer.headers.get("x-clutch-error") != "status":
+            try:
+                error = answer.json()
+                assert (error["error"]["message"] if target is not ANTHROPIC else
+                        error["type"] == "error" and error["error"]["message"])
+            except (ValueError, KeyError, TypeError, AssertionError):
+                problems.append(f"{where}: {answer.status} not a dialect error: {answer.body[:160]!r}")
+    assert tried > 150
+    assert not problems, f"{len(problems)} of {tried} malformed requests went wrong:\n" + "\n".join(problems[:40])
+    assert peak_rss_mb(gateway.process.pid) < PEAK_RSS_MB
+    normal_request_works(gateway, fake, target if target is not RESPONSES else OPENAI)

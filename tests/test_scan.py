@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from fake_upstream import openrouter_catalog
-from harness import Gateway, trust
+from harness import Gateway, first_content, trust
 from xx_rig import run_xx, write_config, xx_env
 
 from addons import catalog
@@ -237,8 +237,7 @@ def test_the_gateway_routes_a_tier_m_launch_to_the_ranked_model(fake, pki, tmp_p
                 response = c.post("https://openrouter.ai/api/v1/chat/completions",
                                   json={"model": "anything/asked", "messages": [{"role": "user", "content": code}]})
             assert response.status_code == 200, response.text
-            entry = fake.wait_for(lambda e: ((e.get("request_json") or {}).get("messages") or [{}])[0].get("content")
-                                  == code and e.get("t", 0) > 0, newest=True)
+            entry = fake.wait_for(lambda e: first_content(e) == code and e.get("t", 0) > 0, newest=True)
             assert "openrouter:" + entry["model"] == wanted
             assert "launch:tier-" + code[-1] in response.headers.get("x-clutch-route", "")
     finally:

@@ -12,6 +12,7 @@ import re
 
 import httpx
 import pytest
+from harness import first_content
 from xx_rig import fake_agents, gateway_pid, recorded, run_xx, write_config, xx_env
 
 from addons.identity import identity_from_username
@@ -47,8 +48,7 @@ def test_launch_starts_the_gateway_and_the_agent_reaches_the_provider_through_it
     assert (identity.agent, identity.launch_code, identity.session) == ("claude", "cnp", "e2e-1")
     assert seen_env["NODE_EXTRA_CA_CERTS"] == str(home / "certs" / "mitmproxy-ca-cert.pem")
 
-    entry = fake.wait_for(lambda e: ((e.get("request_json") or {}).get("messages") or [{}])[0].get("content")
-                          == "secret prompt text 7f3a")
+    entry = fake.wait_for(lambda e: first_content(e) == "secret prompt text 7f3a")
     assert entry["headers"]["x-api-key"] == "sk-ant-api03-xx-test" and "x-clutch-flow" in entry["headers"]
     seen = [e for e in journal(config) if e["launch"] == "cnp"]
     assert len(seen) == 1 and seen[0]["agent"] == "claude" and seen[0]["session"] == "e2e-1"
