@@ -22,7 +22,7 @@ import secrets
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import bodies, dialects
+from addons import bodies, dialects, fail_closed
 from addons.loopback import LoopbackServer, ResponseWriter
 from addons.meta import WEBSOCKET, call_of, set_call
 from addons.rules import Dialect
@@ -82,6 +82,21 @@ class Classify:
             await self._hold(flow, None)
 
     def request(self, flow: http.HTTPFlow) -> None:
+        try:
+            self._read(flow)
+        except Exception as e:  # an LLM request Clutch failed to read is answered, never forwarded unread
+            dialect = self._dialect(flow)
+            if dialect is None or flow.response is not None:
+                raise
+            if call_of(flow) is None:
+                set_call(flow, dialects.LLMCall(dialect, self._owner(flow), None, False, None, "not read"))
+            fail_closed.internal_error(flow, "reading the request", e)
+
+    def _owner(self, flow: http.HTTPFlow) -> str:
+        owner = self._rulebook.rules.provider_at(flow.request.host, flow.request.port)
+        return owner[0] if owner else ""
+
+    def _read(self, flow: http.HTTPFlow) -> None:
         if flow.error or not flow.live:
             return
         held = self._held.get(flow.id)
