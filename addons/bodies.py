@@ -40,7 +40,7 @@ def decode(raw: bytes, content_encoding: str, limit: int) -> bytes:
     if not raw:
         return b""
     if name in ("gzip", "x-gzip"):
-        out = _inflate(raw, 47, limit)  # 32 + 15: gzip or zlib header, detected (as mitmproxy does)
+        out = _gunzip(raw, limit)
     elif name == "deflate":
         try:
             out = _inflate(raw, 15, limit)
@@ -54,6 +54,26 @@ def decode(raw: bytes, content_encoding: str, limit: int) -> bytes:
         raise ValueError(f"unknown Content-Encoding {content_encoding!r}")
     if len(out) > limit:
         raise TooLarge(limit, True)
+    return out
+
+
+def _gunzip(raw: bytes, limit: int) -> bytes:
+    """Every gzip member, as gzip.decompress reads them (a body the provider would read whole is read
+    whole here too), up to `limit`; a member cut short, or bytes after the last one, is a ValueError."""
+    out = b""
+    rest = raw
+    while rest:
+        decompressor = zlib.decompressobj(47)  # 32 + 15: gzip or zlib header, detected (as mitmproxy does)
+        try:
+            out += decompressor.decompress(rest, limit + 1 - len(out))
+            if len(out) > limit:
+                return out
+            out += decompressor.flush()
+        except zlib.error as e:
+            raise ValueError(f"cannot inflate the body: {e}") from e
+        if not decompressor.eof:
+            raise ValueError("cannot inflate the body: it ends in the middle of a gzip member")
+        rest = decompressor.unused_data
     return out
 
 

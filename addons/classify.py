@@ -78,7 +78,7 @@ class Classify:
         if length > self._limit:
             refusal = bodies.too_large(dialect, bodies.too_large_message(self._limit, length))
             await self._hold(flow, refusal)
-        elif length < 0:  # chunked (HTTP/1) or unannounced (HTTP/2): its size is known at its end
+        elif length < 0:  # chunked (HTTP/1) or unannounced (HTTP/2, HTTP/3): its size is known at its end
             await self._hold(flow, None)
 
     def request(self, flow: http.HTTPFlow) -> None:
@@ -158,8 +158,12 @@ class Classify:
 
     def error(self, flow: http.HTTPFlow) -> None:
         held = self._held.pop(flow.id, None)
-        if held is not None and flow.request.host == "127.0.0.1" and flow.request.port == self._server.port:
+        if held is None:
+            return
+        if flow.request.host == "127.0.0.1" and flow.request.port == self._server.port:
             self._restore(flow, held[1])
+        if held[1][5]:  # the chunked framing of the loopback leg: mitmproxy reads it to end the body there
+            flow.request.headers.pop("transfer-encoding", None)
 
     # ------------------------------------------------------------ bodies streamed to Clutch
 
@@ -170,8 +174,14 @@ class Classify:
                 await self._server.start()
         request = flow.request
         data = request.data
+        # The loopback leg is HTTP/1: a body with no length and no chunked framing (an HTTP/2 request
+        # that announced none) would read there as empty and be served before its end, and before the
+        # request hooks; chunked framing makes mitmproxy send its end only after them.
+        framed = "content-length" not in request.headers and "transfer-encoding" not in request.headers
+        if framed:
+            request.headers["transfer-encoding"] = "chunked"
         self._held[flow.id] = (flow, (data.scheme, data.host, data.port, data.path,
-                                      request.headers.get("content-length")), refusal)
+                                      request.headers.get("content-length"), framed), refusal)
         request.stream = bodies.Collector(self._limit)
         if refusal is not None:
             request.headers["content-length"] = "0"  # nothing of it is forwarded
@@ -182,7 +192,7 @@ class Classify:
     @staticmethod
     def _restore(flow: http.HTTPFlow, original: tuple) -> None:
         data = flow.request.data
-        data.scheme, data.host, data.port, data.path, length = original
+        data.scheme, data.host, data.port, data.path, length, framed = original
         if length is not None:
             flow.request.headers["content-length"] = length
 

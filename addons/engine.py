@@ -235,6 +235,11 @@ class Engine:
             await out.send(dialects.error_body(call.dialect if call else None, 500, message))
             await out.end()
             return
+        if self._stopping is not None:  # reached the engine after the drain ended the rest: no new request
+            await _stopped(job, out, self._stopping)
+            job.plan_for = None
+            job.done.set()
+            return
         resilience = self._resilience
         relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)

@@ -1,4 +1,7 @@
-"""FlowKeys: saved and shown flows hold no API keys (key_mask.py says which values, and how).
+"""FlowKeys: saved flows hold no API keys (key_mask.py says which values, and how).
+
+mitmweb shows a flow from its request headers on, before any addon could mask them: a flow in flight
+shows its keys in the (local) web UI until the hooks below have run; a finished or saved one does not.
 
 A flow's credentials are masked as soon as nothing needs them any more, and before mitmproxy's Save
 addon (after every script) writes the flow:

@@ -129,7 +129,9 @@ def claim_leftovers(folder: Path, alive=None) -> list[Lost]:
             pid = int(path.name[len(PREFIX):-len(SUFFIX)])
         except ValueError:
             continue
-        if pid == os.getpid() or alive(pid):
+        # a file named after this very process is a killed predecessor's (a restart in a container gets
+        # the same PID): this gateway has not opened its own record yet
+        if pid != os.getpid() and alive(pid):
             continue
         claimed = path.with_name(f".{path.name}.{os.getpid()}.claimed")
         try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import subprocess
 import textwrap
 import zlib
 
@@ -211,6 +213,35 @@ def test_a_chunked_body_within_the_limit_is_answered(gateway, fake):
     assert response.status_code == 200, response.text[:300]
     assert response.json()["content"][0]["text"]
     assert fake.entries_for(model)[0]["status"] == 200
+
+
+def curl_http2(gateway, raw: bytes) -> tuple[str, dict]:
+    """POST `raw` with curl over HTTP/2 through the proxy, streamed from stdin (`-T -`): an HTTP/2
+    request with no Content-Length, as a client that streams its body sends it. (version, JSON answer)"""
+    done = subprocess.run(
+        ["curl", "-sS", "--http2", "-x", gateway.proxy_url("claude"), "--cacert", str(gateway.bundle),
+         "-X", "POST", "-T", "-", "-w", "\n%{http_version}", "-H", "content-type: application/json",
+         "-H", f"x-api-key: {KEYS['anthropic']}", "-H", "anthropic-version: 2023-06-01",
+         "https://api.anthropic.com/v1/messages"],
+        input=raw, capture_output=True, timeout=60, env={"PATH": os.environ["PATH"], "HOME": str(gateway.home)})
+    body, _, version = done.stdout.decode().rpartition("\n")
+    return version, json.loads(body)
+
+
+def test_an_http2_body_with_no_length_is_served_and_bounded(gateway, fake):
+    """HTTP/2 has no chunked framing: a streamed body announces no length and its end comes later. It is
+    served once it has all arrived (not answered before, from an empty body), and refused past the limit."""
+    model = f"fake/h2-streamed-{gateway.port}"
+    raw = json.dumps({"model": model, "max_tokens": 32, "messages": tool_output_messages("z" * (2 << 20))}).encode()
+    version, answer = curl_http2(gateway, raw)
+    assert version == "2", version
+    assert answer["content"][0]["text"], answer
+    assert fake.entries_for(model)[0]["body_bytes"] > 2 << 20
+    big = json.dumps({"model": f"fake/h2-too-big-{gateway.port}", "max_tokens": 32,
+                      "messages": tool_output_messages("z" * ((LIMIT_MB + 1) << 20))}).encode()
+    version, answer = curl_http2(gateway, big)
+    assert answer["error"]["type"] == "request_too_large", answer
+    assert not fake.entries_for(f"fake/h2-too-big-{gateway.port}")
 
 
 # ---------------------------------------------------------------- provider answers that never end

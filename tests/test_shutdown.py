@@ -197,3 +197,15 @@ def test_kill_9_then_restart_reports_the_lost_requests(tmp_path, fake, pki):
         assert third.health()["lost_in_flight"]["count"] == 0
     finally:
         third.stop()
+
+
+def test_a_record_named_after_this_very_process_is_a_killed_predecessors(tmp_path):
+    """In a container a restarted gateway often gets the PID the killed one had: the record named after
+    it cannot be this process's own (it opens its record after claiming), so it is counted, once."""
+    from addons.inflight import PREFIX, SUFFIX, claim_leftovers
+    record = tmp_path / f"{PREFIX}{os.getpid()}{SUFFIX}"
+    record.write_text('{"+": "r1", "agent": "claude", "model": "anthropic:m", "ts": 1}\n'
+                      '{"+": "r2", "agent": "claude", "model": "anthropic:m", "ts": 2}\n{"-": "r2"}\n')
+    lost = claim_leftovers(tmp_path)
+    assert [entry.request_id for entry in lost] == ["r1"]
+    assert not record.exists() and claim_leftovers(tmp_path) == []
