@@ -129,8 +129,8 @@ class Classify:
             return
         unread = ""
         try:
-            content: bytes | None = bodies.decode(request.raw_content or b"", request.headers.get("content-encoding", ""),
-                                    self._limit)
+            content: bytes | None = bodies.decode(request.raw_content or b"",
+                                                  request.headers.get("content-encoding", ""), self._limit)
         except bodies.TooLarge as e:
             status, body, headers = bodies.too_large(dialect, bodies.too_large_message(self._limit,
                                                                                         encoded=e.encoded))
@@ -144,9 +144,10 @@ class Classify:
         set_call(flow, call)
         if call.invalid:
             _refuse(flow, dialect, 400, call.invalid, "invalid_model")
-        elif content is None:
-            _refuse(flow, dialect, 415, f"cannot read a request body in {unread}; send it as JSON (identity, "
-                                        "gzip, deflate, br or zstd)", "unreadable_body")
+        elif content is None:  # 415 for an encoding Clutch does not know, 400 for data that does not decode
+            status = 415 if unread.startswith("unknown Content-Encoding") else 400
+            _refuse(flow, dialect, status, f"cannot read the request body ({unread}); send JSON, plain or in gzip, "
+                                           "deflate, br or zstd; nothing was sent", "unreadable_body")
         elif call.body is None:
             _refuse(flow, dialect, 400, f"{call.body_error}; nothing was sent", "malformed")
 
