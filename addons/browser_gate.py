@@ -16,12 +16,14 @@ from mitmproxy import ctx, http
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addons import browser_guard, dialects
-from addons.dialects import LLMCall
+from addons.guard import browser_guard
+
+from addons.wire import dialects
+from addons.wire.dialects import LLMCall
 from addons.endpoints import listen_addresses
-from addons.meta import set_call
+from addons.flows.meta import set_call
 from addons.rulebook import Rulebook
-from addons.rules import Dialect
+from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)
 

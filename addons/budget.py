@@ -28,13 +28,13 @@ import math
 
 from mitmproxy import ctx, http
 
-from addons import dialects
-from addons.budgets import Breach, BudgetBook
-from addons.fail_closed import guarded
-from addons.meta import call_of, identity_of, route_of, set_route
-from addons.plan import PlanError, build_plan, url_of
+from addons.wire import dialects
+from addons.accounting.budgets import Breach, BudgetBook
+from addons.flows.fail_closed import guarded
+from addons.flows.meta import call_of, identity_of, route_of, set_route
+from addons.routing.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook
-from addons.rules import ModelTarget
+from addons.config.rules import ModelTarget
 from addons.usage import Usage
 
 logger = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Budget:
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
 
-    @guarded("the budget check")
+    @guarded("the budget check", http.Response.make)
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live or not self.book.active:
             return

@@ -10,7 +10,7 @@ Classify reads the body, so it bounds it (`clutch_max_body_mb`, decoded): an LLM
 limit gets a 413 in the agent's dialect and is never held whole in memory. mitmproxy buffers a body
 whole before the `request` hook, and a response set earlier does not stop it reading, so a body that
 is refused unread, or whose size nobody knows yet (chunked), is streamed instead, into a bounded
-Collector (addons/bodies.py) that forwards nothing, to Clutch's own loopback server; that server
+Collector (addons/guard/bodies.py) that forwards nothing, to Clutch's own loopback server; that server
 answers the refusal, or hands the request on to the engine once the `request` hooks have run.
 """
 
@@ -22,10 +22,14 @@ import secrets
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import bodies, dialects, fail_closed
-from addons.loopback import LoopbackServer, ResponseWriter
-from addons.meta import WEBSOCKET, call_of, set_call
-from addons.rules import Dialect
+from addons.guard import bodies
+
+from addons.wire import dialects
+
+from addons.flows import fail_closed
+from addons.upstream.loopback import LoopbackServer, ResponseWriter
+from addons.flows.meta import WEBSOCKET, call_of, set_call
+from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +94,7 @@ class Classify:
                 raise
             if call_of(flow) is None:
                 set_call(flow, dialects.LLMCall(dialect, self._owner(flow), None, False, None, "not read"))
-            fail_closed.internal_error(flow, "reading the request", e)
+            fail_closed.internal_error(flow, http.Response.make, "reading the request", e)
 
     def _owner(self, flow: http.HTTPFlow) -> str:
         owner = self._rulebook.rules.provider_at(flow.request.host, flow.request.port)

@@ -25,15 +25,16 @@ from addons.engine import Engine  # noqa: E402
 from addons.flow_keys import FlowKeys  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
-from addons.metrics import Metrics  # noqa: E402
+from addons.accounting.metrics import Metrics  # noqa: E402
 from addons.usage import Usage  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
-from addons.rankings_book import RankingsBook  # noqa: E402
+from addons.models.rankings_book import RankingsBook  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
-from addons.shutdown import Drain, Shutdown  # noqa: E402
+from addons.drain import Drain  # noqa: E402
+from addons.shutdown import Shutdown  # noqa: E402
 from addons.sockets import Sockets  # noqa: E402
 
 

@@ -19,13 +19,13 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import tokens
-from addons.compression import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
-from addons.identity import session_key
-from addons.meta import COMPRESSION, call_of, identity_of, set_call
-from addons.plan import json_bytes
+from addons.wire import tokens
+from addons.compression.policy import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
+from addons.wire.identity import session_key
+from addons.flows.meta import COMPRESSION, call_of, identity_of, set_call
+from addons.routing.plan import json_bytes
 from addons.rulebook import Rulebook
-from addons.rules import Rules
+from addons.config.rules import Rules
 
 logger = logging.getLogger(__name__)
 

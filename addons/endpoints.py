@@ -22,18 +22,19 @@ import time
 from mitmproxy import ctx, http
 
 from addons import __version__
-from addons import breaker_reset, dashboard
-from addons.browser_guard import local_path
+from addons.web import breaker_reset
+from addons.web import dashboard
+from addons.guard.browser_guard import local_path
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.journal import Journal
-from addons.metrics import CONTENT_TYPE, Metrics
+from addons.accounting.metrics import CONTENT_TYPE, Metrics
 from addons.resilience import Resilience
-from addons.rankings_book import RankingsBook
+from addons.models.rankings_book import RankingsBook
 from addons.rulebook import Rulebook
 from addons.scope import is_loopback
 from addons.usage import Usage
-from addons.usage_store import parse_time
+from addons.accounting.store import parse_time
 
 logger = logging.getLogger(__name__)
 

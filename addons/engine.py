@@ -17,21 +17,25 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import cascade, compression, dialects
-from addons.fail_closed import guarded
-from addons.identity import session_key
-from addons.loopback import LoopbackServer, ResponseWriter
-from addons.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
-from addons.plan import Plan, build_plan, flavour_of, json_bytes, url_of
-from addons.rankings_book import RankingsBook
-from addons.relay import Attempt, Job, Relay
+from addons.fallback import cascade
+
+from addons.compression import policy as compression
+
+from addons.wire import dialects
+from addons.flows.fail_closed import guarded
+from addons.wire.identity import session_key
+from addons.upstream.loopback import LoopbackServer, ResponseWriter
+from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
+from addons.routing.plan import Plan, build_plan, flavour_of, json_bytes, url_of
+from addons.models.rankings_book import RankingsBook
+from addons.upstream.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
 from addons.resolve import Resolve
-from addons.router import Decision
+from addons.routing.router import Decision
 from addons.rulebook import Rulebook
-from addons.rules import ModelTarget
-from addons.translate import Flavour
-from addons.upstream import Timeouts, UpstreamClient, make_client, ssl_context
+from addons.config.rules import ModelTarget
+from addons.translate.messages import Flavour
+from addons.upstream.client import Timeouts, UpstreamClient, make_client, ssl_context
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ class Engine:
 
     # ------------------------------------------------------------ mitmproxy hooks
 
-    @guarded("the engine")
+    @guarded("the engine", http.Response.make)
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return

@@ -24,7 +24,7 @@ import weakref
 from mitmproxy import ctx, http
 
 from addons.engine import Engine
-from addons.key_mask import masked, masked_header, secret_headers, secret_params
+from addons.guard.key_mask import masked, masked_header, secret_headers, secret_params
 
 
 class FlowKeys:

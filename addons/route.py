@@ -10,13 +10,17 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from addons import dialects, header_values, tokens
-from addons.custom_router import CustomRouter, RouterContext
-from addons.fail_closed import guarded
-from addons.meta import call_of, identity_of, set_route
-from addons.plan import PlanError, build_plan, url_of
-from addons.rankings_book import RankingsBook
-from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
+from addons.wire import dialects
+
+from addons.guard import header_values
+
+from addons.wire import tokens
+from addons.routing.custom_router import CustomRouter, RouterContext
+from addons.flows.fail_closed import guarded
+from addons.flows.meta import call_of, identity_of, set_route
+from addons.routing.plan import PlanError, build_plan, url_of
+from addons.models.rankings_book import RankingsBook
+from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rulebook import Rulebook
 
 logger = logging.getLogger(__name__)
@@ -44,7 +48,7 @@ class Route:
     def done(self):
         self._custom.close()
 
-    @guarded("routing")
+    @guarded("routing", http.Response.make)
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from addons.overrides import apply_overrides
-from addons.rules import DEFAULT_RULES_PATH, Rules, RulesError, load_rules
+from addons.config.overrides import apply_overrides
+from addons.config.rules import DEFAULT_RULES_PATH, Rules, RulesError, load_rules
 
 logger = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 from mitmproxy import ctx, http
 
 from addons.rulebook import Rulebook
-from addons.rules import Rules
+from addons.config.rules import Rules
 
 logger = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ error event and no usage row. So the first `done` of Clutch's (`Shutdown`, first
 Only then do the later addons' `done` run: Resilience saves the breakers with the drained outcomes,
 Usage flushes its writer and closes the database, Save writes the flows.
 
-`Drain`, placed last, sees each admitted request end (its response or error hook runs after every
-other addon's), and keeps the in-flight record (inflight.py) that the next start reads.
+`Drain` (addons/drain.py), placed last, sees each admitted request end (its response or error hook
+runs after every other addon's), and keeps the in-flight record that the next start reads.
 """
 
 from __future__ import annotations
@@ -33,72 +33,18 @@ import logging
 import signal
 import time
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, exceptions
 
-from addons.inflight import InFlightRecord, Lost, claim_leftovers
-from addons.meta import call_of, identity_of, route_of
+from addons.accounting.inflight import InFlightRecord, Lost, claim_leftovers
+from addons.drain import Drain
 from addons.resilience import Resilience
 from addons.usage import Usage
-from addons.usage_store import day_of
+from addons.accounting.store import day_of
 
 logger = logging.getLogger(__name__)
 
 CUT_S = 5.0  # after the grace: longest wait for the streams that were ended to go through the hooks
 MESSAGE = "Clutch is shutting down"
-
-
-class Drain:
-    """The LLM requests in flight, from the Engine's admission to the end of their hooks."""
-
-    def __init__(self) -> None:
-        self.closing = False
-        self.flows: dict[str, http.HTTPFlow] = {}
-        self.record: InFlightRecord | None = None
-        self._changed = asyncio.Event()
-
-    def admit(self, flow: http.HTTPFlow) -> bool:
-        """Called by the Engine for each LLM request; False: the gateway is stopping, refuse it."""
-        if self.closing:
-            return False
-        self.flows[flow.id] = flow
-        if self.record is not None:
-            call = call_of(flow)
-            routed = route_of(flow)
-            model = f"{routed[1].provider}:{routed[1].model}" if routed and routed[1].model else \
-                f"{call.provider}:{call.model or ''}"
-            self.record.started(flow.id, identity_of(flow).agent or "unknown", model)
-        return True
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        self._ended(flow)
-
-    def error(self, flow: http.HTTPFlow) -> None:
-        self._ended(flow)
-
-    def _ended(self, flow: http.HTTPFlow) -> None:
-        if self.flows.pop(flow.id, None) is None:
-            return
-        if self.record is not None:
-            self.record.ended(flow.id)
-        self._changed.set()
-
-    async def wait_empty(self, timeout_s: float, hurry: asyncio.Event | None = None) -> bool:
-        """Wait until nothing is in flight (True), `timeout_s` passed or `hurry` is set (False)."""
-        deadline = time.monotonic() + timeout_s
-        while self.flows:
-            left = deadline - time.monotonic()
-            if left <= 0 or (hurry is not None and hurry.is_set()):
-                return False
-            self._changed.clear()
-            waits = [asyncio.ensure_future(self._changed.wait())]
-            if hurry is not None:
-                waits.append(asyncio.ensure_future(hurry.wait()))
-            try:
-                await asyncio.wait(waits, timeout=left, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for task in waits:
-                    task.cancel()
-        return True
 
 
 class Shutdown:

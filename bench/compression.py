@@ -35,9 +35,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from addons import compression, tokens, tool_outputs  # noqa: E402
-from addons.compression import Mode, RewriteGate, Settings, compress_request  # noqa: E402
-from addons.rules import Dialect  # noqa: E402
+from addons.compression import policy as compression
+
+from addons.wire import tokens
+
+from addons.compression import tool_outputs  # noqa: E402
+from addons.compression.policy import Mode, RewriteGate, Settings, compress_request  # noqa: E402
+from addons.wire.dialects import Dialect  # noqa: E402
 from harness import deepest_per_session, session_turns  # noqa: E402
 from mustkeep import check  # noqa: E402
 

@@ -41,7 +41,7 @@ class UnsupportedMode(LaunchError):
 
 @dataclasses.dataclass(frozen=True)
 class Agent:
-    name: str  # as in addons.identity.AGENT_LETTERS / addons.rules.AGENTS
+    name: str  # as in addons.wire.identity.AGENT_LETTERS / addons.wire.identity.AGENT_NAMES
     title: str
     binary: str
     init: Template  # mode i

@@ -1,6 +1,6 @@
 """`xx` launch codes: `xx <agent><mode><route>[<tier>]`, e.g. `xx cip`, `xx xnb`, `xx hcpd`, `xx cip3`.
 
-Pure parsing, nothing is started. The letters are those of addons.identity (AGENT_LETTERS, MODES,
+Pure parsing, nothing is started. The letters are those of addons.wire.identity (AGENT_LETTERS, MODES,
 ROUTES, TIERS), which is what the gateway decodes from the proxy user name (`xx-cip`), so the launcher
 and Clutch cannot disagree. A wrong code is refused with the letters table and the nearest valid code
 (a suggestion only: nothing is started from it); a word that is a typo of an `xx` subcommand is
@@ -13,8 +13,8 @@ import dataclasses
 import itertools
 from collections.abc import Iterable
 
-from addons.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
-from addons.rules import LAUNCH_TIER_LETTERS
+from addons.wire.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
+from addons.config.rules import LAUNCH_TIER_LETTERS
 
 MODE_NAMES = {
     "i": "init: a new session",

@@ -2,7 +2,7 @@
 
 Pure: reading and validating, nothing is started. JSON is read as YAML (a subset), so both forms
 get the same errors, each naming the file, the line and the field, like the rules file
-(addons.rules). A missing file means the defaults; a broken one stops `xx` with that message
+(addons.config.rules). A missing file means the defaults; a broken one stops `xx` with that message
 rather than launching an agent on settings the user did not write.
 
 Profiles 0-9: the digit of a launch code (`xx cip3`) picks `profiles."3"` here (a model pin, extra
@@ -18,7 +18,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from addons.rules import AGENTS, ModelTarget, RulesError, line_of, read_yaml
+from addons.config.rules import ModelTarget, RulesError, line_of, read_yaml
+
+from addons.wire.identity import AGENT_NAMES
 
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")
 DEFAULT_GATEWAY = "127.0.0.1:8780"
@@ -51,8 +53,8 @@ class LaunchProfile(_Strict):
     @classmethod
     def _agents(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         for agent in value:
-            if agent != "all" and agent not in AGENTS:
-                raise ValueError(f"{agent!r} is not an agent (one of all, {', '.join(AGENTS[:-1])})")
+            if agent != "all" and agent not in AGENT_NAMES:
+                raise ValueError(f"{agent!r} is not an agent (one of all, {', '.join(AGENT_NAMES[:-1])})")
         return value
 
     def args_for(self, agent: str) -> list[str]:

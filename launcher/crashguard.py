@@ -24,7 +24,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from addons.statefile import save_json
+from addons.config.statefile import save_json
 
 ROOT = Path(__file__).resolve().parent.parent
 

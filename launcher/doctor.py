@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from addons.certs import ca_files
-from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
+from addons.config.rules import DEFAULT_RULES_PATH, RulesError, load_rules
 from launcher import keys, lifecycle
 from launcher.agents import AGENTS
 from launcher.config import ConfigError, XXConfig, load_config

@@ -14,13 +14,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons import compression, dialects, tokens
-from addons.custom_router import CustomRouter, RouterContext
-from addons.identity import Identity, identity_from_username
-from addons.overrides import apply_overrides
-from addons.plan import PlanError, build_plan, json_bytes
-from addons.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
-from addons.rules import DEFAULT_RULES_PATH, Dialect, Rules, load_rules
+from addons.compression import policy as compression
+
+from addons.wire import dialects
+
+from addons.wire import tokens
+from addons.routing.custom_router import CustomRouter, RouterContext
+from addons.wire.identity import Identity, identity_from_username
+from addons.config.overrides import apply_overrides
+from addons.routing.plan import PlanError, build_plan, json_bytes
+from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
+from addons.config.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from addons.wire.dialects import Dialect
 
 DEFAULT_URLS = {
     Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages",

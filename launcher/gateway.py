@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from addons.certs import PROJECT_CERTS, prepare
-from addons.identity import AGENT_LETTERS, Identity
-from addons.rules import AGENTS
+from addons.wire.identity import AGENT_LETTERS, Identity
+from addons.wire.identity import AGENT_NAMES
 from launcher.recipe import agent_environment, proxy_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,13 +69,13 @@ def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reve
 
 @app.command()
 def env(port: Port = DEFAULT_PORT, confdir: Confdir = PROJECT_CERTS,
-        agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENTS)}) put in the proxy credentials")]
+        agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENT_NAMES)}) put in the proxy credentials")]
         = "unknown",
         session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None) -> None:
     """Print the CA paths and the environment an agent needs, as shell `export` lines."""
     agent = AGENT_LETTERS.get(agent, agent)
-    if agent not in AGENTS:
-        raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENTS)}")
+    if agent not in AGENT_NAMES:
+        raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENT_NAMES)}")
     files = prepare(confdir.expanduser().resolve())
     url = proxy_url("127.0.0.1", port, Identity(agent=agent, session=session))
     typer.echo(f"# Clutch CA certificate: {files.ca_cert}")
@@ -96,7 +96,7 @@ def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSO
           ) -> None:
     """Dry-run the router: print what the gateway would do with a request, without sending it."""
     from launcher import explain
-    from addons.rules import RulesError
+    from addons.config.rules import RulesError
     try:
         result = explain.explain(explain.read_body(body), url=url, rules_path=rules,
                                  identity=explain.identity_for(AGENT_LETTERS.get(agent, agent), launch))

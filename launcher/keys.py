@@ -4,7 +4,7 @@ the key of every provider the rules name (for `xx doctor`).
 Why: Claude Code refuses to start without a credential ("Not logged in · Please run /login"), even
 when the rules send its requests to another provider, whose key the gateway adds itself: for a
 request routed to another provider the gateway removes the agent's key and sends the provider's
-`key_env` (addons/plan.py). So a Claude Code launch on route p whose requests leave Anthropic, with
+`key_env` (addons/routing/plan.py). So a Claude Code launch on route p whose requests leave Anthropic, with
 neither ANTHROPIC_API_KEY nor ANTHROPIC_AUTH_TOKEN set and no login of its own (`claude auth
 status`), is told so before it starts.
 
@@ -32,10 +32,10 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
-from addons.overrides import apply_overrides
-from addons.router import layer_for
-from addons.rules import ModelTarget, Rules, load_rules
-from addons.signals import family
+from addons.config.overrides import apply_overrides
+from addons.routing.router import layer_for
+from addons.config.rules import ModelTarget, Rules, load_rules
+from addons.routing.signals import family
 from launcher.codes import LaunchCode
 
 ANTHROPIC_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")

@@ -2,7 +2,7 @@
 
 Pure: nothing is started. Routes p and b get the recipe of launcher.recipe.agent_environment (the
 shared environment research verified for every agent, agent-clis.md §1 and §3) with the launch's
-identity in the proxy user name (`xx-cip.s-<id>`, addons.identity.username_for; agent-clis.md §1.2 and
+identity in the proxy user name (`xx-cip.s-<id>`, addons.wire.identity.username_for; agent-clis.md §1.2 and
 §8: every agent sends it on every request). Route d removes every proxy and CA variable, so the agent
 talks to its provider directly. Everything else in the user's environment is kept as it is.
 
@@ -28,7 +28,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from addons.certs import CAFiles
-from addons.identity import Identity
+from addons.wire.identity import Identity
 from launcher import agents, updaters
 from launcher.codes import LaunchCode
 from launcher.config import LaunchProfile
@@ -41,7 +41,7 @@ PROXY_AND_CA = frozenset({
 })
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
 MASK = "****"
-_IDENTITY_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # what addons.identity accepts in a user name
+_IDENTITY_VALUE = re.compile(r"^[A-Za-z0-9_-]{1,200}$")  # what addons.wire.identity accepts in a user name
 
 
 @dataclasses.dataclass

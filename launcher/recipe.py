@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 
 from addons.certs import CAFiles
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 
 LOOPBACK = "localhost,127.0.0.1,::1"
 

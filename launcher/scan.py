@@ -7,10 +7,10 @@
   another), the rules being the running gateway's, else the xx config's, else the embedded default.
   It needs no key. It is cached in `<state_dir>/catalog.json` for 6 hours (`--ttl`); `--refresh`
   fetches it anyway, and a failed fetch falls back to the cache, however old, saying so.
-* Fit for coding (addons/catalog.py): tool calling and at least 32k tokens of context
+* Fit for coding (addons/models/catalog.py): tool calling and at least 32k tokens of context
   (`--min-context`); the rest is counted by reason.
-* Ranked (addons/ranking.py) with the usage store's probes and real use of the last 7 days, and
-  stored there: the gateway's `m` and `f` tiers read it within 30 s (addons/rankings_book.py).
+* Ranked (addons/models/ranking.py) with the usage store's probes and real use of the last 7 days, and
+  stored there: the gateway's `m` and `f` tiers read it within 30 s (addons/models/rankings_book.py).
 * `--probe [N]` (default 5) sends each of the N best candidates shown one streamed chat request
   (64 output tokens at most) with the provider's key ($OPENROUTER_API_KEY): whether it answers, the
   time to its first token and its tokens per second, stored as probes and ranked again. Probing is
@@ -35,12 +35,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from addons.rules import DEFAULT_RULES_PATH, Dialect, Provider, RulesError, load_rules
+from addons.config.rules import DEFAULT_RULES_PATH, Provider, RulesError, load_rules
+
+from addons.wire.dialects import Dialect
 from launcher import lifecycle
 from launcher.config import ConfigError, XXConfig, load_config
 
 if TYPE_CHECKING:
-    from addons.catalog import Catalog
+    from addons.models.catalog import Catalog
 
 DEFAULT_PROBES = 5
 PROBE_MAX_TOKENS = 64
@@ -136,7 +138,7 @@ def get_catalog(provider: Provider, folder: Path, *, ttl_s: float, refresh: bool
                 say=lambda text: None) -> tuple[Catalog, str]:
     """The catalog and where it came from ("fetched", "cached", "stale cache"): the cache while it is
     fresh and from the same URL, else a fetch (saved), else, when the fetch fails, any cache."""
-    from addons import catalog
+    from addons.models import catalog
 
     path = catalog.cache_path(folder)
     url = provider.base_url + "/models"
@@ -255,7 +257,7 @@ def current_rankings(config: XXConfig, healthy: dict | None) -> tuple[list[dict]
     path = usage_db(config, healthy)
     if not path.is_file():
         return None
-    from addons.usage_store import UsageStore, UsageStoreError
+    from addons.accounting.store import UsageStore, UsageStoreError
 
     try:
         store = UsageStore(path)
@@ -270,7 +272,7 @@ def current_rankings(config: XXConfig, healthy: dict | None) -> tuple[list[dict]
 
 def tier_note(letter: str, config: XXConfig, healthy: dict | None, providers: list[str], source: str) -> str:
     """The dry run's note for tier m or f when launch_tiers does not pin it."""
-    from addons import ranking
+    from addons.models import ranking
 
     found = current_rankings(config, healthy)
     if found is None:
@@ -294,7 +296,7 @@ def tier_note(letter: str, config: XXConfig, healthy: dict | None, providers: li
 
 
 def _ago(seconds: float) -> str:
-    from addons.ranking import _age
+    from addons.models.ranking import _age
 
     return _age(seconds)
 
@@ -368,8 +370,9 @@ def scan(count: Annotated[int | None, typer.Argument(metavar="N", show_default=F
 def _run(config: XXConfig, healthy: dict | None, provider: Provider, provider_name: str, *, key: str | None, count: int,
          refresh: bool, only: bool | None, limit: int, min_context: int, ttl_s: float, timeout: float,
          db: Path | None, quiet: bool) -> dict[str, Any]:
-    from addons import catalog, ranking
-    from addons.usage_store import UsageStore, UsageStoreError
+    from addons.models import catalog
+    from addons.models import ranking
+    from addons.accounting.store import UsageStore, UsageStoreError
 
     def say(text: str) -> None:
         if not quiet:

@@ -7,7 +7,7 @@ The launch itself is planned by launcher.launch (argv and environment) from laun
 grammar) and launcher.agents (each agent's command line); this module adds what needs the outside
 world: the user's config, the running gateway (started on demand), the crash guard, and finally
 exec'ing the agent in xx's place, so it owns the terminal and its signals. (Pi's broken histories are
-repaired by the gateway, addons/pi_repair.py: that is where its requests can be seen.)
+repaired by the gateway, addons/translate/pi_repair.py: that is where its requests can be seen.)
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Annotated
 
 import typer
 
-from addons import ranking
+from addons.models import ranking
 from addons.certs import ca_files
-from addons.rules import DEFAULT_RULES_PATH, RulesError
+from addons.config.rules import DEFAULT_RULES_PATH, RulesError
 from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
 from launcher.codes import CodeError, LaunchCode, mistyped_command, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home

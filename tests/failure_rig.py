@@ -30,7 +30,7 @@ from agent_setups import AgentSetup, prepare
 from harness import agent_search_path, gateway_on_rules, stop_group
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.agents import command_line, yolo_env
 from launcher.recipe import agent_environment
 

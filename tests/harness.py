@@ -181,7 +181,7 @@ class Gateway:
         """The usage store's rows, oldest first (by time, then attempt), filtered by column values. GET
         /usage flushes the gateway's writer first; the store is usage.db in workdir/state, the
         clutch_state_dir the tests give."""
-        from addons.usage_store import UsageStore
+        from addons.accounting.store import UsageStore
         assert httpx.get(f"http://127.0.0.1:{self.port}/usage", trust_env=False, timeout=10).status_code == 200
         store = UsageStore(self.workdir / "state" / "usage.db")
         try:

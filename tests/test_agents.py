@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from addons.certs import ca_files
-from addons.identity import AGENT_LETTERS, identity_from_username
+from addons.wire.identity import AGENT_LETTERS, identity_from_username
 from launcher.agents import AGENTS, LaunchError, UnsupportedMode, command_line, yolo_env
 from launcher.codes import parse_code
 from launcher.launch import PROXY_AND_CA, plan_launch

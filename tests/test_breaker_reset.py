@@ -14,7 +14,7 @@ from harness import gateway_on_rules, trust
 from test_rulebook import save, wait_until
 from xx_rig import run_xx, xx_env
 
-from addons.breaker_reset import changed_providers, check_target, parse_body, refusal, selector
+from addons.web.breaker_reset import changed_providers, check_target, parse_body, refusal, selector
 
 JSON = {"content-type": "application/json"}
 

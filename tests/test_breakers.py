@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from addons.breakers import HARD, SOFT, BreakerBoard
-from addons.statefile import load_json, save_json
+from addons.fallback.breakers import HARD, SOFT, BreakerBoard
+from addons.config.statefile import load_json, save_json
 
 KEY = "openrouter:qwen/qwen3-coder:free"
 T0 = 1_780_000_000.0
@@ -149,7 +149,7 @@ def test_a_probe_that_never_reports_is_handed_out_again_after_its_lease(caplog):
     clock.advance(breakers.probe_lease_s - 1)
     assert not breakers.allow(KEY)
     clock.advance(1)
-    with caplog.at_level(logging.WARNING, logger="addons.breakers"):
+    with caplog.at_level(logging.WARNING, logger="addons.fallback.breakers"):
         assert breakers.allow(KEY)
     assert "never reported" in caplog.text
 
@@ -282,7 +282,7 @@ def test_through_a_state_file(tmp_path):
 def test_load_skips_nonsense_and_keeps_the_rest(caplog):
     restored = board(Clock(T0 + 10))
     good = {"state": "open", "failures": [[T0, 1.0]], "opened_at": T0, "until": T0 + 60, "reason": "HTTP 503"}
-    with caplog.at_level(logging.WARNING, logger="addons.breakers"):
+    with caplog.at_level(logging.WARNING, logger="addons.fallback.breakers"):
         restored.load({"breakers": {"a:unknown-state": {"state": "melting"}, "b:not-an-object": "open",
                                     "c:no-times": {"state": "open"}, "d:nan": {**good, "until": float("nan")},
                                     "e:bad-failure": {"state": "closed", "failures": [["x", 1]]},
@@ -295,7 +295,7 @@ def test_load_skips_nonsense_and_keeps_the_rest(caplog):
 
 
 def test_reset_forgets_the_selected_breakers_and_their_failures():
-    from addons.breaker_reset import selector
+    from addons.web.breaker_reset import selector
     clock = Clock()
     breakers = opened(clock)
     breakers.failure("openrouter:other", HARD, "HTTP 500")  # closed, one failure

@@ -1,4 +1,4 @@
-"""No web page can spend the user's keys or read Clutch's endpoints (addons/browser_guard.py, the
+"""No web page can spend the user's keys or read Clutch's endpoints (addons/guard/browser_guard.py, the
 Guard addon), through a real gateway with two reverse (base-URL) entries and the fake provider.
 
 What a page can make a browser send: a cross-site POST with `Content-Type: text/plain` and an
@@ -25,7 +25,7 @@ import webdriver
 from harness import gateway_on_rules, trust
 from test_endpoints import free_port
 
-from addons.browser_guard import LLM, LOCAL, OTHER, Arrival, refusal
+from addons.guard.browser_guard import LLM, LOCAL, OTHER, Arrival, refusal
 
 KEY = "sk-or-v1-guard-rules-key-0123456789"
 RULES = textwrap.dedent("""\

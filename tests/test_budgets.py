@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import calendar
 
-from addons.budgets import BudgetBook, next_utc_midnight
-from addons.rules import Budgets
+from addons.accounting.budgets import BudgetBook, next_utc_midnight
+from addons.config.rules import Budgets
 
 NOON = calendar.timegm((2026, 12, 1, 12, 0, 0))
 

@@ -6,11 +6,11 @@ from __future__ import annotations
 import random
 import textwrap
 
-from addons import cascade
-from addons.breakers import BreakerBoard
-from addons.quotas import QuotaBook
-from addons.rules import ModelTarget, parse_rules
-from addons.sticky import StickyTable
+from addons.fallback import cascade
+from addons.fallback.breakers import BreakerBoard
+from addons.fallback.quotas import QuotaBook
+from addons.config.rules import ModelTarget, parse_rules
+from addons.fallback.sticky import StickyTable
 
 RULES = parse_rules(textwrap.dedent("""\
     version: 1

@@ -8,8 +8,8 @@ import os
 import pytest
 from fake_upstream import OPENROUTER_MODELS, openrouter_catalog
 
-from addons import catalog
-from addons.catalog import Catalog, CatalogError, Prices, cost_usd, fit_for_coding, is_free, parse_catalog
+from addons.models import catalog
+from addons.models.catalog import Catalog, CatalogError, Prices, cost_usd, fit_for_coding, is_free, parse_catalog
 
 NOW = 1_800_000_000.0
 

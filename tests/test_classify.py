@@ -6,9 +6,9 @@ import json
 from mitmproxy.test import taddons, tflow, tutils
 
 from addons.classify import Classify
-from addons.meta import CALL, WEBSOCKET, call_of
+from addons.flows.meta import CALL, WEBSOCKET, call_of
 from addons.rulebook import Rulebook
-from addons.rules import Dialect
+from addons.wire.dialects import Dialect
 
 
 def flow(host: str, path: str, body: bytes = b"", method: str = "POST", **headers):

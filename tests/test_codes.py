@@ -2,7 +2,7 @@
 
 import pytest
 
-from addons.identity import AGENT_LETTERS, identity_from_username
+from addons.wire.identity import AGENT_LETTERS, identity_from_username
 from launcher.codes import CodeError, LaunchCode, all_codes, nearest, parse_code, table
 
 

@@ -2,7 +2,7 @@
 agent-shaped requests through `mitmdump -s addons/clutch.py`, and the fake provider's log shows what
 went upstream.
 
-What must hold (addons/compression.py's docstring): only the text of tool outputs changes, long logs
+What must hold (addons/compression/policy.py's docstring): only the text of tool outputs changes, long logs
 keep their failing tests and summary and say what was cut, file reads are never shrunk, each request
 is the previous one plus the new turn byte for byte (cache_safe), `max` replaces reads made stale by
 a later edit, `off` and unknown shapes pass the agent's bytes unchanged, and no key reaches the log.

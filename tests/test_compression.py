@@ -12,9 +12,9 @@ import pytest
 from harness import ROOT, SHARED, corpus_files, deepest_per_session, session_turns
 from mustkeep import check, prefix_stable
 
-from addons.compression import Mode, RewriteGate, Settings, compress_request
-from addons.rules import Dialect
-from addons.tokens import count_text
+from addons.compression.policy import Mode, RewriteGate, Settings, compress_request
+from addons.wire.dialects import Dialect
+from addons.wire.tokens import count_text
 
 SAFE, MAX = Settings(mode=Mode.CACHE_SAFE), Settings(mode=Mode.MAX)
 LOG = "\n".join(["collected 400 items"] + [f"tests/test_m.py::test_{i} PASSED" for i in range(400)]
@@ -84,8 +84,8 @@ def test_the_corpus_pairs_are_prefix_stable_in_cache_safe(corpus):
 
 
 def test_compression_is_deterministic_across_processes(corpus):
-    script = ("import json,sys; from harness import corpus_files; from addons.compression import *; "
-              "from addons.rules import Dialect\n"
+    script = ("import json,sys; from harness import corpus_files; from addons.compression.policy import *; "
+              "from addons.wire.dialects import Dialect\n"
               "for p in corpus_files('*.json'):\n"
               "    r = json.loads(p.read_text()); d = Dialect.ANTHROPIC if r['format'] == 'anthropic' else Dialect.OPENAI_CHAT\n"
               "    for m in (Mode.CACHE_SAFE, Mode.MAX):\n"

@@ -12,7 +12,7 @@ import pytest
 from harness import gateway_on_rules, trust
 from mitmproxy import io
 
-from addons.custom_router import MAX_THREADS, WORKERS, CustomRouter, RouterContext
+from addons.routing.custom_router import MAX_THREADS, WORKERS, CustomRouter, RouterContext
 
 CONTEXT = RouterContext("claude", "s1", "anthropic", "anthropic", "claude-opus-4-8", None, ("think",))
 

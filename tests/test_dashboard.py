@@ -19,7 +19,7 @@ import pytest
 import webdriver
 from harness import gateway_on_rules, trust
 
-from addons.usage_store import UsageStore, day_of
+from addons.accounting.store import UsageStore, day_of
 
 pytestmark = pytest.mark.e2e
 

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from addons.dialects import error_body, is_responses_websocket, read_call, recognise
-from addons.rules import Dialect
+from addons.wire.dialects import error_body, is_responses_websocket, read_call, recognise
+from addons.wire.dialects import Dialect
 
 
 @pytest.mark.parametrize("method,path,dialect", [

@@ -24,7 +24,7 @@ import pytest
 from failure_rig import candidates, codex_retries, json_settings, run_agent, start_gateway, text_file
 from harness import agent_binary, trust
 
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.agents import agent_spec
 
 # every agent request asks every candidate, at once, and gets the fake's Retry-After (2 s)

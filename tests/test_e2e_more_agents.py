@@ -23,7 +23,7 @@ from fake_upstream import FakeUpstream
 from harness import agent_binary, agent_search_path, gateway_on_rules, stop_group
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.agents import agent_spec, command_line, yolo_env
 from launcher.recipe import agent_environment
 

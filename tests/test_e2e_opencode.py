@@ -10,7 +10,7 @@ import pytest
 from harness import agent_binary
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
 

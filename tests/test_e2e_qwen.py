@@ -17,7 +17,7 @@ import pytest
 from harness import agent_binary, gateway_on_rules
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
 API_KEY = "sk-e2e-test"

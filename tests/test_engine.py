@@ -16,7 +16,7 @@ import pytest
 from harness import trust
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
 
@@ -264,7 +264,7 @@ def test_the_flow_comment_tells_what_compression_did():
     from mitmproxy.test import tflow
 
     from addons.engine import _compression_note
-    from addons.meta import COMPRESSION
+    from addons.flows.meta import COMPRESSION
     flow = tflow.tflow()
     assert _compression_note(flow) == ""  # compression off: nothing to say
     flow.metadata[COMPRESSION] = {"mode": "cache_safe", "cuts": {}, "rewrites": 0, "ms": 0.4}

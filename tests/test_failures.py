@@ -1,4 +1,4 @@
-"""Tests of addons/failures.py: every fault of the fake upstream, fetched over HTTP in every dialect, streamed
+"""Tests of addons/fallback/failures.py: every fault of the fake upstream, fetched over HTTP in every dialect, streamed
 and whole, classified from the real bytes; then the shapes the fake does not produce, built by hand."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 import pytest_asyncio
 from fake_upstream import SLOW_CHUNKS, FakeUpstream, split_answer
 
-from addons import failures
-from addons.failures import Failure, StreamWatch, from_answer, from_status, from_transport
-from addons.rules import Dialect
-from addons.translate_errors import translate_error
+from addons.fallback import failures
+from addons.fallback.failures import Failure, StreamWatch, from_answer, from_status, from_transport
+from addons.wire.dialects import Dialect
+from addons.translate.errors import translate_error
 
 ANSWER = "pong from the fake upstream"
 ROUTES = ("openrouter", "openai", "anthropic", "responses", "gemini")

@@ -16,7 +16,7 @@ import openai
 import pytest
 from harness import gateway_on_rules, trust
 
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 from launcher.tables import render_request
 
 PROVIDERS = """\
@@ -520,15 +520,15 @@ def test_a_silent_last_candidate_after_a_silent_one_is_a_504(tmp_path, fake, pki
 
 
 def test_an_answer_that_is_json_but_no_object_is_a_failure():
-    from addons.attempts import _judge_whole
-    from addons.plan import Plan
-    from addons.rules import Dialect
+    from addons.upstream.attempts import _judge_whole
+    from addons.routing.plan import Plan
+    from addons.wire.dialects import Dialect
     plan = Plan("openrouter", "https://x/", [], b"", "m", Dialect.OPENAI_CHAT, Dialect.OPENAI_CHAT, False, "agent")
     assert _judge_whole(plan, b"[1]", [1]).kind == "error_in_200"
 
 
 def test_openrouter_names_a_versioned_model_by_its_longest_entry():
-    from addons.relay import listed_index
+    from addons.upstream.relay import listed_index
     assert listed_index(["openai/gpt-5", "openai/gpt-5-mini"], "openai/gpt-5-mini-2025-08-07") == 1
     assert listed_index(["openai/gpt-5", "openai/gpt-5-mini"], "openai/gpt-5-2025-08-07") == 0
     assert listed_index(["qwen/qwen3-coder:free", "x/y"], "qwen/qwen3-coder") == 0

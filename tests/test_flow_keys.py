@@ -13,8 +13,8 @@ import pytest
 from harness import Gateway, trust
 from mitmproxy import io
 
-from addons.identity import Identity, username_for
-from addons.key_mask import masked, masked_header
+from addons.wire.identity import Identity, username_for
+from addons.guard.key_mask import masked, masked_header
 
 OPENAI_KEY = "sk-proj-openai0123456789abcdefQRST"
 OPENROUTER_KEY = "sk-or-v1-0123456789abcdef0123456789UVWX"

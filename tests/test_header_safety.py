@@ -17,8 +17,8 @@ from harness import gateway_on_rules, trust
 from test_browser_guard import CHAT, RULES, anthropic_sdk, raw, wait_listening
 from test_endpoints import free_port
 
-from addons.breakers import OPEN, BreakerBoard
-from addons.header_values import encode
+from addons.fallback.breakers import OPEN, BreakerBoard
+from addons.wire.header_values import encode
 
 INJECTED = "Injected: yes"
 TARGETS = 40  # clutch_breaker_targets of this file's gateway

@@ -5,7 +5,7 @@ import base64
 from mitmproxy.test import taddons, tflow
 
 from addons.identify import Identify
-from addons.meta import IDENTITY, identity_of
+from addons.flows.meta import IDENTITY, identity_of
 
 
 def basic(user: str) -> str:

@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from addons.identity import (UNKNOWN, Identity, identity_from_basic_auth, identity_from_username,
+from addons.wire.identity import (UNKNOWN, Identity, identity_from_basic_auth, identity_from_username,
                              same_identity_username, username_for)
 
 

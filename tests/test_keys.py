@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from addons.rules import parse_rules
+from addons.config.rules import parse_rules
 from launcher import keys
 from launcher.codes import parse_code
 

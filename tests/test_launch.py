@@ -5,7 +5,7 @@ import subprocess
 import pytest
 
 from addons.certs import ca_files
-from addons.identity import identity_from_username
+from addons.wire.identity import identity_from_username
 from launcher.agents import LaunchError
 from launcher.codes import parse_code
 from launcher.config import LaunchProfile

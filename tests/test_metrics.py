@@ -1,4 +1,4 @@
-"""addons/metrics.py: the exposition text parsed with the real Prometheus text parser (prometheus_client),
+"""addons/accounting/metrics.py: the exposition text parsed with the real Prometheus text parser (prometheus_client),
 values checked against usage-store attempt rows (usage_store.ATTEMPT_COLUMNS) and the /resilience snapshots of the real
 BreakerBoard and QuotaBook."""
 
@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from addons import metrics  # noqa: E402
-from addons.breakers import BreakerBoard  # noqa: E402
-from addons.metrics import Metrics  # noqa: E402
-from addons.quotas import QuotaBook  # noqa: E402
+from addons.accounting import metrics  # noqa: E402
+from addons.fallback.breakers import BreakerBoard  # noqa: E402
+from addons.accounting.metrics import Metrics  # noqa: E402
+from addons.fallback.quotas import QuotaBook  # noqa: E402
 
 
 def row(**fields) -> dict:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from addons.overrides import apply_overrides
-from addons.rules import DEFAULT_RULES_PATH, RulesError, load_rules
+from addons.config.overrides import apply_overrides
+from addons.config.rules import DEFAULT_RULES_PATH, RulesError, load_rules
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_bad_values_name_the_variable(rules, name, value, message):
 def test_an_agents_profile_keeps_the_override(tmp_path):
     """A profile that sets nothing about a tier must not hide the variable's tier: overriding rebuilds the
     rules from what the file set, not from a dump of every field."""
-    from addons.router import layer_for
+    from addons.routing.router import layer_for
     path = tmp_path / "rules.yaml"
     path.write_text("version: 1\nproviders:\n  openrouter: {base_url: \"https://openrouter.ai/api/v1\", "
                     "dialects: [openai_chat], hosts: [openrouter.ai]}\n"

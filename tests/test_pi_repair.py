@@ -1,4 +1,4 @@
-"""Pi after a failed or aborted turn, and addons/pi_repair.py, which makes its next request acceptable
+"""Pi after a failed or aborted turn, and addons/translate/pi_repair.py, which makes its next request acceptable
 to providers that demand alternating roles.
 
 What the real Pi 0.73.1 does (found running it through Clutch against the fake provider; the tests
@@ -43,9 +43,9 @@ from fake_upstream import repeated_user_turn
 from harness import agent_binary, stop, trust
 
 from addons.certs import ca_files
-from addons.identity import Identity, username_for
-from addons.pi_repair import repair_pi_request
-from addons.rules import Dialect
+from addons.wire.identity import Identity, username_for
+from addons.translate.pi_repair import repair_pi_request
+from addons.wire.dialects import Dialect
 from launcher.recipe import agent_environment
 
 ANSWER = "pong from the fake upstream"

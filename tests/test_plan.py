@@ -9,11 +9,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from addons import dialects
-from addons.identity import Identity
-from addons.plan import PlanError, build_plan, translate_answer
-from addons.router import RouteRequest, decide
-from addons.rules import Dialect, parse_rules
+from addons.wire import dialects
+from addons.wire.identity import Identity
+from addons.routing.plan import PlanError, build_plan, translate_answer
+from addons.routing.router import RouteRequest, decide
+from addons.config.rules import parse_rules
+from addons.wire.dialects import Dialect
 
 RULES = parse_rules(textwrap.dedent("""\
     version: 1
@@ -202,7 +203,7 @@ def test_whole_responses_answers_both_ways():
 
 def test_a_translator_that_breaks_fails_the_request_closed(monkeypatch):
     """A bug in a translator must not leave the request to go out unchanged to the agent's provider."""
-    from addons import translation
+    from addons.translate import pairs as translation
 
     def broken(*args, **kwargs):
         raise KeyError("a translator bug")

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from addons.quotas import QuotaBook
-from addons.rules import Quota
+from addons.fallback.quotas import QuotaBook
+from addons.config.rules import Quota
 
 NOON = datetime.datetime(2026, 5, 9, 12, 0, tzinfo=datetime.UTC).timestamp()
 MIDNIGHT = datetime.datetime(2026, 5, 10, 0, 0, tzinfo=datetime.UTC).timestamp()
@@ -157,7 +157,7 @@ def test_a_provider_cooldown_holds_all_its_models():
 def test_the_free_daily_cap_holds_only_free_models_of_that_provider_until_midnight(caplog):
     clock = Clock(MIDNIGHT - 4 * 3600)
     quotas = book_of(clock, {})
-    with caplog.at_level(logging.WARNING, logger="addons.quotas"):
+    with caplog.at_level(logging.WARNING, logger="addons.fallback.quotas"):
         quotas.free_daily_cap("openrouter")
     assert "openrouter" in caplog.text
     assert quotas.wait_s(FREE) == pytest.approx(4 * 3600.0)
@@ -265,7 +265,7 @@ def test_load_before_configure_keeps_the_counts():
 
 def test_load_skips_nonsense(caplog):
     restored = book_of(Clock(), {"openrouter": {"rpm": 5}})
-    with caplog.at_level(logging.WARNING, logger="addons.quotas"):
+    with caplog.at_level(logging.WARNING, logger="addons.fallback.quotas"):
         restored.load({"minute": {"openrouter": [NOON - 1, "x"], "groq": 3},
                        "day": {"openrouter": "today"}, "cooldowns": {"a:b": None, "c:d": NOON + 10**9},
                        "free_daily_cap": []})
@@ -274,7 +274,7 @@ def test_load_skips_nonsense(caplog):
 
 
 def test_clear_cooldowns_ends_the_selected_cooldowns_and_a_providers_free_cap_but_keeps_counts():
-    from addons.breaker_reset import selector
+    from addons.web.breaker_reset import selector
     clock = Clock()
     quotas = book_of(clock, {"openrouter": {"rpd": 10, "cooldown_after_429_s": 300}})
     quotas.consume(PAID)

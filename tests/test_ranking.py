@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from addons import ranking
-from addons.catalog import parse_catalog
-from addons.rules import ModelTarget
+from addons.models import ranking
+from addons.models.catalog import parse_catalog
+from addons.config.rules import ModelTarget
 
 NOW = 1_800_000_000.0
 HOUR = 3600.0

@@ -6,11 +6,11 @@ import sqlite3
 
 import pytest
 
-from addons import ranking
-from addons.catalog import parse_catalog
-from addons.rankings_book import RankingsBook
-from addons.rules import ModelTarget
-from addons.usage_store import UsageStore
+from addons.models import ranking
+from addons.models.catalog import parse_catalog
+from addons.models.rankings_book import RankingsBook
+from addons.config.rules import ModelTarget
+from addons.accounting.store import UsageStore
 
 NOW = 1_800_000_000.0
 

@@ -1,4 +1,4 @@
-"""The Responses WebSocket protocol as Clutch answers it (addons/responses_socket.py), on the shapes a
+"""The Responses WebSocket protocol as Clutch answers it (addons/upstream/responses_socket.py), on the shapes a
 real Codex 0.169.0 sends (its pre-warm and its continued turn, as read from a saved flow) and the
 error events Codex's client reads (openai/codex, codex-rs/codex-api/src/endpoint/responses_websocket.rs:
 an `error` event maps to an HTTP error only when it carries a status)."""
@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from addons.responses_socket import (Limits, Memory, Recorder, Refused, error_from_answer, events_of_response,
+from addons.upstream.responses_socket import (Limits, Memory, Recorder, Refused, error_from_answer, events_of_response,
                                      prewarm_events, read_message, with_status)
 
 INSTRUCTIONS = {"type": "message", "id": "msg_1", "role": "developer",

@@ -12,7 +12,7 @@ import openai
 import pytest
 from harness import Gateway, gateway_on_rules, trust
 
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 
 RULES = textwrap.dedent("""\
     version: 1

@@ -6,9 +6,10 @@ import textwrap
 
 import pytest
 
-from addons.identity import Identity
-from addons.router import RouteRequest, decide, layer_for, needs_token_count
-from addons.rules import Dialect, ModelTarget, parse_rules
+from addons.wire.identity import Identity
+from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count
+from addons.config.rules import ModelTarget, parse_rules
+from addons.wire.dialects import Dialect
 
 A, CHAT, RESP, GEM = Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.GEMINI
 
@@ -227,7 +228,7 @@ def test_token_count_only_when_it_can_matter(rules):
 
 
 def test_launch_tiers_m_and_f_take_the_model_scans_pick_unless_pinned(rules):
-    from addons.ranking import TierPick
+    from addons.models.ranking import TierPick
 
     picks = {"m": TierPick("m", ModelTarget("openrouter", "qwen/qwen3-coder"), "tier m chosen at launch: the model "
                            "scan's best-ranked model (rank 1, ...)", {}),

@@ -6,7 +6,9 @@ import textwrap
 
 import pytest
 
-from addons.rules import DEFAULT_RULES_PATH, Dialect, RulesError, load_rules, parse_rules
+from addons.config.rules import DEFAULT_RULES_PATH, RulesError, load_rules, parse_rules
+
+from addons.wire.dialects import Dialect
 
 PROVIDER = """\
 version: 1
@@ -103,7 +105,7 @@ def test_missing_file_and_wrong_top_level():
 
 
 def test_the_commented_example_is_valid_and_complete():
-    from addons.rules import ModelTarget
+    from addons.config.rules import ModelTarget
     from pathlib import Path
     rules = load_rules(Path(DEFAULT_RULES_PATH).with_name("example.yaml"))
     assert set(rules.routes.model_fields_set) == set(type(rules.routes).model_fields)  # every route shown

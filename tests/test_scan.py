@@ -16,9 +16,10 @@ from fake_upstream import openrouter_catalog
 from harness import Gateway, first_content, trust
 from xx_rig import run_xx, write_config, xx_env
 
-from addons import catalog
-from addons.rules import Dialect, Provider
-from addons.usage_store import UsageStore
+from addons.models import catalog
+from addons.config.rules import Provider
+from addons.wire.dialects import Dialect
+from addons.accounting.store import UsageStore
 from launcher import scan
 
 SCAN_RULES = """\
@@ -187,7 +188,7 @@ def test_the_table_and_xx_m_and_f_name_the_ranked_models(scan_home, fake):
         rows = stored.rankings()
     finally:
         stored.close()
-    from addons import ranking
+    from addons.models import ranking
     best_m, best_f = ranking.best(rows, free=False)["model"], ranking.best(rows, free=True)["model"]
     assert rows[0]["model"] in out and f"tier m   {best_m}" in out
     m = run_xx(env, "cipm", "--dry-run")

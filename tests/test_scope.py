@@ -16,7 +16,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
 from addons.rulebook import Rulebook
-from addons.rules import DEFAULT_RULES_PATH, load_rules
+from addons.config.rules import DEFAULT_RULES_PATH, load_rules
 from addons.scope import Scope, intercept_patterns
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.shell import read_path, written_paths
+from addons.compression.shell import read_path, written_paths
 
 
 @pytest.mark.parametrize("command, path", [

@@ -17,8 +17,8 @@ import httpx2
 import openai
 from harness import Gateway, trust
 
-from addons.identity import Identity, username_for
-from addons.usage_store import UsageStore
+from addons.wire.identity import Identity, username_for
+from addons.accounting.store import UsageStore
 
 GRACE_MS = 3000
 SHORT = "chunks-15-delay-100"  # 1.5 s: finishes within the grace
@@ -202,7 +202,7 @@ def test_kill_9_then_restart_reports_the_lost_requests(tmp_path, fake, pki):
 def test_a_record_named_after_this_very_process_is_a_killed_predecessors(tmp_path):
     """In a container a restarted gateway often gets the PID the killed one had: the record named after
     it cannot be this process's own (it opens its record after claiming), so it is counted, once."""
-    from addons.inflight import PREFIX, SUFFIX, claim_leftovers
+    from addons.accounting.inflight import PREFIX, SUFFIX, claim_leftovers
     record = tmp_path / f"{PREFIX}{os.getpid()}{SUFFIX}"
     record.write_text('{"+": "r1", "agent": "claude", "model": "anthropic:m", "ts": 1}\n'
                       '{"+": "r2", "agent": "claude", "model": "anthropic:m", "ts": 2}\n{"-": "r2"}\n')

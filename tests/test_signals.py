@@ -7,8 +7,8 @@ import json
 
 from harness import corpus_files
 
-from addons import signals
-from addons.rules import Dialect
+from addons.routing import signals
+from addons.wire.dialects import Dialect
 
 A, CHAT, RESP, GEM = Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES, Dialect.GEMINI
 

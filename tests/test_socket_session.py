@@ -1,4 +1,4 @@
-"""A Responses WebSocket session (addons/socket_session.py) on a real loopback TCP connection, with
+"""A Responses WebSocket session (addons/upstream/socket_session.py) on a real loopback TCP connection, with
 aiohttp's WebSocket client on the other end, for the turns a gateway rarely produces: Clutch's own logic
 failing inside a turn, an answer that ends before its final event, an answer that was not streamed, a
 gateway that cannot be reached. The turns' answers here are canned; what the gateway really answers is
@@ -14,8 +14,8 @@ import json
 import aiohttp
 import pytest
 
-from addons.responses_socket import Limits
-from addons.socket_session import SocketSession, Unreachable
+from addons.upstream.responses_socket import Limits
+from addons.upstream.socket_session import SocketSession, Unreachable
 
 ANSWER_EVENTS = [{"type": "response.created", "response": {"id": "resp_ok", "output": []}},
                  {"type": "response.output_text.delta", "delta": "hi"},

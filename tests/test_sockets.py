@@ -19,7 +19,7 @@ import httpx
 import pytest
 from harness import gateway_on_rules, trust
 
-from addons.identity import Identity, username_for
+from addons.wire.identity import Identity, username_for
 
 RULES = textwrap.dedent("""\
     version: 1

@@ -1,4 +1,4 @@
-from addons.sse import SSEEvent, SSEParser
+from addons.wire.sse import SSEEvent, SSEParser
 
 STREAM = (b"event: message_start\r\ndata: {\"a\":1}\r\n\r\n"
           b": keep-alive comment\n\n"

@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from addons.statefile import load_json, save_json
+from addons.config.statefile import load_json, save_json
 
 
 def _mode(path) -> int:
@@ -72,7 +72,7 @@ def test_missing_file_is_none_without_a_warning(tmp_path, caplog):
 def test_corrupt_file_is_moved_aside_with_a_warning(tmp_path, caplog, content):
     path = tmp_path / "breakers.json"
     path.write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger="addons.statefile"):
+    with caplog.at_level(logging.WARNING, logger="addons.config.statefile"):
         assert load_json(path) is None
     assert not path.exists()
     aside = [p for p in tmp_path.iterdir() if p.name.startswith("breakers.json.corrupt-")]
@@ -97,7 +97,7 @@ def test_two_corrupt_files_in_the_same_second_keep_both_copies(tmp_path, monkeyp
 def test_unreadable_path_is_none_not_a_crash(tmp_path, caplog):
     folder_in_the_way = tmp_path / "breakers.json"
     folder_in_the_way.mkdir()
-    with caplog.at_level(logging.WARNING, logger="addons.statefile"):
+    with caplog.at_level(logging.WARNING, logger="addons.config.statefile"):
         assert load_json(folder_in_the_way) is None
     assert folder_in_the_way.is_dir()  # not renamed: it is not a corrupt state file
     assert any("cannot read" in r.getMessage() for r in caplog.records)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from addons.sticky import StickyTable
+from addons.fallback.sticky import StickyTable
 
 PRIMARY = "openrouter:qwen/qwen3-coder:free"
 WINNER = "openrouter:qwen/qwen3-coder"

@@ -9,8 +9,8 @@ import pytest
 
 from harness import corpus_files
 
-from addons import tokens
-from addons.rules import Dialect
+from addons.wire import tokens
+from addons.wire.dialects import Dialect
 
 
 

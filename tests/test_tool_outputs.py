@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from addons.rules import Dialect
-from addons.tool_outputs import find_outputs
+from addons.wire.dialects import Dialect
+from addons.compression.tool_outputs import find_outputs
 
 
 def test_anthropic_results_are_paired_with_their_calls_and_reads_are_known():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import re
 
-from addons import transforms
-from addons.transforms import LogLimits, shrink_output, strip_terminal_noise
+from addons.compression import transforms
+from addons.compression.transforms import LogLimits, shrink_output, strip_terminal_noise
 
 LIMITS = LogLimits()
 MARKER = re.compile(r"\[clutch: [^\]\n]+\]")

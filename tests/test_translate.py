@@ -10,7 +10,7 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
-from addons.translate import (Flavour, anthropic_to_chat_request, anthropic_to_chat_response,
+from addons.translate.messages import (Flavour, anthropic_to_chat_request, anthropic_to_chat_response,
                               chat_to_anthropic_request, chat_to_anthropic_response)
 
 # https://docs.anthropic.com/en/docs/build-with-claude/tool-use (tool definition of the examples)

@@ -11,8 +11,8 @@ import httpx2
 import openai
 import pytest
 
-from addons.rules import Dialect
-from addons.translate_errors import translate_error
+from addons.wire.dialects import Dialect
+from addons.translate.errors import translate_error
 
 # ============================================================================================ errors
 

@@ -17,14 +17,14 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
-from addons.rules import Dialect
-from addons.translate import Flavour
-from addons.translate_errors import UpstreamError, responses_error, translate_error
-from addons.translate_responses import responses_to_chat_request
-from addons.translate_responses_answers import chat_to_responses_response, responses_to_chat_response
-from addons.translate_responses_chat import chat_to_responses_request
-from addons.translate_responses_tools import Untranslatable
-from addons.translation import translate_request, translate_whole
+from addons.wire.dialects import Dialect
+from addons.translate.messages import Flavour
+from addons.translate.errors import UpstreamError, responses_error, translate_error
+from addons.translate.responses import responses_to_chat_request
+from addons.translate.responses_answers import chat_to_responses_response, responses_to_chat_response
+from addons.translate.responses_chat import chat_to_responses_request
+from addons.translate.responses_tools import Untranslatable
+from addons.translate.pairs import translate_request, translate_whole
 
 EXEC = {"type": "function", "name": "exec_command", "strict": False,
         "description": "Runs a command in a PTY, returning output or a session ID for ongoing interaction.",

@@ -20,12 +20,12 @@ from test_translate_stream import (ANTHROPIC_TOOL_STREAM, OPENAI_TEXT_STREAM, OP
                                    OPENAI_TOOL_STREAM, OPENROUTER_MIDSTREAM_ERROR, OPENROUTER_REASONING_STREAM,
                                    anthropic_frames, chat_chunks, chat_frames, sdk_completion, sdk_message, translate)
 
-from addons.rules import Dialect
-from addons.translate import Flavour
-from addons.translate_responses import responses_to_chat_request
-from addons.translate_responses_chat import ResponsesToChatStream
-from addons.translate_responses_stream import MAX_HELD, ChatToResponsesStream
-from addons.translation import stream_translator
+from addons.wire.dialects import Dialect
+from addons.translate.messages import Flavour
+from addons.translate.responses import responses_to_chat_request
+from addons.translate.responses_chat import ResponsesToChatStream
+from addons.translate.responses_stream import MAX_HELD, ChatToResponsesStream
+from addons.translate.pairs import stream_translator
 
 # https://platform.openai.com/docs/guides/function-calling (the get_weather function of the examples),
 # the apply_patch custom tool as Codex declares it, and a Responses request that uses both

@@ -17,8 +17,8 @@ from anthropic.types import RawMessageStreamEvent
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from addons.translate import Flavour, anthropic_to_chat_request, chat_to_anthropic_request
-from addons.translate_stream import anthropic_stream_to_chat, chat_stream_to_anthropic
+from addons.translate.messages import Flavour, anthropic_to_chat_request, chat_to_anthropic_request
+from addons.translate.stream import anthropic_stream_to_chat, chat_stream_to_anthropic
 
 
 # ------------------------------------------------------------------------------------------ fixtures

@@ -16,7 +16,7 @@ from harness import Gateway, trust
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from addons import catalog
+from addons.models import catalog
 
 RULES = textwrap.dedent("""\
     version: 1

@@ -1,4 +1,4 @@
-"""addons/usage_blocks.py: usage read from the fake upstream's real answers (every dialect, stream and not),
+"""addons/wire/usage_blocks.py: usage read from the fake upstream's real answers (every dialect, stream and not),
 plus literal shapes from the providers' public docs for the edge cases.
 
 The fake's numbers are deterministic (tests/fake_upstream.py docstring): prompt = 10 + body_len // 16,
@@ -22,10 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fake_upstream import FakeUpstream, split_answer  # noqa: E402
 
-from addons import tokens, usage_blocks  # noqa: E402
-from addons.rules import Dialect  # noqa: E402
-from addons.sse import SSEParser  # noqa: E402
-from addons.usage_blocks import StreamUsage, Usage  # noqa: E402
+from addons.wire import tokens
+
+from addons.wire import usage_blocks  # noqa: E402
+from addons.wire.dialects import Dialect  # noqa: E402
+from addons.wire.sse import SSEParser  # noqa: E402
+from addons.wire.usage_blocks import StreamUsage, Usage  # noqa: E402
 
 N_CHUNKS = 4  # FakeUpstream's default number of content pieces
 TOOL_ARGS = {"command": "echo hi"}

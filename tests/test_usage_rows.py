@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from addons.usage_rows import Finished, needs_input_estimate, outcome_of, rows_for
+from addons.accounting.rows import Finished, needs_input_estimate, outcome_of, rows_for
 
 USAGE = {"input_tokens": 120, "output_tokens": 7, "cached_tokens": 60, "cache_write_tokens": None,
          "reasoning_tokens": 2, "cost_usd": None, "estimated": False}

@@ -16,8 +16,8 @@ import pytest
 from harness import Gateway, trust
 from xx_rig import run_xx, write_config, xx_env
 
-from addons import usage_salvage
-from addons.usage_store import UsageStore, day_of
+from addons.accounting import salvage as usage_salvage
+from addons.accounting.store import UsageStore, day_of
 
 PROVIDERS = """\
     version: 1

@@ -15,7 +15,7 @@ import pytest
 from harness import first_content
 from xx_rig import fake_agents, gateway_pid, recorded, run_xx, write_config, xx_env
 
-from addons.identity import identity_from_username
+from addons.wire.identity import identity_from_username
 
 ANTHROPIC_BODY = json.dumps({"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": False,
                              "messages": [{"role": "user", "content": "secret prompt text 7f3a"}]})

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from xx_rig import gateway_pid, recorded, run_xx, write_config, xx_env
 
-from addons.identity import AGENT_LETTERS
+from addons.wire.identity import AGENT_LETTERS
 from launcher import updaters
 from launcher.codes import all_codes, mistyped_command, parse_code
 from launcher.xx import COMMANDS

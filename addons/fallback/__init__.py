@@ -1,0 +1,3 @@
+"""Fallback: failure classification, cascades, breakers, quotas and sticky sessions.
+
+Pure logic: nothing here imports mitmproxy or an addon in `addons/`."""

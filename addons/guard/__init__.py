@@ -1,0 +1,3 @@
+"""Hostile input and secrets: body limits and decoding, header values, request shapes, browser requests, key masks.
+
+Pure logic: nothing here imports mitmproxy or an addon in `addons/`."""

@@ -1,0 +1,3 @@
+"""Models: OpenRouter's catalog, the ranking and the rankings book.
+
+Pure logic: nothing here imports mitmproxy or an addon in `addons/`."""

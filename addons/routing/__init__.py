@@ -1,0 +1,3 @@
+"""Routing: signals, the routing decision, the custom router and the upstream plan.
+
+Pure logic: nothing here imports mitmproxy or an addon in `addons/`."""
