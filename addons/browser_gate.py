@@ -16,14 +16,12 @@ from mitmproxy import ctx, http
 from mitmproxy.net.http import url
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from addons.guard import browser_guard
-
-from addons.wire import dialects
-from addons.wire.dialects import LLMCall
 from addons.endpoints import listen_addresses
 from addons.flows.meta import set_call
+from addons.guard import browser_guard
 from addons.rulebook import Rulebook
-from addons.wire.dialects import Dialect
+from addons.wire import dialects
+from addons.wire.dialects import Dialect, LLMCall
 
 logger = logging.getLogger(__name__)
 

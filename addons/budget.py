@@ -28,14 +28,14 @@ import math
 
 from mitmproxy import ctx, http
 
-from addons.wire import dialects
 from addons.accounting.budgets import Breach, BudgetBook
+from addons.config.rules import ModelTarget
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import call_of, identity_of, route_of, set_route
 from addons.routing.plan import PlanError, build_plan, url_of
 from addons.rulebook import Rulebook
-from addons.config.rules import ModelTarget
 from addons.usage import Usage
+from addons.wire import dialects
 
 logger = logging.getLogger(__name__)
 

@@ -22,13 +22,11 @@ import secrets
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.guard import bodies
-
-from addons.wire import dialects
-
 from addons.flows import fail_closed
-from addons.upstream.loopback import LoopbackServer, ResponseWriter
 from addons.flows.meta import WEBSOCKET, call_of, set_call
+from addons.guard import bodies
+from addons.upstream.loopback import LoopbackServer, ResponseWriter
+from addons.wire import dialects
 from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)

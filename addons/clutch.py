@@ -15,27 +15,27 @@ while _here in sys.path:
 if _root not in sys.path:
     sys.path.insert(0, _root)
 
-from addons.budget import Budget  # noqa: E402
+from addons.accounting.metrics import Metrics  # noqa: E402
 from addons.browser_gate import BrowserGate  # noqa: E402
+from addons.budget import Budget  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
+from addons.drain import Drain  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
 from addons.flow_keys import FlowKeys  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
-from addons.accounting.metrics import Metrics  # noqa: E402
-from addons.usage import Usage  # noqa: E402
+from addons.models.rankings_book import RankingsBook  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
-from addons.models.rankings_book import RankingsBook  # noqa: E402
 from addons.route import Route  # noqa: E402
 from addons.rulebook import Rulebook  # noqa: E402
 from addons.scope import Scope  # noqa: E402
-from addons.drain import Drain  # noqa: E402
 from addons.shutdown import Shutdown  # noqa: E402
 from addons.sockets import Sockets  # noqa: E402
+from addons.usage import Usage  # noqa: E402
 
 
 def make_addons() -> list:

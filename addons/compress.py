@@ -19,13 +19,13 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.wire import tokens
 from addons.compression.policy import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
-from addons.wire.identity import session_key
+from addons.config.rules import Rules
 from addons.flows.meta import COMPRESSION, call_of, identity_of, set_call
 from addons.routing.plan import json_bytes
 from addons.rulebook import Rulebook
-from addons.config.rules import Rules
+from addons.wire import tokens
+from addons.wire.identity import session_key
 
 logger = logging.getLogger(__name__)
 

@@ -22,19 +22,18 @@ import time
 from mitmproxy import ctx, http
 
 from addons import __version__
-from addons.web import breaker_reset
-from addons.web import dashboard
-from addons.guard.browser_guard import local_path
+from addons.accounting.metrics import CONTENT_TYPE, Metrics
+from addons.accounting.store import parse_time
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
+from addons.guard.browser_guard import local_path
 from addons.journal import Journal
-from addons.accounting.metrics import CONTENT_TYPE, Metrics
-from addons.resilience import Resilience
 from addons.models.rankings_book import RankingsBook
+from addons.resilience import Resilience
 from addons.rulebook import Rulebook
 from addons.scope import is_loopback
 from addons.usage import Usage
-from addons.accounting.store import parse_time
+from addons.web import breaker_reset, dashboard
 
 logger = logging.getLogger(__name__)
 

@@ -17,25 +17,23 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.fallback import cascade
-
 from addons.compression import policy as compression
-
-from addons.wire import dialects
+from addons.config.rules import ModelTarget
+from addons.fallback import cascade
 from addons.flows.fail_closed import guarded
-from addons.wire.identity import session_key
-from addons.upstream.loopback import LoopbackServer, ResponseWriter
 from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
-from addons.routing.plan import Plan, build_plan, flavour_of, json_bytes, url_of
 from addons.models.rankings_book import RankingsBook
-from addons.upstream.relay import Attempt, Job, Relay
 from addons.resilience import Resilience
 from addons.resolve import Resolve
+from addons.routing.plan import Plan, build_plan, flavour_of, json_bytes, url_of
 from addons.routing.router import Decision
 from addons.rulebook import Rulebook
-from addons.config.rules import ModelTarget
 from addons.translate.messages import Flavour
 from addons.upstream.client import Timeouts, UpstreamClient, make_client, ssl_context
+from addons.upstream.loopback import LoopbackServer, ResponseWriter
+from addons.upstream.relay import Attempt, Job, Relay
+from addons.wire import dialects
+from addons.wire.identity import session_key
 
 logger = logging.getLogger(__name__)
 

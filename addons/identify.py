@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from mitmproxy import connection, http
 
-from addons.wire.identity import UNKNOWN, Identity, identity_from_basic_auth
 from addons.flows.meta import set_identity
+from addons.wire.identity import UNKNOWN, Identity, identity_from_basic_auth
 
 
 class Identify:

@@ -14,8 +14,8 @@ import time
 
 from mitmproxy import ctx, http
 
-from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET_TURN
 from addons.accounting.rows import outcome_of
+from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET_TURN
 
 
 class Journal:

@@ -17,14 +17,14 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
-from addons.web import breaker_reset
-from addons.upstream.attempts import Holds
-from addons.fallback.breakers import BreakerBoard
-from addons.fallback.quotas import QuotaBook
-from addons.rulebook import Rulebook
 from addons.config.rules import Rules
 from addons.config.statefile import load_json, save_json
+from addons.fallback.breakers import BreakerBoard
+from addons.fallback.quotas import QuotaBook
 from addons.fallback.sticky import StickyTable
+from addons.rulebook import Rulebook
+from addons.upstream.attempts import Holds
+from addons.web import breaker_reset
 
 logger = logging.getLogger(__name__)
 

@@ -10,18 +10,15 @@ import logging
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.wire import dialects
-
-from addons.guard import header_values
-
-from addons.wire import tokens
-from addons.routing.custom_router import CustomRouter, RouterContext
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import call_of, identity_of, set_route
-from addons.routing.plan import PlanError, build_plan, url_of
+from addons.guard import header_values
 from addons.models.rankings_book import RankingsBook
+from addons.routing.custom_router import CustomRouter, RouterContext
+from addons.routing.plan import PlanError, build_plan, url_of
 from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rulebook import Rulebook
+from addons.wire import dialects, tokens
 
 logger = logging.getLogger(__name__)
 

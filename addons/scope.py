@@ -12,8 +12,8 @@ import re
 
 from mitmproxy import ctx, http
 
-from addons.rulebook import Rulebook
 from addons.config.rules import Rules
+from addons.rulebook import Rulebook
 
 logger = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ import time
 from mitmproxy import ctx, exceptions
 
 from addons.accounting.inflight import InFlightRecord, Lost, claim_leftovers
+from addons.accounting.store import day_of
 from addons.drain import Drain
 from addons.resilience import Resilience
 from addons.usage import Usage
-from addons.accounting.store import day_of
 
 logger = logging.getLogger(__name__)
 

@@ -30,15 +30,15 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.wire import dialects
 from addons.certs import ca_files
-from addons.wire.identity import same_identity_username
-from addons.upstream.loopback import LoopbackServer, ResponseWriter
 from addons.flows.meta import WEBSOCKET, WEBSOCKET_TURN, identity_of
 from addons.routing.plan import url_of
-from addons.upstream.responses_socket import Limits, Turn
 from addons.upstream.gateway_client import GatewayClient
+from addons.upstream.loopback import LoopbackServer, ResponseWriter
+from addons.upstream.responses_socket import Limits, Turn
 from addons.upstream.socket_session import SocketSession
+from addons.wire import dialects
+from addons.wire.identity import same_identity_username
 
 logger = logging.getLogger(__name__)
 

@@ -28,19 +28,15 @@ from typing import Any
 
 from mitmproxy import ctx, http
 
-from addons.models import catalog
-
-from addons.wire import tokens
-
-from addons.wire import usage_blocks
-
 from addons.accounting import salvage as usage_salvage
-from addons.models.catalog import CatalogFile
-from addons.wire.identity import session_of
-from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
-from addons.resilience import Resilience
 from addons.accounting.rows import Finished, needs_input_estimate, priced, rows_for, usage_columns
 from addons.accounting.store import UsageStore, UsageStoreError, day_of
+from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
+from addons.models import catalog
+from addons.models.catalog import CatalogFile
+from addons.resilience import Resilience
+from addons.wire import tokens, usage_blocks
+from addons.wire.identity import session_of
 
 logger = logging.getLogger(__name__)
 

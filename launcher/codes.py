@@ -13,8 +13,8 @@ import dataclasses
 import itertools
 from collections.abc import Iterable
 
-from addons.wire.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
 from addons.config.rules import LAUNCH_TIER_LETTERS
+from addons.wire.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
 
 MODE_NAMES = {
     "i": "init: a new session",

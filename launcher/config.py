@@ -19,7 +19,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from addons.config.rules import ModelTarget, RulesError, line_of, read_yaml
-
 from addons.wire.identity import AGENT_NAMES
 
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")

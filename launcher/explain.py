@@ -15,17 +15,14 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from addons.compression import policy as compression
-
-from addons.wire import dialects
-
-from addons.wire import tokens
-from addons.routing.custom_router import CustomRouter, RouterContext
-from addons.wire.identity import Identity, identity_from_username
 from addons.config.overrides import apply_overrides
+from addons.config.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from addons.routing.custom_router import CustomRouter, RouterContext
 from addons.routing.plan import PlanError, build_plan, json_bytes
 from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
-from addons.config.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from addons.wire import dialects, tokens
 from addons.wire.dialects import Dialect
+from addons.wire.identity import Identity, identity_from_username
 
 DEFAULT_URLS = {
     Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages",

@@ -12,8 +12,7 @@ from typing import Annotated
 import typer
 
 from addons.certs import PROJECT_CERTS, prepare
-from addons.wire.identity import AGENT_LETTERS, Identity
-from addons.wire.identity import AGENT_NAMES
+from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
 from launcher.recipe import agent_environment, proxy_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,8 +94,8 @@ def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSO
           as_json: Annotated[bool, typer.Option("--json", help="Print everything, with the upstream body")] = False,
           ) -> None:
     """Dry-run the router: print what the gateway would do with a request, without sending it."""
-    from launcher import explain
     from addons.config.rules import RulesError
+    from launcher import explain
     try:
         result = explain.explain(explain.read_body(body), url=url, rules_path=rules,
                                  identity=explain.identity_for(AGENT_LETTERS.get(agent, agent), launch))

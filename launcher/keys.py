@@ -33,8 +33,8 @@ import subprocess
 from collections.abc import Mapping
 
 from addons.config.overrides import apply_overrides
-from addons.routing.router import layer_for
 from addons.config.rules import ModelTarget, Rules, load_rules
+from addons.routing.router import layer_for
 from addons.routing.signals import family
 from launcher.codes import LaunchCode
 

@@ -22,9 +22,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from addons.certs import PROJECT_CERTS

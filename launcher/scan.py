@@ -36,7 +36,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from addons.config.rules import DEFAULT_RULES_PATH, Provider, RulesError, load_rules
-
 from addons.wire.dialects import Dialect
 from launcher import lifecycle
 from launcher.config import ConfigError, XXConfig, load_config
@@ -370,9 +369,8 @@ def scan(count: Annotated[int | None, typer.Argument(metavar="N", show_default=F
 def _run(config: XXConfig, healthy: dict | None, provider: Provider, provider_name: str, *, key: str | None, count: int,
          refresh: bool, only: bool | None, limit: int, min_context: int, ttl_s: float, timeout: float,
          db: Path | None, quiet: bool) -> dict[str, Any]:
-    from addons.models import catalog
-    from addons.models import ranking
     from addons.accounting.store import UsageStore, UsageStoreError
+    from addons.models import catalog, ranking
 
     def say(text: str) -> None:
         if not quiet:

@@ -18,8 +18,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from addons.resilience import default_state_dir
 from addons.accounting.store import GROUPS, UsageStore, UsageStoreError, parse_time
+from addons.resilience import default_state_dir
 from launcher.tables import money
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",

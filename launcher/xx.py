@@ -24,15 +24,15 @@ from typing import Annotated
 
 import typer
 
-from addons.models import ranking
 from addons.certs import ca_files
 from addons.config.rules import DEFAULT_RULES_PATH, RulesError
+from addons.models import ranking
 from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
 from launcher.codes import CodeError, LaunchCode, mistyped_command, parse_code, table
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe, plan_launch, split_model
 from launcher.scan import current_rankings, scan, tier_note
-from launcher.tables import render_request, render_resilience, render_reset, render_status
+from launcher.tables import render_request, render_reset, render_resilience, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"

@@ -21,8 +21,8 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from addons.config.rules import Budgets, Limit
 from addons.accounting.store import day_of
+from addons.config.rules import Budgets, Limit
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,14 +28,12 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from addons.compression import shell
-
-from addons.compression import transforms
+from addons.compression import shell, transforms
+from addons.compression.tool_outputs import ToolOutput, command_of, find_outputs, path_in
+from addons.compression.transforms import MARKER_PREFIX, LogLimits
 from addons.config.rules import Compression, Rules
 from addons.wire.dialects import Dialect
 from addons.wire.tokens import count_text, request_tokens
-from addons.compression.tool_outputs import ToolOutput, command_of, find_outputs, path_in
-from addons.compression.transforms import MARKER_PREFIX, LogLimits
 
 
 class Mode(enum.StrEnum):

@@ -13,7 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from addons.config.rules import ModelTarget, Rules
-
 from addons.wire.dialects import Dialect
 
 OPENROUTER_MAX_MODELS = 3  # the live API refuses longer `models` arrays (research/peers.md §4)

@@ -54,12 +54,13 @@ import json
 import math
 import re
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
-from addons.wire.dialects import Dialect
-from addons.wire.usage_blocks import StreamUsage
-from addons.wire.sse import SSEEvent, SSEParser
 from addons.translate.errors import ANTHROPIC_ERROR_STATUS, UpstreamError, read_error
+from addons.wire.dialects import Dialect
+from addons.wire.sse import SSEEvent, SSEParser
+from addons.wire.usage_blocks import StreamUsage
 
 TRANSPORT_KINDS = ("connect", "protocol", "timeout_connect", "timeout_first_byte", "timeout_idle")
 # A streamed answer that came (200 and its headers) but, before its commit point, sent nothing at all for

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from addons.wire import dialects
 from addons.flows.meta import call_of, identity_of
+from addons.wire import dialects
 from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)

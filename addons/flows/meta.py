@@ -12,12 +12,11 @@ import dataclasses
 import weakref
 from typing import Any, Protocol
 
-from addons.wire.dialects import LLMCall
-from addons.wire.identity import UNKNOWN, Identity
 from addons.guard.key_mask import masked_url
 from addons.routing.plan import Plan
 from addons.routing.router import Decision
-
+from addons.wire.dialects import LLMCall
+from addons.wire.identity import UNKNOWN, Identity
 
 
 class Flow(Protocol):

@@ -45,8 +45,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from addons.models.catalog import CatalogModel, is_free
 from addons.config.rules import ModelTarget
+from addons.models.catalog import CatalogModel, is_free
 
 PRIOR = 0.75
 PRIOR_WEIGHT = 2.0

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from addons.models import ranking
 from addons.config.rules import ModelTarget
+from addons.models import ranking
 
 logger = logging.getLogger(__name__)
 

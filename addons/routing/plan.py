@@ -20,22 +20,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from addons.translate import pi_repair
-
-from addons.guard import request_shape
-
-from addons.routing import signals
-
-from addons.translate import messages as translate
-
-from addons.translate import errors as translate_errors
-
-from addons.translate import pairs as translation
-from addons.wire.dialects import LLMCall
-from addons.routing.router import Decision
 from addons.config.rules import Provider, Rules
-from addons.wire.dialects import Dialect
+from addons.guard import request_shape
+from addons.routing import signals
+from addons.routing.router import Decision
+from addons.translate import errors as translate_errors
+from addons.translate import messages as translate
+from addons.translate import pairs as translation
+from addons.translate import pi_repair
 from addons.translate.responses_tools import Untranslatable
+from addons.wire.dialects import Dialect, LLMCall
 
 logger = logging.getLogger(__name__)
 

@@ -21,11 +21,11 @@ import fnmatch
 from collections.abc import Callable
 from typing import Any
 
-from addons.routing import signals
-from addons.wire.identity import Identity
-from addons.models.ranking import TierPick
 from addons.config.rules import ModelTarget, Routes, Rules, Tiers
+from addons.models.ranking import TierPick
+from addons.routing import signals
 from addons.wire.dialects import Dialect
+from addons.wire.identity import Identity
 
 BACKGROUND_MAX_TOKENS = 256
 TASK_ROUTES = ("image", "web_search", "long_context", "think", "toolcall", "background")

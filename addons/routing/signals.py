@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from addons.wire.header_values import has_control
 from addons.wire.dialects import Dialect
+from addons.wire.header_values import has_control
 
 WEB_SEARCH_TOOL_NAMES = frozenset({"web_search", "search_web", "websearch", "brave", "brave_search", "exa",
                                    "exa_search", "perplexity", "perplexity_search"})

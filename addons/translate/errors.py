@@ -21,10 +21,8 @@ import json
 import re
 from typing import Any
 
-from addons.wire.dialects import error_body
+from addons.wire.dialects import Dialect, error_body
 from addons.wire.jsontext import dumps as _dumps
-from addons.wire.dialects import Dialect
-
 
 # Anthropic's error types and the status each goes with (https://docs.anthropic.com/en/api/errors).
 ANTHROPIC_ERROR_STATUS = {"invalid_request_error": 400, "authentication_error": 401, "billing_error": 402,

@@ -48,8 +48,8 @@ import time
 import uuid
 from typing import Any
 
-from addons.wire.jsontext import dumps as _dumps
 from addons.translate.errors import ANTHROPIC_ERROR_STATUS, anthropic_error, openai_error, read_error
+from addons.wire.jsontext import dumps as _dumps
 
 
 class Flavour(enum.StrEnum):

@@ -22,9 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from addons.translate import messages as translate
-
 from addons.translate import stream as translate_stream
-from addons.wire.dialects import Dialect
 from addons.translate.messages import Flavour
 from addons.translate.responses import responses_to_chat_request
 from addons.translate.responses_answers import chat_to_responses_response, responses_to_chat_response
@@ -32,6 +30,7 @@ from addons.translate.responses_chat import ResponsesToChatStream, chat_to_respo
 from addons.translate.responses_stream import ChatToResponsesStream
 from addons.translate.responses_tools import ResponsesContext
 from addons.translate.stream import StreamTranslator
+from addons.wire.dialects import Dialect
 
 A, C, R = Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES
 DIRECT = {(A, C), (C, A), (R, C), (C, R)}

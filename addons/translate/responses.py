@@ -34,10 +34,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.wire.jsontext import dumps as _dumps
 from addons.translate.messages import EFFORT_BUDGET, Flavour
-from addons.translate.responses_tools import (CUSTOM_INPUT, LOCAL_SHELL, TOOL_SEARCH, ResponsesContext, Tools,
-                                             Untranslatable, chat_name, dicts, note_once, tool_choice)
+from addons.translate.responses_tools import (
+    CUSTOM_INPUT,
+    LOCAL_SHELL,
+    TOOL_SEARCH,
+    ResponsesContext,
+    Tools,
+    Untranslatable,
+    chat_name,
+    dicts,
+    note_once,
+    tool_choice,
+)
+from addons.wire.jsontext import dumps as _dumps
 
 # Request fields a Response object repeats (https://platform.openai.com/docs/api-reference/responses/object),
 # with the API's defaults where the SDK's model needs a value.

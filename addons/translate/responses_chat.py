@@ -29,12 +29,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from addons.wire.jsontext import dumps as _dumps, loads_object
-from addons.wire.sse import SSEParser
-from addons.translate.messages import chat_completion_id
 from addons.translate.errors import openai_error, read_error, status_of
+from addons.translate.messages import chat_completion_id
 from addons.translate.responses_answers import chat_usage_from_responses, finish_reason_of
 from addons.translate.responses_tools import dicts, note_once
+from addons.wire.jsontext import dumps as _dumps
+from addons.wire.jsontext import loads_object
+from addons.wire.sse import SSEParser
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
 _HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "temperature", "top_p", "stream",

@@ -33,12 +33,21 @@ import dataclasses
 import time
 from typing import Any
 
-from addons.wire.jsontext import dumps as _dumps, loads_object
-from addons.wire.sse import SSEParser
 from addons.translate.errors import read_error, responses_error, status_of
-from addons.translate.responses_answers import (INCOMPLETE, id_stem, item_id, message_item, reasoning_item,
-                                                response_object, responses_usage, text_part)
+from addons.translate.responses_answers import (
+    INCOMPLETE,
+    id_stem,
+    item_id,
+    message_item,
+    reasoning_item,
+    response_object,
+    responses_usage,
+    text_part,
+)
 from addons.translate.responses_tools import ResponsesContext, call_item, custom_input, dicts
+from addons.wire.jsontext import dumps as _dumps
+from addons.wire.jsontext import loads_object
+from addons.wire.sse import SSEParser
 
 MAX_HELD = 32 << 20  # bytes of answer text a chat -> Responses translator holds for the .done events
 

@@ -36,12 +36,19 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
-from addons.wire.jsontext import dumps as _dumps, loads_object
-from addons.wire.sse import SSEParser
-from addons.translate.messages import (anthropic_message_id,
-                              anthropic_stop_reason, anthropic_tool_id, anthropic_usage, chat_completion_id,
-                              chat_finish_reason, chat_usage)
 from addons.translate.errors import anthropic_error, openai_error, read_error, status_of
+from addons.translate.messages import (
+    anthropic_message_id,
+    anthropic_stop_reason,
+    anthropic_tool_id,
+    anthropic_usage,
+    chat_completion_id,
+    chat_finish_reason,
+    chat_usage,
+)
+from addons.wire.jsontext import dumps as _dumps
+from addons.wire.jsontext import loads_object
+from addons.wire.sse import SSEParser
 
 
 class StreamTranslator(Protocol):

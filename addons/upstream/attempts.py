@@ -28,16 +28,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.wire import answer_usage
-
-from addons.wire import dialects
-
 from addons.fallback import failures
-
-from addons.wire import usage_blocks
 from addons.guard.key_mask import masked_url
 from addons.routing.plan import Plan, stream_translator, translate_answer
 from addons.upstream.client import Timeouts, UpstreamClient, UpstreamError
+from addons.wire import answer_usage, dialects, usage_blocks
 
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
 MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much

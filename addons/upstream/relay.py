@@ -26,18 +26,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.wire import dialects
-
+from addons.config.rules import ModelTarget
 from addons.fallback import failures
-
-from addons.translate import errors as translate_errors
-from addons.upstream.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner, Holds
 from addons.fallback.cascade import backoff_s
 from addons.guard.key_mask import masked_url
 from addons.routing.plan import Plan, PlanError
-from addons.config.rules import ModelTarget
-from addons.wire.dialects import Dialect
+from addons.translate import errors as translate_errors
+from addons.upstream.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner, Holds
 from addons.upstream.client import Timeouts, UpstreamClient
+from addons.wire import dialects
+from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)
 

@@ -31,11 +31,24 @@ from typing import Any, Protocol
 
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import (AcceptConnection, BytesMessage, CloseConnection, Event, Ping, Request, TextMessage)
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Event, Ping, Request, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from addons.upstream.responses_socket import (Create, Limits, Memory, Recorder, Refused, Turn, error_event, error_from_answer,
-                                     events_of_response, local_id, prewarm_events, read_message, with_status)
+from addons.upstream.responses_socket import (
+    Create,
+    Limits,
+    Memory,
+    Recorder,
+    Refused,
+    Turn,
+    error_event,
+    error_from_answer,
+    events_of_response,
+    local_id,
+    prewarm_events,
+    read_message,
+    with_status,
+)
 from addons.wire.sse import SSEParser
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,6 @@ from typing import Any
 from addons.wire.header_values import has_control
 
 
-
 class Dialect(enum.StrEnum):
     """The API an LLM request speaks (its method and path), and so the shape of its body, stream and errors."""
 
