@@ -12,13 +12,12 @@ from mitmproxy import ctx, exceptions, http
 
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import call_of, identity_of, set_route
-from addons.guard import header_values
 from addons.models.rankings_book import RankingsBook
 from addons.routing.custom_router import CustomRouter, RouterContext
 from addons.routing.plan import PlanError, build_plan, url_of
 from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.rulebook import Rulebook
-from addons.wire import dialects, tokens
+from addons.wire import dialects, header_values, tokens
 
 logger = logging.getLogger(__name__)
 
