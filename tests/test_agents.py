@@ -260,10 +260,10 @@ def test_agent_receives_argv_and_env(fake_bin, tmp_path, agent, mode, route):
         assert (seen.agent, seen.route, seen.launch_code) == (agent, route, code.text)
 
 
-# ---- the README's table of command lines is the launcher's, cell by cell ----
+# ---- the docs' table of command lines (docs/xx.md) is the launcher's, cell by cell ----
 
-def readme_command_table() -> dict[str, list[str]]:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def docs_command_table() -> dict[str, list[str]]:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "xx.md").read_text()
     start, end = "<!-- command-lines: checked by tests/test_agents.py -->", "<!-- /command-lines -->"
     block = text.split(start, 1)[1].split(end)[0]
     rows = [line for line in block.strip().splitlines() if line.startswith("| ") and not line.startswith("| agent")]
@@ -271,8 +271,8 @@ def readme_command_table() -> dict[str, list[str]]:
             ([cell.strip() for cell in row.strip("|").split("|")] for row in rows)}
 
 
-def test_readme_table_matches_every_command_line():
-    table = readme_command_table()
+def test_docs_table_matches_every_command_line():
+    table = docs_command_table()
     assert set(table) == {spec.title for spec in AGENTS.values()}
     for spec in AGENTS.values():
         cells = table[spec.title]

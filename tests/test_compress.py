@@ -617,7 +617,7 @@ def test_no_key_reaches_the_gateway_log_or_the_journal(gateway, max_gateway, off
 # ---------------------------------------------------------------- bugs found while writing these tests
 
 def test_the_rules_can_say_off_as_documented(tmp_path_factory, fake, pki):
-    """README and rules/example.yaml spell the modes `off | cache_safe | max`, unquoted as YAML is
+    """docs/rules.md and rules/example.yaml spell the modes `off | cache_safe | max`, unquoted as YAML is
     written; `compression: {mode: off}` must turn compression off, not stop the gateway."""
     rules = RULES.replace("compression: {mode: cache_safe}", "compression: {mode: off}")
     process = _start(tmp_path_factory, fake, pki, "compress-yaml-off", rules)

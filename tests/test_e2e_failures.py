@@ -2,9 +2,9 @@
 
 Each agent test runs one agent's one-prompt command line (the launcher's `xx <agent>np`, tests/failure_rig.py)
 through a fresh real gateway whose rules give its request three candidates that all fail (429s with
-`retry-after: 2`, or 500 / 503), and checks what the README's table "What the agent shows when
-everything fails" says: whether Clutch's error, which names every candidate, reaches the user, on which
-stream, with which exit code, and how many requests the agent sends with its retry knob set.
+`retry-after: 2`, or 500 / 503), and checks what docs/resilience.md's table "What the agent shows
+when everything fails" says: whether Clutch's error, which names every candidate, reaches the user, on
+which stream, with which exit code, and how many requests the agent sends with its retry knob set.
 
 The gateway runs with `clutch_retries=0` and breakers that never open (`clutch_breaker_failures=1000`),
 so each agent request is answered at once with Clutch's all-failed error (and the fake's 2 s Retry-After)
@@ -81,7 +81,7 @@ def test_codex_shows_every_failed_candidate_of_a_5xx(tmp_path, fake, pki):
 @pytest.mark.e2e
 def test_codex_hides_the_message_of_a_429(tmp_path, fake, pki):
     """A 429 is a fact Codex reports without its body: "exceeded retry limit, last status: 429 Too Many
-    Requests" (unless the body's error type is one of ChatGPT's usage limits). The README says so; this
+    Requests" (unless the body's error type is one of ChatGPT's usage limits). docs/resilience.md says so; this
     fails when a Codex release starts showing it."""
     run = fail_run("codex", "429", tmp_path, fake, pki, configure=codex_retries(request=0, stream=1))
     assert run.exit_code == 1

@@ -31,14 +31,15 @@ ANSWER = "pong from the fake upstream"
 pytestmark = pytest.mark.e2e
 
 
-def readme_block(marker: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def doc_block(marker: str, doc: str) -> str:
+    """The code block between `<!-- marker` and `<!-- /marker -->` of a document (README.md, docs/...)."""
+    text = (ROOT / doc).read_text()
     block = text.split(f"<!-- {marker}", 1)[1].split("-->", 1)[1].split(f"<!-- /{marker} -->")[0]
     return block.split("```", 2)[1].split("\n", 1)[1]
 
 
-def test_readme_config_example_is_valid():
-    config = parse_config(readme_block("xx-config"), "README.md")
+def test_the_docs_xx_config_example_is_valid():
+    config = parse_config(doc_block("xx-config", "docs/xx.md"), "docs/xx.md")
     assert config.profiles["3"].args_for("claude") == ["--effort", "high"]
     assert config.profiles["7"].model == "ollama:qwen3:4b"
 
@@ -48,7 +49,7 @@ def test_readme_quick_start_on_a_fresh_home(tmp_path, fake, pki):
     home = tmp_path / "home"
     home.mkdir()
     config = write_config(home, fake.port, pki.ca_cert)
-    lines = [line.split("#", 1)[0].strip() for line in readme_block("quick-start").splitlines()]
+    lines = [line.split("#", 1)[0].strip() for line in doc_block("quick-start", "README.md").splitlines()]
     lines = [line for line in lines if line]
     assert lines[-2:] == ["xx cip --dry-run", "xx onp -p hi"]
     env = {"PATH": f"{AGENT_BIN}:{os.environ['PATH']}", "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",

@@ -128,8 +128,8 @@ def test_launch_tier_letters_are_checked():
         parse_rules(PROVIDER + "launch_tiers: {z: 'openrouter:x'}\n", "r.yaml")
 
 
-def test_the_readme_shows_the_example_rules_file_verbatim():
+def test_the_docs_show_the_example_rules_file_verbatim():
     from pathlib import Path
     root = Path(DEFAULT_RULES_PATH).parent.parent
     example = (root / "rules" / "example.yaml").read_text()
-    assert f"```yaml\n{example}```" in (root / "README.md").read_text()
+    assert f"```yaml\n{example}```" in (root / "docs" / "rules.md").read_text()
