@@ -395,5 +395,5 @@ def _compression_note(flow: http.HTTPFlow) -> str:
     if not summary:
         return ""
     note = f" ({summary['note']})" if summary.get("note") else ""  # estimated counts, or why uncompressed
-    return "; compression " + compression.describe(summary["mode"], summary["cuts"], summary.get("tokens_before"),
-                                                   summary.get("tokens_after")) + note
+    return "; compression " + compression.describe_compression(
+        summary["mode"], summary["cuts"], summary.get("tokens_before"), summary.get("tokens_after")) + note

@@ -258,7 +258,7 @@ class Usage:
             return
         if not isinstance(payload, dict) or payload.get("type") != "response.completed":
             return
-        usage = usage_blocks.from_responses_event(payload)
+        usage = usage_blocks.usage_of_responses_event(payload)
         response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
         identity = flow.metadata.get(IDENTITY) or {}
         call = flow.metadata.get(CALL) or {}

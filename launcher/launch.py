@@ -143,7 +143,7 @@ def mask_value(name: str, value: str, token: str | None = None) -> str:
     return value
 
 
-def describe(launch: Launch) -> str:
+def describe_launch(launch: Launch) -> str:
     """The dry run: the exact argv (shell-quoted) and the environment changes, secrets masked."""
     argv = shlex.join(launch.argv)
     if launch.token:

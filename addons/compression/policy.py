@@ -64,7 +64,7 @@ def mode_for(rules: Rules, agent: str, launch_profile: str | None) -> Mode:
     return Mode(mode)
 
 
-def describe(mode: str, kinds: dict[str, int], tokens_before: int | None, tokens_after: int | None) -> str:
+def describe_compression(mode: str, kinds: dict[str, int], tokens_before: int | None, tokens_after: int | None) -> str:
     """One line on what a request's compression did, for the flow comment and the dry run:
     `cache_safe: 12,000 -> 9,000 tokens (-25.0%), 1 shrunk, 2 same_output`."""
     if not kinds:
@@ -95,7 +95,9 @@ class Cut:
 
 
 @dataclasses.dataclass
-class Outcome:
+class CompressionOutcome:
+    """What compressing one request did: the body to send and each change made to it."""
+
     body: dict[str, Any]  # the request to send (the same object when nothing changed)
     cuts: list[Cut]
     rewrites: list[str]  # outputs replaced because of later messages (max mode): a cache miss each
@@ -340,7 +342,7 @@ class RewriteGate:
 
 
 def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
-                     gate: RewriteGate | None = None) -> Outcome:
+                     gate: RewriteGate | None = None) -> CompressionOutcome:
     """The request with its tool outputs compressed; `body` itself is never modified (the result
     shares every part that did not change with it).
 
@@ -348,10 +350,10 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
     replaces all of them.
     """
     if settings.mode is Mode.OFF:
-        return Outcome(body, [], [])
+        return CompressionOutcome(body, [], [])
     outputs = find_outputs(dialect, body)
     if not outputs:
-        return Outcome(body, [], [])
+        return CompressionOutcome(body, [], [])
     replacements: dict[str, tuple[str, str]] = {}  # output id -> (verdict, marker)
     if settings.mode is Mode.MAX:
         replacements = _replacements(dialect, body, outputs, gate)
@@ -369,8 +371,8 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
             changes.append((output.path, new))
             cuts.append(Cut(output.id, kind, output.text, new))
     if not cuts:
-        return Outcome(body, [], [])
-    return Outcome(_with_changes(body, changes), cuts, list(replacements))
+        return CompressionOutcome(body, [], [])
+    return CompressionOutcome(_with_changes(body, changes), cuts, list(replacements))
 
 
 def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput],

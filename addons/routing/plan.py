@@ -167,7 +167,7 @@ def _untranslatable(client: Dialect, target, provider: Provider, reason: str) ->
                                        f"{', '.join(provider.dialects)}): {reason}", status=400)
 
 
-def stream_translator(plan: Plan, include_usage: bool):
+def stream_translator_for(plan: Plan, include_usage: bool):
     """Translates the provider's SSE stream back into the agent's dialect, piece by piece."""
     return translation.stream_translator(plan.client_dialect, plan.upstream_dialect, plan.model or "",
                                          include_usage, plan.client_context)
