@@ -1,6 +1,7 @@
 """Compression of an LLM request: which parts may change, and what each tool output becomes.
 
-Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
+Pure logic, no mitmproxy. The rules in short (tests/mustkeep.py, a checker written apart from this
+code, holds compressed requests to them):
 
 * Only the text of tool outputs changes (which parts those are, in each dialect: tool_outputs.py).
   System prompt, tool schemas, every other field, assistant messages, user-authored text, ids and
@@ -296,7 +297,7 @@ class Rewrite:
 
 # A rewrite round re-bills the prompt from its first replaced output on at the cache-write price
 # (1.25x) instead of the cache-read price (0.1x), and saves 0.1x the removed tokens on every later
-# turn. Removing at least half of that tail pays back within about ten turns (research §5.3 P3).
+# turn. Removing at least half of that tail pays back within about ten turns.
 WORTH_IT_SHARE = 0.5
 
 
