@@ -1,5 +1,5 @@
 """The upstream request for a routing decision: URL, headers, key and body, translated when the
-target provider does not speak the agent's dialect (translation.py says which translation carries
+target provider does not speak the agent's dialect (translate/pairs.py says which translation carries
 which pair), and the way back: the provider's answer in the agent's dialect.
 
 Pure logic, no mitmproxy. An unchanged decision sends the agent's bytes as they came (still
@@ -33,7 +33,7 @@ from addons.wire.dialects import Dialect, LLMCall
 
 logger = logging.getLogger(__name__)
 
-# (client, upstream) pairs Clutch translates (translation.py).
+# (client, upstream) pairs Clutch translates (translate/pairs.py).
 TRANSLATABLE = translation.TRANSLATABLE
 ANTHROPIC_VERSION = "2023-06-01"
 

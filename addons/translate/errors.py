@@ -1,7 +1,7 @@
 """Error bodies from one dialect to the other: whatever error an upstream sent (OpenAI, OpenRouter with
 its metadata, Anthropic, plain text or HTML from a load balancer) becomes a well-formed error of the
 agent's own dialect, its message kept. Used for whole answers (plan.py) and in-stream errors
-(translate_stream.py, translate_responses_stream.py).
+(stream.py, responses_stream.py).
 
 Pure logic, no mitmproxy. Shapes: https://docs.anthropic.com/en/api/errors,
 https://platform.openai.com/docs/guides/error-codes, https://openrouter.ai/docs/api-reference/errors-and-debugging,
