@@ -12,7 +12,7 @@ never waits for the disk, and the read sees exactly the rows that finished befor
 why nothing is counted twice). When the store cannot be read in time, the request is refused with a
 503 that says so: budgets that cannot be checked are not silently ignored.
 
-When the usage database was broken and moved aside (usage_salvage.py), today's spending is what
+When the usage database was broken and moved aside (accounting/salvage.py), today's spending is what
 could be read back from it. `clutch_budget_unknown` says what budgeted requests get when that read
 was not complete: `recovered` (the default) checks them against what was recovered, `refuse`
 refuses them with a 503 until the operator sets `recovered` or restarts the gateway. The default

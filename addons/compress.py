@@ -19,7 +19,15 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
-from addons.compression.policy import Mode, Outcome, RewriteGate, Settings, compress_request, mode_for, settings_for
+from addons.compression.policy import (
+    CompressionOutcome,
+    Mode,
+    RewriteGate,
+    Settings,
+    compress_request,
+    mode_for,
+    settings_for,
+)
 from addons.config.rules import Rules
 from addons.flows.meta import COMPRESSION, call_of, identity_of, set_call
 from addons.routing.plan import json_bytes
@@ -156,7 +164,7 @@ class Compress:
 
 
 def _compress(dialect, body, settings: Settings,
-              gate: RewriteGate | None) -> tuple[Outcome, bytes | None, str | None]:
+              gate: RewriteGate | None) -> tuple[CompressionOutcome, bytes | None, str | None]:
     """The outcome, and, when it changed anything, the bytes to send (serialised here, so a body that
     cannot be serialised fails before the request is touched), and what was estimated, if anything:
     the compressor's counts share one tokenizer budget (tokens.metered)."""
@@ -165,7 +173,7 @@ def _compress(dialect, body, settings: Settings,
     return outcome, json_bytes(outcome.body) if outcome.changed else None, meter.note()
 
 
-def _count(dialect, outcome: Outcome) -> tuple[int, int, str | None]:
+def _count(dialect, outcome: CompressionOutcome) -> tuple[int, int, str | None]:
     """(tokens of the request as sent, tokens the cuts saved, what was estimated): the whole request's
     count is what a provider bills, so it is tiktoken over the request (tokens.request_tokens), not a
     sum of cuts. The cuts are counted here too, under the same budget."""
@@ -173,7 +181,7 @@ def _count(dialect, outcome: Outcome) -> tuple[int, int, str | None]:
         return tokens.request_tokens(dialect, outcome.body), outcome.tokens_saved, meter.note()
 
 
-def _kinds(outcome: Outcome) -> dict[str, int]:
+def _kinds(outcome: CompressionOutcome) -> dict[str, int]:
     return dict(collections.Counter(cut.kind for cut in outcome.cuts))
 
 

@@ -7,7 +7,7 @@ proxy), and never for a web page on another site: the Guard addon (browser_guard
 first, so a DNS rebinding page cannot read usage or requests.
 
 All of them only read, except POST /breakers/reset, which only a client on this machine may use,
-and never a web page (breaker_reset.refusal says how one is told apart).
+and never a web page (breaker_reset.reset_refusal says how one is told apart).
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ class Endpoints:
     def _reset_breakers(self, flow: http.HTTPFlow) -> http.Response:
         """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""
         request = flow.request
-        refused = breaker_reset.refusal(request.method, request.host_header, request.headers,
+        refused = breaker_reset.reset_refusal(request.method, request.host_header, request.headers,
                                         is_loopback(flow.client_conn.peername))
         if refused is not None:
             status, why = refused
@@ -110,7 +110,7 @@ class Endpoints:
             return _json(400, {"error": str(e)})
         cleared = self._resilience.reset(target)
         logger.warning("breakers reset by hand (%s): cleared %s", target or "every target",
-                       breaker_reset.describe(cleared))
+                       breaker_reset.describe_reset(cleared))
         answer = {"target": target, "cleared": cleared}
         provider = target.partition(":")[0] if target else None
         if provider and provider not in self._rulebook.rules.providers:

@@ -25,7 +25,7 @@ from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, id
 from addons.models.rankings_book import RankingsBook
 from addons.resilience import Resilience
 from addons.resolve import Resolve
-from addons.routing.plan import Plan, build_plan, flavour_of, json_bytes, url_of
+from addons.routing.plan import Plan, build_plan, flavour_of, url_of, with_body
 from addons.routing.router import Decision
 from addons.rulebook import Rulebook
 from addons.translate.messages import Flavour
@@ -278,8 +278,7 @@ class Engine:
         headers = pending.headers
         if routed is None:  # no Route addon loaded: forward as the agent sent it
             decision = Decision("unchanged", None, "no router")
-            first = Plan(call.provider, url, headers, pending.body, call.model, call.dialect, call.dialect, False,
-                         "agent")
+            first = build_plan(call, None, rules, url, headers, pending.body)
         else:
             decision, first = routed
         primary = decision.target or ModelTarget(call.provider, call.model or "")
@@ -344,10 +343,7 @@ def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTa
     if plan.sent is None:  # a body Clutch could not read is sent as it came
         return plan
     body = cascade.inject_openrouter(plan.sent, models, rules.fallback.sort, rules.fallback.partition)
-    plan = dataclasses.replace(plan, sent=body)
-    headers = [(k, v) for k, v in plan.headers if k.lower() not in (b"content-encoding", b"content-length")]
-    notes = [*plan.notes, f"OpenRouter fallbacks {', '.join(models[1:])}"]
-    return dataclasses.replace(plan, headers=headers, body=json_bytes(body), changed=True, notes=notes)
+    return with_body(plan, body, f"OpenRouter fallbacks {', '.join(models[1:])}")
 
 
 def _wants_usage(call) -> bool:
@@ -395,5 +391,5 @@ def _compression_note(flow: http.HTTPFlow) -> str:
     if not summary:
         return ""
     note = f" ({summary['note']})" if summary.get("note") else ""  # estimated counts, or why uncompressed
-    return "; compression " + compression.describe(summary["mode"], summary["cuts"], summary.get("tokens_before"),
-                                                   summary.get("tokens_after")) + note
+    return "; compression " + compression.describe_compression(
+        summary["mode"], summary["cuts"], summary.get("tokens_before"), summary.get("tokens_after")) + note

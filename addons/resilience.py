@@ -147,7 +147,7 @@ class Resilience:
             cleared = self.reset(provider)
             if cleared["breakers"] or cleared["cooldowns"] or cleared["free_daily_cap"]:
                 logger.warning("provider %s: %s %s; its targets start fresh, cleared %s", provider, what, when,
-                               breaker_reset.describe(cleared))
+                               breaker_reset.describe_reset(cleared))
 
     def reset(self, target: str | None = None) -> dict:
         """Clear the breakers and 429 cooldowns of every target (None), of a provider's models, or of one

@@ -56,7 +56,8 @@ class Rulebook:
             raise exceptions.OptionsError("clutch_rules_poll_ms must be 0 (off) or a positive number")
 
     def running(self):
-        # sync on purpose: an async `running` breaks mitmproxy's script hot reload (research §7)
+        # sync on purpose: on a hot reload of the script mitmproxy calls `running` synchronously, so an
+        # async one fails inside its watcher, silently, and the script is never reloaded again
         if ctx.options.clutch_rules_poll_ms > 0 and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(self._watch())
 

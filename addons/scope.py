@@ -1,7 +1,8 @@
 """Scope: intercept TLS only for the providers in the rules; tunnel everything else untouched.
 
-mitmproxy matches `allow_hosts` with an unanchored re.search over `host:port`, so each pattern is
-anchored (research/mitmproxy.md §4): `openrouter\\.ai` alone would also match openrouter.ai.evil.com.
+mitmproxy matches `allow_hosts` case-insensitively with an unanchored re.search over `host:port`
+(the CONNECT target, the peer address, the TLS SNI and the Host header), so each pattern is
+anchored: `openrouter\\.ai` alone would also match openrouter.ai.evil.com.
 """
 
 from __future__ import annotations

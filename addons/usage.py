@@ -1,7 +1,7 @@
 """Usage: every upstream attempt of every LLM request, written to the usage store.
 
 When a flow ends, its rows are built from the plain summaries the other addons left in its metadata
-(usage_rows.py) and queued; one writer thread writes them in batches, one transaction per batch, so
+(accounting/rows.py) and queued; one writer thread writes them in batches, one transaction per batch, so
 a burst of requests costs the event loop nothing but a queue put, and the gateway's shutdown (`done`)
 drains the queue before it closes the database. The rows' token totals also go into the flow's
 metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
@@ -258,7 +258,7 @@ class Usage:
             return
         if not isinstance(payload, dict) or payload.get("type") != "response.completed":
             return
-        usage = usage_blocks.from_responses_event(payload)
+        usage = usage_blocks.usage_of_responses_event(payload)
         response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
         identity = flow.metadata.get(IDENTITY) or {}
         call = flow.metadata.get(CALL) or {}

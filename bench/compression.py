@@ -7,7 +7,7 @@ bench/results/compression.md (raw numbers in bench/results/compression.json).
     .venv/bin/python bench/compression.py --no-headroom    # Clutch only (under a minute)
 
 Per corpus source and method:
-  * token saving over the `messages` (o200k_base, as research/compression.md counts): the median of
+  * token saving over the `messages` (o200k_base): the median of
     the per-request savings and the total (sum before - sum after) / sum before;
   * time per request: Clutch's in-process compression plus serialisation (what the addon adds);
     Headroom's added proxy latency (proxied minus direct round trip, bench/headroom_side.py);
@@ -15,7 +15,7 @@ Per corpus source and method:
     failing-test ids kept, fresh reads verbatim, file paths kept.
 And over session replays (every turn of each session's deepest request, the last 60, in order):
   * rewrite turns: turns whose forwarded messages are not the previous turn's plus the new ones;
-  * cost saving as research/compression.md §5.3 P3 prices it: a turn costs 0.1 x the tokens of the
+  * cost saving at Anthropic's cache prices: a turn costs 0.1 x the tokens of the
     prefix byte-equal to the previous forwarded request (a cache read) + 1.25 x the rest (a cache
     write), against the same sum for the uncompressed session.
 """
@@ -174,7 +174,8 @@ def measure_requests(method: str, rows: list[dict]) -> dict[str, dict]:
 
 
 def _without_cache_control(node):
-    """Moving a cache breakpoint does not invalidate the cache (research/compression.md §4.1)."""
+    """`cache_control` markers are ignored: moving a cache breakpoint changes where the cache is written,
+    not the prompt, so it does not invalidate the cache."""
     if isinstance(node, dict):
         return {k: _without_cache_control(v) for k, v in node.items() if k != "cache_control"}
     if isinstance(node, list):

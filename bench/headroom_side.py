@@ -27,9 +27,9 @@ The script itself uses only the standard library: it runs under any Python >= 3.
 outside Headroom's environment. Headroom lives in its own venv (bench/.headroom-venv, created once
 from bench/headroom-requirements.txt) because it pulls about 1 GB of dependencies that Clutch must
 not depend on. There is no network here except package registries: Headroom's ML models
-(Kompress, embeddings) cannot be downloaded, and it fails open, so every number is "Headroom
-without Kompress" (shared/research/compression.md §1.2); the offline env vars below make those
-failures immediate instead of slow retries.
+(Kompress, its text compressor, and embeddings) cannot be downloaded, and it fails open (the text
+passes unchanged), so every number is "Headroom without Kompress"; the offline env vars below make
+those failures immediate instead of slow retries.
 
 Choices that shape the numbers:
   * a fresh proxy per mode, so cache mode's per-session state cannot leak between modes;
@@ -68,8 +68,8 @@ BENCH = ROOT / "bench"
 VENV = BENCH / ".headroom-venv"
 REQUIREMENTS = BENCH / "headroom-requirements.txt"
 HEADROOM_VERSION = "0.42.0"
-# headroom-ai 0.42.0 ships a cp310-abi3 wheel; it was measured on 3.11 (the research and this
-# script), 3.12/3.13 are accepted as fallbacks. Newer ones are not tried: its dependency markers
+# headroom-ai 0.42.0 ships a cp310-abi3 wheel; it was measured on 3.11 (by this script and
+# before it), 3.12/3.13 are accepted as fallbacks. Newer ones are not tried: its dependency markers
 # switch packages at 3.14, a different install than the one measured.
 SUPPORTED_PYTHONS = ((3, 11), (3, 12), (3, 13))
 STAMP = VENV / ".bench-installed"  # sha256 of the requirements file the venv was built from

@@ -1,1 +1,1 @@
-"""Command-line side of Clutch: the gateway commands (`./clutch start|web|env`) and, later, `xx`."""
+"""Command-line side of Clutch: the gateway commands (`./clutch start|web|env`) and `xx`, the launcher."""

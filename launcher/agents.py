@@ -1,13 +1,16 @@
 """Every agent's command line for every `xx` mode, as data; nothing is started here.
 
-Source of every flag: ../shared/research/agent-clis.md §2.1 (flags table), §6.3 (Codex daemon), §8 (xx).
-Re-verified on this machine against the installed CLIs' `--help` (tests/agents/node_modules/.bin, temp
-HOME): Claude Code 2.1.330 (`-c/--continue`, `-r/--resume [value]` = id or picker, `-p/--print`,
-`--model`, `--dangerously-skip-permissions`), OpenCode 1.18.33 (`-c/--continue`, `-s/--session`,
-`-m provider/model`, `--auto` on the TUI and on `run`, `run [message..]` with `-s`), Qwen Code 0.15.10
-(`-c/--continue`, `-r/--resume` "without an ID to show session picker", positional prompt = one-shot,
-`-m/--model`, `-y/--yolo`). Codex, Pi, Hermes and OpenClaw are from §2.1 (VERIFIED-HERE by research).
-Ante and Antigravity are FROM-DOCS only (§2.1: their vendor installers were unreachable).
+Every flag was read in each CLI's `--help` or documentation, and run where the CLI installs here.
+Marks in the comments: (V) = run here, or read in the installed CLI's `--help`; FROM-DOCS = read in
+the vendor's documentation only, never run here. Re-verified on this machine against the installed
+CLIs' `--help` (tests/agents/node_modules/.bin, temp HOME): Claude Code 2.1.330 (`-c/--continue`,
+`-r/--resume [value]` = id or picker, `-p/--print`, `--model`, `--dangerously-skip-permissions`),
+OpenCode 1.18.33 (`-c/--continue`, `-s/--session`, `-m provider/model`, `--auto` on the TUI and on
+`run`, `run [message..]` with `-s`), Qwen Code 0.15.10 (`-c/--continue`, `-r/--resume` "without an
+ID to show session picker", positional prompt = one-shot, `-m/--model`, `-y/--yolo`). Codex, Pi,
+Hermes and OpenClaw were checked the same way (each flag run, or read in the installed CLI's
+`--help`). Ante and Antigravity are FROM-DOCS only: their vendor installers cannot be reached from
+here.
 
 A template is a tuple of words; placeholders: "{id}" (the session), "{prompt}", and "{flags}" (the
 switch that turns the agent's self-updater off where it is an argument (launcher.updaters), the
@@ -59,12 +62,12 @@ class Agent:
     notes: tuple[tuple[str, str], ...] = ()  # mode (or "*") -> a note for the dry run
     # (variable set, variable missing, note): a key the agent does not read the way users expect
     key_notes: tuple[tuple[str, str, str], ...] = ()
-    source: str = "agent-clis.md §2.1"
+    source: str = "run here or read in its --help (V)"
     install: str = ""  # how to install it, for `xx doctor` and a launch that finds no binary
 
 
 AGENTS: dict[str, Agent] = {a.name: a for a in (
-    Agent(  # §2.1 row Claude Code (V); --help of 2.1.330 re-read here
+    Agent(  # Claude Code (V); --help of 2.1.330 re-read here
         "claude", "Claude Code", "claude",
         install='npm install -g @anthropic-ai/claude-code',
         init=("{flags}",),
@@ -75,13 +78,13 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         print_session=("--print", "--resume", "{id}", "{flags}", "{prompt}"),
         model=("--model", "{model}"),
         yolo=("--dangerously-skip-permissions",),
-        root_yolo_env=(("IS_SANDBOX", "1"),),  # §2.1 / §8: refused as root unless IS_SANDBOX=1 (V)
+        root_yolo_env=(("IS_SANDBOX", "1"),),  # the bypass is refused as root unless IS_SANDBOX=1 (V)
     ),
-    Agent(  # §2.1 row Codex CLI (V, help of 0.169); §6.3 --no-daemon for interactive launches (V)
+    Agent(  # Codex CLI (V, help of 0.169); --no-daemon for interactive launches: its TUI's daemon outlives it (V)
         "codex", "Codex CLI", "codex",
         init=("--no-daemon", "{flags}"),
         cont=("resume", "--last", "--no-daemon", "{flags}"),
-        # §8: headless `codex exec --skip-git-repo-check`; exec's own options precede its `resume`
+        # headless: `codex exec --skip-git-repo-check` (outside a git repo); exec's own options precede its `resume`
         # subcommand (clap; openai/codex codex-rs/exec/src/cli.rs, FROM-SOURCE)
         print_=("exec", "--skip-git-repo-check", "{flags}", "{prompt}"),
         session=("resume", "{id}", "--no-daemon", "{flags}"),
@@ -95,7 +98,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
                     "or log in with `codex login --with-api-key`"),),
         install="npm install -g @openai/codex",
     ),
-    Agent(  # §2.1 row OpenCode; all flags re-verified in 1.18.33's --help
+    Agent(  # OpenCode; all flags re-verified in 1.18.33's --help
         "opencode", "OpenCode", "opencode",
         install='npm install -g opencode-ai',
         init=("{flags}",),
@@ -109,7 +112,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         why_not=(("r", "OpenCode has no resume picker on its command line (sessions are picked inside the "
                        "TUI; `opencode session list` lists their ids)"),),
     ),
-    Agent(  # §2.1 row Qwen Code; re-verified in 0.15.10's --help
+    Agent(  # Qwen Code; re-verified in 0.15.10's --help
         "qwen", "Qwen Code", "qwen",
         install='npm install -g @qwen-code/qwen-code',
         init=("{flags}",),
@@ -120,7 +123,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         yolo=("--yolo",),
         why_not=(("ns", "Qwen Code's help does not document a one-shot prompt into a resumed session"),),
     ),
-    Agent(  # §2.1 row Pi (V, help); no permission prompts (FROM-DOCS README "No permission popups")
+    Agent(  # Pi (V, help); no permission prompts (FROM-DOCS README "No permission popups")
         "pi", "Pi", "pi",
         install='npm install -g @mariozechner/pi-coding-agent',
         init=("{flags}",),
@@ -130,15 +133,15 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         picker=("{flags}", "--resume"),
         # one prompt into a session: run here with Pi 0.73.1 (an id prefix is enough)
         print_session=("--session", "{id}", "{flags}", "--print", "{prompt}"),
-        model=("--model", "{model}"),  # provider/model or a bare model id (§2.1: --model X/Y)
+        model=("--model", "{model}"),  # provider/model or a bare model id (`--model X/Y`, V)
         yolo=(),
     ),
-    Agent(  # §2.1 row Hermes Agent (V, help of 0.19.0)
+    Agent(  # Hermes Agent (V, help of 0.19.0)
         "hermes", "Hermes Agent", "hermes",
         install='pipx install hermes-agent (Python >= 3.12)',
         init=("{flags}",),
         cont=("{flags}", "--continue"),  # --continue [name]: last, so it takes no following word
-        print_=("{flags}", "-z", "{prompt}"),  # -z one-shot: approvals auto-bypassed (§2.1)
+        print_=("{flags}", "-z", "{prompt}"),  # -z one-shot: approvals auto-bypassed (V)
         session=("-r", "{id}", "{flags}"),
         picker=None,
         yolo=("--yolo",),
@@ -147,7 +150,7 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
                        "UNVERIFIED as a picker)"),
                  ("ns", "Hermes' one-shot -z is not documented together with -r")),
     ),
-    Agent(  # §2.1 row Ante: FROM-DOCS (AntigmaLabs/ante docs-site cli-reference.mdx), never run here
+    Agent(  # Ante: FROM-DOCS (AntigmaLabs/ante docs-site cli-reference.mdx), never run here
         "ante", "Ante", "ante",
         install="Ante's installer script (see its README); not on npm or PyPI",
         init=("{flags}",),
@@ -157,11 +160,11 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
         picker=None,
         yolo=("--yolo",),
         why_not=(("c", "Ante documents no continue-last flag (FROM-DOCS cli-reference)"),
-                 ("r", "Ante documents no resume picker (UNVERIFIED in research)"),
+                 ("r", "Ante documents no resume picker (not run: Ante cannot be installed here)"),
                  ("ns", "Ante's -p is not documented together with -r")),
-        source="agent-clis.md §2.1, FROM-DOCS",
+        source="its documentation only (FROM-DOCS)",
     ),
-    Agent(  # §2.1 row Antigravity CLI: FROM-DOCS (antigravity-cli docs), never run here
+    Agent(  # Antigravity CLI: FROM-DOCS (antigravity-cli docs), never run here
         "antigravity", "Antigravity CLI", "agy",
         install="Antigravity CLI's installer script (Google); not on npm or PyPI",
         init=("{flags}",),
@@ -176,9 +179,9 @@ AGENTS: dict[str, Agent] = {a.name: a for a in (
                            "choose the model with /model inside its TUI"),
                  ("ns", "agy -p is not documented together with --conversation")),
         notes=(("n", "agy -p hangs without a TTY in some versions (FROM-DOCS antigravity-cli issue #318)"),),
-        source="agent-clis.md §2.1, FROM-DOCS",
+        source="its documentation only (FROM-DOCS)",
     ),
-    Agent(  # §2.1 row OpenClaw (V, help of 2026.9.6)
+    Agent(  # OpenClaw (V, help of 2026.9.6)
         "openclaw", "OpenClaw", "openclaw",
         install='npm install -g openclaw (needs Node >= 24.16)',
         # `tui --local` (not `chat`): the model calls run in this process, which carries the proxy env
@@ -226,7 +229,7 @@ def offers(spec: Agent) -> str:
 
 
 def _refuse(spec: Agent, key: str, what: str) -> UnsupportedMode:
-    why = dict(spec.why_not).get(key, "not documented in research/agent-clis.md §2.1")
+    why = dict(spec.why_not).get(key, "neither its --help nor its documentation has a flag for it")
     return UnsupportedMode(f"{spec.title} ({spec.name}) does not support {what}: {why}. "
                            f"It offers: {offers(spec)}.")
 
@@ -280,7 +283,7 @@ def command_line(agent: str, mode: str, *, session: str | None = None, model: st
 
 
 def yolo_env(agent: str, *, is_root: bool, yolo: bool = True) -> dict[str, str]:
-    """Variables the permission bypass needs (Claude Code as root: IS_SANDBOX=1, §2.1 / §8)."""
+    """Variables the permission bypass needs (Claude Code refuses it as root unless IS_SANDBOX=1)."""
     spec = agent_spec(agent)
     return dict(spec.root_yolo_env) if yolo and is_root else {}
 

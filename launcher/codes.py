@@ -50,7 +50,7 @@ class CodeError(ValueError):
     def __init__(self, reason: str, text: str, nearest: str | None) -> None:
         self.reason, self.text, self.nearest = reason, text, nearest
         hint = f"; did you mean `xx {nearest}`?" if nearest else ""
-        super().__init__(f"xx {text!r}: {reason}{hint}\n\n{table()}")
+        super().__init__(f"xx {text!r}: {reason}{hint}\n\n{code_table()}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class LaunchCode:
     text: str  # the code as parsed, e.g. "cip3" (what goes into the proxy user name `xx-cip3`)
 
 
-def table() -> str:
+def code_table() -> str:
     """The letters of a launch code (for error messages and `xx --help`)."""
     agents = "  ".join(f"{letter} {name}" for letter, name in AGENT_LETTERS.items())
     lines = [

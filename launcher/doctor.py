@@ -206,7 +206,7 @@ def run_all(environ: dict[str, str]) -> list[Check]:
             *check_agents(environ)]
 
 
-def render(rows: list[Check]) -> str:
+def render_checks(rows: list[Check]) -> str:
     width = max(len(row.name) for row in rows)
     lines = [f"{row.status:<4}  {row.name:<{width}}  {row.detail}" for row in rows]
     failed = sum(row.status == FAIL for row in rows)

@@ -155,7 +155,7 @@ def identity_for(agent: str | None, launch: str | None) -> Identity:
     return Identity(agent=agent or "unknown")
 
 
-def render(result: dict[str, Any]) -> str:
+def render_explanation(result: dict[str, Any]) -> str:
     request, decision = result["request"], result["decision"]
     lines = [
         f"request   {request['dialect']} to {request['provider']} ({request['url']}), model {request['model']!r}, "
@@ -170,7 +170,7 @@ def render(result: dict[str, Any]) -> str:
         lines.append("overrides " + ", ".join(f"{k}={v}" for k, v in result["rules"]["overrides"].items()))
     squeezed = result["compression"]
     kinds = collections.Counter(c["kind"] for c in squeezed["cuts"])
-    lines.append("compress  " + compression.describe(squeezed["mode"], kinds, squeezed.get("tokens_before"),
+    lines.append("compress  " + compression.describe_compression(squeezed["mode"], kinds, squeezed.get("tokens_before"),
                                                      squeezed.get("tokens_after")))
     if "error" in result:
         lines.append(f"error     {result['error']}")

@@ -102,7 +102,7 @@ def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSO
     except (OSError, ValueError, RulesError) as e:
         typer.echo(f"clutch route: {e}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else explain.render(result))
+    typer.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json else explain.render_explanation(result))
 
 
 @app.command()

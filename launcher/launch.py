@@ -1,9 +1,9 @@
 """Plan one `xx` launch: the argv and the full environment to run it with, plus a dry-run rendering.
 
-Pure: nothing is started. Routes p and b get the recipe of launcher.recipe.agent_environment (the
-shared environment research verified for every agent, agent-clis.md §1 and §3) with the launch's
-identity in the proxy user name (`xx-cip.s-<id>`, addons.wire.identity.username_for; agent-clis.md §1.2 and
-§8: every agent sends it on every request). Route d removes every proxy and CA variable, so the agent
+Pure: nothing is started. Routes p and b get the recipe of launcher.recipe.agent_environment (one
+environment that routes and trusts the gateway for every agent, each checked by running it) with the
+launch's identity in the proxy user name (`xx-cip.s-<id>`, addons.wire.identity.username_for: every
+agent sends it on every request). Route d removes every proxy and CA variable, so the agent
 talks to its provider directly. Everything else in the user's environment is kept as it is.
 
 Decisions: on p and b the proxy/CA variables the user already had are removed before the recipe is
@@ -143,7 +143,7 @@ def mask_value(name: str, value: str, token: str | None = None) -> str:
     return value
 
 
-def describe(launch: Launch) -> str:
+def describe_launch(launch: Launch) -> str:
     """The dry run: the exact argv (shell-quoted) and the environment changes, secrets masked."""
     argv = shlex.join(launch.argv)
     if launch.token:

@@ -1,7 +1,7 @@
 """The environment that routes an agent through Clutch and makes it trust Clutch's CA.
 
 Verified for Claude Code, Codex, OpenCode, Qwen Code, Pi, OpenClaw and Hermes by running the real
-CLIs through mitmproxy (research/agent-clis.md §1): every one reads HTTPS_PROXY itself; Node tools
+CLIs through mitmproxy: every one reads HTTPS_PROXY itself; Node tools
 need NODE_EXTRA_CA_CERTS; Rust, Python and Bun tools need SSL_CERT_FILE / REQUESTS_CA_BUNDLE, which
 replace the trust store, hence the combined bundle.
 """

@@ -37,7 +37,7 @@ Where each switch comes from (agents re-read on this machine unless marked):
   node service started elsewhere keeps its own environment.
 * Ante: updates only on `/update` or `ante update`; no switch for its background update notice
   (FROM-DOCS, AntigmaLabs/ante docs-site/docs/start/update.mdx; never run here).
-* Antigravity CLI: `AGY_CLI_DISABLE_AUTO_UPDATE=true` (FROM-DOCS, agent-clis.md §2.2 and §5; never
+* Antigravity CLI: `AGY_CLI_DISABLE_AUTO_UPDATE=true` (FROM-DOCS, the antigravity-cli documentation; never
   run here).
 """
 

@@ -39,7 +39,7 @@ def database(explicit: Path | None, health: dict | None) -> Path:
     return Path(named) if named else default_state_dir() / "usage.db"
 
 
-def render(rows: list[dict], by: str, title: str) -> Table:
+def render_usage(rows: list[dict], by: str, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column(by)
     for name, heading in _HEADINGS.items():
@@ -109,7 +109,7 @@ def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, d
         typer.echo(f"xx: no requests in {path} {_span(start, end)}")
     else:
         Console(width=200 if not Console().is_terminal else None).print(
-            render(rows, by, f"usage by {by} {_span(start, end)} ({path})"))
+            render_usage(rows, by, f"usage by {by} {_span(start, end)} ({path})"))
 
 
 def _span(start: float | None, end: float | None) -> str:

@@ -28,9 +28,9 @@ from addons.certs import ca_files
 from addons.config.rules import DEFAULT_RULES_PATH, RulesError
 from addons.models import ranking
 from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
-from launcher.codes import CodeError, LaunchCode, mistyped_command, parse_code, table
+from launcher.codes import CodeError, LaunchCode, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
-from launcher.launch import Launch, describe, plan_launch, split_model
+from launcher.launch import Launch, describe_launch, plan_launch, split_model
 from launcher.scan import current_rankings, scan, tier_note
 from launcher.tables import render_request, render_reset, render_resilience, render_status
 
@@ -116,7 +116,7 @@ def launch(ctx: typer.Context,
     if tmux and parsed.mode == "n":
         planned.notes.append("--tmux is for interactive launches; mode n runs in this terminal")
     if dry_run:
-        typer.echo(describe(planned))
+        typer.echo(describe_launch(planned))
         if use_tmux:
             typer.echo(f"tmux {crashguard.session_name(parsed.agent, Path.cwd(), session)} (created, or attached "
                        f"to when it already runs)")
@@ -353,7 +353,7 @@ def breakers_reset(target: Annotated[str | None, typer.Argument(
 def doctor_command() -> None:
     """Check Python, the CA files, the port, the rules, the config, tmux and the installed agents."""
     rows = doctor.run_all(dict(os.environ))
-    typer.echo(doctor.render(rows))
+    typer.echo(doctor.render_checks(rows))
     if any(row.status == doctor.FAIL for row in rows):
         raise typer.Exit(1)
 
@@ -389,7 +389,7 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
 def codes() -> None:
     """The letters of a launch code, every agent's modes, and the config's profiles."""
     config = _config()
-    typer.echo(table())
+    typer.echo(code_table())
     typer.echo("\nModes each agent has (- = not offered; xx refuses it and says why):")
     typer.echo(f"  {'agent':<12} {'i c n s r':<10} binary")
     for spec in agents.AGENTS.values():

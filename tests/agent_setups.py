@@ -16,7 +16,7 @@ Verified on this machine with the versions pinned in tests/agents/ through a rea
 tests/fake_upstream.py (tests/test_e2e_more_agents.py runs every setup here): Codex CLI 0.169.0,
 Pi 0.73.1, Hermes Agent 0.19.0, OpenClaw 2026.9.6 (Node 24.21.0); Claude Code, OpenCode and Qwen Code
 as in their own e2e tests (test_e2e_claude.py, test_e2e_opencode.py, test_e2e_qwen.py). Every key is
-fake but shaped like a real one (agent-clis.md §6.6: Hermes reads `sk-ant-` keys that are not
+fake but shaped like a real one (Hermes reads `sk-ant-` keys that are not
 `sk-ant-api...` as OAuth tokens), and every agent has its own, so a log entry shows whose key it carried.
 """
 
@@ -56,11 +56,11 @@ def _bearer(key: str) -> tuple[str, str]:
 def setup_codex(home: Path, work: Path) -> AgentSetup:
     """`codex exec --skip-git-repo-check` on OpenAI's Responses API at api.openai.com.
 
-    The key is CODEX_API_KEY: with only OPENAI_API_KEY (agent-clis.md §2.2), 0.169.0 sends its
+    The key is CODEX_API_KEY: with only OPENAI_API_KEY, 0.169.0 sends its
     requests with no Authorization header at all, which a real api.openai.com refuses (seen here
-    through a plain mitmproxy). Codex speaks the Responses API over its WebSocket (§6.2), which Clutch
+    through a plain mitmproxy). Codex speaks the Responses API over its WebSocket first, which Clutch
     answers itself: each turn goes through Clutch's engine as a POST /v1/responses of its own.
-    config.toml switches off its start-up traffic (§5): analytics (OTLP to ab.chatgpt.com), the
+    config.toml switches off its start-up traffic: analytics (OTLP to ab.chatgpt.com), the
     plugin lists (api.github.com, chatgpt.com) and, new in this version, `api_key_model_discovery`:
     with an API key it fetches chatgpt.com/backend-api/codex/models (not a provider host, so
     tunnelled) and retries it for about 9 s when that fails.
@@ -76,11 +76,11 @@ def setup_codex(home: Path, work: Path) -> AgentSetup:
 
 
 def setup_pi(home: Path, work: Path) -> AgentSetup:
-    """`pi --print` on OpenRouter (agent-clis.md §2.2: OPENROUTER_API_KEY, chat completions).
+    """`pi --print` on OpenRouter (its key in OPENROUTER_API_KEY; chat completions).
 
     Nothing in HOME: Pi writes ~/.pi/agent itself and has no onboarding. PI_OFFLINE and PI_TELEMETRY
-    are its documented switches for start-up network operations and the install report (§5,
-    `pi --help`); `--print` sent nothing but the LLM call here even without them.
+    are its documented switches for start-up network operations and the install report (its
+    README, `pi --help`); `--print` sent nothing but the LLM call here even without them.
     """
     key = "sk-or-v1-e2e-pi"
     model = "deepseek/deepseek-chat"  # in Pi 0.73.1's OpenRouter catalog (`pi --list-models openrouter`)
@@ -95,9 +95,9 @@ def setup_hermes(home: Path, work: Path) -> AgentSetup:
     reads OpenRouter's model list (GET /api/v1/models, passed through untouched) and models.dev
     (not a provider host: tunnelled; unreachable here, so it uses its bundled snapshot, at once).
     HERMES_DISABLE_LAZY_INSTALLS=1 seals its venv (hermes-agent's tools/lazy_deps.py): it never
-    pip-installs at run time (edge-tts, anthropic: agent-clis.md §6.8); tests/agents/
-    hermes-requirements.txt preinstalls both. `hermes -z` exits 0 even when every call failed
-    (§6.8), so a caller must check the answer, not only the exit code.
+    pip-installs at run time (edge-tts, anthropic); tests/agents/
+    hermes-requirements.txt preinstalls both. `hermes -z` exits 0 even when every call failed,
+    so a caller must check the answer, not only the exit code.
     """
     key = "sk-or-v1-e2e-hermes"
     model = "nousresearch/hermes-4-70b"
@@ -109,9 +109,9 @@ def setup_openclaw(home: Path, work: Path) -> AgentSetup:
     """`openclaw agent exec` (one isolated headless embedded turn) on OpenRouter, under Node 24.
 
     Nothing in HOME: exec needs no onboarding and creates ~/.openclaw itself. It reads OpenRouter's
-    model list first (GET /api/v1/models, passed through untouched, agent-clis.md §2.2); its own
-    proxy dispatcher reads HTTPS_PROXY (§3). It is slow to start (SQLite maintenance, 42 tool
-    schemas: 10-26 s here on 2 busy cores, §7 saw 7-10 s); `--isolated` and `--auth-env-only`
+    model list first (GET /api/v1/models, passed through untouched); its own
+    proxy dispatcher reads HTTPS_PROXY. It is slow to start (SQLite maintenance, 42 tool
+    schemas: 10-26 s here on 2 busy cores, 7-10 s on an idle machine); `--isolated` and `--auth-env-only`
     did not make it measurably faster. Its executable must run on the Node 24 beside it
     (tests/harness.py agent_search_path).
     """
@@ -125,21 +125,21 @@ def setup_claude(home: Path, work: Path) -> AgentSetup:
     """`claude --print` on api.anthropic.com with an API key (from test_e2e_claude.py).
 
     CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1 leaves policy_limits and settings of its 12 start-up
-    requests (agent-clis.md §5); both pass through Clutch untouched to the fake.
+    requests; both pass through Clutch untouched to the fake.
     """
-    key = "sk-ant-api03-e2e-claude"  # other sk-ant- keys look like OAuth tokens (§6.6)
+    key = "sk-ant-api03-e2e-claude"  # other sk-ant- keys look like OAuth tokens to Hermes
     return AgentSetup("claude", {"ANTHROPIC_API_KEY": key, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"},
                       (), "api.anthropic.com", "/v1/messages?beta=true", ("x-api-key", key))
 
 
 def setup_opencode(home: Path, work: Path) -> AgentSetup:
     """`opencode run` on OpenRouter, which it hard-codes (from test_e2e_opencode.py). It makes two
-    LLM calls per prompt: a title with a small model, then the turn (agent-clis.md §6.11)."""
+    LLM calls per prompt: a title with a small model, then the turn."""
     key = "sk-or-v1-e2e-opencode"
     model = "anthropic/claude-sonnet-4.5"
     return AgentSetup("opencode", {
         "OPENROUTER_API_KEY": key,
-        # the model catalog lives on models.opencode.ai, which this test machine cannot reach (§5)
+        # the model catalog lives on models.opencode.ai, which this test machine cannot reach
         "OPENCODE_DISABLE_MODELS_FETCH": "1", "OPENCODE_DISABLE_AUTOUPDATE": "1",
     }, ("-m", f"openrouter/{model}"), *OPENROUTER_CHAT, _bearer(key), model)
 
@@ -148,7 +148,7 @@ def setup_qwen(home: Path, work: Path) -> AgentSetup:
     """Qwen Code's one-shot (positional prompt) with its OpenAI-compatible provider pointed at the
     real OpenRouter URL, as a user would configure it (from test_e2e_qwen.py)."""
     (home / ".qwen").mkdir(parents=True, exist_ok=True)
-    # no usage statistics posts to aliyuncs.com (agent-clis.md §5)
+    # no usage statistics posts to aliyuncs.com
     (home / ".qwen" / "settings.json").write_text(json.dumps({"privacy": {"usageStatisticsEnabled": False}}))
     key = "sk-e2e-qwen"
     # a model no other test asks the session-wide fake for (test_route.py looks up qwen/qwen3-coder)

@@ -221,7 +221,7 @@ def gateway_on_rules(workdir: Path, fake, pki, rules_text: str, *extra: str,
     return Gateway(workdir, fake.port, pki.ca_cert, *extra, rules=rules, env=env)
 
 AGENT_BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
-# OpenClaw needs Node >= 24.16 (agent-clis.md §6.9): it lives beside the Node 24 it runs on
+# OpenClaw needs Node >= 24.16 (its package's `engines`): it lives beside the Node 24 it runs on
 NODE24_BIN = ROOT / "tests" / "agents" / "node24" / "node_modules" / ".bin"
 HERMES_BIN = ROOT / "tests" / "agents" / "hermes-venv" / "bin"  # Hermes Agent is a PyPI package
 _AGENT_FOLDERS = {"openclaw": (NODE24_BIN, "npm, tests/agents/node24"),

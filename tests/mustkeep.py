@@ -1,8 +1,8 @@
 """Independent must-keep checker for Clutch's request compression.
 
 Given a request body R as an agent sent it and R' as the compressor would forward it, `check()`
-decides whether R' is admissible, without any model, following research/compression.md §5
-(facts §5.1, MUST checks §5.2, prefix stability §5.3) as refined by the compression team:
+decides whether R' is admissible, without any model: facts read from R, MUST checks M1-M7 on R'
+and prefix stability P1 across turns, as the compression team specified them:
 
 * The ONLY thing a compressor may change is the text of tool outputs. A tool output is
   - Anthropic: the text of a `tool_result` block (its string content, or its text blocks);
@@ -22,19 +22,19 @@ Checks (`Finding.check`):
 * M3 protected content: everything that is not the text of a tool output is byte-identical:
   system, every assistant message (thinking + signature, tool_use inputs, hence every Edit
   `old_string`), user text blocks, the first user message(s), the newest user-authored text.
-  (The research's "last K = 2 tool outputs" rule is deliberately dropped: the compressor
+  (A "last K = 2 tool outputs stay verbatim" rule is deliberately left out: the compressor
   compresses each output at first sight, so stability is M7 + P1's business.)
-* M4 errors survive (§5.1 items 4-5): error lines of each tool output (8-300 chars after ANSI
+* M4 errors survive: error lines of each tool output (8-300 chars after ANSI
   strip and whitespace normalisation) appear, normalised, in the compressed output with the same
   id; failing test ids and test summary lines appear somewhere in R'. Outputs replaced by a valid
   stale-read or superseded-read marker are exempt; a "same output as" reference may satisfy them
   from the referenced (earlier) output; a Write echo marker from the Write call's `content`.
-* M5 fresh reads (§5.1 item 7): the latest read of each file that no later edit/write of that
+* M5 fresh reads: the latest read of each file that no later edit/write of that
   file follows is byte-identical. Reads: Read/view/read_file tools, `str_replace_editor view`, and
   shell commands `cat|nl|head|tail|sed -n|open <path>` (text actions, bash tool calls, Claude
   Code's Bash). Writes: Edit/Write/MultiEdit/NotebookEdit, and shell heuristics (`> path`,
   `sed -i`, `tee`, `cp`/`mv`/`rm`, SWE-agent `create`/`edit` of the open file, ...).
-* M6 honest markers (§5.2 M6): a changed tool output carries at least one
+* M6 honest markers: a changed tool output carries at least one
   `[clutch: ...]` marker (one line), unless the change is lossless normalisation only (ANSI
   removal, carriage-return redraw collapse, trailing whitespace); every new marker states how
   much was removed (a number followed by lines/tokens/times/items/bytes); stale-read,
@@ -42,7 +42,8 @@ Checks (`Finding.check`):
 
 SHOULD (reported, not a failure): the share of file paths of tool outputs still present in R'.
 
-`prefix_stable()` is §5.3 P1 for two consecutive compressed turns; `deterministic()` is the
+`prefix_stable()` is P1 (each compressed turn's messages start with the previous one's, byte for
+byte) for two consecutive compressed turns; `deterministic()` is the
 in-process half of M7 (run the compressor twice, compare bytes).
 
 Stdlib only. Run as `python -m tests.mustkeep [corpus dir]` for the identity baseline.
@@ -134,7 +135,7 @@ def lossless(text: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Facts extracted from tool outputs (§5.1 items 4-6)
+# Facts extracted from tool outputs: error lines, failing test ids and summaries, file paths
 
 ERROR_WORDS = re.compile(r"error|exception|traceback|failed|failure|fatal|panic|assertionerror"
                          r"|segmentation fault|undefined reference|cannot find|not found", re.I)
@@ -191,13 +192,14 @@ def file_paths(text: str) -> set[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Markers (§5.2 M6)
+# Markers (M6)
 
 MARKER = re.compile(r"\[clutch: [^\]\n]+\]")
 QUANTITY = re.compile(r"\d[\d,]*(?:\.\d+)?\s+(?:[a-z]+\s+){0,2}(?:lines?|tokens?|times|items?|bytes)\b")
 STALE = re.compile(r"^\[clutch: stale read of (.+?): the file was changed after this read;")
 # Headroom's stale-read marker (headroom-ai 0.42, ReadLifecycle): not Clutch's grammar, so it still
-# fails M6, but its read is exempt from M4 as §5.1 item 4 allows, to compare the two fairly.
+# fails M6, but its read is exempt from M4 as any stale-read marker's is (it names the file, says the
+# content is outdated, and the file is edited later), to compare the two fairly.
 FOREIGN_STALE = re.compile(r"^\[Read content stale: (.+?) was modified after this read")
 SUPERSEDED = re.compile(r"^\[clutch: superseded read of (.+?): the file is read again later;")
 SAME_OUTPUT = re.compile(r"^\[clutch: same output as tool call (\S+) above;")
@@ -332,7 +334,7 @@ def output_text(body: dict, out: Output) -> str:
     return _text_of(output_content(body, out))
 
 
-# --- shell-ish commands of text actions (heuristics, §5.1 item 7)
+# --- shell-ish commands of text actions (heuristics for M5's fresh reads)
 
 REDIRECT_OUT = {">", ">>", ">|", "&>", "&>>"}
 SEPARATORS = {"|", "||", "&&", ";", "&", "|&", "\n", "(", ")"}
@@ -499,7 +501,7 @@ def _tool_path(call: Call) -> str | None:
 
 
 def file_ops(fmt: str, body: dict, outputs: list[Output]) -> list[FileOp]:
-    """File reads and writes of a request, in order (§5.1 item 7)."""
+    """File reads and writes of a request, in order (for M5's fresh reads)."""
     calls = _anthropic_calls(body) if fmt == "anthropic" else [o.call for o in outputs if o.call]
     by_call = {o.call.id: o.id for o in outputs if o.call}
     return _anthropic_ops(calls, by_call) if fmt == "anthropic" else _text_ops(body, calls, by_call)
@@ -516,7 +518,7 @@ def _anthropic_calls(body: dict) -> list[Call]:
 
 def _anthropic_ops(calls: list[Call], by_call: dict[str, str]) -> list[FileOp]:
     """Read/Edit/Write... tools, and shell tools (Claude Code's Bash) read with the same command
-    heuristics as text actions (§5.1 item 7: "bash cat|sed -n|head|tail|nl of a path")."""
+    heuristics as text actions (`cat|sed -n|head|tail|nl` of a path)."""
     ops = []
     for call in calls:
         path, command = _tool_path(call), call.args.get("command")
@@ -589,7 +591,7 @@ def _dumps(value: Any) -> str:
 
 
 def check_envelope(original: dict, compressed: dict, report: Report) -> None:
-    """M1: every field except messages byte-identical, same keys. The allow-list of §5.2 M1:
+    """M1: every field except messages byte-identical, same keys. The allow-list of M1:
     `cache_control` breakpoints may be added, moved or removed (they do not change the prompt)."""
     for key in sorted(set(original) | set(compressed), key=str):
         if key == "messages":
@@ -922,7 +924,7 @@ def _canonical(node: Any) -> str:
 
 
 def prefix_stable(prev: dict, nxt: dict) -> tuple[bool, int | None]:
-    """P1 (§5.3): the compressed messages of turn t are, byte for byte (cache_control ignored), the
+    """P1: the compressed messages of turn t are, byte for byte (cache_control ignored), the
     first messages of turn t+1, and every other top-level field is identical. Returns (True, None)
     or (False, the first differing message index); -1 when a top-level field differs (the cache
     breaks before messages[0])."""

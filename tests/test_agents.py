@@ -1,4 +1,4 @@
-"""Every agent x mode command line (agent-clis.md §2.1), refused modes, and every agent x mode x route
+"""Every agent x mode command line (launcher/agents.py), refused modes, and every agent x mode x route
 actually run: a fake agent executable on PATH records the argv and environment it receives."""
 
 import os

@@ -14,7 +14,7 @@ from harness import gateway_on_rules, trust
 from test_rulebook import save, wait_until
 from xx_rig import run_xx, xx_env
 
-from addons.web.breaker_reset import changed_providers, check_target, parse_body, refusal, selector
+from addons.web.breaker_reset import changed_providers, check_target, parse_body, reset_refusal, selector
 
 JSON = {"content-type": "application/json"}
 
@@ -58,7 +58,7 @@ def test_changed_providers_names_what_changed():
     ("POST", "127.0.0.1:8780", {}, True, 403),
 ])
 def test_refusals(method, host, headers, loopback, status):
-    assert refusal(method, host, headers, loopback)[0] == status
+    assert reset_refusal(method, host, headers, loopback)[0] == status
 
 
 @pytest.mark.parametrize("host,headers", [
@@ -66,7 +66,7 @@ def test_refusals(method, host, headers, loopback, status):
     ("[::1]:8780", {**JSON, "sec-fetch-site": "none"}), ("127.0.0.2", {**JSON, "sec-fetch-site": "same-origin"}),
 ])
 def test_what_a_local_tool_sends_goes_ahead(host, headers):
-    assert refusal("POST", host, headers, True) is None
+    assert reset_refusal("POST", host, headers, True) is None
 
 
 def test_the_body_names_the_target():

@@ -3,7 +3,7 @@
 import pytest
 
 from addons.wire.identity import AGENT_LETTERS, identity_from_username
-from launcher.codes import CodeError, LaunchCode, all_codes, nearest, parse_code, table
+from launcher.codes import CodeError, LaunchCode, all_codes, code_table, nearest, parse_code
 
 
 def test_parses_agent_mode_route():
@@ -48,7 +48,7 @@ def test_errors_name_the_problem_the_nearest_code_and_the_table(text, reason, su
     message = str(caught.value)
     assert reason in message
     assert f"did you mean `xx {suggestion}`?" in message
-    assert table() in message
+    assert code_table() in message
     assert caught.value.nearest == suggestion
 
 
@@ -65,7 +65,7 @@ def test_empty_code_has_no_suggestion():
 
 
 def test_table_lists_every_letter():
-    text = table()
+    text = code_table()
     for letter, agent in AGENT_LETTERS.items():
         assert f"{letter} {agent}" in text
     for word in ("init", "continue", "non-interactive", "session", "resume", "proxy", "bypass", "direct", "0-9"):

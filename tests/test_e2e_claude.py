@@ -51,7 +51,7 @@ def run_claude(gateway, fake, tmp_path, prompt: str, *, args: tuple[str, ...] = 
     env = {
         "PATH": os.environ["PATH"], "HOME": str(home), "LANG": "C.UTF-8", "TERM": "dumb",
         "ANTHROPIC_API_KEY": API_KEY,
-        # leaves policy_limits + settings of the 12 start-up requests (agent-clis.md §5)
+        # leaves policy_limits + settings of the 12 start-up requests
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
         "IS_SANDBOX": "1",  # --dangerously-skip-permissions is refused as root without it
         **agent_environment(proxy, ca_files(gateway.confdir)),
@@ -120,7 +120,7 @@ def test_claude_runs_a_turn_through_clutch(claude, gateway, fake, tmp_path):
         assert entry["status"] == 200 and entry["request_json"]["stream"] is True
 
     # Claude's start-up calls pass through untouched (not the engine's business), each asked once:
-    # a policy_limits answer it does not accept costs 5 retries and ~5 s (agent-clis.md §6.5)
+    # a policy_limits answer it does not accept costs 5 retries and ~5 s
     startup = [e for e in entries if e not in turns]
     assert sorted(e["path"] for e in startup) == sorted(STARTUP_PATHS), [e["path"] for e in startup]
     for entry in startup:

@@ -127,7 +127,7 @@ def test_codex_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
     calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
     assert len(calls) == 1 and calls[0]["stream"] is True
     assert calls[0]["headers"]["originator"] == "codex_exec"
-    # on gateway defaults Codex keeps its WebSocket (agent-clis.md §6.2): Clutch answered the upgrade
+    # on gateway defaults Codex keeps its WebSocket (its first try): Clutch answered the upgrade
     # and its pre-warm itself, and sent the one turn through the gateway with the whole input
     assert_codex_used_its_websocket(result, entries, gateway, log_before)
     [turn] = websocket_turns(gateway, "e2e-codex", 1)
@@ -208,7 +208,7 @@ def test_hermes_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
     result, setup, entries = run_one_prompt("hermes", gateway, fake, tmp_path)
     calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
     assert len(calls) == 1 and calls[0]["stream"] is True
-    assert calls[0]["headers"]["x-title"] == "Hermes Agent"  # agent-clis.md §4
+    assert calls[0]["headers"]["x-title"] == "Hermes Agent"  # OpenRouter's app attribution header
     assert (tmp_path / "home" / ".hermes").is_dir()
 
 
@@ -216,7 +216,7 @@ def test_openclaw_runs_a_prompt_through_clutch(gateway, fake, tmp_path):
     result, setup, entries = run_one_prompt("openclaw", gateway, fake, tmp_path, timeout=180)
     calls = assert_every_llm_call_went_through_clutch(result, setup, entries, gateway)
     assert len(calls) == 1 and calls[0]["stream"] is True
-    assert calls[0]["headers"]["x-openrouter-title"] == "OpenClaw"  # agent-clis.md §4
+    assert calls[0]["headers"]["x-openrouter-title"] == "OpenClaw"  # OpenRouter's app attribution header
     # it reads OpenRouter's (public) model list first, which passes through untouched, without a key
     [models] = [e for e in entries if e["method"] == "GET"]
     assert models["path"] == "/api/v1/models" and "authorization" not in models["headers"]

@@ -44,7 +44,7 @@ def run_qwen(gateway, fake, tmp_path, prompt: str, *, model: str = MODEL, base_u
     work = tmp_path / "work"
     (home / ".qwen").mkdir(parents=True, exist_ok=True)
     work.mkdir(exist_ok=True)
-    # no usage statistics posts to aliyuncs.com (agent-clis.md §5)
+    # no usage statistics posts to aliyuncs.com
     (home / ".qwen" / "settings.json").write_text(json.dumps({"privacy": {"usageStatisticsEnabled": False}}))
     proxy = gateway.proxy_url(username_for(Identity(agent="qwen", session=session)))
     env = {

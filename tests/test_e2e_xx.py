@@ -81,7 +81,7 @@ def test_readme_quick_start_on_a_fresh_home(tmp_path, fake, pki):
 # ---- Codex's TUI and its background daemon ----
 
 def codex_daemons(home) -> list[int]:
-    """PIDs of `codex app-server` processes started from this HOME's ~/.codex (the daemon research §6.3 found)."""
+    """PIDs of `codex app-server` processes from this HOME's ~/.codex (the daemon Codex's TUI leaves running)."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -102,7 +102,7 @@ def test_the_dry_run_compresses_first_as_the_gateway_does(tmp_path):
     squeezed = safe["compression"]
     assert squeezed["mode"] == "cache_safe" and {c["kind"] for c in squeezed["cuts"]} == {"shrunk", "write_echo"}
     assert squeezed["tokens_before"] > squeezed["tokens_after"] > 0
-    assert "compress  cache_safe: " in explain.render(safe)
+    assert "compress  cache_safe: " in explain.render_explanation(safe)
     deeper = explain.explain(body, rules_path=rules, environ={}, identity=explain.identity_for(None, "cip"))
     assert deeper["compression"]["mode"] == "max"  # the claude profile
     assert deeper["compression"]["tokens_after"] < squeezed["tokens_after"]

@@ -9,7 +9,7 @@ from addons.wire.identity import identity_from_username
 from launcher.agents import LaunchError
 from launcher.codes import parse_code
 from launcher.config import LaunchProfile
-from launcher.launch import describe, mask_value, plan_launch, split_model
+from launcher.launch import describe_launch, mask_value, plan_launch, split_model
 
 FAKE = """#!/bin/sh
 for a in "$@"; do printf '%s\\0' "$a"; done > "$XX_RECORD.argv"
@@ -159,7 +159,7 @@ def test_describe_shows_argv_and_changes_but_never_secrets(setup):
                   environ=environ,
                   extra=["--title", "it's mine"])
     launch.changes["OPENAI_API_KEY"] = "sk-new-secret"  # a key among the changes is masked too
-    text = describe(launch)
+    text = describe_launch(launch)
     assert text.splitlines()[0] == ("run  opencode --auto -m openrouter/moonshotai/kimi-k2.6 --title 'it'\"'\"'s mine'")
     assert "unset Https_Proxy" in text
     assert "set   HTTPS_PROXY" in text and "xx-oip.m-" in text and ":****@127.0.0.1:8780" in text

@@ -752,7 +752,7 @@ def test_headroom_stale_markers_fail_m6_but_exempt_their_read_from_m4():
 
 
 def test_cache_breakpoints_may_move_anywhere():
-    """§5.2 M1's allow-list: cache_control changes where the cache is written, not the prompt."""
+    """M1's allow-list: cache_control changes where the cache is written, not the prompt."""
     body = anthropic_body()
     out = copy.deepcopy(body)
     out["system"][0].pop("cache_control")

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import textwrap
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from addons.wire import dialects
 from addons.wire.identity import Identity
-from addons.routing.plan import PlanError, build_plan, translate_answer
+from addons.routing.plan import PlanError, build_plan, translate_answer, with_body
 from addons.routing.router import RouteRequest, decide
 from addons.config.rules import parse_rules
 from addons.wire.dialects import Dialect
@@ -67,6 +69,60 @@ def test_no_rule_sends_the_agents_bytes_untouched():
     assert not plan.changed and plan.body == raw and plan.headers == headers
     assert plan.url == URLS[Dialect.OPENAI_CHAT] and plan.key_source == "agent"
 
+
+def test_no_decision_sends_the_agents_request_unread():
+    """No router ran (no Route addon): the bytes as they came, and nothing read from the body, not even
+    a subagent tag or Pi's repair."""
+    body = {"model": "anything", "messages": [
+        {"role": "system", "content": "<CLUTCH-MODEL>openrouter:z-ai/glm-5</CLUTCH-MODEL>You explore."},
+        {"role": "user", "content": "hi"}]}
+    raw = gzip.compress(json.dumps(body).encode())
+    headers = [(b"authorization", b"Bearer sk-agent"), (b"content-encoding", b"gzip")]
+    call = dialects.read_call(Dialect.OPENAI_CHAT, "openrouter", "/api/v1/chat/completions", json.dumps(body).encode())
+    plan = build_plan(call, None, RULES, URLS[Dialect.OPENAI_CHAT], headers, raw, ENV, agent="pi")
+    assert (plan.body, plan.headers, plan.sent, plan.notes) == (raw, headers, None, [])
+    assert not plan.changed and (plan.provider, plan.model, plan.key_source) == ("openrouter", "anything", "agent")
+
+
+def test_a_new_body_is_reserialised_without_the_agents_encoding():
+    body = {"model": "coder-model", "messages": [{"role": "user", "content": "hi"}]}
+    plan = plan_for(body, raw=gzip.compress(json.dumps(body).encode()),
+                    headers=[(b"authorization", b"Bearer sk-agent"), (b"content-encoding", b"gzip")])
+    more = {**plan.sent, "models": ["qwen/qwen3-coder", "z-ai/glm-5"]}
+    again = with_body(plan, more, "OpenRouter fallbacks z-ai/glm-5")
+    assert json.loads(again.body) == more and again.sent is more and again.changed
+    assert header(again, "authorization") == ["Bearer sk-agent"] and not header(again, "content-encoding")
+    assert again.notes == [*plan.notes, "OpenRouter fallbacks z-ai/glm-5"] and plan.sent is not more
+
+
+def plan_constructions(root: Path) -> list[str]:
+    """Every `Plan(...)` call in addons/ and launcher/ outside addons/routing/plan.py."""
+    found = []
+    for path in sorted([*(root / "addons").rglob("*.py"), *(root / "launcher").rglob("*.py")]):
+        if path.relative_to(root).as_posix() == "addons/routing/plan.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call):
+                name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+                if name == "Plan":
+                    found.append(f"{path.relative_to(root)}:{node.lineno}")
+    return found
+
+
+def test_plans_are_made_only_by_build_plan():
+    """Route, Budget, the engine and `clutch explain` carry a decision the same way: through
+    build_plan (and with_body for a built plan's new body), never a Plan of their own."""
+    root = Path(__file__).resolve().parent.parent
+    assert plan_constructions(root) == []
+
+
+def test_a_plan_made_elsewhere_is_found(tmp_path):
+    (tmp_path / "addons" / "routing").mkdir(parents=True)
+    (tmp_path / "launcher").mkdir()
+    (tmp_path / "addons" / "routing" / "plan.py").write_text("class Plan:\n    pass\n\n\nPlan()\n")
+    (tmp_path / "addons" / "engine.py").write_text("from addons.routing import plan\n\nfirst = plan.Plan()\n")
+    (tmp_path / "launcher" / "explain.py").write_text("from addons.routing.plan import Plan\n\n\nPlan(1)\n")
+    assert plan_constructions(tmp_path) == ["addons/engine.py:3", "launcher/explain.py:4"]
 
 def test_alias_on_the_same_provider_changes_only_the_model():
     plan = plan_for({"model": "coder-model", "messages": [{"role": "user", "content": "hi"}]},

@@ -19,7 +19,7 @@ from openai.types.responses import Response
 
 from addons.wire.dialects import Dialect
 from addons.translate.messages import Flavour
-from addons.translate.errors import UpstreamError, responses_error, translate_error
+from addons.translate.errors import ProviderError, responses_error, translate_error
 from addons.translate.responses import responses_to_chat_request
 from addons.translate.responses_answers import chat_to_responses_response, responses_to_chat_response
 from addons.translate.responses_chat import chat_to_responses_request
@@ -360,10 +360,10 @@ def test_errors_in_the_responses_dialect():
     body = json.loads(translate_error(b'{"type":"error","error":{"type":"overloaded_error","message":"busy"}}', 529,
                                       Dialect.OPENAI_RESPONSES))
     assert body["error"]["message"] == "busy" and body["error"]["code"] == "overloaded_error"
-    assert responses_error(UpstreamError("prompt is too long: 210000 tokens"), 400)["code"] == "context_length_exceeded"
-    assert responses_error(UpstreamError("slow down", "rate_limit_error"), 500)["code"] == "rate_limit_exceeded"
-    assert responses_error(UpstreamError("no credit"), 402)["code"] == "insufficient_quota"
-    assert responses_error(UpstreamError("boom"), 500) == {"code": "server_error", "message": "boom"}
+    assert responses_error(ProviderError("prompt is too long: 210000 tokens"), 400)["code"] == "context_length_exceeded"
+    assert responses_error(ProviderError("slow down", "rate_limit_error"), 500)["code"] == "rate_limit_exceeded"
+    assert responses_error(ProviderError("no credit"), 402)["code"] == "insufficient_quota"
+    assert responses_error(ProviderError("boom"), 500) == {"code": "server_error", "message": "boom"}
 
 
 # ============================================================================= hostile shapes

@@ -27,7 +27,7 @@ from addons.wire import tokens
 from addons.wire import usage_blocks  # noqa: E402
 from addons.wire.dialects import Dialect  # noqa: E402
 from addons.wire.sse import SSEParser  # noqa: E402
-from addons.wire.usage_blocks import StreamUsage, Usage  # noqa: E402
+from addons.wire.usage_blocks import StreamUsage, TokenUsage  # noqa: E402
 
 N_CHUNKS = 4  # FakeUpstream's default number of content pieces
 TOOL_ARGS = {"command": "echo hi"}
@@ -74,7 +74,7 @@ async def test_openai_chat_answer(upstream):
     raw, response = await post(upstream, "/v1/chat/completions",
                                {"model": "fake/good", "messages": [{"role": "user", "content": "ping"}]})
     n = numbers(raw)
-    assert usage_blocks.from_answer(Dialect.OPENAI_CHAT, response.json()) == Usage(
+    assert usage_blocks.usage_of_answer(Dialect.OPENAI_CHAT, response.json()) == TokenUsage(
         input_tokens=n["prompt"], output_tokens=n["completion"], cached_tokens=n["cached"], cache_write_tokens=None,
         reasoning_tokens=2, cost_usd=None)
     assert usage_blocks.answer_text("openai_chat", response.json()) == upstream.expected_answer("fake/good")
@@ -86,7 +86,7 @@ async def test_openai_chat_stream_with_include_usage(upstream):
         "messages": [{"role": "user", "content": "ping"}]})
     n = numbers(raw)
     usage = stream_of(Dialect.OPENAI_CHAT, response.content)
-    assert usage.result() == Usage(n["prompt"], n["completion"], n["cached"], None, 2, None)
+    assert usage.result() == TokenUsage(n["prompt"], n["completion"], n["cached"], None, 2, None)
     assert usage.output_text == upstream.expected_answer("fake/good")
     assert usage.usage_or_estimate(999) == usage.result()  # reported: nothing estimated
 
@@ -97,7 +97,8 @@ async def test_openai_chat_stream_without_usage_is_estimated(upstream):
     usage = stream_of(Dialect.OPENAI_CHAT, response.content)
     assert usage.result() is None
     answer = upstream.expected_answer("fake/good")
-    assert usage.usage_or_estimate(42) == Usage(42, tokens.count_text(answer), None, None, None, None, estimated=True)
+    assert usage.usage_or_estimate(42) == TokenUsage(42, tokens.count_text(answer), None, None, None, None,
+                                                     estimated=True)
 
 
 async def test_openrouter_stream_reports_cost(upstream):
@@ -115,7 +116,7 @@ async def test_openrouter_answer_reports_cost(upstream):
     raw, response = await post(upstream, "/api/v1/chat/completions",
                                {"model": "openrouter/free", "messages": [{"role": "user", "content": "ping"}]})
     n = numbers(raw)
-    result = usage_blocks.from_answer("openai_chat", response.json())
+    result = usage_blocks.usage_of_answer("openai_chat", response.json())
     assert result.cost_usd == pytest.approx(n["prompt"] * 1e-6 + n["completion"] * 2e-6)
 
 
@@ -133,7 +134,7 @@ async def test_openai_chat_empty_answer(upstream):
     raw, response = await post(upstream, "/v1/chat/completions",
                                {"model": "fake/empty", "messages": [{"role": "user", "content": "ping"}]})
     n = numbers(raw, pieces=0, reasoning=0)
-    result = usage_blocks.from_answer("openai_chat", response.json())
+    result = usage_blocks.usage_of_answer("openai_chat", response.json())
     assert (result.output_tokens, result.reasoning_tokens, result.input_tokens) == (0, 0, n["prompt"])
 
 
@@ -146,7 +147,7 @@ async def test_anthropic_answer_adds_cache_to_input(upstream):
     raw, response = await post(upstream, "/v1/messages", ANTHROPIC_BODY)
     n = numbers(raw)
     # (prompt - cached) + cache_read (cached) + cache_creation (2)
-    assert usage_blocks.from_answer(Dialect.ANTHROPIC, response.json()) == Usage(
+    assert usage_blocks.usage_of_answer(Dialect.ANTHROPIC, response.json()) == TokenUsage(
         input_tokens=n["prompt"] + 2, output_tokens=n["completion"], cached_tokens=n["cached"], cache_write_tokens=2,
         reasoning_tokens=None, cost_usd=None)
     assert usage_blocks.answer_text("anthropic", response.json()) == upstream.expected_answer("fake/good")
@@ -157,7 +158,7 @@ async def test_anthropic_stream(upstream):
     n = numbers(raw)
     usage = stream_of(Dialect.ANTHROPIC, response.content)
     # message_start says output_tokens 1; message_delta's cumulative count replaces it
-    assert usage.result() == Usage(n["prompt"] + 2, n["completion"], n["cached"], 2, None, None)
+    assert usage.result() == TokenUsage(n["prompt"] + 2, n["completion"], n["cached"], 2, None, None)
     assert usage.output_text == upstream.expected_answer("fake/good")
 
 
@@ -197,7 +198,7 @@ def test_anthropic_docs_stream_without_cache_fields():
     usage.event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
                                                                      "stop_sequence": None},
                                   "usage": {"output_tokens": 15}})
-    assert usage.result() == Usage(25, 15, None, None, None, None)
+    assert usage.result() == TokenUsage(25, 15, None, None, None, None)
 
 
 def test_anthropic_docs_message_delta_with_cache_fields():
@@ -209,7 +210,7 @@ def test_anthropic_docs_message_delta_with_cache_fields():
     usage.event("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {
         "input_tokens": 12, "cache_creation_input_tokens": 1800, "cache_read_input_tokens": 2048,
         "output_tokens": 503}})
-    assert usage.result() == Usage(12 + 1800 + 2048, 503, 2048, 1800, None, None)
+    assert usage.result() == TokenUsage(12 + 1800 + 2048, 503, 2048, 1800, None, None)
 
 
 def test_anthropic_thinking_deltas_count_as_output_text():
@@ -233,7 +234,7 @@ RESPONSES_BODY = {"model": "fake/good", "input": "ping"}
 async def test_responses_answer(upstream):
     raw, response = await post(upstream, "/v1/responses", RESPONSES_BODY)
     n = numbers(raw)
-    assert usage_blocks.from_answer(Dialect.OPENAI_RESPONSES, response.json()) == Usage(
+    assert usage_blocks.usage_of_answer(Dialect.OPENAI_RESPONSES, response.json()) == TokenUsage(
         n["prompt"], n["completion"], n["cached"], None, 2, None)
     assert usage_blocks.answer_text("openai_responses", response.json()) == upstream.expected_answer("fake/good")
 
@@ -241,14 +242,14 @@ async def test_responses_answer(upstream):
 async def test_responses_stream_and_websocket_event(upstream):
     raw, response = await post(upstream, "/v1/responses", {**RESPONSES_BODY, "stream": True})
     n = numbers(raw)
-    expected = Usage(n["prompt"], n["completion"], n["cached"], None, 2, None)
+    expected = TokenUsage(n["prompt"], n["completion"], n["cached"], None, 2, None)
     usage = stream_of(Dialect.OPENAI_RESPONSES, response.content)
     assert usage.result() == expected
     assert usage.output_text == upstream.expected_answer("fake/good")
     # Codex gets the same response.completed as one WebSocket text message: the JSON of the SSE data
     completed = [e for e in SSEParser().feed(response.content) if e.event == "response.completed"]
-    assert usage_blocks.from_responses_event(json.loads(completed[0].data)) == expected
-    assert usage_blocks.from_answer("openai_responses", json.loads(completed[0].data)) == expected
+    assert usage_blocks.usage_of_responses_event(json.loads(completed[0].data)) == expected
+    assert usage_blocks.usage_of_answer("openai_responses", json.loads(completed[0].data)) == expected
 
 
 async def test_responses_tool_call_stream(upstream):
@@ -262,12 +263,12 @@ async def test_responses_tool_call_stream(upstream):
 
 
 def test_responses_events_without_usage():
-    assert usage_blocks.from_responses_event({"type": "response.created", "response": {"usage": None}}) is None
-    assert usage_blocks.from_responses_event({"type": "response.output_text.delta", "delta": "x"}) is None
-    assert usage_blocks.from_responses_event({"type": "response.completed"}) is None
+    assert usage_blocks.usage_of_responses_event({"type": "response.created", "response": {"usage": None}}) is None
+    assert usage_blocks.usage_of_responses_event({"type": "response.output_text.delta", "delta": "x"}) is None
+    assert usage_blocks.usage_of_responses_event({"type": "response.completed"}) is None
     # an answer cut by the provider still carries its usage
-    assert usage_blocks.from_responses_event({"type": "response.incomplete", "response": {"usage": {
-        "input_tokens": 5, "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 4}}}}) == Usage(
+    assert usage_blocks.usage_of_responses_event({"type": "response.incomplete", "response": {"usage": {
+        "input_tokens": 5, "output_tokens": 9, "output_tokens_details": {"reasoning_tokens": 4}}}}) == TokenUsage(
         5, 9, None, None, 4, None)
 
 
@@ -281,7 +282,7 @@ async def test_gemini_answer_output_is_candidates_plus_thoughts(upstream):
     n = numbers(raw)
     meta = response.json()["usageMetadata"]
     assert meta["candidatesTokenCount"] == n["completion"] - 2  # the fake leaves thoughts out, as Gemini does
-    assert usage_blocks.from_answer(Dialect.GEMINI, response.json()) == Usage(
+    assert usage_blocks.usage_of_answer(Dialect.GEMINI, response.json()) == TokenUsage(
         n["prompt"], n["completion"], n["cached"], None, 2, None)
     assert usage_blocks.answer_text("gemini", response.json()) == upstream.expected_answer("fake-good")
 
@@ -290,7 +291,7 @@ async def test_gemini_sse_stream(upstream):
     raw, response = await post(upstream, "/v1beta/models/fake-good:streamGenerateContent?alt=sse", GEMINI_BODY)
     n = numbers(raw)
     usage = stream_of(Dialect.GEMINI, response.content)
-    assert usage.result() == Usage(n["prompt"], n["completion"], n["cached"], None, 2, None)
+    assert usage.result() == TokenUsage(n["prompt"], n["completion"], n["cached"], None, 2, None)
     assert usage.output_text == upstream.expected_answer("fake-good")
 
 
@@ -298,15 +299,15 @@ async def test_gemini_json_array_stream(upstream):
     raw, response = await post(upstream, "/v1beta/models/fake-good:streamGenerateContent", GEMINI_BODY)
     n = numbers(raw)
     assert response.content.startswith(b"[")
-    assert usage_blocks.from_gemini_array(response.content) == Usage(n["prompt"], n["completion"], n["cached"],
+    assert usage_blocks.usage_of_gemini_array(response.content) == TokenUsage(n["prompt"], n["completion"], n["cached"],
                                                                      None, 2, None)
     items = usage_blocks.gemini_array_items(response.content)
     assert len(items) == N_CHUNKS
     # cut inside the last element (which carries the usage): the complete ones survive, no usage
     cut = response.content[:response.content.rindex(b"usageMetadata")]
     assert len(usage_blocks.gemini_array_items(cut)) == N_CHUNKS - 1
-    assert usage_blocks.from_gemini_array(cut) is None
-    assert usage_blocks.from_gemini_array(b"") is None
+    assert usage_blocks.usage_of_gemini_array(cut) is None
+    assert usage_blocks.usage_of_gemini_array(b"") is None
 
 
 async def test_gemini_tool_call(upstream):
@@ -314,7 +315,7 @@ async def test_gemini_tool_call(upstream):
         "contents": [{"role": "user", "parts": [{"text": TOOL_PROMPT}]}],
         "tools": [{"functionDeclarations": [{"name": "Bash"}]}]})
     n = numbers(raw, pieces=1)  # the fake's Gemini tool call counts one piece
-    assert usage_blocks.from_answer("gemini", response.json()).output_tokens == n["completion"]
+    assert usage_blocks.usage_of_answer("gemini", response.json()).output_tokens == n["completion"]
     assert json.loads(usage_blocks.answer_text("gemini", response.json())) == TOOL_ARGS
 
 
@@ -323,8 +324,8 @@ def test_gemini_docs_thoughts_and_tool_prompt():
     # prompt, candidates, toolUsePrompt and thoughts; promptTokenCount already holds the cached content
     meta = {"promptTokenCount": 1200, "cachedContentTokenCount": 1024, "candidatesTokenCount": 50,
             "thoughtsTokenCount": 960, "toolUsePromptTokenCount": 30, "totalTokenCount": 2240}
-    usage = usage_blocks.from_answer("gemini", {"candidates": [], "usageMetadata": meta})
-    assert usage == Usage(1230, 1010, 1024, None, 960, None)
+    usage = usage_blocks.usage_of_answer("gemini", {"candidates": [], "usageMetadata": meta})
+    assert usage == TokenUsage(1230, 1010, 1024, None, 960, None)
     assert usage.input_tokens + usage.output_tokens == meta["totalTokenCount"]
 
 
@@ -334,7 +335,7 @@ def test_gemini_stream_last_usage_wins():
                        "usageMetadata": {"promptTokenCount": 8, "thoughtsTokenCount": 3}})
     usage.event(None, {"candidates": [{"content": {"parts": [{"text": "done"}]}}],
                        "usageMetadata": {"promptTokenCount": 8, "candidatesTokenCount": 2, "thoughtsTokenCount": 3}})
-    assert usage.result() == Usage(8, 5, None, None, 3, None)
+    assert usage.result() == TokenUsage(8, 5, None, None, 3, None)
     assert usage.output_text == "thinking...done"
 
 
@@ -354,7 +355,7 @@ def test_openai_docs_include_usage_final_chunk_with_empty_choices():
                             "usage": {"prompt_tokens": 9, "completion_tokens": 12, "total_tokens": 21,
                                       "prompt_tokens_details": {"cached_tokens": 0},
                                       "completion_tokens_details": {"reasoning_tokens": 0}}})
-    assert usage.result() == Usage(9, 12, 0, None, 0, None)
+    assert usage.result() == TokenUsage(9, 12, 0, None, 0, None)
     assert usage.output_text == "Hi"
 
 
@@ -365,7 +366,7 @@ def test_openrouter_docs_usage_accounting_sample():
         "cost_details": {"upstream_inference_cost": 19}, "prompt_tokens": 194,
         "prompt_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 100, "audio_tokens": 0},
         "total_tokens": 196}}
-    assert usage_blocks.from_answer("openai_chat", answer) == Usage(194, 2, 0, 100, 0, 0.95)
+    assert usage_blocks.usage_of_answer("openai_chat", answer) == TokenUsage(194, 2, 0, 100, 0, 0.95)
 
 
 def test_openrouter_reasoning_and_tool_deltas_are_output_text():
@@ -387,29 +388,30 @@ def test_openrouter_reasoning_and_tool_deltas_are_output_text():
     ("gemini", {"error": {"code": 500, "message": "Internal error", "status": "INTERNAL"}}),
 ])
 def test_missing_usage_is_none(dialect, answer):
-    assert usage_blocks.from_answer(dialect, answer) is None
+    assert usage_blocks.usage_of_answer(dialect, answer) is None
 
 
 def test_nonsense_numbers_are_dropped():
     answer = {"usage": {"prompt_tokens": True, "completion_tokens": -3, "cost": "0.1",
                         "prompt_tokens_details": {"cached_tokens": "12"}}}
-    assert usage_blocks.from_answer("openai_chat", answer) is None
+    assert usage_blocks.usage_of_answer("openai_chat", answer) is None
     answer = {"usage": {"prompt_tokens": 10.0, "completion_tokens": 4, "cost": float("nan")}}
-    assert usage_blocks.from_answer("openai_chat", answer) == Usage(10, 4, None, None, None, None)
+    assert usage_blocks.usage_of_answer("openai_chat", answer) == TokenUsage(10, 4, None, None, None, None)
 
 
 def test_unknown_dialect_raises():
     with pytest.raises(ValueError):
-        usage_blocks.from_answer("cohere", {})
+        usage_blocks.usage_of_answer("cohere", {})
 
 
 # ------------------------------------------------------------------------------------------ estimates
 
-def test_estimate_counts_output_with_tiktoken():
+def test_estimated_usage_counts_output_with_tiktoken():
     text = "def add(a, b):\n    return a + b\n"
-    usage = usage_blocks.estimate(120, text)
-    assert usage == Usage(120, len(tokens.encoding().encode_ordinary(text)), None, None, None, None, estimated=True)
-    assert usage_blocks.estimate(None, "").output_tokens == 0
+    usage = usage_blocks.estimated_usage(120, text)
+    assert usage == TokenUsage(120, len(tokens.encoding().encode_ordinary(text)), None, None, None, None,
+                               estimated=True)
+    assert usage_blocks.estimated_usage(None, "").output_tokens == 0
 
 
 def test_output_text_is_bounded_and_the_estimate_scaled(monkeypatch):

@@ -98,7 +98,7 @@ def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]
 
 
 def usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
-    """A usage_blocks.Usage (as a dict) as the row's token and cost columns; the cost is the provider's."""
+    """A usage_blocks.TokenUsage (as a dict) as the row's token and cost columns; the cost is the provider's."""
     return {"input_tokens": usage.get("input_tokens"), "output_tokens": usage.get("output_tokens"),
             "cached_tokens": usage.get("cached_tokens"), "cache_write_tokens": usage.get("cache_write_tokens"),
             "reasoning_tokens": usage.get("reasoning_tokens"), "tokens_estimated": bool(usage.get("estimated")),

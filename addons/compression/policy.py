@@ -1,6 +1,7 @@
 """Compression of an LLM request: which parts may change, and what each tool output becomes.
 
-Pure logic, no mitmproxy. The rules (research/compression.md §5) in short:
+Pure logic, no mitmproxy. The rules in short (tests/mustkeep.py, a checker written apart from this
+code, holds compressed requests to them):
 
 * Only the text of tool outputs changes (which parts those are, in each dialect: tool_outputs.py).
   System prompt, tool schemas, every other field, assistant messages, user-authored text, ids and
@@ -64,7 +65,7 @@ def mode_for(rules: Rules, agent: str, launch_profile: str | None) -> Mode:
     return Mode(mode)
 
 
-def describe(mode: str, kinds: dict[str, int], tokens_before: int | None, tokens_after: int | None) -> str:
+def describe_compression(mode: str, kinds: dict[str, int], tokens_before: int | None, tokens_after: int | None) -> str:
     """One line on what a request's compression did, for the flow comment and the dry run:
     `cache_safe: 12,000 -> 9,000 tokens (-25.0%), 1 shrunk, 2 same_output`."""
     if not kinds:
@@ -95,7 +96,9 @@ class Cut:
 
 
 @dataclasses.dataclass
-class Outcome:
+class CompressionOutcome:
+    """What compressing one request did: the body to send and each change made to it."""
+
     body: dict[str, Any]  # the request to send (the same object when nothing changed)
     cuts: list[Cut]
     rewrites: list[str]  # outputs replaced because of later messages (max mode): a cache miss each
@@ -294,7 +297,7 @@ class Rewrite:
 
 # A rewrite round re-bills the prompt from its first replaced output on at the cache-write price
 # (1.25x) instead of the cache-read price (0.1x), and saves 0.1x the removed tokens on every later
-# turn. Removing at least half of that tail pays back within about ten turns (research §5.3 P3).
+# turn. Removing at least half of that tail pays back within about ten turns.
 WORTH_IT_SHARE = 0.5
 
 
@@ -340,7 +343,7 @@ class RewriteGate:
 
 
 def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
-                     gate: RewriteGate | None = None) -> Outcome:
+                     gate: RewriteGate | None = None) -> CompressionOutcome:
     """The request with its tool outputs compressed; `body` itself is never modified (the result
     shares every part that did not change with it).
 
@@ -348,10 +351,10 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
     replaces all of them.
     """
     if settings.mode is Mode.OFF:
-        return Outcome(body, [], [])
+        return CompressionOutcome(body, [], [])
     outputs = find_outputs(dialect, body)
     if not outputs:
-        return Outcome(body, [], [])
+        return CompressionOutcome(body, [], [])
     replacements: dict[str, tuple[str, str]] = {}  # output id -> (verdict, marker)
     if settings.mode is Mode.MAX:
         replacements = _replacements(dialect, body, outputs, gate)
@@ -369,8 +372,8 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
             changes.append((output.path, new))
             cuts.append(Cut(output.id, kind, output.text, new))
     if not cuts:
-        return Outcome(body, [], [])
-    return Outcome(_with_changes(body, changes), cuts, list(replacements))
+        return CompressionOutcome(body, [], [])
+    return CompressionOutcome(_with_changes(body, changes), cuts, list(replacements))
 
 
 def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput],

@@ -2,9 +2,9 @@
 
 Pure logic, no mitmproxy. Every function here is a pure function of its arguments, so a tool output
 shrinks to the same bytes on every turn of a session and the provider's prompt cache keeps matching
-(research/compression.md §5.3). Every cut leaves a marker `[clutch: ...]` on a line of its own that
-says what went and how much (§5.2 M6); error lines, failing test names, summaries and file:line
-references are never cut (§5.2 M4).
+(each request's messages start with the previous request's, byte for byte). Every cut leaves a
+marker `[clutch: ...]` on a line of its own that says what went and how much; error lines, failing
+test names and summaries are never cut (tests/mustkeep.py checks both), nor file:line references.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from addons.wire.tokens import count_text
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]")
 _BACKSPACED = re.compile(r".\x08")  # spinners and man pages overstrike with backspaces
 
-# Lines that must survive any cut (research/compression.md §5.1 items 4-5): errors, failing tests,
-# summaries and exit codes.
+# Lines that must survive any cut: errors, failing tests, summaries and exit codes (the error words
+# and test-result lines tests/mustkeep.py checks, and more).
 _MUST_KEEP = re.compile(
     r"error|exception|traceback|failed|failure|fatal|panic|assert|segmentation fault|undefined reference"
     r"|cannot find|not found|denied|refused|timed? ?out|abort|killed|exit (?:code|status)|returncode"
@@ -38,7 +38,8 @@ _FIRST_KEEP = re.compile(r"warn|deprecat|(?<![\w./-])[\w./-]+\.\w+:\d+", re.IGNO
 # Lines whose only differences are numbers (progress, counters, timings): foldable as one kind.
 _DIGITS = re.compile(r"\d+")
 
-# File paths, as research/compression.md §5.1 item 6 counts them: a cut names the ones it removed.
+# File paths as tests/mustkeep.py counts them (`dir/name.ext`, optionally `:line`): a cut names the
+# ones it removed.
 _PATH = re.compile(r"(?<![\w./-])(?:\.{0,2}/+)?(?:[\w.-]+/+)++[\w.-]+\.\w+(?::\d+)?")
 _PATHS_NAMED = 200  # more than this in one cut and the marker would be the output again
 

@@ -1,4 +1,5 @@
-"""The rules file: which providers exist, and (for later sections) how requests are routed.
+"""The rules file: which providers exist and how requests to them are routed (tiers, aliases, task
+routes, profiles, cascades and fallback, quotas, budgets, compression).
 
 Pure logic, no mitmproxy. Rules are YAML validated by pydantic; every error names the file,
 the line and the field, because a user editing a rules file needs exactly those three things.

@@ -7,7 +7,8 @@ and persisted times mean the same after a restart.
     closed --failures reach the threshold--> open --cooldown passed--> half_open (one probe)
     half_open --probe succeeded--> closed;  half_open --probe failed--> open (fresh cooldown)
 
-Why this shape (../shared/research/peers.md, "Ten lessons" 3, and the LiteLLM/Portkey/CCR/ccp notes):
+Why this shape (what LiteLLM, Portkey, claude-code-router (CCR) and claude-code-proxy (ccp) do, and
+where they go wrong):
 - failures are weighted and counted in a sliding window, not consecutively: a hard failure (5xx,
   timeout, refused connection) weighs 1.0, a soft one (an answer that cannot be used) 0.5, so a model
   that fails now and then over an hour never trips. Which failures count at all (not a 400 about the

@@ -15,7 +15,8 @@ from typing import Any
 from addons.config.rules import ModelTarget, Rules
 from addons.wire.dialects import Dialect
 
-OPENROUTER_MAX_MODELS = 3  # the live API refuses longer `models` arrays (research/peers.md §4)
+# the live API refuses longer `models` arrays ("'models' array must have 3 items or fewer")
+OPENROUTER_MAX_MODELS = 3
 BACKOFF_BASE_S = 1.0
 BACKOFF_CAP_S = 30.0
 NATIVE_DIALECTS = (Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES)
@@ -109,8 +110,9 @@ def inject_openrouter(body: dict[str, Any], models: list[str], sort: str, partit
     """OpenRouter's native fallback: an ordered `models` list, and provider sorting merged into the
     provider preferences the agent already sent (the agent's own settings win).
 
-    `partition: "none"` is left out unless the rules ask: it makes the listed models compete on the
-    sort key, so the primary may never be used (research/peers.md §4, lesson 1).
+    `partition: "none"` is left out unless the rules ask: it sorts the endpoints of every listed model
+    together on the sort key, so the primary may never be used (the default, "model", keeps fallbacks
+    as fallbacks).
     """
     out = dict(body)
     if len(models) > 1 and "models" not in body:

@@ -57,7 +57,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from addons.translate.errors import ANTHROPIC_ERROR_STATUS, UpstreamError, read_error
+from addons.translate.errors import ANTHROPIC_ERROR_STATUS, ProviderError, read_error
 from addons.wire.dialects import Dialect
 from addons.wire.sse import SSEEvent, SSEParser
 from addons.wire.usage_blocks import StreamUsage
@@ -262,14 +262,14 @@ def _short(text: str) -> str:
     return text if len(text) <= MAX_MESSAGE else text[:MAX_MESSAGE] + "..."
 
 
-def _read(body: bytes, payload: Any, status: int | None) -> UpstreamError:
+def _read(body: bytes, payload: Any, status: int | None) -> ProviderError:
     if isinstance(payload, dict):
         return read_error(payload, status)
     text = _short(_TAGS.sub(" ", body.decode("utf-8", "replace"))) if body.strip() else "an empty body"
-    return UpstreamError(text)
+    return ProviderError(text)
 
 
-def _own_status(payload: Any, error: UpstreamError) -> int | None:
+def _own_status(payload: Any, error: ProviderError) -> int | None:
     """The status an error inside a 200 names itself: OpenRouter's code (a number, sometimes a string),
     Anthropic's error type, an OpenAI or Gemini code word."""
     if error.status:
@@ -286,7 +286,7 @@ def _own_status(payload: Any, error: UpstreamError) -> int | None:
     return None
 
 
-def _policy(status: int, error: UpstreamError, *, key_from_rules: bool, retry_after_header: bool,
+def _policy(status: int, error: ProviderError, *, key_from_rules: bool, retry_after_header: bool,
             routing: bool, moderation: bool, free_daily_cap: bool) -> tuple[bool, bool]:
     """(retryable, counts_for_breaker) of an error status; the reasons are in the module docstring."""
     if routing:

@@ -8,9 +8,10 @@ target ("openrouter:qwen/qwen3-coder": that model alone); a request must fit bot
 60 s window (a fixed minute would allow twice the rate across its edge), `rpd` counts the UTC day
 (when OpenRouter's daily limits reset). A 429 puts the model (or the whole provider) in a cooldown.
 
-OpenRouter's `:free` limits belong to the account, not to a model (../shared/research/peers.md, lesson
-5): once the daily free cap is hit, every `:free` model of that provider waits until UTC midnight, so a
-cascade goes straight to paid or other providers instead of spending a request on each free model.
+OpenRouter's `:free` limits belong to the account, not to a model (its free-variant docs: 20 requests
+a minute and 50 or 1000 a day, "not per model"): once the daily free cap is hit, every `:free` model
+of that provider waits until UTC midnight, so a cascade goes straight to paid or other providers
+instead of spending a request on each free model.
 
 Only keys that have a quota are counted, plus cooldowns still running; old timestamps are pruned, so
 memory stays bounded whatever the traffic. Not thread-safe: it lives on the gateway's event loop.

@@ -52,7 +52,9 @@ class RouterContext:
 
 
 @dataclasses.dataclass
-class Outcome:
+class RouterVerdict:
+    """What the rules' custom router answered for one request: a target, or None and why."""
+
     target: str | None
     note: str | None = None  # why nothing was used (error, timeout, bad return value)
 
@@ -180,9 +182,9 @@ class CustomRouter:
             result = asyncio.run(_await(result))
         return result
 
-    async def run(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> Outcome:
+    async def run(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> RouterVerdict:
         job = self._submit(path, request, context)
-        if isinstance(job, Outcome):
+        if isinstance(job, RouterVerdict):
             return job
         try:
             result = await asyncio.wait_for(asyncio.wrap_future(job.future), timeout_s)
@@ -192,9 +194,9 @@ class CustomRouter:
             return self._failed(path, f"raised {type(e).__name__}: {e}")
         return _checked(path, result)
 
-    def run_sync(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> Outcome:
+    def run_sync(self, path: Path, request: dict, context: RouterContext, timeout_s: float) -> RouterVerdict:
         job = self._submit(path, request, context)
-        if isinstance(job, Outcome):
+        if isinstance(job, RouterVerdict):
             return job
         try:
             result = job.future.result(timeout_s)
@@ -204,7 +206,7 @@ class CustomRouter:
             return self._failed(path, f"raised {type(e).__name__}: {e}")
         return _checked(path, result)
 
-    def _submit(self, path: Path, request: dict, context: RouterContext) -> _Job | Outcome:
+    def _submit(self, path: Path, request: dict, context: RouterContext) -> _Job | RouterVerdict:
         job = self._workers.submit(self._call, path, request, context)
         if job is None:
             stuck = self._workers.stuck
@@ -213,13 +215,13 @@ class CustomRouter:
             if not self._saturated:
                 self._saturated = True
                 logger.error("%s (further requests too, until one of those calls ends)", note)
-            return Outcome(None, note)
+            return RouterVerdict(None, note)
         if self._saturated:
             self._saturated = False
             logger.warning("custom router %s is asked again: a call that ran past its time limit ended", path.name)
         return job
 
-    def _late(self, path: Path, job: _Job, timeout_s: float) -> Outcome:
+    def _late(self, path: Path, job: _Job, timeout_s: float) -> RouterVerdict:
         if job.future.cancel():  # never started: every thread was busy
             return self._failed(path, f"had no free thread within {timeout_s:g} s")
         if self._workers.abandon(job):
@@ -232,10 +234,10 @@ class CustomRouter:
             return self._failed(path, f"raised {type(e).__name__}: {e}")
 
     @staticmethod
-    def _failed(path: Path, what: str) -> Outcome:
+    def _failed(path: Path, what: str) -> RouterVerdict:
         note = f"custom router {path.name} {what}; falling through to the rules"
         logger.warning("%s", note)
-        return Outcome(None, note)
+        return RouterVerdict(None, note)
 
     def close(self) -> None:
         self._workers.close()
@@ -245,11 +247,11 @@ async def _await(awaitable):
     return await awaitable
 
 
-def _checked(path: Path, result: Any) -> Outcome:
+def _checked(path: Path, result: Any) -> RouterVerdict:
     if result is None:
-        return Outcome(None)
+        return RouterVerdict(None)
     if isinstance(result, str) and result.strip():
-        return Outcome(result.strip())
+        return RouterVerdict(result.strip())
     note = f"custom router {path.name} returned {type(result).__name__}, not a 'provider:model' string; ignored"
     logger.warning("%s", note)
-    return Outcome(None, note)
+    return RouterVerdict(None, note)

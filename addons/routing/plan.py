@@ -1,5 +1,5 @@
 """The upstream request for a routing decision: URL, headers, key and body, translated when the
-target provider does not speak the agent's dialect (translation.py says which translation carries
+target provider does not speak the agent's dialect (translate/pairs.py says which translation carries
 which pair), and the way back: the provider's answer in the agent's dialect.
 
 Pure logic, no mitmproxy. An unchanged decision sends the agent's bytes as they came (still
@@ -33,7 +33,7 @@ from addons.wire.dialects import Dialect, LLMCall
 
 logger = logging.getLogger(__name__)
 
-# (client, upstream) pairs Clutch translates (translation.py).
+# (client, upstream) pairs Clutch translates (translate/pairs.py).
 TRANSLATABLE = translation.TRANSLATABLE
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -77,9 +77,19 @@ class Plan:
         return ", ".join(parts)
 
 
-def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, headers: list[tuple[bytes, bytes]],
-               raw_body: bytes, environ: Mapping[str, str] | None = None, agent: str | None = None) -> Plan:
-    """`agent` (the identity's agent name) turns on that agent's request repairs (Pi's, pi_repair.py)."""
+def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
+               headers: list[tuple[bytes, bytes]], raw_body: bytes, environ: Mapping[str, str] | None = None,
+               agent: str | None = None) -> Plan:
+    """The only way a Plan is made: Route's decision, Budget's `over: free`, each cascade candidate
+    of the engine and `clutch explain` all come here, so a request is carried the same way whoever
+    decided where it goes.
+
+    `decision` None: no router ran (no Route addon loaded): the agent's request goes exactly as it
+    came, nothing read from it. `agent` (the identity's agent name) turns on that agent's request
+    repairs (Pi's, pi_repair.py)."""
+    if decision is None:
+        return Plan(call.provider, url, list(headers), raw_body, call.model, call.dialect, call.dialect,
+                    False, "agent")
     environ = os.environ if environ is None else environ
     unchanged = Plan(call.provider, url, list(headers), raw_body, call.model, call.dialect, call.dialect,
                      False, "agent", sent=call.body)
@@ -103,8 +113,7 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
         if tag_removed:
             notes.append("subagent tag stripped")
         # `sent` too: OpenRouter's native fallbacks rebuild the body from it
-        return dataclasses.replace(unchanged, headers=_without(headers, _BODY_HEADERS),
-                                   body=json_bytes(body), changed=True, sent=body)
+        return with_body(unchanged, body)
 
     provider = rules.providers[target.provider]
     upstream_dialect = translation.upstream_for(call.dialect, provider.dialects)
@@ -143,23 +152,40 @@ def build_plan(call: LLMCall, decision: Decision, rules: Rules, url: str, header
     out_headers = _without(headers, _BODY_HEADERS)
     key_source = "agent"
     if not same_provider or upstream_dialect is not call.dialect:
-        key = _agent_key(headers) if same_provider else None
-        if not same_provider and provider.key_env:
-            key = environ.get(provider.key_env, "").strip() or None
-            if key is None:
-                raise PlanError("missing_key",
-                                f"rules route this request to {target}, but ${provider.key_env} (the "
-                                f"{target.provider} key) is not set in the gateway's environment")
-            key_source = provider.key_env
-        elif not same_provider:
-            key_source = "none"
-        out_headers = _without(out_headers, _AUTH_HEADERS)
-        if key:
-            out_headers += _auth(upstream_dialect, key, provider)
+        out_headers, key_source = _keyed(out_headers, target, provider, upstream_dialect, same_provider, environ)
     if upstream_dialect is not call.dialect:
         out_headers = _translated_headers(out_headers, upstream_dialect)
     return Plan(target.provider, new_url, out_headers, out_body, target.model, call.dialect, upstream_dialect,
                 True, key_source, notes, sent, context)
+
+
+def _keyed(headers: list[tuple[bytes, bytes]], target, provider: Provider, dialect: Dialect, same_provider: bool,
+           environ: Mapping[str, str]) -> tuple[list[tuple[bytes, bytes]], str]:
+    """The headers with the key the target gets, in its dialect's header, and where the key came from:
+    the agent's own on its own provider, the rules' key_env on another ("none" if it has none)."""
+    key = _agent_key(headers) if same_provider else None
+    key_source = "agent"
+    if not same_provider and provider.key_env:
+        key = environ.get(provider.key_env, "").strip() or None
+        if key is None:
+            raise PlanError("missing_key",
+                            f"rules route this request to {target}, but ${provider.key_env} (the "
+                            f"{target.provider} key) is not set in the gateway's environment")
+        key_source = provider.key_env
+    elif not same_provider:
+        key_source = "none"
+    headers = _without(headers, _AUTH_HEADERS)
+    if key:
+        headers += _auth(dialect, key, provider)
+    return headers, key_source
+
+
+def with_body(plan: Plan, body: dict[str, Any], note: str | None = None) -> Plan:
+    """A built plan sending another JSON body (in the upstream's dialect), e.g. with OpenRouter's
+    native fallbacks added: re-serialised, so the agent's content-encoding and length go."""
+    notes = plan.notes if note is None else [*plan.notes, note]
+    return dataclasses.replace(plan, headers=_without(plan.headers, _BODY_HEADERS), body=json_bytes(body),
+                               changed=True, sent=body, notes=notes)
 
 
 def _untranslatable(client: Dialect, target, provider: Provider, reason: str) -> PlanError:
@@ -167,7 +193,7 @@ def _untranslatable(client: Dialect, target, provider: Provider, reason: str) ->
                                        f"{', '.join(provider.dialects)}): {reason}", status=400)
 
 
-def stream_translator(plan: Plan, include_usage: bool):
+def stream_translator_for(plan: Plan, include_usage: bool):
     """Translates the provider's SSE stream back into the agent's dialect, piece by piece."""
     return translation.stream_translator(plan.client_dialect, plan.upstream_dialect, plan.model or "",
                                          include_usage, plan.client_context)

@@ -3,7 +3,8 @@ loop, a forced tool call, a background-sized answer, a subagent model tag.
 
 Pure logic, no mitmproxy. Each reader looks at the shapes of the dialect the request is written in,
 which is the point: claude-code-proxy converted Anthropic requests to OpenAI first and then looked
-for Anthropic shapes, so its image and web-search routes never fired (research/peers.md §5.1).
+for Anthropic shapes (`type: image` blocks, a tool's own `name`) where the converted request had
+`image_url` parts and `function.name`, so its image and web-search routes never fired.
 """
 
 from __future__ import annotations

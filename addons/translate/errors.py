@@ -1,7 +1,7 @@
 """Error bodies from one dialect to the other: whatever error an upstream sent (OpenAI, OpenRouter with
 its metadata, Anthropic, plain text or HTML from a load balancer) becomes a well-formed error of the
 agent's own dialect, its message kept. Used for whole answers (plan.py) and in-stream errors
-(translate_stream.py, translate_responses_stream.py).
+(stream.py, responses_stream.py).
 
 Pure logic, no mitmproxy. Shapes: https://docs.anthropic.com/en/api/errors,
 https://platform.openai.com/docs/guides/error-codes, https://openrouter.ai/docs/api-reference/errors-and-debugging,
@@ -39,8 +39,9 @@ MAX_TEXT_ERROR = 300
 
 
 @dataclasses.dataclass
-class UpstreamError:
-    """What an upstream error says, whatever its dialect."""
+class ProviderError:
+    """What a provider's error body says, whatever its dialect (not the engine's transport failure,
+    upstream.client.UpstreamError: this is an answer that came back)."""
 
     message: str  # the upstream's text, with OpenRouter's provider name and raw provider error folded in
     code: str | None = None  # the upstream's most specific word for it (OpenAI code, Anthropic type, ...)
@@ -71,20 +72,20 @@ def _relayed_error(raw: Any) -> tuple[str, str | None]:
     return (raw if isinstance(raw, str) else _dumps(raw)), None
 
 
-def read_error(payload: Any, status: int | None = None) -> UpstreamError:
+def read_error(payload: Any, status: int | None = None) -> ProviderError:
     """Read an error object of any dialect: Anthropic {"type":"error","error":{type,message}}, OpenAI
     {"error":{message,type,code}}, OpenRouter {"error":{code,message,metadata{provider_name,raw}}}, Gemini
     {"error":{code,message,status}}, Ollama {"error": "..."}, FastAPI {"detail": "..."}."""
     fallback = f"upstream error (HTTP {status})" if status else "upstream error"
     if not isinstance(payload, dict):
-        return UpstreamError(fallback)
+        return ProviderError(fallback)
     error = payload.get("error")
     if isinstance(error, dict):
         message = str(error.get("message") or "").strip() or fallback
         code = next((k for k in (error.get("code"), error.get("type"), error.get("status"))
                      if isinstance(k, str) and k), None)
         anthropic = error.get("type") if payload.get("type") == "error" else None
-        result = UpstreamError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
+        result = ProviderError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
                                error["code"] if isinstance(error.get("code"), int) else None)
         metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
         provider = metadata.get("provider_name")
@@ -99,11 +100,11 @@ def read_error(payload: Any, status: int | None = None) -> UpstreamError:
         return result
     for key in ("error", "detail", "message"):
         if isinstance(payload.get(key), str) and payload[key].strip():
-            return UpstreamError(payload[key].strip())
-    return UpstreamError(fallback)
+            return ProviderError(payload[key].strip())
+    return ProviderError(fallback)
 
 
-def anthropic_error_type(error: UpstreamError, status: int) -> str:
+def anthropic_error_type(error: ProviderError, status: int) -> str:
     if error.anthropic_type:
         return error.anthropic_type
     if error.code in ("rate_limit_exceeded", "insufficient_quota") and status not in (402, 429):
@@ -113,14 +114,14 @@ def anthropic_error_type(error: UpstreamError, status: int) -> str:
     return json.loads(error_body(Dialect.ANTHROPIC, status, ""))["error"]["type"]
 
 
-def anthropic_error(error: UpstreamError, status: int) -> dict[str, Any]:
+def anthropic_error(error: ProviderError, status: int) -> dict[str, Any]:
     message = error.message
     if error.context_too_long and "prompt is too long" not in message.lower():
         message = f"prompt is too long: {message}"  # Claude Code compacts on this phrase
     return {"type": "error", "error": {"type": anthropic_error_type(error, status), "message": message}}
 
 
-def openai_error(error: UpstreamError, status: int) -> dict[str, Any]:
+def openai_error(error: ProviderError, status: int) -> dict[str, Any]:
     payload = json.loads(error_body(Dialect.OPENAI_CHAT, status, error.message))
     details = payload["error"]
     details["type"] = _OPENAI_TYPE_BY_STATUS.get(status, details["type"])
@@ -131,14 +132,14 @@ def openai_error(error: UpstreamError, status: int) -> dict[str, Any]:
     return payload
 
 
-def status_of(error: UpstreamError) -> int:
+def status_of(error: ProviderError) -> int:
     """A status for an in-stream error, which has none of its own."""
     if error.code in ("rate_limit_exceeded", "rate_limit_error"):
         return 429
     return ANTHROPIC_ERROR_STATUS.get(error.anthropic_type or "", 500)
 
 
-def responses_error(error: UpstreamError, status: int) -> dict[str, Any]:
+def responses_error(error: ProviderError, status: int) -> dict[str, Any]:
     """The `error` object of a failed Response: {code, message}."""
     if error.context_too_long:
         code = "context_length_exceeded"
@@ -173,7 +174,7 @@ def translate_error(upstream_body: bytes, status: int, to: Dialect) -> bytes:
         error = read_error(payload, status)
     else:
         text = _plain_text(upstream_body) if upstream_body.strip() else "an empty body"
-        error = UpstreamError(f"upstream returned HTTP {status}: {text}")
+        error = ProviderError(f"upstream returned HTTP {status}: {text}")
     to = Dialect(to)
     if to is Dialect.ANTHROPIC:
         return _dumps(anthropic_error(error, status)).encode()

@@ -3,7 +3,7 @@ request, the streamed answer and the whole answer, for every (client, upstream) 
 
 Pure logic, no mitmproxy. The pairs:
 
-* Anthropic Messages <-> OpenAI Chat: translate.py, translate_stream.py.
+* Anthropic Messages <-> OpenAI Chat: messages.py, stream.py.
 * OpenAI Responses <-> OpenAI Chat: translate_responses*.py.
 * OpenAI Responses <-> Anthropic Messages: composed through Chat (Responses -> Chat -> Anthropic and
   back), request, stream and whole answer alike. It composes cleanly because both halves exist and

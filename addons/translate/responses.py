@@ -20,12 +20,12 @@ Decisions:
 * Server-side state is refused: `previous_response_id`, `conversation`, `prompt` (a stored template),
   `background` and `item_reference` inputs name things stored at the agent's provider that a chat
   provider never saw. So is a `tool_choice` that forces a hosted tool.
-* Tools: see translate_responses_tools.py (custom tools as functions with one string parameter,
+* Tools: see responses_tools.py (custom tools as functions with one string parameter,
   hosted tools dropped with a note, a tool_choice forcing one refused). Calls of hosted tools in the
   history are dropped with a note too.
 * Reasoning items cannot go back to a chat provider (chat takes no reasoning input, and
   `encrypted_content` only the agent's provider can read): dropped with a note, as thinking blocks are
-  towards chat (translate.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
+  towards chat (messages.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
   dropped the same way: the conversation continues from what follows it.
 * Developer messages become system messages (many chat servers know no `developer` role).
 """

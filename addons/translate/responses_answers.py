@@ -1,7 +1,7 @@
 """Whole answers between the Responses API and Chat Completions: a chat provider's answer as the Response
-object a Responses agent gets when its request was translated to Chat (translate_responses.py), and a
+object a Responses agent gets when its request was translated to Chat (responses.py), and a
 Response object as the chat.completion a Chat agent gets from a Responses-only provider
-(translate_responses_chat.py). The ids, usage and status mappings here are shared with the stream
+(responses_chat.py). The ids, usage and status mappings here are shared with the stream
 translators.
 
 Pure logic, no mitmproxy. Shapes: https://platform.openai.com/docs/api-reference/responses/object
@@ -16,7 +16,7 @@ Decisions:
   so the agent's `function_call_output` pairs with it when it goes back.
 * Chat reasoning (OpenRouter's `reasoning`, DeepSeek's `reasoning_content`) becomes a reasoning item
   whose summary is that text; it has no `encrypted_content` (a chat provider has none), and goes no
-  further than the agent (translate_responses.py drops reasoning on the way to a chat provider).
+  further than the agent (responses.py drops reasoning on the way to a chat provider).
 * finish_reason "length" is status "incomplete" with reason max_output_tokens, "content_filter" status
   "incomplete" with reason content_filter, and back; a chat error object inside a 200, or a failed
   Response, is no answer (plan.py).

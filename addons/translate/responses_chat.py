@@ -1,6 +1,6 @@
 """A Chat Completions client routed to a provider that speaks only the Responses API: its request as a
 Responses request, and the Responses event stream as chat chunks (`ResponsesToChatStream`, the protocol
-of translate_stream.py). A whole Response as a chat.completion is in translate_responses_answers.py.
+of stream.py). A whole Response as a chat.completion is in responses_answers.py.
 
 Pure logic, no mitmproxy. Shapes: https://platform.openai.com/docs/api-reference/chat/create,
 https://platform.openai.com/docs/api-reference/chat-streaming,

@@ -1,8 +1,8 @@
 """A chat provider's streamed answer translated on the fly into the Responses event sequence, for Codex
-and other Responses agents whose request went to Chat Completions (translate_responses.py). Same
-protocol as translate_stream.py: `feed(bytes) -> bytes`, `finish() -> bytes`, `first_content`, `error`.
+and other Responses agents whose request went to Chat Completions (responses.py). Same
+protocol as stream.py: `feed(bytes) -> bytes`, `finish() -> bytes`, `first_content`, `error`.
 The other way (a Responses provider's events as chat chunks) is `ResponsesToChatStream` in
-translate_responses_chat.py.
+responses_chat.py.
 
 Pure logic, no mitmproxy. Event sequences follow
 https://platform.openai.com/docs/api-reference/responses-streaming (response.created, response.in_progress,
@@ -12,7 +12,7 @@ and reasoning_summary_text.delta/.done, then response.completed, or response.inc
 every event with its `sequence_number`) and what the clients check: the `openai` SDK's stream
 accumulator (lifecycle ids, output indexes, items finished before completion) and Codex, which takes each
 item from `output_item.done` and the usage from `response.completed` (openai/codex,
-codex-api/src/sse/responses.rs). Chat chunks as in translate_stream.py.
+codex-api/src/sse/responses.rs). Chat chunks as in stream.py.
 
 Decisions:
 
@@ -201,7 +201,7 @@ class ChatToResponsesStream:
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         # `index` identifies the call; a new id under a known index is a new call too (some servers number
-        # every call 0), and a fragment without an index is a whole call (as in translate_stream.py).
+        # every call 0), and a fragment without an index is a whole call (as in stream.py).
         chat_index = call.get("index") if isinstance(call.get("index"), int) else None
         number = self._call_of_index.get(chat_index) if chat_index is not None else None
         if number is None or (call.get("id") and self._calls[number].call_id not in (None, call["id"])):

@@ -30,7 +30,7 @@ from typing import Any
 
 from addons.fallback import failures
 from addons.guard.key_mask import masked_url
-from addons.routing.plan import Plan, stream_translator, translate_answer
+from addons.routing.plan import Plan, stream_translator_for, translate_answer
 from addons.upstream.client import Timeouts, UpstreamClient, UpstreamError
 from addons.wire import answer_usage, dialects, usage_blocks
 
@@ -61,7 +61,7 @@ class Attempt:
     soft: bool = False  # the failure was a soft one: an unusable 200 (empty, refused tool call, ...)
     started_at: float | None = None  # wall clock, epoch seconds
     duration_s: float | None = None  # from the attempt's start to its end (the last byte, or the failure)
-    usage: dict[str, Any] | None = None  # usage_blocks.Usage as a dict: the provider's counts, or estimated
+    usage: dict[str, Any] | None = None  # usage_blocks.TokenUsage as a dict: the provider's counts, or estimated
     fallback: bool = False  # the target is not the request's primary (a retry of the primary is not a fallback)
     retry: bool = False  # a retry of the previous attempt's target, after a wait
     via: str | None = None  # "openrouter": OpenRouter's own fallback list answered with this target
@@ -264,7 +264,7 @@ class _Step:
         await out.end()
         attempt.ended = "complete"
         if attempt.bytes <= MAX_KEPT_ARRAY:
-            attempt.usage = answer_usage.as_dict(usage_blocks.from_gemini_array(b"".join(kept)))
+            attempt.usage = answer_usage.as_dict(usage_blocks.usage_of_gemini_array(b"".join(kept)))
         return None
 
     # ------------------------------------------------------------ streams
@@ -272,7 +272,7 @@ class _Step:
     async def stream(self) -> failures.Failure | None:
         job, plan, attempt, out = self.job, self.plan, self.attempt, self.out
         watch = failures.StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
-        translator = stream_translator(plan, job.include_usage) if plan.translated else None
+        translator = stream_translator_for(plan, job.include_usage) if plan.translated else None
         held: list[bytes] = []
         held_bytes = 0
         committed_at: float | None = None

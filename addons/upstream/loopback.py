@@ -1,7 +1,9 @@
 """A minimal HTTP/1.1 server on 127.0.0.1 through which mitmproxy hands flows to the engine.
 
-No mitmproxy here. mitmproxy's own upstream path cannot retry or stream a fallback
-(research/mitmproxy.md §1), so LLM flows are pointed at this server; the handler reads the
+No mitmproxy here. mitmproxy's own upstream path cannot retry or stream a fallback (measured: a
+request re-sent from a `response` hook reaches the agent only once it is complete, that hook
+cannot cascade on a timeout or a refused connection, and a flow cannot be re-issued through
+mitmproxy's server layer), so LLM flows are pointed at this server; the handler reads the
 original request from the flow object and writes the upstream's answer back, chunked, as it
 arrives. Only mitmproxy talks to it: it binds loopback and serves paths under a random secret.
 

@@ -11,7 +11,7 @@ the old definition: a wrong base URL or key the user has now fixed), and the use
 of web pages the user visits: a browser always sends `Origin` on a cross-origin POST and
 `Sec-Fetch-Site` on every request, and cannot send `application/json` across origins without a CORS
 preflight, which Clutch never grants; a page that rebinds its own DNS name to 127.0.0.1 still sends
-its own name as Host. `refusal` turns each of those away.
+its own name as Host. `reset_refusal` turns each of those away.
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def changed_providers(before: Mapping[str, dict], after: Mapping[str, dict]) -> 
     return found
 
 
-def describe(cleared: dict) -> str:
+def describe_reset(cleared: dict) -> str:
     """What a reset cleared, in one line for the log."""
     parts = [f"breaker {key} ({entry['state']})" for key, entry in cleared.get("breakers", {}).items()]
     parts += [f"429 cooldown {key}" for key in cleared.get("cooldowns", {})]
@@ -79,7 +79,7 @@ def describe(cleared: dict) -> str:
     return ", ".join(parts) or "nothing"
 
 
-def refusal(method: str, host_header: str | None, headers: Mapping[str, str],
+def reset_refusal(method: str, host_header: str | None, headers: Mapping[str, str],
             client_is_loopback: bool) -> tuple[int, str] | None:
     """(status, why) when a reset request must be refused; None when it may go ahead. Stricter than
     browser_guard.refusal for reads: the Host must be a loopback name (not clutch.local), and the

@@ -20,7 +20,7 @@ from addons.wire.dialects import Dialect
 ROUGH_COUNT_CHARS = 20_000  # an aborted stream's output above this is estimated at 4 characters a token
 
 
-def as_dict(usage: usage_blocks.Usage | None) -> dict[str, Any] | None:
+def as_dict(usage: usage_blocks.TokenUsage | None) -> dict[str, Any] | None:
     return dataclasses.asdict(usage) if usage is not None else None
 
 
@@ -28,10 +28,10 @@ async def of_whole(dialect: Dialect, answer: Any) -> dict[str, Any] | None:
     """A whole JSON answer's usage block; counted from its text when the provider said nothing."""
     if not isinstance(answer, dict):
         return None
-    usage = usage_blocks.from_answer(dialect, answer)
+    usage = usage_blocks.usage_of_answer(dialect, answer)
     if usage is None:
         text = usage_blocks.answer_text(dialect, answer)
-        usage = await asyncio.to_thread(usage_blocks.estimate, None, text)
+        usage = await asyncio.to_thread(usage_blocks.estimated_usage, None, text)
     return as_dict(usage)
 
 
@@ -57,5 +57,5 @@ def of_abandoned(usage: usage_blocks.StreamUsage) -> dict[str, Any] | None:
         return as_dict(found)
     guess = math.ceil(usage.output_chars / 4)
     if found is None:
-        return as_dict(usage_blocks.Usage(None, guess, None, None, None, None, estimated=True))
+        return as_dict(usage_blocks.TokenUsage(None, guess, None, None, None, None, estimated=True))
     return as_dict(dataclasses.replace(found, output_tokens=guess, estimated=True))

@@ -66,7 +66,8 @@ def recognise(method: str, path: str, headers: Any = None) -> Dialect | None:
 
 
 def is_responses_websocket(method: str, path: str, headers: Any) -> bool:
-    """Codex's first try: the Responses API over a WebSocket upgrade (research/agent-clis.md §6.2)."""
+    """Codex's first try: the Responses API over a WebSocket upgrade (`GET /v1/responses` with
+    `openai-beta: responses_websockets=...`); a quick 4xx makes it fall back to HTTPS at once."""
     return (
         method == "GET"
         and bool(_RESPONSES.search(path.split("?", 1)[0]))

@@ -1,7 +1,8 @@
 """Who sent a request: the agent, its session and its launch options, from the proxy credentials.
 
 Pure logic, no mitmproxy. Every verified agent sends the user:password of its HTTPS_PROXY URL on
-every request (research/agent-clis.md §1.2), so `xx` encodes the identity in the user name:
+every request, WebSocket included (checked with each installed agent: headers cannot tell them
+apart, Hermes can even pose as Claude Code), so `xx` encodes the identity in the user name:
 
     xx-<agent>[.<key>-<value>]...        e.g.  xx-claude.s-4f1c2a.r-p.t-k
     xx-<launch code>[.<key>-<value>]...  e.g.  xx-cip.s-4f1c2a

@@ -1,8 +1,8 @@
 """Token usage and cost from provider answers, read in the UPSTREAM's dialect.
 
-Pure logic, no mitmproxy. The relay feeds whole JSON answers to `from_answer`, parsed SSE payloads of a
-stream to a `StreamUsage`, Gemini's JSON-array streams to `from_gemini_array`; when an answer carries no
-usage at all (an aborted stream, a provider that never reports), `estimate` counts the visible output
+Pure logic, no mitmproxy. The relay feeds whole JSON answers to `usage_of_answer`, parsed SSE payloads of a
+stream to a `StreamUsage`, Gemini's JSON-array streams to `usage_of_gemini_array`; when an answer carries no
+usage at all (an aborted stream, a provider that never reports), `estimated_usage` counts the visible output
 with tiktoken and the caller supplies the request's token count, and the result says `estimated=True`.
 
 One meaning per field, whatever the dialect (the providers disagree, so each is normalised here):
@@ -41,7 +41,7 @@ Streams (each event is one parsed SSE `data:` payload):
   `stream_options.include_usage` asks for (other chunks carry `usage: null`); OpenRouter always sends it,
   with `cost` (https://platform.openai.com/docs/api-reference/chat-streaming).
 - Responses: `response.completed` (or `.incomplete` / `.failed`) carries the final `response.usage`; Codex
-  receives the same event as a WebSocket text message, see `from_responses_event`.
+  receives the same event as a WebSocket text message, see `usage_of_responses_event`.
 - Gemini `alt=sse`: each chunk may carry `usageMetadata`; the last one wins.
 """
 
@@ -68,7 +68,10 @@ _RESPONSES_TEXT_DELTAS = frozenset({
 
 
 @dataclasses.dataclass(frozen=True)
-class Usage:
+class TokenUsage:
+    """The tokens and cost of one provider answer, each field with one meaning whatever the dialect
+    (the module docstring says how each provider's numbers map to it)."""
+
     input_tokens: int | None
     output_tokens: int | None
     cached_tokens: int | None
@@ -78,12 +81,12 @@ class Usage:
     estimated: bool = False
 
 
-_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(Usage) if f.name != "estimated")  # the reported ones
+_USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TokenUsage) if f.name != "estimated")  # the reported ones
 
 
 # ------------------------------------------------------------------------------------------ whole answers
 
-def from_answer(dialect: Dialect | str, answer: dict) -> Usage | None:
+def usage_of_answer(dialect: Dialect | str, answer: dict) -> TokenUsage | None:
     """Usage of a whole JSON answer (chat.completion, Anthropic message, Responses `response` object or a
     `response.*` event wrapping one, Gemini GenerateContentResponse); None when it reports none."""
     if not isinstance(answer, dict):
@@ -95,12 +98,12 @@ def from_answer(dialect: Dialect | str, answer: dict) -> Usage | None:
         return _openai_chat(answer.get("usage"))
     if dialect is Dialect.OPENAI_RESPONSES:
         if isinstance(answer.get("response"), dict):  # an event such as response.completed
-            return from_responses_event(answer)
+            return usage_of_responses_event(answer)
         return _responses(answer.get("usage"))
     return _gemini(answer.get("usageMetadata"))
 
 
-def from_responses_event(payload: dict) -> Usage | None:
+def usage_of_responses_event(payload: dict) -> TokenUsage | None:
     """Usage of a Responses stream event as Codex receives it over WebSocket (or SSE):
     `{"type": "response.completed", "response": {..., "usage": {...}}}`; None for other events."""
     if not isinstance(payload, dict) or payload.get("type") not in _RESPONSES_FINAL:
@@ -132,7 +135,7 @@ def gemini_array_items(raw: bytes) -> list[dict]:
             items.append(item)
 
 
-def from_gemini_array(raw: bytes) -> Usage | None:
+def usage_of_gemini_array(raw: bytes) -> TokenUsage | None:
     """Usage of a Gemini JSON-array stream: the last element's usageMetadata."""
     found = None
     for item in gemini_array_items(raw):
@@ -141,7 +144,7 @@ def from_gemini_array(raw: bytes) -> Usage | None:
 
 
 def answer_text(dialect: Dialect | str, answer: dict) -> str:
-    """The visible output of a whole answer (text, tool-call arguments, reasoning), for `estimate` when the
+    """The visible output of a whole answer (text, tool-call arguments, reasoning), for `estimated_usage` when the
     answer reports no usage."""
     if not isinstance(answer, dict):
         return ""
@@ -172,10 +175,10 @@ def answer_text(dialect: Dialect | str, answer: dict) -> str:
     return "".join(parts)
 
 
-def estimate(input_tokens: int | None, output_text: str) -> Usage:
+def estimated_usage(input_tokens: int | None, output_text: str) -> TokenUsage:
     """Usage the provider did not report: output counted with tiktoken (o200k, addons/wire/tokens.py), input as the
     caller counted it for the request. Flagged estimated; no cost (the caller prices it from the catalog)."""
-    return Usage(input_tokens=input_tokens, output_tokens=tokens.count_text(output_text or ""), cached_tokens=None,
+    return TokenUsage(input_tokens=input_tokens, output_tokens=tokens.count_text(output_text or ""), cached_tokens=None,
                  cache_write_tokens=None, reasoning_tokens=None, cost_usd=None, estimated=True)
 
 
@@ -190,7 +193,7 @@ class StreamUsage:
 
     def __init__(self, dialect: Dialect | str) -> None:
         self.dialect = Dialect(dialect)
-        self._fields: dict[str, Any] = {}  # the reported numbers so far, by Usage field name
+        self._fields: dict[str, Any] = {}  # the reported numbers so far, by TokenUsage field name
         self._anthropic_output_final = False  # a message_delta gave the real output count
         self._parts: list[str] = []
         self._kept = 0  # characters in _parts
@@ -215,7 +218,7 @@ class StreamUsage:
         else:
             self._gemini_event(payload)
 
-    def result(self) -> Usage | None:
+    def result(self) -> TokenUsage | None:
         """What the provider reported (fields it did not report are None); None when it reported nothing."""
         if not self._fields:
             return None
@@ -226,9 +229,9 @@ class StreamUsage:
                 fields["output_tokens"] = None  # message_start's output_tokens is a placeholder, not a count
         if all(fields.get(name) is None for name in ("input_tokens", "output_tokens")):
             return None
-        return Usage(**{name: fields.get(name) for name in _USAGE_FIELDS})
+        return TokenUsage(**{name: fields.get(name) for name in _USAGE_FIELDS})
 
-    def usage_or_estimate(self, input_tokens: int | None) -> Usage:
+    def usage_or_estimate(self, input_tokens: int | None) -> TokenUsage:
         """The reported usage, with what it lacks estimated: input from `input_tokens` (the caller's count of
         the request), output from the visible output seen. `estimated` is True when anything was filled in."""
         reported = self.result()
@@ -236,7 +239,7 @@ class StreamUsage:
             return reported
         guess = self._estimate_output()
         if reported is None:
-            return Usage(input_tokens, guess, None, None, None, None, estimated=True)
+            return TokenUsage(input_tokens, guess, None, None, None, None, estimated=True)
         return dataclasses.replace(
             reported, estimated=True,
             input_tokens=reported.input_tokens if reported.input_tokens is not None else input_tokens,
@@ -260,7 +263,7 @@ class StreamUsage:
             self._parts.append(piece)
             self._kept += len(piece)
 
-    def _merge(self, usage: Usage | None, raw_fields: dict[str, Any] | None = None) -> None:
+    def _merge(self, usage: TokenUsage | None, raw_fields: dict[str, Any] | None = None) -> None:
         if raw_fields is not None:
             self._fields.update({k: v for k, v in raw_fields.items() if v is not None})
         elif usage is not None:
@@ -304,7 +307,7 @@ class StreamUsage:
 
     def _responses_event(self, etype: str | None, payload: dict) -> None:
         if etype in _RESPONSES_FINAL:
-            usage = from_responses_event({**payload, "type": etype})
+            usage = usage_of_responses_event({**payload, "type": etype})
             if usage is not None:
                 self._fields = {}
                 self._merge(usage)
@@ -350,7 +353,7 @@ def _sub(obj: Any, key: str) -> dict:
 
 
 def _anthropic_raw(usage: Any) -> dict[str, Any]:
-    """Anthropic's numbers as reported, under Usage names (input not yet summed): message_start and
+    """Anthropic's numbers as reported, under TokenUsage names (input not yet summed): message_start and
     message_delta each bring some of them."""
     if not isinstance(usage, dict):
         return {}
@@ -373,23 +376,23 @@ def _anthropic_fields(raw: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def _anthropic(usage: Any) -> Usage | None:
+def _anthropic(usage: Any) -> TokenUsage | None:
     raw = _anthropic_raw(usage)
     if raw.get("input_tokens") is None and raw.get("output_tokens") is None:
         return None
     fields = _anthropic_fields(raw)
-    return Usage(**{name: fields.get(name) for name in _USAGE_FIELDS})
+    return TokenUsage(**{name: fields.get(name) for name in _USAGE_FIELDS})
 
 
-def _openai_chat(usage: Any) -> Usage | None:
+def _openai_chat(usage: Any) -> TokenUsage | None:
     return _openai(usage, "prompt_tokens", "completion_tokens")
 
 
-def _responses(usage: Any) -> Usage | None:
+def _responses(usage: Any) -> TokenUsage | None:
     return _openai(usage, "input_tokens", "output_tokens")
 
 
-def _openai(usage: Any, input_key: str, output_key: str) -> Usage | None:
+def _openai(usage: Any, input_key: str, output_key: str) -> TokenUsage | None:
     """Chat Completions and Responses name the same numbers differently: prompt_/completion_tokens
     and input_/output_tokens, each with a `<name>_details` object."""
     if not isinstance(usage, dict):
@@ -398,12 +401,12 @@ def _openai(usage: Any, input_key: str, output_key: str) -> Usage | None:
     if inp is None and out is None:
         return None
     details, out_details = _sub(usage, f"{input_key}_details"), _sub(usage, f"{output_key}_details")
-    return Usage(input_tokens=inp, output_tokens=out, cached_tokens=_int(details.get("cached_tokens")),
+    return TokenUsage(input_tokens=inp, output_tokens=out, cached_tokens=_int(details.get("cached_tokens")),
                  cache_write_tokens=_int(details.get("cache_write_tokens")),
                  reasoning_tokens=_int(out_details.get("reasoning_tokens")), cost_usd=_cost(usage.get("cost")))
 
 
-def _gemini(meta: Any) -> Usage | None:
+def _gemini(meta: Any) -> TokenUsage | None:
     if not isinstance(meta, dict):
         return None
     prompt, candidates = _int(meta.get("promptTokenCount")), _int(meta.get("candidatesTokenCount"))
@@ -412,7 +415,7 @@ def _gemini(meta: Any) -> Usage | None:
         return None
     inp = None if prompt is None and tool_prompt is None else (prompt or 0) + (tool_prompt or 0)
     out = None if candidates is None and thoughts is None else (candidates or 0) + (thoughts or 0)
-    return Usage(input_tokens=inp, output_tokens=out, cached_tokens=_int(meta.get("cachedContentTokenCount")),
+    return TokenUsage(input_tokens=inp, output_tokens=out, cached_tokens=_int(meta.get("cachedContentTokenCount")),
                  cache_write_tokens=None, reasoning_tokens=thoughts, cost_usd=None)
 
 
