@@ -25,7 +25,7 @@ Decisions:
   history are dropped with a note too.
 * Reasoning items cannot go back to a chat provider (chat takes no reasoning input, and
   `encrypted_content` only the agent's provider can read): dropped with a note, as thinking blocks are
-  towards chat (messages.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
+  towards chat (anthropic_to_chat.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
   dropped the same way: the conversation continues from what follows it.
 * Developer messages become system messages (many chat servers know no `developer` role).
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.translate.messages import EFFORT_BUDGET, Flavour
 from addons.translate.responses_tools import (
     CUSTOM_INPUT,
     LOCAL_SHELL,
@@ -44,9 +43,9 @@ from addons.translate.responses_tools import (
     Untranslatable,
     chat_name,
     dicts,
-    note_once,
     tool_choice,
 )
+from addons.translate.vocabulary import EFFORT_BUDGET, Flavour, note_once
 from addons.wire.jsontext import dumps as _dumps
 
 # Request fields a Response object repeats (https://platform.openai.com/docs/api-reference/responses/object),
