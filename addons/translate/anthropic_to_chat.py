@@ -41,12 +41,12 @@ from typing import Any
 from addons.translate.errors import ANTHROPIC_ERROR_STATUS, openai_error, read_error
 from addons.translate.vocabulary import (
     Flavour,
-    as_object,
     chat_completion_id,
     chat_finish_reason,
     chat_usage,
     note_once,
 )
+from addons.wire.jsontext import as_object
 from addons.wire.jsontext import dumps as _dumps
 
 # ---------------------------------------------------------------------------- Anthropic -> chat request

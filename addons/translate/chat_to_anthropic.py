@@ -43,10 +43,10 @@ from addons.translate.vocabulary import (
     anthropic_stop_reason,
     anthropic_tool_id,
     anthropic_usage,
-    as_object,
     note_once,
     parse_tool_arguments,
 )
+from addons.wire.jsontext import as_object
 
 # ---------------------------------------------------------------------------- chat -> Anthropic request
 

@@ -29,6 +29,8 @@ import re
 import uuid
 from typing import Any
 
+from addons.wire.jsontext import as_object
+
 
 class Flavour(enum.StrEnum):
     """Which provider family receives a translated chat request (they differ in their extensions)."""
@@ -84,11 +86,6 @@ def chat_finish_reason(stop_reason: Any) -> str:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def as_object(value: Any) -> dict[str, Any]:
-    """`value` when it is a JSON object, else an empty one: a field of the wrong type reads as absent."""
-    return value if isinstance(value, dict) else {}
 
 
 def anthropic_usage(chat_usage: Any) -> dict[str, int]:
