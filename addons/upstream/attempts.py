@@ -28,7 +28,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.fallback import failures
+from addons.fallback.checks import StreamWatch, answer_model, from_answer
+from addons.fallback.policy import Failure, from_status, from_transport, stalled
 from addons.guard.key_mask import masked_url
 from addons.routing.plan import Plan, stream_translator_for, translate_answer
 from addons.upstream.client import Timeouts, UpstreamClient, UpstreamError
@@ -111,7 +112,7 @@ class AttemptRunner:
         self.client, self.timeouts, self.holds, self.clock = client, timeouts, holds, clock
 
     async def run(self, job, plan: Plan, attempt: Attempt, out, *, last: bool,
-                  credit: Credit) -> failures.Failure | None:
+                  credit: Credit) -> Failure | None:
         """One attempt of `job` (relay.Job) at `plan`; `last`: no other candidate is left after it."""
         started = self.clock()
         try:
@@ -120,7 +121,7 @@ class AttemptRunner:
         except UpstreamError as e:
             attempt.error, attempt.ended = e.kind, "failed"
             attempt.duration_s = self.clock() - started
-            return failures.from_transport(e.kind, str(e))
+            return from_transport(e.kind, str(e))
         except (ConnectionError, asyncio.CancelledError):
             attempt.ended = "aborted"  # the agent left before the provider's headers (a slow prefill)
             attempt.duration_s = self.clock() - started
@@ -133,7 +134,7 @@ class AttemptRunner:
         except UpstreamError as e:
             if attempt.committed_s is None:  # still nothing sent to the agent: another model may answer
                 attempt.error, attempt.ended = e.kind, "failed"
-                return failures.from_transport(e.kind, str(e))
+                return from_transport(e.kind, str(e))
             # a non-SSE body broke after its head went out: the agent sees a truncated answer
             attempt.error, attempt.ended = e.kind, "broken"
             raise ConnectionError(str(e)) from e
@@ -155,12 +156,12 @@ class _Step:
         self.upstream, self.started, self.last, self._credit = upstream, started, last, credit
         self.clock = runner.clock
 
-    async def run(self) -> failures.Failure | None:
+    async def run(self) -> Failure | None:
         plan, attempt, upstream = self.plan, self.attempt, self.upstream
         if not 200 <= upstream.status < 300:  # every error status is a failure; the relay decides what next
             raw, _ = await _read_all(upstream, attempt, MAX_ERROR_BODY)
-            failure = failures.from_status(upstream.status, upstream.headers, raw,
-                                           key_from_rules=plan.key_source != "agent")
+            failure = from_status(upstream.status, upstream.headers, raw,
+                                  key_from_rules=plan.key_source != "agent")
             assert failure is not None
             attempt.error, attempt.ended = failure.kind, "failed"
             return failure
@@ -179,10 +180,10 @@ class _Step:
             return None
         return await self.deliver_whole(raw)
 
-    def too_large(self) -> failures.Failure:
+    def too_large(self) -> Failure:
         """An answer past MAX_ANSWER: not read further, judged like one that is not JSON."""
-        failure = failures.Failure("error_in_200", self.upstream.status, True, False,
-                                   f"the provider's answer is over {MAX_ANSWER >> 20} MB")
+        failure = Failure("error_in_200", self.upstream.status, True, False,
+                          f"the provider's answer is over {MAX_ANSWER >> 20} MB")
         self.attempt.error, self.attempt.ended = failure.kind, "failed"
         return failure
 
@@ -212,12 +213,12 @@ class _Step:
 
     # ------------------------------------------------------------ whole answers
 
-    async def deliver_whole(self, raw: bytes) -> failures.Failure | None:
+    async def deliver_whole(self, raw: bytes) -> Failure | None:
         """A whole 2xx answer: a failure if it is one (nothing sent), else committed and sent."""
         plan, attempt = self.plan, self.attempt
         answer = _parse_answer(raw)
         failure = _judge_whole(plan, raw, answer)
-        model = failures.answer_model(plan.upstream_dialect, answer) if isinstance(answer, dict) else None
+        model = answer_model(plan.upstream_dialect, answer) if isinstance(answer, dict) else None
         if failure is not None:
             self.credit(model)
             attempt.error, attempt.ended = failure.kind, "failed"
@@ -236,7 +237,7 @@ class _Step:
         await self.out.send(raw)
         await self.out.end()
 
-    async def pipe(self) -> failures.Failure | None:
+    async def pipe(self) -> Failure | None:
         """A streamed answer that is not SSE (Gemini's streamGenerateContent without alt=sse sends a JSON
         array piece by piece): judged by its first piece only, then passed on as it arrives."""
         attempt, out = self.attempt, self.out
@@ -269,9 +270,9 @@ class _Step:
 
     # ------------------------------------------------------------ streams
 
-    async def stream(self) -> failures.Failure | None:
+    async def stream(self) -> Failure | None:
         job, plan, attempt, out = self.job, self.plan, self.attempt, self.out
-        watch = failures.StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
+        watch = StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
         translator = stream_translator_for(plan, job.include_usage) if plan.translated else None
         held: list[bytes] = []
         held_bytes = 0
@@ -311,7 +312,7 @@ class _Step:
                             continue
                         attempt.error, attempt.ended = stall, "failed"
                         attempt.usage = answer_usage.reported(watch.usage)
-                        return failures.stalled(stall, self._stall_message(stall))
+                        return stalled(stall, self._stall_message(stall))
                 chunk = await pending
                 pending = None
                 if chunk is None:
@@ -341,7 +342,7 @@ class _Step:
             if committed_at is None:
                 attempt.error, attempt.ended = e.kind, "failed"
                 attempt.usage = answer_usage.reported(watch.usage)
-                return failures.from_transport(e.kind, str(e))
+                return from_transport(e.kind, str(e))
             # past the commit point: never restart; tell the agent in its own dialect and end cleanly
             await self._break(watch, e.kind, f"upstream stream broke: {e}")
             return None
@@ -354,7 +355,7 @@ class _Step:
         verdict = watch.finish()
         if committed_at is None:
             if verdict is None and not watch.complete:
-                verdict = failures.stalled("stream_cut", "the stream ended without its end marker (cut)")
+                verdict = stalled("stream_cut", "the stream ended without its end marker (cut)")
             if verdict is not None:
                 attempt.error, attempt.ended = verdict.kind, "failed"
                 attempt.soft = verdict.soft
@@ -377,7 +378,7 @@ class _Step:
             attempt.error, attempt.soft = verdict.kind, verdict.soft
         return None
 
-    def _deadline(self, watch: failures.StreamWatch, headers_at: float,
+    def _deadline(self, watch: StreamWatch, headers_at: float,
                   committed_at: float | None) -> tuple[float | None, str]:
         """When the stream must have shown what it holds, and the stall it is past then (None: no limit
         but the idle timeout between pieces)."""
@@ -399,7 +400,7 @@ class _Step:
             return f"the stream sent nothing for {holds.silence_s:g} s after its headers"
         return "no text, tool call or reasoning in time (only keep-alives)"
 
-    async def _break(self, watch: failures.StreamWatch, kind: str, message: str) -> None:
+    async def _break(self, watch: StreamWatch, kind: str, message: str) -> None:
         """A failure past the commit point: the agent's stream ends with an error event in its dialect."""
         self.attempt.error, self.attempt.ended = kind, "broken"
         await self.out.send(dialects.stream_error_event(self.job.client_dialect, f"Clutch: {message}"))
@@ -421,14 +422,14 @@ def _parse_answer(raw: bytes) -> Any:
         return _NOT_JSON
 
 
-def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None:
+def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> Failure | None:
     if answer is _NOT_JSON:
-        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
-                                body=raw[:4096])
+        return Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
+                       body=raw[:4096])
     if not isinstance(answer, dict):
-        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not a JSON object",
-                                body=raw[:4096])
-    return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
+        return Failure("error_in_200", 200, True, False, "the provider's answer is not a JSON object",
+                       body=raw[:4096])
+    return from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
 async def _read_all(upstream, attempt: Attempt, limit: int) -> tuple[bytes, bool]:

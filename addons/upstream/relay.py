@@ -27,8 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from addons.config.rules import ModelTarget
-from addons.fallback import failures
 from addons.fallback.cascade import backoff_s
+from addons.fallback.policy import Failure, most_informative
 from addons.guard.key_mask import masked_url
 from addons.routing.plan import Plan, PlanError
 from addons.translate import errors as translate_errors
@@ -76,7 +76,7 @@ class Failed:
     """One candidate that did not serve: where its request went and what came back."""
 
     target: str
-    failure: failures.Failure
+    failure: Failure
     dialect: Dialect  # the dialect of the failure's body (the upstream's)
     url: str = ""
     routed: bool = False  # the rules changed the request (a 404 is then the rules' mistake, not the agent's)
@@ -140,8 +140,8 @@ class Relay:
                 plan = job.plan_for(target)
             except PlanError as e:
                 job.attempts.append(Attempt("", str(target), error=e.kind, ended="skipped"))
-                failed.append(Failed(str(target), failures.Failure("config", None, True, False, str(e),
-                                                                   counts_for_breaker=False), job.client_dialect))
+                failed.append(Failed(str(target), Failure("config", None, True, False, str(e),
+                                                          counts_for_breaker=False), job.client_dialect))
                 remaining.pop(0)
                 continue
             key = booked(plan, target)
@@ -226,7 +226,7 @@ class Relay:
         if job.session:
             self.sticky.set(job.session, str(job.primary), attempt.target)
 
-    def _learn(self, key: str, provider: str, failure: failures.Failure, url: str) -> None:
+    def _learn(self, key: str, provider: str, failure: Failure, url: str) -> None:
         if failure.counts_for_breaker:
             self.breakers.failure(key, 0.5 if failure.soft else 1.0, failure.kind)
         else:
@@ -243,7 +243,7 @@ class Relay:
         """The request failed (every candidate, or one for good): one error in the agent's dialect. With
         one failure (or `alone`), the provider's own error body, as the agent's SDK knows it; with more,
         Clutch's error naming each."""
-        worst = failures.most_informative([f.failure for f in failed])
+        worst = most_informative([f.failure for f in failed])
         chosen = next(f for f in failed if f.failure is worst)
         status = worst.status or (504 if worst.kind.startswith("timeout") else 502)
         if not 400 <= status < 600:  # an error event, an empty or stalled answer inside a 200
@@ -344,7 +344,7 @@ def native_order(job: Job, plan: Plan) -> list[str]:
     return ([plan.model] if plan.model and plan.model not in names else []) + names
 
 
-def _natively_tried(job: Job, plan: Plan, attempt: Attempt, failure: failures.Failure) -> set[ModelTarget]:
+def _natively_tried(job: Job, plan: Plan, attempt: Attempt, failure: Failure) -> set[ModelTarget]:
     """The candidates OpenRouter itself went through before this failure came back: all of its list when
     it answered an error status (it does so when every entry failed), the entries up to the one whose
     answer failed, and none after a stall or a broken connection (OpenRouter never got past the first)."""
