@@ -1,24 +1,11 @@
-"""One upstream attempt: send a candidate's request, judge its answer, hold the answer until its commit
-point, and stream it to the agent.
+"""One upstream attempt: send a candidate's request, judge its answer, and deliver it to the agent: a
+whole answer once it is judged, a streamed one through its commit point (held_stream.py).
 
 No mitmproxy here: the relay (relay.py) decides which candidate to try next; this module carries one
 attempt out on the agent's connection (a ResponseWriter) and reports a `Failure` when the cascade may
 still move on, or None when the agent got an answer (whole, streamed, or ended by a well-formed error).
-
-The commit point: a streamed answer is held (nothing reaches the agent) until its first text, tool call
-or reasoning delta, or, when the request forces a tool call, until that call begins. Before it:
-
-* a stream that sends nothing at all after its headers for `silence_s` is abandoned (`timeout_silent`),
-  unless it is the last candidate, which waits until the idle timeout;
-* a stream that shows life (keep-alive comments, pings, a role-only delta) but nothing meaningful for
-  `first_token_s` after its headers is abandoned (`timeout_first_token`); the last candidate is committed
-  instead, and the agent waits with Clutch, for a token within the idle timeout;
-* an error event, an empty answer, a missing forced tool call or a cut stream lets the cascade move on.
-
-After it, nothing is restarted: a later failure (the idle timeout, a cut, an error event) ends the stream
-with a well-formed error event in the agent's dialect, and the attempt is `broken`.
+An `Attempt` is its record: what the usage rows, the journal and the `x-clutch-*` headers say about it.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -28,16 +15,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.fallback.checks import StreamWatch, answer_model, from_answer
-from addons.fallback.policy import Failure, from_status, from_transport, stalled
+from addons.fallback.checks import answer_model, from_answer
+from addons.fallback.policy import Failure, from_status, from_transport
 from addons.guard.key_mask import masked_url
-from addons.routing.plan import Plan, stream_translator_for, translate_answer
+from addons.routing.plan import Plan, translate_answer
 from addons.upstream.client import Timeouts, UpstreamClient, UpstreamError
-from addons.wire import answer_usage, dialects, usage_blocks
+from addons.upstream.held_stream import HeldStream, Holds
+from addons.wire import answer_usage, usage_blocks
 
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
 MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
-MAX_HELD = 1 << 20  # a stream held before its commit point: past this much it is committed as it is
 MAX_ANSWER = 16 << 20  # a whole (non-SSE) answer: past this much it is a bad answer, not read further
 OPENROUTER_SKIPPED = "openrouter_fallback"  # Attempt.error of a model OpenRouter's own `models` list moved past
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
@@ -96,14 +83,6 @@ class Attempt:
 # head goes to the agent when it comes early enough to be named in `x-clutch-model`, else later, and for
 # a failed answer too): the relay books the attempt to the model OpenRouter's fallback list really used.
 Credit = Callable[[Plan, Attempt, str], None]
-
-
-@dataclasses.dataclass
-class Holds:
-    """How long an answer may be held before its commit point (module docstring)."""
-
-    silence_s: float = 15.0
-    first_token_s: float = 60.0
 
 
 class AttemptRunner:
@@ -271,141 +250,8 @@ class _Step:
     # ------------------------------------------------------------ streams
 
     async def stream(self) -> Failure | None:
-        job, plan, attempt, out = self.job, self.plan, self.attempt, self.out
-        watch = StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
-        translator = stream_translator_for(plan, job.include_usage) if plan.translated else None
-        held: list[bytes] = []
-        held_bytes = 0
-        committed_at: float | None = None
-        chunks = self.upstream.chunks().__aiter__()
-        headers_at = self.clock()
-
-        async def send(chunk: bytes) -> None:
-            piece = translator.feed(chunk) if translator else chunk
-            if piece:
-                if translator:
-                    attempt.events += piece.count(b"\n\n")
-                await out.send(piece)
-
-        async def commit() -> None:
-            nonlocal committed_at
-            await self.commit(watch.model)
-            committed_at = self.clock()
-            for piece in held:
-                await send(piece)
-            held.clear()
-
-        pending: asyncio.Future | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(chunks, None))
-                deadline, stall = self._deadline(watch, headers_at, committed_at)
-                if deadline is not None:
-                    done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - self.clock()))
-                    if not done:
-                        if committed_at is not None:  # committed on keep-alives, and still no token
-                            await self._break(watch, stall, self._stall_message(stall))
-                            return None
-                        if stall == "timeout_first_token" and self.last:
-                            await commit()  # alive, and nobody else to ask: the agent waits with us
-                            continue
-                        attempt.error, attempt.ended = stall, "failed"
-                        attempt.usage = answer_usage.reported(watch.usage)
-                        return stalled(stall, self._stall_message(stall))
-                chunk = await pending
-                pending = None
-                if chunk is None:
-                    break
-                attempt.chunks += 1
-                attempt.bytes += len(chunk)
-                watch.feed(chunk)
-                self.credit(watch.model)
-                if not translator:
-                    attempt.events = watch.events
-                if committed_at is not None:
-                    if watch.overflowed:  # no event ends: what was sent is all the agent gets
-                        await out.send(b"\n\n")  # ends the unfinished event, so the error event parses
-                        await self._break(watch, "error_in_200", watch.failure.message)
-                        return None
-                    await send(chunk)
-                    continue
-                if watch.failure is not None:  # nothing reached the agent yet: another model may answer
-                    attempt.error, attempt.ended = watch.failure.kind, "failed"
-                    attempt.usage = answer_usage.reported(watch.usage)
-                    return watch.failure
-                held.append(chunk)
-                held_bytes += len(chunk)
-                if watch.committable or held_bytes > MAX_HELD:
-                    await commit()
-        except UpstreamError as e:
-            if committed_at is None:
-                attempt.error, attempt.ended = e.kind, "failed"
-                attempt.usage = answer_usage.reported(watch.usage)
-                return from_transport(e.kind, str(e))
-            # past the commit point: never restart; tell the agent in its own dialect and end cleanly
-            await self._break(watch, e.kind, f"upstream stream broke: {e}")
-            return None
-        except (ConnectionError, asyncio.CancelledError):
-            attempt.usage = answer_usage.of_abandoned(watch.usage)  # what was generated until the agent left
-            raise
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-        verdict = watch.finish()
-        if committed_at is None:
-            if verdict is None and not watch.complete:
-                verdict = stalled("stream_cut", "the stream ended without its end marker (cut)")
-            if verdict is not None:
-                attempt.error, attempt.ended = verdict.kind, "failed"
-                attempt.soft = verdict.soft
-                attempt.usage = answer_usage.reported(watch.usage)  # an empty answer may still be billed
-                return verdict
-            await commit()
-        elif verdict is None and not watch.complete:
-            await self._break(watch, "stream_cut", "the upstream stream ended without finishing (cut): "
-                                                   "the answer is incomplete")
-            return None
-        if translator:
-            tail = translator.finish()
-            if tail:
-                attempt.events += tail.count(b"\n\n")
-                await out.send(tail)
-        await out.end()
-        attempt.ended = "complete"
-        attempt.usage = await answer_usage.of_stream(watch.usage)
-        if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
-            attempt.error, attempt.soft = verdict.kind, verdict.soft
-        return None
-
-    def _deadline(self, watch: StreamWatch, headers_at: float,
-                  committed_at: float | None) -> tuple[float | None, str]:
-        """When the stream must have shown what it holds, and the stall it is past then (None: no limit
-        but the idle timeout between pieces)."""
-        holds = self.runner.holds
-        if committed_at is not None:
-            if watch.meaningful:
-                return None, ""
-            # committed on keep-alives alone (the last candidate): a token must follow within the idle timeout
-            return committed_at + self.runner.timeouts.idle, "timeout_first_token"
-        if self.attempt.bytes == 0:  # nothing at all since the headers
-            return (None, "") if self.last else (headers_at + holds.silence_s, "timeout_silent")
-        if not watch.meaningful:  # keep-alives, pings, a role-only delta: alive, but no token yet
-            return headers_at + holds.first_token_s, "timeout_first_token"
-        return None, ""  # content, held until the forced tool call begins (or the answer ends without one)
-
-    def _stall_message(self, stall: str) -> str:
-        holds = self.runner.holds
-        if stall == "timeout_silent":
-            return f"the stream sent nothing for {holds.silence_s:g} s after its headers"
-        return "no text, tool call or reasoning in time (only keep-alives)"
-
-    async def _break(self, watch: StreamWatch, kind: str, message: str) -> None:
-        """A failure past the commit point: the agent's stream ends with an error event in its dialect."""
-        self.attempt.error, self.attempt.ended = kind, "broken"
-        await self.out.send(dialects.stream_error_event(self.job.client_dialect, f"Clutch: {message}"))
-        await self.out.end()
-        self.attempt.usage = await answer_usage.of_stream(watch.usage)
+        """An SSE answer: held until its commit point, then streamed (held_stream.py)."""
+        return await HeldStream(self, self.runner.holds, self.runner.timeouts.idle).run()
 
 
 # ---------------------------------------------------------------- helpers
