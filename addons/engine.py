@@ -28,7 +28,7 @@ from addons.resolve import Resolve
 from addons.routing.plan import Plan, build_plan, flavour_of, url_of, with_body
 from addons.routing.router import Decision
 from addons.rulebook import Rulebook
-from addons.translate.messages import Flavour
+from addons.translate.vocabulary import Flavour
 from addons.upstream.client import Timeouts, UpstreamClient, make_client, ssl_context
 from addons.upstream.loopback import LoopbackServer, ResponseWriter
 from addons.upstream.relay import Attempt, Job, Relay

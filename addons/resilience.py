@@ -23,7 +23,7 @@ from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
-from addons.upstream.attempts import Holds
+from addons.upstream.held_stream import Holds
 from addons.web import breaker_reset
 
 logger = logging.getLogger(__name__)

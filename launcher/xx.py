@@ -31,7 +31,8 @@ from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage
 from launcher.codes import CodeError, LaunchCode, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
 from launcher.launch import Launch, describe_launch, plan_launch, split_model
-from launcher.scan import current_rankings, scan, tier_note
+from launcher.scan.command import scan
+from launcher.scan.rankings import current_rankings, tier_note
 from launcher.tables import render_request, render_reset, render_resilience, render_status
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,5 +1,6 @@
-"""Tests of addons/fallback/failures.py: every fault of the fake upstream, fetched over HTTP in every dialect, streamed
-and whole, classified from the real bytes; then the shapes the fake does not produce, built by hand."""
+"""Tests of addons/fallback/policy.py, checks.py and retry_after.py: every fault of the fake upstream, fetched
+over HTTP in every dialect, streamed and whole, classified from the real bytes; then the shapes the fake does
+not produce, built by hand."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import pytest
 import pytest_asyncio
 from fake_upstream import SLOW_CHUNKS, FakeUpstream, split_answer
 
-from addons.fallback import failures
-from addons.fallback.failures import Failure, StreamWatch, from_answer, from_status, from_transport
+from addons.fallback import checks, policy
+from addons.fallback.checks import StreamWatch, from_answer
+from addons.fallback.policy import Failure, from_status, from_transport
 from addons.wire.dialects import Dialect
 from addons.translate.errors import translate_error
 
@@ -148,7 +150,7 @@ async def test_error_statuses_of_every_dialect(upstream, http, fault, route, str
     failure = from_status(wire.status, wire.headers, wire.body, key_from_rules=False)
     assert failure is not None and failure.kind == "status" and failure.status == status
     assert not failure.soft and failure.body == wire.body
-    assert failure.message.startswith(f"HTTP {status}: ") and len(failure.message) <= failures.MAX_MESSAGE + 3
+    assert failure.message.startswith(f"HTTP {status}: ") and len(failure.message) <= policy.MAX_MESSAGE + 3
     free_cap = fault == "daily-cap-429" and route == "openrouter"  # only OpenRouter's free-models-per-day
     routing = fault == "fail-503" and route == "openrouter"  # "No allowed providers are available ..."
     assert failure.free_daily_cap is free_cap
@@ -160,7 +162,7 @@ async def test_error_statuses_of_every_dialect(upstream, http, fault, route, str
         assert failure.retry_after_s == pytest.approx(until_utc_midnight(), abs=3)
     else:
         assert failure.retry_after_s == wait
-    assert failures.retry_after_header(failure) == (None if failure.retry_after_s is None
+    assert policy.retry_after_header(failure) == (None if failure.retry_after_s is None
                                                     else str(int(-(-failure.retry_after_s // 1))))
     if free_cap:
         assert "free-models-per-day" in failure.message
@@ -296,7 +298,7 @@ async def test_hang_after_headers_never_commits(upstream):
 
 
 def test_transport_failures_are_retryable():
-    for kind in failures.TRANSPORT_KINDS:
+    for kind in policy.TRANSPORT_KINDS:
         failure = from_transport(kind, "boom")
         assert (failure.kind, failure.status, failure.retryable, failure.soft) == (kind, None, True, False)
         assert failure.counts_for_breaker and "boom" in failure.message
@@ -372,7 +374,7 @@ def test_free_daily_cap_waits_for_the_utc_day():
 
 def test_retry_after_header_rounds_up():
     def header(seconds: float | None) -> str | None:
-        return failures.retry_after_header(Failure("status", 429, True, False, "x", retry_after_s=seconds))
+        return policy.retry_after_header(Failure("status", 429, True, False, "x", retry_after_s=seconds))
 
     assert (header(None), header(0), header(0.2), header(2), header(2.01)) == (None, "0", "1", "2", "3")
 
@@ -431,7 +433,7 @@ def test_messages_of_bodies_that_are_not_json():
     assert html.message == "HTTP 502: 502 Bad Gateway nginx" and html.retryable
     assert judge(500, "").message == "HTTP 500: an empty body"
     long = judge(500, "x" * 5000)
-    assert len(long.message) <= failures.MAX_MESSAGE + 3 and long.body == b"x" * 5000
+    assert len(long.message) <= policy.MAX_MESSAGE + 3 and long.body == b"x" * 5000
     relayed = judge(502, {"error": {"code": 502, "message": "Provider returned error",
                                     "metadata": {"provider_name": "Chutes", "raw": "upstream connect error"}}})
     assert relayed.message == "HTTP 502: Provider returned error (Chutes: upstream connect error)"
@@ -491,7 +493,7 @@ def test_other_errors_inside_answers():
 
 
 def test_what_forces_a_tool_call():
-    required = failures.tool_required
+    required = checks.tool_required
     assert required(Dialect.OPENAI_CHAT, {"tool_choice": "required"})
     assert required(Dialect.OPENAI_CHAT, {"function_call": {"name": "f"}})
     assert not required(Dialect.OPENAI_CHAT, {"tool_choice": "auto"})
@@ -577,7 +579,7 @@ def test_most_informative():
     slow_429 = judge(429, {"error": {"message": "slow down"}}, {"Retry-After": "30"})
     quick_429 = judge(429, {"error": {"message": "slow down"}}, {"Retry-After": "3"})
     bare_429 = judge(429, "")
-    most = failures.most_informative
+    most = policy.most_informative
     assert most([timeout]) is timeout
     assert most([timeout, empty]) is empty  # the model answered, unusably
     assert most([timeout, empty, in_band]) is in_band  # the upstream said something

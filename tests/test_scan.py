@@ -21,6 +21,7 @@ from addons.config.rules import Provider
 from addons.wire.dialects import Dialect
 from addons.accounting.store import UsageStore
 from launcher import scan
+from launcher.scan import probing
 
 SCAN_RULES = """\
 version: 1
@@ -204,9 +205,9 @@ def test_probe_outcomes_against_the_fake(fake, pki, monkeypatch):
     """probe() on its own: what counts as working, and tokens per second when the stream lasts."""
     monkeypatch.setenv("SSL_CERT_FILE", str(pki.ca_cert))
     provider = Provider(base_url=f"https://127.0.0.1:{fake.port}/api/v1", dialects=[Dialect.OPENAI_CHAT])
-    with scan._client(10) as client:
+    with scan.client(10) as client:
         def probe(model):
-            return scan.probe(client, provider, "sk-or-v1-probe", "openrouter", model, timeout=10)
+            return probing.probe(client, provider, "sk-or-v1-probe", "openrouter", model, timeout=10)
         slow = probe("fake/slow")
         assert slow["ok"] and slow["tokens_per_s"] is not None and 2 < slow["tokens_per_s"] < 20
         assert slow["output_tokens"] == 12 and slow["model"] == "openrouter:fake/slow"
@@ -217,8 +218,8 @@ def test_probe_outcomes_against_the_fake(fake, pki, monkeypatch):
         assert not probe("fake/error-200")["ok"]
         assert probe("fake/fail-500")["status"] == 500
         assert probe("fake/fail-401")["error"].startswith("HTTP 401")
-    with scan._client(0.5) as client:
-        hang = scan.probe(client, provider, "k", "openrouter", "fake/hang-after-headers", timeout=0.5)
+    with scan.client(0.5) as client:
+        hang = probing.probe(client, provider, "k", "openrouter", "fake/hang-after-headers", timeout=0.5)
         assert not hang["ok"] and "timed out" in hang["error"]
 
 

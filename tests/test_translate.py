@@ -10,8 +10,9 @@ import pytest
 from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
-from addons.translate.messages import (Flavour, anthropic_to_chat_request, anthropic_to_chat_response,
-                              chat_to_anthropic_request, chat_to_anthropic_response)
+from addons.translate.anthropic_to_chat import anthropic_to_chat_request, anthropic_to_chat_response
+from addons.translate.chat_to_anthropic import chat_to_anthropic_request, chat_to_anthropic_response
+from addons.translate.vocabulary import Flavour
 
 # https://docs.anthropic.com/en/docs/build-with-claude/tool-use (tool definition of the examples)
 GET_WEATHER = {"name": "get_weather", "description": "Get the current weather in a given location",

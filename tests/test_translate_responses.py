@@ -18,7 +18,7 @@ from openai.types.chat import ChatCompletion
 from openai.types.responses import Response
 
 from addons.wire.dialects import Dialect
-from addons.translate.messages import Flavour
+from addons.translate.vocabulary import Flavour
 from addons.translate.errors import ProviderError, responses_error, translate_error
 from addons.translate.responses import responses_to_chat_request
 from addons.translate.responses_answers import chat_to_responses_response, responses_to_chat_response

@@ -21,7 +21,7 @@ from test_translate_stream import (ANTHROPIC_TOOL_STREAM, OPENAI_TEXT_STREAM, OP
                                    anthropic_frames, chat_chunks, chat_frames, sdk_completion, sdk_message, translate)
 
 from addons.wire.dialects import Dialect
-from addons.translate.messages import Flavour
+from addons.translate.vocabulary import Flavour
 from addons.translate.responses import responses_to_chat_request
 from addons.translate.responses_chat import ResponsesToChatStream
 from addons.translate.responses_stream import MAX_HELD, ChatToResponsesStream

@@ -17,7 +17,9 @@ from anthropic.types import RawMessageStreamEvent
 from openai.lib.streaming.chat import ChatCompletionStreamState
 from openai.types.chat import ChatCompletionChunk
 
-from addons.translate.messages import Flavour, anthropic_to_chat_request, chat_to_anthropic_request
+from addons.translate.anthropic_to_chat import anthropic_to_chat_request
+from addons.translate.chat_to_anthropic import chat_to_anthropic_request
+from addons.translate.vocabulary import Flavour
 from addons.translate.stream import anthropic_stream_to_chat, chat_stream_to_anthropic
 
 

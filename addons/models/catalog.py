@@ -1,6 +1,6 @@
 """OpenRouter's model catalog: what each model costs, how much context it takes, whether it calls tools.
 
-Pure logic, no mitmproxy and no network (the model scan, launcher/scan.py, fetches; the gateway only
+Pure logic, no mitmproxy and no network (the model scan, launcher/scan/, fetches; the gateway only
 reads the cache). The catalog is `GET {openrouter base_url}/models`
 (https://openrouter.ai/docs/api-reference/list-available-models): `{"data": [model, ...]}` where a
 model has `id` ("vendor/name", variants as "vendor/name:free"), `name`, `context_length`,

@@ -25,10 +25,10 @@ from addons.guard import request_shape
 from addons.routing import signals
 from addons.routing.router import Decision
 from addons.translate import errors as translate_errors
-from addons.translate import messages as translate
 from addons.translate import pairs as translation
 from addons.translate import pi_repair
 from addons.translate.responses_tools import Untranslatable
+from addons.translate.vocabulary import Flavour
 from addons.wire.dialects import Dialect, LLMCall
 
 logger = logging.getLogger(__name__)
@@ -238,15 +238,15 @@ def endpoint_url(provider: Provider, dialect: Dialect, query: str) -> str:
     return base + path + (f"?{query}" if query else "")
 
 
-def flavour_of(name: str, provider: Provider) -> translate.Flavour:
+def flavour_of(name: str, provider: Provider) -> Flavour:
     host = provider.base_host
     if name == "openrouter" or host.endswith("openrouter.ai"):
-        return translate.Flavour.OPENROUTER
+        return Flavour.OPENROUTER
     if host.endswith("api.openai.com"):
-        return translate.Flavour.OPENAI
+        return Flavour.OPENAI
     if host.endswith("anthropic.com"):
-        return translate.Flavour.ANTHROPIC
-    return translate.Flavour.GENERIC
+        return Flavour.ANTHROPIC
+    return Flavour.GENERIC
 
 
 def _gemini_model(url: str, model: str) -> str:

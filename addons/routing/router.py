@@ -109,7 +109,8 @@ def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
     """The routing decision. `custom_result` is what the custom router returned (the caller runs it,
     with its time limit); `tokens` is the request's token count when `needs_token_count`; `explain`
     lists every signal, also those no route asks for; `ranked(letter)` is the model scan's pick for
-    launch tier m or f (RankingsBook.pick), used when launch_tiers does not pin that letter."""
+    launch tier m or f (RankingsBook.pick), used when launch_tiers does not pin that letter.
+    Launch options win, then what the request says, then its model name."""
     identity = request.identity
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     layer = layer or layer_for(rules, identity.agent, launch_profile)
@@ -121,7 +122,20 @@ def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
     def made(rule: str, target: ModelTarget | None, reason: str) -> Decision:
         return Decision(rule, target, reason, found, tokens, tag, notes, layer.sources)
 
-    # launch options win
+    return (_by_launch(request, rules, launch_profile, ranked, notes, made)
+            or _by_request(request, rules, layer, custom_result, tag, found, tokens, notes, made)
+            or _by_model_name(request, layer, made))
+
+
+# Builds a Decision that carries what every decision of a request shares (signals, tag, notes, layer).
+_Made = Callable[[str, ModelTarget | None, str], Decision]
+
+
+def _by_launch(request: RouteRequest, rules: Rules, launch_profile: str | None,
+               ranked: Callable[[str], TierPick | None] | None, notes: list[str], made: _Made) -> Decision | None:
+    """The launch options: route b, a launch model, a launch tier letter; None (perhaps with a note) when
+    none decides."""
+    identity = request.identity
     if identity.route == "b":
         return made("bypass", None, "launched with route b: every feature but no model change")
     if identity.model:
@@ -129,25 +143,36 @@ def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
         if target:
             return made("launch:model", target, "model chosen at launch")
     if identity.tier and not identity.tier.isdigit():
-        letter = identity.tier
-        if letter in rules.launch_tiers:
-            return made(f"launch:tier-{letter}", ModelTarget.parse(rules.launch_tiers[letter]),
-                        f"tier {letter} chosen at launch (rules launch_tiers.{letter})")
-        picked = ranked(letter) if ranked is not None and letter in RANKED_TIERS else None
-        if picked is not None and picked.target.provider in rules.providers:
-            return made(f"launch:tier-{letter}", picked.target, picked.reason)
-        if picked is not None:
-            notes.append(f"the model scan ranks {picked.target} for tier {letter!r}, but its provider "
-                         f"{picked.target.provider!r} is not in the rules; ignored")
-        ranking_note = ""
-        if letter in RANKED_TIERS:
-            ranking_note = (" and the model scan ranked none (run `xx scan`)" if ranked is not None
-                            else " and no model ranking is loaded here")
-        notes.append(f"launch tier {letter!r} has no model in rules launch_tiers{ranking_note}; routing as usual")
-    elif launch_profile and launch_profile not in rules.profiles:
+        return _launch_tier(identity.tier, rules, ranked, notes, made)
+    if launch_profile and launch_profile not in rules.profiles:
         notes.append(f"launch profile {launch_profile!r} is not in rules profiles; routing as usual")
+    return None
 
-    # per request
+
+def _launch_tier(letter: str, rules: Rules, ranked: Callable[[str], TierPick | None] | None, notes: list[str],
+                 made: _Made) -> Decision | None:
+    """A launch tier letter: the rules' launch_tiers, else the model scan's pick for m and f."""
+    if letter in rules.launch_tiers:
+        return made(f"launch:tier-{letter}", ModelTarget.parse(rules.launch_tiers[letter]),
+                    f"tier {letter} chosen at launch (rules launch_tiers.{letter})")
+    picked = ranked(letter) if ranked is not None and letter in RANKED_TIERS else None
+    if picked is not None and picked.target.provider in rules.providers:
+        return made(f"launch:tier-{letter}", picked.target, picked.reason)
+    if picked is not None:
+        notes.append(f"the model scan ranks {picked.target} for tier {letter!r}, but its provider "
+                     f"{picked.target.provider!r} is not in the rules; ignored")
+    ranking_note = ""
+    if letter in RANKED_TIERS:
+        ranking_note = (" and the model scan ranked none (run `xx scan`)" if ranked is not None
+                        else " and no model ranking is loaded here")
+    notes.append(f"launch tier {letter!r} has no model in rules launch_tiers{ranking_note}; routing as usual")
+    return None
+
+
+def _by_request(request: RouteRequest, rules: Rules, layer: Layer, custom_result: str | None, tag: str | None,
+                found: list[str], tokens: int | None, notes: list[str], made: _Made) -> Decision | None:
+    """What the request says: the custom router's answer, a provider:model it names, a subagent tag, then
+    the task routes in priority order."""
     if custom_result:
         target = _valid(rules, custom_result, notes, "custom router", separators=":,")
         if target:
@@ -161,18 +186,21 @@ def decide(request: RouteRequest, rules: Rules, layer: Layer | None = None, *,
         if target:
             return made("subagent", target, "subagent tag in the system prompt")
     for name in TASK_ROUTES:
-        if name in found and layer.routes.get(name):
-            return made(name, ModelTarget.parse(layer.routes[name]), _WHY[name](request, layer, tokens))
+        if name in found and (route := layer.routes.get(name)):
+            return made(name, ModelTarget.parse(route), _WHY[name](request, layer, tokens))
+    return None
 
-    # by model name
+
+def _by_model_name(request: RouteRequest, layer: Layer, made: _Made) -> Decision:
+    """The model name the agent sent: an alias, its family's tier, else the default route."""
     model = request.model or ""
     alias = _alias(layer.aliases, model)
     if alias:
         return made(f"alias:{alias}", ModelTarget.parse(layer.aliases[alias]), f"alias {alias!r}")
     family = signals.family(model)
-    if family and layer.tiers.get(_FAMILY_TIER[family]):
+    if family and (tiered := layer.tiers.get(_FAMILY_TIER[family])):
         tier = _FAMILY_TIER[family]
-        return made(f"tier:{tier}", ModelTarget.parse(layer.tiers[tier]), f"{family} family -> {tier.upper()}")
+        return made(f"tier:{tier}", ModelTarget.parse(tiered), f"{family} family -> {tier.upper()}")
     if layer.routes.get("default"):
         return made("default", ModelTarget.parse(layer.routes["default"]), "default route")
     return made("unchanged", None, "no rule applies")

@@ -3,8 +3,8 @@ request, the streamed answer and the whole answer, for every (client, upstream) 
 
 Pure logic, no mitmproxy. The pairs:
 
-* Anthropic Messages <-> OpenAI Chat: messages.py, stream.py.
-* OpenAI Responses <-> OpenAI Chat: translate_responses*.py.
+* Anthropic Messages <-> OpenAI Chat: anthropic_to_chat.py, chat_to_anthropic.py, stream.py.
+* OpenAI Responses <-> OpenAI Chat: responses*.py.
 * OpenAI Responses <-> Anthropic Messages: composed through Chat (Responses -> Chat -> Anthropic and
   back), request, stream and whole answer alike. It composes cleanly because both halves exist and
   meet in the same Chat shapes: tools, call ids, reasoning effort, usage and errors survive both hops
@@ -21,15 +21,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.translate import messages as translate
 from addons.translate import stream as translate_stream
-from addons.translate.messages import Flavour
+from addons.translate.anthropic_to_chat import anthropic_to_chat_request, anthropic_to_chat_response
+from addons.translate.chat_to_anthropic import chat_to_anthropic_request, chat_to_anthropic_response
 from addons.translate.responses import responses_to_chat_request
 from addons.translate.responses_answers import chat_to_responses_response, responses_to_chat_response
 from addons.translate.responses_chat import ResponsesToChatStream, chat_to_responses_request
 from addons.translate.responses_stream import ChatToResponsesStream
 from addons.translate.responses_tools import ResponsesContext
 from addons.translate.stream import StreamTranslator
+from addons.translate.vocabulary import Flavour
 from addons.wire.dialects import Dialect
 
 A, C, R = Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.OPENAI_RESPONSES
@@ -55,18 +56,18 @@ def translate_request(body: dict[str, Any], client: Dialect, upstream: Dialect, 
     """The request in the upstream's dialect, and what its way back needs (Responses clients only).
     Raises translate_responses_tools.Untranslatable for what the upstream cannot express."""
     if (client, upstream) == (A, C):
-        return translate.anthropic_to_chat_request(body, model, flavour, notes), None
+        return anthropic_to_chat_request(body, model, flavour, notes), None
     if (client, upstream) == (C, A):
-        return translate.chat_to_anthropic_request(body, model, notes), None
+        return chat_to_anthropic_request(body, model, notes), None
     if (client, upstream) == (R, C):
         return responses_to_chat_request(body, model, flavour, notes)
     if (client, upstream) == (C, R):
         return chat_to_responses_request(body, model, notes), None
     if (client, upstream) == (R, A):
         chat, context = responses_to_chat_request(body, model, Flavour.GENERIC, notes)
-        return translate.chat_to_anthropic_request(chat, model, notes), context
+        return chat_to_anthropic_request(chat, model, notes), context
     if (client, upstream) == (A, R):
-        chat = translate.anthropic_to_chat_request(body, model, Flavour.GENERIC, notes)
+        chat = anthropic_to_chat_request(body, model, Flavour.GENERIC, notes)
         return chat_to_responses_request(chat, model, notes), None
     raise ValueError(f"no translation from {client} to {upstream}")
 
@@ -116,11 +117,11 @@ def translate_whole(client: Dialect, upstream: Dialect, answer: dict[str, Any],
     """A whole successful answer of the upstream in the client's dialect."""
     context = context or ResponsesContext({}, {})
     if upstream is A and client is not A:
-        answer, upstream = translate.anthropic_to_chat_response(answer), C
+        answer, upstream = anthropic_to_chat_response(answer), C
     elif upstream is R and client is not R:
         answer, upstream = responses_to_chat_response(answer), C
     if (client, upstream) == (A, C):
-        return translate.chat_to_anthropic_response(answer)
+        return chat_to_anthropic_response(answer)
     if (client, upstream) == (R, C):
         return chat_to_responses_response(answer, context)
     if (client, upstream) == (C, C):

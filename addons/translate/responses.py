@@ -25,7 +25,7 @@ Decisions:
   history are dropped with a note too.
 * Reasoning items cannot go back to a chat provider (chat takes no reasoning input, and
   `encrypted_content` only the agent's provider can read): dropped with a note, as thinking blocks are
-  towards chat (messages.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
+  towards chat (anthropic_to_chat.py). A `compaction` item (the history as OpenAI compacted it, encrypted) is
   dropped the same way: the conversation continues from what follows it.
 * Developer messages become system messages (many chat servers know no `developer` role).
 """
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from addons.translate.messages import EFFORT_BUDGET, Flavour
 from addons.translate.responses_tools import (
     CUSTOM_INPUT,
     LOCAL_SHELL,
@@ -44,9 +43,9 @@ from addons.translate.responses_tools import (
     Untranslatable,
     chat_name,
     dicts,
-    note_once,
     tool_choice,
 )
+from addons.translate.vocabulary import EFFORT_BUDGET, Flavour, note_once
 from addons.wire.jsontext import dumps as _dumps
 
 # Request fields a Response object repeats (https://platform.openai.com/docs/api-reference/responses/object),
@@ -279,20 +278,18 @@ def _text_format(body: dict[str, Any], flavour: Flavour, out: dict[str, Any], no
             note_once(notes, "dropped text.verbosity")
 
 
-def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour, notes: list[str]
-                              ) -> tuple[dict[str, Any], ResponsesContext]:
-    """A Responses request body as a Chat Completions body for `flavour`, and the context of the way back.
-    Raises Untranslatable for what a chat provider cannot do."""
-    flavour = Flavour(flavour)
-    for field, why in _REFUSED.items():
-        if body.get(field) not in (None, False, "", {}):
-            raise Untranslatable(why)
+def _tools(body: dict[str, Any], notes: list[str]) -> Tools:
+    """The declared tools as chat functions (a client-executed tool_search defers the others)."""
     tools = Tools(notes)
     declared = dicts(body.get("tools"))
     searchable = any(t.get("type") == TOOL_SEARCH and t.get("execution") == "client" for t in declared)
     for tool in declared:
         tools.add(tool, deferred_later=searchable)
+    return tools
 
+
+def _messages(body: dict[str, Any], tools: Tools, flavour: Flavour, notes: list[str]) -> list[dict[str, Any]]:
+    """The instructions and the input items as chat messages; Untranslatable when there is no input."""
     history = _History(tools, flavour, notes)
     instructions = body.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -311,8 +308,11 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
     messages = history.finish()
     if not messages:
         raise Untranslatable("the request has no input")
+    return messages
 
-    out: dict[str, Any] = {"model": model, "messages": messages}
+
+def _sampling(body: dict[str, Any], flavour: Flavour, out: dict[str, Any]) -> None:
+    """max_output_tokens, temperature, top_p and streaming (with usage, so it can be reported back)."""
     if isinstance(body.get("max_output_tokens"), int) and not isinstance(body["max_output_tokens"], bool):
         out["max_completion_tokens" if flavour is Flavour.OPENAI else "max_tokens"] = body["max_output_tokens"]
     for field in ("temperature", "top_p"):
@@ -321,6 +321,44 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
     if body.get("stream") is True:
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}  # so usage can be reported back
+
+
+def _identifiers(body: dict[str, Any], flavour: Flavour, out: dict[str, Any], notes: list[str]) -> None:
+    """user for every provider; safety_identifier, prompt_cache_key and service_tier for OpenAI only."""
+    for field in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
+        if isinstance(body.get(field), str):
+            if flavour is Flavour.OPENAI or field == "user":
+                out[field] = body[field]
+            elif field == "service_tier":
+                notes.append("dropped service_tier")
+
+
+def _note_dropped(body: dict[str, Any], notes: list[str]) -> None:
+    """What only the agent's provider can do (metadata, stored responses, include), and unknown fields."""
+    if body.get("metadata"):
+        notes.append("dropped metadata")
+    if body.get("store") is True:
+        notes.append("store: the chat provider keeps no response to continue from")
+    include = body.get("include")
+    wanted = [str(i) for i in include] if isinstance(include, list) else []
+    if wanted:
+        notes.append(f"include {', '.join(wanted)}: not available from a chat provider")
+    for field in body:
+        if field not in _HANDLED and field not in _SILENT:
+            notes.append(f"dropped {field}")
+
+
+def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour, notes: list[str]
+                              ) -> tuple[dict[str, Any], ResponsesContext]:
+    """A Responses request body as a Chat Completions body for `flavour`, and the context of the way back.
+    Raises Untranslatable for what a chat provider cannot do."""
+    flavour = Flavour(flavour)
+    for field, why in _REFUSED.items():
+        if body.get(field) not in (None, False, "", {}):
+            raise Untranslatable(why)
+    tools = _tools(body, notes)
+    out: dict[str, Any] = {"model": model, "messages": _messages(body, tools, flavour, notes)}
+    _sampling(body, flavour, out)
     if tools.chat:
         out["tools"] = tools.chat
     tool_choice(body.get("tool_choice"), tools, out, notes)
@@ -328,21 +366,7 @@ def responses_to_chat_request(body: dict[str, Any], model: str, flavour: Flavour
         out["parallel_tool_calls"] = body["parallel_tool_calls"]
     _reasoning(body, flavour, out, notes)
     _text_format(body, flavour, out, notes)
-    for field in ("user", "safety_identifier", "prompt_cache_key", "service_tier"):
-        if isinstance(body.get(field), str):
-            if flavour is Flavour.OPENAI or field == "user":
-                out[field] = body[field]
-            elif field == "service_tier":
-                notes.append("dropped service_tier")
-    if body.get("metadata"):
-        notes.append("dropped metadata")
-    if body.get("store") is True:
-        notes.append("store: the chat provider keeps no response to continue from")
-    wanted = [str(i) for i in body.get("include")] if isinstance(body.get("include"), list) else []
-    if wanted:
-        notes.append(f"include {', '.join(wanted)}: not available from a chat provider")
-    for field in body:
-        if field not in _HANDLED and field not in _SILENT:
-            notes.append(f"dropped {field}")
+    _identifiers(body, flavour, out, notes)
+    _note_dropped(body, notes)
     echo = {field: body.get(field, default) for field, default in ECHO_DEFAULTS.items()}
     return out, ResponsesContext(tools.refs, echo)

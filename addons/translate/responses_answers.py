@@ -32,8 +32,8 @@ import time
 import uuid
 from typing import Any
 
-from addons.translate.messages import chat_completion_id
 from addons.translate.responses_tools import ITEM_PREFIX, ResponsesContext, call_item, dicts
+from addons.translate.vocabulary import chat_completion_id
 
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}

@@ -30,9 +30,9 @@ import time
 from typing import Any
 
 from addons.translate.errors import openai_error, read_error, status_of
-from addons.translate.messages import chat_completion_id
 from addons.translate.responses_answers import chat_usage_from_responses, finish_reason_of
-from addons.translate.responses_tools import dicts, note_once
+from addons.translate.responses_tools import dicts
+from addons.translate.vocabulary import chat_completion_id, note_once
 from addons.wire.jsontext import dumps as _dumps
 from addons.wire.jsontext import loads_object
 from addons.wire.sse import SSEParser

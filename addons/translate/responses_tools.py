@@ -26,6 +26,8 @@ import json
 import re
 from typing import Any
 
+from addons.translate.vocabulary import note_once
+
 CUSTOM_INPUT = "input"  # the one parameter of the chat function that stands for a custom tool
 LOCAL_SHELL = "local_shell"
 TOOL_SEARCH = "tool_search"
@@ -68,11 +70,6 @@ class ResponsesContext:
 def dicts(value: Any) -> list[dict[str, Any]]:
     """The objects of a JSON list; nothing for anything else (the agent's JSON is not trusted to be well-formed)."""
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def note_once(notes: list[str], note: str) -> None:
-    if note not in notes:
-        notes.append(note)
 
 
 def chat_name(name: str, namespace: Any = None) -> str:

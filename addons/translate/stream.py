@@ -2,8 +2,9 @@
 
 Pure logic, no mitmproxy. A translator is fed the upstream's raw SSE bytes with whatever chunk boundaries
 the network produced (`addons.wire.sse.SSEParser` reassembles the events) and returns the client's SSE bytes at
-once, so nothing is buffered beyond the event being read. Request, whole-response and error translation,
-and the mappings shared with them, are in `addons/translate/messages.py`.
+once, so nothing is buffered beyond the event being read. Requests and whole answers are translated in
+`anthropic_to_chat.py` and `chat_to_anthropic.py`, errors in `errors.py`; the mappings shared with them
+(stop reasons, ids, usage) are in `vocabulary.py`.
 
 Event sequences follow the public references:
 
@@ -37,7 +38,7 @@ import time
 from typing import Any, Protocol
 
 from addons.translate.errors import anthropic_error, openai_error, read_error, status_of
-from addons.translate.messages import (
+from addons.translate.vocabulary import (
     anthropic_message_id,
     anthropic_stop_reason,
     anthropic_tool_id,

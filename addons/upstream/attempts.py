@@ -1,24 +1,11 @@
-"""One upstream attempt: send a candidate's request, judge its answer, hold the answer until its commit
-point, and stream it to the agent.
+"""One upstream attempt: send a candidate's request, judge its answer, and deliver it to the agent: a
+whole answer once it is judged, a streamed one through its commit point (held_stream.py).
 
 No mitmproxy here: the relay (relay.py) decides which candidate to try next; this module carries one
 attempt out on the agent's connection (a ResponseWriter) and reports a `Failure` when the cascade may
 still move on, or None when the agent got an answer (whole, streamed, or ended by a well-formed error).
-
-The commit point: a streamed answer is held (nothing reaches the agent) until its first text, tool call
-or reasoning delta, or, when the request forces a tool call, until that call begins. Before it:
-
-* a stream that sends nothing at all after its headers for `silence_s` is abandoned (`timeout_silent`),
-  unless it is the last candidate, which waits until the idle timeout;
-* a stream that shows life (keep-alive comments, pings, a role-only delta) but nothing meaningful for
-  `first_token_s` after its headers is abandoned (`timeout_first_token`); the last candidate is committed
-  instead, and the agent waits with Clutch, for a token within the idle timeout;
-* an error event, an empty answer, a missing forced tool call or a cut stream lets the cascade move on.
-
-After it, nothing is restarted: a later failure (the idle timeout, a cut, an error event) ends the stream
-with a well-formed error event in the agent's dialect, and the attempt is `broken`.
+An `Attempt` is its record: what the usage rows, the journal and the `x-clutch-*` headers say about it.
 """
-
 from __future__ import annotations
 
 import asyncio
@@ -28,15 +15,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.fallback import failures
+from addons.fallback.checks import answer_model, from_answer
+from addons.fallback.policy import Failure, from_status, from_transport
 from addons.guard.key_mask import masked_url
-from addons.routing.plan import Plan, stream_translator_for, translate_answer
+from addons.routing.plan import Plan, translate_answer
 from addons.upstream.client import Timeouts, UpstreamClient, UpstreamError
-from addons.wire import answer_usage, dialects, usage_blocks
+from addons.upstream.held_stream import HeldStream, Holds
+from addons.wire import answer_usage, usage_blocks
 
 MAX_ERROR_BODY = 1 << 20  # an error body is read whole, up to this much
 MAX_KEPT_ARRAY = 4 << 20  # a streamed JSON array (Gemini) is kept for its usage up to this much
-MAX_HELD = 1 << 20  # a stream held before its commit point: past this much it is committed as it is
 MAX_ANSWER = 16 << 20  # a whole (non-SSE) answer: past this much it is a bad answer, not read further
 OPENROUTER_SKIPPED = "openrouter_fallback"  # Attempt.error of a model OpenRouter's own `models` list moved past
 _DROPPED_RESPONSE = frozenset({b"transfer-encoding", b"content-length", b"connection", b"keep-alive"})
@@ -97,21 +85,13 @@ class Attempt:
 Credit = Callable[[Plan, Attempt, str], None]
 
 
-@dataclasses.dataclass
-class Holds:
-    """How long an answer may be held before its commit point (module docstring)."""
-
-    silence_s: float = 15.0
-    first_token_s: float = 60.0
-
-
 class AttemptRunner:
     def __init__(self, client: UpstreamClient, timeouts: Timeouts, holds: Holds, *,
                  clock: Callable[[], float] = time.monotonic):
         self.client, self.timeouts, self.holds, self.clock = client, timeouts, holds, clock
 
     async def run(self, job, plan: Plan, attempt: Attempt, out, *, last: bool,
-                  credit: Credit) -> failures.Failure | None:
+                  credit: Credit) -> Failure | None:
         """One attempt of `job` (relay.Job) at `plan`; `last`: no other candidate is left after it."""
         started = self.clock()
         try:
@@ -120,7 +100,7 @@ class AttemptRunner:
         except UpstreamError as e:
             attempt.error, attempt.ended = e.kind, "failed"
             attempt.duration_s = self.clock() - started
-            return failures.from_transport(e.kind, str(e))
+            return from_transport(e.kind, str(e))
         except (ConnectionError, asyncio.CancelledError):
             attempt.ended = "aborted"  # the agent left before the provider's headers (a slow prefill)
             attempt.duration_s = self.clock() - started
@@ -133,7 +113,7 @@ class AttemptRunner:
         except UpstreamError as e:
             if attempt.committed_s is None:  # still nothing sent to the agent: another model may answer
                 attempt.error, attempt.ended = e.kind, "failed"
-                return failures.from_transport(e.kind, str(e))
+                return from_transport(e.kind, str(e))
             # a non-SSE body broke after its head went out: the agent sees a truncated answer
             attempt.error, attempt.ended = e.kind, "broken"
             raise ConnectionError(str(e)) from e
@@ -155,12 +135,12 @@ class _Step:
         self.upstream, self.started, self.last, self._credit = upstream, started, last, credit
         self.clock = runner.clock
 
-    async def run(self) -> failures.Failure | None:
+    async def run(self) -> Failure | None:
         plan, attempt, upstream = self.plan, self.attempt, self.upstream
         if not 200 <= upstream.status < 300:  # every error status is a failure; the relay decides what next
             raw, _ = await _read_all(upstream, attempt, MAX_ERROR_BODY)
-            failure = failures.from_status(upstream.status, upstream.headers, raw,
-                                           key_from_rules=plan.key_source != "agent")
+            failure = from_status(upstream.status, upstream.headers, raw,
+                                  key_from_rules=plan.key_source != "agent")
             assert failure is not None
             attempt.error, attempt.ended = failure.kind, "failed"
             return failure
@@ -179,10 +159,10 @@ class _Step:
             return None
         return await self.deliver_whole(raw)
 
-    def too_large(self) -> failures.Failure:
+    def too_large(self) -> Failure:
         """An answer past MAX_ANSWER: not read further, judged like one that is not JSON."""
-        failure = failures.Failure("error_in_200", self.upstream.status, True, False,
-                                   f"the provider's answer is over {MAX_ANSWER >> 20} MB")
+        failure = Failure("error_in_200", self.upstream.status, True, False,
+                          f"the provider's answer is over {MAX_ANSWER >> 20} MB")
         self.attempt.error, self.attempt.ended = failure.kind, "failed"
         return failure
 
@@ -212,12 +192,12 @@ class _Step:
 
     # ------------------------------------------------------------ whole answers
 
-    async def deliver_whole(self, raw: bytes) -> failures.Failure | None:
+    async def deliver_whole(self, raw: bytes) -> Failure | None:
         """A whole 2xx answer: a failure if it is one (nothing sent), else committed and sent."""
         plan, attempt = self.plan, self.attempt
         answer = _parse_answer(raw)
         failure = _judge_whole(plan, raw, answer)
-        model = failures.answer_model(plan.upstream_dialect, answer) if isinstance(answer, dict) else None
+        model = answer_model(plan.upstream_dialect, answer) if isinstance(answer, dict) else None
         if failure is not None:
             self.credit(model)
             attempt.error, attempt.ended = failure.kind, "failed"
@@ -236,7 +216,7 @@ class _Step:
         await self.out.send(raw)
         await self.out.end()
 
-    async def pipe(self) -> failures.Failure | None:
+    async def pipe(self) -> Failure | None:
         """A streamed answer that is not SSE (Gemini's streamGenerateContent without alt=sse sends a JSON
         array piece by piece): judged by its first piece only, then passed on as it arrives."""
         attempt, out = self.attempt, self.out
@@ -269,142 +249,9 @@ class _Step:
 
     # ------------------------------------------------------------ streams
 
-    async def stream(self) -> failures.Failure | None:
-        job, plan, attempt, out = self.job, self.plan, self.attempt, self.out
-        watch = failures.StreamWatch(plan.upstream_dialect, plan.sent, key_from_rules=plan.key_source != "agent")
-        translator = stream_translator_for(plan, job.include_usage) if plan.translated else None
-        held: list[bytes] = []
-        held_bytes = 0
-        committed_at: float | None = None
-        chunks = self.upstream.chunks().__aiter__()
-        headers_at = self.clock()
-
-        async def send(chunk: bytes) -> None:
-            piece = translator.feed(chunk) if translator else chunk
-            if piece:
-                if translator:
-                    attempt.events += piece.count(b"\n\n")
-                await out.send(piece)
-
-        async def commit() -> None:
-            nonlocal committed_at
-            await self.commit(watch.model)
-            committed_at = self.clock()
-            for piece in held:
-                await send(piece)
-            held.clear()
-
-        pending: asyncio.Future | None = None
-        try:
-            while True:
-                if pending is None:
-                    pending = asyncio.ensure_future(anext(chunks, None))
-                deadline, stall = self._deadline(watch, headers_at, committed_at)
-                if deadline is not None:
-                    done, _ = await asyncio.wait({pending}, timeout=max(0.0, deadline - self.clock()))
-                    if not done:
-                        if committed_at is not None:  # committed on keep-alives, and still no token
-                            await self._break(watch, stall, self._stall_message(stall))
-                            return None
-                        if stall == "timeout_first_token" and self.last:
-                            await commit()  # alive, and nobody else to ask: the agent waits with us
-                            continue
-                        attempt.error, attempt.ended = stall, "failed"
-                        attempt.usage = answer_usage.reported(watch.usage)
-                        return failures.stalled(stall, self._stall_message(stall))
-                chunk = await pending
-                pending = None
-                if chunk is None:
-                    break
-                attempt.chunks += 1
-                attempt.bytes += len(chunk)
-                watch.feed(chunk)
-                self.credit(watch.model)
-                if not translator:
-                    attempt.events = watch.events
-                if committed_at is not None:
-                    if watch.overflowed:  # no event ends: what was sent is all the agent gets
-                        await out.send(b"\n\n")  # ends the unfinished event, so the error event parses
-                        await self._break(watch, "error_in_200", watch.failure.message)
-                        return None
-                    await send(chunk)
-                    continue
-                if watch.failure is not None:  # nothing reached the agent yet: another model may answer
-                    attempt.error, attempt.ended = watch.failure.kind, "failed"
-                    attempt.usage = answer_usage.reported(watch.usage)
-                    return watch.failure
-                held.append(chunk)
-                held_bytes += len(chunk)
-                if watch.committable or held_bytes > MAX_HELD:
-                    await commit()
-        except UpstreamError as e:
-            if committed_at is None:
-                attempt.error, attempt.ended = e.kind, "failed"
-                attempt.usage = answer_usage.reported(watch.usage)
-                return failures.from_transport(e.kind, str(e))
-            # past the commit point: never restart; tell the agent in its own dialect and end cleanly
-            await self._break(watch, e.kind, f"upstream stream broke: {e}")
-            return None
-        except (ConnectionError, asyncio.CancelledError):
-            attempt.usage = answer_usage.of_abandoned(watch.usage)  # what was generated until the agent left
-            raise
-        finally:
-            if pending is not None and not pending.done():
-                pending.cancel()
-        verdict = watch.finish()
-        if committed_at is None:
-            if verdict is None and not watch.complete:
-                verdict = failures.stalled("stream_cut", "the stream ended without its end marker (cut)")
-            if verdict is not None:
-                attempt.error, attempt.ended = verdict.kind, "failed"
-                attempt.soft = verdict.soft
-                attempt.usage = answer_usage.reported(watch.usage)  # an empty answer may still be billed
-                return verdict
-            await commit()
-        elif verdict is None and not watch.complete:
-            await self._break(watch, "stream_cut", "the upstream stream ended without finishing (cut): "
-                                                   "the answer is incomplete")
-            return None
-        if translator:
-            tail = translator.finish()
-            if tail:
-                attempt.events += tail.count(b"\n\n")
-                await out.send(tail)
-        await out.end()
-        attempt.ended = "complete"
-        attempt.usage = await answer_usage.of_stream(watch.usage)
-        if verdict is not None:  # a failure after the commit point (a soft one, or an error event)
-            attempt.error, attempt.soft = verdict.kind, verdict.soft
-        return None
-
-    def _deadline(self, watch: failures.StreamWatch, headers_at: float,
-                  committed_at: float | None) -> tuple[float | None, str]:
-        """When the stream must have shown what it holds, and the stall it is past then (None: no limit
-        but the idle timeout between pieces)."""
-        holds = self.runner.holds
-        if committed_at is not None:
-            if watch.meaningful:
-                return None, ""
-            # committed on keep-alives alone (the last candidate): a token must follow within the idle timeout
-            return committed_at + self.runner.timeouts.idle, "timeout_first_token"
-        if self.attempt.bytes == 0:  # nothing at all since the headers
-            return (None, "") if self.last else (headers_at + holds.silence_s, "timeout_silent")
-        if not watch.meaningful:  # keep-alives, pings, a role-only delta: alive, but no token yet
-            return headers_at + holds.first_token_s, "timeout_first_token"
-        return None, ""  # content, held until the forced tool call begins (or the answer ends without one)
-
-    def _stall_message(self, stall: str) -> str:
-        holds = self.runner.holds
-        if stall == "timeout_silent":
-            return f"the stream sent nothing for {holds.silence_s:g} s after its headers"
-        return "no text, tool call or reasoning in time (only keep-alives)"
-
-    async def _break(self, watch: failures.StreamWatch, kind: str, message: str) -> None:
-        """A failure past the commit point: the agent's stream ends with an error event in its dialect."""
-        self.attempt.error, self.attempt.ended = kind, "broken"
-        await self.out.send(dialects.stream_error_event(self.job.client_dialect, f"Clutch: {message}"))
-        await self.out.end()
-        self.attempt.usage = await answer_usage.of_stream(watch.usage)
+    async def stream(self) -> Failure | None:
+        """An SSE answer: held until its commit point, then streamed (held_stream.py)."""
+        return await HeldStream(self, self.runner.holds, self.runner.timeouts.idle).run()
 
 
 # ---------------------------------------------------------------- helpers
@@ -421,14 +268,14 @@ def _parse_answer(raw: bytes) -> Any:
         return _NOT_JSON
 
 
-def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> failures.Failure | None:
+def _judge_whole(plan: Plan, raw: bytes, answer: Any) -> Failure | None:
     if answer is _NOT_JSON:
-        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
-                                body=raw[:4096])
+        return Failure("error_in_200", 200, True, False, "the provider's answer is not JSON",
+                       body=raw[:4096])
     if not isinstance(answer, dict):
-        return failures.Failure("error_in_200", 200, True, False, "the provider's answer is not a JSON object",
-                                body=raw[:4096])
-    return failures.from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
+        return Failure("error_in_200", 200, True, False, "the provider's answer is not a JSON object",
+                       body=raw[:4096])
+    return from_answer(plan.upstream_dialect, answer, plan.sent, key_from_rules=plan.key_source != "agent")
 
 
 async def _read_all(upstream, attempt: Attempt, limit: int) -> tuple[bytes, bool]:

@@ -10,10 +10,9 @@ candidates and a way to build each target's upstream request.
   the answer names; the entries OpenRouter moved past count as failures of theirs.
 * A 404 is a configuration mistake of that target (its model name or URL): the cascade moves on, but
   the target is never retried and its breaker is not charged; the final error names target and URL.
-* When every candidate failed, the agent gets one error that names each candidate's failure, with the
-  status of the most informative one and a Retry-After whenever Clutch knows when a candidate frees up.
-  The names come first (agents cut long messages), and a Responses client gets a 502 for a 500 (Codex
-  hides a 500's body).
+* When every candidate failed (or one failed for good), the agent gets one error in its own dialect
+  (final_error.py: what it says, its status), with a Retry-After whenever Clutch knows when a candidate
+  frees up (a Retry-After it was given, a quota's cooldown, an open breaker's probe).
 """
 
 from __future__ import annotations
@@ -21,25 +20,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import time
 from collections.abc import Callable
 from typing import Any
 
 from addons.config.rules import ModelTarget
-from addons.fallback import failures
 from addons.fallback.cascade import backoff_s
-from addons.guard.key_mask import masked_url
+from addons.fallback.policy import Failure
 from addons.routing.plan import Plan, PlanError
-from addons.translate import errors as translate_errors
-from addons.upstream.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner, Holds
+from addons.upstream.attempts import OPENROUTER_SKIPPED, Attempt, AttemptRunner
 from addons.upstream.client import Timeouts, UpstreamClient
+from addons.upstream.final_error import Failed, final_error, retry_headers
+from addons.upstream.held_stream import Holds
 from addons.wire import dialects
 from addons.wire.dialects import Dialect
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Attempt", "Failed", "Holds", "Job", "Relay"]
+__all__ = ["Attempt", "Holds", "Job", "Relay"]
 
 
 @dataclasses.dataclass
@@ -69,30 +67,6 @@ class Job:
     def tried(self) -> int:
         """Upstream attempts so far (`x-clutch-attempts`): a candidate left out is none."""
         return sum(a.ended != "skipped" for a in self.attempts)
-
-
-@dataclasses.dataclass
-class Failed:
-    """One candidate that did not serve: where its request went and what came back."""
-
-    target: str
-    failure: failures.Failure
-    dialect: Dialect  # the dialect of the failure's body (the upstream's)
-    url: str = ""
-    routed: bool = False  # the rules changed the request (a 404 is then the rules' mistake, not the agent's)
-
-    def __post_init__(self) -> None:
-        self.url = masked_url(self.url)  # named in the agent's error and the log: never with its ?key=
-
-    def describe(self) -> str:
-        message = self.failure.message
-        if self.failure.misconfigured:
-            message = (f"answered 404 at {self.url} ({message}): a configuration error, check the model name "
-                       f"and the provider's base_url in the rules")
-        wait = self.failure.retry_after_s
-        if wait is not None and self.failure.status == 429:
-            message += f" (free again in {max(1, math.ceil(wait))} s)"
-        return f"{self.target}: {message}"
 
 
 class Relay:
@@ -126,28 +100,19 @@ class Relay:
                 await out.end()
 
     async def _serve(self, job: Job, out) -> None:
+        if not job.candidates:
+            await self._refuse(job, out)
+            return
         failed: list[Failed] = []
         remaining = list(job.candidates)
         natively_tried: set[ModelTarget] = set()
         retried = 0
         previous: str | None = None
-        if not remaining:
-            await self._refuse(job, out)
-            return
         while remaining:
             target = remaining[0]
-            try:
-                plan = job.plan_for(target)
-            except PlanError as e:
-                job.attempts.append(Attempt("", str(target), error=e.kind, ended="skipped"))
-                failed.append(Failed(str(target), failures.Failure("config", None, True, False, str(e),
-                                                                   counts_for_breaker=False), job.client_dialect))
-                remaining.pop(0)
-                continue
-            key = booked(plan, target)
-            if not self.breakers.allow(key):  # another request took the half-open probe meanwhile
-                job.attempts.append(Attempt(plan.url, key, error="breaker open", ended="skipped"))
-                job.skipped.append((target, "breaker open"))
+            plan = self._plan(job, target, failed)
+            key = booked(plan, target) if plan is not None else ""
+            if plan is None or not self._allowed(job, plan, target, key):
                 remaining.pop(0)
                 continue
             self.quotas.consume(key)
@@ -155,15 +120,7 @@ class Relay:
                               retry=key == previous)
             previous = key
             job.attempts.append(attempt)
-            try:
-                failure = await self.runner.run(job, plan, attempt, out, last=len(remaining) == 1,
-                                                credit=lambda p, a, m: self._credit_native(job, p, a, m))
-            except (ConnectionError, asyncio.CancelledError):
-                if attempt.ended == "broken":  # a whole answer broke after its head went out
-                    self.breakers.failure(attempt.target, 1.0, attempt.error or "broken")
-                else:
-                    self.breakers.release(attempt.target)
-                raise
+            failure = await self._attempt(job, plan, attempt, out, last=len(remaining) == 1)
             if failure is None:
                 self._served(job, attempt)
                 return
@@ -174,23 +131,60 @@ class Relay:
             if not failure.retryable:  # the request's own fault: the agent gets the provider's own answer
                 await self._fail(job, out, failed[-1:], alone=True)
                 return
-            if len(remaining) == 1 and retried < self.retries and not failure.rampup \
-                    and not failure.free_daily_cap and not failure.misconfigured:
-                wait = backoff_s(failure.retry_after_s, retried)
-                if wait is not None and self.breakers.allow(key):
-                    self.breakers.release(key)
-                    retried += 1
-                    logger.info("retrying %s in %.1f s after %s", key, wait, failure.message)
-                    await asyncio.sleep(wait)
-                    continue
-            remaining.pop(0)
-            if failure.free_daily_cap:  # per account: every other free model of the provider is capped too
-                remaining = [t for t in remaining if not (t.provider == target.provider and t.model.endswith(":free"))]
-            remaining = [t for t in remaining if t not in natively_tried]
+            if len(remaining) == 1 and (wait := self._retry_wait(key, failure, retried)) is not None:
+                retried += 1
+                logger.info("retrying %s in %.1f s after %s", key, wait, failure.message)
+                await asyncio.sleep(wait)
+                continue
+            remaining = _left_after(remaining, target, failure, natively_tried)
         if failed:
             await self._fail(job, out, failed)
         else:
             await self._refuse(job, out)
+
+    # ------------------------------------------------------------ one candidate
+
+    def _plan(self, job: Job, target: ModelTarget, failed: list[Failed]) -> Plan | None:
+        """The target's upstream request; None when it cannot be built (a `config` failure of its own)."""
+        try:
+            return job.plan_for(target)
+        except PlanError as e:
+            job.attempts.append(Attempt("", str(target), error=e.kind, ended="skipped"))
+            failed.append(Failed(str(target), Failure("config", None, True, False, str(e),
+                                                      counts_for_breaker=False), job.client_dialect))
+            return None
+
+    def _allowed(self, job: Job, plan: Plan, target: ModelTarget, key: str) -> bool:
+        """May `key` be tried? Its breaker says no when another request took the half-open probe meanwhile."""
+        if self.breakers.allow(key):
+            return True
+        job.attempts.append(Attempt(plan.url, key, error="breaker open", ended="skipped"))
+        job.skipped.append((target, "breaker open"))
+        return False
+
+    async def _attempt(self, job: Job, plan: Plan, attempt: Attempt, out, *, last: bool) -> Failure | None:
+        """One attempt. When the agent leaves meanwhile, the breaker's probe is freed, or charged when a
+        whole answer broke after its head went out."""
+        try:
+            return await self.runner.run(job, plan, attempt, out, last=last,
+                                         credit=lambda p, a, m: self._credit_native(job, p, a, m))
+        except (ConnectionError, asyncio.CancelledError):
+            if attempt.ended == "broken":  # a whole answer broke after its head went out
+                self.breakers.failure(attempt.target, 1.0, attempt.error or "broken")
+            else:
+                self.breakers.release(attempt.target)
+            raise
+
+    def _retry_wait(self, key: str, failure: Failure, retried: int) -> float | None:
+        """How long to wait before the last candidate is tried again; None when it is not (no retries left,
+        a ramp-up, a free daily cap or a configuration error, no backoff, or its breaker says no)."""
+        if retried >= self.retries or failure.rampup or failure.free_daily_cap or failure.misconfigured:
+            return None
+        wait = backoff_s(failure.retry_after_s, retried)
+        if wait is None or not self.breakers.allow(key):
+            return None
+        self.breakers.release(key)
+        return wait
 
     # ------------------------------------------------------------ outcomes
 
@@ -226,7 +220,7 @@ class Relay:
         if job.session:
             self.sticky.set(job.session, str(job.primary), attempt.target)
 
-    def _learn(self, key: str, provider: str, failure: failures.Failure, url: str) -> None:
+    def _learn(self, key: str, provider: str, failure: Failure, url: str) -> None:
         if failure.counts_for_breaker:
             self.breakers.failure(key, 0.5 if failure.soft else 1.0, failure.kind)
         else:
@@ -240,52 +234,15 @@ class Relay:
             self.quotas.free_daily_cap(provider)
 
     async def _fail(self, job: Job, out, failed: list[Failed], alone: bool = False) -> None:
-        """The request failed (every candidate, or one for good): one error in the agent's dialect. With
-        one failure (or `alone`), the provider's own error body, as the agent's SDK knows it; with more,
-        Clutch's error naming each."""
-        worst = failures.most_informative([f.failure for f in failed])
-        chosen = next(f for f in failed if f.failure is worst)
-        status = worst.status or (504 if worst.kind.startswith("timeout") else 502)
-        if not 400 <= status < 600:  # an error event, an empty or stalled answer inside a 200
-            status = 502
-        targets = {f.target for f in failed}  # a retried target is one candidate
-        named = not alone and (len(targets) + len(job.skipped) > 1 or (worst.misconfigured and chosen.routed))
-        if not named and worst.body and worst.status:  # the provider's own error, as its SDK knows it
-            body = worst.body if chosen.dialect is job.client_dialect else \
-                translate_errors.translate_error(worst.body, status, job.client_dialect)
-        else:
-            if status == 500 and job.client_dialect is Dialect.OPENAI_RESPONSES:
-                # Clutch's own message must reach the user: Codex prints an error's body for every status
-                # but 429 and 500; a 500's it replaces with "We're currently experiencing high demand"
-                # (codex-rs core/src/api_bridge.rs, map_api_error). Codex and the openai SDK retry a 502
-                # as they retry a 500.
-                status = 502
-            message = self._every_failure(job, failed) if named else f"Clutch: {chosen.describe()}"
-            body = dialects.error_body(job.client_dialect, status, message)
+        """The request failed (every candidate, or one for good): one error in the agent's dialect
+        (final_error.py), with a Retry-After when Clutch knows when a candidate frees up."""
+        status, worst, body = final_error(job.client_dialect, failed, job.skipped, alone)
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", worst.kind.encode()),
                    (b"x-clutch-attempts", str(job.tried).encode())]
-        wait = self._free_again_s(job, failed)
-        headers += _retry_headers(wait)
+        headers += retry_headers(self._free_again_s(job, failed))
         await out.start(status, "Clutch: every candidate failed", headers + job.explain)
         await out.send(body)
         await out.end()
-
-    @staticmethod
-    def _every_failure(job: Job, failed: list[Failed]) -> str:
-        """Every candidate's name first, then each one's failure: agents that cut a long error message
-        (Hermes prints its first 300 characters) still show which models were tried."""
-        tried = list(dict.fromkeys(f.target for f in failed))
-        parts: list[str] = []
-        for index, entry in enumerate(failed):
-            if index and entry.target == failed[index - 1].target:  # a retry: its last failure is the one named
-                parts[-1] = entry.describe() + " (retried)"
-            else:
-                parts.append(entry.describe())
-        parts += [f"{target}: not tried ({why})" for target, why in job.skipped]
-        names = f"{len(tried)} candidate{'s' if len(tried) != 1 else ''} tried: {', '.join(tried)}"
-        if job.skipped:
-            names += "; not tried: " + ", ".join(str(target) for target, _ in job.skipped)
-        return f"Clutch: no model could answer ({names}): " + "; ".join(parts)
 
     def _free_again_s(self, job: Job, failed: list[Failed]) -> float | None:
         """The soonest moment Clutch knows a candidate frees up: a Retry-After it was given, a quota's
@@ -299,6 +256,7 @@ class Relay:
     async def _refuse(self, job: Job, out) -> None:
         """Nothing could be tried: every candidate's breaker is open or its quota used up."""
         reasons = "; ".join(f"{t}: {why}" for t, why in job.skipped) or "no candidate"
+        wait: float | None
         if job.quota_wait_s is not None:
             status, wait = 429, job.quota_wait_s
         else:
@@ -306,27 +264,11 @@ class Relay:
             waits = [self.breakers.retry_after(str(t)) for t, _ in job.skipped]
             wait = min((w for w in waits if w), default=None)
         headers = [(b"content-type", b"application/json"), (b"x-clutch-error", b"no_candidate")]
-        headers += _retry_headers(wait)
+        headers += retry_headers(wait)
         message = f"Clutch: no model can take this request now ({reasons})"
         await out.start(status, "Clutch: no candidate", headers + job.explain)
         await out.send(dialects.error_body(job.client_dialect, status, message))
         await out.end()
-
-
-# Past this wait, the agent is told not to retry on its own (`x-should-retry: false`, which the Anthropic
-# and OpenAI SDKs honour: Claude Code, Pi, Qwen Code, OpenClaw, Hermes): Clutch knows no candidate frees
-# up sooner, and an agent that waits it out silently (Claude Code retries 10 times, up to ~35 s apart)
-# leaves its user looking at nothing for minutes; with it the user reads the message at once.
-AGENT_RETRY_MAX_WAIT_S = 30.0
-
-
-def _retry_headers(wait: float | None) -> list[tuple[bytes, bytes]]:
-    if wait is None:
-        return []
-    headers = [(b"retry-after", str(max(1, math.ceil(wait))).encode())]
-    if wait > AGENT_RETRY_MAX_WAIT_S:
-        headers.append((b"x-should-retry", b"false"))
-    return headers
 
 
 def booked(plan: Plan, target: ModelTarget) -> str:
@@ -344,7 +286,17 @@ def native_order(job: Job, plan: Plan) -> list[str]:
     return ([plan.model] if plan.model and plan.model not in names else []) + names
 
 
-def _natively_tried(job: Job, plan: Plan, attempt: Attempt, failure: failures.Failure) -> set[ModelTarget]:
+def _left_after(remaining: list[ModelTarget], target: ModelTarget, failure: Failure,
+                natively_tried: set[ModelTarget]) -> list[ModelTarget]:
+    """The candidates still to try once the first, `target`, failed: without the ones OpenRouter's own
+    list already went through, and after a free daily cap without the provider's other free models."""
+    left = remaining[1:]
+    if failure.free_daily_cap:  # per account: every other free model of the provider is capped too
+        left = [t for t in left if not (t.provider == target.provider and t.model.endswith(":free"))]
+    return [t for t in left if t not in natively_tried]
+
+
+def _natively_tried(job: Job, plan: Plan, attempt: Attempt, failure: Failure) -> set[ModelTarget]:
     """The candidates OpenRouter itself went through before this failure came back: all of its list when
     it answered an error status (it does so when every entry failed), the entries up to the one whose
     answer failed, and none after a stall or a broken connection (OpenRouter never got past the first)."""

@@ -16,6 +16,11 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def as_object(value: Any) -> dict[str, Any]:
+    """`value` when it is a JSON object, else an empty one: a field of the wrong type reads as absent."""
+    return value if isinstance(value, dict) else {}
+
+
 def loads_object(text: str) -> dict[str, Any] | None:
     """`text` parsed, when it is a JSON object; None for anything else (not JSON, an array, a number)."""
     try:
