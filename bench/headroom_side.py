@@ -3,9 +3,9 @@
 does to real coding-agent requests, and what it costs in latency, so Clutch's own compressor can be
 compared with it on the same corpus in the same run.
 
-    python bench/headroom_side.py --corpus /work/shared/corpus/dev --workload requests \
+    python bench/headroom_side.py --corpus ../shared/corpus/dev --workload requests \
         --modes token,cache --out /tmp/hr-requests.jsonl [--limit N]
-    python bench/headroom_side.py --corpus /work/shared/corpus/dev --workload replay \
+    python bench/headroom_side.py --corpus ../shared/corpus/dev --workload replay \
         --modes token --out /tmp/hr-replay-token.jsonl [--max-turns-per-session 60]
     python bench/headroom_side.py --setup-only     # only create/verify bench/.headroom-venv
 
@@ -672,7 +672,7 @@ def _interrupt(signum: int, frame: object) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--corpus", type=Path, default=Path("/work/shared/corpus/dev"))
+    parser.add_argument("--corpus", type=Path, default=Path(os.environ.get("CLUTCH_SHARED") or ROOT.parent / "shared") / "corpus" / "dev")
     parser.add_argument("--workload", choices=("requests", "replay"), default="requests")
     parser.add_argument("--modes", default="token,cache", help="comma-separated Headroom modes (token, cache)")
     parser.add_argument("--out", type=Path, help="JSONL output, one row per request")
