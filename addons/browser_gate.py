@@ -43,7 +43,7 @@ class BrowserGate:
         mode = flow.client_conn.proxy_mode
         reverse = isinstance(mode, ReverseMode)
         sent_host = request.host_header
-        if reverse and self._rewrite_host:
+        if isinstance(mode, ReverseMode) and self._rewrite_host:
             request.host_header = url.hostport("https" if mode.scheme in ("https", "http3", "tls") else "http",
                                                *mode.address)
             if flow.server_conn.sni is None and mode.scheme in ("https", "http3", "tls"):
@@ -73,7 +73,7 @@ class BrowserGate:
                        request.path.split("?", 1)[0][:120], "reverse" if reverse else "proxy", *arrival.entry, why)
         message = f"Clutch refused a request a web page could have sent: {why}"
         headers = {"content-type": "application/json", "cache-control": "no-store", "x-clutch-error": ERROR_KIND}
-        if kind == browser_guard.LLM:
+        if kind == browser_guard.LLM and owner is not None:  # (an LLM request's host has an owner)
             dialect = dialect or Dialect.OPENAI_RESPONSES
             set_call(flow, LLMCall(dialect, owner[0], None, False, None, "refused before it was read"))
             body = dialects.error_body(dialect, 403, message)

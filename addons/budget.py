@@ -33,9 +33,11 @@ from addons.config.rules import ModelTarget
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import call_of, identity_of, route_of, set_route
 from addons.routing.plan import PlanError, build_plan, url_of
+from addons.routing.router import Decision
 from addons.rulebook import Rulebook
 from addons.usage import Usage
 from addons.wire import dialects
+from addons.wire.dialects import LLMCall
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +100,7 @@ class Budget:
             return
         free = self._free_target() if self._rulebook.rules.budgets.over == "free" else None
         if free is not None and self.book.over(None, free.provider) is None:
-            if self._reroute(flow, free, breach):
+            if self._reroute(flow, call, decision, free, breach):
                 return
         self._refuse(flow, breach, call.dialect, free_wanted=self._rulebook.rules.budgets.over == "free")
 
@@ -148,9 +150,8 @@ class Budget:
             return self._rankings.tier("f")
         return None
 
-    def _reroute(self, flow: http.HTTPFlow, free: ModelTarget, breach: Breach) -> bool:
-        call = call_of(flow)
-        decision, _ = route_of(flow)
+    def _reroute(self, flow: http.HTTPFlow, call: LLMCall, decision: Decision, free: ModelTarget,
+                 breach: Breach) -> bool:
         request = flow.request
         over = dataclasses.replace(decision, rule="budget:free", target=free, reason=breach.describe(),
                                    notes=[*decision.notes, "over budget: sent to a free model"])

@@ -65,7 +65,8 @@ class Compress:
         if "clutch_compression" in updated:
             value = ctx.options.clutch_compression
             if value not in ("rules", *Mode):
-                raise exceptions.OptionsError(f"clutch_compression must be rules, off, cache_safe or max, not {value!r}")
+                raise exceptions.OptionsError(
+                    f"clutch_compression must be rules, off, cache_safe or max, not {value!r}")
             self._override = None if value == "rules" else Mode(value)
 
     def running(self):

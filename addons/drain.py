@@ -34,8 +34,10 @@ class Drain:
         if self.record is not None:
             call = call_of(flow)
             routed = route_of(flow)
-            model = f"{routed[1].provider}:{routed[1].model}" if routed and routed[1].model else \
-                f"{call.provider}:{call.model or ''}"
+            if routed and routed[1].model:
+                model = f"{routed[1].provider}:{routed[1].model}"
+            else:
+                model = f"{call.provider}:{call.model or ''}" if call is not None else "unknown"
             self.record.started(flow.id, identity_of(flow).agent or "unknown", model)
         return True
 

@@ -68,7 +68,7 @@ class Endpoints:
             return
         path = path.rstrip("/") or "/"
         if path == "/breakers/reset" and self._resilience is not None:
-            flow.response = self._reset_breakers(flow)
+            flow.response = self._reset_breakers(flow, self._resilience)
         elif path.startswith("/usage"):
             flow.response = await self._usage_report(path, flow.request.query)
         elif path == "/metrics" and self._metrics is not None:
@@ -78,7 +78,7 @@ class Endpoints:
         elif path == "/health":
             flow.response = _json(200, self.health())
         elif path == "/resilience" and self._resilience is not None:
-            budgets = {"budgets": await self._budgets()} if self._budget is not None else {}
+            budgets = {"budgets": await _budgets(self._budget)} if self._budget is not None else {}
             flow.response = _json(200, {**self._resilience.snapshot(), **budgets})
         elif path == "/requests" and self._journal is not None:
             after = flow.request.query.get("after", "0")
@@ -95,7 +95,7 @@ class Endpoints:
             flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
         flow.comment = f"clutch: answered {path} locally"
 
-    def _reset_breakers(self, flow: http.HTTPFlow) -> http.Response:
+    def _reset_breakers(self, flow: http.HTTPFlow, resilience: Resilience) -> http.Response:
         """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""
         request = flow.request
         refused = breaker_reset.reset_refusal(request.method, request.host_header, request.headers,
@@ -108,7 +108,7 @@ class Endpoints:
             target = breaker_reset.parse_body(request.raw_content or b"")
         except ValueError as e:
             return _json(400, {"error": str(e)})
-        cleared = self._resilience.reset(target)
+        cleared = resilience.reset(target)
         logger.warning("breakers reset by hand (%s): cleared %s", target or "every target",
                        breaker_reset.describe_reset(cleared))
         answer = {"target": target, "cleared": cleared}
@@ -117,18 +117,11 @@ class Endpoints:
             answer["note"] = f"{provider!r} is not a provider in the rules in force"
         return _json(200, answer)
 
-    async def _budgets(self) -> dict:
-        """Today's budgets, read from the usage store first if no request did yet (e.g. budgets a
-        reload just added); a store that cannot be read leaves `seeded` false."""
-        if self._budget.book.active:
-            with contextlib.suppress(SpendingUnknown):
-                await self._budget.ready()
-        return self._budget.snapshot()
-
     async def _usage_report(self, path: str, query) -> http.Response:
         """GET /usage?by=agent&since=24h&until=... and /usage/timeline?bucket=3600&by=model&since=..."""
-        store = self._usage.store if self._usage is not None else None
-        if store is None:
+        usage = self._usage
+        store = usage.store if usage is not None else None
+        if usage is None or store is None:
             return _json(503, {"error": "usage records are off or their database could not be opened "
                                         "(see the gateway's log and the clutch_usage_db option)"})
         try:
@@ -136,19 +129,15 @@ class Endpoints:
             by = query.get("by") or None
             if path == "/usage":
                 by = by or "agent"
-                rows = await asyncio.to_thread(self._flushed, store.report, by, since, until)
+                rows = await asyncio.to_thread(_flushed, usage, store.report, by, since, until)
                 return _json(200, {"by": by, "since": since, "until": until, "rows": rows})
             if path == "/usage/timeline":
                 bucket = int(query.get("bucket") or 3600)
-                points = await asyncio.to_thread(self._flushed, store.timeline, bucket, by, since, until)
+                points = await asyncio.to_thread(_flushed, usage, store.timeline, bucket, by, since, until)
                 return _json(200, {"bucket": bucket, "by": by, "since": since, "until": until, "points": points})
         except ValueError as e:
             return _json(400, {"error": str(e)})
         return _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
-
-    def _flushed(self, query, *args):
-        self._usage.flush()  # the latest requests are in the report
-        return query(*args)
 
     @staticmethod
     def _local_path(flow: http.HTTPFlow) -> str | None:
@@ -205,3 +194,17 @@ def _json(status: int, payload: dict, headers: dict | None = None) -> http.Respo
 
 def _iso(timestamp: float) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(timestamp))
+
+
+async def _budgets(budget: Budget) -> dict:
+    """Today's budgets, read from the usage store first if no request did yet (e.g. budgets a
+    reload just added); a store that cannot be read leaves `seeded` false."""
+    if budget.book.active:
+        with contextlib.suppress(SpendingUnknown):
+            await budget.ready()
+    return budget.snapshot()
+
+
+def _flushed(usage: Usage, query, *args):
+    usage.flush()  # the latest requests are in the report
+    return query(*args)

@@ -25,7 +25,7 @@ from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, id
 from addons.models.rankings_book import RankingsBook
 from addons.resilience import Resilience
 from addons.resolve import Resolve
-from addons.routing.plan import Plan, build_plan, flavour_of, url_of, with_body
+from addons.routing.plan import Plan, PlanError, build_plan, flavour_of, url_of, with_body
 from addons.routing.router import Decision
 from addons.rulebook import Rulebook
 from addons.translate.vocabulary import Flavour
@@ -33,6 +33,7 @@ from addons.upstream.client import Timeouts, UpstreamClient, make_client, ssl_co
 from addons.upstream.loopback import LoopbackServer, ResponseWriter
 from addons.upstream.relay import Attempt, Job, Relay
 from addons.wire import dialects
+from addons.wire.dialects import LLMCall
 from addons.wire.identity import session_key
 
 logger = logging.getLogger(__name__)
@@ -153,12 +154,15 @@ class Engine:
         if pending is None:
             return
         self._restore(flow, pending)
+        call, response = call_of(flow), flow.response
+        if response is None:  # mitmproxy calls this hook with the response's headers; never without
+            return
         # Stream SSE, and any successful answer to a streaming request (Gemini's streamGenerateContent
         # without alt=sse sends a JSON array piece by piece); errors and plain JSON stay buffered,
         # so mitmweb shows them without store_streamed_bodies.
-        streaming = call_of(flow).stream and 200 <= flow.response.status_code < 300
-        if streaming or "text/event-stream" in flow.response.headers.get("content-type", ""):
-            flow.response.stream = True
+        streaming = call is not None and call.stream and 200 <= response.status_code < 300
+        if streaming or "text/event-stream" in response.headers.get("content-type", ""):
+            response.stream = True
 
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._settled(flow)
@@ -184,12 +188,12 @@ class Engine:
                            flow.id, SETTLE_S)
 
     def _report(self, flow: http.HTTPFlow) -> None:
-        attempts = self._attempts.get(flow)
-        if attempts is None:
+        attempts, call = self._attempts.get(flow), call_of(flow)
+        if attempts is None or call is None:  # not an LLM call the engine took
             return
         flow.metadata[ATTEMPTS] = [dataclasses.asdict(a) for a in attempts]
         job = self._jobs.get(flow)
-        flow.comment = _comment(flow, attempts, job)
+        flow.comment = _comment(flow, call, attempts, job)
         tried = [a for a in attempts if a.ended != "skipped"]
         if job is not None and job.served_by is None and tried:
             flow.marked = ":x:"  # every candidate failed
@@ -225,6 +229,7 @@ class Engine:
             await out.end()
             return
         try:
+            client = self._ready_client()
             job = self._job(pending)
         except Exception as e:  # fails closed: the agent gets an error in its dialect, nothing is sent
             logger.exception("the engine could not plan %s; the request is refused, not forwarded", flow_id)
@@ -239,13 +244,14 @@ class Engine:
             return
         if self._stopping is not None:  # reached the engine after the drain ended the rest: no new request
             await _stopped(job, out, self._stopping)
-            job.plan_for = None
+            job.plan_for = _released
             job.done.set()
             return
         resilience = self._resilience
-        relay = Relay(self._client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
+        relay = Relay(client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)
         task = asyncio.current_task()
+        assert task is not None, "the loopback server serves each request in a task of its own"
         self._serving[task] = job
         try:
             await relay.serve(job, out)
@@ -256,7 +262,7 @@ class Engine:
             await _stopped(job, out, self._stopping)
         finally:
             self._serving.pop(task, None)
-            job.plan_for = None  # its closure holds the flow, which the job must not keep alive
+            job.plan_for = _released  # its closure holds the flow, which the job must not keep alive
             job.done.set()
 
     def stop_serving(self, message: str) -> None:
@@ -266,10 +272,17 @@ class Engine:
         for task in list(self._serving):
             task.cancel()
 
+    def _ready_client(self) -> UpstreamClient:
+        if self._client is None:  # configure makes one before the first request
+            raise RuntimeError("the engine has no upstream client (its options were never configured)")
+        return self._client
+
     def _job(self, pending: _Pending) -> Job:
         """The relay's view of a flow: its candidates, in order, and how to build each one's request."""
         flow = pending.flow
         call = call_of(flow)
+        if call is None:  # the request hook took the flow for its call; nothing removes that
+            raise RuntimeError(f"flow {flow.id} has lost the LLM call it was taken for")
         identity = identity_of(flow)
         rules = self._rulebook.rules
         routed = route_of(flow)
@@ -335,6 +348,12 @@ async def _stopped(job: Job, out: ResponseWriter, message: str) -> None:
         pass  # the agent is gone too
 
 
+def _released(target: ModelTarget) -> Plan:
+    """A finished job's plan_for: the closure it replaces holds the flow, which the job must not keep
+    alive, and nothing is planned for a request that has its answer."""
+    raise PlanError("internal_error", f"the request is finished: {target} is not planned again", 500)
+
+
 def _with_native_fallbacks(plan: Plan, order: list[ModelTarget], target: ModelTarget, rules) -> Plan:
     """OpenRouter's own `models` fallback list and provider sorting, when there is a fallback to name."""
     models = cascade.native_models(order, target)
@@ -360,8 +379,7 @@ def _explain(routed) -> str:
     return text.replace("\r", " ").replace("\n", " ")
 
 
-def _comment(flow: http.HTTPFlow, attempts: list[Attempt], job: Job | None) -> str:
-    call = call_of(flow)
+def _comment(flow: http.HTTPFlow, call: LLMCall, attempts: list[Attempt], job: Job | None) -> str:
     trail = " -> ".join(a.describe() for a in attempts) or "no attempt"
     mode = "stream" if call.stream else "non-stream"
     unread = f" (body unread: {call.body_error})" if call.body_error else ""

@@ -46,7 +46,8 @@ class Rulebook:
 
     def configure(self, updated):
         if "clutch_rules" in updated:
-            path = Path(os.path.expanduser(ctx.options.clutch_rules)) if ctx.options.clutch_rules else DEFAULT_RULES_PATH
+            wanted = ctx.options.clutch_rules
+            path = Path(os.path.expanduser(wanted)) if wanted else DEFAULT_RULES_PATH
             try:
                 self._adopt(path.resolve())
             except RulesError as e:

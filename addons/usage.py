@@ -37,6 +37,7 @@ from addons.models.catalog import CatalogFile
 from addons.resilience import Resilience
 from addons.wire import tokens, usage_blocks
 from addons.wire.identity import session_of
+from addons.wire.jsontext import as_object
 
 logger = logging.getLogger(__name__)
 
@@ -250,7 +251,8 @@ class Usage:
         if flow.metadata.get(WEBSOCKET) != "pass":
             return  # a socket Clutch answers: its turns are requests of their own, with their own rows
         message = flow.websocket.messages[-1] if flow.websocket and flow.websocket.messages else None
-        if message is None or message.from_client or not message.is_text or b"response.completed" not in message.content:
+        if message is None or message.from_client or not message.is_text \
+                or b"response.completed" not in message.content:
             return
         try:
             payload = json.loads(message.content)
@@ -259,7 +261,7 @@ class Usage:
         if not isinstance(payload, dict) or payload.get("type") != "response.completed":
             return
         usage = usage_blocks.usage_of_responses_event(payload)
-        response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
+        response = as_object(payload.get("response"))
         identity = flow.metadata.get(IDENTITY) or {}
         call = flow.metadata.get(CALL) or {}
         count = flow.metadata.get("clutch.websocket_responses", 0) + 1
@@ -307,7 +309,8 @@ def _finished(flow: http.HTTPFlow) -> Finished:
         call=flow.metadata.get(CALL) or {},
         # the launch's session, else the agent's own session header: a prompt's side calls (titles,
         # warm-ups, subagents) carry the same one, so a session's report adds them up
-        identity={**(flow.metadata.get(IDENTITY) or {}), "session": session_of(identity_of(flow), flow.request.headers)},
+        identity={**(flow.metadata.get(IDENTITY) or {}),
+                  "session": session_of(identity_of(flow), flow.request.headers)},
         route=flow.metadata.get(ROUTE) or {}, attempts=flow.metadata.get(ATTEMPTS) or [],
         compression=flow.metadata.get(COMPRESSION) or {},
         status=response.status_code if response else None, error=error)

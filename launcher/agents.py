@@ -273,10 +273,11 @@ def command_line(agent: str, mode: str, *, session: str | None = None, model: st
     for word in template:
         if word == "{flags}":
             argv.extend(flags)
-        elif word == "{id}":
-            argv.append(session)
-        elif word == "{prompt}":
-            argv.append(prompt)
+        elif word in ("{id}", "{prompt}"):
+            value = session if word == "{id}" else prompt
+            if value is None:  # the checks above give each mode's template what it names
+                raise LaunchError(f"{spec.title} in mode {mode} needs {word}, which was not given")
+            argv.append(value)
         else:
             argv.append(word)
     return argv

@@ -13,6 +13,7 @@ gateway in the proxy user name, where the rules' `profiles."3"` (tiers, routes, 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -87,24 +88,24 @@ class XXConfig(_Strict):
         return int(self.gateway.rpartition(":")[2])
 
     def profile(self, digit: str | None) -> LaunchProfile | None:
-        return self.profiles.get(digit) if digit else None
+        return next((profile for key, profile in self.profiles.items() if key == digit), None)
 
 
-def xx_home(environ: dict[str, str] | None = None) -> Path:
+def xx_home(environ: Mapping[str, str] | None = None) -> Path:
     """`~/.xx`: the config file and the background gateway's pid and log files."""
-    environ = os.environ if environ is None else environ
-    if environ.get("XX_HOME"):
-        return Path(environ["XX_HOME"]).expanduser()
-    return Path(environ.get("HOME") or Path.home()).expanduser() / ".xx"
+    env = os.environ if environ is None else environ
+    if env.get("XX_HOME"):
+        return Path(env["XX_HOME"]).expanduser()
+    return Path(env.get("HOME") or Path.home()).expanduser() / ".xx"
 
 
-def config_path(environ: dict[str, str] | None = None) -> Path | None:
+def config_path(environ: Mapping[str, str] | None = None) -> Path | None:
     """The config file in use: $XX_CONFIG, else the first of ~/.xx/config.{json,yaml,yml} that exists."""
-    environ = os.environ if environ is None else environ
-    if environ.get("XX_CONFIG"):
-        return Path(environ["XX_CONFIG"]).expanduser()
+    env = os.environ if environ is None else environ
+    if env.get("XX_CONFIG"):
+        return Path(env["XX_CONFIG"]).expanduser()
     for name in CONFIG_NAMES:
-        candidate = xx_home(environ) / name
+        candidate = xx_home(env) / name
         if candidate.exists():
             return candidate
     return None

@@ -85,9 +85,10 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
     squeezed.pop("body", None)
     wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
     layer = layer_for(rules, identity.agent, launch_profile)
-    count = tokens.request_tokens(dialect, call.body) if needs_token_count(wanted, layer) else None
-    custom, custom_note = _custom(rules, layer, call, identity, count, tuple(request_signals(wanted, layer, count, explain=True)),
-                                  timeout_s)
+    count = tokens.request_tokens(dialect, call.body) \
+        if call.body is not None and needs_token_count(wanted, layer) else None
+    custom, custom_note = _custom(rules, layer, call, identity, count,
+                                  tuple(request_signals(wanted, layer, count, explain=True)), timeout_s)
     decision = decide(wanted, rules, layer, custom_result=custom, tokens=count, explain=True)
     if custom_note:
         decision.notes.append(custom_note)

@@ -98,7 +98,8 @@ def route(body: Annotated[Path, typer.Argument(help="A request body saved as JSO
     from launcher import explain
     try:
         result = explain.explain(explain.read_body(body), url=url, rules_path=rules,
-                                 identity=explain.identity_for(AGENT_LETTERS.get(agent, agent), launch))
+                                 identity=explain.identity_for(AGENT_LETTERS.get(agent, agent) if agent else None,
+                                                              launch))
     except (OSError, ValueError, RulesError) as e:
         typer.echo(f"clutch route: {e}", err=True)
         raise typer.Exit(2) from None

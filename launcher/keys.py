@@ -73,7 +73,8 @@ def routing_for(rules: Rules, source: str, agent: str, digit: str | None) -> Rou
     fields = {f"tiers.{name}": target for name, target in layer.tiers.items() if target}
     fields.update({f"routes.{name}": layer.routes[name] for name in _ROUTES if layer.routes.get(name)})
     fields.update({f"aliases.{name}": target for name, target in layer.aliases.items() if _claude_alias(name)})
-    return Routing(source, home[0] if home else None, tuple(sorted(rules.providers)), dict(rules.launch_tiers),
+    launch_tiers: dict[str, str] = {letter: target for letter, target in rules.launch_tiers.items()}
+    return Routing(source, home[0] if home else None, tuple(sorted(rules.providers)), launch_tiers,
                    fields, layer.routes.get("custom"))
 
 
@@ -124,9 +125,9 @@ def claude_away(routing: Routing, code: LaunchCode, pin: str | None, ranked: str
     the launch's `-m provider:model` or profile model, `ranked` the model scan's pick for tier m/f."""
     if code.agent != "claude" or code.route != "p" or routing.home is None:
         return None  # route b never changes the model; route d bypasses the gateway
-    launch = None
+    launch: tuple[str, str] | None = None
     pinned = ModelTarget.parse(pin) if pin else None
-    if pinned is not None and pinned.provider in routing.providers:  # else the gateway ignores it, too
+    if pin and pinned is not None and pinned.provider in routing.providers:  # else the gateway ignores it, too
         launch = ("the launch's pin", pin)
     elif code.tier and not code.tier.isdigit():
         if code.tier in routing.launch_tiers:

@@ -285,8 +285,7 @@ def tail(path: Path, lines: int) -> str:
 def follow(path: Path, lines: int = 40, poll_s: float = 0.25) -> Iterator[str]:
     """The last `lines` lines of the log, then every new line as it is written (like `tail -F`:
     a rotated or recreated file is reopened)."""
-    for line in tail(path, lines).splitlines():
-        yield line
+    yield from tail(path, lines).splitlines()
     handle = None
     inode = None
     position = path.stat().st_size if path.exists() else 0

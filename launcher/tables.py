@@ -11,7 +11,7 @@ from typing import Any
 def table(headers: list[str], rows: list[list[Any]]) -> str:
     cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -105,7 +105,7 @@ def render_request(entry: dict | None) -> str:
         _cost(entry.get("cost_usd")),
         str(entry.get("duration_ms", "")),
     )
-    return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _REQUEST_COLUMNS)).rstrip()
+    return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _REQUEST_COLUMNS, strict=True)).rstrip()
 
 
 def _tokens(entry: dict) -> str:

@@ -42,7 +42,7 @@ def database(explicit: Path | None, health: dict | None) -> Path:
 def render_usage(rows: list[dict], by: str, title: str) -> Table:
     table = Table(title=title, title_justify="left")
     table.add_column(by)
-    for name, heading in _HEADINGS.items():
+    for heading in _HEADINGS.values():
         table.add_column(heading, justify="right")
     for row in rows:
         table.add_row(str(row["key"]), *(_cell(name, row.get(name)) for name in _HEADINGS))

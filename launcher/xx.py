@@ -27,6 +27,7 @@ import typer
 from addons.certs import ca_files
 from addons.config.rules import DEFAULT_RULES_PATH, RulesError
 from addons.models import ranking
+from addons.wire.jsontext import as_object
 from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
 from launcher.codes import CodeError, LaunchCode, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
@@ -102,7 +103,8 @@ def launch(ctx: typer.Context,
     agent_model, pin = split_model(model, rules["providers"])
     try:
         planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
-                              environ=environ, gateway=config.gateway, ca=ca_files(lifecycle.ca_folder(config, healthy)),
+                              environ=environ, gateway=config.gateway,
+                              ca=ca_files(lifecycle.ca_folder(config, healthy)),
                               token=secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
                               yolo=config.yolo if yolo is None else yolo, profile=profile)
     except agents.LaunchError as e:
@@ -139,7 +141,7 @@ def _rules_view(config: XXConfig, healthy: dict | None, environ: dict[str, str])
     overrides of the environment xx would start the gateway with."""
     if healthy is not None:
         rules = healthy.get("rules") or {}
-        overrides = rules.get("overrides") if isinstance(rules.get("overrides"), dict) else {}
+        overrides = as_object(rules.get("overrides"))
         try:
             loaded = keys.effective_rules(rules["path"], overrides) if isinstance(rules.get("path"), str) else None
         except RulesError:

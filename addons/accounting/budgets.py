@@ -136,9 +136,10 @@ class BudgetBook:
     def over(self, agent: str | None, provider: str | None) -> Breach | None:
         """The first limit already reached by the agent, then by the provider; None when within budget.
         The caller seeds today first (needs_seed)."""
-        for scope, name, limits in (("agent", agent, self.budgets.agents), ("provider", provider, self.budgets.providers)):
+        for scope, name, limits in (("agent", agent, self.budgets.agents),
+                                    ("provider", provider, self.budgets.providers)):
             limit = limits.get(name) if name else None
-            if limit is not None:
+            if name and limit is not None:
                 breach = self._check(scope, name, limit)
                 if breach is not None:
                     return breach

@@ -3,7 +3,8 @@
 
 Pure logic, no mitmproxy. The Usage addon hands every finished request's rows (usage_store.ATTEMPT_COLUMNS)
 to `observe_rows`: `observe(row)` per attempt, then `observe_request(rows)`, so requests, fallbacks and
-end-to-end latency count once per request and attempts, tokens and spend once per attempt. `render(breakers, quotas)` adds gauges from the `/resilience` snapshots (addons/fallback/breakers.py and
+end-to-end latency count once per request and attempts, tokens and spend once per attempt.
+`render(breakers, quotas)` adds gauges from the `/resilience` snapshots (addons/fallback/breakers.py and
 addons/fallback/quotas.py `snapshot()`).
 
 Metric names start with `clutch_`; label names are the ones LiteLLM's Prometheus metrics use
@@ -35,8 +36,8 @@ import bisect
 import dataclasses
 import math
 import threading
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeGuard
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
@@ -129,13 +130,13 @@ class Metrics:
             if ttft is not None:
                 self._observe("clutch_llm_api_time_to_first_token_seconds", target, ttft / 1000)
 
-    def observe_rows(self, rows: list[Mapping[str, Any]]) -> None:
+    def observe_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """A finished request's rows: each attempt, then the request (the Usage addon's listener)."""
         for row in rows:
             self.observe(row)
         self.observe_request(rows)
 
-    def observe_request(self, rows: list[Mapping[str, Any]]) -> None:
+    def observe_request(self, rows: Sequence[Mapping[str, Any]]) -> None:
         """All the rows of one finished request (attempt order): the request, its fallback, its latency."""
         if not rows:
             return
@@ -338,7 +339,7 @@ def _label_text(value: Any) -> str:
     return text[:MAX_LABEL_CHARS]
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -351,7 +352,7 @@ def _number(value: Any) -> float | int | None:
     return value if value >= 0 else None
 
 
-def _span_s(rows: list[Mapping[str, Any]]) -> float | None:
+def _span_s(rows: Sequence[Mapping[str, Any]]) -> float | None:
     starts = [ts for r in rows if (ts := _number(r.get("ts"))) is not None]
     ends = [ts + d / 1000 for r in rows
             if (ts := _number(r.get("ts"))) is not None and (d := _number(r.get("duration_ms"))) is not None]

@@ -204,7 +204,7 @@ def _read(db: sqlite3.Connection, columns: str, low: int, high: int, day: str) -
         first, bad_first = _read(db, columns, low, middle, day)
         second, bad_second = _read(db, columns, middle + 1, high, day)
         return first + second, bad_first + bad_second
-    return [dict(zip(ATTEMPT_COLUMNS, row)) for row in found], 0
+    return [dict(zip(ATTEMPT_COLUMNS, row, strict=True)) for row in found], 0
 
 
 def _older(db: sqlite3.Connection, low: int, high: int, day: str) -> bool:

@@ -326,7 +326,7 @@ class UsageStore:
             names = [d[0] for d in cursor.description]
             found = cursor.fetchall()
         return [{name: (bool(value) if name in _BOOLEAN and value is not None else value)
-                 for name, value in zip(names, row)} for row in found]
+                 for name, value in zip(names, row, strict=True)} for row in found]
 
     def _medians(self, key: str, column: str, where: str, params: tuple) -> dict[Any, float]:
         with self._lock:

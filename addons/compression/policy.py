@@ -34,6 +34,7 @@ from addons.compression.tool_outputs import ToolOutput, command_of, find_outputs
 from addons.compression.transforms import MARKER_PREFIX, LogLimits
 from addons.config.rules import Compression, Rules
 from addons.wire.dialects import Dialect
+from addons.wire.jsontext import get_typed
 from addons.wire.tokens import count_text, request_tokens
 
 
@@ -131,7 +132,8 @@ def _edited_paths(tool: str, call: dict[str, Any], command: str, open_file: str 
     found: set[str] = set()
     if tool in _EDIT_TOOLS:
         path = path_in(call)
-        if path and not (tool in ("str_replace_editor", "str_replace_based_edit_tool") and call.get("command") == "view"):
+        viewing = tool in ("str_replace_editor", "str_replace_based_edit_tool") and call.get("command") == "view"
+        if path and not viewing:
             found.add(path)
         patch = call.get("patch") or call.get("input")
         if isinstance(patch, str):
@@ -197,7 +199,7 @@ def _failed_calls(messages: list[Any]) -> set[str]:
     """Tool calls whose result is an error: a failed Edit ("String to replace not found") changed
     nothing, and the read before it is exactly what the agent needs to try again."""
     return {str(block.get("tool_use_id")) for message in messages if isinstance(message, dict)
-            for block in (message.get("content") if isinstance(message.get("content"), list) else [])
+            for block in get_typed(message, "content", list, [])
             if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error")}
 
 
@@ -383,7 +385,9 @@ def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutp
     found: dict[str, tuple[str, str, ToolOutput]] = {}
     for output in outputs:
         verdict = verdicts.get(output.id)
-        marker = _history_marker(output, verdict) if verdict else None
+        if not verdict:
+            continue
+        marker = _history_marker(output, verdict)
         if marker is not None and len(marker) < len(output.text):  # a short read is cheaper than its marker
             found[output.id] = (verdict, marker, output)
     if gate is not None:  # asked even with nothing to replace: it tells the gate the session is active
@@ -400,7 +404,7 @@ def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dic
     root = dict(body)
     copied: dict[tuple, Any] = {(): root}
     for path, text in changes:
-        node = root
+        node: Any = root  # a dict or a list on the way down
         for depth, key in enumerate(path[:-1]):
             prefix = path[:depth + 1]
             child = copied.get(prefix)

@@ -46,7 +46,7 @@ def simple_commands(command: str) -> list[tuple[str, list[str], list[str]]]:
     except ValueError:  # unbalanced quotes: nothing can be said
         return []
     found: list[tuple[str, list[str], list[str]]] = []
-    separator, argv, targets = "", [], []
+    separator, argv, targets = "", list[str](), list[str]()
     i = 0
     while i < len(words):
         word = words[i]

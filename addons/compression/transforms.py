@@ -240,7 +240,8 @@ _LOG_SIGNS = re.compile(
     r"^(?:=+ test session starts|collected \d+ items|Ran \d+ tests|PASSED|FAILED|ok \d+|not ok \d+"
     r"|Collecting |Downloading |Installing |Requirement already satisfied|Building wheel|Successfully installed"
     r"|added \d+ packages|npm (?:WARN|ERR)|\* Getting |==> |Compiling \d+ files|Generated \w+ app|Resolving Hex"
-    r"|Running |test result:|running \d+ tests?|[ \t]+Compiling |warning: |error(?:\[E\d+\])?: |\d+ tests?, \d+ failures?"
+    r"|Running |test result:|running \d+ tests?|[ \t]+Compiling |warning: |error(?:\[E\d+\])?: "
+    r"|\d+ tests?, \d+ failures?"
     r"|Finished in |Randomized with seed|\[\s*\d+%\]|\d+%\|)",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -276,8 +277,9 @@ def summarise_json_array(text: str, limits: LogLimits) -> str | None:
         dumped = json.dumps(item, ensure_ascii=False)
         if i < head or i == len(items) - 1 or is_important(dumped):
             if gap:
-                parts.append(json.dumps(f"{MARKER_PREFIX}{len(gap):,} more similar items ({count_text(','.join(gap)):,} "
-                                        f"tokens) removed; each has the keys {', '.join(sorted(keys))}"
+                parts.append(json.dumps(f"{MARKER_PREFIX}{len(gap):,} more similar items "
+                                        f"({count_text(','.join(gap)):,} tokens) removed; each has the keys "
+                                        f"{', '.join(sorted(keys))}"
                                         f"{paths_in(gap)}]"))
                 gap = []
             parts.append(dumped)

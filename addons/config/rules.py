@@ -216,8 +216,8 @@ class Rules(_Strict):
                 found.append((("profiles", agent), f"profile {agent!r}: name an agent ({', '.join(AGENT_NAMES)}) "
                                                    "or a digit 0-9"))
         owner: dict[tuple[str, int], str] = {}
-        for name, provider in self.providers.items():
-            for endpoint in provider.endpoints():
+        for name, entry in self.providers.items():
+            for endpoint in entry.endpoints():
                 if endpoint in owner:
                     found.append((("providers", name),
                                   f"{endpoint[0]}:{endpoint[1]} belongs to both {owner[endpoint]!r} and {name!r}"))
@@ -237,7 +237,7 @@ class Rules(_Strict):
             if provider not in self.providers:
                 found.append((("budgets", "providers", provider), f"budget for provider {provider!r}, "
                                                                   "which is not in providers"))
-        routes = [(("routes",), self.routes)]
+        routes: list[tuple[tuple[str, ...], Routes]] = [(("routes",), self.routes)]
         routes += [(("profiles", agent, "routes"), p.routes) for agent, p in self.profiles.items()]
         for loc, section in routes:
             path = self.custom_router_path(section.custom)

@@ -111,8 +111,8 @@ class BreakerBoard:
         breaker = self._current(key, now)
         if breaker is None:
             return None
-        if breaker.state == OPEN:
-            return max(0.0, breaker.until - now)
+        if breaker.state == OPEN:  # (an open breaker always has an end; none would mean now)
+            return max(0.0, breaker.until - now) if breaker.until is not None else 0.0
         if breaker.state == HALF_OPEN and breaker.probe_since is not None:
             return 0.0
         return None
@@ -166,6 +166,8 @@ class BreakerBoard:
         cleared = {}
         for key in [key for key in self._breakers if selected(key)]:
             breaker = self._current(key, now)
+            if breaker is None:
+                continue
             cleared[key] = {"state": breaker.state, "failures": round(self._weight(breaker, now), 3),
                             "until": breaker.until if breaker.state == OPEN else None}
             del self._breakers[key]
@@ -219,7 +221,7 @@ class BreakerBoard:
         breaker = self._breakers.get(key)
         if breaker is None:
             return None
-        if breaker.state == OPEN and now >= breaker.until:
+        if breaker.state == OPEN and (breaker.until is None or now >= breaker.until):
             breaker.state, breaker.probe_since = HALF_OPEN, None
             self.version += 1
         if breaker.state == HALF_OPEN and breaker.probe_since is not None \
@@ -243,6 +245,8 @@ class BreakerBoard:
     def _prune(self, now: float) -> None:
         for key in list(self._breakers):
             breaker = self._current(key, now)
+            if breaker is None:
+                continue
             self._weight(breaker, now)
             if breaker.state == CLOSED and not breaker.failures:
                 del self._breakers[key]

@@ -79,9 +79,8 @@ def _objects(value: Any, field: str, what: str, one: str) -> str | None:
 
 def _anthropic(body: dict[str, Any]) -> str | None:
     messages = body.get("messages")
-    found = _must(messages, "messages", "an array of messages", list, optional=False)
-    if found:
-        return found
+    if not isinstance(messages, list):
+        return _must(messages, "messages", "an array of messages", list, optional=False)
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         found = (_must(message, where, "a message (an object)", dict, optional=False)
@@ -106,9 +105,8 @@ def _anthropic(body: dict[str, Any]) -> str | None:
 
 def _chat(body: dict[str, Any]) -> str | None:
     messages = body.get("messages")
-    found = _must(messages, "messages", "an array of messages", list, optional=False)
-    if found:
-        return found
+    if not isinstance(messages, list):
+        return _must(messages, "messages", "an array of messages", list, optional=False)
     for index, message in enumerate(messages):
         where = f"messages[{index}]"
         found = (_must(message, where, "a message (an object)", dict, optional=False)

@@ -238,8 +238,13 @@ class Catalog:
     fetched_at: float
     source: str = ""
     unreadable: int = 0  # entries left out because they had no id
+    # indexes derived from `models` (by __post_init__), for price_for
+    _by_id: dict[str, CatalogModel] = dataclasses.field(init=False, repr=False, compare=False)
+    _by_name: dict[str, list[CatalogModel]] = dataclasses.field(init=False, repr=False, compare=False)
+    _by_undated: dict[str, list[CatalogModel]] = dataclasses.field(init=False, repr=False, compare=False)
+    _vendors: frozenset[str] = dataclasses.field(init=False, repr=False, compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         by_id = {m.id: m for m in self.models}
         exact: dict[str, list[CatalogModel]] = {}
         undated: dict[str, list[CatalogModel]] = {}

@@ -191,7 +191,7 @@ def rank(models: Iterable[CatalogModel], *, probes: Iterable[Mapping[str, Any]] 
     coding (catalog.fit_models); model keys are "<provider>:<catalog id>"."""
     now = time.time() if now is None else now
     evidence = gather(probes, stats, now)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for model in models:
         key = f"{provider}:{model.id}"
         known = evidence.get(key, Evidence())
@@ -268,7 +268,7 @@ def replacements(rankings: Sequence[Mapping[str, Any]], exclude: set[str], limit
                  free: bool | None = None) -> list[ModelTarget]:
     """Ranked models to try when a cascade's own are all out: best first, none in `exclude`, none
     known to be broken; `free=True` free ones only, `False` paid only, None either."""
-    found = []
+    found: list[ModelTarget] = []
     for row in sorted(rankings, key=lambda r: r.get("rank") or 0):
         if len(found) >= limit:
             break

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from addons.config.rules import ModelTarget
@@ -107,5 +107,5 @@ class RankingsBook:
         return self.replacements({str(t) for t in targets}, limit, True if all_free else None)
 
 
-def _digest(rows: list[Mapping[str, Any]]) -> tuple:
+def _digest(rows: Sequence[Mapping[str, Any]]) -> tuple:
     return tuple((r.get("model"), r.get("rank"), r.get("computed_at")) for r in rows)

@@ -249,10 +249,10 @@ def _why_background(request: RouteRequest, layer: Layer, tokens: int | None) -> 
 
 
 _WHY = {
-    "image": lambda r, l, t: "the request carries an image",
-    "web_search": lambda r, l, t: "the request offers a web search tool",
-    "long_context": lambda r, l, t: f"{t} tokens > {l.long_context_threshold}",
-    "think": lambda r, l, t: (f"reasoning effort {signals.thinking_effort(r.dialect, r.body or {})}, more than "
+    "image": lambda r, layer, t: "the request carries an image",
+    "web_search": lambda r, layer, t: "the request offers a web search tool",
+    "long_context": lambda r, layer, t: f"{t} tokens > {layer.long_context_threshold}",
+    "think": lambda r, layer, t: (f"reasoning effort {signals.thinking_effort(r.dialect, r.body or {})}, more than "
                               f"{r.identity.agent or 'the agent'}'s default "
                               f"{signals.default_effort(r.identity.agent)}"),
     "toolcall": _why_toolcall,

@@ -22,6 +22,7 @@ import re
 from typing import Any
 
 from addons.wire.dialects import Dialect, error_body
+from addons.wire.jsontext import as_object
 from addons.wire.jsontext import dumps as _dumps
 
 # Anthropic's error types and the status each goes with (https://docs.anthropic.com/en/api/errors).
@@ -87,7 +88,7 @@ def read_error(payload: Any, status: int | None = None) -> ProviderError:
         anthropic = error.get("type") if payload.get("type") == "error" else None
         result = ProviderError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
                                error["code"] if isinstance(error.get("code"), int) else None)
-        metadata = error.get("metadata") if isinstance(error.get("metadata"), dict) else {}
+        metadata = as_object(error.get("metadata"))
         provider = metadata.get("provider_name")
         if metadata.get("raw"):
             raw_text, raw_anthropic = _relayed_error(metadata["raw"])

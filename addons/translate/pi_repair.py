@@ -29,7 +29,7 @@ responses, which should not be mixed with the next prompt's text.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, TypeGuard
 
 from addons.wire.dialects import Dialect
 
@@ -54,7 +54,9 @@ def repair_pi_request(dialect: Dialect, body: dict[str, Any]) -> Repair | None:
     """The body with each run of consecutive user turns merged into one, or None when it has none
     (or is a dialect left alone). Applying it to its own result gives None."""
     field = _TURNS.get(dialect)
-    turns = body.get(field) if field else None
+    if field is None:
+        return None
+    turns = body.get(field)
     if not isinstance(turns, list):
         return None  # Responses `input` may be a plain string: a single turn
     merged_turns: list[Any] = []
@@ -72,7 +74,7 @@ def repair_pi_request(dialect: Dialect, body: dict[str, Any]) -> Repair | None:
     return Repair({**body, field: merged_turns}, merged)
 
 
-def _is_user_turn(turn: Any) -> bool:
+def _is_user_turn(turn: Any) -> TypeGuard[dict[str, Any]]:
     # Responses input items without a role (function_call_output, ...) are not user turns
     return isinstance(turn, dict) and turn.get("role") == "user" and isinstance(turn.get("content"), (str, list))
 

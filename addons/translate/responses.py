@@ -46,14 +46,16 @@ from addons.translate.responses_tools import (
     tool_choice,
 )
 from addons.translate.vocabulary import EFFORT_BUDGET, Flavour, note_once
+from addons.wire.jsontext import as_object
 from addons.wire.jsontext import dumps as _dumps
 
 # Request fields a Response object repeats (https://platform.openai.com/docs/api-reference/responses/object),
 # with the API's defaults where the SDK's model needs a value.
-ECHO_DEFAULTS = {"instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
-                 "reasoning": None, "store": True, "temperature": None, "text": None, "tool_choice": "auto",
-                 "tools": [], "top_p": None, "truncation": "disabled", "user": None, "prompt_cache_key": None,
-                 "service_tier": None}
+ECHO_DEFAULTS: dict[str, Any] = {
+    "instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
+    "reasoning": None, "store": True, "temperature": None, "text": None, "tool_choice": "auto",
+    "tools": [], "top_p": None, "truncation": "disabled", "user": None, "prompt_cache_key": None,
+    "service_tier": None}
 _REFUSED = {"previous_response_id": "previous_response_id names a response stored by the agent's provider",
             "conversation": "conversation names a conversation stored by the agent's provider",
             "prompt": "prompt names a prompt template stored by the agent's provider",
@@ -206,7 +208,7 @@ class _History:
                 or chat_name(str(item.get("name") or ""), item.get("namespace"))
             self.call(item.get("call_id"), name, _dumps({CUSTOM_INPUT: str(item.get("input") or "")}))
         elif kind == "local_shell_call":
-            action = item.get("action") if isinstance(item.get("action"), dict) else {}
+            action = as_object(item.get("action"))
             arguments = {k: action[k] for k in ("command", "workdir", "timeout_ms", "env") if k in action}
             if "working_directory" in action:
                 arguments["workdir"] = action["working_directory"]
@@ -244,7 +246,7 @@ class _History:
 # ------------------------------------------------------------------------------------------ request
 
 def _reasoning(body: dict[str, Any], flavour: Flavour, out: dict[str, Any], notes: list[str]) -> None:
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    reasoning = as_object(body.get("reasoning"))
     effort = reasoning.get("effort")
     if not isinstance(effort, str):
         return
@@ -261,8 +263,8 @@ def _reasoning(body: dict[str, Any], flavour: Flavour, out: dict[str, Any], note
 
 
 def _text_format(body: dict[str, Any], flavour: Flavour, out: dict[str, Any], notes: list[str]) -> None:
-    text = body.get("text") if isinstance(body.get("text"), dict) else {}
-    fmt = text.get("format") if isinstance(text.get("format"), dict) else {}
+    text = as_object(body.get("text"))
+    fmt = as_object(text.get("format"))
     if fmt.get("type") == "json_schema":
         schema = {"name": fmt.get("name") or "output", "schema": fmt.get("schema") or {}}
         for key in ("description", "strict"):

@@ -34,6 +34,7 @@ from typing import Any
 
 from addons.translate.responses_tools import ITEM_PREFIX, ResponsesContext, call_item, dicts
 from addons.translate.vocabulary import chat_completion_id
+from addons.wire.jsontext import as_object, get_typed
 
 _UNSAFE_ID = re.compile(r"[^a-zA-Z0-9_-]")
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -109,7 +110,7 @@ def _text(content: Any) -> str:
 def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) -> dict[str, Any]:
     """A chat.completion as a Response object."""
     choice = (dicts(body.get("choices")) or [{}])[0]
-    message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+    message = as_object(choice.get("message"))
     stem = id_stem(body.get("id"))
     output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning") or message.get("reasoning_content")
@@ -119,16 +120,16 @@ def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) 
         output.append(message_item(item_id(context, "message", stem, len(output)), text))
     calls = dicts(message.get("tool_calls"))
     for n, call in enumerate(calls):
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = as_object(call.get("function"))
         name = function.get("name")
-        arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else "{}"
-        call_id = call.get("id") if isinstance(call.get("id"), str) and call["id"] else f"call_{stem}_{n}"
+        arguments = get_typed(function, "arguments", str, "{}")
+        call_id = get_typed(call, "id", str, "") or f"call_{stem}_{n}"
         output.append(call_item(context.ref(name), call_id, arguments,
                                 item_id(context, "call", stem, len(output), name)))
     finish = choice.get("finish_reason")
     incomplete = INCOMPLETE.get(finish) if isinstance(finish, str) and not calls else None
-    created = body.get("created") if isinstance(body.get("created"), int) else int(time.time())
-    model = body.get("model") if isinstance(body.get("model"), str) else ""
+    created = get_typed(body, "created", int, int(time.time()))
+    model = get_typed(body, "model", str, "")
     return response_object(context, stem, created, model, "incomplete" if incomplete else
                            "completed", output, responses_usage(body.get("usage")), incomplete=incomplete)
 
@@ -162,7 +163,7 @@ def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     return {"id": chat_completion_id(str(body.get("id") or "").removeprefix("resp_")), "object": "chat.completion",
-            "created": body.get("created_at") if isinstance(body.get("created_at"), int) else int(time.time()),
+            "created": get_typed(body, "created_at", int, int(time.time())),
             "model": body.get("model") or "",
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": finish_reason_of(body, bool(calls))}],
@@ -172,8 +173,8 @@ def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
 def finish_reason_of(response: dict[str, Any], called_tools: bool) -> str:
     if called_tools:
         return "tool_calls"
-    details = response.get("incomplete_details") if isinstance(response.get("incomplete_details"), dict) else {}
-    reason = details.get("reason") if isinstance(details.get("reason"), str) else ""
+    details = as_object(response.get("incomplete_details"))
+    reason = get_typed(details, "reason", str, "")
     return _FINISH.get(reason, "stop") if response.get("status") == "incomplete" else "stop"
 
 

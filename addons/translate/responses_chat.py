@@ -33,8 +33,8 @@ from addons.translate.errors import openai_error, read_error, status_of
 from addons.translate.responses_answers import chat_usage_from_responses, finish_reason_of
 from addons.translate.responses_tools import dicts
 from addons.translate.vocabulary import chat_completion_id, note_once
+from addons.wire.jsontext import as_object, get_typed, loads_object
 from addons.wire.jsontext import dumps as _dumps
-from addons.wire.jsontext import loads_object
 from addons.wire.sse import SSEParser
 
 MIN_OUTPUT_TOKENS = 16  # the Responses API refuses a smaller max_output_tokens
@@ -45,7 +45,7 @@ _HANDLED = {"model", "messages", "max_tokens", "max_completion_tokens", "tempera
 
 
 def _effort(body: dict[str, Any]) -> str | None:
-    reasoning = body.get("reasoning") if isinstance(body.get("reasoning"), dict) else {}
+    reasoning = as_object(body.get("reasoning"))
     if reasoning.get("enabled") is False:
         return "none"
     effort = reasoning.get("effort") or body.get("reasoning_effort")
@@ -107,7 +107,7 @@ def _tools(tools: Any, notes: list[str]) -> list[dict[str, Any]]:
             entry = {"type": "custom", "name": custom.get("name", "")}
             if custom.get("description"):
                 entry["description"] = custom["description"]
-            fmt = custom.get("format") if isinstance(custom.get("format"), dict) else {}
+            fmt = as_object(custom.get("format"))
             if fmt.get("type") == "grammar" and isinstance(fmt.get("grammar"), dict):
                 entry["format"] = {"type": "grammar", **fmt["grammar"]}
             out.append(entry)
@@ -155,7 +155,7 @@ def _history(messages: Any, notes: list[str]) -> tuple[list[str], list[dict[str,
                     items.append({"type": "custom_tool_call", "call_id": _str(call.get("id")),
                                   "name": call["custom"].get("name", ""), "input": call["custom"].get("input", "")})
                     continue
-                function = call.get("function") if isinstance(call.get("function"), dict) else {}
+                function = as_object(call.get("function"))
                 items.append({"type": "function_call", "call_id": _str(call.get("id")),
                               "name": function.get("name", ""), "arguments": function.get("arguments") or "{}"})
         elif role == "tool":
@@ -179,8 +179,8 @@ def chat_to_responses_request(body: dict[str, Any], model: str, notes: list[str]
     instructions, items = _history(body.get("messages"), notes)
     _pair_custom_outputs(items)
     out: dict[str, Any] = {"model": model}
-    if instructions := "\n\n".join(text for text in instructions if text):
-        out["instructions"] = instructions
+    if joined := "\n\n".join(text for text in instructions if text):
+        out["instructions"] = joined
     out["input"] = items
     out["store"] = body.get("store") is True
     limit = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -203,7 +203,7 @@ def chat_to_responses_request(body: dict[str, Any], model: str, notes: list[str]
     if (effort := _effort(body)) is not None:
         out["reasoning"] = {"effort": effort}
     text: dict[str, Any] = {}
-    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    fmt = as_object(body.get("response_format"))
     if fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
         text["format"] = {"type": "json_schema", **fmt["json_schema"]}
     elif fmt.get("type") == "json_object":
@@ -301,7 +301,7 @@ class ResponsesToChatStream:
         elif kind == "response.output_item.done":
             out += self._item_done(index, item)
         elif kind in ("response.completed", "response.incomplete"):
-            out += self._end(payload.get("response") if isinstance(payload.get("response"), dict) else {})
+            out += self._end(as_object(payload.get("response")))
         return out
 
     def _item_done(self, index: Any, item: dict[str, Any]) -> bytes:
@@ -336,8 +336,8 @@ class ResponsesToChatStream:
         return out + b"data: [DONE]\n\n"
 
     def _fail(self, payload: dict[str, Any]) -> bytes:
-        response = payload.get("response") if isinstance(payload.get("response"), dict) else {}
-        body = response.get("error") if isinstance(response.get("error"), dict) else payload
+        response = as_object(payload.get("response"))
+        body = get_typed(response, "error", dict, payload)
         error = read_error({"error": body} if "message" in body else body)
         self.error = body
         self._ended = True

@@ -45,8 +45,8 @@ from addons.translate.responses_answers import (
     text_part,
 )
 from addons.translate.responses_tools import ResponsesContext, call_item, custom_input, dicts
+from addons.wire.jsontext import as_object, get_typed, loads_object
 from addons.wire.jsontext import dumps as _dumps
-from addons.wire.jsontext import loads_object
 from addons.wire.sse import SSEParser
 
 MAX_HELD = 32 << 20  # bytes of answer text a chat -> Responses translator holds for the .done events
@@ -121,8 +121,8 @@ class ChatToResponsesStream:
             return b""
         self._started = True
         self._stem = id_stem(payload.get("id"))
-        self._created = payload.get("created") if isinstance(payload.get("created"), int) else int(time.time())
-        self._model = payload.get("model") if isinstance(payload.get("model"), str) else self._model
+        self._created = get_typed(payload, "created", int, int(time.time()))
+        self._model = get_typed(payload, "model", str, self._model)
         response = self._response("in_progress")
         return self._event("response.created", response=response) + \
             self._event("response.in_progress", response=response)
@@ -136,7 +136,7 @@ class ChatToResponsesStream:
         choice = next((c for c in dicts(payload.get("choices")) if c.get("index", 0) == 0), None)
         if choice is None:
             return out
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = as_object(choice.get("delta"))
         reasoning = delta.get("reasoning") or delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             out += self._delta("reasoning", reasoning)
@@ -202,7 +202,7 @@ class ChatToResponsesStream:
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         # `index` identifies the call; a new id under a known index is a new call too (some servers number
         # every call 0), and a fragment without an index is a whole call (as in stream.py).
-        chat_index = call.get("index") if isinstance(call.get("index"), int) else None
+        chat_index = get_typed(call, "index", int, None)
         number = self._call_of_index.get(chat_index) if chat_index is not None else None
         if number is None or (call.get("id") and self._calls[number].call_id not in (None, call["id"])):
             number = len(self._calls)
@@ -210,10 +210,10 @@ class ChatToResponsesStream:
             if chat_index is not None:
                 self._call_of_index[chat_index] = number
         state = self._calls[number]
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
-        state.call_id = state.call_id or (call.get("id") if isinstance(call.get("id"), str) else None)
-        state.name = state.name or (function.get("name") if isinstance(function.get("name"), str) else None)
-        arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
+        function = as_object(call.get("function"))
+        state.call_id = state.call_id or get_typed(call, "id", str, None)
+        state.name = state.name or get_typed(function, "name", str, None)
+        arguments = get_typed(function, "arguments", str, "")
         state.arguments.append(arguments)
         self._held += len(arguments)
         out = b""
@@ -239,6 +239,7 @@ class ChatToResponsesStream:
         return out + self._event("response.output_item.added", output_index=state.index, item=item)
 
     def _finish_call(self, state: _Call) -> bytes:
+        assert state.index is not None, "_end adds the item of every call before finishing it"
         ref, arguments = self._context.ref(state.name), "".join(state.arguments)
         out = b""
         if ref.kind == "function":
@@ -264,7 +265,7 @@ class ChatToResponsesStream:
         for state in sorted(self._calls.values(), key=lambda c: c.index or 0):
             out += self._finish_call(state)
         self._ended = True
-        reason = INCOMPLETE.get(self._finish) if not self._calls else None
+        reason = INCOMPLETE.get(self._finish) if self._finish is not None and not self._calls else None
         if reason:
             return out + self._event("response.incomplete", response=self._response("incomplete", incomplete=reason))
         return out + self._event("response.completed", response=self._response("completed"))

@@ -27,6 +27,7 @@ import re
 from typing import Any
 
 from addons.translate.vocabulary import note_once
+from addons.wire.jsontext import as_object, get_typed
 
 CUSTOM_INPUT = "input"  # the one parameter of the chat function that stands for a custom tool
 LOCAL_SHELL = "local_shell"
@@ -136,8 +137,8 @@ _CUSTOM_PARAMETERS = {"type": "object", "properties": {CUSTOM_INPUT: {"type": "s
 
 
 def _custom_description(tool: dict[str, Any]) -> str:
-    fmt = tool.get("format") if isinstance(tool.get("format"), dict) else {}
-    description = tool.get("description") if isinstance(tool.get("description"), str) else ""
+    fmt = as_object(tool.get("format"))
+    description = get_typed(tool, "description", str, "")
     if fmt.get("type") == "grammar":
         shape = (f"It must follow this {fmt.get('syntax') or ''} grammar:\n{fmt.get('definition') or ''}")
     else:
@@ -158,14 +159,14 @@ def tool_choice(choice: Any, tools: Tools, out: dict[str, Any], notes: list[str]
             raise Untranslatable("tool_choice requires a tool call, and no tool of the request has a chat form")
         out["tool_choice"] = "required"
         return
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    kind = get_typed(choice, "type", str, None) if isinstance(choice, dict) else None
     if kind in ("function", "custom"):
         name = tools.name_of(kind, choice.get("name"), choice.get("namespace"))
         if name is None:
             raise Untranslatable(f"tool_choice forces {kind} {choice.get('name')!r}, which is not among the tools")
         out["tool_choice"] = {"type": "function", "function": {"name": name}}
     elif kind == "allowed_tools":
-        allowed = {tools.name_of(t.get("type"), t.get("name"), t.get("namespace"))
+        allowed = {tools.name_of(get_typed(t, "type", str, ""), t.get("name"), t.get("namespace"))
                    for t in dicts(choice.get("tools"))} - {None}
         out["tools"] = [t for t in tools.chat if t["function"]["name"] in allowed]
         notes.append(f"allowed_tools: sent the {len(out['tools'])} allowed tools only")

@@ -47,14 +47,19 @@ from addons.translate.vocabulary import (
     chat_finish_reason,
     chat_usage,
 )
+from addons.wire.jsontext import as_object, get_typed, loads_object
 from addons.wire.jsontext import dumps as _dumps
-from addons.wire.jsontext import loads_object
 from addons.wire.sse import SSEParser
 
 
 class StreamTranslator(Protocol):
-    first_content: bool  # True once a text, tool call or reasoning delta was emitted
-    error: dict[str, Any] | None  # the upstream's in-stream error object, if it sent one
+    @property
+    def first_content(self) -> bool:
+        """True once a text, tool call or reasoning delta was emitted."""
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        """The upstream's in-stream error object, if it sent one."""
 
     def feed(self, chunk: bytes) -> bytes: ...
 
@@ -129,7 +134,7 @@ class ChatToAnthropicStream:
         choice = next((c for c in choices if isinstance(c, dict) and c.get("index", 0) == 0), None)
         if choice is None:
             return out
-        delta = choice.get("delta") if isinstance(choice.get("delta"), dict) else {}
+        delta = as_object(choice.get("delta"))
         reasoning = delta.get("reasoning") or delta.get("reasoning_content")
         if isinstance(reasoning, str) and reasoning:
             out += self._delta(("thinking", -1), {"type": "thinking_delta", "thinking": reasoning})
@@ -157,7 +162,7 @@ class ChatToAnthropicStream:
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         # `index` identifies the call; a new id under a known index is a new call too (some servers number
         # every call 0), and a fragment without an index is a whole call (Gemini's OpenAI compatibility).
-        chat_index = call.get("index") if isinstance(call.get("index"), int) else None
+        chat_index = get_typed(call, "index", int, None)
         index = self._call_of_index.get(chat_index) if chat_index is not None else None
         if index is None or (call.get("id") and self._tools[index]["id"] not in (None, call["id"])):
             index = len(self._tools)
@@ -165,10 +170,10 @@ class ChatToAnthropicStream:
             if chat_index is not None:
                 self._call_of_index[chat_index] = index
         tool = self._tools[index]
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = as_object(call.get("function"))
         tool["id"] = tool["id"] or call.get("id")
         tool["name"] = tool["name"] or function.get("name")
-        arguments = function.get("arguments") if isinstance(function.get("arguments"), str) else ""
+        arguments = get_typed(function, "arguments", str, "")
         out = b""
         if tool["block"] is None:
             tool["pending"] += arguments
@@ -280,13 +285,13 @@ class AnthropicToChatStream:
 
     def _event(self, kind: str, payload: dict[str, Any]) -> bytes:
         if kind == "message_start":
-            return self._start(payload.get("message") if isinstance(payload.get("message"), dict) else {})
+            return self._start(as_object(payload.get("message")))
         if kind == "error":
             return self._fail(payload)
         out = self._start({})
         index = payload.get("index")
         if kind == "content_block_start":
-            block = payload.get("content_block") if isinstance(payload.get("content_block"), dict) else {}
+            block = as_object(payload.get("content_block"))
             if block.get("type") == "tool_use":
                 self._tool_index[index] = len(self._tool_index)
                 self.first_content = True
@@ -300,7 +305,7 @@ class AnthropicToChatStream:
             elif block.get("type") == "thinking" and block.get("thinking"):
                 out += self._reasoning(block["thinking"])
         elif kind == "content_block_delta":
-            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+            delta = as_object(payload.get("delta"))
             if delta.get("type") == "text_delta" and delta.get("text"):
                 out += self._text(delta["text"])
             elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
@@ -309,7 +314,7 @@ class AnthropicToChatStream:
                 out += self._chunk({"tool_calls": [{"index": self._tool_index[index],
                                                     "function": {"arguments": delta["partial_json"]}}]})
         elif kind == "message_delta":
-            delta = payload.get("delta") if isinstance(payload.get("delta"), dict) else {}
+            delta = as_object(payload.get("delta"))
             if isinstance(payload.get("usage"), dict):  # cumulative: later counts replace earlier ones
                 self._usage.update({k: v for k, v in payload["usage"].items() if v is not None})
             if delta.get("stop_reason") and self._finish_reason is None:

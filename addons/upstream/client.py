@@ -17,6 +17,7 @@ from typing import Protocol
 import aiohttp
 import certifi
 import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
 
 # Hop-by-hop headers (RFC 9110 §7.6.1) and the ones the client computes itself.
 _NOT_FORWARDED = frozenset({
@@ -91,9 +92,9 @@ class AiohttpClient:
     def __init__(self, resolve: Lookup, context: ssl.SSLContext):
         self._resolve = resolve
         self._context = context
-        self._session = None
+        self._session: aiohttp.ClientSession | None = None
 
-    def _session_now(self):
+    def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
                 ssl=self._context, limit=0, ttl_dns_cache=60, resolver=_OverrideResolver(self._resolve),
@@ -156,14 +157,15 @@ class _AiohttpResponse:
         self._response.close()
 
 
-class _OverrideResolver:
+class _OverrideResolver(AbstractResolver):
     """aiohttp resolver that answers overridden (host, port) pairs and asks the system otherwise."""
 
     def __init__(self, lookup: Lookup):
         self._lookup = lookup
         self._system = aiohttp.ThreadedResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: int = socket.AF_INET):
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         override = self._lookup(host, port)
         if override is not None:
             ip, mapped_port = override
@@ -171,7 +173,7 @@ class _OverrideResolver:
                      "proto": 0, "flags": socket.AI_NUMERICHOST}]
         return await self._system.resolve(host, port, family)
 
-    async def close(self):
+    async def close(self) -> None:
         await self._system.close()
 
 
@@ -182,9 +184,9 @@ class HttpxClient:
     def __init__(self, resolve: Lookup, context: ssl.SSLContext):
         self._resolve = resolve
         self._context = context
-        self._client = None
+        self._client: httpx.AsyncClient | None = None
 
-    def _client_now(self):
+    def _client_now(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 verify=self._context, http2=False, follow_redirects=False, trust_env=False,

@@ -45,6 +45,7 @@ import re
 import secrets
 from typing import Any
 
+from addons.wire.jsontext import as_object
 from addons.wire.jsontext import dumps as _dumps
 
 # The events that end a turn: what the client waits for.
@@ -228,9 +229,9 @@ def local_id() -> str:
 
 def prewarm_events(create: Create, response_id: str, now: float) -> list[dict[str, Any]]:
     """The answer to `generate: false`: a response that generated nothing, asked of no provider."""
-    response = {"id": response_id, "object": "response", "created_at": int(now), "status": "in_progress",
-                "model": create.body.get("model"), "output": [], "usage": None, "error": None,
-                "incomplete_details": None}
+    response: dict[str, Any] = {
+        "id": response_id, "object": "response", "created_at": int(now), "status": "in_progress",
+        "model": create.body.get("model"), "output": [], "usage": None, "error": None, "incomplete_details": None}
     return [{"type": "response.created", "sequence_number": 0, "response": response},
             {"type": "response.completed", "sequence_number": 1, "response": {**response, "status": "completed"}}]
 
@@ -258,7 +259,7 @@ def with_status(event: dict[str, Any]) -> dict[str, Any]:
     stream) in the shape a WebSocket client reads as an error: with a status, the error in `error`."""
     if isinstance(event.get("status"), int) and isinstance(event.get("error"), dict):
         return event
-    nested = event.get("error") if isinstance(event.get("error"), dict) else {}
+    nested = as_object(event.get("error"))
     message = event.get("message") or nested.get("message") or "the provider's stream failed"
     code = event.get("code") or nested.get("code")
     return error_event(502, str(message)[:MAX_ERROR_MESSAGE], code=str(code) if code else "server_error",

@@ -292,7 +292,7 @@ class SocketSession:
     def _settle(self, turn: Turn, recorder: Recorder) -> None:
         """The turn's final event is about to go out: remember what a later turn continues from, and
         take the next create (the client may send it the moment it reads this event)."""
-        if recorder.continuable:
+        if recorder.continuable and recorder.response_id is not None:
             self._memory.remember(recorder.response_id, turn.input_json, recorder.output_json())
         self._busy = None
 

@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import json
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from addons.wire.header_values import has_control
@@ -117,7 +118,7 @@ def model_problem(model: Any) -> str | None:
     return None
 
 
-def headers_too_large(fields: list[tuple[bytes, bytes]]) -> str | None:
+def headers_too_large(fields: Iterable[tuple[bytes, bytes]]) -> str | None:
     """Why the request's headers are too large for Clutch to forward, or None."""
     size = sum(len(name) + len(value) + 4 for name, value in fields)
     if size > MAX_HEADERS_BYTES:
@@ -166,7 +167,7 @@ def stream_error_event(dialect: Dialect | None, message: str, kind: str = "api_e
     """An in-stream error event that ends a stream the agent already started reading, in its dialect:
     Anthropic's `error` event, the chat-chunk error OpenRouter sends, Responses' `error` event."""
     if dialect is Dialect.ANTHROPIC:
-        payload = {"type": "error", "error": {"type": kind, "message": message}}
+        payload: dict[str, Any] = {"type": "error", "error": {"type": kind, "message": message}}
         return b"event: error\ndata: " + json.dumps(payload).encode() + b"\n\n"
     if dialect is Dialect.OPENAI_RESPONSES:
         payload = {"type": "error", "code": "server_error", "message": message, "param": None}

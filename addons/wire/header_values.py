@@ -29,4 +29,4 @@ def encode(value: str | bytes) -> bytes:
 
 def text(value: str) -> str:
     """`encode` for header values given as text (mitmproxy's Headers)."""
-    return _CONTROL.sub(lambda m: "%%%02X" % ord(m.group()), value)
+    return _CONTROL.sub(lambda m: f"%{ord(m.group()):02X}", value)

@@ -84,9 +84,9 @@ def identity_from_username(username: str) -> Identity:
     head, *pairs = username[3:].split(".")
     fields: dict[str, str | None] = {}
     if head in AGENT_NAMES:
-        fields["agent"] = head
+        agent = head
     elif _is_launch_code(head):
-        fields["agent"] = AGENT_LETTERS[head[0]]
+        agent = AGENT_LETTERS[head[0]]
         fields["launch_code"] = head
         fields["route"] = head[2]
         fields["tier"] = head[3] if len(head) == 4 else None
@@ -104,7 +104,7 @@ def identity_from_username(username: str) -> Identity:
             fields["tier"] = value
         elif key == "m":
             fields["model"] = _decode_model(value)
-    return Identity(from_credentials=True, **fields)
+    return Identity(agent, from_credentials=True, **fields)
 
 
 def username_for(identity: Identity) -> str:

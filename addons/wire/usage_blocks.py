@@ -54,6 +54,7 @@ from typing import Any
 
 from addons.wire import tokens
 from addons.wire.dialects import Dialect
+from addons.wire.jsontext import get_typed
 
 # Output text kept for an estimate: enough for any real answer, bounded so a runaway stream cannot grow the
 # gateway's memory. Beyond it only the length is counted and the estimate is scaled (see StreamUsage).
@@ -82,6 +83,13 @@ class TokenUsage:
 
 
 _USAGE_FIELDS = tuple(f.name for f in dataclasses.fields(TokenUsage) if f.name != "estimated")  # the reported ones
+
+
+def _reported(fields: dict[str, Any]) -> TokenUsage:
+    """The counts a provider reported, as a TokenUsage (a count it did not report is None)."""
+    return TokenUsage(input_tokens=fields.get("input_tokens"), output_tokens=fields.get("output_tokens"),
+                      cached_tokens=fields.get("cached_tokens"), cache_write_tokens=fields.get("cache_write_tokens"),
+                      reasoning_tokens=fields.get("reasoning_tokens"), cost_usd=fields.get("cost_usd"))
 
 
 # ------------------------------------------------------------------------------------------ whole answers
@@ -162,7 +170,7 @@ def answer_text(dialect: Dialect | str, answer: dict) -> str:
             if isinstance(message, dict):
                 _chat_delta_text(parts, message)
     elif dialect is Dialect.OPENAI_RESPONSES:
-        response = answer.get("response") if isinstance(answer.get("response"), dict) else answer
+        response = get_typed(answer, "response", dict, answer)
         for item in _dicts(response.get("output")):
             _add_str(parts, item.get("arguments"))
             _add_str(parts, item.get("input"))
@@ -229,7 +237,7 @@ class StreamUsage:
                 fields["output_tokens"] = None  # message_start's output_tokens is a placeholder, not a count
         if all(fields.get(name) is None for name in ("input_tokens", "output_tokens")):
             return None
-        return TokenUsage(**{name: fields.get(name) for name in _USAGE_FIELDS})
+        return _reported(fields)
 
     def usage_or_estimate(self, input_tokens: int | None) -> TokenUsage:
         """The reported usage, with what it lacks estimated: input from `input_tokens` (the caller's count of
@@ -381,7 +389,7 @@ def _anthropic(usage: Any) -> TokenUsage | None:
     if raw.get("input_tokens") is None and raw.get("output_tokens") is None:
         return None
     fields = _anthropic_fields(raw)
-    return TokenUsage(**{name: fields.get(name) for name in _USAGE_FIELDS})
+    return _reported(fields)
 
 
 def _openai_chat(usage: Any) -> TokenUsage | None:
