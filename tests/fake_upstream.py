@@ -181,6 +181,10 @@ FAULTS: tuple[str, ...] = (
 # milliseconds after the stream opened, the dialect's keep-alives meanwhile (OpenRouter's
 # ": OPENROUTER PROCESSING" comments, Anthropic's `ping` events after `message_start`; OpenAI chat and
 # Responses send their opening chunk or events, then nothing).
+# "index-not-a-number": an Anthropic stream's tool_use block gives its `index` as a JSON array ([0])
+# in its content_block_start, _delta and _stop events. No real provider does (the Messages streaming
+# docs give an integer); a broken or hostile server may, and the translation must not fail on it.
+BAD_INDEX_TOKEN = "index-not-a-number"
 _CHUNKS_RE = re.compile(r"chunks-(\d+)")
 _DELAY_RE = re.compile(r"(?<![a-z])delay-(\d+)")
 _FIRST_TOKEN_RE = re.compile(r"first-token-(\d+)")
@@ -1397,7 +1401,9 @@ class FakeUpstream:
                     yield ev("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                      "delta": {"type": "text_delta", "text": part}}), delay, True
                 yield ev("content_block_stop", {"type": "content_block_stop", "index": 0}), 0, True
-            tool_index = 1 if tool and ctx.fault == "text-before-tool" else 0
+            tool_index: int | list[int] = 1 if tool and ctx.fault == "text-before-tool" else 0
+            if BAD_INDEX_TOKEN in ctx.model:
+                tool_index = [tool_index]
             if tool:
                 yield ev("content_block_start", {"type": "content_block_start", "index": tool_index, "content_block": {
                     "type": "tool_use", "id": ANTHROPIC_TOOL_ID, "name": tool, "input": {}}}), 0, True

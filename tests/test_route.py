@@ -32,6 +32,7 @@ RULES = textwrap.dedent("""\
       needs-key: "keyless:some/model"
       limited: "openrouter:routed/fail-429"
       broken: "anthropic:routed/fail-500"
+      bad-index: "anthropic:routed/index-not-a-number"
     routes: {think: "anthropic:routed/thinker"}
 """)
 ROUTER_KEY, ANTHROPIC_KEY = "sk-or-v1-from-the-rules", "sk-ant-api03-from-the-rules"
@@ -142,6 +143,27 @@ def test_tool_call_round_trip_openai_client_anthropic_provider(routing, fake):
     last = sent["request_json"]["messages"][-1]
     assert last["role"] == "user"
     assert last["content"][0]["type"] == "tool_result" and last["content"][0]["tool_use_id"] == "toolu_fake_1"
+
+
+def test_anthropic_stream_whose_block_index_is_not_a_number_still_translates(routing, fake):
+    """An Anthropic server that gives a tool_use block's `index` as [0] (a broken or hostile one): the
+    chat client still gets the tool call. The translator used the index as a dict key: a list there
+    raised TypeError, and the client got Clutch's internal error instead of the call."""
+    stream = openai_client(routing).chat.completions.create(
+        model="bad-index", stream=True, tools=TOOLS_CHAT, messages=[{"role": "user", "content": "use-tool now"}])
+    calls, finish = {}, None
+    for chunk in stream:
+        for choice in chunk.choices:
+            finish = choice.finish_reason or finish
+            for delta in choice.delta.tool_calls or []:
+                entry = calls.setdefault(delta.index, {"id": None, "name": None, "arguments": ""})
+                entry["id"] = delta.id or entry["id"]
+                if delta.function:
+                    entry["name"] = delta.function.name or entry["name"]
+                    entry["arguments"] += delta.function.arguments or ""
+    assert last_entry(fake, "routed/index-not-a-number")["status"] == 200
+    assert finish == "tool_calls"
+    assert calls == {0: {"id": "toolu_fake_1", "name": "get_weather", "arguments": "{}"}}
 
 
 def test_alias_on_the_same_provider_keeps_the_agents_key(routing, fake):

@@ -249,7 +249,9 @@ class AnthropicToChatStream:
         self._ended = False
         self._usage: dict[str, Any] = {}
         self._finish_reason: str | None = None
-        self._tool_index: dict[int, int] = {}  # Anthropic block index -> chat tool call index
+        # Anthropic block index -> chat tool call index; an index that is not a number is read as none (a
+        # list there made the whole stream raise)
+        self._tool_index: dict[int | None, int] = {}
 
     def feed(self, chunk: bytes) -> bytes:
         out = bytearray()
@@ -289,7 +291,7 @@ class AnthropicToChatStream:
         if kind == "error":
             return self._fail(payload)
         out = self._start({})
-        index = payload.get("index")
+        index = get_typed(payload, "index", int, None)
         if kind == "content_block_start":
             block = as_object(payload.get("content_block"))
             if block.get("type") == "tool_use":
