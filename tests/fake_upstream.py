@@ -185,6 +185,11 @@ FAULTS: tuple[str, ...] = (
 # in its content_block_start, _delta and _stop events. No real provider does (the Messages streaming
 # docs give an integer); a broken or hostile server may, and the translation must not fail on it.
 BAD_INDEX_TOKEN = "index-not-a-number"
+# "status-not-a-string": a Responses request is answered with the whole Response object (JSON, as if
+# `stream` were false, which some OpenAI-compatible servers do whatever the request says) whose
+# `status` is a JSON array (["completed"]) where the API reference gives a string. A broken or hostile
+# server; what Clutch makes of the answer must not fail on it.
+BAD_STATUS_TOKEN = "status-not-a-string"
 _CHUNKS_RE = re.compile(r"chunks-(\d+)")
 _DELAY_RE = re.compile(r"(?<![a-z])delay-(\d+)")
 _FIRST_TOKEN_RE = re.compile(r"first-token-(\d+)")
@@ -1560,6 +1565,8 @@ class FakeUpstream:
             return self._json_response(ctx, self._error_body(ctx, 500, "server"))
         if not ctx.stream:
             return self._json_response(ctx, response_obj("completed", final_output, True))
+        if BAD_STATUS_TOKEN in ctx.model:
+            return self._json_response(ctx, {**response_obj("completed", final_output, True), "status": ["completed"]})
 
         delay = self._delay(ctx)
         seq = 0

@@ -255,6 +255,21 @@ async def test_an_upstream_error_arrives_as_the_error_event_codex_reads(gateway,
     assert entries(fake, "gpt-ws-fail-401")[0]["status"] == 401
 
 
+async def test_a_whole_answer_whose_status_is_not_a_string_still_becomes_the_turns_events(gateway, fake):
+    """A provider that answers the turn with a whole Response object whose `status` is ["completed"]:
+    the turn still ends with response.completed and the answer's text. Reading the status as a dict
+    key raised TypeError, and the turn ended with Clutch's internal error event instead."""
+    socket = await connect(gateway, "ws-odd-status")
+    try:
+        events = await socket.turn(model="gpt-ws-status-not-a-string", input=[user("hi")])
+    finally:
+        await socket.close()
+    assert entries(fake, "gpt-ws-status-not-a-string")[0]["status"] == 200
+    assert [e["type"] for e in events] == ["response.created", "response.output_item.done", "response.completed"]
+    item = events[1]["item"]
+    assert item["type"] == "message" and item["content"][0]["text"] == ANSWER
+
+
 async def test_a_stream_that_breaks_after_its_first_event_ends_with_an_error_event(gateway):
     """After the commit point nothing is restarted: a provider's error event, or a stream cut off, ends
     the turn with an error event that carries a status, so Codex fails the turn at once (an error event

@@ -45,7 +45,7 @@ import re
 import secrets
 from typing import Any
 
-from addons.wire.jsontext import as_object
+from addons.wire.jsontext import as_object, get_typed
 from addons.wire.jsontext import dumps as _dumps
 
 # The events that end a turn: what the client waits for.
@@ -269,7 +269,7 @@ def with_status(event: dict[str, Any]) -> dict[str, Any]:
 def events_of_response(response: dict[str, Any]) -> list[dict[str, Any]]:
     """A whole Response object (an answer that was not streamed) as the events of its stream."""
     output = [item for item in response.get("output") or [] if isinstance(item, dict)]
-    status = response.get("status")
+    status = get_typed(response, "status", str, "")  # a list there made the turn fail
     final = {"completed": "response.completed", "incomplete": "response.incomplete",
              "failed": "response.failed"}.get(status, "response.completed")
     events: list[dict[str, Any]] = [{"type": "response.created",
