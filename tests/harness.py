@@ -19,6 +19,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
+MITMWEB = str(Path(sys.executable).with_name("mitmweb"))  # the same gateway with mitmweb's UI and API
 PROVIDER_HOSTS = ["openrouter.ai", "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]
 
 
@@ -214,11 +215,11 @@ class Gateway:
 
 
 def gateway_on_rules(workdir: Path, fake, pki, rules_text: str, *extra: str,
-                     env: dict[str, str] | None = None) -> Gateway:
+                     env: dict[str, str] | None = None, tool: str = MITMDUMP) -> Gateway:
     """A gateway on rules written to workdir/rules.yaml, pointed at the fake provider."""
     rules = workdir / "rules.yaml"
     rules.write_text(rules_text)
-    return Gateway(workdir, fake.port, pki.ca_cert, *extra, rules=rules, env=env)
+    return Gateway(workdir, fake.port, pki.ca_cert, *extra, rules=rules, env=env, tool=tool)
 
 AGENT_BIN = ROOT / "tests" / "agents" / "node_modules" / ".bin"
 # OpenClaw needs Node >= 24.16 (its package's `engines`): it lives beside the Node 24 it runs on

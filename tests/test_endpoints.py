@@ -8,7 +8,7 @@ import time
 
 import httpx
 import openai
-from harness import ROOT, Gateway, trust
+from harness import MITMWEB, ROOT, Gateway, trust
 
 from addons import __version__
 
@@ -64,7 +64,7 @@ def test_mitmweb_shows_the_flow_with_clutchs_comment(tmp_path, fake, pki):
     gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "--web-host", "127.0.0.1", "--web-port", str(web_port),
                       "--set", "web_password=test-web-token", "--set", "web_open_browser=false",
                       "--set", "store_streamed_bodies=true",
-                      tool=str(ROOT / ".venv" / "bin" / "mitmweb") if (ROOT / ".venv").exists() else "mitmweb")
+                      tool=MITMWEB)
     try:
         with httpx.Client(proxy=gateway.proxy_url("xx-opencode.s-web1"), verify=trust(gateway.ca_cert)) as c:
             response = c.post("https://openrouter.ai/api/v1/chat/completions",

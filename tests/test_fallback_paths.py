@@ -6,6 +6,8 @@ booked, silent and slow streams, forced tool calls in streams, the error when ev
 from __future__ import annotations
 
 import json
+import secrets
+import socket
 import textwrap
 import time
 
@@ -14,7 +16,7 @@ import httpx
 import httpx2
 import openai
 import pytest
-from harness import gateway_on_rules, trust
+from harness import MITMDUMP, MITMWEB, gateway_on_rules, trust
 
 from addons.wire.identity import Identity, username_for
 from launcher.tables import render_request
@@ -36,10 +38,11 @@ OPTIONS = {"clutch_retries": 0, "clutch_sticky_ms": 0, "clutch_silence_timeout_m
            "clutch_first_token_timeout_ms": 8000, "clutch_idle_timeout_ms": 6000}
 
 
-def start(workdir, fake, pki, body: str, **options):
+def start(workdir, fake, pki, body: str, tool: str = MITMDUMP, **options):
     settings = {**OPTIONS, "clutch_state_dir": workdir / "state", **options}
     args = [arg for name, value in settings.items() for arg in ("--set", f"{name}={value}")]
-    return gateway_on_rules(workdir, fake, pki, textwrap.dedent(PROVIDERS) + textwrap.dedent(body), *args, env=ENV)
+    return gateway_on_rules(workdir, fake, pki, textwrap.dedent(PROVIDERS) + textwrap.dedent(body), *args, env=ENV,
+                            tool=tool)
 
 
 def chat(gateway, session: str | None = None, key="sk-or-v1-agent") -> openai.OpenAI:
@@ -143,6 +146,44 @@ def test_openrouter_fallback_is_booked_to_the_model_that_answered(tmp_path, fake
         flows = [f for f in io.FlowReader(saved).stream() if "n2/fail-429" in f.comment]
     assert flows and "OpenRouter fallback" in flows[0].comment and "failed at OpenRouter" in flows[0].comment
     assert flows[0].marked == ":repeat:"  # mitmweb's marker: a fallback answered
+
+
+def test_mitmweb_lists_an_openrouter_fallback_with_its_marker(tmp_path, fake, pki):
+    """The same fallback under a real `mitmweb -s addons/clutch.py`: its flow list (GET /flows, the JSON
+    the UI reads) shows the engine's marker, as mitmweb renders it (the emoji of ":repeat:"), and the
+    comment naming the fallback model. mitmweb 12 refuses its API without the web password (sent as a
+    bearer token, as its option's help says), and never prints a password it was given."""
+    password, web_port = secrets.token_hex(16), _free_port()
+    gateway = start(tmp_path, fake, pki, """\
+        cascades:
+          "openrouter:nw/fail-429": ["openrouter:nw/good"]
+        fallback: {method: both}
+    """, tool=MITMWEB, web_host="127.0.0.1", web_port=web_port, web_open_browser="false", web_password=password)
+    web = f"http://127.0.0.1:{web_port}"
+    try:
+        headers, text = ask(chat(gateway), "nw/fail-429", stream=True)
+        assert headers["x-clutch-model"] == "openrouter:nw/good" and text == "pong from the fake upstream"
+        assert httpx.get(f"{web}/flows", trust_env=False, timeout=10).status_code == 403
+        deadline, flow = time.monotonic() + 10, None
+        while flow is None or not flow["marked"]:  # mitmweb updates its list when the hooks have run
+            assert time.monotonic() < deadline, f"mitmweb lists no marked flow: {flow and flow['comment']}"
+            listed = httpx.get(f"{web}/flows", headers={"authorization": f"Bearer {password}"}, trust_env=False,
+                               timeout=10)
+            assert listed.status_code == 200
+            flow = next((f for f in listed.json() if "nw/fail-429" in (f.get("comment") or "")), None)
+            time.sleep(0.05)
+        assert flow["marked"] == "\N{CLOCKWISE RIGHTWARDS AND LEFTWARDS OPEN CIRCLE ARROWS}"  # ":repeat:"
+        assert flow["request"]["host"] == "openrouter.ai" and flow["response"]["status_code"] == 200
+        assert "served by openrouter:nw/good (OpenRouter fallback)" in flow["comment"]
+    finally:
+        gateway.stop()
+    assert password not in gateway.output() and "Traceback" not in gateway.output()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 # ---------------------------------------------------------------- 3. silent and slow streams
