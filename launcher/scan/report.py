@@ -4,9 +4,17 @@ tiers it picks and where it was stored."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher.scan import ago
+
+if TYPE_CHECKING:  # only the type: print_run imports rich when it prints
+    from rich.console import JustifyMethod
+
+# the ranking table's columns and how each is aligned
+_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("#", "right"), ("model", "left"), ("score", "right"), ("success", "right"), ("ttft ms", "right"),
+    ("tok/s", "right"), ("context", "right"), ("$/M in", "right"), ("$/M out", "right"), ("why", "left"))
 
 
 def print_run(run: dict[str, Any]) -> None:
@@ -27,9 +35,7 @@ def print_run(run: dict[str, Any]) -> None:
             else f"failed: {p['error']}"
         console.print(f"probe    {p['model']}: {outcome}")
     table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-    for name, justify in (("#", "right"), ("model", "left"), ("score", "right"), ("success", "right"),
-                          ("ttft ms", "right"), ("tok/s", "right"), ("context", "right"), ("$/M in", "right"),
-                          ("$/M out", "right"), ("why", "left")):
+    for name, justify in _COLUMNS:
         if name == "why":  # the long one: wraps at words in what the terminal leaves
             table.add_column(name, justify=justify, min_width=24, overflow="fold")
         else:
