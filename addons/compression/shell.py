@@ -20,6 +20,8 @@ _READ_FILTERS = frozenset({"sed", "head", "tail", "cat", "nl", "grep"})
 _OPTION_VALUES = {"nl": {"-b", "-n", "-w", "-s", "-v", "-i", "-l", "-d", "-h", "-f"}, "head": {"-n", "-c"},
                   "tail": {"-n", "-c"}, "sed": {"-e", "-f"}}
 _EDITORS = frozenset({"str_replace_editor", "str_replace_based_edit_tool"})
+# one simple command: (the separator before it, argv, the files its output is redirected to)
+_Simple = tuple[str, list[str], list[str]]
 
 
 def _without_heredoc_bodies(command: str) -> str:
@@ -35,30 +37,51 @@ def _without_heredoc_bodies(command: str) -> str:
     return "\n".join(kept)
 
 
-def simple_commands(command: str) -> list[tuple[str, list[str], list[str]]]:
-    """(separator before it, argv, files its output is redirected to) for each simple command."""
-    text = _without_heredoc_bodies(command).replace("\\\n", " ")
+def _words(text: str) -> list[str] | None:
+    """The shell words and operators of `text`; None for unbalanced quotes."""
     try:
         lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|()<>\n")
         lexer.whitespace = " \t\r"
         lexer.whitespace_split = True
-        words = list(lexer)
-    except ValueError:  # unbalanced quotes: nothing can be said
+        return list(lexer)
+    except ValueError:
+        return None
+
+
+def _is_separator(word: str) -> bool:
+    """A word that ends a simple command (`;`, `&&`, `|`, a newline, a parenthesis, or a run of them)."""
+    return word in _SEPARATORS or (bool(word) and set(word) <= set(";&|()\n"))
+
+
+def _is_redirection(word: str) -> bool:
+    return bool(word) and set(word) <= set("<>&|")
+
+
+def _is_output_file(operator: str, target: str) -> bool:
+    """A redirection that writes a file (not a descriptor, not /dev/null and the like)."""
+    return (operator in _REDIRECT_OUT and bool(target) and not target.startswith(("/dev/", "&"))
+            and not target.isdigit())
+
+
+def simple_commands(command: str) -> list[tuple[str, list[str], list[str]]]:
+    """(separator before it, argv, files its output is redirected to) for each simple command."""
+    words = _words(_without_heredoc_bodies(command).replace("\\\n", " "))
+    if words is None:  # unbalanced quotes: nothing can be said
         return []
     found: list[tuple[str, list[str], list[str]]] = []
     separator, argv, targets = "", list[str](), list[str]()
     i = 0
     while i < len(words):
         word = words[i]
-        if word in _SEPARATORS or (word and set(word) <= set(";&|()\n") and not set(word) & set("<>")):
+        if _is_separator(word):
             if argv or targets:
                 found.append((separator, argv, targets))
             separator, argv, targets = word.strip("()\n") or ";", [], []
-        elif word and set(word) <= set("<>&|"):
+        elif _is_redirection(word):
             if argv and argv[-1].isdigit():
                 argv.pop()  # the descriptor of 2> or 2>&1
             target = words[i + 1] if i + 1 < len(words) else ""
-            if word in _REDIRECT_OUT and target and not target.startswith(("/dev/", "&")) and not target.isdigit():
+            if _is_output_file(word, target):
                 targets.append(target)
             i += 1  # the redirection's target is not an argument
         else:
@@ -86,38 +109,64 @@ def _joined(cwd: str, path: str) -> str:
     return posixpath.normpath(posixpath.join(cwd, path)) if cwd else path
 
 
+def _after_cd(parts: list[_Simple]) -> tuple[str, list[_Simple]]:
+    """The folder a leading `cd dir &&` (or `cd dir;`, repeated) moves to, and the commands after it."""
+    cwd = ""
+    while len(parts) > 1 and parts[0][1][:1] == ["cd"] and parts[1][0] in ("&&", ";"):
+        cwd = _joined(cwd, parts[0][1][1]) if len(parts[0][1]) > 1 else cwd
+        parts = parts[1:]
+    return cwd, parts
+
+
+def _shown_operands(argv: list[str]) -> list[str] | None:
+    """The operands naming what a file-showing program shows; None when `argv` shows no file."""
+    program = argv[0] if argv else ""
+    operands = _operands(argv)
+    if program == "sed":
+        if "-n" not in argv or any(a.startswith("-i") for a in argv):
+            return None
+        return operands if "-e" in argv else operands[1:]
+    if program == "open":
+        return argv[1:2]
+    if program in _EDITORS and len(argv) >= 3 and argv[1] == "view":
+        return argv[2:3]
+    return operands if program in ("cat", "nl", "head", "tail") else None
+
+
+def _only_filters(later: list[_Simple]) -> bool:
+    """Every later command filters the same text through a pipe (`| sed -n '1,80p'`, `| head`)."""
+    return all(separator == "|" and argv and argv[0] in _READ_FILTERS and len(_operands(argv)) <= 1
+               for separator, argv, _ in later)
+
+
 @functools.lru_cache(maxsize=8192)  # agents resend every command on every turn
 def read_path(command: str) -> str | None:
     """The one file a command shows: `cat x`, `nl -ba x | sed -n '1,80p'`, `sed -n '5,9p' x`,
     `head -50 x`, SWE-agent's `open x`, optionally after `cd dir &&`. None for anything else."""
     if not command or "\n" in command.strip() or "<<" in command:
         return None
-    parts = simple_commands(command.strip())
-    cwd = ""
-    while len(parts) > 1 and parts[0][1][:1] == ["cd"] and parts[1][0] in ("&&", ";"):
-        cwd = _joined(cwd, parts[0][1][1]) if len(parts[0][1]) > 1 else cwd
-        parts = parts[1:]
+    cwd, parts = _after_cd(simple_commands(command.strip()))
     if not parts or any(targets for _, _, targets in parts):
         return None
-    argv = parts[0][1]
+    operands = _shown_operands(parts[0][1])
+    if operands is None or len(operands) != 1 or operands[0] == "-" or not _only_filters(parts[1:]):
+        return None
+    return _joined(cwd, operands[0])
+
+
+def _changed_by(argv: list[str]) -> list[str]:
+    """The files one simple command changes through its arguments (its redirections aside)."""
     program = argv[0] if argv else ""
     operands = _operands(argv)
-    if program == "sed":
-        if "-n" not in argv or any(a.startswith("-i") for a in argv):
-            return None
-        operands = operands if "-e" in argv else operands[1:]
-    elif program == "open":
-        operands = argv[1:2]
-    elif program in _EDITORS and len(argv) >= 3 and argv[1] == "view":
-        operands = argv[2:3]
-    elif program not in ("cat", "nl", "head", "tail"):
-        return None
-    if len(operands) != 1 or operands[0] == "-":
-        return None
-    for separator, later, _ in parts[1:]:  # only filters of the same text may follow
-        if separator != "|" or not later or later[0] not in _READ_FILTERS or len(_operands(later)) > 1:
-            return None
-    return _joined(cwd, operands[0])
+    if program == "sed" and any(a.startswith("-i") or a == "--in-place" for a in argv):
+        return operands if "-e" in argv else operands[1:]
+    if program in ("tee", "rm"):
+        return operands
+    if program in ("cp", "mv") and len(operands) >= 2:
+        return operands[-1:] if program == "cp" else operands
+    if program in _EDITORS and len(argv) >= 3 and argv[1] in ("create", "str_replace", "insert", "undo_edit"):
+        return [argv[2]]
+    return []
 
 
 @functools.lru_cache(maxsize=8192)
@@ -135,18 +184,5 @@ def written_paths(command: str, open_file: str | None = None) -> tuple[str, ...]
         if argv[:1] == ["cd"] and len(argv) > 1:
             cwd = _joined(cwd, argv[1])
             continue
-        changed = list(targets)
-        program = argv[0] if argv else ""
-        operands = _operands(argv)
-        if program == "sed" and any(a.startswith("-i") or a == "--in-place" for a in argv):
-            changed += operands if "-e" in argv else operands[1:]
-        elif program == "tee":
-            changed += operands
-        elif program in ("cp", "mv") and len(operands) >= 2:
-            changed += operands[-1:] if program == "cp" else operands
-        elif program == "rm":
-            changed += operands
-        elif program in _EDITORS and len(argv) >= 3 and argv[1] in ("create", "str_replace", "insert", "undo_edit"):
-            changed.append(argv[2])
-        paths += [_joined(cwd, p) for p in changed]
+        paths += [_joined(cwd, p) for p in [*targets, *_changed_by(argv)]]
     return tuple(paths)
