@@ -52,6 +52,27 @@ class Journal:
         return {"next": max(newest, after), "requests": entries}
 
 
+def _answering(tried: list[dict]) -> tuple[dict | None, str]:
+    """The attempt whose answer the agent got, and the outcome: success, or a stream cut, timed out
+    or ended by an error after it began (its status stays the 200 it started with), aborted by the
+    agent, or every attempt failed ("refused" when none was tried)."""
+    answered = next((a for a in reversed(tried) if a.get("committed_s") is not None), None)
+    last = tried[-1] if tried else None
+    if answered is None and last is not None and last.get("ended") == "aborted":
+        answered = last  # the agent left before any answer: an abort, not a failure of the providers
+    outcome = outcome_of(answered) if answered else ("failed" if tried else "refused")
+    return answered, outcome
+
+
+def _error_of(flow: http.HTTPFlow, answered: dict | None, outcome: str) -> str | None:
+    """Clutch's x-clutch-error, the flow's error, or what went wrong with the answering attempt."""
+    response = flow.response
+    error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
+    if answered and outcome != "success":
+        error = error or answered.get("error") or outcome
+    return error
+
+
 def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     call = flow.metadata.get(CALL) or {}
     identity = flow.metadata.get(IDENTITY) or {}
@@ -61,18 +82,10 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
     tried = [a for a in attempts if a.get("ended") != "skipped"]
     ended = (response.timestamp_end if response and response.timestamp_end else None) or time.time()
     served = response.headers.get("x-clutch-model") if response else None
-    answered = next((a for a in reversed(tried) if a.get("committed_s") is not None), None)
-    # what the agent got: success, or a stream cut, timed out or ended by an error after it began
-    # (its status stays the 200 it started with), aborted by the agent, or every attempt failed
-    last = tried[-1] if tried else None
-    if answered is None and last is not None and last.get("ended") == "aborted":
-        answered = last  # the agent left before any answer: an abort, not a failure of the providers
-    outcome = outcome_of(answered) if answered else ("failed" if tried else "refused")
+    answered, outcome = _answering(tried)
     if answered is not None and answered.get("committed_s") is not None:
         served = answered.get("target") or served  # booked to the model the answer named (it can come late)
-    error = (response.headers.get("x-clutch-error") if response else None) or (flow.error.msg if flow.error else None)
-    if answered and outcome != "success":
-        error = error or answered.get("error") or outcome
+    error = _error_of(flow, answered, outcome)
     compression = flow.metadata.get(COMPRESSION) or {}
     usage = flow.metadata.get(USAGE) or {}
     return {

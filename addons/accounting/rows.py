@@ -48,7 +48,6 @@ def outcome_of(attempt: dict[str, Any]) -> str:
 
 def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]]:
     tried = [a for a in done.attempts if a.get("ended") != "skipped"]
-    routed = done.route.get("target")
     common = {
         "request_id": done.request_id,
         "agent": done.identity.get("agent") or "unknown",
@@ -59,42 +58,51 @@ def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]
         "requested_model": done.call.get("model"),
         "rule": done.route.get("rule"),
     }
-    saved = done.compression.get("tokens_saved")
     if not tried:  # answered before any attempt: no candidate, a budget, a route that cannot be built
-        provider = done.route.get("provider") or done.call.get("provider")
-        model = done.route.get("model") or done.call.get("model")
-        skipped = [a for a in done.attempts if a.get("ended") == "skipped"]
-        if skipped and ":" in (skipped[0].get("target") or ""):
-            provider, model = skipped[0]["target"].split(":", 1)
-        return [{**common, "ts": done.started, "day": day_of(done.started), "provider": provider, "model": model,
-                 "attempt": 0, "outcome": "refused", "status": done.status, "error_class": done.error,
-                 "served": False, "fallback": False, "tokens_estimated": False, "tokens_saved": saved,
-                 "duration_ms": round((done.ended - done.started) * 1000, 1)}]
-    rows = []
-    for index, attempt in enumerate(tried):
-        target = attempt.get("target") or ""
-        provider, _, model = target.partition(":")
-        outcome = outcome_of(attempt)
-        served = attempt.get("committed_s") is not None
-        started = attempt.get("started_at") or done.started
-        usage = attempt.get("usage") or {}
-        row = {
-            **common,
-            "ts": started, "day": day_of(started), "provider": provider, "model": model, "attempt": index,
-            "outcome": outcome, "status": attempt.get("status"),
-            "error_class": attempt.get("error") if outcome != "success" else None,
-            "served": served,
-            # the model that served is not the one the request was routed to; a retry of it is no fallback
-            "fallback": served and bool(attempt.get("fallback", routed and target != routed)),
-            **usage_columns(usage),
-            "ttft_ms": _ms(attempt.get("committed_s")) if served else None,
-            "duration_ms": _ms(attempt.get("duration_s")),
-            "tokens_saved": saved if index == 0 else None,
-        }
-        if usage and row["input_tokens"] is None and done.input_estimate is not None:
-            row["input_tokens"], row["tokens_estimated"] = done.input_estimate, True
-        rows.append(priced(row, price))
-    return rows
+        return [_refused_row(done, common)]
+    return [priced(_attempt_row(done, common, index, attempt), price) for index, attempt in enumerate(tried)]
+
+
+def _refused_row(done: Finished, common: dict[str, Any]) -> dict[str, Any]:
+    """The one row of a request no provider was asked for: booked to the first skipped candidate, else
+    to the route's target, else to what the agent asked for."""
+    provider = done.route.get("provider") or done.call.get("provider")
+    model = done.route.get("model") or done.call.get("model")
+    skipped = [a for a in done.attempts if a.get("ended") == "skipped"]
+    if skipped and ":" in (skipped[0].get("target") or ""):
+        provider, model = skipped[0]["target"].split(":", 1)
+    return {**common, "ts": done.started, "day": day_of(done.started), "provider": provider, "model": model,
+            "attempt": 0, "outcome": "refused", "status": done.status, "error_class": done.error,
+            "served": False, "fallback": False, "tokens_estimated": False,
+            "tokens_saved": done.compression.get("tokens_saved"),
+            "duration_ms": round((done.ended - done.started) * 1000, 1)}
+
+
+def _attempt_row(done: Finished, common: dict[str, Any], index: int, attempt: dict[str, Any]) -> dict[str, Any]:
+    """The row of the `index`th attempt that was tried (the compression's savings go on the first)."""
+    target = attempt.get("target") or ""
+    provider, _, model = target.partition(":")
+    outcome = outcome_of(attempt)
+    served = attempt.get("committed_s") is not None
+    started = attempt.get("started_at") or done.started
+    usage = attempt.get("usage") or {}
+    routed = done.route.get("target")
+    row = {
+        **common,
+        "ts": started, "day": day_of(started), "provider": provider, "model": model, "attempt": index,
+        "outcome": outcome, "status": attempt.get("status"),
+        "error_class": attempt.get("error") if outcome != "success" else None,
+        "served": served,
+        # the model that served is not the one the request was routed to; a retry of it is no fallback
+        "fallback": served and bool(attempt.get("fallback", routed and target != routed)),
+        **usage_columns(usage),
+        "ttft_ms": _ms(attempt.get("committed_s")) if served else None,
+        "duration_ms": _ms(attempt.get("duration_s")),
+        "tokens_saved": done.compression.get("tokens_saved") if index == 0 else None,
+    }
+    if usage and row["input_tokens"] is None and done.input_estimate is not None:
+        row["input_tokens"], row["tokens_estimated"] = done.input_estimate, True
+    return row
 
 
 def usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
