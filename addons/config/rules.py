@@ -206,6 +206,10 @@ class Rules(_Strict):
 
     def problems(self) -> list[tuple[tuple, str]]:
         """Cross-field mistakes pydantic cannot see field by field, each with its location."""
+        return [*self._name_problems(), *self._endpoint_problems(), *self._target_problems(),
+                *self._budget_problems(), *self._custom_router_problems()]
+
+    def _name_problems(self) -> list[tuple[tuple, str]]:
         found: list[tuple[tuple, str]] = []
         for name in self.providers:
             if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name):
@@ -215,6 +219,11 @@ class Rules(_Strict):
             if agent not in AGENT_NAMES and not re.fullmatch(r"[0-9]", agent):
                 found.append((("profiles", agent), f"profile {agent!r}: name an agent ({', '.join(AGENT_NAMES)}) "
                                                    "or a digit 0-9"))
+        return found
+
+    def _endpoint_problems(self) -> list[tuple[tuple, str]]:
+        """Two providers at the same host and port: a request there could not be told apart."""
+        found: list[tuple[tuple, str]] = []
         owner: dict[tuple[str, int], str] = {}
         for name, entry in self.providers.items():
             for endpoint in entry.endpoints():
@@ -222,6 +231,10 @@ class Rules(_Strict):
                     found.append((("providers", name),
                                   f"{endpoint[0]}:{endpoint[1]} belongs to both {owner[endpoint]!r} and {name!r}"))
                 owner[endpoint] = name
+        return found
+
+    def _target_problems(self) -> list[tuple[tuple, str]]:
+        found: list[tuple[tuple, str]] = []
         for loc, target in self.targets():
             provider, sep, model = target.partition(":")
             if not sep or not provider or not model:
@@ -229,6 +242,10 @@ class Rules(_Strict):
                                    "e.g. openrouter:qwen/qwen3-coder"))
             elif provider not in self.providers:
                 found.append((loc, f"target {target!r} names provider {provider!r}, which is not in providers"))
+        return found
+
+    def _budget_problems(self) -> list[tuple[tuple, str]]:
+        found: list[tuple[tuple, str]] = []
         for agent in self.budgets.agents:
             if agent not in AGENT_NAMES:
                 found.append((("budgets", "agents", agent), f"budget for {agent!r}: name an agent "
@@ -237,6 +254,10 @@ class Rules(_Strict):
             if provider not in self.providers:
                 found.append((("budgets", "providers", provider), f"budget for provider {provider!r}, "
                                                                   "which is not in providers"))
+        return found
+
+    def _custom_router_problems(self) -> list[tuple[tuple, str]]:
+        found: list[tuple[tuple, str]] = []
         routes: list[tuple[tuple[str, ...], Routes]] = [(("routes",), self.routes)]
         routes += [(("profiles", agent, "routes"), p.routes) for agent, p in self.profiles.items()]
         for loc, section in routes:

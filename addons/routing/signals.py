@@ -85,37 +85,50 @@ def thinking_effort(dialect: Dialect, body: dict[str, Any]) -> str | None:
     Anthropic `thinking` (enabled with its budget, adaptive with `output_config.effort`, Anthropic's
     default "high" without one), OpenAI `reasoning_effort` / Responses and OpenRouter `reasoning`
     (effort, max_tokens, enabled), Gemini `thinkingConfig` (thinkingLevel, thinkingBudget)."""
-    thinking = body.get("thinking")
     output_config = body.get("output_config")
     stated = _effort_word(output_config.get("effort")) if isinstance(output_config, dict) else None
-    if isinstance(thinking, dict):
-        kind = thinking.get("type")
-        if kind == "disabled":
-            return "none"
-        if kind == "enabled":
-            return stated or _effort_of_budget(thinking.get("budget_tokens")) or "medium"
-        if kind == "adaptive":
-            return stated or "high"
-    reasoning = body.get("reasoning")
-    if isinstance(reasoning, dict):
-        found = _effort_word(reasoning.get("effort")) or _effort_of_budget(reasoning.get("max_tokens"))
-        if found:
-            return found
-        if reasoning.get("enabled") is not None:
-            return "medium" if reasoning.get("enabled") is True else "none"
-    found = _effort_word(body.get("reasoning_effort")) or stated
+    return (_anthropic_thinking(body.get("thinking"), stated) or _reasoning_effort(body.get("reasoning"))
+            or _effort_word(body.get("reasoning_effort")) or stated
+            or _gemini_thinking(body.get("generationConfig") or body.get("generation_config")))
+
+
+def _anthropic_thinking(thinking: Any, stated: str | None) -> str | None:
+    """Anthropic's `thinking`: disabled, enabled with a budget, or adaptive (`stated`: output_config.effort)."""
+    kind = thinking.get("type") if isinstance(thinking, dict) else None
+    if kind == "disabled":
+        return "none"
+    if kind == "enabled":
+        return stated or _effort_of_budget(thinking.get("budget_tokens")) or "medium"
+    if kind == "adaptive":
+        return stated or "high"
+    return None
+
+
+def _reasoning_effort(reasoning: Any) -> str | None:
+    """OpenRouter's and Responses' `reasoning` object: effort, max_tokens, or just enabled."""
+    if not isinstance(reasoning, dict):
+        return None
+    found = _effort_word(reasoning.get("effort")) or _effort_of_budget(reasoning.get("max_tokens"))
     if found:
         return found
-    generation = body.get("generationConfig") or body.get("generation_config")
-    if isinstance(generation, dict):
-        config = generation.get("thinkingConfig") or generation.get("thinking_config")
-        if isinstance(config, dict):
-            level = _effort_word(config.get("thinkingLevel") or config.get("thinking_level"))
-            budget = _effort_of_budget(config.get("thinkingBudget", config.get("thinking_budget")))
-            if level or budget:
-                return level or budget
-            if config.get("includeThoughts") or config.get("include_thoughts"):
-                return "medium"
+    if reasoning.get("enabled") is not None:
+        return "medium" if reasoning.get("enabled") is True else "none"
+    return None
+
+
+def _gemini_thinking(generation: Any) -> str | None:
+    """Gemini's generationConfig.thinkingConfig (either spelling): a level, a budget, or thoughts included."""
+    if not isinstance(generation, dict):
+        return None
+    config = generation.get("thinkingConfig") or generation.get("thinking_config")
+    if not isinstance(config, dict):
+        return None
+    level = _effort_word(config.get("thinkingLevel") or config.get("thinking_level"))
+    budget = _effort_of_budget(config.get("thinkingBudget", config.get("thinking_budget")))
+    if level or budget:
+        return level or budget
+    if config.get("includeThoughts") or config.get("include_thoughts"):
+        return "medium"
     return None
 
 
