@@ -99,16 +99,10 @@ def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
         if decision.target:
             notes.append(f"body unreadable ({call.body_error}); sent unchanged")
         return unchanged
-    body = call.body
-    # before translation, and also when the route changes nothing: strict backends sit behind any provider
-    repair = pi_repair.repair_pi_request(call.dialect, body) if agent == "pi" else None
-    if repair is not None:
-        body = repair.body
-        notes.append(repair.note)
-    tag_removed = signals.strip_subagent_tags(call.dialect, body) if decision.subagent_tag else 0
+    body, repaired, tag_removed = _repaired(call, call.body, decision, agent, notes)
     target = decision.target
     if target is None or (target.provider == call.provider and target.model == call.model):
-        if not tag_removed and repair is None:
+        if not tag_removed and not repaired:
             return unchanged
         if tag_removed:
             notes.append("subagent tag stripped")
@@ -121,34 +115,9 @@ def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
         raise _untranslatable(call.dialect, target, provider, f"Clutch translates {call.dialect} to none of those")
     if tag_removed:
         notes.append("subagent tag stripped")
-
     same_provider = target.provider == call.provider
-    context = None
-    if call.dialect is Dialect.GEMINI:
-        new_url = _gemini_url(provider, url, target.model) if not same_provider else _gemini_model(url, target.model)
-        sent = body
-    elif upstream_dialect is call.dialect:
-        new_url = url if same_provider else endpoint_url(provider, upstream_dialect, urlsplit(url).query)
-        sent = {**body, "model": target.model}
-    else:
-        new_url = endpoint_url(provider, upstream_dialect, "")
-        malformed = request_shape.problem(call.dialect, body)
-        if malformed is not None:
-            raise PlanError("malformed", f"this {call.dialect} request is malformed ({malformed}), so it cannot "
-                                         f"be translated for {target}", 400)
-        try:
-            sent, context = translation.translate_request(body, call.dialect, upstream_dialect, target.model,
-                                                          flavour_of(target.provider, provider), notes)
-        except Untranslatable as e:
-            raise _untranslatable(call.dialect, target, provider, str(e)) from None
-        except Exception as e:  # a shape the checks above missed: this request fails, it never goes elsewhere
-            logger.exception("translating %s to %s for %s failed", call.dialect, upstream_dialect, target)
-            # 400, not 500: the same request fails the same way again, so the agent must not retry it
-            raise PlanError("translation_failed", f"Clutch could not translate this {call.dialect} request to "
-                                                  f"{upstream_dialect} for {target} ({type(e).__name__}: {e}); "
-                                                  f"the gateway log has the details", 400) from e
+    new_url, sent, context = _carried(call, body, target, provider, upstream_dialect, url, notes)
     out_body = json_bytes(sent)
-
     out_headers = _without(headers, _BODY_HEADERS)
     key_source = "agent"
     if not same_provider or upstream_dialect is not call.dialect:
@@ -157,6 +126,48 @@ def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
         out_headers = _translated_headers(out_headers, upstream_dialect)
     return Plan(target.provider, new_url, out_headers, out_body, target.model, call.dialect, upstream_dialect,
                 True, key_source, notes, sent, context)
+
+
+def _repaired(call: LLMCall, body: dict[str, Any], decision: Decision, agent: str | None,
+              notes: list[str]) -> tuple[dict[str, Any], bool, int]:
+    """The body with the agent's request repairs and the subagent tag stripped, whether a repair was
+    made, and how many tags went. Before translation, and also when the route changes nothing:
+    strict backends sit behind any provider."""
+    repair = pi_repair.repair_pi_request(call.dialect, body) if agent == "pi" else None
+    if repair is not None:
+        body = repair.body
+        notes.append(repair.note)
+    tag_removed = signals.strip_subagent_tags(call.dialect, body) if decision.subagent_tag else 0
+    return body, repair is not None, tag_removed
+
+
+def _carried(call: LLMCall, body: dict[str, Any], target, provider: Provider, upstream_dialect: Dialect,
+             url: str, notes: list[str]) -> tuple[str, dict[str, Any], Any]:
+    """The URL, the body in the upstream's dialect and the context of the way back, for `target`."""
+    same_provider = target.provider == call.provider
+    if call.dialect is Dialect.GEMINI:
+        new_url = _gemini_url(provider, url, target.model) if not same_provider else _gemini_model(url, target.model)
+        return new_url, body, None
+    if upstream_dialect is call.dialect:
+        new_url = url if same_provider else endpoint_url(provider, upstream_dialect, urlsplit(url).query)
+        return new_url, {**body, "model": target.model}, None
+    new_url = endpoint_url(provider, upstream_dialect, "")
+    malformed = request_shape.problem(call.dialect, body)
+    if malformed is not None:
+        raise PlanError("malformed", f"this {call.dialect} request is malformed ({malformed}), so it cannot "
+                                     f"be translated for {target}", 400)
+    try:
+        sent, context = translation.translate_request(body, call.dialect, upstream_dialect, target.model,
+                                                      flavour_of(target.provider, provider), notes)
+    except Untranslatable as e:
+        raise _untranslatable(call.dialect, target, provider, str(e)) from None
+    except Exception as e:  # a shape the checks above missed: this request fails, it never goes elsewhere
+        logger.exception("translating %s to %s for %s failed", call.dialect, upstream_dialect, target)
+        # 400, not 500: the same request fails the same way again, so the agent must not retry it
+        raise PlanError("translation_failed", f"Clutch could not translate this {call.dialect} request to "
+                                              f"{upstream_dialect} for {target} ({type(e).__name__}: {e}); "
+                                              f"the gateway log has the details", 400) from e
+    return new_url, sent, context
 
 
 def _keyed(headers: list[tuple[bytes, bytes]], target, provider: Provider, dialect: Dialect, same_provider: bool,
