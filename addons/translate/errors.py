@@ -82,27 +82,32 @@ def read_error(payload: Any, status: int | None = None) -> ProviderError:
         return ProviderError(fallback)
     error = payload.get("error")
     if isinstance(error, dict):
-        message = str(error.get("message") or "").strip() or fallback
-        code = next((k for k in (error.get("code"), error.get("type"), error.get("status"))
-                     if isinstance(k, str) and k), None)
-        anthropic = error.get("type") if payload.get("type") == "error" else None
-        result = ProviderError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
-                               error["code"] if isinstance(error.get("code"), int) else None)
-        metadata = as_object(error.get("metadata"))
-        provider = metadata.get("provider_name")
-        if metadata.get("raw"):
-            raw_text, raw_anthropic = _relayed_error(metadata["raw"])
-            result.message = f"{message} ({provider}: {raw_text})" if provider else f"{message} ({raw_text})"
-            result.anthropic_type = raw_anthropic or result.anthropic_type
-        elif provider:
-            result.message = f"{message} (provider: {provider})"
-        if isinstance(metadata.get("reasons"), list):  # OpenRouter moderation errors
-            result.message += f" (flagged: {', '.join(map(str, metadata['reasons']))})"
-        return result
+        return _error_object(error, payload.get("type") == "error", fallback)
     for key in ("error", "detail", "message"):
         if isinstance(payload.get(key), str) and payload[key].strip():
             return ProviderError(payload[key].strip())
     return ProviderError(fallback)
+
+
+def _error_object(error: dict[str, Any], anthropic_shaped: bool, fallback: str) -> ProviderError:
+    """An `error` object: its message, its most specific code, and OpenRouter's metadata folded in."""
+    message = str(error.get("message") or "").strip() or fallback
+    code = next((k for k in (error.get("code"), error.get("type"), error.get("status"))
+                 if isinstance(k, str) and k), None)
+    anthropic = error.get("type") if anthropic_shaped else None
+    result = ProviderError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
+                           error["code"] if isinstance(error.get("code"), int) else None)
+    metadata = as_object(error.get("metadata"))
+    provider = metadata.get("provider_name")
+    if metadata.get("raw"):
+        raw_text, raw_anthropic = _relayed_error(metadata["raw"])
+        result.message = f"{message} ({provider}: {raw_text})" if provider else f"{message} ({raw_text})"
+        result.anthropic_type = raw_anthropic or result.anthropic_type
+    elif provider:
+        result.message = f"{message} (provider: {provider})"
+    if isinstance(metadata.get("reasons"), list):  # OpenRouter moderation errors
+        result.message += f" (flagged: {', '.join(map(str, metadata['reasons']))})"
+    return result
 
 
 def anthropic_error_type(error: ProviderError, status: int) -> str:

@@ -196,34 +196,21 @@ class _History:
         if not isinstance(item, dict):
             return
         kind = item.get("type") or ("message" if "role" in item else None)
-        tools = self.tools
         if kind == "message":
             self.message(item)
         elif kind == "function_call":
-            name = tools.name_of("function", item.get("name"), item.get("namespace")) \
-                or chat_name(str(item.get("name") or ""), item.get("namespace"))
-            self.call(item.get("call_id"), name, str(item.get("arguments") or "{}"))
+            self.call(item.get("call_id"), self._chat_name("function", item), str(item.get("arguments") or "{}"))
         elif kind == "custom_tool_call":
-            name = tools.name_of("custom", item.get("name"), item.get("namespace")) \
-                or chat_name(str(item.get("name") or ""), item.get("namespace"))
-            self.call(item.get("call_id"), name, _dumps({CUSTOM_INPUT: str(item.get("input") or "")}))
+            self.call(item.get("call_id"), self._chat_name("custom", item),
+                      _dumps({CUSTOM_INPUT: str(item.get("input") or "")}))
         elif kind == "local_shell_call":
-            action = as_object(item.get("action"))
-            arguments = {k: action[k] for k in ("command", "workdir", "timeout_ms", "env") if k in action}
-            if "working_directory" in action:
-                arguments["workdir"] = action["working_directory"]
-            self.call(item.get("call_id") or item.get("id"), chat_name(LOCAL_SHELL), _dumps(arguments))
+            self._local_shell_call(item)
         elif kind == "tool_search_call":
             self.call(item.get("call_id"), chat_name(TOOL_SEARCH), _dumps(item.get("arguments") or {}))
         elif kind in ("function_call_output", "custom_tool_call_output", "local_shell_call_output"):
             self.output(item.get("call_id"), item.get("output"))
         elif kind in ("tool_search_output", "additional_tools"):
-            loaded = dicts(item.get("tools"))
-            for tool in loaded:
-                tools.add(tool)
-            if kind == "tool_search_output" and _call_id(item.get("call_id")) in self.calls:
-                names = ", ".join(str(t.get("name") or t.get("type")) for t in loaded) or "none"
-                self.output(item["call_id"], f"Tools loaded for the next calls: {names}")
+            self._loaded_tools(item, kind)
         elif kind == "reasoning":
             note_once(self.notes, "dropped reasoning from the history (chat providers take none back)")
             if item.get("encrypted_content"):
@@ -234,6 +221,28 @@ class _History:
             raise Untranslatable("an input item_reference names an item stored by the agent's provider")
         else:
             note_once(self.notes, f"dropped {kind} from the history (no chat counterpart)")
+
+    def _chat_name(self, kind: str, item: dict[str, Any]) -> str:
+        """The chat name of a called tool: its declared tool's, else one made from its name."""
+        return self.tools.name_of(kind, item.get("name"), item.get("namespace")) \
+            or chat_name(str(item.get("name") or ""), item.get("namespace"))
+
+    def _local_shell_call(self, item: dict[str, Any]) -> None:
+        action = as_object(item.get("action"))
+        arguments = {k: action[k] for k in ("command", "workdir", "timeout_ms", "env") if k in action}
+        if "working_directory" in action:
+            arguments["workdir"] = action["working_directory"]
+        self.call(item.get("call_id") or item.get("id"), chat_name(LOCAL_SHELL), _dumps(arguments))
+
+    def _loaded_tools(self, item: dict[str, Any], kind: str) -> None:
+        """Tools a tool search (or the client) added: declared from here on; a search's own output
+        answers its call."""
+        loaded = dicts(item.get("tools"))
+        for tool in loaded:
+            self.tools.add(tool)
+        if kind == "tool_search_output" and _call_id(item.get("call_id")) in self.calls:
+            names = ", ".join(str(t.get("name") or t.get("type")) for t in loaded) or "none"
+            self.output(item["call_id"], f"Tools loaded for the next calls: {names}")
 
     def finish(self) -> list[dict[str, Any]]:
         self._flush_images()

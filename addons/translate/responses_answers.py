@@ -134,13 +134,13 @@ def chat_to_responses_response(body: dict[str, Any], context: ResponsesContext) 
                            "completed", output, responses_usage(body.get("usage")), incomplete=incomplete)
 
 
-def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
-    """A Response object as a chat.completion (reasoning as OpenRouter's message.reasoning)."""
+def _output_parts(output: Any) -> tuple[list[str], list[str], list[str], list[dict[str, Any]]]:
+    """A Response's output items as chat's pieces: texts, refusals, thoughts and tool calls."""
     texts: list[str] = []
     refusals: list[str] = []
     thoughts: list[str] = []
     calls: list[dict[str, Any]] = []
-    for item in dicts(body.get("output")):
+    for item in dicts(output):
         kind = item.get("type")
         if kind == "message":
             for part in dicts(item.get("content")):
@@ -156,6 +156,12 @@ def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
         elif kind == "custom_tool_call":
             calls.append({"id": item.get("call_id", ""), "type": "custom",
                           "custom": {"name": item.get("name", ""), "input": item.get("input") or ""}})
+    return texts, refusals, thoughts, calls
+
+
+def responses_to_chat_response(body: dict[str, Any]) -> dict[str, Any]:
+    """A Response object as a chat.completion (reasoning as OpenRouter's message.reasoning)."""
+    texts, refusals, thoughts, calls = _output_parts(body.get("output"))
     message: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None,
                                "refusal": "".join(refusals) or None}
     if thoughts:

@@ -202,6 +202,16 @@ def chat_to_responses_request(body: dict[str, Any], model: str, notes: list[str]
         out.pop("parallel_tool_calls", None)
     if (effort := _effort(body)) is not None:
         out["reasoning"] = {"effort": effort}
+    if text := _text_options(body):
+        out["text"] = text
+    for field in body:
+        if field not in _HANDLED:
+            notes.append(f"dropped {field}")
+    return out
+
+
+def _text_options(body: dict[str, Any]) -> dict[str, Any]:
+    """Chat's response_format and verbosity as the Responses API's `text` options."""
     text: dict[str, Any] = {}
     fmt = as_object(body.get("response_format"))
     if fmt.get("type") == "json_schema" and isinstance(fmt.get("json_schema"), dict):
@@ -210,12 +220,7 @@ def chat_to_responses_request(body: dict[str, Any], model: str, notes: list[str]
         text["format"] = {"type": "json_object"}
     if isinstance(body.get("verbosity"), str):
         text["verbosity"] = body["verbosity"]
-    if text:
-        out["text"] = text
-    for field in body:
-        if field not in _HANDLED:
-            notes.append(f"dropped {field}")
-    return out
+    return text
 
 
 # ------------------------------------------------------------------------------------------ stream

@@ -293,38 +293,50 @@ class AnthropicToChatStream:
         out = self._start({})
         index = get_typed(payload, "index", int, None)
         if kind == "content_block_start":
-            block = as_object(payload.get("content_block"))
-            if block.get("type") == "tool_use":
-                self._tool_index[index] = len(self._tool_index)
-                self.first_content = True
-                # input is {} when streamed as input_json_delta; an upstream may also send it whole here
-                arguments = _dumps(block["input"]) if isinstance(block.get("input"), dict) and block["input"] else ""
-                out += self._chunk({"tool_calls": [{"index": self._tool_index[index], "id": block.get("id", ""),
-                                                    "type": "function", "function": {"name": block.get("name", ""),
-                                                                                     "arguments": arguments}}]})
-            elif block.get("type") == "text" and block.get("text"):
-                out += self._text(block["text"])
-            elif block.get("type") == "thinking" and block.get("thinking"):
-                out += self._reasoning(block["thinking"])
+            out += self._block_start(index, as_object(payload.get("content_block")))
         elif kind == "content_block_delta":
-            delta = as_object(payload.get("delta"))
-            if delta.get("type") == "text_delta" and delta.get("text"):
-                out += self._text(delta["text"])
-            elif delta.get("type") == "thinking_delta" and delta.get("thinking"):
-                out += self._reasoning(delta["thinking"])
-            elif delta.get("type") == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
-                out += self._chunk({"tool_calls": [{"index": self._tool_index[index],
-                                                    "function": {"arguments": delta["partial_json"]}}]})
+            out += self._block_delta(index, as_object(payload.get("delta")))
         elif kind == "message_delta":
-            delta = as_object(payload.get("delta"))
-            if isinstance(payload.get("usage"), dict):  # cumulative: later counts replace earlier ones
-                self._usage.update({k: v for k, v in payload["usage"].items() if v is not None})
-            if delta.get("stop_reason") and self._finish_reason is None:
-                self._finish_reason = chat_finish_reason(delta["stop_reason"])
-                out += self._chunk({}, self._finish_reason)
+            out += self._message_delta(payload)
         elif kind == "message_stop":
             out += self._end()
         return out
+
+    def _block_start(self, index: int | None, block: dict[str, Any]) -> bytes:
+        """A tool_use block opens a chat tool call; text and thinking blocks may come with content."""
+        if block.get("type") == "tool_use":
+            self._tool_index[index] = len(self._tool_index)
+            self.first_content = True
+            # input is {} when streamed as input_json_delta; an upstream may also send it whole here
+            arguments = _dumps(block["input"]) if isinstance(block.get("input"), dict) and block["input"] else ""
+            return self._chunk({"tool_calls": [{"index": self._tool_index[index], "id": block.get("id", ""),
+                                                "type": "function", "function": {"name": block.get("name", ""),
+                                                                                 "arguments": arguments}}]})
+        if block.get("type") == "text" and block.get("text"):
+            return self._text(block["text"])
+        if block.get("type") == "thinking" and block.get("thinking"):
+            return self._reasoning(block["thinking"])
+        return b""
+
+    def _block_delta(self, index: int | None, delta: dict[str, Any]) -> bytes:
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return self._text(delta["text"])
+        if delta.get("type") == "thinking_delta" and delta.get("thinking"):
+            return self._reasoning(delta["thinking"])
+        if delta.get("type") == "input_json_delta" and delta.get("partial_json") and index in self._tool_index:
+            return self._chunk({"tool_calls": [{"index": self._tool_index[index],
+                                                "function": {"arguments": delta["partial_json"]}}]})
+        return b""
+
+    def _message_delta(self, payload: dict[str, Any]) -> bytes:
+        """Usage so far, and the stop reason: the chat chunk that carries finish_reason."""
+        delta = as_object(payload.get("delta"))
+        if isinstance(payload.get("usage"), dict):  # cumulative: later counts replace earlier ones
+            self._usage.update({k: v for k, v in payload["usage"].items() if v is not None})
+        if delta.get("stop_reason") and self._finish_reason is None:
+            self._finish_reason = chat_finish_reason(delta["stop_reason"])
+            return self._chunk({}, self._finish_reason)
+        return b""
 
     def _text(self, text: str) -> bytes:
         self.first_content = True
