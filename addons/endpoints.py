@@ -67,33 +67,43 @@ class Endpoints:
         if path is None:
             return
         path = path.rstrip("/") or "/"
-        if path == "/breakers/reset" and self._resilience is not None:
-            flow.response = self._reset_breakers(flow, self._resilience)
-        elif path.startswith("/usage"):
-            flow.response = await self._usage_report(path, flow.request.query)
-        elif path == "/metrics" and self._metrics is not None:
-            state = self._resilience.snapshot() if self._resilience is not None else {}
-            flow.response = http.Response.make(200, self._metrics.render(state.get("breakers"), state.get("quotas")),
-                                               {"content-type": CONTENT_TYPE, "cache-control": "no-store"})
-        elif path == "/health":
-            flow.response = _json(200, self.health())
-        elif path == "/resilience" and self._resilience is not None:
-            budgets = {"budgets": await _budgets(self._budget)} if self._budget is not None else {}
-            flow.response = _json(200, {**self._resilience.snapshot(), **budgets})
-        elif path == "/requests" and self._journal is not None:
-            after = flow.request.query.get("after", "0")
-            flow.response = _json(200, self._journal.since(int(after) if after.isdigit() else 0))
-        elif path == "/rankings" and self._rankings is not None:
-            flow.response = _json(200, self._rankings.snapshot())
-        elif path == "/dashboard":
-            flow.response = http.Response.make(200, dashboard.page(), {"content-type": dashboard.CONTENT_TYPE,
-                                                                       "cache-control": "no-store"})
-        elif path == "/ca.pem" and self._certs.files is not None:
-            flow.response = http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
-                                               {"content-type": "application/x-pem-file"})
-        else:
-            flow.response = _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
+        flow.response = await self._answer(path, flow)
         flow.comment = f"clutch: answered {path} locally"
+
+    async def _answer(self, path: str, flow: http.HTTPFlow) -> http.Response:
+        """The endpoint's answer: 404 for a path that names none, or one whose addon is not loaded."""
+        if path == "/breakers/reset" and self._resilience is not None:
+            return self._reset_breakers(flow, self._resilience)
+        if path.startswith("/usage"):
+            return await self._usage_report(path, flow.request.query)
+        if path == "/resilience" and self._resilience is not None:
+            budgets = {"budgets": await _budgets(self._budget)} if self._budget is not None else {}
+            return _json(200, {**self._resilience.snapshot(), **budgets})
+        page = self._page(path, flow.request.query)
+        if page is None:
+            return _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
+        return page
+
+    def _page(self, path: str, query) -> http.Response | None:
+        """The endpoints that only read what an addon holds; None when `path` is none of them (here)."""
+        if path == "/metrics" and self._metrics is not None:
+            state = self._resilience.snapshot() if self._resilience is not None else {}
+            return http.Response.make(200, self._metrics.render(state.get("breakers"), state.get("quotas")),
+                                      {"content-type": CONTENT_TYPE, "cache-control": "no-store"})
+        if path == "/health":
+            return _json(200, self.health())
+        if path == "/requests" and self._journal is not None:
+            after = query.get("after", "0")
+            return _json(200, self._journal.since(int(after) if after.isdigit() else 0))
+        if path == "/rankings" and self._rankings is not None:
+            return _json(200, self._rankings.snapshot())
+        if path == "/dashboard":
+            return http.Response.make(200, dashboard.page(), {"content-type": dashboard.CONTENT_TYPE,
+                                                              "cache-control": "no-store"})
+        if path == "/ca.pem" and self._certs.files is not None:
+            return http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
+                                      {"content-type": "application/x-pem-file"})
+        return None
 
     def _reset_breakers(self, flow: http.HTTPFlow, resilience: Resilience) -> http.Response:
         """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""
