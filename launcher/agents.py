@@ -239,36 +239,8 @@ def command_line(agent: str, mode: str, *, session: str | None = None, model: st
                  yolo: bool = True) -> list[str]:
     """The argv that starts `agent` in `mode` (one of i c n s r)."""
     spec = agent_spec(agent)
-    if mode not in _FIELDS:
-        raise LaunchError(f"unknown mode {mode!r} (one of {', '.join(_FIELDS)})")
-    if mode == "s" and not session:
-        raise LaunchError(f"mode s resumes a session: give its id with -s ID ({spec.title})")
-    if mode not in "sn" and session:
-        raise LaunchError(f"-s {session} needs mode s (or n, for one prompt into that session)")
-    if mode == "n" and not prompt:
-        raise LaunchError(f"mode n runs one prompt: give the prompt ({spec.title})")
-    if mode != "n" and prompt:
-        raise LaunchError("a prompt is only for mode n (non-interactive)")
-    if mode == "n" and session:
-        template = spec.print_session
-        if template is None:
-            raise _refuse(spec, "ns", "a prompt into an existing session (mode n with -s ID)")
-    else:
-        template = getattr(spec, _FIELDS[mode])
-        if template is None:
-            raise _refuse(spec, mode, f"mode {MODE_WORDS[mode]}")
-
-    flags: list[str] = updaters.args_for(agent, extra)
-    if yolo and (mode != "n" or spec.yolo_in_print):
-        flags.extend(spec.yolo)
-    if model:
-        if spec.model is None:
-            raise _refuse(spec, "model", f"choosing the model on the command line (-m {model})")
-        if spec.model_needs_provider and "/" not in model:
-            raise LaunchError(f"{spec.title} wants the model as provider/model, not {model!r}")
-        flags.extend(word.replace("{model}", model) for word in spec.model)
-    flags.extend(extra)
-
+    template = _template(spec, mode, session, prompt)
+    flags = _flags(spec, agent, mode, model, extra, yolo)
     argv = [spec.binary]
     for word in template:
         if word == "{flags}":
@@ -281,6 +253,44 @@ def command_line(agent: str, mode: str, *, session: str | None = None, model: st
         else:
             argv.append(word)
     return argv
+
+
+def _template(spec: Agent, mode: str, session: str | None, prompt: str | None) -> tuple[str, ...]:
+    """The mode's command-line template, once the session and prompt given fit the mode."""
+    if mode not in _FIELDS:
+        raise LaunchError(f"unknown mode {mode!r} (one of {', '.join(_FIELDS)})")
+    if mode == "s" and not session:
+        raise LaunchError(f"mode s resumes a session: give its id with -s ID ({spec.title})")
+    if mode not in "sn" and session:
+        raise LaunchError(f"-s {session} needs mode s (or n, for one prompt into that session)")
+    if mode == "n" and not prompt:
+        raise LaunchError(f"mode n runs one prompt: give the prompt ({spec.title})")
+    if mode != "n" and prompt:
+        raise LaunchError("a prompt is only for mode n (non-interactive)")
+    if mode == "n" and session:
+        if spec.print_session is None:
+            raise _refuse(spec, "ns", "a prompt into an existing session (mode n with -s ID)")
+        return spec.print_session
+    template = getattr(spec, _FIELDS[mode])
+    if template is None:
+        raise _refuse(spec, mode, f"mode {MODE_WORDS[mode]}")
+    return template
+
+
+def _flags(spec: Agent, agent: str, mode: str, model: str | None, extra: tuple[str, ...] | list[str],
+           yolo: bool) -> list[str]:
+    """What {flags} stands for: the updater switch, the permission bypass, the model, the user's own."""
+    flags: list[str] = updaters.args_for(agent, extra)
+    if yolo and (mode != "n" or spec.yolo_in_print):
+        flags.extend(spec.yolo)
+    if model:
+        if spec.model is None:
+            raise _refuse(spec, "model", f"choosing the model on the command line (-m {model})")
+        if spec.model_needs_provider and "/" not in model:
+            raise LaunchError(f"{spec.title} wants the model as provider/model, not {model!r}")
+        flags.extend(word.replace("{model}", model) for word in spec.model)
+    flags.extend(extra)
+    return flags
 
 
 def yolo_env(agent: str, *, is_root: bool, yolo: bool = True) -> dict[str, str]:

@@ -18,8 +18,8 @@ from addons.compression import policy as compression
 from addons.config.overrides import apply_overrides
 from addons.config.rules import DEFAULT_RULES_PATH, Rules, load_rules
 from addons.routing.custom_router import CustomRouter, RouterContext
-from addons.routing.plan import PlanError, build_plan, json_bytes
-from addons.routing.router import RouteRequest, decide, layer_for, needs_token_count, request_signals
+from addons.routing.plan import Plan, PlanError, build_plan, json_bytes
+from addons.routing.router import Decision, RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.wire import dialects, tokens
 from addons.wire.dialects import Dialect
 from addons.wire.identity import Identity, identity_from_username
@@ -66,34 +66,20 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
         url = DEFAULT_URLS.get(guess_dialect(body))
         if url is None:
             raise ValueError("a Gemini body needs --url (the model is in its path)")
-    parts = urlsplit(url)
-    owner = rules.provider_at(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
-    if owner is None:
-        raise ValueError(f"{parts.hostname} is not a provider in the rules")
-    dialect = dialects.recognise("POST", parts.path)
-    if dialect is None:
-        raise ValueError(f"{parts.path} is not an LLM endpoint Clutch recognises")
+    provider, dialect, path = _endpoint(rules, url)
     raw = json.dumps(body).encode()
-    call = dialects.read_call(dialect, owner[0], parts.path, raw)
+    call = dialects.read_call(dialect, provider, path, raw)
     if call.invalid:
         raise ValueError(f"the gateway answers this request with 400 itself: {call.invalid}")
     launch_profile = identity.tier if identity.tier and identity.tier.isdigit() else None
     squeezed = _compress(rules, call, identity, launch_profile)
     if squeezed["changed"]:  # the gateway compresses before it routes: route what it would send
         raw = json_bytes(squeezed.pop("body"))
-        call = dialects.read_call(dialect, owner[0], parts.path, raw)
+        call = dialects.read_call(dialect, provider, path, raw)
     squeezed.pop("body", None)
-    wanted = RouteRequest(dialect, owner[0], call.model, call.body, len(raw), identity)
-    layer = layer_for(rules, identity.agent, launch_profile)
-    count = tokens.request_tokens(dialect, call.body) \
-        if call.body is not None and needs_token_count(wanted, layer) else None
-    custom, custom_note = _custom(rules, layer, call, identity, count,
-                                  tuple(request_signals(wanted, layer, count, explain=True)), timeout_s)
-    decision = decide(wanted, rules, layer, custom_result=custom, tokens=count, explain=True)
-    if custom_note:
-        decision.notes.append(custom_note)
+    decision = _decide(rules, call, len(raw), identity, launch_profile, timeout_s)
     result: dict[str, Any] = {
-        "request": {"url": url, "dialect": str(dialect), "provider": owner[0], "model": call.model,
+        "request": {"url": url, "dialect": str(dialect), "provider": provider, "model": call.model,
                     "agent": identity.agent, "launch": identity.describe()},
         "decision": {"rule": decision.rule, "reason": decision.reason,
                      "target": str(decision.target) if decision.target else None,
@@ -107,17 +93,50 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
     except PlanError as e:
         result["error"] = str(e)
         return result
-    upstream_body = json.loads(plan.body) if plan.changed else None
-    result["upstream"] = {
+    result["upstream"] = _upstream(plan)
+    return result
+
+
+def _endpoint(rules: Rules, url: str) -> tuple[str, Dialect, str]:
+    """The provider of the rules at the URL's host, the dialect its path speaks, and the path."""
+    parts = urlsplit(url)
+    owner = rules.provider_at(parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80))
+    if owner is None:
+        raise ValueError(f"{parts.hostname} is not a provider in the rules")
+    dialect = dialects.recognise("POST", parts.path)
+    if dialect is None:
+        raise ValueError(f"{parts.path} is not an LLM endpoint Clutch recognises")
+    return owner[0], dialect, parts.path
+
+
+def _decide(rules: Rules, call, body_bytes: int, identity: Identity, launch_profile: str | None,
+            timeout_s: float) -> Decision:
+    """The router's decision as the Route addon makes it: tokens counted when a rule needs them, the
+    custom router run (its note kept)."""
+    wanted = RouteRequest(call.dialect, call.provider, call.model, call.body, body_bytes, identity)
+    layer = layer_for(rules, identity.agent, launch_profile)
+    count = tokens.request_tokens(call.dialect, call.body) \
+        if call.body is not None and needs_token_count(wanted, layer) else None
+    custom, custom_note = _custom(rules, layer, call, identity, count,
+                                  tuple(request_signals(wanted, layer, count, explain=True)), timeout_s)
+    decision = decide(wanted, rules, layer, custom_result=custom, tokens=count, explain=True)
+    if custom_note:
+        decision.notes.append(custom_note)
+    return decision
+
+
+def _upstream(plan: Plan) -> dict[str, Any]:
+    """What would be sent upstream: URL, model, translation, which key (named, never shown), the
+    headers with every secret masked, the notes and the body when it changed."""
+    return {
         "url": plan.url, "provider": plan.provider, "model": plan.model, "changed": plan.changed,
         "translated": f"{plan.client_dialect}->{plan.upstream_dialect}" if plan.translated else None,
         "key": "the agent's own" if plan.key_source == "agent" else f"${plan.key_source}",
         "headers": {k.decode(): ("<masked>" if k.decode().lower() in _SECRET_HEADERS else v.decode("latin-1"))
                     for k, v in plan.headers},
         "notes": plan.notes,
-        "body": upstream_body,
+        "body": json.loads(plan.body) if plan.changed else None,
     }
-    return result
 
 
 def _compress(rules: Rules, call, identity: Identity, launch_profile: str | None) -> dict[str, Any]:

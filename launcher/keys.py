@@ -95,7 +95,7 @@ def routing_from_summary(summary: Mapping, source: str) -> Routing:
 
 
 def routing_of(view: Mapping, code: LaunchCode) -> Routing:
-    """Claude Code's routing for a launch, from xx's view of the rules in force (launcher.xx
+    """Claude Code's routing for a launch, from xx's view of the rules in force (launcher.run_agent
     _rules_view): the whole rules where they could be read, else the gateway's /health summary."""
     digit = code.tier if code.tier and code.tier.isdigit() else None
     if view.get("rules") is not None:

@@ -78,6 +78,28 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     """`model` is the agent's own model name (its flag), `pin` a Clutch target for the gateway."""
     notes: list[str] = []
     arguments = [*(profile.args_for(code.agent) if profile else []), *extra]
+    pin = _pin(code, pin, profile, notes)
+    argv = agents.command_line(code.agent, code.mode, session=session, model=model, prompt=prompt,
+                               extra=tuple(arguments), yolo=yolo)
+    env = {name: value for name, value in environ.items() if not is_proxy_or_ca(name)}
+    if profile is not None:
+        env.update(profile.env)
+    switches, updates = updaters.env_for(code.agent, env, arguments)
+    env.update(switches)
+    notes.extend(agents.notes(code.agent, code.mode, env))
+    if code.route in ("p", "b"):
+        env.update(_gateway_env(code, session, pin, gateway, ca, token, notes))
+    elif code.tier and profile is None:
+        notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
+    env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
+    changes: dict[str, str | None] = {name: None for name in environ if name not in env}
+    changes.update({name: value for name, value in env.items() if environ.get(name) != value})
+    return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,
+                  token=token if code.route in ("p", "b") else None, updates=updates, pin=pin)
+
+
+def _pin(code: LaunchCode, pin: str | None, profile: LaunchProfile | None, notes: list[str]) -> str | None:
+    """The model pin: the user's -m, else the profile's model (not on route d, which never reaches Clutch)."""
     if profile is not None and profile.model and not pin:
         if code.route == "d":
             notes.append(f"route d does not pass through Clutch: profile {code.tier}'s model {profile.model} is "
@@ -88,33 +110,23 @@ def plan_launch(code: LaunchCode, *, session: str | None = None, model: str | No
     if pin and code.route == "d":
         raise agents.LaunchError(f"-m {pin} pins the model at the gateway, but route d does not pass through "
                                  f"Clutch: use route p (xx {code.text[:2]}p{code.text[3:]})")
-    argv = agents.command_line(code.agent, code.mode, session=session, model=model, prompt=prompt,
-                               extra=tuple(arguments), yolo=yolo)
-    env = {name: value for name, value in environ.items() if not is_proxy_or_ca(name)}
-    if profile is not None:
-        env.update(profile.env)
-    switches, updates = updaters.env_for(code.agent, env, arguments)
-    env.update(switches)
-    notes.extend(agents.notes(code.agent, code.mode, env))
-    if code.route in ("p", "b"):
-        host, port = _split_gateway(gateway)
-        identity_session = session
-        if session and not _IDENTITY_VALUE.match(session):
-            identity_session = None
-            notes.append(f"session {session!r} cannot travel in the proxy user name; Clutch sees no session id")
-        identity = Identity(agent=code.agent, session=identity_session, route=code.route, tier=code.tier,
-                            launch_code=code.text, model=pin)
-        env.update(agent_environment(proxy_url(host, port, identity, token), ca))
-        if code.route == "b" and (code.tier or pin):
-            notes.append("route b never changes the model: the tier and the model pin are ignored by Clutch "
-                         "(the agent's own -m still reaches its flag)")
-    elif code.tier and profile is None:
-        notes.append(f"route d does not pass through Clutch: tier {code.tier!r} has no effect")
-    env.update(agents.yolo_env(code.agent, is_root=is_root, yolo=yolo))
-    changes: dict[str, str | None] = {name: None for name in environ if name not in env}
-    changes.update({name: value for name, value in env.items() if environ.get(name) != value})
-    return Launch(argv=argv, env=env, changes=dict(sorted(changes.items())), notes=notes,
-                  token=token if code.route in ("p", "b") else None, updates=updates, pin=pin)
+    return pin
+
+
+def _gateway_env(code: LaunchCode, session: str | None, pin: str | None, gateway: str, ca: CAFiles, token: str,
+                 notes: list[str]) -> dict[str, str]:
+    """Routes p and b: the recipe's proxy and CA variables, the launch's identity in the proxy user name."""
+    host, port = _split_gateway(gateway)
+    identity_session = session
+    if session and not _IDENTITY_VALUE.match(session):
+        identity_session = None
+        notes.append(f"session {session!r} cannot travel in the proxy user name; Clutch sees no session id")
+    identity = Identity(agent=code.agent, session=identity_session, route=code.route, tier=code.tier,
+                        launch_code=code.text, model=pin)
+    if code.route == "b" and (code.tier or pin):
+        notes.append("route b never changes the model: the tier and the model pin are ignored by Clutch "
+                     "(the agent's own -m still reaches its flag)")
+    return agent_environment(proxy_url(host, port, identity, token), ca)
 
 
 def _split_gateway(gateway: str) -> tuple[str, int]:

@@ -4,19 +4,17 @@
     xx start | stop | restart | status | log | watch | usage | scan | doctor | aliases | codes
 
 The launch itself is planned by launcher.launch (argv and environment) from launcher.codes (the
-grammar) and launcher.agents (each agent's command line); this module adds what needs the outside
-world: the user's config, the running gateway (started on demand), the crash guard, and finally
-exec'ing the agent in xx's place, so it owns the terminal and its signals. (Pi's broken histories are
-repaired by the gateway, addons/translate/pi_repair.py: that is where its requests can be seen.)
+grammar) and launcher.agents (each agent's command line); launcher.run_agent adds what needs the
+outside world: the running gateway (started on demand), the crash guard, and finally exec'ing the
+agent in xx's place, so it owns the terminal and its signals. This module is the command line and
+the user's config. (Pi's broken histories are repaired by the gateway,
+addons/translate/pi_repair.py: that is where its requests can be seen.)
 """
 
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,16 +22,11 @@ from typing import Annotated
 
 import typer
 
-from addons.certs import ca_files
-from addons.config.rules import DEFAULT_RULES_PATH, RulesError
-from addons.models import ranking
-from addons.wire.jsontext import as_object
-from launcher import agents, aliases, crashguard, doctor, keys, lifecycle, usage_report
-from launcher.codes import CodeError, LaunchCode, code_table, mistyped_command, parse_code
-from launcher.config import ConfigError, XXConfig, config_path, load_config, xx_home
-from launcher.launch import Launch, describe_launch, plan_launch, split_model
+from launcher import agents, aliases, doctor, lifecycle, usage_report
+from launcher.codes import CodeError, code_table, mistyped_command, parse_code
+from launcher.config import ConfigError, XXConfig, load_config, xx_home
+from launcher.run_agent import run_agent
 from launcher.scan.command import scan
-from launcher.scan.rankings import current_rankings, tier_note
 from launcher.tables import render_request, render_reset, render_resilience, render_status
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,138 +75,8 @@ def launch(ctx: typer.Context,
     except CodeError as e:
         typer.echo(str(e), err=True)
         raise typer.Exit(2) from None
-    config = _config()
-    profile = config.profile(parsed.tier) if parsed.tier and parsed.tier.isdigit() else None
-    environ = dict(os.environ)
-    healthy = lifecycle.health(config) if parsed.route in "pb" else None
-    notes: list[str] = []
-    if parsed.route in "pb" and healthy is None:
-        if dry_run:
-            notes.append(f"the gateway does not answer on {config.gateway}: "
-                         + ("xx would start it" if config.auto_start else "start it with `xx start`"))
-        elif config.auto_start:
-            try:
-                healthy = lifecycle.start(config, environ, say=lambda text: typer.echo(f"xx: {text}", err=True))
-            except lifecycle.GatewayError as e:
-                raise fail(str(e), 1) from None
-        else:
-            raise fail(f"the gateway does not answer on {config.gateway} and auto_start is off: run `xx start`", 1)
-    rules = _rules_view(config, healthy, environ)
-    _check_profile_digit(parsed, config, rules)
-    agent_model, pin = split_model(model, rules["providers"])
-    try:
-        planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
-                              environ=environ, gateway=config.gateway,
-                              ca=ca_files(lifecycle.ca_folder(config, healthy)),
-                              token=secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
-                              yolo=config.yolo if yolo is None else yolo, profile=profile)
-    except agents.LaunchError as e:
-        raise fail(str(e)) from None
-    planned.notes[:0] = notes + _tier_notes(parsed, rules, config, healthy)
-    advice = _claude_key(parsed, planned, rules, config, healthy)
-    if advice is not None:
-        planned.notes.append(advice.note)
-        planned.env.update(advice.env)
-        planned.changes = dict(sorted({**planned.changes, **advice.env}.items()))
-    use_tmux = (config.tmux if tmux is None else tmux) and parsed.mode != "n"
-    if tmux and parsed.mode == "n":
-        planned.notes.append("--tmux is for interactive launches; mode n runs in this terminal")
-    if dry_run:
-        typer.echo(describe_launch(planned))
-        if use_tmux:
-            typer.echo(f"tmux {crashguard.session_name(parsed.agent, Path.cwd(), session)} (created, or attached "
-                       f"to when it already runs)")
-        return
-    for note in planned.notes:
-        typer.echo(f"xx: {note}", err=True)
-    binary = shutil.which(planned.argv[0], path=planned.env.get("PATH"))
-    if binary is None:
-        raise fail(f"{planned.argv[0]} is not installed (not on PATH): {agents.agent_spec(parsed.agent).install}",
-                   127)
-    if use_tmux:
-        _run_in_tmux(parsed, session, planned)
-    os.execve(binary, planned.argv, planned.env)
-
-
-def _rules_view(config: XXConfig, healthy: dict | None, environ: dict[str, str]) -> dict:
-    """What xx needs of the rules: the running gateway's if it answers (its file, read here, with
-    its overrides; "rules" is None when that file cannot be read), else the config's file with the
-    overrides of the environment xx would start the gateway with."""
-    if healthy is not None:
-        rules = healthy.get("rules") or {}
-        overrides = as_object(rules.get("overrides"))
-        try:
-            loaded = keys.effective_rules(rules["path"], overrides) if isinstance(rules.get("path"), str) else None
-        except RulesError:
-            loaded = None
-        return {"providers": rules.get("providers") or [], "launch_tiers": rules.get("launch_tiers") or {},
-                "profiles": rules.get("profiles") or [], "source": f"the gateway's rules ({rules.get('path')})",
-                "rules": loaded, "summary": rules}
-    path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
-    try:
-        loaded = keys.effective_rules(str(path), environ)
-    except RulesError as e:
-        raise fail(f"the rules the gateway would start on are broken: {e}") from None
-    return {"providers": sorted(loaded.providers), "launch_tiers": dict(loaded.launch_tiers),
-            "profiles": sorted(loaded.profiles), "source": str(path), "rules": loaded}
-
-
-def _claude_key(code: LaunchCode, planned: Launch, rules: dict, config: XXConfig,
-                healthy: dict | None) -> keys.Advice | None:
-    """Claude Code sent away from Anthropic with no key: say so (and, where every request leaves,
-    supply a placeholder) before it stops with "Not logged in" (launcher.keys)."""
-    if code.agent != "claude" or code.route != "p":
-        return None
-    routing = keys.routing_of(rules, code)
-    ranked = None
-    if code.tier in ("m", "f") and code.tier not in routing.launch_tiers:  # the model scan's pick
-        found = current_rankings(config, healthy)
-        picked = ranking.pick(found[0], code.tier) if found else None
-        ranked = str(picked.target) if picked and picked.target.provider in routing.providers else None
-    return keys.claude_advice(code, planned.argv[0], planned.env, planned.pin, routing, ranked)
-
-
-def _check_profile_digit(code: LaunchCode, config: XXConfig, rules: dict) -> None:
-    """A profile digit must exist somewhere; a typo'd digit would otherwise change nothing, silently."""
-    if not code.tier or not code.tier.isdigit() or code.route == "d":
-        return
-    if code.tier not in config.profiles and code.tier not in rules["profiles"]:
-        known = sorted(set(config.profiles) | set(rules["profiles"]))
-        raise fail(f"profile {code.tier} is neither in the xx config ({config_path() or xx_home() / 'config.json'}) "
-                   f"nor in the rules' profiles ({rules['source']}); defined: {', '.join(known) or 'none'}")
-
-
-def _tier_notes(code: LaunchCode, rules: dict, config: XXConfig, healthy: dict | None) -> list[str]:
-    if not code.tier or code.tier.isdigit() or code.route != "p":
-        return []
-    target = rules["launch_tiers"].get(code.tier)
-    if target:
-        return [f"tier {code.tier}: every request goes to {target} (launch_tiers.{code.tier} of {rules['source']})"]
-    if code.tier in "mf":  # the model scan's pick, as the gateway will make it
-        return [tier_note(code.tier, config, healthy, rules["providers"], rules["source"])]
-    return [f"tier {code.tier} has no model in launch_tiers of {rules['source']}: the gateway routes as usual"]
-
-
-def _run_in_tmux(code: LaunchCode, session: str | None, planned: Launch) -> None:
-    try:
-        tmux = crashguard.tmux_binary()
-    except crashguard.CrashGuardError as e:
-        raise fail(str(e), 1) from None
-    name = crashguard.session_name(code.agent, Path.cwd(), session)
-    inside = bool(os.environ.get("TMUX"))
-    if crashguard.exists(name, tmux):
-        typer.echo(f"xx: {name} is already running: attaching to it", err=True)
-        command = crashguard.attach_command(name, tmux, inside)
-    else:
-        spec = crashguard.write_spec(xx_home() / "run", planned.argv, planned.env)
-        create, command = crashguard.start_commands(name, spec, Path.cwd(), tmux, inside)
-        result = subprocess.run(create, capture_output=True, text=True)
-        if result.returncode != 0:
-            spec.unlink(missing_ok=True)
-            raise fail(f"tmux could not start {name}: {result.stderr.strip()}", 1)
-        typer.echo(f"xx: started {planned.argv[0]} in tmux session {name} (detach: Ctrl-b d; "
-                   f"the same xx command reattaches)", err=True)
-    os.execv(tmux, command)
+    run_agent(parsed, _config(), extra, session=session, model=model, prompt=prompt, dry_run=dry_run, tmux=tmux,
+              yolo=yolo)
 
 
 # ------------------------------------------------------------------ the gateway's lifecycle
