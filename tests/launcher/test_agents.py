@@ -263,7 +263,7 @@ def test_agent_receives_argv_and_env(fake_bin, tmp_path, agent, mode, route):
 # ---- the README's table of command lines is the launcher's, cell by cell ----
 
 def readme_command_table() -> dict[str, list[str]]:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     start, end = "<!-- command-lines: checked by tests/test_agents.py -->", "<!-- /command-lines -->"
     block = text.split(start, 1)[1].split(end)[0]
     rows = [line for line in block.strip().splitlines() if line.startswith("| ") and not line.startswith("| agent")]
