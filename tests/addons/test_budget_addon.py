@@ -37,7 +37,9 @@ async def test_an_agent_over_its_budget_gets_a_429_in_its_dialect_with_retry_aft
         spent = json.loads(await rig.send(first))["usage"]["total_tokens"]
         assert first.response.status_code == 200 and spent > 5
         second = llm_flow(URL, {"model": "bud/good", **CHAT}, user="xx-qip")
+        before = seconds_to_utc_midnight()
         refused = json.loads(await rig.send(second))
+        after = seconds_to_utc_midnight()
         other = llm_flow("https://api.anthropic.com/v1/messages", {"model": "bud/claude", "max_tokens": 8, **CHAT},
                          user="xx-cip")
         await rig.send(other)
@@ -45,7 +47,7 @@ async def test_an_agent_over_its_budget_gets_a_429_in_its_dialect_with_retry_aft
     assert second.response.status_code == 429
     headers = second.response.headers
     assert (headers["x-clutch-error"], headers["x-should-retry"]) == ("budget", "false")
-    assert 1 <= int(headers["retry-after"]) <= seconds_to_utc_midnight() + 1  # at the next UTC day
+    assert after <= int(headers["retry-after"]) <= before + 1  # the budget resets at the next UTC day
     assert refused["error"]["type"] == "rate_limit_exceeded"  # OpenAI's shape: the SDK raises RateLimitError
     message = refused["error"]["message"]
     assert "agent qwen is over its daily budget" in message and "budgets.agents.qwen" in message
