@@ -13,7 +13,7 @@ bypass is the launcher's too (`--dangerously-skip-permissions`, and IS_SANDBOX=1
 root: `launcher.agents.yolo_env`).
 
 Verified on this machine with the versions pinned in tests/agents/ through a real gateway and
-tests/fake_upstream.py (tests/test_e2e_more_agents.py runs every setup here): Codex CLI 0.169.0,
+tests/fake_upstream.py (tests/e2e/test_e2e_more_agents.py runs every setup here): Codex CLI 0.169.0,
 Pi 0.73.1, Hermes Agent 0.19.0, OpenClaw 2026.9.6 (Node 24.21.0); Claude Code, OpenCode and Qwen Code
 as in their own e2e tests (test_e2e_claude.py, test_e2e_opencode.py, test_e2e_qwen.py). Every key is
 fake but shaped like a real one (Hermes reads `sk-ant-` keys that are not

@@ -3,10 +3,47 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
 
+import harness  # noqa: E402
 from harness import PROVIDER_HOSTS, FakeProcess, Gateway  # noqa: E402
 from pki import make_test_pki  # noqa: E402
+
+# Fixtures that start processes: the fake provider, a real mitmdump, a HOME whose xx starts gateways.
+# A test that uses one (directly or through another fixture) is a `gateway` test.
+PROCESS_FIXTURES = {"fake", "gateway", "xx_home"}
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the fast loop: only tests that start no gateway, fake provider or agent CLI "
+                          "(not marked gateway or e2e); one that starts one anyway fails, naming it")
+
+
+def pytest_configure(config):
+    if config.getoption("fast"):
+        harness.PROCESSES_ALLOWED = False
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark each test by what it needs: `e2e` under tests/e2e/ (real agent CLIs), `gateway` under
+    tests/gateway/ (a real mitmdump) or when it uses a process fixture; --fast leaves both out."""
+    for item in items:
+        try:
+            folder = Path(item.path).resolve().relative_to(TESTS).parts[0]
+        except ValueError:
+            folder = ""
+        if folder == "e2e":
+            item.add_marker(pytest.mark.e2e)
+        if folder == "gateway" or PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.gateway)
+    if config.getoption("fast"):
+        slow = [item for item in items if item.get_closest_marker("gateway") or item.get_closest_marker("e2e")]
+        if slow:
+            kept = set(map(id, slow))
+            items[:] = [item for item in items if id(item) not in kept]
+            config.hook.pytest_deselected(items=slow)
 
 
 @pytest.fixture(scope="session")

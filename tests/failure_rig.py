@@ -1,5 +1,5 @@
 """A real agent CLI, one prompt, against a gateway whose every candidate fails: what it asks, how often,
-how it ends and what it prints. Shared by tests/test_e2e_failures.py and bench/agent_failures.py.
+how it ends and what it prints. Shared by tests/e2e/test_e2e_failures.py and bench/agent_failures.py.
 
 Each run gets a fresh gateway (breakers, cooldowns and the journal start empty) whose rules give the
 agent's provider a cascade of candidates (three unless asked) that all fail, in the agent's own dialect,

@@ -166,7 +166,7 @@ FAULTS: tuple[str, ...] = (
     "midstream-error",     # 2 content chunks, then an in-stream error event, then close
     "error-200",           # HTTP 200 whose body / first SSE event is an error object
     "empty",               # 200, well-formed answer without any content
-    "slow",                # 10 chunks, 0.2 s apart
+    "slow",                # 10 chunks, 0.2 s apart (FakeUpstream's slow_delay)
     "fail-404",            # 404: the model does not exist (each dialect's not-found error)
     "stream-cut",          # 2 content chunks, then the body ends without the dialect's end marker
     "ignores-tools",       # answers with text even when the request forces a tool call (tool_choice)
@@ -545,9 +545,13 @@ class FakeUpstream:
         chunk_delay: float = 0.0,
         n_chunks: int = 4,
         log_path: str | os.PathLike | None = None,
+        slow_delay: float = SLOW_DELAY,
     ) -> None:
         self.answer = answer
         self.chunk_delay = chunk_delay
+        # the pause between the ``slow`` fault's chunks: a test that reads its pieces, not their timing,
+        # sets it near zero
+        self.slow_delay = slow_delay
         self.n_chunks = max(1, int(n_chunks))
         self.log_path = pathlib.Path(log_path) if log_path else None
         self.log: list[dict] = []
@@ -767,7 +771,7 @@ class FakeUpstream:
         return split_answer(self.answer, self.n_chunks)
 
     def _delay(self, ctx: _Ctx) -> float:
-        return (SLOW_DELAY if ctx.fault == "slow" else self.chunk_delay) + ctx.extra_delay
+        return (self.slow_delay if ctx.fault == "slow" else self.chunk_delay) + ctx.extra_delay
 
     @staticmethod
     def _first_token_wait(ctx: _Ctx, keepalive: bytes | None):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -21,6 +22,16 @@ PYTHON = sys.executable
 MITMDUMP = str(Path(sys.executable).with_name("mitmdump"))
 MITMWEB = str(Path(sys.executable).with_name("mitmweb"))  # the same gateway with mitmweb's UI and API
 PROVIDER_HOSTS = ["openrouter.ai", "api.openai.com", "api.anthropic.com", "generativelanguage.googleapis.com"]
+# False under `pytest --fast` (conftest.py): the fast loop starts no gateway, fake provider or agent CLI
+PROCESSES_ALLOWED = True
+
+
+def process_allowed(what: str) -> None:
+    """Fail a test of the fast loop that starts `what`: it is a gateway or e2e test, and must be marked."""
+    if not PROCESSES_ALLOWED:
+        import pytest
+        pytest.fail(f"this test starts {what}, which the fast loop (--fast) never does: put it under "
+                    f"tests/gateway/ (or tests/e2e/), or mark it @pytest.mark.gateway", pytrace=False)
 
 
 def trust(ca_file: Path) -> ssl.SSLContext:
@@ -68,6 +79,47 @@ def stop_group(process: subprocess.Popen) -> None:
             time.sleep(0.05)
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (yet)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def save(path, text: str) -> None:
+    """Replace the file in one step, as editors save: a plain write_text truncates first, and the
+    gateway's poll can read the empty file in between (a reload error of its own, not the one tested)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def peer_issuer(proxy_port: int, host: str, port: int) -> str:
+    """CONNECT through the proxy, then read the certificate the TLS peer presents."""
+    from cryptography import x509
+    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as raw:
+        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            reply += raw.recv(4096)
+        assert reply.startswith(b"HTTP/1.1 200"), reply
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        with context.wrap_socket(raw, server_hostname=host) as tls:
+            der = tls.getpeercert(binary_form=True)
+    return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+
+
 def first_content(entry: dict):
     """The content of the first message a fake provider's log entry received, or None (the shared fake
     also logs the hostile suite's malformed bodies: `messages` a string, an item a number)."""
@@ -80,6 +132,7 @@ class FakeProcess:
     """tests/fake_upstream.py as a separate process, serving TLS for every provider host."""
 
     def __init__(self, workdir: Path, pki, **options: str):
+        process_allowed("the fake provider as a process")
         self.workdir = workdir
         self.log_path = workdir / "fake-log.jsonl"
         port_file = workdir / "fake.port"
@@ -124,6 +177,7 @@ class Gateway:
     def __init__(self, workdir: Path, fake_port: int | None, upstream_ca: Path | None, *extra: str,
                  rules: Path | None = None, tool: str = MITMDUMP, expect_start: bool = True,
                  env: dict[str, str] | None = None):
+        process_allowed(f"a real {Path(tool).name}")
         self.workdir = workdir
         self.confdir = workdir / "certs"
         self.home = workdir / "home"
@@ -238,6 +292,7 @@ def agent_binary(name: str, label: str) -> Path:
     """An agent CLI that ./clutch test installed (npm, or PyPI for Hermes); skip without it, except
     in CI (CLUTCH_REQUIRE_E2E), where a missing agent is a failure."""
     import pytest
+    process_allowed(f"the agent CLI {label}")
     path = agent_folder(name) / name
     source = _AGENT_FOLDERS.get(name, (AGENT_BIN, "npm, tests/agents"))[1]
     if not path.exists():

@@ -2,7 +2,7 @@
 roles: two user turns in a row become one.
 
 Pure logic, no mitmproxy. What Pi 0.73.1 does (run through Clutch against tests/fake_upstream.py; the
-investigation and the commands are in tests/test_pi_repair.py):
+investigation and the commands are in tests/translate/test_pi_repair.py):
 
 * A turn that fails (a provider error, after Pi's own retries) or that the user aborts (Escape) stays
   in Pi's session as an assistant message with stopReason "error" / "aborted", and Pi leaves every such

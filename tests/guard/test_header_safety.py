@@ -13,9 +13,8 @@ import anthropic
 import httpx
 import openai
 import pytest
-from harness import gateway_on_rules, trust
+from harness import free_port, gateway_on_rules, trust
 from test_browser_guard import CHAT, RULES, anthropic_sdk, raw, wait_listening
-from test_endpoints import free_port
 
 from addons.fallback.breakers import OPEN, BreakerBoard
 from addons.wire.header_values import encode

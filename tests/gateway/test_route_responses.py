@@ -49,7 +49,9 @@ PATCH = "*** Begin Patch\n*** Add File: a.txt\n+a\n*** End Patch\n"
 
 @pytest.fixture(scope="module")
 def routing(tmp_path_factory, fake, pki):
+    # no retry: a 429's Retry-After (2 s from the fake) reaches the agent instead of being waited out
     gateway = gateway_on_rules(tmp_path_factory.mktemp("route-responses"), fake, pki, RULES,
+                               "--set", "clutch_retries=0",
                                env={"OPENROUTER_API_KEY": ROUTER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
                                     "OPENAI_API_KEY": OPENAI_KEY})
     yield gateway

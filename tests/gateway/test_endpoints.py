@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import httpx
 import openai
-from harness import MITMWEB, ROOT, Gateway, trust
+from harness import MITMWEB, ROOT, Gateway, free_port, trust
 
 from addons import __version__
 
@@ -32,12 +31,6 @@ def test_health_through_the_proxy_at_the_reserved_host(gateway):
         assert missing.status_code == 404 and "/health" in missing.json()["endpoints"]
         ca = client.get("http://clutch.local/ca.pem")
     assert ca.content == gateway.ca_cert.read_bytes()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_reverse_entry_needs_no_ca(tmp_path, fake, pki):

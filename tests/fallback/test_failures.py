@@ -50,7 +50,7 @@ class Wire:
 
 @pytest_asyncio.fixture
 async def upstream():
-    fake = FakeUpstream(answer=ANSWER)
+    fake = FakeUpstream(answer=ANSWER, slow_delay=0.005)  # `slow`: its ten pieces matter here, not their pace
     await fake.start()
     try:
         yield fake

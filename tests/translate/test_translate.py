@@ -425,7 +425,7 @@ def test_error_objects_in_a_200_body_stay_errors():
 
 def test_claude_code_inline_system_message_and_billing_line():
     """Claude Code 2.1.3xx: a billing line first in `system`, and its environment as a `system`
-    message after the prompt (seen in tests/test_e2e_claude.py's requests)."""
+    message after the prompt (seen in tests/e2e/test_e2e_claude.py's requests)."""
     body = {"model": "claude-opus-5", "max_tokens": 100,
             "system": [{"type": "text", "text": "x-anthropic-billing-header: cc_version=2.1.330; cch=ab12;"},
                        {"type": "text", "text": "You are Claude Code."}],

@@ -44,7 +44,8 @@ TOOLS_CHAT = [{"type": "function", "function": {"name": "get_weather", "descript
 
 @pytest.fixture(scope="module")
 def routing(tmp_path_factory, fake, pki):
-    gateway = gateway_on_rules(tmp_path_factory.mktemp("routing"), fake, pki, RULES,
+    # no retry: a 429's Retry-After (2 s from the fake) reaches the agent instead of being waited out
+    gateway = gateway_on_rules(tmp_path_factory.mktemp("routing"), fake, pki, RULES, "--set", "clutch_retries=0",
                                env={"OPENROUTER_API_KEY": ROUTER_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
                                     "BIG_MODEL": "", "CLUTCH_TEST_NEVER_SET": ""})
     yield gateway

@@ -20,14 +20,34 @@ from addons.wire.identity import Identity, username_for
 from launcher.recipe import agent_environment
 
 
-@pytest.fixture
-def routed(gateway, monkeypatch):
+def route_through(gateway, monkeypatch) -> None:
     """The recipe's environment, as `./clutch env --agent opencode` prints it."""
     url = gateway.proxy_url(username_for(Identity(agent="opencode", session="t1")))
     for name, value in agent_environment(url, ca_files(gateway.confdir)).items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
+
+
+@pytest.fixture
+def routed(gateway, monkeypatch):
+    route_through(gateway, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory, fake, pki):
+    """A gateway that gives up at once: 0.7 s for the first byte, and no retry, so a 429's Retry-After
+    (2 s from the fake) is passed on rather than waited out."""
+    from harness import Gateway
+    gateway = Gateway(tmp_path_factory.mktemp("impatient"), fake.port, pki.ca_cert,
+                      "--set", "clutch_first_byte_timeout_ms=700", "--set", "clutch_retries=0")
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def routed_impatient(impatient, monkeypatch):
+    route_through(impatient, monkeypatch)
 
 
 def engine_entry(fake, model):
@@ -94,7 +114,7 @@ def test_stream_reaches_the_agent_incrementally(routed, fake):
     assert arrivals[0] < arrivals[-1] / 2
 
 
-def test_upstream_errors_reach_the_agent_unchanged(routed, fake):
+def test_upstream_errors_reach_the_agent_unchanged(routed_impatient, fake):
     client = openai.OpenAI(base_url="https://openrouter.ai/api/v1", api_key="sk-or-v1-test", max_retries=0)
     with pytest.raises(openai.RateLimitError) as raised:
         client.chat.completions.create(model="engine/fail-429", messages=[{"role": "user", "content": "hi"}])
@@ -153,20 +173,16 @@ def test_unreachable_provider_is_an_error_in_the_agents_dialect(tmp_path, pki):
         gateway.stop()
 
 
-def test_hanging_provider_times_out_with_504(tmp_path, fake, pki):
-    from harness import Gateway
-    gateway = Gateway(tmp_path, fake.port, pki.ca_cert, "--set", "clutch_first_byte_timeout_ms=700")
-    try:
-        started = time.monotonic()
-        with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
-            response = client.post("https://openrouter.ai/api/v1/chat/completions",
-                                   json={"model": "engine/hang", "messages": []})
-        assert response.status_code == 504
-        assert response.json()["error"]["type"] == "timeout"
-        assert time.monotonic() - started < 5
-        fake.wait_for(lambda e: e.get("model") == "engine/hang" and e["outcome"] in ("aborted", "fault:hang"))
-    finally:
-        gateway.stop()
+def test_hanging_provider_times_out_with_504(impatient, fake):
+    gateway = impatient
+    started = time.monotonic()
+    with httpx.Client(proxy=gateway.proxy_url(), verify=trust(gateway.ca_cert), timeout=20) as client:
+        response = client.post("https://openrouter.ai/api/v1/chat/completions",
+                               json={"model": "engine/hang", "messages": []})
+    assert response.status_code == 504
+    assert response.json()["error"]["type"] == "timeout"
+    assert time.monotonic() - started < 5
+    fake.wait_for(lambda e: e.get("model") == "engine/hang" and e["outcome"] in ("aborted", "fault:hang"))
 
 
 def test_agent_cancel_stops_the_upstream_generation(gateway, fake):

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import http.server
 import re
-import socket
 import ssl
 import threading
 
 import httpx
 import pytest
-from harness import trust
-from cryptography import x509
+from harness import peer_issuer, trust
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.test import taddons
 
@@ -36,22 +34,6 @@ def test_scope_sets_allow_hosts_and_lazy_connections():
         tctx.configure(scope, connection_strategy="eager")
         assert tctx.options.connection_strategy == "lazy"
         assert r"^openrouter\.ai:443$" in tctx.options.allow_hosts
-
-
-def peer_issuer(proxy_port: int, host: str, port: int) -> str:
-    """CONNECT through the proxy, then read the certificate the TLS peer presents."""
-    with socket.create_connection(("127.0.0.1", proxy_port), timeout=10) as raw:
-        raw.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
-        reply = b""
-        while b"\r\n\r\n" not in reply:
-            reply += raw.recv(4096)
-        assert reply.startswith(b"HTTP/1.1 200"), reply
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        with context.wrap_socket(raw, server_hostname=host) as tls:
-            der = tls.getpeercert(binary_form=True)
-    return x509.load_der_x509_certificate(der).issuer.rfc4514_string()
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ import textwrap
 
 import httpx
 import pytest
-from harness import gateway_on_rules, trust
-from test_rulebook import save, wait_until
+from harness import gateway_on_rules, save, trust, wait_until
 from xx_rig import run_xx, xx_env
 
 from addons.web.breaker_reset import changed_providers, check_target, parse_body, reset_refusal, selector

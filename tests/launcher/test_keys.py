@@ -12,7 +12,7 @@ from addons.config.rules import parse_rules
 from launcher import keys
 from launcher.codes import parse_code
 
-DEFAULT = (Path(__file__).resolve().parent.parent / "rules" / "default.yaml").read_text()
+DEFAULT = (Path(__file__).resolve().parents[2] / "rules" / "default.yaml").read_text()
 
 
 def routing(extra: str = "", agent: str = "claude", digit: str | None = None, base: str = DEFAULT) -> keys.Routing:

@@ -2,7 +2,7 @@
 aiohttp's WebSocket client on the other end, for the turns a gateway rarely produces: Clutch's own logic
 failing inside a turn, an answer that ends before its final event, an answer that was not streamed, a
 gateway that cannot be reached. The turns' answers here are canned; what the gateway really answers is
-tests/test_sockets.py. Each must end the turn with an error event Codex reads (it carries a status) and
+tests/gateway/test_sockets.py. Each must end the turn with an error event Codex reads (it carries a status) and
 leave the socket usable."""
 
 from __future__ import annotations

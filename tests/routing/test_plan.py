@@ -112,7 +112,7 @@ def plan_constructions(root: Path) -> list[str]:
 def test_plans_are_made_only_by_build_plan():
     """Route, Budget, the engine and `clutch explain` carry a decision the same way: through
     build_plan (and with_body for a built plan's new body), never a Plan of their own."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     assert plan_constructions(root) == []
 
 

@@ -172,7 +172,7 @@ def test_no_note_with_a_key_a_login_or_a_route_that_keeps_anthropic(xx_home, age
 def test_some_requests_routed_away_get_a_note_and_no_placeholder(xx_home, agents_bin, tmp_path, fake, pki):
     home, config = xx_home
     rules = tmp_path / "rules.yaml"
-    default = (Path(__file__).resolve().parent.parent / "rules" / "default.yaml").read_text()
+    default = (Path(__file__).resolve().parents[2] / "rules" / "default.yaml").read_text()
     rules.write_text(default.replace("profiles: {}\n", "") + "\n".join([
         "", "profiles:", "  claude:", "    tiers:", "      small: openrouter:qwen/qwen3-coder",
         '  "5":', "    routes:", "      think: openrouter:moonshotai/kimi-k2.6", ""]))

@@ -13,8 +13,7 @@ import anthropic
 import httpx
 import openai
 import pytest
-from harness import Gateway, trust
-from test_rulebook import save, wait_until
+from harness import Gateway, save, trust, wait_until
 
 from addons.certs import ca_files
 from launcher.recipe import agent_environment

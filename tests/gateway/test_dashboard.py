@@ -23,7 +23,7 @@ from addons.accounting.store import UsageStore, day_of
 
 pytestmark = pytest.mark.e2e
 
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 ARTIFACT = ARTIFACTS / "dashboard.png"  # the 1 h window: this run's requests only
 RULES = textwrap.dedent("""\
     version: 1

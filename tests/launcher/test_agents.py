@@ -263,8 +263,8 @@ def test_agent_receives_argv_and_env(fake_bin, tmp_path, agent, mode, route):
 # ---- the docs' table of command lines (docs/xx.md) is the launcher's, cell by cell ----
 
 def docs_command_table() -> dict[str, list[str]]:
-    text = (Path(__file__).resolve().parent.parent / "docs" / "xx.md").read_text()
-    start, end = "<!-- command-lines: checked by tests/test_agents.py -->", "<!-- /command-lines -->"
+    text = (Path(__file__).resolve().parents[2] / "docs" / "xx.md").read_text()
+    start, end = "<!-- command-lines: checked by tests/launcher/test_agents.py -->", "<!-- /command-lines -->"
     block = text.split(start, 1)[1].split(end)[0]
     rows = [line for line in block.strip().splitlines() if line.startswith("| ") and not line.startswith("| agent")]
     return {cells[0]: cells[1:] for cells in

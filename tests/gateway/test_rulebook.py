@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 
-from harness import Gateway
-from test_scope import peer_issuer
+from harness import Gateway, peer_issuer, save, wait_until
 
 ONLY_OPENROUTER = """\
 version: 1
@@ -33,23 +31,6 @@ def test_invalid_rules_abort_startup_naming_file_line_and_field(tmp_path):
             in gateway.output()
     finally:
         gateway.stop()
-
-
-def wait_until(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def save(path, text: str) -> None:
-    """Replace the file in one step, as editors save: a plain write_text truncates first, and the
-    gateway's poll can read the empty file in between (a reload error of its own, not the one tested)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def test_hot_reload_applies_good_rules_and_keeps_them_over_bad_ones(tmp_path, fake, pki):

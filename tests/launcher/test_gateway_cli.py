@@ -63,6 +63,7 @@ def test_bootstrap_explains_a_missing_python(tmp_path):
     assert not (tmp_path / "venv").exists()
 
 
+@pytest.mark.gateway  # `./clutch start` runs a real mitmdump
 def test_clutch_start_serves_health_on_loopback(tmp_path):
     """The README's first command, on the installed .venv: starts on the embedded default rules."""
     with __import__("socket").socket() as s:

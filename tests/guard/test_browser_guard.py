@@ -22,8 +22,7 @@ import httpx
 import openai
 import pytest
 import webdriver
-from harness import gateway_on_rules, trust
-from test_endpoints import free_port
+from harness import free_port, gateway_on_rules, trust
 
 from addons.guard.browser_guard import LLM, LOCAL, OTHER, Arrival, refusal
 
