@@ -54,6 +54,12 @@ class ProviderError:
         return self.code == "context_length_exceeded" or bool(_CONTEXT_TOO_LONG.search(self.message))
 
 
+def _word(value: Any) -> str | None:
+    """A field that should name an error type: a string, or None when a hostile upstream sent a
+    list or an object there (which could not be looked up or shown as a type)."""
+    return value if isinstance(value, str) and value else None
+
+
 def _relayed_error(raw: Any) -> tuple[str, str | None]:
     """OpenRouter's metadata.raw (often the provider's own error body as a JSON string) as text + Anthropic type."""
     value = raw
@@ -66,7 +72,7 @@ def _relayed_error(raw: Any) -> tuple[str, str | None]:
         inner = value.get("error", value)
         if isinstance(inner, dict) and isinstance(inner.get("message"), str):
             kind = inner.get("type") or inner.get("code") or inner.get("status")
-            anthropic = kind if value.get("type") == "error" and kind in ANTHROPIC_ERROR_STATUS else None
+            anthropic = kind if value.get("type") == "error" and _word(kind) in ANTHROPIC_ERROR_STATUS else None
             return (f"{kind}: {inner['message']}" if isinstance(kind, str) else inner["message"]), anthropic
         if isinstance(inner, str):
             return inner, None
@@ -94,7 +100,7 @@ def _error_object(error: dict[str, Any], anthropic_shaped: bool, fallback: str) 
     message = str(error.get("message") or "").strip() or fallback
     code = next((k for k in (error.get("code"), error.get("type"), error.get("status"))
                  if isinstance(k, str) and k), None)
-    anthropic = error.get("type") if anthropic_shaped else None
+    anthropic = _word(error.get("type")) if anthropic_shaped else None
     result = ProviderError(message, anthropic or code, anthropic if anthropic in ANTHROPIC_ERROR_STATUS else None,
                            error["code"] if isinstance(error.get("code"), int) else None)
     metadata = as_object(error.get("metadata"))

@@ -162,3 +162,41 @@ def test_gemini_clients_get_gemini_error_bodies():
     assert out == {"error": {"code": 429, "message": "slow", "status": "RESOURCE_EXHAUSTED"}}
 
 
+
+
+# A hostile or broken upstream may put any JSON value in any field of its error body. Each field of
+# each shape, given each wrong type, still becomes a well-formed error of the client's dialect that
+# its SDK reads (no TypeError from looking up a list as an error type).
+JUNK = [None, 7, 2.5, True, [], ["rate_limit_error"], {}, {"type": "x"}, ""]
+ERROR_SHAPES = {
+    "anthropic": {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}},
+    "openai": {"error": {"message": "bad", "type": "invalid_request_error", "code": "invalid_api_key"}},
+    "openrouter": {"error": {"code": 502, "message": "Provider returned error",
+                             "metadata": {"provider_name": "Anthropic", "raw": json.dumps(
+                                 {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}})}}},
+}
+
+
+def hostile_variants():
+    for shape, body in ERROR_SHAPES.items():
+        for field in ("type", "message", "code", "metadata"):
+            for junk in JUNK:
+                variant = json.loads(json.dumps(body))
+                variant["error"][field] = junk
+                yield f"{shape}-{field}-{json.dumps(junk)}", variant
+        raw = {"type": "error", "error": {"type": ["overloaded_error"], "message": "busy"}}
+        yield f"{shape}-raw-type-list", {"error": {"message": "m", "metadata": {"raw": json.dumps(raw)}}}
+
+
+@pytest.mark.parametrize("dialect", [Dialect.ANTHROPIC, Dialect.OPENAI_CHAT, Dialect.GEMINI])
+def test_error_fields_of_any_json_type_still_translate(dialect):
+    for name, variant in hostile_variants():
+        body = translate_error(json.dumps(variant).encode(), 429, dialect)
+        payload = json.loads(body)
+        assert isinstance(payload["error"]["message"], str) and payload["error"]["message"], name
+        if dialect is Dialect.ANTHROPIC:
+            assert payload["type"] == "error" and isinstance(payload["error"]["type"], str), name
+            assert isinstance(sdk_error(dialect, 429, body), anthropic.RateLimitError), name
+        elif dialect is Dialect.OPENAI_CHAT:
+            assert isinstance(payload["error"]["type"], str), name
+            assert isinstance(sdk_error(dialect, 429, body), openai.RateLimitError), name
