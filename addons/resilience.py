@@ -17,6 +17,7 @@ from pathlib import Path
 
 from mitmproxy import ctx, exceptions
 
+from addons.config.paths import places
 from addons.config.rules import Rules
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
@@ -29,11 +30,6 @@ from addons.web import breaker_reset
 logger = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 1.0
-
-
-def default_state_dir() -> Path:
-    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return Path(base) / "clutch"
 
 
 class Resilience:
@@ -92,7 +88,7 @@ class Resilience:
                                ctx.options.clutch_first_token_timeout_ms / 1000)
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
-                else default_state_dir()
+                else places().state
             self._restore()
 
     @property

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from addons.accounting.store import GROUPS, UsageStore, UsageStoreError, parse_time
-from addons.resilience import default_state_dir
+from addons.config.paths import places
 from launcher.tables import money
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
@@ -36,7 +36,7 @@ def database(explicit: Path | None, health: dict | None) -> Path:
     if explicit is not None:
         return explicit.expanduser()
     named = (health or {}).get("usage_db")
-    return Path(named) if named else default_state_dir() / "usage.db"
+    return Path(named) if named else places().usage_db
 
 
 def render_usage(rows: list[dict], by: str, title: str) -> Table:

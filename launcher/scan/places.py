@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from addons.config.paths import places
 from addons.config.rules import DEFAULT_RULES_PATH
 from launcher import lifecycle
 from launcher.config import XXConfig
@@ -22,13 +23,11 @@ def gateway_option(config: XXConfig, name: str) -> str | None:
 
 def state_dir(config: XXConfig, healthy: dict | None = None) -> Path:
     """The gateway's state folder: the running gateway's, else the one a gateway xx starts would use."""
-    from addons.resilience import default_state_dir
-
     reported = (lifecycle.resilience(config) or {}).get("state_dir") if healthy else None
     if isinstance(reported, str) and reported:
         return Path(reported)
     configured = gateway_option(config, "clutch_state_dir")
-    return Path(configured).expanduser() if configured else default_state_dir()
+    return Path(configured).expanduser() if configured else places().state
 
 
 def usage_db(config: XXConfig, healthy: dict | None = None, folder: Path | None = None) -> Path:
