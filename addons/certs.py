@@ -1,7 +1,8 @@
-"""Certs: Clutch's own CA in the project's certs/ folder, and a combined trust bundle beside it.
+"""Certs: Clutch's own CA in its own folder, and a combined trust bundle beside it.
 
-mitmproxy keeps its CA in `confdir` (default ~/.mitmproxy); Clutch moves it to certs/ (folder 0700,
-key 0600, never committed) unless a confdir was chosen explicitly. Agents whose CA variable replaces
+mitmproxy keeps its CA in `confdir` (default ~/.mitmproxy); Clutch moves it to its own folder
+(addons/config/paths.py: a checkout's certs/, never committed; installed, $XDG_DATA_HOME/clutch/ca),
+folder 0700 and key 0600, unless a confdir was chosen explicitly. Agents whose CA variable replaces
 the trust store (SSL_CERT_FILE, REQUESTS_CA_BUNDLE) get the bundle: system roots + Clutch CA, so hosts
 Clutch does not intercept still verify with their real certificates.
 """
@@ -16,9 +17,10 @@ from pathlib import Path
 
 from mitmproxy import ctx
 
+from addons.config.paths import places
+
 logger = logging.getLogger(__name__)
 
-PROJECT_CERTS = Path(__file__).resolve().parent.parent / "certs"
 MITMPROXY_DEFAULT_CONFDIR = "~/.mitmproxy"
 BUNDLE_NAME = "clutch-ca-bundle.pem"
 
@@ -76,7 +78,7 @@ class Certs:
             return
         if ctx.options.confdir == MITMPROXY_DEFAULT_CONFDIR:
             # re-enters configure with the new confdir; mitmproxy's TlsConfig then loads our CA
-            ctx.options.confdir = str(PROJECT_CERTS)
+            ctx.options.confdir = str(places().ca)
             return
         folder = Path(os.path.expanduser(ctx.options.confdir)).resolve()
         self.files = prepare(folder, ctx.options.key_size)

@@ -65,7 +65,7 @@ class XXConfig(_Strict):
     gateway: Annotated[str, Field(description="host:port of the Clutch gateway")] = DEFAULT_GATEWAY
     auto_start: bool = True  # start the gateway when a p/b launch finds it down
     rules: str | None = None  # rules file for a gateway xx starts; None: the embedded default
-    confdir: str | None = None  # the gateway's CA folder for a gateway xx starts; None: the project's certs/
+    confdir: str | None = None  # the gateway's CA folder for a gateway xx starts; None: Clutch's own (`clutch paths`)
     gateway_args: list[str] = Field(default_factory=list)  # extra mitmdump options for a gateway xx starts
     yolo: bool = True  # pass each agent's permission-bypass flag
     tmux: bool = False  # run interactive launches in a named tmux session (the crash guard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -11,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from addons.certs import PROJECT_CERTS, prepare
+from addons.certs import ca_files, prepare
+from addons.config.paths import places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
 from launcher.recipe import agent_environment, proxy_url
 
@@ -19,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "addons" / "clutch.py"
 DEFAULT_PORT = 8780
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+app = typer.Typer(no_args_is_help=True,
                   help="Clutch: an intercepting gateway for AI coding agents.")
 
 Port = Annotated[int, typer.Option("--port", "-p", envvar="CLUTCH_PORT", help="Listen port (127.0.0.1 only).")]
@@ -28,15 +30,22 @@ Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
 Reverse = Annotated[list[str] | None, typer.Option(
     "--reverse", metavar="URL@PORT",
     help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
-Confdir = Annotated[Path, typer.Option("--confdir", envvar="CLUTCH_CONFDIR",
-                                       help="Folder of the gateway's CA (mitmproxy's confdir).")]
+Confdir = Annotated[Path | None, typer.Option(
+    "--confdir", envvar="CLUTCH_CONFDIR", show_default=False,
+    help="Folder of the gateway's CA (mitmproxy's confdir); default: certs/ of a checkout, "
+         "else $XDG_DATA_HOME/clutch/ca (see `clutch paths`).")]
 PASS_THROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def confdir_or_default(confdir: Path | None) -> Path:
+    """The CA folder asked for, else the default one of this Clutch (checkout or installed)."""
+    return (confdir or places().ca).expanduser().resolve()
 
 
 def mitm_arguments(port: int, rules: Path | None, reverse: list[str] | None, extra: list[str],
                    confdir: Path | None = None) -> list[str]:
     args = ["-s", str(SCRIPT), "--listen-host", "127.0.0.1", "--mode", f"regular@{port}",
-            "--set", f"confdir={(confdir or PROJECT_CERTS).expanduser().resolve()}",
+            "--set", f"confdir={confdir_or_default(confdir)}",
             "--set", "connection_strategy=lazy"]
     for entry in reverse or []:
         target, sep, reverse_port = entry.rpartition("@")
@@ -50,14 +59,14 @@ def mitm_arguments(port: int, rules: Path | None, reverse: list[str] | None, ext
 
 @app.command(context_settings=PASS_THROUGH)
 def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
-          confdir: Confdir = PROJECT_CERTS) -> None:
+          confdir: Confdir = None) -> None:
     """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
     _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args, confdir))
 
 
 @app.command(context_settings=PASS_THROUGH)
 def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
-        confdir: Confdir = PROJECT_CERTS,
+        confdir: Confdir = None,
         web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
     """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""
     args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
@@ -67,7 +76,7 @@ def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reve
 
 
 @app.command()
-def env(port: Port = DEFAULT_PORT, confdir: Confdir = PROJECT_CERTS,
+def env(port: Port = DEFAULT_PORT, confdir: Confdir = None,
         agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENT_NAMES)}) put in the proxy credentials")]
         = "unknown",
         session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None) -> None:
@@ -75,7 +84,7 @@ def env(port: Port = DEFAULT_PORT, confdir: Confdir = PROJECT_CERTS,
     agent = AGENT_LETTERS.get(agent, agent)
     if agent not in AGENT_NAMES:
         raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENT_NAMES)}")
-    files = prepare(confdir.expanduser().resolve())
+    files = prepare(confdir_or_default(confdir))
     url = proxy_url("127.0.0.1", port, Identity(agent=agent, session=session))
     typer.echo(f"# Clutch CA certificate: {files.ca_cert}")
     typer.echo(f"# Combined trust bundle (system roots + Clutch CA): {files.bundle}")
@@ -123,8 +132,45 @@ def resilience(port: Port = DEFAULT_PORT,
     typer.echo(render_resilience(state))
 
 
+@app.command()
+def paths(confdir: Confdir = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print absolute paths as JSON")] = False) -> None:
+    """Where Clutch keeps its files: your rules and keys, the CA, state, usage, the addon script."""
+    from launcher.paths_report import file_map, render_paths
+    found = file_map(places(), ca_files(confdir_or_default(confdir)), SCRIPT, ROOT)
+    typer.echo(json.dumps(found, indent=2) if as_json else render_paths(found))
+
+
+@app.command(name="addon-path")
+def addon_path() -> None:
+    """The script mitmproxy loads: mitmdump -s "$(clutch addon-path)" (or mitmweb -s ...)."""
+    typer.echo(str(SCRIPT))
+
+
+def mitmproxy_tool(tool: str) -> Path:
+    """mitmproxy's command `tool` (mitmdump, mitmweb) of the environment this Python imports mitmproxy
+    from: where its installer wrote it (pip's RECORD: a venv's bin/, ~/.local/bin for --user), else
+    beside this Python. Never one found on PATH, which may belong to another environment."""
+    from importlib import metadata
+    with contextlib.suppress(metadata.PackageNotFoundError):
+        for file in metadata.distribution("mitmproxy").files or []:
+            if file.name == tool and "bin" in file.parts[:-1]:
+                recorded = Path(str(file.locate())).resolve()
+                if os.access(recorded, os.X_OK):
+                    return recorded
+    beside = Path(sys.executable).with_name(tool)
+    if os.access(beside, os.X_OK):
+        return beside
+    raise FileNotFoundError(f"{tool} is not installed beside this Python ({sys.executable}) nor where "
+                            f"mitmproxy's installer put it: reinstall Clutch with its dependencies")
+
+
 def _exec(tool: str, args: list[str]) -> None:
-    binary = Path(sys.executable).with_name(tool)
+    try:
+        binary = mitmproxy_tool(tool)
+    except FileNotFoundError as e:
+        typer.echo(f"clutch: {e}", err=True)
+        raise typer.Exit(2) from None
     os.execv(binary, [str(binary), *args])
 
 

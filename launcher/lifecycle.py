@@ -20,16 +20,15 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from addons.certs import PROJECT_CERTS
+from addons.config.paths import places
 from launcher.config import XXConfig, xx_home
-from launcher.gateway import mitm_arguments
+from launcher.gateway import mitm_arguments, mitmproxy_tool
 from launcher.launch import is_proxy_or_ca
 
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
@@ -146,14 +145,17 @@ def _is_gateway(pid: int) -> bool:
 
 def ca_folder(config: XXConfig, found: dict | None = None) -> Path:
     """Where the gateway's CA is: the running gateway's (`found`, its /health) if it says, else the
-    folder a gateway xx starts would use (the config's confdir, or the project's certs/)."""
+    folder a gateway xx starts would use (the config's confdir, or Clutch's own: `clutch paths`)."""
     if found and found.get("ca_cert"):
         return Path(found["ca_cert"]).parent
-    return Path(config.confdir).expanduser() if config.confdir else PROJECT_CERTS
+    return Path(config.confdir).expanduser() if config.confdir else places().ca
 
 
 def gateway_argv(config: XXConfig) -> list[str]:
-    mitmdump = Path(sys.executable).with_name("mitmdump")
+    try:
+        mitmdump = mitmproxy_tool("mitmdump")
+    except FileNotFoundError as e:
+        raise GatewayError(str(e)) from None
     confdir = ca_folder(config)
     rules = Path(config.rules).expanduser() if config.rules else None
     return [str(mitmdump), *mitm_arguments(config.port, rules, None, list(config.gateway_args), confdir)]

@@ -34,7 +34,7 @@ CLUTCH = ROOT / "clutch"
 COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "usage", "scan", "doctor", "aliases",
             "codes", "breakers")
 
-app = typer.Typer(add_completion=False, no_args_is_help=False, rich_markup_mode=None,
+app = typer.Typer(no_args_is_help=False, rich_markup_mode=None,
                   help="xx: start any coding agent with its real flags, routed through Clutch.\n\n"
                        "  xx <agent><mode><route>[<tier>] [-s ID] [-m MODEL] [-p PROMPT] [--dry-run] [-- ARGS]\n\n"
                        "Run `xx codes` for the letters; e.g. xx cip, xx ccp, xx xnp -p 'fix it', xx hcpd.")

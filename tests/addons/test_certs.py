@@ -1,4 +1,4 @@
-"""The CA in certs/: created once, private, with a combined bundle beside it."""
+"""The CA in Clutch's own folder (certs/ of a checkout): created once, private, with a combined bundle beside it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import stat
 
 from mitmproxy.test import taddons
 
-from addons.certs import PROJECT_CERTS, Certs, ca_files, prepare, system_roots
+from addons.certs import Certs, ca_files, prepare, system_roots
+from addons.config.paths import ROOT, places
 
 
 def mode(path) -> int:
@@ -39,13 +40,13 @@ def test_bundle_is_rewritten_when_stale(tmp_path):
     assert prepare(tmp_path / "certs").bundle.read_bytes().endswith(files.ca_cert.read_bytes())
 
 
-def test_default_confdir_moves_to_the_project_certs_folder(tmp_path):
+def test_default_confdir_moves_to_clutchs_own_folder(tmp_path):
     certs = Certs()
     with taddons.context(certs) as tctx:
         tctx.configure(certs, confdir=str(tmp_path / "elsewhere"))
         assert certs.files == ca_files((tmp_path / "elsewhere").resolve())
         tctx.options.update(confdir="~/.mitmproxy")
-        assert tctx.options.confdir == str(PROJECT_CERTS)
+        assert tctx.options.confdir == str(places().ca) == str(ROOT / "certs")  # a checkout's
 
 
 def test_gateway_never_writes_the_key_into_its_log(gateway):

@@ -1,7 +1,8 @@
-"""`./clutch`: the bootstrap script and the gateway commands (start, env)."""
+"""`./clutch`: the bootstrap script and the gateway commands (start, env, paths, addon-path)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -88,3 +89,41 @@ def test_clutch_start_serves_health_on_loopback(tmp_path):
     finally:
         stop(process)
         log.close()
+
+
+def test_paths_names_every_file_of_a_checkout_within_80_columns(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "a-config-folder-whose-name-is-long" / ("x" * 60)))
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.delenv("CLUTCH_CONFDIR", raising=False)
+    (tmp_path / ".local" / "state" / "clutch").mkdir(parents=True)
+    found = json.loads(CliRunner().invoke(cli.app, ["paths", "--json"]).output)
+    assert found["installed"] is False and found["root"] == str(ROOT)
+    assert found["ca_folder"] == str(ROOT / "certs")  # a checkout keeps its CA in certs/
+    assert found["trust_bundle"] == str(ROOT / "certs" / "clutch-ca-bundle.pem")
+    assert found["state"] == str(tmp_path / ".local" / "state" / "clutch")
+    assert found["addon"] == str(ROOT / "addons" / "clutch.py") == str(cli.SCRIPT)
+    assert found["default_rules"] == str(ROOT / "rules" / "default.yaml")
+    lines = CliRunner().invoke(cli.app, ["paths"]).output.splitlines()
+    assert lines[0].startswith("Clutch, a checkout:")
+    assert max(map(len, lines)) <= 80
+    assert "  state         ~/.local/state/clutch" in lines  # there: no "(absent)"
+    assert "  usage db      ~/.local/state/clutch/usage.db  (absent)" in lines
+    assert "  rules (absent):" in lines  # too long for one line: the path follows, broken after a /
+    after = lines[lines.index("  rules (absent):") + 1:]
+    pieces = after[:next(i for i, line in enumerate(after) if not line.startswith("    "))]
+    assert len(pieces) > 1 and "".join(piece.strip() for piece in pieces) == found["rules"].replace(str(tmp_path), "~")
+    elsewhere = json.loads(CliRunner().invoke(cli.app, ["paths", "--json", "--confdir", str(tmp_path / "ca")]).output)
+    assert elsewhere["ca_cert"] == str(tmp_path / "ca" / "mitmproxy-ca-cert.pem")
+
+
+def test_addon_path_prints_the_script_mitmproxy_loads():
+    result = CliRunner().invoke(cli.app, ["addon-path"])
+    assert result.exit_code == 0 and result.output == f"{ROOT / 'addons' / 'clutch.py'}\n"
+
+
+def test_mitmdump_is_the_one_of_this_environment():
+    found = cli.mitmproxy_tool("mitmdump")
+    assert os.access(found, os.X_OK) and "from mitmproxy.tools.main import mitmdump" in found.read_text()
+    with pytest.raises(FileNotFoundError, match="not installed beside this Python"):
+        cli.mitmproxy_tool("mitmdump-that-is-not-there")
