@@ -26,6 +26,33 @@ def test_start_arguments_bind_loopback_with_the_project_ca():
     assert args[-2:] == ["--set", "x=1"]
 
 
+def _options_set(args: list[str]) -> dict:
+    """The options mitmweb ends up with from the `--set` arguments of a command line (its own parser)."""
+    from mitmproxy import optmanager
+    from mitmproxy.tools.web.webaddons import WebAddon
+    options = optmanager.OptManager()
+    WebAddon().load(options)
+    options.add_option("store_streamed_bodies", bool, False, "")
+    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+    options.set(*[spec for spec in sets if spec.split("=", 1)[0] in options.keys()])
+    return {name: getattr(options, name) for name in options.keys()}
+
+
+def test_web_asks_mitmweb_for_columns_it_has():
+    """mitmweb's web_columns is a list: one `--set web_columns=NAME` per column, each one its page knows
+    (a comma-joined value is one unknown column, and the flow list renders nothing)."""
+    from mitmproxy.tools.web.web_columns import AVAILABLE_WEB_COLUMNS
+    args = cli.web_arguments(8780, None, None, [], None, 8781)
+    assert args[args.index("--web-port") + 1] == "8781"
+    assert args[args.index("--web-host") + 1] == "127.0.0.1"
+    options = _options_set(args)
+    assert options["web_columns"] == list(cli.WEB_COLUMNS)
+    assert set(cli.WEB_COLUMNS) <= set(AVAILABLE_WEB_COLUMNS) and "comment" in cli.WEB_COLUMNS
+    assert options["store_streamed_bodies"] is True
+    mine = cli.web_arguments(8780, None, None, ["--set", "web_columns=index", "--set", "web_columns=path"], None, 8781)
+    assert _options_set(mine)["web_columns"] == ["index", "path"]  # the user's columns replace Clutch's
+
+
 def test_reverse_needs_a_port():
     with pytest.raises(Exception, match="URL@PORT"):
         cli.mitm_arguments(8780, None, ["https://openrouter.ai"], [])
