@@ -9,7 +9,7 @@ import time
 
 import httpx
 import pytest
-from harness import ROOT, stop
+from harness import ROOT, stop, wait_until
 from typer.testing import CliRunner
 
 from launcher import gateway as cli
@@ -112,6 +112,13 @@ def test_clutch_start_serves_health_on_loopback(tmp_path):
         assert health["rules"]["path"] == str(ROOT / "rules" / "default.yaml")
         assert health["listen"] == [f"regular 127.0.0.1:{port}"]
         assert health["ca_cert"] == str(tmp_path / "certs" / "mitmproxy-ca-cert.pem")
+        # the banner, in the terminal of `./clutch start`: the way back to this gateway from a shell
+        assert wait_until(lambda: "route a shell through Clutch" in (tmp_path / "start.log").read_text(), timeout=10)
+        logged = (tmp_path / "start.log").read_text()
+        assert logged.count(" is ready (pid ") == 1
+        shell = logged.split("route a shell through Clutch:\n", 1)[1].split(')"')[0].replace(" \\\n", " ").split()
+        assert shell[:5] == ["eval", '"$(./clutch', "env", "--port", str(port)]
+        assert shell[5:] == ["--confdir", str(tmp_path / "certs")]
     finally:
         stop(process)
         log.close()
