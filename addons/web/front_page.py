@@ -61,6 +61,7 @@ class Doorway:
 
 def url_host(host: str) -> str:
     """A listen address as a URL names it: a wildcard (every interface) as 127.0.0.1, IPv6 in brackets."""
+    host = host.removeprefix("::ffff:")  # an IPv4 client of a dual-stack socket
     if host in ("", "0.0.0.0", "::"):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
@@ -85,7 +86,8 @@ def banner(doorway: Doorway, pid: int) -> str:
     rows = _fact_rows(doorway)
     if doorway.proxy:
         origin = _origin(doorway)
-        rows += [("dashboard", f"{origin}/dashboard"), ("more", f"{origin}/ (health, usage, docs, ...)")]
+        more = "health, usage, docs, ..." if DOCS.is_dir() else "health, usage, metrics, ..."
+        rows += [("dashboard", f"{origin}/dashboard"), ("more", f"{origin}/ ({more})")]
     return "\n".join([f"Clutch {doorway.version} is ready (pid {pid})", *_rows(rows), *_shell_lines(doorway)])
 
 

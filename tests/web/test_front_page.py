@@ -58,6 +58,12 @@ def test_a_path_longer_than_a_line_stays_whole_on_its_own_line():
     assert f"    {long}/mitmproxy-ca-cert.pem" in lines and "  CA cert" in lines
 
 
+def test_an_installed_clutch_without_docs_links_none(monkeypatch, tmp_path):
+    monkeypatch.setattr(front_page, "DOCS", tmp_path / "docs")  # an installed package ships no docs/
+    text = front_page.front_page(doorway(), front_page.TEXT, "http://127.0.0.1:8780", "").decode()
+    assert "/docs" not in text and "docs" not in banner(doorway(), 1) and document("") is None
+
+
 def test_base_url_entries_alone_have_no_shell_line():
     text = banner(doorway(proxy=False, reverse=[("https://openrouter.ai", "127.0.0.1", 8790)]), 1)
     assert "base URL      http://127.0.0.1:8790 for https://openrouter.ai" in text
@@ -105,5 +111,6 @@ def test_only_documents_of_docs_by_plain_name():
 
 
 def test_a_url_names_every_listen_address():
-    assert [front_page.url_host(h) for h in ("", "0.0.0.0", "::", "::1", "127.0.0.1", "fe80::1")] == \
-        ["127.0.0.1", "127.0.0.1", "127.0.0.1", "[::1]", "127.0.0.1", "[fe80::1]"]
+    hosts = ("", "0.0.0.0", "::", "::1", "127.0.0.1", "fe80::1", "::ffff:127.0.0.1")
+    assert [front_page.url_host(h) for h in hosts] == \
+        ["127.0.0.1", "127.0.0.1", "127.0.0.1", "[::1]", "127.0.0.1", "[fe80::1]", "127.0.0.1"]
