@@ -7,7 +7,8 @@ proxy), and never for a web page on another site: the Guard addon (browser_guard
 first, so a DNS rebinding page cannot read usage or requests.
 
 All of them only read, except POST /breakers/reset, which only a client on this machine may use,
-and never a web page (breaker_reset.reset_refusal says how one is told apart).
+and never a web page (breaker_reset.reset_refusal says how one is told apart). `GET /` lists them
+(front_page.py), and the gateway logs the same facts once it listens (`running`).
 """
 
 from __future__ import annotations
@@ -20,25 +21,26 @@ import os
 import time
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addons import __version__
 from addons.accounting.metrics import CONTENT_TYPE, Metrics
 from addons.accounting.store import parse_time
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
-from addons.guard.browser_guard import local_path
+from addons.guard.browser_guard import PREFIX, local_path
 from addons.journal import Journal
 from addons.models.rankings_book import RankingsBook
 from addons.resilience import Resilience
 from addons.rulebook import Rulebook
 from addons.scope import is_loopback
 from addons.usage import Usage
-from addons.web import breaker_reset, dashboard
+from addons.web import breaker_reset, dashboard, front_page
 
 logger = logging.getLogger(__name__)
 
-ENDPOINTS = ["/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard", "/rankings",
-             "/ca.pem", "POST /breakers/reset"]
+ENDPOINTS = ["/", "/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard",
+             "/rankings", "/ca.pem", "/docs", "POST /breakers/reset"]
 
 
 class Endpoints:
@@ -60,6 +62,11 @@ class Endpoints:
         loader.add_option("clutch_host", str, "clutch.local",
                           "Reserved host name that reaches Clutch's endpoints through the proxy.")
 
+    def running(self):
+        """mitmproxy calls `running` once its servers listen: the banner, where everything is. (Sync on
+        purpose, like Rulebook.running: on a hot reload of the script mitmproxy calls it synchronously.)"""
+        logger.info(front_page.banner(self._doorway(), os.getpid()))
+
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
@@ -76,6 +83,8 @@ class Endpoints:
             return self._reset_breakers(flow, self._resilience)
         if path.startswith("/usage"):
             return await self._usage_report(path, flow.request.query)
+        if path == "/" or path == "/docs" or path.startswith("/docs/"):
+            return self._front_door(path, flow)
         if path == "/resilience" and self._resilience is not None:
             budgets = {"budgets": await _budgets(self._budget)} if self._budget is not None else {}
             return _json(200, {**self._resilience.snapshot(), **budgets})
@@ -104,6 +113,36 @@ class Endpoints:
             return http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                       {"content-type": "application/x-pem-file"})
         return None
+
+    def _front_door(self, path: str, flow: http.HTTPFlow) -> http.Response:
+        """`/`: the links (HTML, JSON or text by Accept), relative to the entry the request came in on;
+        `/docs/NAME.md`: a document of the checkout's docs/ (as plain text)."""
+        if path != "/":
+            text = front_page.document(path.removeprefix("/docs").lstrip("/"))
+            if text is None:
+                return _json(404, {"error": f"no document at {path}" if front_page.DOCS.is_dir() else
+                                   "the documentation is the docs/ folder of Clutch's source"})
+            return http.Response.make(200, text, {"content-type": front_page.TEXT, **front_page.PAGE_HEADERS})
+        host, port = (flow.client_conn.sockname or ("127.0.0.1", 0))[:2]
+        prefix = PREFIX if flow.request.path.startswith(PREFIX) else ""
+        media = front_page.media_for(flow.request.headers.get("accept"))
+        page = front_page.front_page(self._doorway(), media, f"http://{front_page.url_host(str(host))}:{port}", prefix)
+        return http.Response.make(200, page, {"content-type": media, **front_page.PAGE_HEADERS})
+
+    def _doorway(self) -> front_page.Doorway:
+        """The proxy and base-URL entries that listen now, and the CA files."""
+        proxy: list[tuple[str, int]] = []
+        reverse: list[tuple[str, str, int]] = []
+        for server in getattr(ctx.master.addons.get("proxyserver"), "servers", []):
+            for address in server.listen_addrs:
+                host, port = front_page.url_host(str(address[0])), int(address[1])
+                if isinstance(server.mode, ReverseMode) and (server.mode.data, host, port) not in reverse:
+                    reverse.append((server.mode.data, host, port))
+                elif server.mode.type_name in ("regular", "upstream") and (host, port) not in proxy:
+                    proxy.append((host, port))
+        files = self._certs.files
+        return front_page.Doorway(__version__, proxy, reverse, files.ca_cert if files else None,
+                                  files.bundle if files else None, files.folder if files else None)
 
     def _reset_breakers(self, flow: http.HTTPFlow, resilience: Resilience) -> http.Response:
         """POST /breakers/reset {"target": "provider" | "provider:model"} ({} or no body: every target)."""

@@ -69,10 +69,28 @@ def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reve
         confdir: Confdir = None,
         web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
     """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""
-    args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
-    args += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "store_streamed_bodies=true",
-             "--set", "web_columns=tls,icon,path,method,status,size,time,comment"]
-    _exec("mitmweb", args)
+    _exec("mitmweb", web_arguments(port, rules, reverse, ctx.args, confdir, web_port))
+
+
+# mitmweb's flow list; its columns are compiled into its page (mitmproxy/tools/web/web_columns.py), so
+# Clutch's own information goes where one exists: the comment (route, attempts, who served) and the
+# marker in the path cell (a fallback answered, every candidate failed)
+WEB_COLUMNS = ("tls", "icon", "path", "method", "status", "size", "time", "comment")
+
+
+def web_arguments(port: int, rules: Path | None, reverse: list[str] | None, extra: list[str],
+                  confdir: Path | None, web_port: int) -> list[str]:
+    """mitmweb's command line: the gateway's, the UI on loopback, streamed bodies kept, and the columns.
+
+    `web_columns` is a sequence option: each `--set web_columns=NAME` adds one column (mitmproxy's
+    OptManager.set collects repeated values). A comma-joined value is a single unknown column, and the
+    flow list then renders nothing. Columns the user sets in `extra` replace Clutch's."""
+    args = mitm_arguments(port, rules, reverse, extra, confdir)
+    args += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "store_streamed_bodies=true"]
+    if not any(arg.startswith("web_columns=") for arg in extra):
+        for column in WEB_COLUMNS:
+            args += ["--set", f"web_columns={column}"]
+    return args
 
 
 @app.command()

@@ -171,29 +171,39 @@ class FakeProcess:
         self.output.close()
 
 
+def fake_provider_options(fake_port: int | None, upstream_ca: Path | None) -> list[str]:
+    """The gateway's options that send every provider host to the fake provider and trust its CA."""
+    args = []
+    if fake_port is not None:
+        for host in PROVIDER_HOSTS:
+            args += ["--set", f"clutch_resolve={host}:443=127.0.0.1:{fake_port}"]
+    if upstream_ca is not None:
+        args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
+    return args
+
+
 class Gateway:
     """A real `mitmdump -s addons/clutch.py`, as users run it, pointed at the fake provider."""
 
     def __init__(self, workdir: Path, fake_port: int | None, upstream_ca: Path | None, *extra: str,
                  rules: Path | None = None, tool: str = MITMDUMP, expect_start: bool = True,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, command: list[str] | None = None):
+        """`command`: the whole command line after `tool`, as a launcher builds it (e.g.
+        launcher.gateway.web_arguments, confdir workdir/certs), instead of the harness's own; `extra`
+        and the fake provider's options follow it."""
         process_allowed(f"a real {Path(tool).name}")
         self.workdir = workdir
         self.confdir = workdir / "certs"
         self.home = workdir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / "gateway.log"
-        args = [tool, "-s", str(ROOT / "addons" / "clutch.py"), "--listen-host", "127.0.0.1",
-                "--listen-port", "0", "--set", f"confdir={self.confdir}",
-                "--set", "clutch_trace_upstream=true", "--set", "clutch_rules_poll_ms=100"]
-        if fake_port is not None:
-            for host in PROVIDER_HOSTS:
-                args += ["--set", f"clutch_resolve={host}:443=127.0.0.1:{fake_port}"]
-        if upstream_ca is not None:
-            args += ["--set", f"ssl_verify_upstream_trusted_ca={upstream_ca}"]
-        if rules is not None:
-            args += ["--set", f"clutch_rules={rules}"]
-        args += list(extra)
+        if command is None:
+            command = ["-s", str(ROOT / "addons" / "clutch.py"), "--listen-host", "127.0.0.1",
+                       "--listen-port", "0", "--set", f"confdir={self.confdir}",
+                       "--set", "clutch_trace_upstream=true", "--set", "clutch_rules_poll_ms=100"]
+            if rules is not None:
+                command += ["--set", f"clutch_rules={rules}"]
+        args = [tool, *command, *fake_provider_options(fake_port, upstream_ca), *extra]
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, cwd=str(workdir),
                                         env={**os.environ, **(env or {}), "HOME": str(self.home)})

@@ -1,12 +1,17 @@
-"""Clutch's local endpoints, the reverse-proxy entry, and what mitmweb shows."""
+"""Clutch's local endpoints, the front page and the start-up banner, the reverse-proxy entry, and what
+mitmweb shows."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
 import time
 
 import httpx
 import openai
+import pytest
 from harness import MITMWEB, ROOT, Gateway, free_port, trust
 
 from addons import __version__
@@ -31,6 +36,125 @@ def test_health_through_the_proxy_at_the_reserved_host(gateway):
         assert missing.status_code == 404 and "/health" in missing.json()["endpoints"]
         ca = client.get("http://clutch.local/ca.pem")
     assert ca.content == gateway.ca_cert.read_bytes()
+
+
+LINKS = ("dashboard", "health", "usage", "metrics", "requests", "resilience", "ca.pem", "docs")
+_STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\.\d{3}\] ")  # mitmdump's time stamp before each log record
+
+
+def banner_lines(output: str) -> list[str]:
+    """The banner's lines as printed (the first with its time stamp): up to the next log record."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if f"Clutch {__version__} is ready" in line)
+    end = next((i for i in range(start + 1, len(lines)) if _STAMP.match(lines[i])), len(lines))
+    return lines[start:end]
+
+
+def test_the_banner_is_logged_once_after_the_proxy_listens(tmp_path_factory, fake, pki):
+    """Where everything is, once the port really listens: the proxy's real address, the CA and the bundle,
+    the dashboard, and the line that routes a shell, which works as printed (run by bash, from the
+    checkout) and fits 80 columns, time stamp included."""
+    workdir = tmp_path_factory.mktemp("b")  # short paths: the CA's fit a line
+    reverse = free_port()
+    gateway = Gateway(workdir, fake.port, pki.ca_cert, "--mode", "regular",
+                      "--mode", f"reverse:https://openrouter.ai@127.0.0.1:{reverse}")
+    try:
+        assert wait_until_logged(gateway, "is ready")
+        output = gateway.output()
+        assert output.count(f"Clutch {__version__} is ready") == 1
+        assert output.index(f"HTTP(S) proxy listening at 127.0.0.1:{gateway.port}") < output.index("is ready")
+        assert output.index(f"reverse proxy to https://openrouter.ai listening at 127.0.0.1:{reverse}") \
+            < output.index("is ready")
+        lines = banner_lines(output)
+        assert lines[0].endswith(f"Clutch {__version__} is ready (pid {gateway.process.pid})")
+        assert [len(line) for line in lines if len(line) > 80] == []
+        origin = f"http://127.0.0.1:{gateway.port}"
+        rows = dict(re.match(r"  (proxy|base URL|CA cert|trust bundle|dashboard|more) +(.+)$", line).groups()
+                    for line in lines[1:lines.index("  route a shell through Clutch:")])
+        assert rows == {"proxy": origin, "base URL": f"http://127.0.0.1:{reverse} for https://openrouter.ai",
+                        "CA cert": str(gateway.ca_cert), "trust bundle": str(gateway.bundle),
+                        "dashboard": f"{origin}/dashboard", "more": f"{origin}/ (health, usage, docs, ...)"}
+        shell = "\n".join(lines[lines.index("  route a shell through Clutch:") + 1:])
+        assert shell.replace(" \\\n", " ").split() == \
+            ["eval", '"$(./clutch', "env", "--port", str(gateway.port), "--confdir", f'{gateway.confdir})"']
+        # the line as a user pastes it, in the checkout: the shell now goes through this gateway
+        exports = subprocess.run(["bash", "-c", f"set -e\n{shell}\nenv"], cwd=ROOT, capture_output=True, text=True,
+                                 timeout=120, env={**os.environ, "HOME": str(gateway.home)})
+        assert exports.returncode == 0, exports.stderr
+        found = dict(line.split("=", 1) for line in exports.stdout.splitlines() if "=" in line)
+        assert found["HTTPS_PROXY"].endswith(f"@127.0.0.1:{gateway.port}")
+        assert found["SSL_CERT_FILE"] == str(gateway.bundle) and found["NODE_EXTRA_CA_CERTS"] == str(gateway.ca_cert)
+        assert httpx.get(f"{origin}/health", trust_env=False).json()["status"] == "ok"  # it does listen
+    finally:
+        gateway.stop()
+    assert gateway.output().count("is ready") == 1
+
+
+def wait_until_logged(gateway, text: str, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while text not in gateway.output():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_front_page_links_every_endpoint(gateway):
+    """`GET /` on the listen port: plain text for curl and httpx, HTML for a browser, JSON when asked;
+    each link answers, and under /__clutch/ (any entry) the links keep the prefix."""
+    origin = f"http://127.0.0.1:{gateway.port}"
+    text = httpx.get(f"{origin}/", trust_env=False, timeout=10)
+    assert text.status_code == 200 and text.headers["content-type"] == "text/plain; charset=utf-8"
+    assert text.text.startswith(f"Clutch {__version__}: ")
+    for link in LINKS:
+        assert f"{origin}/{link}" in text.text, link
+    assert f"  proxy         {origin}\n" in text.text and f"{gateway.ca_cert}" in text.text
+    assert 'eval "$(./clutch env --port' in text.text
+    assert all(len(line) <= 80 for line in text.text.splitlines() if " " in line.strip())
+
+    curl = subprocess.run(["curl", "-sS", "--noproxy", "*", f"{origin}/"], capture_output=True, text=True, timeout=30)
+    assert curl.returncode == 0 and curl.stdout == text.text
+    curl_html = subprocess.run(["curl", "-sS", "--noproxy", "*", "-H", "Accept: text/html", "-D", "-", f"{origin}"],
+                               capture_output=True, text=True, timeout=30)
+    assert "content-type: text/html; charset=utf-8" in curl_html.stdout.lower()
+    assert "content-security-policy: default-src 'none'" in curl_html.stdout.lower()
+
+    browser_accept = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+    page = httpx.get(f"{origin}/", headers={"accept": browser_accept, "sec-fetch-site": "none"}, trust_env=False)
+    assert page.status_code == 200 and page.headers["content-type"] == "text/html; charset=utf-8"
+    hrefs = dict(re.findall(r'data-link="([^"]+)" href="([^"]+)"', page.text))
+    assert hrefs == {link: f"/{link}" + ("/" if link == "docs" else "") for link in LINKS}
+    assert "<script" not in page.text
+
+    links = httpx.get(f"{origin}/", headers={"accept": "application/json"}, trust_env=False).json()["links"]
+    assert set(links) == set(LINKS)
+    for link, url in links.items():
+        answer = httpx.get(url, trust_env=False, timeout=10)
+        assert answer.status_code == 200, (link, answer.text[:200])
+    assert httpx.get(links["ca.pem"], trust_env=False).content == gateway.ca_cert.read_bytes()
+    assert httpx.get(links["docs"], trust_env=False).text == (ROOT / "docs" / "README.md").read_text()
+    assert httpx.get(f"{origin}/docs/usage.md", trust_env=False).text == (ROOT / "docs" / "usage.md").read_text()
+    for name in ("../README.md", "..%2fREADME.md", "nope.md", "usage.txt"):
+        assert httpx.get(f"{origin}/docs/{name}", trust_env=False).status_code == 404, name
+
+    prefixed = httpx.get(f"{origin}/__clutch/", headers={"accept": "application/json"}, trust_env=False).json()
+    assert prefixed["links"]["health"] == f"{origin}/__clutch/health"
+    with httpx.Client(proxy=gateway.proxy_url(), trust_env=False) as client:  # at clutch.local through the proxy
+        assert client.get("http://clutch.local/").text == text.text
+
+
+@pytest.mark.parametrize("headers", [{"sec-fetch-site": "cross-site"}, {"origin": "http://evil.example"},
+                                     {"host": "evil.example"}], ids=["cross-site", "origin", "rebinding"])
+def test_a_web_page_cannot_read_the_front_page(gateway, headers):
+    """The front page names local paths: a page of another site (or a rebinding one) gets the refusal
+    every endpoint gives it, not the page."""
+    headers = {"accept": "text/html", **headers}
+    if "host" in headers:
+        headers["host"] += f":{gateway.port}"
+    answer = httpx.get(f"http://127.0.0.1:{gateway.port}/", headers=headers, trust_env=False, timeout=10)
+    assert answer.status_code == 403 and answer.headers["x-clutch-error"] == "browser"
+    assert "Clutch refused a request a web page could have sent" in answer.text  # (rebinding: as an API error)
+    assert str(gateway.ca_cert) not in answer.text and "dashboard" not in answer.text
 
 
 def test_reverse_entry_needs_no_ca(tmp_path, fake, pki):

@@ -24,6 +24,7 @@ import pytest
 import webdriver
 from harness import free_port, gateway_on_rules, trust
 
+from addons import __version__
 from addons.guard.browser_guard import LLM, LOCAL, OTHER, Arrival, refusal
 
 KEY = "sk-or-v1-guard-rules-key-0123456789"
@@ -306,11 +307,18 @@ def test_chromium_cannot_spend_keys_or_read_endpoints_and_the_dashboard_still_wo
                 time.sleep(0.05)
             assert gateway.output().count("refused POST") >= refused_before + 2
             # rebinding: the page's own name on the gateway's port and on the reverse port
-            for url in (f"http://evil.example:{gateway.port}/dashboard", f"http://evil.example:{port}/__clutch/usage"):
+            for url in (f"http://evil.example:{gateway.port}/dashboard", f"http://evil.example:{port}/__clutch/usage",
+                        f"http://evil.example:{gateway.port}/"):
                 browser.get(url)
                 text = browser.script("return document.body.innerText")
                 assert "rebinding" in text and "usage" not in text.split("Host")[0], (url, text[:300])
-            # the user's own tab on 127.0.0.1 reads the dashboard and its endpoints
+            # the user's own tab on 127.0.0.1: the front page (HTML), and its link to the dashboard
+            browser.get(f"http://127.0.0.1:{gateway.port}/")
+            assert browser.script("return document.title") == f"Clutch {__version__}"
+            browser.find('a[data-link="dashboard"]').click()
+            browser.wait(lambda: browser.script("return document.body.dataset.state") == "ready",
+                         message="the dashboard from the front page's link")
+            # and reads the dashboard and its endpoints
             browser.get(f"http://127.0.0.1:{gateway.port}/dashboard#1h")
             browser.wait(lambda: browser.script("return document.body.dataset.state") == "ready",
                          message="the dashboard on 127.0.0.1")

@@ -10,7 +10,7 @@ import time
 
 import httpx
 import pytest
-from harness import ROOT, stop
+from harness import ROOT, stop, wait_until
 from typer.testing import CliRunner
 
 from launcher import gateway as cli
@@ -25,6 +25,33 @@ def test_start_arguments_bind_loopback_with_the_project_ca():
     assert "reverse:https://openrouter.ai@127.0.0.1:8790" in args
     assert f"confdir={ROOT / 'certs'}" in args
     assert args[-2:] == ["--set", "x=1"]
+
+
+def _options_set(args: list[str]) -> dict:
+    """The options mitmweb ends up with from the `--set` arguments of a command line (its own parser)."""
+    from mitmproxy import optmanager
+    from mitmproxy.tools.web.webaddons import WebAddon
+    options = optmanager.OptManager()
+    WebAddon().load(options)
+    options.add_option("store_streamed_bodies", bool, False, "")
+    sets = [args[i + 1] for i, arg in enumerate(args) if arg == "--set"]
+    options.set(*[spec for spec in sets if spec.split("=", 1)[0] in options.keys()])
+    return {name: getattr(options, name) for name in options.keys()}
+
+
+def test_web_asks_mitmweb_for_columns_it_has():
+    """mitmweb's web_columns is a list: one `--set web_columns=NAME` per column, each one its page knows
+    (a comma-joined value is one unknown column, and the flow list renders nothing)."""
+    from mitmproxy.tools.web.web_columns import AVAILABLE_WEB_COLUMNS
+    args = cli.web_arguments(8780, None, None, [], None, 8781)
+    assert args[args.index("--web-port") + 1] == "8781"
+    assert args[args.index("--web-host") + 1] == "127.0.0.1"
+    options = _options_set(args)
+    assert options["web_columns"] == list(cli.WEB_COLUMNS)
+    assert set(cli.WEB_COLUMNS) <= set(AVAILABLE_WEB_COLUMNS) and "comment" in cli.WEB_COLUMNS
+    assert options["store_streamed_bodies"] is True
+    mine = cli.web_arguments(8780, None, None, ["--set", "web_columns=index", "--set", "web_columns=path"], None, 8781)
+    assert _options_set(mine)["web_columns"] == ["index", "path"]  # the user's columns replace Clutch's
 
 
 def test_reverse_needs_a_port():
@@ -86,6 +113,13 @@ def test_clutch_start_serves_health_on_loopback(tmp_path):
         assert health["rules"]["path"] == str(ROOT / "rules" / "default.yaml")
         assert health["listen"] == [f"regular 127.0.0.1:{port}"]
         assert health["ca_cert"] == str(tmp_path / "certs" / "mitmproxy-ca-cert.pem")
+        # the banner, in the terminal of `./clutch start`: the way back to this gateway from a shell
+        assert wait_until(lambda: "route a shell through Clutch" in (tmp_path / "start.log").read_text(), timeout=10)
+        logged = (tmp_path / "start.log").read_text()
+        assert logged.count(" is ready (pid ") == 1
+        shell = logged.split("route a shell through Clutch:\n", 1)[1].split(')"')[0].replace(" \\\n", " ").split()
+        assert shell[:5] == ["eval", '"$(./clutch', "env", "--port", str(port)]
+        assert shell[5:] == ["--confdir", str(tmp_path / "certs")]
     finally:
         stop(process)
         log.close()

@@ -71,6 +71,9 @@ def test_start_status_watch_log_stop(xx_home, fake):
 
     logged = run_xx(env, "log", "--no-follow", "-n", "200")
     assert "HTTP(S) proxy listening" in logged.stdout
+    # the start-up banner, once, in the log of a gateway xx started in the background
+    assert logged.stdout.count(f"is ready (pid {pid})") == 1
+    assert f"  dashboard     http://{config['gateway']}/dashboard" in logged.stdout
 
     stopped = run_xx(env, "stop")
     assert stopped.returncode == 0 and f"stopped the gateway (pid {pid})" in stopped.stdout
