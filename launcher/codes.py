@@ -62,21 +62,28 @@ class LaunchCode:
     text: str  # the code as parsed, e.g. "cip3" (what goes into the proxy user name `xx-cip3`)
 
 
-def code_table() -> str:
-    """The letters of a launch code (for error messages and `xx --help`)."""
-    agents = "  ".join(f"{letter} {name}" for letter, name in AGENT_LETTERS.items())
-    lines = [
-        "xx <agent><mode><route>[<tier>]    e.g. xx cip, xx xnb, xx hcpd, xx cip3",
-        f"  agent  {agents}",
-    ]
+def code_table(width: int | None = None) -> str:
+    """The letters of a launch code (for error messages and `xx codes`), within `width` columns (default:
+    the terminal's): a label, then its letters and their meaning, the agents packed as many to a line
+    as fit."""
+    from launcher.terminal import fit_text, label_grid, terminal_width
+
+    width = width or terminal_width()
+    pairs: list[tuple[str, str]] = []
+    agents = [f"{letter} {name}" for letter, name in AGENT_LETTERS.items()]
+    lines = [""]
+    for agent in agents:  # a letter never parts from its agent
+        if lines[-1] and len(lines[-1]) + 2 + len(agent) > width - 9:
+            lines.append("")
+        lines[-1] += ("  " if lines[-1] else "") + agent
+    pairs += [("agent" if i == 0 else "", line) for i, line in enumerate(lines)]
     for label, names, order in (("mode", MODE_NAMES, MODE_ORDER), ("route", ROUTE_NAMES, ROUTE_ORDER)):
-        for index, letter in enumerate(order):
-            lines.append(f"  {label if index == 0 else '':<6} {letter} {names[letter]}")
-    lines.append("  tier   optional; the models are the rules' launch_tiers (defaults named here):")
-    for letter, name in TIER_NAMES.items():
-        lines.append(f"         {letter} {name}")
-    lines.append("         0-9 a profile: the xx config's profiles and/or the rules' profiles")
-    return "\n".join(lines)
+        pairs += [(label if i == 0 else "", f"{letter} {names[letter]}") for i, letter in enumerate(order)]
+    pairs.append(("tier", "optional; the models are the rules' launch_tiers (defaults named here):"))
+    pairs += [("", f"{letter} {name}") for letter, name in TIER_NAMES.items()]
+    pairs.append(("", "0-9 a profile: the xx config's profiles and/or the rules' profiles"))
+    usage = fit_text("xx <agent><mode><route>[<tier>]    e.g. xx cip, xx xnb, xx hcpd, xx cip3", width)
+    return usage + "\n" + label_grid(pairs, width)
 
 
 def all_codes() -> list[str]:

@@ -147,7 +147,8 @@ def resilience(port: Port = DEFAULT_PORT,
         typer.echo(json.dumps(state, indent=2))
         return
     from launcher.tables import render_resilience
-    typer.echo(render_resilience(state))
+    from launcher.terminal import terminal_width
+    typer.echo(render_resilience(state, terminal_width()))
 
 
 @app.command()

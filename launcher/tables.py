@@ -1,19 +1,17 @@
-"""Plain-text tables for the terminal (no dependency: a table is a few padded columns)."""
+"""What `xx status`, `xx watch`, `clutch resilience` and `xx breakers reset` print, fitted to the
+terminal's width through rich (launcher/terminal.py: the width, the fitting, the shortened model names)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-import textwrap
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from launcher.terminal import TableColumn, fit_table, fit_text, label_grid, render_text, shorten_model
 
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    cells = [[str(c) for c in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 
 def _in(seconds_until: float | None, now: float) -> str:
@@ -23,89 +21,167 @@ def _in(seconds_until: float | None, now: float) -> str:
     return f"{left:.0f} s" if left > 0 else "now"
 
 
-def render_resilience(state: dict) -> str:
+def _section(title: str, columns: list[TableColumn], rows: list[list[str]], empty: str, width: int) -> str:
+    if not rows:
+        return f"{title}\n  {empty}"
+    fitted = fit_table(columns, rows, width)
+    note = fitted.note(width)
+    return f"{title}\n{render_text(fitted.table, width)}" + (f"\n{fit_text(note, width)}" if note else "")
+
+
+def render_resilience(state: dict, width: int) -> str:
+    """`clutch resilience` and the end of `xx status`: breakers, quotas, sticky sessions, in `width` columns."""
     now = time.time()
     out = []
     breakers = state.get("breakers") or {}
-    rows = [[key, b.get("state"), b.get("failures"), _in(b.get("until"), now), b.get("reason") or ""]
-            for key, b in sorted(breakers.items())]
-    out.append("Circuit breakers\n" + (table(["model", "state", "failures", "probe in", "last failure"], rows)
-                                       if rows else "  (none has failed yet)"))
+    rows = [[str(key), str(b.get("state")), str(b.get("failures")), _in(b.get("until"), now),
+             str(b.get("reason") or "")] for key, b in sorted(breakers.items())]
+    out.append(_section("Circuit breakers", [
+        TableColumn("model", kind="key", min_width=24), TableColumn("state"),
+        TableColumn("failures", justify="right", priority=3), TableColumn("probe in", justify="right", priority=2),
+        TableColumn("last failure", kind="text", priority=1, min_width=16)], rows, "(none has failed yet)", width))
     quotas = dict(state.get("quotas") or {})
     capped = quotas.pop("free_daily_cap", {}) or {}
-    rows = [[key, q.get("rpm", ""), q.get("rpd", ""), _in(q.get("cooldown_until"), now)]
+    rows = [[str(key), str(q.get("rpm", "")), str(q.get("rpd", "")), _in(q.get("cooldown_until"), now)]
             for key, q in sorted(quotas.items()) if isinstance(q, dict)]
-    out.append("Quotas\n" + (table(["model or provider", "rpm", "rpd", "cooling down"], rows)
-                             if rows else "  (no quota in the rules, no 429 cooldown running)"))
+    out.append(_section("Quotas", [
+        TableColumn("model or provider", kind="key", min_width=24), TableColumn("rpm", justify="right"),
+        TableColumn("rpd", justify="right"), TableColumn("cooling down", justify="right")], rows,
+        "(no quota in the rules, no 429 cooldown running)", width))
     if capped:
-        out.append("Free-tier daily cap hit: " + ", ".join(f"{p} (until {_in(u, now)})" for p, u in capped.items()))
+        out.append(fit_text("Free-tier daily cap hit: " + ", ".join(f"{p} (until {_in(u, now)})"
+                                                                 for p, u in capped.items()), width))
     sticky = state.get("sticky") or []
-    rows = [[s.get("session"), s.get("primary"), s.get("target"), f"{s.get('expires_in_s', 0):.0f} s"] for s in sticky]
-    out.append("Sticky sessions\n" + (table(["session", "asked for", "stays on", "expires in"], rows)
-                                      if rows else "  (none)"))
+    rows = [[str(s.get("session")), str(s.get("primary")), str(s.get("target")),
+             f"{s.get('expires_in_s', 0):.0f} s"] for s in sticky]
+    out.append(_section("Sticky sessions", [
+        TableColumn("session", priority=1), TableColumn("asked for", kind="key", min_width=20),
+        TableColumn("stays on", kind="key", min_width=20), TableColumn("expires in", justify="right")], rows,
+        "(none)", width))
     return "\n\n".join(out)
 
 
-def render_status(gateway: str, health: dict | None, pid: int | None, log: Any) -> str:
-    """`xx status`: the gateway at a glance."""
+def render_status(gateway: str, health: dict | None, pid: int | None, log: Any, width: int) -> str:
+    """`xx status`: the gateway at a glance, a label and its value a line, values wrapped within `width`."""
     if health is None:
         if pid is not None:
-            return f"gateway   pid {pid} runs but does not answer /health on {gateway} (see {log})"
-        return f"gateway   not running on {gateway} (start it: xx start; log: {log})"
+            return fit_text(f"gateway   pid {pid} runs but does not answer /health on {gateway} (see {log})", width, 10)
+        return fit_text(f"gateway   not running on {gateway} (start it: xx start; log: {log})", width, 10)
     rules = health.get("rules") or {}
-    owner = f"pid {health.get('pid')}" + (", started by xx" if pid == health.get("pid") else ", not started by xx")
+    owner = "started by xx" if pid == health.get("pid") else "not started by xx"
     lines = [
-        f"gateway   running on {gateway} ({owner}), up {_duration(health.get('uptime_s') or 0)}, "
-        f"version {health.get('version')}",
-        "listen    " + ", ".join(health.get("listen") or []),
-        f"rules     {rules.get('path')} (loaded {rules.get('loaded_at')}); providers "
-        f"{', '.join(rules.get('providers') or [])}",
+        ("gateway", f"running on {gateway}, up {_duration(health.get('uptime_s') or 0)}, version "
+                    f"{health.get('version')}"),
+        ("pid", f"{health.get('pid')}, {owner}"),
+        ("listen", ", ".join(health.get("listen") or [])),
+        ("rules", f"{rules.get('path')} (loaded {rules.get('loaded_at')})"),
+        ("providers", ", ".join(rules.get("providers") or [])),
     ]
     if rules.get("last_reload_error"):
-        lines.append(f"          last reload FAILED, older rules in force: {rules['last_reload_error']}")
+        lines.append(("", f"last reload FAILED, older rules in force: {rules['last_reload_error']}"))
     if rules.get("overrides"):
-        lines.append("overrides " + ", ".join(sorted(rules["overrides"])))
-    lines += [f"CA        {health.get('ca_cert')}", f"log       {log}"]
-    for problem in health.get("problems") or []:
-        lines.append(f"DEGRADED  {problem}")
-    return "\n".join(lines)
+        lines.append(("overrides", ", ".join(sorted(rules["overrides"]))))
+    lines += [("CA", str(health.get("ca_cert"))), ("log", str(log))]
+    lines += [("DEGRADED", str(problem)) for problem in health.get("problems") or []]
+    return label_grid(lines, width)
 
 
-_REQUEST_COLUMNS = (("time", 8), ("agent", 11), ("launch", 6), ("session", 10), ("model asked", 28),
-                    ("served by", 36), ("status", 6), ("tries", 5), ("tokens in/out", 13), ("cost", 9),
-                    ("ms", 7))
+@dataclasses.dataclass(frozen=True)
+class WatchField:
+    """A column of `xx watch`: at least `least` columns wide, growing to `most` when the terminal has room.
+    Columns are shown by `priority` (0 first) while they fit; what is left widens them in `GROW` order."""
+
+    heading: str
+    least: int
+    most: int
+    priority: int
+    justify: JustifyMethod = "left"
 
 
-# How a stream that began and then failed ended, in a word (the journal's `error`).
-_ENDED = {"stream_cut": "cut", "timeout_idle": "idle-timeout", "stream_error": "error-event",
-          "protocol": "broken"}
+WATCH_FIELDS = (
+    WatchField("time", 8, 8, 0), WatchField("agent", 8, 11, 0), WatchField("launch", 6, 6, 6),
+    WatchField("session", 10, 10, 8), WatchField("model asked", 18, 34, 5),
+    WatchField("served by", 22, 44, 0), WatchField("status", 7, 16, 1),
+    WatchField("tries", 5, 5, 7, "right"), WatchField("tok in/out", 11, 13, 2, "right"),
+    WatchField("cost", 9, 9, 3, "right"), WatchField("ms", 6, 7, 4, "right"),
+)
+SERVED_FIRST = 38  # "served by" grows to this before the columns of priority 5 and up are considered
+_GROW = ("served by", "model asked", "agent", "status", "tok in/out", "ms")
+# How a stream that began as a 200 and then failed ended, in a word (the journal's `error`).
+_ENDED = {"stream_cut": "cut", "timeout_idle": "stalled", "stream_error": "error", "protocol": "broken"}
 
 
-def render_request(entry: dict | None) -> str:
+@dataclasses.dataclass(frozen=True)
+class WatchLayout:
+    """The columns `xx watch` shows at a width and how wide each is: one layout for the whole run, so
+    the lines stay aligned, and none is longer than the width."""
+
+    fields: tuple[WatchField, ...]
+    widths: tuple[int, ...]
+    gap: int
+
+    @classmethod
+    def for_width(cls, width: int) -> WatchLayout:
+        gap = 1 if width < 100 else 2
+        chosen: dict[str, int] = {}
+
+        def room() -> int:
+            return width - sum(chosen.values()) - gap * (len(chosen) - 1)
+
+        def grow(heading: str, most: int) -> None:
+            if heading in chosen:
+                chosen[heading] += max(min(most - chosen[heading], room()), 0)
+
+        for field in sorted(WATCH_FIELDS, key=lambda f: f.priority):
+            if field.priority == 5:  # the model that answered matters more than the columns after this
+                grow("served by", SERVED_FIRST)
+            if field.least + (gap if chosen else 0) <= room():
+                chosen[field.heading] = field.least
+        for field in sorted(WATCH_FIELDS, key=lambda f: _GROW.index(f.heading) if f.heading in _GROW else 99):
+            grow(field.heading, field.most)
+        fields = tuple(f for f in WATCH_FIELDS if f.heading in chosen)
+        return cls(fields, tuple(chosen[f.heading] for f in fields), gap)
+
+    def line(self, values: dict[str, str] | None) -> str:
+        """One line: the headings (None), or a request's values; never wider than the layout."""
+        from rich.table import Table
+        from rich.text import Text
+
+        table = Table(box=None, show_header=False, show_edge=False, pad_edge=False, padding=(0, self.gap, 0, 0))
+        for field, width in zip(self.fields, self.widths, strict=True):
+            table.add_column(width=width, justify=field.justify, no_wrap=True, overflow="ellipsis")
+        texts = [f.heading if values is None else values.get(f.heading, "") for f in self.fields]
+        table.add_row(*(Text(text) for text in texts))
+        return render_text(table, sum(self.widths) + self.gap * (len(self.widths) - 1))
+
+
+def render_request(entry: dict | None, layout: WatchLayout) -> str:
     """One line of `xx watch` (None: the header line). Tokens are in/out; a ~ marks tiktoken's estimate
-    where the provider reported none."""
+    where the provider reported none; a * after the model that served marks a fallback's answer. Model
+    names are shortened to fit their column (terminal.shorten_model)."""
     if entry is None:
-        return "  ".join(name.ljust(width) for name, width in _REQUEST_COLUMNS).rstrip()
+        return layout.line(None)
+    widths = dict(zip((f.heading for f in layout.fields), layout.widths, strict=True))
     served = entry.get("served_by") or entry.get("target") or f"{entry.get('provider')}:{entry.get('model')}"
+    mark = "*" if entry.get("fallback") else ""
     status = str(entry.get("status") or entry.get("error") or "-")
     if entry.get("outcome") in ("broken", "aborted"):  # began as a 200, did not end as one
-        status += f" {_ENDED.get(entry.get('error') or '', entry['outcome'])}"
+        status = _ENDED.get(entry.get("error") or "", entry["outcome"])
     elif entry.get("error") and entry.get("status"):
         status += f" {entry['error']}"
-    values = (
-        time.strftime("%H:%M:%S", time.localtime(entry.get("time") or 0)),
-        entry.get("agent") or "unknown",
-        entry.get("launch") or (entry.get("route") or "-"),
-        (entry.get("session") or "-")[:10],
-        _clip(entry.get("model") or "?", 28),
-        _clip(served + (" (fallback)" if entry.get("fallback") else ""), 36),
-        status,
-        str(entry.get("attempts", 0)),
-        _tokens(entry),
-        _cost(entry.get("cost_usd")),
-        str(entry.get("duration_ms", "")),
-    )
-    return "  ".join(value.ljust(width) for value, (_, width) in zip(values, _REQUEST_COLUMNS, strict=True)).rstrip()
+    return layout.line({
+        "time": time.strftime("%H:%M:%S", time.localtime(entry.get("time") or 0)),
+        "agent": entry.get("agent") or "unknown",
+        "launch": entry.get("launch") or (entry.get("route") or "-"),
+        "session": entry.get("session") or "-",
+        "model asked": shorten_model(entry.get("model") or "?", widths.get("model asked", 0)),
+        "served by": shorten_model(served, widths.get("served by", 1) - len(mark)) + mark,
+        "status": status,
+        "tries": str(entry.get("attempts", 0)),
+        "tok in/out": _tokens(entry),
+        "cost": _cost(entry.get("cost_usd")),
+        "ms": str(entry.get("duration_ms", "")),
+    })
 
 
 def _tokens(entry: dict) -> str:
@@ -119,7 +195,9 @@ def _tokens(entry: dict) -> str:
 def _count(value: int | None) -> str:
     if value is None:
         return "?"
-    return f"{value / 1000:.1f}k" if value >= 10_000 else str(value)
+    if value < 10_000:
+        return str(value)
+    return f"{value / 1000:.1f}k" if value < 1_000_000 else f"{value / 1_000_000:.1f}M"
 
 
 def _cost(value: float | None) -> str:
@@ -134,10 +212,6 @@ def money(value: float) -> str:
     if value < 0.01:
         return f"${value:.{1 - math.floor(math.log10(value))}f}"
     return f"${value:.4f}" if value < 10 else f"${value:,.2f}"
-
-
-def _clip(text: str, width: int) -> str:
-    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _duration(seconds: float) -> str:
@@ -166,23 +240,16 @@ def render_reset(answer: dict, gateway: str, width: int = 80) -> str:
         rows.append(("cooldown", key, f"429 rest, {_in(until, now)} left"))
     for key in sorted(cleared.get("free_daily_cap") or {}):
         rows.append(("free cap", key, "its free models' daily cap, until 00:00 UTC"))
-    note = "\n" + _fit(f"xx: note: {answer['note']}", width) if answer.get("note") else ""
+    note = "\n" + fit_text(f"xx: note: {answer['note']}", width) if answer.get("note") else ""
     if not rows:
-        return _fit(f"xx: nothing to reset for {what} on {gateway}: no breaker had failures, no 429 "
+        return fit_text(f"xx: nothing to reset for {what} on {gateway}: no breaker had failures, no 429 "
                     f"cooldown or free-model cap was running", width) + note
-    lines = [_fit(f"xx: reset {what} on {gateway}:", width)]
+    lines = [fit_text(f"xx: reset {what} on {gateway}:", width)]
     for kind, key, detail in rows:
         line = f"  {kind:<9} {key}  ({detail})"
         if len(line) <= width:
             lines.append(line)
         else:  # a long model name: the detail goes on its own line
-            lines.append(_fit(f"  {kind:<9} {key}", width, indent=12))
-            lines.append(_fit(f"{' ' * 12}({detail})", width, indent=12))
+            lines.append(fit_text(f"  {kind:<9} {key}", width, indent=12))
+            lines.append(fit_text(f"{' ' * 12}({detail})", width, indent=12))
     return "\n".join(lines) + note
-
-
-def _fit(text: str, width: int, indent: int = 4) -> str:
-    if len(text) <= width:
-        return text
-    return "\n".join(textwrap.wrap(text, width, subsequent_indent=" " * indent, break_long_words=True,
-                                   break_on_hyphens=False))

@@ -15,19 +15,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from rich.text import Text
 
 from addons.accounting.store import GROUPS, UsageStore, UsageStoreError, parse_time
 from addons.config.paths import places
 from launcher.tables import money
+from launcher.terminal import FittedTable, TableColumn, fit_table, make_console, terminal_width
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated", "ttft_ms_p50",
            "duration_ms_avg", "first_ts", "last_ts")
-_HEADINGS = {"requests": "requests", "attempts": "attempts", "failures": "failed", "fallbacks": "fallbacks",
-             "soft_failures": "soft", "input_tokens": "tokens in", "output_tokens": "tokens out",
-             "cached_tokens": "cached", "cost_usd": "cost", "ttft_ms_p50": "ttft p50 ms"}
+# the table's columns after the key: (field, heading, priority): requests and cost always, the rest in
+# order of importance while the terminal has room (launcher/terminal.py)
+_HEADINGS = (("requests", "requests", 0), ("attempts", "attempts", 7), ("failures", "failed", 3),
+             ("fallbacks", "fallbacks", 4), ("soft_failures", "soft", 8), ("input_tokens", "tokens in", 1),
+             ("output_tokens", "tokens out", 2), ("cached_tokens", "cached", 5), ("cost_usd", "cost", 0),
+             ("ttft_ms_p50", "ttft p50 ms", 6))
 _SUMMED = ("requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated")
 
@@ -39,19 +42,18 @@ def database(explicit: Path | None, health: dict | None) -> Path:
     return Path(named) if named else places().usage_db
 
 
-def render_usage(rows: list[dict], by: str, title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    table.add_column(by)
-    for heading in _HEADINGS.values():
-        table.add_column(heading, justify="right")
-    for row in rows:
-        table.add_row(str(row["key"]), *(_cell(name, row.get(name)) for name in _HEADINGS))
+def render_usage(rows: list[dict], by: str, width: int) -> FittedTable:
+    """The report as a table that fits `width` columns: the key (model, agent, ...) whole, wrapped after
+    its provider and vendor when it must be, and the numbers that fit in order of importance."""
+    columns = [TableColumn(by, kind="key", min_width=20)]
+    columns += [TableColumn(heading, justify="right", priority=priority) for _, heading, priority in _HEADINGS]
+    cells = [[str(row["key"]), *(_cell(name, row.get(name)) for name, _, _ in _HEADINGS)] for row in rows]
     if len(rows) > 1:
         total = {name: sum(r.get(name) or 0 for r in rows) for name in _SUMMED}
-        table.add_section()
         # a request that touched two models counts under both; the total counts it once per row
-        table.add_row("total", *(_cell(name, total.get(name)) for name in _HEADINGS), style="bold")
-    return table
+        cells.append(["total", *(_cell(name, total.get(name)) for name, _, _ in _HEADINGS)])
+    marked = [len(rows)] if len(rows) > 1 else []
+    return fit_table(columns, cells, width, sections=marked, bold_rows=marked)
 
 
 def to_csv(rows: list[dict]) -> str:
@@ -108,8 +110,13 @@ def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, d
     elif not rows:
         typer.echo(f"xx: no requests in {path} {_span(start, end)}")
     else:
-        Console(width=200 if not Console().is_terminal else None).print(
-            render_usage(rows, by, f"usage by {by} {_span(start, end)} ({path})"))
+        width = terminal_width()
+        fitted = render_usage(rows, by, width)
+        console = make_console(width)
+        console.print(Text(f"usage by {by} {_span(start, end)} ({path})"))
+        console.print(fitted.table)
+        if fitted.note(width):
+            console.print(Text(str(fitted.note(width))))
 
 
 def _span(start: float | None, end: float | None) -> str:

@@ -27,7 +27,8 @@ from launcher.codes import CodeError, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, load_config, xx_home
 from launcher.run_agent import run_agent
 from launcher.scan.command import scan
-from launcher.tables import render_request, render_reset, render_resilience, render_status
+from launcher.tables import WatchLayout, render_request, render_reset, render_resilience, render_status
+from launcher.terminal import TableColumn, fit_table, fit_text, render_text, terminal_width
 
 ROOT = Path(__file__).resolve().parent.parent
 CLUTCH = ROOT / "clutch"
@@ -129,9 +130,10 @@ def status(as_json: Annotated[bool, typer.Option("--json", help="print the raw J
         typer.echo(json.dumps({"gateway": config.gateway, "pid_file": str(files.pid), "pid": pid,
                                "log": str(files.log), "health": found, "resilience": state}, indent=2))
     else:
-        typer.echo(render_status(config.gateway, found, pid, files.log))
+        width = terminal_width()
+        typer.echo(render_status(config.gateway, found, pid, files.log, width))
         if state:
-            typer.echo("\n" + render_resilience(state))
+            typer.echo("\n" + render_resilience(state, width))
     if found is None:
         raise typer.Exit(1)
 
@@ -162,9 +164,10 @@ def watch(once: Annotated[bool, typer.Option("--once", help="print what is there
     page = lifecycle.recent_requests(config)
     if page is None:
         raise fail(f"no gateway answers on {config.gateway} (xx start)", 1)
-    typer.echo(render_request(None))
+    layout = WatchLayout.for_width(terminal_width())  # one layout for the run: the lines stay aligned
+    typer.echo(render_request(None, layout))
     for entry in page["requests"][-history:] if history else []:
-        typer.echo(render_request(entry))
+        typer.echo(render_request(entry, layout))
     if once:
         return
     after = page["next"]
@@ -179,7 +182,7 @@ def watch(once: Annotated[bool, typer.Option("--once", help="print what is there
                 after = 0 if page["next"] < after else after  # a restarted gateway counts from 1 again
                 continue
             for entry in page["requests"]:
-                typer.echo(render_request(entry))
+                typer.echo(render_request(entry, layout))
             after = page["next"]
     except KeyboardInterrupt:
         pass
@@ -210,7 +213,7 @@ def breakers_reset(target: Annotated[str | None, typer.Argument(
         answer = lifecycle.reset_breakers(config, target)
     except lifecycle.GatewayError as e:
         raise fail(str(e), 1) from None
-    typer.echo(render_reset(answer, config.gateway))
+    typer.echo(render_reset(answer, config.gateway, terminal_width()))
 
 
 # ------------------------------------------------------------------ the machine and the shell
@@ -255,16 +258,21 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
 def codes() -> None:
     """The letters of a launch code, every agent's modes, and the config's profiles."""
     config = _config()
-    typer.echo(code_table())
-    typer.echo("\nModes each agent has (- = not offered; xx refuses it and says why):")
-    typer.echo(f"  {'agent':<12} {'i c n s r':<10} binary")
-    for spec in agents.AGENTS.values():
-        marks = " ".join(mode if agents.has_mode(spec, mode) else "-" for mode in "icnsr")
-        typer.echo(f"  {spec.name:<12} {marks:<10} {spec.binary}")
+    width = terminal_width()
+    typer.echo(code_table(width))
+    typer.echo(fit_text("\nModes each agent has (- = not offered; xx refuses it and says why):", width))
+    rows = [[spec.name, " ".join(mode if agents.has_mode(spec, mode) else "-" for mode in "icnsr"), spec.binary]
+            for spec in agents.AGENTS.values()]
+    fitted = fit_table([TableColumn("agent"), TableColumn("i c n s r"), TableColumn("binary", kind="key")], rows,
+                       width)
+    typer.echo(render_text(fitted.table, width))
     if config.profiles:
         typer.echo("\nProfiles (xx config):")
-        for digit, profile in sorted(config.profiles.items()):
-            typer.echo(f"  {digit}  {profile.name or '(unnamed)'}" + (f"  -> {profile.model}" if profile.model else ""))
+        rows = [[digit, profile.name or "(unnamed)", profile.model or ""] for digit, profile in
+                sorted(config.profiles.items())]
+        fitted = fit_table([TableColumn("profile"), TableColumn("name", kind="text", min_width=12),
+                            TableColumn("model", kind="key", min_width=20)], rows, width)
+        typer.echo(render_text(fitted.table, width))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ test leaves one behind.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 
 from harness import PROVIDER_HOSTS, ROOT
 
+from launcher import terminal
 from launcher.agents import AGENTS
 
 # A fake agent: records argv and environment (NUL-separated), then, when XX_FAKE_REQUEST names a URL,
@@ -147,3 +149,41 @@ def stop_processes_with_home(home: Path) -> None:
     for pid in processes_with_home(home):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+# What `xx` prints, checked against the terminal's width (launcher/terminal.py)
+
+def fits(text: str, width: int) -> None:
+    """Every line of `text` within `width` columns (the ones that are not, in the failure)."""
+    long = [line for line in text.splitlines() if len(line) > width]
+    assert not long, f"{len(long)} line(s) wider than {width}:\n" + "\n".join(long)
+
+
+def _groupings(parts: list[str]):
+    """Every way to put consecutive parts on consecutive lines."""
+    for cuts in itertools.product([False, True], repeat=len(parts) - 1):
+        groups, current = [], parts[0]
+        for cut, part in zip(cuts, parts[1:], strict=True):
+            if cut:
+                groups.append(current)
+                current = part
+            else:
+                current += part
+        yield [*groups, current]
+
+
+def shows(text: str, model: str) -> bool:
+    """`model` is on a line whole, or wrapped after its `provider:` / `vendor/` onto the next lines at the
+    same column (what wrap_model does in a narrow key column)."""
+    lines = text.splitlines()
+    for groups in _groupings(terminal._model_parts(model)):
+        for i, line in enumerate(lines):
+            start = line.find(groups[0])
+            while start >= 0:
+                below = lines[i:i + len(groups)]
+                if len(below) == len(groups) and all(
+                        row[start:start + len(g)] == g and row[start + len(g):start + len(g) + 1] in ("", " ")
+                        for row, g in zip(below, groups, strict=True)):
+                    return True
+                start = line.find(groups[0], start + 1)
+    return False

@@ -44,6 +44,7 @@ def get_catalog(provider: Provider, folder: Path, *, ttl_s: float, refresh: bool
         cached = catalog.load_cache(path, ttl_s, now)
         if cached is not None and cached.source == url:
             return cached, "cached"
+    say(f"fetching the model catalog {url} ...")
     try:
         raw, url = fetch_catalog(provider)
         parsed = catalog.parse_catalog(raw, now, url)

@@ -47,9 +47,10 @@ def run_scan(config: XXConfig, healthy: dict | None, provider: Provider, provide
         probes: list[dict] = []
         if count:
             chosen = [r for r in rows if only is None or r["free"] == only][:count]
+            say(f"probing {len(chosen)} model(s), one tiny streamed request each (up to {timeout:g} s each) ...")
             with client(timeout) as http:
-                for row in chosen:
-                    say(f"probing {row['model']} ...")
+                for number, row in enumerate(chosen, 1):
+                    say(f"probe {number}/{len(chosen)}: {row['model']} ...")
                     probes.append(probe(http, provider, key or "", provider_name,
                                         row["model"].split(":", 1)[1], timeout=timeout))
             store.add_probes(probes)

@@ -104,7 +104,7 @@ def test_a_page_of_zeros_moves_the_db_aside_and_todays_budget_still_holds(tmp_pa
         # xx status and xx doctor read /health and say it
         home = tmp_path / "xxhome"
         write_config(home, fake.port, pki.ca_cert, gateway=f"127.0.0.1:{gateway.port}")
-        status = run_xx(xx_env(home), "status")
+        status = run_xx(xx_env(home, COLUMNS="400"), "status")  # the path on one line
         assert "DEGRADED" in status.stdout and broken[0].name in status.stdout, status.stdout + status.stderr
         doctor = run_xx(xx_env(home), "doctor")
         assert "gateway degraded" in doctor.stdout and broken[0].name in doctor.stdout, doctor.stdout

@@ -19,7 +19,7 @@ import pytest
 from harness import MITMDUMP, MITMWEB, gateway_on_rules, trust
 
 from addons.wire.identity import Identity, username_for
-from launcher.tables import render_request
+from launcher.tables import WatchLayout, render_request
 
 PROVIDERS = """\
     version: 1
@@ -418,7 +418,7 @@ def test_a_cut_stream_is_shown_as_cut_and_its_tokens_estimated(outcomes, fake):
     assert text and "cut" in str(error.value)  # the agent learns the answer is incomplete
     entry = outcomes.journal("o1/stream-cut-delay-100")[-1]
     assert (entry["status"], entry["outcome"], entry["error"]) == (200, "broken", "stream_cut")
-    assert " 200 cut " in render_request(entry)  # the line `xx watch` prints for it
+    assert " cut " in render_request(entry, WatchLayout.for_width(80))  # the line `xx watch` prints for it
     row = outcomes.usage_rows(requested_model="o1/stream-cut-delay-100")[-1]
     assert (row["outcome"], row["error_class"], row["served"]) == ("broken", "stream_cut", True)
     assert row["tokens_estimated"] and row["output_tokens"] > 0, json.dumps(row)
@@ -434,7 +434,7 @@ def test_an_aborted_stream_is_shown_as_aborted(outcomes, fake):
     fake.wait_for(lambda e: e.get("model") == "o2/slow")
     entries = outcomes.journal("o2/slow")
     assert entries and entries[-1]["outcome"] == "aborted", json.dumps(entries)
-    assert " 200 aborted " in render_request(entries[-1])
+    assert " aborted " in render_request(entries[-1], WatchLayout.for_width(80))
     row = outcomes.usage_rows(requested_model="o2/slow")[-1]
     assert row["outcome"] == "aborted" and row["tokens_estimated"] and row["output_tokens"] is not None
 

@@ -33,8 +33,9 @@ def test_start_status_watch_log_stop(xx_home, fake):
 
     status = run_xx(env, "status")
     assert status.returncode == 0, status.stderr
-    assert f"running on {config['gateway']} (pid {pid}, started by xx)" in status.stdout
-    assert "rules     " in status.stdout and "Circuit breakers" in status.stdout
+    assert f"running on {config['gateway']}, up " in status.stdout and f"{pid}, started by xx" in status.stdout
+    assert "rules      " in status.stdout and "Circuit breakers" in status.stdout
+    assert max(map(len, status.stdout.splitlines())) <= 80  # not a terminal, no COLUMNS: 80 wide
     raw = json.loads(run_xx(env, "status", "--json").stdout)
     assert raw["pid"] == pid and raw["health"]["status"] == "ok"
 
@@ -46,20 +47,26 @@ def test_start_status_watch_log_stop(xx_home, fake):
                              headers={"authorization": "Bearer sk-or-v1-test"},
                              json={"model": "qwen/qwen3-coder-flash", "messages": [{"role": "user", "content": "hi"}]})
     assert answer.status_code == 200
-    watched = run_xx(env, "watch", "--once")
+    tokens = answer.json()["usage"]
+    watched = run_xx({**env, "COLUMNS": "160"}, "watch", "--once")  # wide: every column
     assert watched.returncode == 0, watched.stderr
     header, *rows = watched.stdout.splitlines()
-    assert header.split()[:3] == ["time", "agent", "launch"]
+    assert header.split()[:4] == ["time", "agent", "launch", "session"]
     line = next(row for row in rows if "qnp" in row)
-    assert "qwen" in line and "qwen/qwen3-coder-flash" in line and " 200 " in line and "w1" in line
-    tokens = answer.json()["usage"]
+    assert "qwen" in line and "openrouter:qwen/qwen3-coder-flash" in line and " 200 " in line and "w1" in line
     assert f"{tokens['prompt_tokens']}/{tokens['completion_tokens']}" in line  # as the provider counted them
     assert money(tokens["cost"]) in line
+    narrow = run_xx(env, "watch", "--once")  # a pipe without COLUMNS: 80, and a line never wraps
+    header, *rows = narrow.stdout.splitlines()
+    assert max(map(len, narrow.stdout.splitlines())) <= 80 and header.split()[:2] == ["time", "agent"]
+    line = next(row for row in rows if "qwen/qwen3-coder-flash" in row)
+    assert " 200 " in line and money(tokens["cost"]) in line
 
     # the same request in the usage report: a table, JSON and CSV
     table = run_xx(env, "usage", "--by", "agent")
     assert table.returncode == 0, table.stderr
     assert "usage by agent" in table.stdout and "qwen" in table.stdout
+    assert max(map(len, table.stdout.splitlines())) <= 80
     report = json.loads(run_xx(env, "usage", "--by", "model", "--json").stdout)
     [row] = report["rows"]
     assert (row["key"], row["requests"], row["input_tokens"]) == \

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from fake_upstream import openrouter_catalog
 from harness import Gateway, first_content, trust
-from xx_rig import run_xx, write_config, xx_env
+from xx_rig import fits, run_xx, shows, write_config, xx_env
 
 from addons.models import catalog
 from addons.config.rules import Provider
@@ -192,6 +192,12 @@ def test_the_table_and_xx_m_and_f_name_the_ranked_models(scan_home, fake):
     from addons.models import ranking
     best_m, best_f = ranking.best(rows, free=False)["model"], ranking.best(rows, free=True)["model"]
     assert rows[0]["model"] in out and f"tier m   {best_m}" in out
+    narrow = run_xx({**env, "COLUMNS": "80"}, "scan")  # the same ranking in 80 columns: the ids whole
+    assert narrow.returncode == 0, narrow.stderr
+    fits(narrow.stdout, 80)
+    for row in rows[:15]:
+        assert shows(narrow.stdout, row["model"]), f"{row['model']}:\n{narrow.stdout}"
+    assert "probe 1/2: openrouter:" in result.stderr  # progress while it probes
     m = run_xx(env, "cipm", "--dry-run")
     assert m.returncode == 0, m.stderr
     assert f"note tier m: every request goes to {best_m} (the model scan's best-ranked model: rank 1" in m.stdout
