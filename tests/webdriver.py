@@ -46,11 +46,25 @@ class WebDriverError(Exception):
 
 
 def missing() -> str | None:
-    """Why the browser cannot run here, or None when Chromium and chromedriver are installed."""
+    """Why the browser cannot run here, and how to make it, or None when Chromium and chromedriver are
+    installed."""
     for path in (CHROMIUM, CHROMEDRIVER):
         if not os.access(path, os.X_OK):
-            return f"{path} is missing (./clutch test installs the Debian packages chromium chromium-driver)"
+            return (f"{path} is missing: `CLUTCH_INSTALL_SYSTEM=1 ./clutch test` installs Chromium and "
+                    f"chromedriver with apt-get (so does answering y when ./clutch test asks), or name yours "
+                    f"with CLUTCH_CHROMIUM and CLUTCH_CHROMEDRIVER")
     return None
+
+
+def need_browser() -> None:
+    """Skip the test without Chromium, saying how to get it; in CI (CLUTCH_REQUIRE_E2E) fail instead."""
+    import pytest
+
+    reason = missing()
+    if reason:
+        if os.environ.get("CLUTCH_REQUIRE_E2E"):
+            pytest.fail(reason)
+        pytest.skip(reason)
 
 
 class Element:

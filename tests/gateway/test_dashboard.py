@@ -9,7 +9,6 @@ tests/artifacts/dashboard.png for a person to look at.
 
 from __future__ import annotations
 
-import os
 import textwrap
 import time
 from pathlib import Path
@@ -41,11 +40,7 @@ HISTORY_AGENT, HISTORY_MODEL = "codex", "dash/earlier"
 
 
 def require_browser() -> None:
-    reason = webdriver.missing()
-    if reason:
-        if os.environ.get("CLUTCH_REQUIRE_E2E"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+    webdriver.need_browser()
 
 
 RANKINGS = [

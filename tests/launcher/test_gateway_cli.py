@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pty
 import shlex
+import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -161,3 +166,136 @@ def test_mitmdump_is_the_one_of_this_environment():
     assert os.access(found, os.X_OK) and "from mitmproxy.tools.main import mitmdump" in found.read_text()
     with pytest.raises(FileNotFoundError, match="not installed beside this Python"):
         cli.mitmproxy_tool("mitmdump-that-is-not-there")
+# ------------------------------------------------------------------ what `./clutch test` installs, and when
+
+FAKE_TOOL = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$CLUTCH_CALLS"
+[ "$(basename "$0") $1" = "npm install" ] && mkdir -p node_modules
+exit 0
+"""
+# The venv's python: pip and pytest only say they were asked; anything else (the version check) is real
+FAKE_PYTHON = """#!/bin/sh
+if [ "$1" = "-m" ] && { [ "$2" = "pip" ] || [ "$2" = "pytest" ]; }; then
+    echo "python $*" >> "$CLUTCH_CALLS"
+    exit 0
+fi
+exec PYTHON "$@"
+"""
+
+
+def sha(*paths) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A copy of ./clutch with the lock files and tests/agents/ beside it: the agent CLIs and Chromium
+    missing, Hermes installed, the venv's packages up to date unless a test changes that; `npm`,
+    `apt-get` and pip record what they were asked (in calls.log) and install nothing."""
+    root = tmp_path / "checkout"
+    (root / "tests" / "agents" / "node24").mkdir(parents=True)
+    for name in ("clutch", "requirements.lock", "requirements-test.lock", "tests/agents/package.json",
+                 "tests/agents/hermes-requirements.txt", "tests/agents/node24/package.json"):
+        shutil.copy2(ROOT / name, root / name)
+    hermes = root / "tests" / "agents" / "hermes-venv"
+    hermes.mkdir()
+    (hermes / ".clutch-installed").write_text(sha(root / "tests/agents/hermes-requirements.txt") + "\n")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").write_text(FAKE_PYTHON.replace("PYTHON", sys.executable))
+    (venv / "bin" / "python").chmod(0o755)
+    for lock in ("requirements.lock", "requirements-test.lock"):
+        (venv / f".installed-{lock}").write_text(sha(root / lock, root / "requirements.lock") + "\n")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("npm", "apt-get"):
+        (tools / tool).write_text(FAKE_TOOL)
+        (tools / tool).chmod(0o755)
+    calls = tmp_path / "calls.log"
+    env = {"PATH": f"{tools}:/usr/bin:/bin", "HOME": str(tmp_path), "CLUTCH_VENV": str(venv),
+           "CLUTCH_CALLS": str(calls), "CLUTCH_CHROMIUM": str(tmp_path / "no-chromium"), "LANG": "C.UTF-8"}
+    return root, env, calls
+
+
+def clutch_test(root, env, *args, stdin=subprocess.DEVNULL) -> subprocess.CompletedProcess:
+    return subprocess.run([str(root / "clutch"), "test", *args], env=env, stdin=stdin, capture_output=True,
+                          text=True, timeout=60, cwd=root.parent)
+
+
+def unfolded(said: str) -> str:
+    """./clutch's messages with its wrapping undone (it folds them at 80 columns, indenting the rest)."""
+    assert all(len(line) <= 80 for line in said.splitlines()), said
+    return said.replace("\n  ", "")
+
+
+def called(calls) -> str:
+    return calls.read_text() if calls.exists() else ""
+
+
+def test_clutch_test_says_what_it_installs_and_takes_no_system_package_without_consent(checkout):
+    root, env, calls = checkout
+    result = clutch_test(root, env, "-q")
+    assert result.returncode == 0, result.stderr
+    said = unfolded(result.stderr)
+    assert "about 2.4 GB under tests/agents/" in said and "Chromium and chromedriver" in said
+    assert "./clutch test --fast" in said  # the way to need none of it
+    assert said.index("about 2.4 GB") < said.index("into tests/agents/node_modules/")  # said before it starts
+    assert "not installing Chromium (no consent)" in said and "`CLUTCH_INSTALL_SYSTEM=1 ./clutch test`" in said
+    assert "apt-get" not in called(calls)  # no system package without consent
+    assert "npm install" in called(calls) and "python -m pytest -q" in called(calls)  # the rest goes on
+
+
+@pytest.mark.parametrize("consent", [{"CLUTCH_INSTALL_SYSTEM": "1"}, {"CLUTCH_REQUIRE_E2E": "1"}],
+                         ids=["CLUTCH_INSTALL_SYSTEM", "CI"])
+def test_consent_or_ci_installs_chromium_without_asking(checkout, consent):
+    root, env, calls = checkout
+    result = clutch_test(root, {**env, **consent})
+    assert result.returncode == 0, result.stderr
+    assert "apt-get install -y -qq --no-install-recommends chromium chromium-driver" in called(calls)
+    said = unfolded(result.stderr)
+    assert "[y/N]" not in said and "installing Chromium and chromedriver (about 400 MB" in said
+
+
+@pytest.mark.parametrize("answer,installs", [("y\n", True), ("\n", False)], ids=["yes", "no"])
+def test_on_a_terminal_it_asks_before_installing_chromium(checkout, answer, installs):
+    root, env, calls = checkout
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer.encode())
+        result = clutch_test(root, env, stdin=follower)
+    finally:
+        os.close(leader)
+        os.close(follower)
+    assert result.returncode == 0, result.stderr
+    assert "install Chromium and chromedriver now with apt-get (system packages)? [y/N]" in result.stderr
+    assert ("apt-get install" in called(calls)) is installs
+
+
+def test_the_fast_loop_installs_nothing_and_says_nothing(checkout):
+    root, env, calls = checkout
+    result = clutch_test(root, env, "--fast")
+    assert result.returncode == 0 and result.stderr == ""
+    assert called(calls) == "python -m pytest --fast\n"
+
+
+def test_pip_says_how_many_packages_how_big_and_where(checkout):
+    root, env, calls = checkout
+    (Path(env["CLUTCH_VENV"]) / ".installed-requirements-test.lock").unlink()
+    result = clutch_test(root, env, "--fast")
+    pinned = {line for name in ("requirements.lock", "requirements-test.lock")
+              for line in (root / name).read_text().splitlines() if "==" in line}
+    assert unfolded(result.stderr) == (f"clutch: installing {len(pinned)} pinned Python packages (about 300 MB, pip) "
+                                       f"from requirements-test.lock into {env['CLUTCH_VENV']} ...\n")
+    assert called(calls).startswith("python -m pip install")
+
+
+def test_without_chromium_the_browser_tests_skip_and_say_how_to_install_it(monkeypatch, tmp_path):
+    import webdriver
+
+    monkeypatch.setattr(webdriver, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CLUTCH_REQUIRE_E2E", raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"`CLUTCH_INSTALL_SYSTEM=1 \./clutch test` installs Chromium"):
+        webdriver.need_browser()
+    monkeypatch.setenv("CLUTCH_REQUIRE_E2E", "1")  # in CI they must run
+    with pytest.raises(pytest.fail.Exception, match="no-chromium is missing"):
+        webdriver.need_browser()
