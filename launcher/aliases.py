@@ -4,14 +4,24 @@ The block defines `xx` itself (a function calling this checkout's ./clutch) and 
 users had, each spelled as an `xx` launch code, so the flags come from launcher.agents and are right.
 Installing replaces the block in place (idempotent); removing takes out the block and nothing else.
 The file is backed up before every change (`<rc>.xx-backup-<UTC time>`), and written atomically.
+
+A name the user already has is left out, never shadowed (`taken`): a command on PATH (`cc` is the C
+compiler, `ccr` claude-code-router, `ante` the Ante CLI itself), a builtin or keyword of the rc file's
+shell, or an alias or function the user defines, read (never run) from the rc file outside the xx
+block and from the files it sources by a literal path (`. ~/.bash_aliases`). `--force NAME` or `--all`
+takes such names anyway. When `xx` itself is taken, the aliases call this checkout's ./clutch by path.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
+import subprocess
 import tempfile
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 BEGIN = "# >>> xx aliases (Clutch) >>>"
@@ -47,14 +57,126 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
-def block(clutch: Path) -> str:
+def block(clutch: Path, skipped: Mapping[str, str] | None = None) -> str:
+    """The marked block, without the names in `skipped` (name -> why the user already has it)."""
+    skipped = skipped or {}
     lines = [BEGIN,
-             "# Written by `xx aliases install`; `xx aliases remove` takes it out. Edits inside are lost.",
-             f"xx() {{ {shlex.quote(str(clutch))} xx \"$@\"; }}"]
+             "# Written by `xx aliases install`; `xx aliases remove` takes it out. Edits inside are lost."]
+    if skipped:
+        lines.append("# Left out, you already have them (`xx aliases install --force NAME` takes one):")
+        lines += [f"#   {name}: {why}" for name, why in skipped.items()]
+    runner = "xx"
+    if "xx" in skipped:  # someone else's xx: the aliases call this checkout's ./clutch by its path
+        runner = f"{shlex.quote(str(clutch))} xx"
+    else:
+        lines.append(f"xx() {{ {shlex.quote(str(clutch))} xx \"$@\"; }}")
     for name, (arguments, what) in ALIASES.items():
-        lines.append(f"alias {name}={shlex.quote('xx ' + arguments)}  # {what}")
+        if name not in skipped:
+            lines.append(f"alias {name}={shlex.quote(runner + ' ' + arguments)}  # {what}")
     lines.append(END)
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ names the user already has
+
+MAX_SOURCED = 20  # rc files read at most (the rc and what it sources, and what those source)
+_ALIAS = re.compile(r"(?:^|[;&|{(]|\bthen\b|\bdo\b|\belse\b)\s*alias\s+(.*)")
+_FUNCTION = re.compile(r"^\s*(?:function\s+([^\s(){};]+)|([^\s(){};=$'\"]+)\s*\(\s*\))")
+_SOURCE = re.compile(r"(?:^|[;&|]|\bthen\b|\bdo\b)\s*(?:\.|source)\s+([^\s;&|]+)")
+
+
+def taken(names: Iterable[str], rc: Path, environ: Mapping[str, str], clutch: Path) -> dict[str, str]:
+    """Which of `names` the user already has, and why: name -> "a command on PATH (/usr/bin/cc)", ..."""
+    wanted = list(names)
+    found: dict[str, str] = {}
+    own = user_definitions(rc, Path(environ.get("HOME") or Path.home()))
+    words = shell_words(_shell_of(rc))
+    for name in wanted:
+        command = shutil.which(name, path=environ.get("PATH", ""))
+        if name == "xx" and command and Path(command).resolve() == clutch.resolve():
+            command = None  # this checkout's own xx (a symlink to ./clutch)
+        if name in own:
+            found[name] = own[name]
+        elif command:
+            found[name] = f"a command on PATH ({command})"
+        elif name in words:
+            found[name] = f"a {_shell_of(rc)} builtin"
+    return found
+
+
+def user_definitions(rc: Path, home: Path) -> dict[str, str]:
+    """Aliases and functions defined in `rc` (outside the xx block) and the files it sources: name ->
+    where ("your alias in ~/.bashrc:3"). The files are read as text, never run; unreadable ones are skipped."""
+    found: dict[str, str] = {}
+    queue: list[Path] = [rc]
+    seen: set[Path] = set()
+    while queue and len(seen) < MAX_SOURCED:
+        path = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        try:
+            text = path.read_text(errors="replace")
+            if path == rc:
+                text, _ = without_block(text)
+        except (OSError, ValueError):
+            continue
+        for number, line in enumerate(text.splitlines(), 1):
+            where = f"{_shown(path, home)}:{number}"
+            for name in _aliases_in(line):
+                found.setdefault(name, f"your alias in {where}")
+            function = _FUNCTION.match(line)
+            if function:
+                found.setdefault(function.group(1) or function.group(2), f"your function in {where}")
+            for sourced in _SOURCE.findall(line):
+                queue.append(_expand(sourced, home, rc.parent))
+    return found
+
+
+def _aliases_in(line: str) -> list[str]:
+    match = _ALIAS.search(line.split(" #", 1)[0])
+    if not match:
+        return []
+    try:
+        words = shlex.split(match.group(1), comments=True)
+    except ValueError:  # an unbalanced quote: the names before it still count
+        words = match.group(1).split()
+    return [word.split("=", 1)[0] for word in words if "=" in word and not word.startswith("-")]
+
+
+def _expand(word: str, home: Path, folder: Path) -> Path:
+    word = word.strip("'\"")
+    for spelling in ("${HOME}", "$HOME"):
+        word = word.replace(spelling, str(home))
+    if word.startswith("~/"):
+        word = str(home / word[2:])
+    path = Path(word)
+    return path if path.is_absolute() else folder / path
+
+
+def _shown(path: Path, home: Path) -> str:
+    try:
+        return "~/" + str(path.relative_to(home))
+    except ValueError:
+        return str(path)
+
+
+def _shell_of(rc: Path) -> str:
+    return "zsh" if "zsh" in rc.name else "bash"
+
+
+def shell_words(shell: str) -> frozenset[str]:
+    """The builtins and reserved words of `shell`, asked of the shell itself (empty without it)."""
+    script = {"bash": "compgen -b; compgen -k", "zsh": "print -rl -- ${(k)builtins} ${(k)reswords}"}[shell]
+    binary = shutil.which(shell)
+    if binary is None:
+        return frozenset()
+    try:
+        listed = subprocess.run([binary, "-f" if shell == "zsh" else "--norc", "-c", script], capture_output=True,
+                                text=True, timeout=10, stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(listed.split())
 
 
 def default_rc(environ: dict[str, str]) -> Path:
@@ -88,10 +210,10 @@ def with_block(text: str, new_block: str) -> str:
     return "".join(kept[:begin]) + new_block + "".join(kept[begin:])
 
 
-def install(rc: Path, clutch: Path) -> tuple[bool, Path | None]:
-    """Write the block; return (changed, backup path)."""
+def install(rc: Path, clutch: Path, skipped: Mapping[str, str] | None = None) -> tuple[bool, Path | None]:
+    """Write the block (without the `skipped` names); return (changed, backup path)."""
     old = rc.read_text() if rc.exists() else ""
-    new = with_block(old, block(clutch))
+    new = with_block(old, block(clutch, skipped))
     if new == old:
         return False, None
     return True, _replace(rc, old, new)

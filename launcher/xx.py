@@ -230,19 +230,24 @@ def doctor_command() -> None:
 @app.command(name="aliases")
 def aliases_command(action: Annotated[str, typer.Argument(help="install, remove or show")] = "show",
                     rc: Annotated[Path | None, typer.Option(help="shell file; default ~/.zshrc for zsh, "
-                                                                 "else ~/.bashrc")] = None) -> None:
-    """Write the classic alias set (cc, ccc, hsi, psi, codex-run, ...) into a marked block of your shell rc."""
+                                                                 "else ~/.bashrc")] = None,
+                    force: Annotated[list[str] | None, typer.Option(
+                        "--force", metavar="NAME", help="take this name even if you already have it (a command "
+                                                        "on PATH, a builtin, your alias or function); repeatable, "
+                                                        "or NAME,NAME")] = None,
+                    take_all: Annotated[bool, typer.Option("--all", help="take every name, shadowing what you "
+                                                                         "have")] = False) -> None:
+    """Write the classic alias set (cc, ccc, hsi, psi, codex-run, ...) into a marked block of your shell rc;
+    names you already have are left out and named."""
     target = rc or aliases.default_rc(dict(os.environ))
+    if action not in ("install", "remove", "show"):
+        raise fail(f"aliases {action!r}: use install, remove or show")
+    skipped = _skipped_aliases(target, force or [], take_all) if action != "remove" else {}
     if action == "show":
-        typer.echo(aliases.block(CLUTCH), nl=False)
+        typer.echo(aliases.block(CLUTCH, skipped), nl=False)
         return
     try:
-        if action == "install":
-            changed, backup = aliases.install(target, CLUTCH)
-        elif action == "remove":
-            changed, backup = aliases.remove(target)
-        else:
-            raise fail(f"aliases {action!r}: use install, remove or show")
+        changed, backup = aliases.install(target, CLUTCH, skipped) if action == "install" else aliases.remove(target)
     except (OSError, ValueError) as e:
         raise fail(f"{target}: {e}", 1) from None
     if not changed:
@@ -251,7 +256,28 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
     typer.echo(f"xx: {'wrote' if action == 'install' else 'removed'} the xx block in {target}"
                + (f" (backup: {backup})" if backup else ""))
     if action == "install":
-        typer.echo(f"xx: open a new shell or run `source {target}`; then e.g. `cc`, `hsr ID`, `codex-run \"...\"`")
+        typer.echo(f"xx: open a new shell or run `source {target}`; then e.g. `ccc`, `hsr ID`, `codex-run \"...\"`")
+
+
+def _skipped_aliases(rc: Path, force: list[str], take_all: bool) -> dict[str, str]:
+    """The names left out of the block (name -> why), after --force and --all; says which and why."""
+    forced = {name.strip() for value in force for name in value.split(",") if name.strip()}
+    unknown = sorted(forced - set(aliases.ALIASES) - {"xx"})
+    if unknown:
+        raise fail(f"--force {', '.join(unknown)}: not a name of the block (`xx aliases show` lists them)")
+    found = aliases.taken(["xx", *aliases.ALIASES], rc, dict(os.environ), CLUTCH)
+    width = terminal_width()
+    for name in sorted(set(found) & forced if not take_all else set(found)):
+        typer.echo(fit_text(f"xx: taking {name} anyway, shadowing {found[name]}", width), err=True)
+    skipped = {} if take_all else {name: why for name, why in found.items() if name not in forced}
+    if skipped:
+        typer.echo(fit_text(f"xx: left out {len(skipped)} name(s) you already have, so that they keep working "
+                            f"(`--force NAME` takes one anyway, `--all` every one):", width), err=True)
+        rows = [[name, why] for name, why in skipped.items()]
+        fitted = fit_table([TableColumn("name"), TableColumn("you already have", kind="text", min_width=20)],
+                           rows, width)
+        typer.echo(render_text(fitted.table, width), err=True)
+    return skipped
 
 
 @app.command()

@@ -3,6 +3,7 @@ bash that sources it and runs an alias through xx (dry run)."""
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,98 @@ def test_bash_runs_the_aliases_through_xx(tmp_path, line, expected_run):
     result = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == expected_run
+
+
+# ------------------------------------------------------------------ names the user already has
+
+FAKE_COMMAND = "#!/bin/sh\necho \"the real $(basename \"$0\") $*\"\n"
+
+
+@pytest.fixture
+def user_shell(tmp_path):
+    """A HOME whose PATH has `cc` and `ccr` commands (the C compiler, claude-code-router), a .bashrc
+    that defines an alias `qw` and a function `oc` and sources ~/.bash_aliases, which defines `claw`."""
+    home = tmp_path / "home"
+    home.mkdir()
+    bin_folder = tmp_path / "bin"
+    bin_folder.mkdir()
+    for name in ("cc", "ccr"):
+        (bin_folder / name).write_text(FAKE_COMMAND)
+        (bin_folder / name).chmod(0o755)
+    (home / ".bashrc").write_text("# my settings\nalias qw='echo my qw'\noc() { echo my oc; }\n"
+                                  "if [ -f ~/.bash_aliases ]; then . ~/.bash_aliases; fi\n")
+    (home / ".bash_aliases").write_text("alias ll='ls -l' claw='echo my claw'\n")
+    (home / ".xx").mkdir()  # the dry run needs no gateway (see test_bash_runs_the_aliases_through_xx)
+    (home / ".xx" / "config.json").write_text('{"gateway": "127.0.0.1:9", "auto_start": false}')
+    env = {"PATH": f"{bin_folder}:{os.environ['PATH']}", "HOME": str(home), "LANG": "C.UTF-8",
+           "PYTHONPATH": str(ROOT), "SHELL": "/bin/bash", "COLUMNS": "100"}
+    return home, env
+
+
+def xx_aliases(env, *args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launcher.xx", "aliases", *args], env=env, capture_output=True,
+                          text=True, timeout=60, cwd=env["HOME"])
+
+
+def in_bash(env, home, line) -> str:
+    script = f"shopt -s expand_aliases\nsource {home / '.bashrc'}\n{line}\n"
+    result = subprocess.run(["bash", "-c", script], env={**env, "XX_DRY_RUN": "1"}, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_taken_finds_commands_builtins_and_the_users_aliases_and_functions(user_shell):
+    home, env = user_shell
+    found = aliases.taken(["cc", "ccr", "qw", "oc", "claw", "ll", "cd", "if", "ccc"], home / ".bashrc", env,
+                          CLUTCH)
+    assert found["cc"] == f"a command on PATH ({env['PATH'].split(':')[0]}/cc)"
+    assert found["qw"] == "your alias in ~/.bashrc:2" and found["oc"] == "your function in ~/.bashrc:3"
+    assert found["claw"] == found["ll"] == "your alias in ~/.bash_aliases:1"  # a file the rc sources
+    assert found["cd"] == found["if"] == "a bash builtin"
+    assert "ccc" not in found
+
+
+def test_install_leaves_out_what_the_user_has_and_says_which_and_why(user_shell):
+    home, env = user_shell
+    result = xx_aliases(env, "install")
+    assert result.returncode == 0, result.stderr
+    said = result.stderr
+    assert "left out 5 name(s) you already have" in said and "--force NAME" in said
+    for name, why in (("cc", "a command on PATH"), ("ccr", "a command on PATH"), ("qw", "your alias in ~/.bashrc:2"),
+                      ("oc", "your function in ~/.bashrc:3"), ("claw", "your alias in ~/.bash_aliases:1")):
+        assert any(line.split()[:1] == [name] and why in line for line in said.splitlines()), (name, said)
+    text = (home / ".bashrc").read_text()
+    written = text[text.index(aliases.BEGIN):]
+    assert "alias cc=" not in written and "alias ccr=" not in written and "alias qw=" not in written
+    assert "alias ccc='xx ccp'" in written and "#   cc: a command on PATH" in written
+    # in a real bash: the user's commands, alias and function still answer, the rest go through xx
+    assert in_bash(env, home, "cc -c x.c") == "the real cc -c x.c\n"
+    assert in_bash(env, home, "qw; oc; claw") == "my qw\nmy oc\nmy claw\n"
+    assert in_bash(env, home, "ccc").splitlines()[0] == "run  claude --continue --dangerously-skip-permissions"
+
+
+def test_force_and_all_take_names_anyway(user_shell):
+    home, env = user_shell
+    result = xx_aliases(env, "install", "--force", "cc", "--force", "qw,oc")
+    assert result.returncode == 0, result.stderr
+    assert "taking cc anyway, shadowing a command on PATH" in result.stderr
+    text = (home / ".bashrc").read_text()
+    assert "alias cc='xx cip'" in text and "alias qw='xx qip'" in text and "alias oc='xx oip'" in text
+    assert "alias ccr=" not in text
+    assert in_bash(env, home, "cc").splitlines()[0] == "run  claude --dangerously-skip-permissions"
+    assert xx_aliases(env, "install", "--all").returncode == 0
+    assert all(f"alias {name}=" in (home / ".bashrc").read_text() for name in aliases.ALIASES)
+    refused = xx_aliases(env, "install", "--force", "gcc")
+    assert refused.returncode == 2 and "not a name of the block" in refused.stderr
+
+
+def test_someone_elses_xx_on_path_is_not_shadowed(user_shell, tmp_path):
+    home, env = user_shell
+    (tmp_path / "bin" / "xx").write_text(FAKE_COMMAND)
+    (tmp_path / "bin" / "xx").chmod(0o755)
+    assert xx_aliases(env, "install").returncode == 0
+    text = (home / ".bashrc").read_text()
+    assert "xx() {" not in text and f"alias ccc='{CLUTCH} xx ccp'" in text
+    assert in_bash(env, home, "xx hi") == "the real xx hi\n"
+    assert in_bash(env, home, "ccc").splitlines()[0] == "run  claude --continue --dangerously-skip-permissions"
