@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+import textwrap
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ import typer
 from addons.certs import ca_files, prepare
 from addons.config.paths import places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
-from launcher.recipe import agent_environment, proxy_url
+from launcher.recipe import ENVIRONMENT_NAMES, agent_environment, proxy_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "addons" / "clutch.py"
@@ -97,8 +98,14 @@ def web_arguments(port: int, rules: Path | None, reverse: list[str] | None, extr
 def env(port: Port = DEFAULT_PORT, confdir: Confdir = None,
         agent: Annotated[str, typer.Option(help=f"Agent name ({', '.join(AGENT_NAMES)}) put in the proxy credentials")]
         = "unknown",
-        session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None) -> None:
+        session: Annotated[str | None, typer.Option(help="Session id to attach to every request")] = None,
+        unset: Annotated[bool, typer.Option("--unset", help="Print the lines that undo it: eval \"$(clutch env "
+                                                            "--unset)\"")] = False) -> None:
     """Print the CA paths and the environment an agent needs, as shell `export` lines."""
+    if unset:
+        typer.echo("# Undoes `clutch env`: unsets every variable it sets (even one set before it)")
+        typer.echo(textwrap.fill(" ".join(ENVIRONMENT_NAMES), 74, initial_indent="unset ", subsequent_indent="unset "))
+        return
     agent = AGENT_LETTERS.get(agent, agent)
     if agent not in AGENT_NAMES:
         raise typer.BadParameter(f"unknown agent {agent!r}; one of {', '.join(AGENT_NAMES)}")
@@ -107,6 +114,8 @@ def env(port: Port = DEFAULT_PORT, confdir: Confdir = None,
     typer.echo(f"# Clutch CA certificate: {files.ca_cert}")
     typer.echo(f"# Combined trust bundle (system roots + Clutch CA): {files.bundle}")
     typer.echo(f"# Gateway: 127.0.0.1:{port}; health: curl http://127.0.0.1:{port}/health")
+    typer.echo("# While the gateway is stopped, requests this shell sends through it fail")
+    typer.echo("# (connection refused). Undo these lines: eval \"$(./clutch env --unset)\"")
     for name, value in agent_environment(url, files).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
 

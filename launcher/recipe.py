@@ -16,6 +16,12 @@ from addons.wire.identity import Identity, username_for
 LOOPBACK = "localhost,127.0.0.1,::1"
 
 
+# Every variable agent_environment sets, in its order: what `clutch env --unset` unsets.
+ENVIRONMENT_NAMES = ("HTTPS_PROXY", "HTTP_PROXY", "https_proxy", "http_proxy", "NO_PROXY", "no_proxy",
+                     "NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "GIT_SSL_CAINFO",
+                     "CODEX_CA_CERTIFICATE", "NODE_USE_ENV_PROXY")
+
+
 def proxy_url(host: str, port: int, identity: Identity | None = None, token: str | None = None) -> str:
     if identity is None:
         return f"http://{host}:{port}"
@@ -24,7 +30,7 @@ def proxy_url(host: str, port: int, identity: Identity | None = None, token: str
 
 def agent_environment(url: str, files: CAFiles) -> dict[str, str]:
     ca, bundle = str(files.ca_cert), str(files.bundle)
-    return {
+    environment = {
         "HTTPS_PROXY": url,
         "HTTP_PROXY": url,
         "https_proxy": url,  # curl reads only the lower-case http_proxy; set both cases everywhere
@@ -39,3 +45,5 @@ def agent_environment(url: str, files: CAFiles) -> dict[str, str]:
         "CODEX_CA_CERTIFICATE": bundle,
         "NODE_USE_ENV_PROXY": "1",  # makes plain Node >= 24 fetch obey the proxy; harmless elsewhere
     }
+    assert tuple(environment) == ENVIRONMENT_NAMES  # a new variable is added to both
+    return environment

@@ -19,7 +19,7 @@ from harness import ROOT, stop, wait_until
 from typer.testing import CliRunner
 
 from launcher import gateway as cli
-from launcher.recipe import LOOPBACK
+from launcher.recipe import ENVIRONMENT_NAMES, LOOPBACK
 
 
 def test_start_arguments_bind_loopback_with_the_project_ca():
@@ -299,3 +299,26 @@ def test_without_chromium_the_browser_tests_skip_and_say_how_to_install_it(monke
     monkeypatch.setenv("CLUTCH_REQUIRE_E2E", "1")  # in CI they must run
     with pytest.raises(pytest.fail.Exception, match="no-chromium is missing"):
         webdriver.need_browser()
+
+
+def test_env_unset_undoes_env_in_a_real_shell(tmp_path):
+    """`clutch env` says how to undo it, and `clutch env --unset` does: no variable it set is left."""
+    clutch = f"{sys.executable} -m launcher.gateway"
+    exported = CliRunner().invoke(cli.app, ["env", "--confdir", str(tmp_path / "certs")]).output
+    assert "While the gateway is stopped" in exported and 'eval "$(./clutch env --unset)"' in exported
+    assert all(len(line) <= 80 for line in exported.splitlines() if line.startswith(("# While", "# (conn")))
+    script = (f'eval "$({clutch} env --confdir {shlex.quote(str(tmp_path / "certs"))})"; env -0 > {tmp_path}/set; '
+              f'eval "$({clutch} env --unset)"; env -0 > {tmp_path}/unset')
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60,
+                            env={"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+
+    def names(file):
+        return {item.split("=", 1)[0] for item in (tmp_path / file).read_text().split("\0") if item}
+
+    assert {"HTTPS_PROXY", "https_proxy", "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS"} <= names("set")
+    assert not names("unset") & set(ENVIRONMENT_NAMES)
+    unset = subprocess.run([sys.executable, "-m", "launcher.gateway", "env", "--unset"], capture_output=True,
+                           text=True, timeout=60, env={"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT)}).stdout
+    assert all(len(line) <= 80 for line in unset.splitlines())
+    assert names("set") - set(ENVIRONMENT_NAMES) - {"_"} == names("unset") - {"_"}  # nothing else was touched
