@@ -3,14 +3,27 @@
 CONNECT carries `Proxy-Authorization` once per tunnel, so the identity is kept per client
 connection; plain-HTTP proxy requests carry it themselves. The header is removed before anything
 goes upstream, and the password is never kept.
+
+A base-URL (reverse) entry gets no proxy credentials, so there the identity is read from the path's
+first segment (`/xx-claude.s-1/api/v1/chat/completions`, taken out of the path before anything routes
+or forwards it) or from the `x-clutch-agent` header (identity.py), and per-agent rules apply there too.
+That header is Clutch's own: it is removed from every request, whatever the entry.
 """
 
 from __future__ import annotations
 
 from mitmproxy import connection, http
+from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addons.flows.meta import set_identity
-from addons.wire.identity import UNKNOWN, Identity, identity_from_basic_auth
+from addons.wire.identity import (
+    AGENT_HEADER,
+    UNKNOWN,
+    Identity,
+    identity_from_agent_header,
+    identity_from_basic_auth,
+    identity_in_path,
+)
 
 
 class Identify:
@@ -22,10 +35,21 @@ class Identify:
             flow.request.headers.get("proxy-authorization"))
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        credentials = flow.request.headers.get("proxy-authorization")
+        request = flow.request
+        credentials = request.headers.get("proxy-authorization")
+        named = request.headers.get(AGENT_HEADER)
+        if named is not None:
+            del request.headers[AGENT_HEADER]
+        in_path = identity_in_path(request.path) if isinstance(flow.client_conn.proxy_mode, ReverseMode) else None
+        if in_path is not None:
+            request.path = in_path[1]  # the provider's path, whoever the request turns out to be from
         if credentials is not None:
             identity = identity_from_basic_auth(credentials)
-            del flow.request.headers["proxy-authorization"]
+            del request.headers["proxy-authorization"]
+        elif in_path is not None:
+            identity = in_path[0]
+        elif named is not None and isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            identity = identity_from_agent_header(named)
         else:
             identity = self._by_connection.get(flow.client_conn.id, UNKNOWN)
         set_identity(flow, identity)

@@ -107,6 +107,29 @@ def identity_from_username(username: str) -> Identity:
     return Identity(agent, from_credentials=True, **fields)
 
 
+# A base-URL (reverse) entry has no proxy credentials: the identity comes in the URL's first path segment
+# (`http://127.0.0.1:8790/xx-claude.s-4f1c2a/api/v1/...`, taken out before the request goes on) or in
+# this header (`x-clutch-agent: claude` or `xx-cip.s-4f1c2a`, never sent upstream).
+AGENT_HEADER = "x-clutch-agent"
+_NAMED_MAX = 512  # longer than any identity xx writes: the rest is not read
+
+
+def identity_in_path(path: str) -> tuple[Identity, str] | None:
+    """The identity a base-URL entry's path starts with, and the path without it; None when its first
+    segment is not `xx-...`. A segment that names no agent is still taken out (the agent is `unknown`)."""
+    if not path.startswith("/xx-"):
+        return None
+    end = min((i for i in (path.find("/", 1), path.find("?", 1)) if i > 0), default=len(path))
+    rest = path[end:]
+    return identity_from_username(path[1:end][:_NAMED_MAX]), (rest if rest.startswith("/") else "/" + rest)
+
+
+def identity_from_agent_header(value: str) -> Identity:
+    """The identity an `x-clutch-agent` header names: an agent (`claude`) or a proxy user name (`xx-cip.s-1`)."""
+    value = value.strip()[:_NAMED_MAX]
+    return identity_from_username(value if value.startswith("xx-") else f"xx-{value}")
+
+
 def username_for(identity: Identity) -> str:
     """The proxy user name that encodes an identity (what `xx` puts in HTTPS_PROXY)."""
     parts = [f"xx-{identity.launch_code or identity.agent}"]

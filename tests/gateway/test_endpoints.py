@@ -12,7 +12,7 @@ import time
 import httpx
 import openai
 import pytest
-from harness import MITMWEB, ROOT, Gateway, free_port, trust
+from harness import MITMWEB, ROOT, Gateway, free_port, gateway_on_rules, trust
 
 from addons import __version__
 
@@ -172,6 +172,55 @@ def test_reverse_entry_needs_no_ca(tmp_path, fake, pki):
         assert fake.wait_for(lambda e: e.get("model") == "reverse/stream")["host"] == "openrouter.ai"
         health = httpx.get(f"{base}/__clutch/health", trust_env=False).json()
         assert f"reverse 127.0.0.1:{reverse_port}" in health["listen"]
+    finally:
+        gateway.stop()
+
+
+REVERSE_RULES = """\
+version: 1
+providers:
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
+               key_env: OPENROUTER_API_KEY}
+profiles:
+  claude:
+    routes: {default: "openrouter:rev/claude-profile"}
+"""
+
+
+def test_a_reverse_entry_learns_the_agent_from_a_path_prefix_or_a_header(tmp_path, fake, pki):
+    """A tool on a base URL sends no proxy credentials: `/xx-<agent>...` before the provider's path, or
+    `x-clutch-agent`, names it. The journal shows the agent, its profile routes it, and the provider gets
+    the path without the prefix and never the header."""
+    reverse_port = free_port()
+    workdir = tmp_path / "gw"
+    workdir.mkdir()
+    gateway = gateway_on_rules(workdir, fake, pki, REVERSE_RULES, "--mode", "regular",
+                               "--mode", f"reverse:https://openrouter.ai@127.0.0.1:{reverse_port}")
+    try:
+        def ask(base: str, model: str, **headers: str) -> str:
+            client = openai.OpenAI(base_url=base, api_key="sk-or-v1-test", default_headers=headers,
+                                   http_client=httpx.Client(trust_env=False))
+            return client.chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}]) \
+                .choices[0].message.content
+
+        entry = f"http://127.0.0.1:{reverse_port}"
+        assert ask(f"{entry}/xx-claude.s-rev1/api/v1", "rev/by-path") == "pong from the fake upstream"
+        assert ask(f"{entry}/api/v1", "rev/by-header", **{"x-clutch-agent": "xx-cip.s-rev2"})
+        assert ask(f"{entry}/api/v1", "rev/nobody")
+        by_path, = gateway.journal("rev/by-path")
+        by_header, = gateway.journal("rev/by-header")
+        nobody, = gateway.journal("rev/nobody")
+        assert (by_path["agent"], by_path["session"]) == ("claude", "rev1")
+        assert (by_header["agent"], by_header["launch"], by_header["session"]) == ("claude", "cip", "rev2")
+        assert nobody["agent"] == "unknown"
+        # Claude's profile routes its requests, and nobody else's
+        assert by_path["served_by"] == by_header["served_by"] == "openrouter:rev/claude-profile"
+        assert nobody["served_by"] == "openrouter:rev/nobody"
+        sent = [e for e in fake.entries() if e.get("model") in ("rev/claude-profile", "rev/nobody")
+                and e["t"] >= by_path["time"] - 1]
+        assert [e["model"] for e in sent] == ["rev/claude-profile", "rev/claude-profile", "rev/nobody"]
+        assert all(e["path"] == "/api/v1/chat/completions" for e in sent)  # the prefix never reached it
+        assert all(e["host"] == "openrouter.ai" and "x-clutch-agent" not in e["headers"] for e in sent)
     finally:
         gateway.stop()
 

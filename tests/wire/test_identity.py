@@ -2,8 +2,8 @@ import base64
 
 import pytest
 
-from addons.wire.identity import (UNKNOWN, Identity, identity_from_basic_auth, identity_from_username,
-                             same_identity_username, username_for)
+from addons.wire.identity import (UNKNOWN, Identity, identity_from_agent_header, identity_from_basic_auth,
+                                  identity_from_username, identity_in_path, same_identity_username, username_for)
 
 
 def basic(user: str, password: str = "secret-token") -> str:
@@ -68,3 +68,25 @@ def test_the_same_identity_for_requests_clutch_sends_for_an_agent(username):
 
 def test_no_credentials_no_user_name():
     assert same_identity_username(UNKNOWN) is None
+
+
+@pytest.mark.parametrize("path,agent,session,rest", [
+    ("/xx-claude.s-rev1/api/v1/chat/completions", "claude", "rev1", "/api/v1/chat/completions"),
+    ("/xx-cip/v1/messages?beta=true", "claude", None, "/v1/messages?beta=true"),
+    ("/xx-codex?x=1", "codex", None, "/?x=1"),
+    ("/xx-robot/v1/messages", "unknown", None, "/v1/messages"),  # named no agent: still taken out
+])
+def test_a_base_url_path_carries_the_identity(path, agent, session, rest):
+    identity, stripped = identity_in_path(path)
+    assert (identity.agent, identity.session, stripped) == (agent, session, rest)
+
+
+def test_a_path_without_the_prefix_names_nobody():
+    assert identity_in_path("/api/v1/chat/completions") is None
+    assert identity_in_path("/v1/xx-claude/messages") is None
+
+
+def test_the_agent_header_takes_a_name_or_a_user_name():
+    assert identity_from_agent_header("claude").agent == "claude"
+    assert identity_from_agent_header(" xx-qnp.s-h1 ") == identity_from_username("xx-qnp.s-h1")
+    assert identity_from_agent_header("x" * 100_000).agent == "unknown"
