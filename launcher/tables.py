@@ -167,8 +167,8 @@ def render_request(entry: dict | None, layout: WatchLayout) -> str:
     status = str(entry.get("status") or entry.get("error") or "-")
     if entry.get("outcome") in ("broken", "aborted"):  # began as a 200, did not end as one
         status = _ENDED.get(entry.get("error") or "", entry["outcome"])
-    elif entry.get("error") and entry.get("status"):
-        status += f" {entry['error']}"
+    elif entry.get("error") and entry.get("status") and len(f"{status} {entry['error']}") <= widths["status"]:
+        status += f" {entry['error']}"  # the word only where it fits: `429` says more than `429 st…`
     return layout.line({
         "time": time.strftime("%H:%M:%S", time.localtime(entry.get("time") or 0)),
         "agent": entry.get("agent") or "unknown",

@@ -51,12 +51,12 @@ def terminal_width(environ: Mapping[str, str] | None = None, stream: IO[str] | N
     return DEFAULT_WIDTH
 
 
-def make_console(width: int | None = None, file: IO[str] | None = None, stderr: bool = False) -> Console:
+def make_console(width: int | None = None, file: IO[str] | None = None) -> Console:
     """A rich Console of `width` columns (default: terminal_width()) with markup, emoji codes and
     highlighting off, so what agents and providers named is printed exactly."""
     from rich.console import Console
 
-    return Console(width=width or terminal_width(), file=file, stderr=stderr, markup=False, emoji=False,
+    return Console(width=width or terminal_width(), file=file, markup=False, emoji=False,
                    highlight=False, soft_wrap=False)
 
 

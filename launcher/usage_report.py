@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.text import Text
 
 from addons.accounting.store import GROUPS, UsageStore, UsageStoreError, parse_time
 from addons.config.paths import places
 from launcher.tables import money
-from launcher.terminal import FittedTable, TableColumn, fit_table, make_console, terminal_width
+from launcher.terminal import FittedTable, TableColumn, fit_table, fit_text, render_text, terminal_width
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
            "cached_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated", "ttft_ms_p50",
@@ -112,11 +111,11 @@ def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, d
     else:
         width = terminal_width()
         fitted = render_usage(rows, by, width)
-        console = make_console(width)
-        console.print(Text(f"usage by {by} {_span(start, end)} ({path})"))
-        console.print(fitted.table)
-        if fitted.note(width):
-            console.print(Text(str(fitted.note(width))))
+        typer.echo(fit_text(f"usage by {by} {_span(start, end)}", width))
+        typer.echo(render_text(fitted.table, width))
+        for line in (fitted.note(width), f"(database {path})"):
+            if line:
+                typer.echo(fit_text(line, width, indent=1))
 
 
 def _span(start: float | None, end: float | None) -> str:

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from launcher.scan import ago
-from launcher.terminal import TableColumn, fit_table, make_console, terminal_width
+from launcher.terminal import TableColumn, fit_table, fit_text, render_text, terminal_width
 
 # the ranking table's columns: the rank and the model always, then by what matters most for choosing
 _COLUMNS = (
@@ -21,13 +21,12 @@ _COLUMNS = (
 def print_run(run: dict[str, Any]) -> None:
     """A scan (rankings.run_scan) as `xx scan` prints it, within the terminal's width: the catalog, the
     probes, the ranked table, the tiers."""
-    from rich.text import Text
+    import typer
 
     width = terminal_width()
-    console = make_console(width)
 
-    def say(line: str) -> None:  # prose wraps at the width; names from the catalog are printed as they are
-        console.print(Text(line))
+    def say(line: str) -> None:  # prose wraps at the width, the next lines indented under the first's text
+        typer.echo(fit_text(line, width, indent=9))
 
     info = run["catalog"]
     left = ", ".join(f"{n} {kind}" for kind, n in sorted(info["left_out"].items())) or "none"
@@ -47,7 +46,7 @@ def print_run(run: dict[str, Any]) -> None:
              f"{r['context_length'] or 0:,}", _per_million(r["prompt_price"], r["free"]),
              _per_million(r["completion_price"], r["free"]), str(r["why"])] for r in run["rankings"]]
     fitted = fit_table(_COLUMNS, rows, width)
-    console.print(fitted.table)
+    typer.echo(render_text(fitted.table, width))
     if fitted.note(width):
         say(str(fitted.note(width)))
     if len(run["rankings"]) < run["ranked"]:

@@ -9,13 +9,15 @@ import ssl
 import subprocess
 import threading
 import time
+from pathlib import Path
 
 import httpx
 from harness import stop as stop_process
-from xx_rig import alive, gateway_pid, run_xx, write_config, xx_env
+from xx_rig import alive, fits, gateway_pid, run_xx, shows, write_config, xx_env
 
 from launcher import lifecycle
-from launcher.tables import money
+from launcher.tables import WatchLayout, money
+from launcher.terminal import shorten_model
 
 
 def test_start_status_watch_log_stop(xx_home, fake):
@@ -180,3 +182,54 @@ def test_status_without_any_gateway(tmp_path):
     result = run_xx(xx_env(home), "status")
     assert result.returncode == 1 and "not running on 127.0.0.1:9" in result.stdout
     assert os.listdir(home / ".xx") == ["config.json"]  # status creates nothing
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+# (proxy user name, host, path, model): agents as xx launches them, on OpenRouter's long model ids
+TRAFFIC = [
+    ("xx-cip.s-4f1c2a", "openrouter.ai", "/api/v1/chat/completions", "anthropic/claude-opus-4.8"),
+    ("xx-xnp.s-nightly", "openrouter.ai", "/api/v1/chat/completions", "moonshotai/kimi-k2.6"),
+    ("xx-qnp", "openrouter.ai", "/api/v1/chat/completions", "deepseek/deepseek-chat-v3.1:free"),
+    ("xx-onp.s-ses_91", "openrouter.ai", "/api/v1/chat/completions", "nvidia/nemotron-3-super-120b-a12b:free"),
+    ("xx-hip", "openrouter.ai", "/api/v1/chat/completions", "moonshotai/kimi-k2.6"),
+    ("xx-cip.s-4f1c2a", "api.anthropic.com", "/v1/messages", "claude-opus-4-8"),
+    ("xx-pnp", "openrouter.ai", "/api/v1/chat/completions", "openrouter/fake-fail-429"),
+]
+
+
+def test_watch_and_usage_fit_80_columns_after_real_traffic(xx_home):
+    """A gateway xx started, real requests of five agents through it, then `xx watch` and `xx usage --by
+    model` in a pipe: 80 columns, every line within them, every model readable. Their output is saved in
+    tests/artifacts/ for a person to look at."""
+    home, config = xx_home
+    env = xx_env(home)
+    assert run_xx(env, "start").returncode == 0
+    trusted = ssl.create_default_context(cafile=str(home / "certs" / "clutch-ca-bundle.pem"))
+    for user, host, path, model in TRAFFIC:
+        with httpx.Client(proxy=f"http://{user}:tok@{config['gateway']}", verify=trusted, trust_env=False,
+                          timeout=30) as client:
+            if host == "api.anthropic.com":
+                client.post(f"https://{host}{path}", headers={"x-api-key": "sk-ant-test", "anthropic-version":
+                                                             "2023-06-01"},
+                            json={"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]})
+            else:
+                client.post(f"https://{host}{path}", headers={"authorization": "Bearer sk-or-v1-test"},
+                            json={"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    watched = run_xx({**env, "COLUMNS": "80"}, "watch", "--once")
+    used = run_xx({**env, "COLUMNS": "80"}, "usage", "--by", "model")
+    ARTIFACTS.mkdir(exist_ok=True)
+    (ARTIFACTS / "xx-watch-80.txt").write_text(watched.stdout)
+    (ARTIFACTS / "xx-usage-by-model-80.txt").write_text(used.stdout)
+    assert watched.returncode == 0 and used.returncode == 0, watched.stderr + used.stderr
+    fits(watched.stdout, 80)
+    fits(used.stdout, 80)
+    rows = watched.stdout.splitlines()[1:]
+    assert len(rows) == len(TRAFFIC)
+    layout = WatchLayout.for_width(80)
+    served = dict(zip((f.heading for f in layout.fields), layout.widths, strict=True))["served by"]
+    for (_, host, _, model), row in zip(TRAFFIC, rows, strict=True):
+        target = f"{'anthropic' if host == 'api.anthropic.com' else 'openrouter'}:{model}"
+        assert shorten_model(target, served) in row, row  # whole, or shortened the documented way
+        if "fail" not in model:
+            assert shows(used.stdout, target), used.stdout
+    assert "kimi-k2.6" in rows[1] and "deepseek-chat-v3.1:free" in rows[2]
