@@ -13,9 +13,9 @@ from launcher.terminal import TableColumn, fit_table, fit_text, render_text, ter
 _COLUMNS = (
     TableColumn("#", justify="right"), TableColumn("model", kind="key", min_width=24),
     TableColumn("score", justify="right", priority=1), TableColumn("success", justify="right", priority=3),
-    TableColumn("ttft ms", justify="right", priority=4), TableColumn("tok/s", justify="right", priority=5),
-    TableColumn("context", justify="right", priority=6), TableColumn("$/M in", justify="right", priority=2),
-    TableColumn("$/M out", justify="right", priority=2), TableColumn("why", kind="text", priority=7, min_width=20))
+    TableColumn("ttft ms", justify="right", priority=4), TableColumn("tok/s", justify="right", priority=6),
+    TableColumn("context", justify="right", priority=7), TableColumn("$/M in", justify="right", priority=2),
+    TableColumn("$/M out", justify="right", priority=2), TableColumn("why", kind="text", priority=5, min_width=20))
 
 
 def print_run(run: dict[str, Any]) -> None:
