@@ -13,6 +13,7 @@ import json
 import os
 import pty
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,7 +65,12 @@ def test_readme_quick_start_on_a_fresh_home(tmp_path, fake, pki):
                                 timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
         assert "the gateway answers on" in result.stdout
-        assert (home / ".bashrc").read_text().count("alias cc='xx cip'") == 1
+        written = (home / ".bashrc").read_text()
+        assert written.count("alias ccc='xx ccp'") == 1
+        # `cc` is the C compiler where one is installed: left out, and said so
+        compiler = shutil.which("cc", path=env["PATH"])
+        assert ("alias cc='xx cip'" in written) is (compiler is None)
+        assert (f"a command on PATH ({compiler})" in result.stderr) is (compiler is not None)
         assert "run  claude --dangerously-skip-permissions" in result.stdout
         assert ANSWER in result.stdout
         turns = [e for e in fake.entries()[before:] if e["path"] == "/api/v1/chat/completions"]
