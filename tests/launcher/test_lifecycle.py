@@ -7,6 +7,7 @@ import os
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -40,6 +41,11 @@ def test_start_status_watch_log_stop(xx_home, fake):
     assert max(map(len, status.stdout.splitlines())) <= 80  # not a terminal, no COLUMNS: 80 wide
     raw = json.loads(run_xx(env, "status", "--json").stdout)
     assert raw["pid"] == pid and raw["health"]["status"] == "ok"
+    port = config["gateway"].rpartition(":")[2]
+    resilience = subprocess.run([sys.executable, "-m", "launcher.gateway", "resilience", "--port", port],
+                                env={**env, "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)
+    assert resilience.returncode == 0 and "Circuit breakers" in resilience.stdout, resilience.stderr
+    fits(resilience.stdout, 80)
 
     # one LLM request through the gateway, then the live view shows it
     proxy = f"http://xx-qnp.s-w1:tok@{config['gateway']}"
