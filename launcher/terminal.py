@@ -60,11 +60,19 @@ def make_console(width: int | None = None, file: IO[str] | None = None) -> Conso
                    highlight=False, soft_wrap=False)
 
 
+class _Buffer(io.StringIO):
+    """Text for stdout: rich reads `encoding` to draw ASCII rules where stdout cannot take box characters."""
+
+    encoding = (getattr(sys.stdout, "encoding", None) or "utf-8").lower()
+
+
 def render_text(renderable: RenderableType, width: int) -> str:
-    """What `renderable` prints at `width` columns, as plain text (no colours; trailing spaces removed)."""
-    buffer = io.StringIO()
+    """What `renderable` prints at `width` columns, as plain text (no colours; trailing spaces removed),
+    in characters stdout can encode (a `…` becomes `?` on a Latin-1 terminal rather than an error)."""
+    buffer = _Buffer()
     make_console(width, file=buffer).print(renderable)
-    return "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+    text = "\n".join(line.rstrip() for line in buffer.getvalue().splitlines())
+    return text.encode(_Buffer.encoding, "replace").decode(_Buffer.encoding)
 
 
 def fit_text(text: str, width: int, indent: int = 4) -> str:
@@ -199,9 +207,13 @@ def fit_table(columns: Sequence[TableColumn], rows: Sequence[Sequence[str]], wid
 
 
 def _box():
+    """No column lines, a rule under the headings: rich's SIMPLE_HEAD, or the same in ASCII where stdout
+    cannot take box characters (rich's own ASCII substitute would add column lines)."""
     from rich import box
 
-    return box.SIMPLE_HEAD  # no column lines: a rule under the headings, and one above a total
+    if _Buffer.encoding.replace("-", "").startswith("utf"):
+        return box.SIMPLE_HEAD
+    return box.Box("    \n    \n -- \n    \n    \n    \n    \n    \n", ascii=True)
 
 
 GAP = 2  # spaces between two columns of fit_table's tables (a right padding and the box's blank separator)

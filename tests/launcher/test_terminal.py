@@ -238,3 +238,12 @@ def test_xx_codes_fits(tmp_path, width):
     assert result.returncode == 0, result.stderr
     fits(result.stdout, width)
     assert "a ante" in result.stdout and "antigravity  i c n s -  agy" in result.stdout
+
+
+def test_a_terminal_without_utf8_gets_ascii_rules(tmp_path):
+    db = tmp_path / "usage.db"
+    fill(db, MODELS)
+    result = run_xx(xx_env(tmp_path, PYTHONIOENCODING="latin-1"), "usage", "--by", "model", "--db", str(db))
+    assert result.returncode == 0, result.stderr
+    fits(result.stdout, 80)
+    assert "-" * 80 in result.stdout and "─" not in result.stdout
