@@ -90,7 +90,7 @@ def taken(names: Iterable[str], rc: Path, environ: Mapping[str, str], clutch: Pa
     wanted = list(names)
     found: dict[str, str] = {}
     own = user_definitions(rc, Path(environ.get("HOME") or Path.home()))
-    words = shell_words(_shell_of(rc))
+    words = shell_builtins(_shell_of(rc))
     for name in wanted:
         command = shutil.which(name, path=environ.get("PATH", ""))
         if name == "xx" and command and Path(command).resolve() == clutch.resolve():
@@ -165,7 +165,7 @@ def _shell_of(rc: Path) -> str:
     return "zsh" if "zsh" in rc.name else "bash"
 
 
-def shell_words(shell: str) -> frozenset[str]:
+def shell_builtins(shell: str) -> frozenset[str]:
     """The builtins and reserved words of `shell`, asked of the shell itself (empty without it)."""
     script = {"bash": "compgen -b; compgen -k", "zsh": "print -rl -- ${(k)builtins} ${(k)reswords}"}[shell]
     binary = shutil.which(shell)

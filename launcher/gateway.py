@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from addons.certs import ca_files, prepare
-from addons.config.paths import places
+from addons.config.paths import is_checkout, places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
 from launcher.recipe import ENVIRONMENT_NAMES, agent_environment, proxy_url
 
@@ -115,7 +115,8 @@ def env(port: Port = DEFAULT_PORT, confdir: Confdir = None,
     typer.echo(f"# Combined trust bundle (system roots + Clutch CA): {files.bundle}")
     typer.echo(f"# Gateway: 127.0.0.1:{port}; health: curl http://127.0.0.1:{port}/health")
     typer.echo("# While the gateway is stopped, requests this shell sends through it fail")
-    typer.echo("# (connection refused). Undo these lines: eval \"$(./clutch env --unset)\"")
+    clutch = "./clutch" if is_checkout() else "clutch"
+    typer.echo(f"# (connection refused). Undo these lines: eval \"$({clutch} env --unset)\"")
     for name, value in agent_environment(url, files).items():
         typer.echo(f"export {name}={shlex.quote(value)}")
 
