@@ -57,6 +57,14 @@ ALIASES: dict[str, tuple[str, str]] = {
 }
 
 
+def runner_words(clutch: Path) -> str:
+    """The shell words that run this Clutch's xx. `clutch` is the file that starts it: a checkout's
+    ./clutch script takes `xx` as its first argument; an installed Clutch's console script (or a
+    symlink to ./clutch, which the script reads by its name) is named xx and is xx itself."""
+    quoted = shlex.quote(str(clutch))
+    return quoted if clutch.name == "xx" else f"{quoted} xx"
+
+
 def block(clutch: Path, skipped: Mapping[str, str] | None = None) -> str:
     """The marked block, without the names in `skipped` (name -> why the user already has it)."""
     skipped = skipped or {}
@@ -66,10 +74,10 @@ def block(clutch: Path, skipped: Mapping[str, str] | None = None) -> str:
         lines.append("# Left out, you already have them (`xx aliases install --force NAME` takes one):")
         lines += [f"#   {name}: {why}" for name, why in skipped.items()]
     runner = "xx"
-    if "xx" in skipped:  # someone else's xx: the aliases call this checkout's ./clutch by its path
-        runner = f"{shlex.quote(str(clutch))} xx"
+    if "xx" in skipped:  # someone else's xx: the aliases call this Clutch's xx by its path
+        runner = runner_words(clutch)
     else:
-        lines.append(f"xx() {{ {shlex.quote(str(clutch))} xx \"$@\"; }}")
+        lines.append(f"xx() {{ {runner_words(clutch)} \"$@\"; }}")
     for name, (arguments, what) in ALIASES.items():
         if name not in skipped:
             lines.append(f"alias {name}={shlex.quote(runner + ' ' + arguments)}  # {what}")

@@ -22,6 +22,7 @@ from typing import Annotated
 
 import typer
 
+from addons.config.paths import is_checkout
 from launcher import agents, aliases, doctor, lifecycle, usage_report
 from launcher.codes import CodeError, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, load_config, xx_home
@@ -31,7 +32,9 @@ from launcher.tables import WatchLayout, render_request, render_reset, render_re
 from launcher.terminal import TableColumn, fit_table, fit_text, render_text, terminal_width
 
 ROOT = Path(__file__).resolve().parent.parent
-CLUTCH = ROOT / "clutch"
+# what the aliases call to run xx: a checkout's ./clutch script, or an installed Clutch's own `xx`
+# console script (the file this process was started as); aliases.runner_words tells them apart
+CLUTCH = ROOT / "clutch" if is_checkout(ROOT) else Path(sys.argv[0]).absolute()
 COMMANDS = ("launch", "start", "stop", "restart", "status", "log", "watch", "usage", "scan", "doctor", "aliases",
             "codes", "breakers")
 

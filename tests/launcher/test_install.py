@@ -136,6 +136,21 @@ def test_installed_commands_use_the_installed_tree(installed):
 
 
 @pytest.mark.gateway
+def test_installed_aliases_call_the_installed_xx(installed):
+    """An installed Clutch has no ./clutch script: the alias block's xx() and its aliases run the
+    console script this xx was started as, and a real bash runs an alias through it."""
+    xx = installed["venv"] / "bin" / "xx"
+    shown = _run(installed, str(xx), "aliases", "show")
+    assert shown.returncode == 0, shown.stderr
+    assert f"xx() {{ {xx} \"$@\"; }}" in shown.stdout, shown.stdout
+    assert "/clutch/clutch" not in shown.stdout
+    rc = installed["home"] / ".bashrc"
+    assert _run(installed, str(xx), "aliases", "install", "--rc", str(rc)).returncode == 0
+    ran = _run(installed, "bash", "-c", f"shopt -s expand_aliases; source {rc}; xx cip --dry-run")
+    assert ran.returncode == 0 and ran.stdout.startswith("run  claude "), ran.stdout + ran.stderr
+
+
+@pytest.mark.gateway
 def test_installed_commands_complete_in_the_shell(installed):
     script = _run(installed, "clutch", "--show-completion", "bash")
     assert script.returncode == 0 and "_CLUTCH_COMPLETE=complete_bash" in script.stdout, script.stderr
