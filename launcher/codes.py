@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from addons.config.rules import LAUNCH_TIER_LETTERS
 from addons.wire.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
@@ -62,8 +62,9 @@ class LaunchCode:
     text: str  # the code as parsed, e.g. "cip3" (what goes into the proxy user name `xx-cip3`)
 
 
-def code_table() -> str:
-    """The letters of a launch code (for error messages and `xx --help`)."""
+def code_table(launch_tiers: Mapping[str, str] | None = None, source: str | None = None) -> str:
+    """The letters of a launch code (for error messages and `xx --help`); given the rules in force
+    (`xx codes`), each tier letter with the model those rules give it."""
     agents = "  ".join(f"{letter} {name}" for letter, name in AGENT_LETTERS.items())
     lines = [
         "xx <agent><mode><route>[<tier>]    e.g. xx cip, xx xnb, xx hcpd, xx cip3",
@@ -72,9 +73,14 @@ def code_table() -> str:
     for label, names, order in (("mode", MODE_NAMES, MODE_ORDER), ("route", ROUTE_NAMES, ROUTE_ORDER)):
         for index, letter in enumerate(order):
             lines.append(f"  {label if index == 0 else '':<6} {letter} {names[letter]}")
-    lines.append("  tier   optional; the models are the rules' launch_tiers (defaults named here):")
-    for letter, name in TIER_NAMES.items():
-        lines.append(f"         {letter} {name}")
+    if launch_tiers is None:
+        lines.append("  tier   optional; the models are the rules' launch_tiers (defaults named here):")
+        lines += [f"         {letter} {name}" for letter, name in TIER_NAMES.items()]
+    else:
+        lines += ["  tier   optional; the models of the rules' launch_tiers in force", f"         ({source}):"]
+        for letter, name in TIER_NAMES.items():
+            model = launch_tiers.get(letter) or (name if letter in "mf" else "none: the gateway routes as usual")
+            lines.append(f"         {letter} {model}")
     lines.append("         0-9 a profile: the xx config's profiles and/or the rules' profiles")
     return "\n".join(lines)
 

@@ -15,6 +15,8 @@ import typer
 from addons.certs import ca_files, prepare
 from addons.config.paths import places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
+from launcher import rules_cli
+from launcher.ports import refuse_taken_ports
 from launcher.recipe import agent_environment, proxy_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,7 +28,8 @@ app = typer.Typer(no_args_is_help=True,
 
 Port = Annotated[int, typer.Option("--port", "-p", envvar="CLUTCH_PORT", help="Listen port (127.0.0.1 only).")]
 Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
-                                            help="Rules file; default: the embedded rules/default.yaml.")]
+                                            help="Rules file, layered over the embedded defaults; default: "
+                                                 "$XDG_CONFIG_HOME/clutch/rules.yaml when it exists.")]
 Reverse = Annotated[list[str] | None, typer.Option(
     "--reverse", metavar="URL@PORT",
     help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
@@ -61,7 +64,9 @@ def mitm_arguments(port: int, rules: Path | None, reverse: list[str] | None, ext
 def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
           confdir: Confdir = None) -> None:
     """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
-    _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args, confdir))
+    args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
+    refuse_taken_ports(port, reverse)
+    _exec("mitmdump", args)
 
 
 @app.command(context_settings=PASS_THROUGH)
@@ -72,6 +77,7 @@ def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reve
     args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
     args += ["--web-host", "127.0.0.1", "--web-port", str(web_port), "--set", "store_streamed_bodies=true",
              "--set", "web_columns=tls,icon,path,method,status,size,time,comment"]
+    refuse_taken_ports(port, reverse)
     _exec("mitmweb", args)
 
 
@@ -172,6 +178,10 @@ def _exec(tool: str, args: list[str]) -> None:
         typer.echo(f"clutch: {e}", err=True)
         raise typer.Exit(2) from None
     os.execv(binary, [str(binary), *args])
+
+
+app.command(name="init")(rules_cli.init_command)
+app.add_typer(rules_cli.app, name="rules")
 
 
 if __name__ == "__main__":

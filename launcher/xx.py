@@ -25,7 +25,7 @@ import typer
 from launcher import agents, aliases, doctor, lifecycle, usage_report
 from launcher.codes import CodeError, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, load_config, xx_home
-from launcher.run_agent import run_agent
+from launcher.run_agent import rules_view, run_agent
 from launcher.scan.command import scan
 from launcher.tables import render_request, render_reset, render_resilience, render_status
 
@@ -255,7 +255,11 @@ def aliases_command(action: Annotated[str, typer.Argument(help="install, remove 
 def codes() -> None:
     """The letters of a launch code, every agent's modes, and the config's profiles."""
     config = _config()
-    typer.echo(code_table())
+    try:  # the tier letters' models as a launch reads them (launcher.rules_in_force), so both agree
+        view = rules_view(config, lifecycle.health(config), dict(os.environ))
+        typer.echo(code_table(view["launch_tiers"], view["source"]))
+    except typer.Exit:  # broken rules: said on stderr; the letters still help
+        typer.echo(code_table())
     typer.echo("\nModes each agent has (- = not offered; xx refuses it and says why):")
     typer.echo(f"  {'agent':<12} {'i c n s r':<10} binary")
     for spec in agents.AGENTS.values():
