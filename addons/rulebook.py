@@ -69,6 +69,7 @@ class Rulebook:
                 if _starting():
                     # once, on stderr, and no listening proxy: mitmproxy would log a traceback, start
                     # on the defaults and only then exit
+                    sys.stdout.flush()  # mitmproxy's log lines first, whole: one file may hold both
                     print(e, file=sys.stderr, flush=True)
                     raise SystemExit(1) from None
                 logger.error("invalid rules: %s", e)
