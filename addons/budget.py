@@ -158,7 +158,8 @@ class Budget:
         try:
             plan = build_plan(call, over, self._rulebook.rules, url_of(request.scheme, request.host, request.port,
                                                                         request.path),
-                              list(request.headers.fields), request.raw_content or b"", agent=identity_of(flow).agent)
+                              list(request.headers.fields), request.raw_content or b"", self._rulebook.keys,
+                              agent=identity_of(flow).agent)
         except PlanError as e:
             logger.warning("over budget, and the free model %s cannot take %s: %s", free, flow.id, e)
             return False

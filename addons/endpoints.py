@@ -205,7 +205,9 @@ class Endpoints:
             "problems": problems,
             "version": __version__,
             "rules": {
-                "path": str(rulebook.path),
+                "path": str(rulebook.path),  # the user's file, or the embedded defaults when there is none
+                "layers": [str(p) for p in rulebook.layers],
+                "keys_file": str(rulebook.keys_path),
                 "loaded_at": _iso(rulebook.loaded_at),
                 "last_reload_error": rulebook.last_error,
                 "providers": sorted(rulebook.rules.providers),

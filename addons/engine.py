@@ -309,7 +309,7 @@ class Engine:
         def plan_for(target: ModelTarget) -> Plan:
             plan = first if target == primary else build_plan(
                 call, dataclasses.replace(decision, rule="cascade", target=target, notes=[]), rules, url, headers,
-                pending.body, agent=identity.agent)
+                pending.body, self._rulebook.keys, agent=identity.agent)
             provider = rules.providers.get(plan.provider)
             if native and provider and plan.upstream_dialect in cascade.NATIVE_DIALECTS \
                     and flavour_of(plan.provider, provider) is Flavour.OPENROUTER:

@@ -74,7 +74,8 @@ class Route:
         request = flow.request
         url = url_of(request.scheme, request.host, request.port, request.path)
         try:
-            plan = build_plan(call, decision, rules, url, list(request.headers.fields), raw, agent=identity.agent)
+            plan = build_plan(call, decision, rules, url, list(request.headers.fields), raw, self._rulebook.keys,
+                              agent=identity.agent)
         except PlanError as e:
             logger.warning("cannot route %s: %s", flow.id, e)
             flow.response = http.Response.make(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from addons.config.rules import LAUNCH_TIER_LETTERS
 from addons.wire.identity import AGENT_LETTERS, MODES, ROUTES, TIERS
@@ -62,10 +62,11 @@ class LaunchCode:
     text: str  # the code as parsed, e.g. "cip3" (what goes into the proxy user name `xx-cip3`)
 
 
-def code_table(width: int | None = None) -> str:
+def code_table(width: int | None = None, launch_tiers: Mapping[str, str] | None = None,
+               source: str | None = None) -> str:
     """The letters of a launch code (for error messages and `xx codes`), within `width` columns (default:
     the terminal's): a label, then its letters and their meaning, the agents packed as many to a line
-    as fit."""
+    as fit. Given the rules in force (`xx codes`), each tier letter shows the model those rules give it."""
     from launcher.terminal import fit_text, label_grid, terminal_width
 
     width = width or terminal_width()
@@ -79,8 +80,14 @@ def code_table(width: int | None = None) -> str:
     pairs += [("agent" if i == 0 else "", line) for i, line in enumerate(lines)]
     for label, names, order in (("mode", MODE_NAMES, MODE_ORDER), ("route", ROUTE_NAMES, ROUTE_ORDER)):
         pairs += [(label if i == 0 else "", f"{letter} {names[letter]}") for i, letter in enumerate(order)]
-    pairs.append(("tier", "optional; the models are the rules' launch_tiers (defaults named here):"))
-    pairs += [("", f"{letter} {name}") for letter, name in TIER_NAMES.items()]
+    if launch_tiers is None:
+        pairs.append(("tier", "optional; the models are the rules' launch_tiers (defaults named here):"))
+        pairs += [("", f"{letter} {name}") for letter, name in TIER_NAMES.items()]
+    else:
+        pairs.append(("tier", f"optional; the models of the rules' launch_tiers in force, from {source}:"))
+        for letter, name in TIER_NAMES.items():
+            model = launch_tiers.get(letter) or (name if letter in "mf" else "none: the gateway routes as usual")
+            pairs.append(("", f"{letter} {model}"))
     pairs.append(("", "0-9 a profile: the xx config's profiles and/or the rules' profiles"))
     usage = fit_text("xx <agent><mode><route>[<tier>]    e.g. xx cip, xx xnb, xx hcpd, xx cip3", width)
     return usage + "\n" + label_grid(pairs, width)

@@ -19,7 +19,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from addons.config.rules import ModelTarget, RulesError, line_of, read_yaml
+from addons.config.rules import ModelTarget, RulesError
+from addons.config.yaml_lines import line_of, read_yaml
 from addons.wire.identity import AGENT_NAMES
 
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")
@@ -140,3 +141,13 @@ def parse_config(text: str, filename: str) -> XXConfig:
             message = "profiles are named by one digit, 0-9"
         field = ".".join(str(p) for p in loc) or "(top level)"
         raise ConfigError(filename, line_of(root, loc), field, message) from None
+
+
+def gateway_option(config: XXConfig, name: str) -> str | None:
+    """The value of `--set name=value` among the config's gateway_args (the last one wins)."""
+    found, args = None, list(config.gateway_args)
+    for i, arg in enumerate(args):
+        text = args[i + 1] if arg == "--set" and i + 1 < len(args) else arg.removeprefix("--set=")
+        if text.startswith(f"{name}="):
+            found = text.split("=", 1)[1]
+    return found

@@ -18,10 +18,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from addons.certs import ca_files
-from addons.config.rules import DEFAULT_RULES_PATH, RulesError, load_rules
+from addons.config.keyfile import ProviderKeys, read_keys_file, targets_by_provider
+from addons.config.paths import places
+from addons.config.rules import RulesError
 from launcher import keys, lifecycle
 from launcher.agents import AGENTS
 from launcher.config import ConfigError, XXConfig, load_config
+from launcher.rules_in_force import effective_rules, source_for
 
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
@@ -94,51 +97,68 @@ def check_gateway(config: XXConfig, environ: dict[str, str], found: dict | None)
                                    f"another \"gateway\" port in the xx config")]
 
 
-def check_rules(config: XXConfig) -> list[Check]:
-    path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
+def check_rules(config: XXConfig, environ: dict[str, str] | None = None) -> list[Check]:
+    """The rules a gateway xx starts would load (the defaults with the user's file over them, and
+    the environment's claude-code-proxy overrides): launcher.rules_in_force, as every launch reads them."""
+    environ = dict(os.environ) if environ is None else environ
+    source = source_for(config, None, environ)
     try:
-        rules = load_rules(path)
+        rules = effective_rules(source, environ)
     except RulesError as e:
         return [Check(FAIL, "rules", str(e))]
-    return [Check(OK, "rules", f"{path}: providers {', '.join(sorted(rules.providers))}; "
+    return [Check(OK, "rules", f"{source.describe()}: providers {', '.join(sorted(rules.providers))}; "
                                f"launch tiers {', '.join(sorted(rules.launch_tiers)) or 'none'}")]
 
 
 def check_provider_keys(config: XXConfig, environ: dict[str, str], found: dict | None) -> list[Check]:
     """Each provider of the effective rules (the running gateway's, else those xx would start it on):
-    is its key_env set where the gateway reads it? A running gateway keeps the environment it started
-    with: read from /proc where it is this user's process, else this shell's stands in, and says so.
-    Values are never shown: a short prefix and the length at most (keys.mask)."""
+    is its key set where the gateway reads it, its environment or the keys file? A running gateway
+    keeps the environment it started with: read from /proc where it is this user's process, else
+    this shell's stands in, and says so. Values are never shown: a short prefix and the length at
+    most (keys.mask)."""
     summary = (found or {}).get("rules")
     summary = summary if isinstance(summary, dict) else {}
-    path, overrides = summary.get("path"), summary.get("overrides")
-    if found is None or not isinstance(path, str):
-        path, overrides = str(Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH), environ
+    overrides = summary.get("overrides") if found is not None and isinstance(summary.get("path"), str) else environ
     try:
-        rules = keys.effective_rules(path, overrides if isinstance(overrides, dict) else {})
+        rules = effective_rules(source_for(config, found, environ), overrides if isinstance(overrides, dict) else {})
     except RulesError as e:
         return [Check(WARN, "provider keys", f"not checked: the rules cannot be read ({e})")]
-    names = {provider.key_env for provider in rules.providers.values() if provider.key_env}
+    names = {provider.key_variable for provider in rules.providers.values() if provider.key_variable}
     seen, where = _gateway_environ(config, found, names)
-    if seen is None:
-        seen = environ
+    keys_file = Path(summary["keys_file"]) if isinstance(summary.get("keys_file"), str) else places(environ).keys
+    file_rows, from_file = _keys_file_rows(keys_file)
+    chain = ProviderKeys(from_file, keys_file, environ if seen is None else seen)
     later = "and run `xx restart`" if found is not None else "before the gateway starts"
-    targeted = keys.targets_by_provider(rules)
-    rows = [Check(OK, "provider keys", f"read in {where}")]
+    targeted = targets_by_provider(rules)
+    rows = [Check(OK, "provider keys", f"read in {where}, then {keys_file}"), *file_rows]
     for name, provider in sorted(rules.providers.items()):
-        variable, used = provider.key_env, targeted.get(name, [])
+        variable, used = provider.key_variable, targeted.get(name, [])
+        origin = chain.source_of(variable) if variable else None
         if not variable:
-            rows.append(Check(OK, f"key {name}", "no key_env in the rules: requests sent there carry no key"))
-        elif seen.get(variable, "").strip():
-            rows.append(Check(OK, f"key {name}", f"{variable} set ({keys.mask(seen[variable])})"))
+            rows.append(Check(OK, f"key {name}", "no key in the rules: requests sent there carry no key"))
+        elif origin is not None:
+            place = "" if origin == "environment" else f" in {origin}"
+            rows.append(Check(OK, f"key {name}", f"{variable} set ({keys.mask(chain[variable])}){place}"))
         elif used:
-            shown = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
-            rows.append(Check(WARN, f"key {name}", f"{variable} not set: what the rules send to {name} ({shown}) "
-                                                  f"fails with \"missing key\"; set it {later}"))
+            listed = ", ".join(used[:3]) + (f" and {len(used) - 3} more" if len(used) > 3 else "")
+            rows.append(Check(WARN, f"key {name}", f"{variable} not set: what the rules send to {name} ({listed}) "
+                                                  f"fails with \"missing key\"; set it in the environment {later}, "
+                                                  f"or as {variable}=... in {keys_file}"))
         else:
             rows.append(Check(OK, f"key {name}", f"{variable} not set; no rule sends requests to {name} (an agent "
                                                 f"calling it sends its own key)"))
     return rows
+
+
+def _keys_file_rows(path: Path) -> tuple[list[Check], dict[str, str]]:
+    """The keys file's row (a FAIL when the gateway would refuse it) and its values."""
+    try:
+        values = read_keys_file(path)
+    except RulesError as e:
+        return [Check(FAIL, "keys file", str(e))], {}
+    if not path.exists():
+        return [Check(OK, "keys file", f"none at {path} (optional: NAME=value lines, chmod 600)")], {}
+    return [Check(OK, "keys file", f"{path}: {len(values)} variable(s), readable by you alone")], values
 
 
 def _gateway_environ(config: XXConfig, found: dict | None, names: set[str]) -> tuple[dict[str, str] | None, str]:
@@ -202,7 +222,7 @@ def run_all(environ: dict[str, str]) -> list[Check]:
     found = lifecycle.health(config)
     return [*check_python(), *config_rows, *check_ca(lifecycle.ca_folder(config, found)),
             *check_gateway(config, environ, found),
-            *check_rules(config), *check_provider_keys(config, environ, found), *check_tools(),
+            *check_rules(config, environ), *check_provider_keys(config, environ, found), *check_tools(),
             *check_agents(environ)]
 
 

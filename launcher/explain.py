@@ -10,19 +10,22 @@ from __future__ import annotations
 import collections
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from addons.compression import policy as compression
+from addons.config.layering import load_layered, rules_source
 from addons.config.overrides import apply_overrides
-from addons.config.rules import DEFAULT_RULES_PATH, Rules, load_rules
+from addons.config.rules import Rules, RulesError
 from addons.routing.custom_router import CustomRouter, RouterContext
 from addons.routing.plan import Plan, PlanError, build_plan, json_bytes
 from addons.routing.router import Decision, RouteRequest, decide, layer_for, needs_token_count, request_signals
 from addons.wire import dialects, tokens
 from addons.wire.dialects import Dialect
 from addons.wire.identity import Identity, identity_from_username
+from launcher.rules_in_force import provider_keys
 
 DEFAULT_URLS = {
     Dialect.ANTHROPIC: "https://api.anthropic.com/v1/messages",
@@ -61,7 +64,8 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
             rules_path: Path | None = None, environ: dict[str, str] | None = None,
             timeout_s: float = 2.0) -> dict[str, Any]:
     environ = dict(os.environ) if environ is None else environ
-    rules, overrides = apply_overrides(load_rules(rules_path or DEFAULT_RULES_PATH), environ)
+    source = rules_source(rules_path, environ)  # the one loader, as the gateway layers them
+    rules, overrides = apply_overrides(load_layered(source), environ)
     if url is None:
         url = DEFAULT_URLS.get(guess_dialect(body))
         if url is None:
@@ -84,17 +88,26 @@ def explain(body: dict[str, Any], *, url: str | None = None, identity: Identity 
         "decision": {"rule": decision.rule, "reason": decision.reason,
                      "target": str(decision.target) if decision.target else None,
                      "signals": decision.signals, "tokens": decision.tokens, "layers": list(decision.layer)},
-        "rules": {"path": str(rules_path or DEFAULT_RULES_PATH), "overrides": overrides},
+        "rules": {"path": str(source.shown), "overrides": overrides},
         "compression": squeezed,
     }
     headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer <the agent's key>")]
     try:
-        plan = build_plan(call, decision, rules, url, headers, raw, environ, agent=identity.agent)
+        plan = build_plan(call, decision, rules, url, headers, raw, _keys(environ), agent=identity.agent)
     except PlanError as e:
         result["error"] = str(e)
         return result
     result["upstream"] = _upstream(plan)
     return result
+
+
+def _keys(environ: dict[str, str]) -> Mapping[str, str]:
+    """The keys as the gateway reads them (the environment, then the keys file); a keys file the
+    gateway would refuse counts as none here: `xx doctor` and the gateway's start say why."""
+    try:
+        return provider_keys(environ)
+    except RulesError:
+        return environ
 
 
 def _endpoint(rules: Rules, url: str) -> tuple[str, Dialect, str]:

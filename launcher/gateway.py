@@ -16,6 +16,8 @@ import typer
 from addons.certs import ca_files, prepare
 from addons.config.paths import is_checkout, places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
+from launcher import rules_cli
+from launcher.ports import refuse_taken_ports
 from launcher.recipe import ENVIRONMENT_NAMES, agent_environment, proxy_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,7 +29,8 @@ app = typer.Typer(no_args_is_help=True,
 
 Port = Annotated[int, typer.Option("--port", "-p", envvar="CLUTCH_PORT", help="Listen port (127.0.0.1 only).")]
 Rules = Annotated[Path | None, typer.Option("--rules", envvar="CLUTCH_RULES",
-                                            help="Rules file; default: the embedded rules/default.yaml.")]
+                                            help="Rules file, layered over the embedded defaults; default: "
+                                                 "$XDG_CONFIG_HOME/clutch/rules.yaml when it exists.")]
 Reverse = Annotated[list[str] | None, typer.Option(
     "--reverse", metavar="URL@PORT",
     help="Also serve a base-URL entry: e.g. https://openrouter.ai@8790 (repeatable).")]
@@ -62,7 +65,9 @@ def mitm_arguments(port: int, rules: Path | None, reverse: list[str] | None, ext
 def start(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reverse: Reverse = None,
           confdir: Confdir = None) -> None:
     """Run the gateway in the foreground (mitmdump). Extra options go to mitmdump."""
-    _exec("mitmdump", mitm_arguments(port, rules, reverse, ctx.args, confdir))
+    args = mitm_arguments(port, rules, reverse, ctx.args, confdir)
+    refuse_taken_ports(port, reverse)
+    _exec("mitmdump", args)
 
 
 @app.command(context_settings=PASS_THROUGH)
@@ -70,7 +75,9 @@ def web(ctx: typer.Context, port: Port = DEFAULT_PORT, rules: Rules = None, reve
         confdir: Confdir = None,
         web_port: Annotated[int, typer.Option(help="mitmweb's UI port")] = DEFAULT_PORT + 1) -> None:
     """Run the gateway with mitmweb's UI, keeping streamed bodies so responses are visible."""
-    _exec("mitmweb", web_arguments(port, rules, reverse, ctx.args, confdir, web_port))
+    args = web_arguments(port, rules, reverse, ctx.args, confdir, web_port)
+    refuse_taken_ports(port, reverse)
+    _exec("mitmweb", args)
 
 
 # mitmweb's flow list; its columns are compiled into its page (mitmproxy/tools/web/web_columns.py), so
@@ -201,6 +208,10 @@ def _exec(tool: str, args: list[str]) -> None:
         typer.echo(f"clutch: {e}", err=True)
         raise typer.Exit(2) from None
     os.execv(binary, [str(binary), *args])
+
+
+app.command(name="init")(rules_cli.init_command)
+app.add_typer(rules_cli.app, name="rules")
 
 
 if __name__ == "__main__":

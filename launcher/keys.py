@@ -32,8 +32,7 @@ import shutil
 import subprocess
 from collections.abc import Mapping
 
-from addons.config.overrides import apply_overrides
-from addons.config.rules import ModelTarget, Rules, load_rules
+from addons.config.rules import ModelTarget, Rules
 from addons.routing.router import layer_for
 from addons.routing.signals import family
 from launcher.codes import LaunchCode
@@ -45,12 +44,6 @@ CLAUDE_HOST = ("api.anthropic.com", 443)
 # Model names Claude Code sends, one per family: what an alias must match to apply to it.
 CLAUDE_MODELS = ("claude-opus-4-8", "claude-sonnet-4-5", "claude-haiku-4-5")
 _ROUTES = ("default", "background", "think", "long_context", "web_search", "image", "toolcall")
-
-
-def effective_rules(path: str, overrides: Mapping[str, str]) -> Rules:
-    """The rules a gateway runs on: the file, then its claude-code-proxy variables (BIG_MODEL, ...).
-    Raises RulesError."""
-    return apply_overrides(load_rules(path), overrides)[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,7 +89,7 @@ def routing_from_summary(summary: Mapping, source: str) -> Routing:
 
 def routing_of(view: Mapping, code: LaunchCode) -> Routing:
     """Claude Code's routing for a launch, from xx's view of the rules in force (launcher.run_agent
-    _rules_view): the whole rules where they could be read, else the gateway's /health summary."""
+    rules_view): the whole rules where they could be read, else the gateway's /health summary."""
     digit = code.tier if code.tier and code.tier.isdigit() else None
     if view.get("rules") is not None:
         return routing_for(view["rules"], view["source"], "claude", digit)
@@ -211,15 +204,3 @@ def mask(value: str) -> str:
     """A key as `xx doctor` may show it: a short prefix (never more than a quarter of it) and its length."""
     value = value.strip()
     return f"{value[:min(6, len(value) // 4)]}…, {len(value)} characters"
-
-
-def targets_by_provider(rules: Rules) -> dict[str, list[str]]:
-    """provider -> where the rules send requests to it (tiers.big, launch_tiers.d, ...)."""
-    found: dict[str, list[str]] = {}
-    for loc, target in rules.targets():
-        parsed = ModelTarget.parse(target)
-        if parsed is not None:
-            where = ".".join(str(part) for part in loc)
-            if where not in found.setdefault(parsed.provider, []):
-                found[parsed.provider].append(where)
-    return found

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import json
 import os
+import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -30,6 +29,7 @@ from addons.config.paths import places
 from launcher.config import XXConfig, xx_home
 from launcher.gateway import mitm_arguments, mitmproxy_tool
 from launcher.launch import is_proxy_or_ca
+from launcher.ports import port_free
 
 LOG_ROTATE_BYTES = 5 * 1024 * 1024
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -185,6 +185,7 @@ def start(config: XXConfig, environ: dict[str, str], *, wait_s: float = 30.0,
         argv = gateway_argv(config)
         say(f"starting the gateway on {config.gateway} (log: {files.log})")
         with open(files.log, "ab") as log:
+            begun = log.tell()
             log.write(f"\n--- xx start {time.strftime('%Y-%m-%d %H:%M:%S')} ---\n".encode())
             log.flush()
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -203,14 +204,34 @@ def start(config: XXConfig, environ: dict[str, str], *, wait_s: float = 30.0,
         if process is not None and process.poll() is not None:
             with contextlib.suppress(OSError):
                 files.pid.unlink()
-            raise GatewayError(f"the gateway exited with code {process.returncode} while starting; "
-                               f"the end of {files.log}:\n{tail(files.log, 15)}")
+            raise _start_failed(process.returncode, files.log, begun)
         if process is None and not _is_gateway(pid):
             raise GatewayError(f"the gateway (pid {pid}) exited while starting; see {files.log}")
         time.sleep(0.1)
     stop(environ)
     raise GatewayError(f"the gateway did not answer /health on {config.gateway} within {wait_s:.0f} s (stopped "
                        f"it again); the end of {files.log}:\n{tail(files.log, 15)}")
+
+
+def _start_failed(code: int, log: Path, begun: int) -> GatewayError:
+    """Why the gateway exited while starting: what it wrote to stderr this time (a broken rules or
+    keys file is one line, `file:line: field: message`), else the end of its log. Lines of
+    mitmproxy's own log start with a [time] stamp; the rest came from stderr."""
+    try:
+        with open(log, "rb") as file:
+            file.seek(begun)
+            text = file.read(64 * 1024).decode(errors="replace")
+    except OSError:
+        text = ""
+    said = [line for line in text.splitlines() if line.strip() and not _STAMPED.match(line)
+            and not line.startswith(("--- xx start", "Error logged during startup", "Errors logged during startup"))]
+    if said and not any("Traceback" in line for line in said):
+        return GatewayError("\n".join(said[:5]) + f"\n(the gateway exited with code {code} while starting; "
+                                                 f"its log: {log})")
+    return GatewayError(f"the gateway exited with code {code} while starting; the end of {log}:\n{tail(log, 15)}")
+
+
+_STAMPED = re.compile(r"\[\d\d:\d\d:\d\d\.\d+\]")
 
 
 # SIGTERM to SIGKILL: the gateway's drain (clutch_drain_timeout_ms, 10 s), the 5 s in which the streams
@@ -249,18 +270,6 @@ def _alive(pid: int) -> bool:
     with contextlib.suppress(OSError, IndexError):
         if state.read_text().rsplit(")", 1)[1].split()[0] == "Z":
             return False  # a zombie: exited, waiting for a parent that is not us
-    return True
-
-
-def port_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as e:
-            if e.errno == errno.EADDRINUSE:
-                return False
-            raise
     return True
 
 

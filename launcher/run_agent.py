@@ -18,13 +18,14 @@ from pathlib import Path
 import typer
 
 from addons.certs import ca_files
-from addons.config.rules import DEFAULT_RULES_PATH, RulesError
+from addons.config.rules import RulesError
 from addons.models import ranking
 from addons.wire.jsontext import as_object
 from launcher import agents, crashguard, keys, lifecycle
 from launcher.codes import LaunchCode
 from launcher.config import XXConfig, config_path, xx_home
 from launcher.launch import Launch, describe_launch, plan_launch, split_model
+from launcher.rules_in_force import effective_rules, source_for
 from launcher.scan.rankings import current_rankings, tier_note
 
 
@@ -85,7 +86,7 @@ def _planned(parsed: LaunchCode, config: XXConfig, healthy: dict | None, environ
              yolo: bool | None) -> Launch:
     """The launch's argv and environment, with the gateway's notes first and Claude Code's key advice."""
     profile = config.profile(parsed.tier) if parsed.tier and parsed.tier.isdigit() else None
-    rules = _rules_view(config, healthy, environ)
+    rules = rules_view(config, healthy, environ)
     _check_profile_digit(parsed, config, rules)
     agent_model, pin = split_model(model, rules["providers"])
     try:
@@ -105,27 +106,29 @@ def _planned(parsed: LaunchCode, config: XXConfig, healthy: dict | None, environ
     return planned
 
 
-def _rules_view(config: XXConfig, healthy: dict | None, environ: dict[str, str]) -> dict:
-    """What xx needs of the rules: the running gateway's if it answers (its file, read here, with
-    its overrides; "rules" is None when that file cannot be read), else the config's file with the
-    overrides of the environment xx would start the gateway with."""
+def rules_view(config: XXConfig, healthy: dict | None, environ: dict[str, str]) -> dict:
+    """What xx needs of the rules (launcher.rules_in_force, the one loader): the running gateway's if
+    it answers (its file, read here, with its overrides; "rules" is None when that file cannot be
+    read), else those a gateway xx starts would load, with the overrides of the environment xx would
+    start it with."""
     if healthy is not None:
         rules = healthy.get("rules") or {}
         overrides = as_object(rules.get("overrides"))
         try:
-            loaded = keys.effective_rules(rules["path"], overrides) if isinstance(rules.get("path"), str) else None
+            loaded = effective_rules(source_for(config, healthy, environ), overrides) \
+                if isinstance(rules.get("path"), str) else None
         except RulesError:
             loaded = None
         return {"providers": rules.get("providers") or [], "launch_tiers": rules.get("launch_tiers") or {},
                 "profiles": rules.get("profiles") or [], "source": f"the gateway's rules ({rules.get('path')})",
                 "rules": loaded, "summary": rules}
-    path = Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH
+    source = source_for(config, None, environ)
     try:
-        loaded = keys.effective_rules(str(path), environ)
+        loaded = effective_rules(source, environ)
     except RulesError as e:
         raise _fail(f"the rules the gateway would start on are broken: {e}") from None
     return {"providers": sorted(loaded.providers), "launch_tiers": dict(loaded.launch_tiers),
-            "profiles": sorted(loaded.profiles), "source": str(path), "rules": loaded}
+            "profiles": sorted(loaded.profiles), "source": source.describe(), "rules": loaded}
 
 
 def _claude_key(code: LaunchCode, planned: Launch, rules: dict, config: XXConfig,

@@ -26,7 +26,7 @@ from addons.config.paths import is_checkout
 from launcher import agents, aliases, doctor, lifecycle, usage_report
 from launcher.codes import CodeError, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, load_config, xx_home
-from launcher.run_agent import run_agent
+from launcher.run_agent import rules_view, run_agent
 from launcher.scan.command import scan
 from launcher.tables import WatchLayout, render_request, render_reset, render_resilience, render_status
 from launcher.terminal import TableColumn, fit_table, fit_text, render_text, terminal_width
@@ -288,7 +288,11 @@ def codes() -> None:
     """The letters of a launch code, every agent's modes, and the config's profiles."""
     config = _config()
     width = terminal_width()
-    typer.echo(code_table(width))
+    try:  # the tier letters' models as a launch reads them (launcher.rules_in_force), so both agree
+        view = rules_view(config, lifecycle.health(config), dict(os.environ))
+        typer.echo(code_table(width, view["launch_tiers"], view["source"]))
+    except typer.Exit:  # broken rules: said on stderr; the letters still help
+        typer.echo(code_table(width))
     typer.echo(fit_text("\nModes each agent has (- = not offered; xx refuses it and says why):", width))
     rows = [[spec.name, " ".join(mode if agents.has_mode(spec, mode) else "-" for mode in "icnsr"), spec.binary]
             for spec in agents.AGENTS.values()]

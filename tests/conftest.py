@@ -46,6 +46,21 @@ def pytest_collection_modifyitems(config, items):
             config.hook.pytest_deselected(items=slow)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_user_config(tmp_path_factory):
+    """No test reads the user's own Clutch folder (rules.yaml and keys.env are layered into every
+    gateway, launch and check): XDG_CONFIG_HOME is an empty folder of the session for the tests and
+    every process they start. A test that wants a user file sets its own HOME or XDG_CONFIG_HOME."""
+    import os
+    before = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(tmp_path_factory.mktemp("xdg-config"))
+    yield
+    if before is None:
+        os.environ.pop("XDG_CONFIG_HOME", None)
+    else:
+        os.environ["XDG_CONFIG_HOME"] = before
+
+
 @pytest.fixture(scope="session")
 def pki(tmp_path_factory):
     return make_test_pki(tmp_path_factory.mktemp("pki"), [*PROVIDER_HOSTS, "tunnelled.test"])

@@ -10,13 +10,23 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from addons.config.yaml_lines import line_of, read_yaml
 from addons.wire.dialects import Dialect
 from addons.wire.identity import AGENT_NAMES
 
@@ -39,11 +49,16 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+_VARIABLE = r"[A-Za-z_][A-Za-z0-9_]*"
+
+
 class Provider(_Strict):
     base_url: str
     dialects: list[Dialect] = Field(min_length=1, description="API dialects this endpoint speaks")
     hosts: list[str] = Field(default_factory=list, description="hosts intercepted as this provider")
     key_env: str | None = Field(default=None, description="environment variable holding the key")
+    api_key: str | None = Field(default=None, description="the key as ${VARIABLE}: the variable's name, never "
+                                                          "the key itself (the spelling of LiteLLM and CCR users)")
 
     @field_validator("base_url")
     @classmethod
@@ -64,9 +79,32 @@ class Provider(_Strict):
     @field_validator("key_env")
     @classmethod
     def _env_name(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+        if value is not None and not re.fullmatch(_VARIABLE, value):
             raise ValueError(f"{value!r} is not an environment variable name")
         return value
+
+    @field_validator("api_key")
+    @classmethod
+    def _key_reference(cls, value: str | None) -> str | None:
+        # a rules file is shared, copied and shown (`clutch rules check` prints it): a key written into
+        # it would leak, so only a reference is accepted, and the refusal never repeats the value
+        if value is not None and not re.fullmatch(r"\$\{" + _VARIABLE + r"\}", value.strip()):
+            raise ValueError("write ${VARIABLE}, the name of the variable holding the key (set in the "
+                             "environment or in the keys file), never the key itself")
+        return value.strip() if value is not None else None
+
+    @model_validator(mode="after")
+    def _one_key(self) -> Provider:
+        if self.api_key and self.key_env and self.api_key != f"${{{self.key_env}}}":
+            raise ValueError(f"api_key {self.api_key} and key_env {self.key_env} name two variables; keep one")
+        return self
+
+    @property
+    def key_variable(self) -> str | None:
+        """The variable holding this provider's key: key_env, or the name in api_key's ${...}."""
+        if self.key_env:
+            return self.key_env
+        return self.api_key[2:-1] if self.api_key else None
 
     @property
     def base_host(self) -> str:
@@ -229,7 +267,8 @@ class Rules(_Strict):
             for endpoint in entry.endpoints():
                 if endpoint in owner:
                     found.append((("providers", name),
-                                  f"{endpoint[0]}:{endpoint[1]} belongs to both {owner[endpoint]!r} and {name!r}"))
+                                  f"{endpoint[0]}:{endpoint[1]} belongs to both {owner[endpoint]!r} and {name!r}; "
+                                  f"keep one (`{owner[endpoint]}: null` removes a provider of the defaults)"))
                 owner[endpoint] = name
         return found
 
@@ -309,57 +348,33 @@ def load_rules(path: str | Path) -> Rules:
     return parse_rules(text, str(path))
 
 
-def read_yaml(text: str, filename: str, error: type[RulesError] = RulesError) -> tuple[Any, Any]:
-    """The document's node tree (for line numbers: line_of) and its data; a syntax error raises
-    `error` naming file and line. JSON is YAML, so JSON files get the same errors."""
-    try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), yaml.safe_load(text)
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark else None
-        raise error(filename, line, None, f"YAML syntax: {e.problem or e.context}") from None
-    except yaml.YAMLError as e:
-        raise error(filename, None, None, f"YAML: {e}") from e
-
-
 def parse_rules(text: str, filename: str) -> Rules:
-    root, data = read_yaml(text, filename)
+    """One rules document on its own (the embedded defaults, the example); a user's file is layered
+    over the defaults by addons.config.layering."""
+    root, data = read_yaml(text, filename, RulesError)
     if not isinstance(data, dict):
         raise RulesError(filename, 1, None, "the rules file must be a mapping (providers:, tiers:, ...)")
+    return validate_rules(data, Path(filename).resolve().parent,
+                          lambda loc, message: _located(filename, root, loc, message))
+
+
+def validate_rules(data: dict, base_dir: Path, locate: Callable[[tuple, str], RulesError]) -> Rules:
+    """Rules from a document's data; the first mistake is raised as `locate(field path, message)`,
+    which knows the file (or files) the data came from."""
     try:
         rules = Rules.model_validate(data)
     except ValidationError as e:
         first = e.errors()[0]
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling against the README's rules reference)"
-        raise _located(filename, root, tuple(first["loc"]), message) from None
-    rules._base_dir = Path(filename).resolve().parent
+            message = "unknown field (check the spelling against docs/rules.md, the rules reference)"
+        raise locate(tuple(first["loc"]), message) from None
+    rules._base_dir = base_dir
     for loc, message in rules.problems()[:1]:
-        raise _located(filename, root, loc, message)
+        raise locate(loc, message)
     return rules
 
 
 def _located(filename: str, root: Any, loc: tuple, message: str) -> RulesError:
     field = ".".join(str(p) for p in loc) or "(top level)"
     return RulesError(filename, line_of(root, loc), field, message)
-
-
-def line_of(node: Any, loc: tuple) -> int | None:
-    """The 1-based line of the YAML node at a pydantic error location (closest existing parent)."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                if key.value == str(part):
-                    # an unknown key is reported at the key itself, a bad value at the value
-                    node, line = value, key.start_mark.line + 1
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line

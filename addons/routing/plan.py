@@ -176,13 +176,15 @@ def _keyed(headers: list[tuple[bytes, bytes]], target, provider: Provider, diale
     the agent's own on its own provider, the rules' key_env on another ("none" if it has none)."""
     key = _agent_key(headers) if same_provider else None
     key_source = "agent"
-    if not same_provider and provider.key_env:
-        key = environ.get(provider.key_env, "").strip() or None
+    variable = provider.key_variable
+    if not same_provider and variable:
+        key = environ.get(variable, "").strip() or None
         if key is None:
             raise PlanError("missing_key",
-                            f"rules route this request to {target}, but ${provider.key_env} (the "
-                            f"{target.provider} key) is not set in the gateway's environment")
-        key_source = provider.key_env
+                            f"rules route this request to {target}, but ${variable} (the "
+                            f"{target.provider} key) is set neither in the gateway's environment nor in "
+                            f"its keys file")
+        key_source = variable
     elif not same_provider:
         key_source = "none"
     headers = _without(headers, _AUTH_HEADERS)

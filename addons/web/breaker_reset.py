@@ -24,7 +24,7 @@ from addons.guard import browser_guard
 
 # What a provider's breakers depend on: where its API is, how Clutch speaks to it, which hosts are
 # it, and which key is sent.
-DEFINITION = ("base_url", "dialects", "hosts", "key_env")
+DEFINITION = ("base_url", "dialects", "hosts", "key_env", "api_key")
 MAX_BODY_BYTES = 4096
 _PROVIDER = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

@@ -10,12 +10,13 @@ from typing import Annotated
 
 import typer
 
-from addons.config.rules import Provider, RulesError, load_rules
+from addons.config.layering import load_layered
+from addons.config.rules import Provider, RulesError
 from addons.wire.dialects import Dialect
 from launcher import lifecycle
 from launcher.config import ConfigError, XXConfig, load_config
+from launcher.rules_in_force import provider_keys, source_for
 from launcher.scan import ScanError
-from launcher.scan.places import rules_file
 from launcher.scan.probing import DEFAULT_PROBES
 from launcher.scan.rankings import run_scan
 from launcher.scan.report import print_run
@@ -77,24 +78,30 @@ def _check_arguments(count: int | None, probe_: bool, free: bool, paid: bool) ->
 
 
 def _provider(config: XXConfig, healthy: dict | None, rules: Path | None, provider_name: str) -> Provider:
-    """The provider whose catalog is read, from the rules the gateway uses (places.rules_file)."""
-    path = rules_file(config, healthy, rules)
+    """The provider whose catalog is read, from the rules the gateway uses (launcher.rules_in_force)."""
+    source = source_for(config, healthy, option=rules)
     try:
-        loaded = load_rules(path)
+        loaded = load_layered(source)
     except RulesError as e:
         raise _fail(str(e), 2) from None
     provider = loaded.providers.get(provider_name)
     if provider is None:
-        raise _fail(f"the rules ({path}) have no provider {provider_name!r} (known: {', '.join(loaded.providers)})", 2)
+        raise _fail(f"the rules ({source.describe()}) have no provider {provider_name!r} "
+                    f"(known: {', '.join(loaded.providers)})", 2)
     return provider
 
 
 def _probe_key(provider: Provider, provider_name: str) -> str:
-    """The provider's key, which probing spends; the provider must speak Chat Completions."""
-    key = os.environ.get(provider.key_env or "") if provider.key_env else None
+    """The provider's key, which probing spends (the environment, then the keys file); the provider
+    must speak Chat Completions."""
+    variable = provider.key_variable
+    try:
+        key = provider_keys(os.environ).get(variable, "") if variable else None
+    except RulesError as e:
+        raise _fail(str(e), 2) from None
     if not key:
         raise _fail(f"probing needs the key of provider {provider_name!r}: set "
-                    f"{provider.key_env or '(its key_env in the rules)'}", 2)
+                    f"{variable or '(its key_env in the rules)'}", 2)
     if Dialect.OPENAI_CHAT not in provider.dialects:
         raise _fail(f"provider {provider_name!r} does not speak openai_chat: its models cannot be probed", 2)
     return key

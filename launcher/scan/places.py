@@ -1,24 +1,14 @@
-"""Where the scan finds what it reads and writes: the gateway's state folder and usage store, and the
-rules file; each the running gateway's when one answers, else what a gateway xx starts would use."""
+"""Where the scan finds what it reads and writes: the gateway's state folder and usage store; each the
+running gateway's when one answers, else what a gateway xx starts would use. (The rules:
+launcher.rules_in_force.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from addons.config.paths import places
-from addons.config.rules import DEFAULT_RULES_PATH
 from launcher import lifecycle
-from launcher.config import XXConfig
-
-
-def gateway_option(config: XXConfig, name: str) -> str | None:
-    """The value of `--set name=value` among the config's gateway_args (the last one wins)."""
-    found, args = None, list(config.gateway_args)
-    for i, arg in enumerate(args):
-        text = args[i + 1] if arg == "--set" and i + 1 < len(args) else arg.removeprefix("--set=")
-        if text.startswith(f"{name}="):
-            found = text.split("=", 1)[1]
-    return found
+from launcher.config import XXConfig, gateway_option
 
 
 def state_dir(config: XXConfig, healthy: dict | None = None) -> Path:
@@ -38,12 +28,3 @@ def usage_db(config: XXConfig, healthy: dict | None = None, folder: Path | None 
     if configured:
         return Path(configured).expanduser()
     return (folder or state_dir(config, healthy)) / "usage.db"
-
-
-def rules_file(config: XXConfig, healthy: dict | None, option: Path | None) -> Path:
-    if option is not None:
-        return option
-    running = ((healthy or {}).get("rules") or {}).get("path")
-    if running:
-        return Path(running)
-    return Path(config.rules).expanduser() if config.rules else DEFAULT_RULES_PATH

@@ -30,6 +30,7 @@ PROVIDERS = """\
                   key_env: ANTHROPIC_API_KEY}
       misplaced: {base_url: "https://api.openai.com/no/such/path/v1", dialects: [openai_chat],
                   key_env: OPENAI_API_KEY}
+      openai: null  # the defaults' provider at the same host
     compression: {mode: "off"}
 """
 ENV = {"OPENROUTER_API_KEY": "sk-or-v1-rules", "ANTHROPIC_API_KEY": "sk-ant-api03-rules",

@@ -25,6 +25,7 @@ RULES = textwrap.dedent("""\
                hosts: [api.openai.com], key_env: OPENAI_API_KEY}
       keyless: {base_url: "https://generativelanguage.googleapis.com/v1", dialects: [openai_chat],
                 key_env: CLUTCH_TEST_NEVER_SET}
+      gemini: null  # the defaults' provider at keyless's host
     tiers: {big: "openrouter:routed/big"}
     aliases:
       coder-model: "openrouter:qwen/qwen3-coder"

@@ -29,9 +29,9 @@ def test_ca_permissions_are_checked(tmp_path):
 
 def test_rules_and_config_problems_are_failures(tmp_path):
     rules = tmp_path / "rules.yaml"
-    rules.write_text("version: 1\nproviders: {}\n")
-    row = doctor.check_rules(doctor.XXConfig(rules=str(rules)))[0]
-    assert row.status == doctor.FAIL and f"{rules}:2: providers" in row.detail
+    rules.write_text("version: 1\nproviders:\n  ghost: {base_url: nope, dialects: [openai_chat]}\n")
+    row = doctor.check_rules(doctor.XXConfig(rules=str(rules)), {"HOME": str(tmp_path)})[0]
+    assert row.status == doctor.FAIL and f"{rules}:3: providers.ghost.base_url" in row.detail
     (tmp_path / ".xx").mkdir()
     (tmp_path / ".xx" / "config.json").write_text('{"gateway": 1}')
     rows, _ = doctor.check_config({"HOME": str(tmp_path)})
@@ -78,20 +78,25 @@ launch_tiers: {d: "openrouter:deepseek/deepseek-v4-flash", k: "openrouter:moonsh
 def test_provider_keys_are_checked_and_never_shown(tmp_path):
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES)
-    rows = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {"OPENROUTER_API_KEY": KEY}, None))
-    assert rows["provider keys"].detail == "read in this shell's environment, which a gateway xx starts gets"
+    keys_file = tmp_path / ".config" / "clutch" / "keys.env"
+    environ = {"HOME": str(tmp_path), "OPENROUTER_API_KEY": KEY}
+    rows = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), environ, None))
+    assert rows["provider keys"].detail == ("read in this shell's environment, which a gateway xx starts gets, "
+                                            f"then {keys_file}")
+    assert rows["keys file"].detail == f"none at {keys_file} (optional: NAME=value lines, chmod 600)"
     assert rows["key openrouter"].status == doctor.OK
     assert rows["key openrouter"].detail == "OPENROUTER_API_KEY set (sk-or-…, 41 characters)"
     assert rows["key anthropic"].status == doctor.WARN  # tiers.big sends requests there
     assert rows["key anthropic"].detail == ('ANTHROPIC_API_KEY not set: what the rules send to anthropic (tiers.big) '
-                                            'fails with "missing key"; set it before the gateway starts')
+                                            'fails with "missing key"; set it in the environment before the gateway '
+                                            f'starts, or as ANTHROPIC_API_KEY=... in {keys_file}')
     assert rows["key openai"].status == doctor.OK and "no rule sends requests to openai" in rows["key openai"].detail
-    assert rows["key ollama"].detail == "no key_env in the rules: requests sent there carry no key"
-    short = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {"OPENROUTER_API_KEY": "abcdefg"},
-                                               None))
+    assert rows["key ollama"].detail == "no key in the rules: requests sent there carry no key"
+    short = by_name(doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)),
+                                               {**environ, "OPENROUTER_API_KEY": "abcdefg"}, None))
     assert short["key openrouter"].detail == "OPENROUTER_API_KEY set (a…, 7 characters)"  # a quarter at most
-    rules.write_text("version: 1\nproviders: {}\n")
-    broken = doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), {}, None)
+    rules.write_text("version: 1\nproviders:\n  ghost: {base_url: nope, dialects: [openai_chat]}\n")
+    broken = doctor.check_provider_keys(doctor.XXConfig(rules=str(rules)), environ, None)
     assert [(row.status, row.name) for row in broken] == [(doctor.WARN, "provider keys")]
 
 
@@ -109,7 +114,10 @@ def test_the_running_gateways_own_keys_count(xx_home, tmp_path, fake, pki):
     result = run_xx(xx_env(home, ANTHROPIC_API_KEY="sk-ant-api03-only-in-this-shell"), "doctor")
     rows = {name: (status, detail) for status, name, detail in
             (re.split(r"\s{2,}", line, maxsplit=2) for line in result.stdout.splitlines()[:-2] if line)}
-    assert rows["provider keys"] == ("ok", f"read in the running gateway's environment (pid {pid})")
+    assert rows["provider keys"] == ("ok", f"read in the running gateway's environment (pid {pid}), "
+                                           f"then {home / '.config' / 'clutch' / 'keys.env'}")
     assert rows["key openrouter"] == ("ok", "OPENROUTER_API_KEY set (sk-or-…, 41 characters)")
-    assert rows["key anthropic"][0] == "warn" and rows["key anthropic"][1].endswith("set it and run `xx restart`")
+    assert rows["key anthropic"][0] == "warn" and rows["key anthropic"][1].endswith(
+        f"set it in the environment and run `xx restart`, or as ANTHROPIC_API_KEY=... in "
+        f"{home / '.config' / 'clutch' / 'keys.env'}")
     assert KEY not in result.stdout + result.stderr and "only-in-this-shell" not in result.stdout + result.stderr

@@ -213,7 +213,9 @@ def test_the_reset_endpoint_clears_what_it_names_and_refuses_what_a_web_page_cou
             assert list(every["cleared"]["breakers"]) == ["anthropic:fr1/fail-500"]
         assert open_breakers(gateway) == set() and cooldowns(gateway) == set()
         saved = json.loads((tmp_path / "state" / "breakers.json").read_text())  # saved at once
-        assert saved["breakers"] == {} and set(saved["providers"]) == {"openrouter", "anthropic"}
+        # every provider in force, the defaults' the rules file did not name too
+        assert saved["breakers"] == {} and set(saved["providers"]) == {"openrouter", "anthropic", "gemini", "ollama",
+                                                                        "openai"}
         assert "breakers reset by hand (every target): cleared breaker anthropic:fr1/fail-500 (open)" \
             in gateway.output()
     finally:
