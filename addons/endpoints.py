@@ -6,8 +6,10 @@ reverse-proxy ports included. Only for a loopback Host name (or the reserved hos
 proxy), and never for a web page on another site: the Guard addon (browser_guard.py) refuses those
 first, so a DNS rebinding page cannot read usage or requests.
 
-All of them only read, except POST /breakers/reset, which only a client on this machine may use,
-and never a web page (breaker_reset.reset_refusal says how one is told apart). `GET /` lists them
+All of them only read, except POST /breakers/reset and POST /rules (the rules page's save), which
+only a client on this machine may use, and never a web page of another origin
+(browser_guard.write_refusal says how one is told apart; a save also needs the per-start token
+the rules page reads from /rules/state). `GET /` lists them
 (front_page.py), and the gateway logs the same facts once it listens (`running`).
 """
 
@@ -28,6 +30,7 @@ from addons.accounting.metrics import CONTENT_TYPE, Metrics
 from addons.accounting.store import parse_time
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
+from addons.config.rules import RulesError
 from addons.guard.browser_guard import PREFIX, local_path
 from addons.journal import Journal
 from addons.models.rankings_book import RankingsBook
@@ -35,12 +38,12 @@ from addons.resilience import Resilience
 from addons.rulebook import Rulebook
 from addons.scope import is_loopback
 from addons.usage import Usage
-from addons.web import breaker_reset, dashboard, front_page
+from addons.web import breaker_reset, dashboard, front_page, rules_page
 
 logger = logging.getLogger(__name__)
 
 ENDPOINTS = ["/", "/health", "/resilience", "/requests", "/usage", "/usage/timeline", "/metrics", "/dashboard",
-             "/rankings", "/ca.pem", "/docs", "POST /breakers/reset"]
+             "/rules", "/rules/state", "/rankings", "/ca.pem", "/docs", "POST /breakers/reset", "POST /rules"]
 
 
 class Endpoints:
@@ -57,6 +60,7 @@ class Endpoints:
         self._rankings = rankings
         self._shutdown = shutdown  # what the previous gateway lost in flight (shutdown.Shutdown)
         self._started = time.time()
+        self._token = rules_page.new_token()  # the rules page's write token, this start's only
 
     def load(self, loader):
         loader.add_option("clutch_host", str, "clutch.local",
@@ -81,6 +85,8 @@ class Endpoints:
         """The endpoint's answer: 404 for a path that names none, or one whose addon is not loaded."""
         if path == "/breakers/reset" and self._resilience is not None:
             return self._reset_breakers(flow, self._resilience)
+        if (path == "/rules" and flow.request.method not in ("GET", "HEAD")) or path == "/rules/state":
+            return self._rules(path, flow)
         if path.startswith("/usage"):
             return await self._usage_report(path, flow.request.query)
         if path == "/" or path == "/docs" or path.startswith("/docs/"):
@@ -109,6 +115,8 @@ class Endpoints:
         if path == "/dashboard":
             return http.Response.make(200, dashboard.page(), {"content-type": dashboard.CONTENT_TYPE,
                                                               "cache-control": "no-store"})
+        if path == "/rules":
+            return http.Response.make(200, rules_page.page(), rules_page.headers())
         if path == "/ca.pem" and self._certs.files is not None:
             return http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                       {"content-type": "application/x-pem-file"})
@@ -165,6 +173,39 @@ class Endpoints:
         if provider and provider not in self._rulebook.rules.providers:
             answer["note"] = f"{provider!r} is not a provider in the rules in force"
         return _json(200, answer)
+
+    def _rules(self, path: str, flow: http.HTTPFlow) -> http.Response:
+        """GET /rules/state: the rules, the file, the keys' variables (never a value) and the token;
+        POST /rules: a save (rules_page decides who may, and what it writes)."""
+        rulebook = self._rulebook
+        target = rules_page.save_target(rulebook.source)
+        if path == "/rules/state":
+            state = rules_page.page_state(target, rulebook.rules, rulebook.keys, rulebook.keys_path,
+                                          rulebook.last_error, rulebook.overrides)
+            return _json(200, {**state, "token": self._token})
+        request = flow.request
+        refused = rules_page.save_refusal(request.method, request.host_header, request.headers,
+                                          is_loopback(flow.client_conn.peername), self._token)
+        if refused is not None:
+            status, why = refused
+            logger.warning("refused a rules save from %s: %s", flow.client_conn.peername, why)
+            return _json(status, {"error": why}, {"allow": "GET, POST"} if status == 405 else None)
+        if target is None:
+            return _json(409, {"error": "the gateway runs on the embedded defaults alone (--rules names them): "
+                                        "start it without --rules to save a file of yours"})
+        try:
+            rules_page.save(target, rules_page.parse_save(request.raw_content or b""))
+        except rules_page.SaveRefused as e:
+            return _json(e.status, e.answer())
+        except OSError as e:
+            logger.error("rules page: cannot write %s: %s", target, e)
+            return _json(500, {"error": f"cannot write {target}: {e.strerror or e}"})
+        logger.warning("rules saved by the rules page to %s", target)
+        try:
+            rulebook.reload_now()
+        except RulesError as e:
+            return _json(200, {"saved": str(target), "in_force": False, "error": str(e)})
+        return _json(200, {"saved": str(target), "in_force": True})
 
     async def _usage_report(self, path: str, query) -> http.Response:
         """GET /usage?by=agent&since=24h&until=... and /usage/timeline?bucket=3600&by=model&since=..."""

@@ -112,6 +112,17 @@ class Rulebook:
         logger.info("rules reloaded from %s", self.source.describe())
         return True
 
+    def reload_now(self) -> None:
+        """Adopt the user's file at once, not at the next poll (the rules page just saved it); on a
+        RulesError (the keys file, an override) the last good rules stay, as on a reload."""
+        try:
+            self._adopt(self.source)
+        except RulesError as e:
+            self.last_error = str(e)
+            logger.error("rules not reloaded, the last good rules stay in force: %s", e)
+            raise
+        logger.info("rules reloaded from %s (saved by the rules page)", self.source.describe())
+
     def _adopt(self, source: RulesSource) -> None:
         stamps = self._stamps_now(source)
         rules, overrides = apply_overrides(load_layered(source))

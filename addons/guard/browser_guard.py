@@ -15,6 +15,10 @@ apart from an agent:
 * a rebinding page still sends its own name as `Host`, never a loopback name or the address the
   client connected to.
 
+One origin is not a web page of another site: Clutch's own, `http://<loopback Host>` on the port the
+client connected to (the forward entry), where every path is answered by Clutch itself. Its pages
+(the rules page's save) send `Origin` on their POSTs; `own_origin` says when that Origin is theirs.
+
 Which rules apply depends on the request (`refusal`): an LLM request anywhere, Clutch's own
 endpoints, and everything on a reverse (base-URL) entry, where Clutch fills in the provider's key.
 Plain proxying for other clients on the forward entry is not touched: a browser the user points at
@@ -48,7 +52,9 @@ class Arrival:
 def refusal(arrival: Arrival, headers: Mapping[str, str]) -> str | None:
     """Why the request must be refused (one line, for the agent, the log and the flow), or None."""
     checked = arrival.reverse or arrival.kind in (LLM, LOCAL)
-    if checked and (why := web_page(headers)):
+    own = own_origin(arrival.host_header) if arrival.kind == LOCAL and not arrival.reverse \
+        and arrival.port == arrival.entry[1] else None
+    if checked and (why := web_page(headers, own)):
         return why
     if arrival.reverse:
         if not _ours(host_name(arrival.host_header), arrival.entry):
@@ -65,13 +71,45 @@ def refusal(arrival: Arrival, headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def web_page(headers: Mapping[str, str]) -> str | None:
-    """Why the headers are a web page's (Origin, Sec-Fetch-Site), or None."""
-    if "origin" in headers:
+def web_page(headers: Mapping[str, str], own: str | None = None) -> str | None:
+    """Why the headers are a web page's (Origin, Sec-Fetch-Site), or None. `own`: the one Origin that
+    is Clutch's own page (own_origin), accepted; None accepts no Origin at all."""
+    origin = headers.get("origin")
+    if origin is not None and (own is None or origin.strip().lower() != own):
         return "the request carries an Origin header (sent by web pages)"
     site = headers.get("sec-fetch-site")
     if site is not None and site.strip().lower() not in SAFE_FETCH_SITES:
         return f"Sec-Fetch-Site {site[:40]!r} (a web page's request)"
+    return None
+
+
+def own_origin(host_header: str | None) -> str | None:
+    """The Origin of Clutch's own pages for a request sent straight to the gateway with this Host:
+    `http://` and the Host, when the Host is a loopback name; None otherwise (a rebinding page's
+    name, the reserved clutch.local, a reverse entry's provider pages)."""
+    if not loopback_name(host_header):
+        return None
+    return "http://" + str(host_header).strip().lower()
+
+
+def write_refusal(method: str, host_header: str | None, headers: Mapping[str, str], client_is_loopback: bool,
+                  own_page: bool = False) -> tuple[int, str] | None:
+    """(status, why) when a request that changes Clutch's state must be refused; None when it may go
+    ahead. Stricter than `refusal` for reads: POST only, a client on this machine, a loopback Host
+    (not clutch.local), no other site's Origin or Sec-Fetch-Site, the body declared application/json
+    (a non-simple request: a page of another origin cannot send it without a CORS preflight, which
+    Clutch never grants). `own_page`: Clutch's own page (own_origin) may send it."""
+    if method != "POST":
+        return 405, "use POST (this endpoint changes state)"
+    if not client_is_loopback:
+        return 403, "only clients on this machine may change Clutch's state"
+    if not loopback_name(host_header):
+        return 403, f"Host {str(host_header)[:80]!r} is not a loopback name (127.0.0.1, localhost, ::1)"
+    if why := web_page(headers, own_origin(host_header) if own_page else None):
+        return 403, f"refused: {why}"
+    media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+    if media != "application/json":
+        return 403, "send the body as content-type application/json"
     return None
 
 

@@ -81,21 +81,9 @@ def describe_reset(cleared: dict) -> str:
 
 def reset_refusal(method: str, host_header: str | None, headers: Mapping[str, str],
             client_is_loopback: bool) -> tuple[int, str] | None:
-    """(status, why) when a reset request must be refused; None when it may go ahead. Stricter than
-    browser_guard.refusal for reads: the Host must be a loopback name (not clutch.local), and the
-    body must be declared JSON."""
-    if method != "POST":
-        return 405, "use POST (this endpoint changes state)"
-    if not client_is_loopback:
-        return 403, "only clients on this machine may reset breakers"
-    if not browser_guard.loopback_name(host_header):
-        return 403, f"Host {str(host_header)[:80]!r} is not a loopback name (127.0.0.1, localhost, ::1)"
-    if why := browser_guard.web_page(headers):
-        return 403, f"refused: {why}"
-    media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
-    if media != "application/json":
-        return 403, "send the body as content-type application/json"
-    return None
+    """(status, why) when a reset request must be refused; None when it may go ahead: the checks of
+    every write (browser_guard.write_refusal), no page of any origin (no page posts a reset)."""
+    return browser_guard.write_refusal(method, host_header, headers, client_is_loopback)
 
 
 def parse_body(raw: bytes) -> str | None:

@@ -27,6 +27,7 @@ WIDTH = 80
 # (path under the origin, what it is), in the order the page lists them
 LINKS = (
     ("dashboard", "usage, cost, breakers and the model ranking, in charts and tables"),
+    ("rules", "the rules in force, and a form per section that saves your rules file"),
     ("health", "version, rules, uptime, listen addresses and CA path (JSON)"),
     ("usage", "tokens and cost by agent (JSON; ?by=model&since=24h)"),
     ("metrics", "Prometheus metrics"),

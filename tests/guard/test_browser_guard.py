@@ -60,6 +60,15 @@ def arrival(kind=LLM, reverse=True, host_header="127.0.0.1:8790", host="openrout
     (arrival(kind=LOCAL, reverse=False, host="api.openai.com", port=443, entry=("127.0.0.1", 8780)), {}),
     (arrival(kind=LOCAL, reverse=False, host="127.0.0.1", port=8780, entry=("127.0.0.1", 8780)),
      {"sec-fetch-site": "cross-site"}),
+    # Clutch's own origin is only http://<loopback Host> on the port the client connected to
+    (arrival(kind=LOCAL, reverse=False, host_header="127.0.0.1:8780", host="127.0.0.1", port=8780,
+             entry=("127.0.0.1", 8780)), {"origin": "http://127.0.0.1:8781"}),
+    (arrival(kind=LOCAL, reverse=False, host_header="127.0.0.1:8780", host="127.0.0.1", port=8780,
+             entry=("127.0.0.1", 8780)), {"origin": "http://localhost:8780"}),
+    (arrival(kind=LOCAL, reverse=True, host_header="127.0.0.1:8790"), {"origin": "http://127.0.0.1:8790"}),
+    (arrival(kind=LOCAL, reverse=False, host_header="clutch.local", host="clutch.local", port=80,
+             entry=("127.0.0.1", 8780)), {"origin": "http://clutch.local"}),
+    (arrival(kind=LLM, reverse=False, host_header="127.0.0.1:8780"), {"origin": "http://127.0.0.1:8780"}),
 ])
 def test_what_a_web_page_can_send_is_refused(seen, headers):
     assert refusal(seen, headers)
@@ -77,6 +86,9 @@ def test_what_a_web_page_can_send_is_refused(seen, headers):
      {"sec-fetch-site": "same-origin"}),
     (arrival(kind=LOCAL, reverse=False, host="127.0.0.1", port=8780, entry=("127.0.0.1", 8780)),
      {"sec-fetch-site": "none"}),
+    # Clutch's own page (the rules page's save sends Origin, as every POST does)
+    (arrival(kind=LOCAL, reverse=False, host_header="127.0.0.1:8780", host="127.0.0.1", port=8780,
+             entry=("127.0.0.1", 8780)), {"origin": "http://127.0.0.1:8780", "sec-fetch-site": "same-origin"}),
 ])
 def test_what_agents_and_the_user_send_goes_ahead(seen, headers):
     assert refusal(seen, headers) is None
