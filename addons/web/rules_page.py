@@ -273,6 +273,7 @@ def save(target: Path, request: Save) -> Rules:
         form_text(current, str(request.section), request.value, target.name + BACKUP_SUFFIX)
     if len(text.encode()) > MAX_RULES_BYTES:
         raise SaveRefused(413, f"larger than {MAX_RULES_BYTES // 1024} KB: not a rules file")
+    created = not target.parent.exists()
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     temporary = _write_beside(target, text)
     try:
@@ -281,6 +282,9 @@ def save(target: Path, request: Save) -> Rules:
             _write_beside(target, current, target.with_name(target.name + BACKUP_SUFFIX))
         os.replace(temporary, target)
     except RulesError as e:
+        temporary.unlink(missing_ok=True)
+        if created:
+            target.parent.rmdir()  # an invalid first save leaves nothing behind, not even the folder
         raise SaveRefused(422, _named(e, temporary, target), e.field, e.line) from None
     finally:
         temporary.unlink(missing_ok=True)
