@@ -116,7 +116,7 @@ class Endpoints:
             return http.Response.make(200, dashboard.page(), {"content-type": dashboard.CONTENT_TYPE,
                                                               "cache-control": "no-store"})
         if path == "/rules":
-            return http.Response.make(200, rules_page.page(), rules_page.headers())
+            return http.Response.make(200, rules_page.rules_html(), rules_page.headers())
         if path == "/ca.pem" and self._certs.files is not None:
             return http.Response.make(200, self._certs.files.ca_cert.read_bytes(),
                                       {"content-type": "application/x-pem-file"})

@@ -335,7 +335,7 @@ _SCRIPT = re.compile(rb"<script>(.*?)</script>", re.S)
 
 
 @functools.cache
-def page() -> bytes:
+def rules_html() -> bytes:
     """The page's bytes, read once per process (it ships with the code)."""
     return PAGE.read_bytes()
 
@@ -345,7 +345,7 @@ def headers() -> dict[str, str]:
     """No caching, no framing, nothing loaded from anywhere: the page's one inline script runs by its
     hash, so an injected script would not."""
     hashes = " ".join("'sha256-" + base64.b64encode(hashlib.sha256(m).digest()).decode() + "'"
-                      for m in _SCRIPT.findall(page()))
+                      for m in _SCRIPT.findall(rules_html()))
     return {"content-type": CONTENT_TYPE, "cache-control": "no-store", "x-content-type-options": "nosniff",
             "referrer-policy": "no-referrer",
             "content-security-policy": f"default-src 'none'; script-src {hashes}; style-src 'unsafe-inline'; "

@@ -38,7 +38,7 @@ def test_health_through_the_proxy_at_the_reserved_host(gateway):
     assert ca.content == gateway.ca_cert.read_bytes()
 
 
-LINKS = ("dashboard", "health", "usage", "metrics", "requests", "resilience", "ca.pem", "docs")
+LINKS = ("dashboard", "rules", "health", "usage", "metrics", "requests", "resilience", "ca.pem", "docs")
 _STAMP = re.compile(r"^\[\d\d:\d\d:\d\d\.\d{3}\] ")  # mitmdump's time stamp before each log record
 
 

@@ -212,5 +212,5 @@ def test_the_page_runs_only_its_own_script():
     policy = headers["content-security-policy"]
     assert "default-src 'none'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert policy.count("'sha256-") == 1 and "frame-ancestors 'none'" in policy
-    assert b" src=" not in rules_page.page() and b"https://" not in rules_page.page()
+    assert b" src=" not in rules_page.rules_html() and b"https://" not in rules_page.rules_html()
     assert os.path.getsize(rules_page.PAGE) < 64 * 1024
