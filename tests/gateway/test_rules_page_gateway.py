@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import stat
 import textwrap
@@ -184,15 +183,10 @@ class _OtherOrigin(http.server.BaseHTTPRequestHandler):
 def test_in_chromium_an_edited_tier_routes_the_next_request_and_other_origins_cannot_save(tmp_path, fake, pki):
     webdriver.need_browser()
     config = tmp_path / "config"
-    keys_file(config)
-    rules = config / "clutch" / "rules.yaml"  # places().rules: no --rules, no file yet
-    (config / "clutch").chmod(0o755)
-    (config / "clutch" / "keys.env").unlink()
-    os.rmdir(config / "clutch")  # the page's first save creates the folder
+    rules = config / "clutch" / "rules.yaml"  # places().rules: no --rules, no file, no folder yet
     gateway = start(tmp_path, fake, pki, {"OPENROUTER_API_KEY": ENV_KEY, "XDG_CONFIG_HOME": str(config)})
     server = None
     try:
-        url = f"http://127.0.0.1:{gateway.port}/rules"
         with webdriver.Browser.start() as browser:
             browser.get(f"http://127.0.0.1:{gateway.port}/")
             browser.find('a[data-link="rules"]').click()
@@ -246,7 +240,6 @@ def test_in_chromium_an_edited_tier_routes_the_next_request_and_other_origins_ca
         assert gateway.output().count("refused") >= refused + 4
         assert rules.read_bytes() == saved and fake.entries_for("page/evil") == []
         assert local(gateway, "/health").json()["rules"]["tiers"]["big"] == "openrouter:page/chromium-big"
-        assert browser_url_ok(url)
     finally:
         if server is not None:
             server.shutdown()
@@ -257,7 +250,3 @@ def test_in_chromium_an_edited_tier_routes_the_next_request_and_other_origins_ca
 def set_field(browser, field: str, value: str) -> None:
     browser.script("""const i = document.querySelector(`#forms [data-field="${arguments[0]}"]`);
         i.value = arguments[1]; i.dispatchEvent(new Event('input'));""", field, value)
-
-
-def browser_url_ok(url: str) -> bool:
-    return httpx.get(url, timeout=10, trust_env=False).status_code == 200
