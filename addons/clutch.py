@@ -28,6 +28,7 @@ from addons.flow_keys import FlowKeys  # noqa: E402
 from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
 from addons.models.rankings_book import RankingsBook  # noqa: E402
+from addons.option_check import OptionCheck  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
 from addons.route import Route  # noqa: E402
@@ -69,7 +70,8 @@ def make_addons() -> list:
         usage,  # after the Engine, whose response hook writes the attempts it records
         journal,  # after Usage, whose totals it shows
         resolve,  # after the Engine: only flows mitmproxy itself forwards
-        drain,  # last: a request has ended when every addon's response or error hook has run
+        drain,  # a request has ended when every addon's response or error hook has run
+        OptionCheck(),  # last: its `load` runs when every option above exists
     ]
 
 

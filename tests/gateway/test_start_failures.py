@@ -85,7 +85,22 @@ def test_xx_start_and_a_launch_on_broken_rules(xx_home, fake, pki, tmp_path):
     launched = run_xx(xx_env(home), "cnp", "-p", "hi")  # a launch starts the gateway on demand, saying so first
     assert launched.stderr.splitlines()[0].startswith("xx: starting the gateway on ")
     assert_clean(launched, launched.stderr.splitlines()[0])
-    assert launched.stderr.splitlines()[1] == line
+    assert launched.stderr.splitlines()[1] == line, launched.stderr + (home / ".xx" / "gateway.log").read_text()
     assert gateway_pid(home) is None
     log = (home / ".xx" / "gateway.log").read_text()
     assert "Traceback" not in log and "listening" not in log
+
+
+def test_a_clutch_option_mitmproxy_cannot_convert_stops_the_start(tmp_path):
+    """mitmproxy converts `--set` values of a script's options only once the script has loaded; a
+    value that does not convert made its script loader drop Clutch, silently, and the proxy went on
+    forwarding without any of Clutch's addons. Now the start stops, in one line."""
+    port = free_port()
+    bad = clutch_start(tmp_path, "--port", str(port), "--set", "clutch_rules_poll_ms=abc")
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr.splitlines() == ["clutch: Failed to parse option clutch_rules_poll_ms: not an integer: abc"]
+    assert "listening" not in bad.stdout and "Traceback" not in bad.stdout + bad.stderr
+    twice = clutch_start(tmp_path, "--port", str(port), "--set", "clutch_rules_poll_ms=100",
+                         "--set", "clutch_rules_poll_ms=0")
+    assert twice.returncode == 2, twice.stdout + twice.stderr
+    assert twice.stderr.splitlines() == ["clutch: Received multiple values for clutch_rules_poll_ms: ['100', '0']"]
