@@ -64,9 +64,9 @@ def test_the_users_file_adds_a_tier_and_the_defaults_stay(tmp_path, fake, pki):
 
         # Anthropic, which the file never names, is still intercepted (the defaults' provider) ...
         assert "mitmproxy" in peer_issuer(gateway.port, "api.anthropic.com", 443)
-        ask(gateway, "claude-sonnet-4-5")
-        kept = fake.wait_for(lambda e: first_content(e) == "hello claude-sonnet-4-5")
-        assert (kept["host"], kept["model"]) == ("api.anthropic.com", "claude-sonnet-4-5")
+        ask(gateway, "claude-sonnet-4-6")
+        kept = fake.wait_for(lambda e: first_content(e) == "hello claude-sonnet-4-6")
+        assert (kept["host"], kept["model"]) == ("api.anthropic.com", "claude-sonnet-4-6")
         assert AGENT_KEY in " ".join(kept["headers"].values())  # the agent's own key, as it came
         # ... while the file's tier sends opus to OpenRouter, with the keys file's key for ${LAYERED_ROUTER_KEY}
         ask(gateway, "claude-opus-4-8")
