@@ -120,7 +120,7 @@ _EDIT_TOOLS = frozenset({"edit", "write", "multiedit", "notebookedit", "write_fi
 _SHELL_LOG = re.compile(r"\b(?:pytest|py\.test|tox|nox|unittest|mix\s+(?:test|compile|deps|ecto|dialyzer|credo)"
                         r"|go\s+(?:test|build|vet)|cargo\s+(?:test|build|check|clippy)|npm\s+(?:test|install|ci|run)"
                         r"|pnpm|yarn|jest|vitest|make|cmake|ninja|gradle|mvn|pip3?\s+install|uv\s+(?:pip|sync)"
-                        r"|poetry|tsc|eslint|ruff|mypy|docker\s+build|bundle|rake|rspec|dotnet)\b")
+                        r"|poetry|tsc|eslint|ruff|mypy|docker\s+build|bundle|rake|rspec|dotnet|mocha|phpunit)\b")
 _WRITE_ECHO = re.compile(r"^(The file \S.* has been updated\. Here's the result of running `cat -n` on a snippet "
                          r"of the edited file:\n)(.*)$", re.S)
 _NUMBERED = re.compile(r"^ *\d+→(.*)$")

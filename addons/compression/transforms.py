@@ -28,7 +28,8 @@ _MUST_KEEP = re.compile(
     r"|\bfail|✕|✗"
     r"|\b\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|tests?|failures?|doctests?)\b"
     r"|test result:|^tests?:|^ran \d+ tests?|^ok\b|finished in|^=+ .* =+$|^-+ (?:fail|pass)"
-    r"|file \"[^\"]+\", line \d+",
+    r"|file \"[^\"]+\", line \d+"
+    r"|^\s*(?:expected|received):",  # jest's and vitest's assertion values
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
 # Lines kept the first time their kind appears: a warning, a file:line reference. A build that
 # prints one deprecation for every file of a dependency keeps the first and its count in the cut.
@@ -103,7 +104,7 @@ _MUST_KEEP_HINTS = ("error", "exception", "traceback", "fail", "fatal", "panic",
                     "undefined reference", "cannot find", "not found", "denied", "refused", "timeout", "time out",
                     "timedout", "timed out", "abort", "killed", "exit code", "exit status", "returncode", "✕", "✗",
                     " passed", " skipped", " xpass", " deselected", " warning", " test", " doctest", "test result:",
-                    "finished in", 'file "')
+                    "finished in", 'file "', "expected:", "received:")
 _MUST_KEEP_STARTS = ("test", "ran ", "ok", "=", "-")
 _FIRST_KEEP_HINTS = ("warn", "deprecat")
 _LINE_NUMBER_REF = re.compile(r":\d")  # every file:line reference has one
@@ -242,7 +243,8 @@ _LOG_SIGNS = re.compile(
     r"|added \d+ packages|npm (?:WARN|ERR)|\* Getting |==> |Compiling \d+ files|Generated \w+ app|Resolving Hex"
     r"|Running |test result:|running \d+ tests?|[ \t]+Compiling |warning: |error(?:\[E\d+\])?: "
     r"|\d+ tests?, \d+ failures?"
-    r"|Finished in |Randomized with seed|\[\s*\d+%\]|\d+%\|)",
+    r"|Finished in |Randomized with seed|\[\s*\d+%\]|\d+%\|"
+    r"|\s+\d+ (?:passing|failing|pending)|PHPUnit \d|Tests: \d+, Assertions:|\s+[✔✘] )",  # mocha, PHPUnit
     re.IGNORECASE | re.MULTILINE,
 )
 
