@@ -262,7 +262,8 @@ def _history_verdicts(outputs: list[ToolOutput], changes: list[tuple[int, set[st
 
 
 def history_verdicts(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput]) -> dict[tuple, str]:
-    """Output position (ToolOutput.path) -> why later messages made it replaceable in max mode (the kinds of _history_verdicts)."""
+    """Output position (ToolOutput.path) -> why later messages made it replaceable in max mode (the
+    kinds of _history_verdicts)."""
     return _history_verdicts(outputs, _later_changes(outputs, dialect, body))
 
 
