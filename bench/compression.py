@@ -269,7 +269,7 @@ def ceilings(records: list[dict]) -> dict[str, dict[str, float]]:
         outputs = tool_outputs.find_outputs(d, record["body"]) or []
         verdicts = compression.history_verdicts(d, record["body"], outputs)
         safe = sum(tokens.count_text(o.text) for o in outputs if o.read_of is None)
-        most = safe + sum(tokens.count_text(o.text) for o in outputs if o.read_of is not None and o.id in verdicts)
+        most = safe + sum(tokens.count_text(o.text) for o in outputs if o.read_of is not None and o.path in verdicts)
         for key in (record["meta"]["source"], "ALL"):
             row = totals[key]
             row[0] += message_tokens(record["format"], record["body"])

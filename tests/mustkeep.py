@@ -202,7 +202,11 @@ STALE = re.compile(r"^\[clutch: stale read of (.+?): the file was changed after 
 # content is outdated, and the file is edited later), to compare the two fairly.
 FOREIGN_STALE = re.compile(r"^\[Read content stale: (.+?) was modified after this read")
 SUPERSEDED = re.compile(r"^\[clutch: superseded read of (.+?): the file is read again later;")
-SAME_OUTPUT = re.compile(r"^\[clutch: same output as tool call (\S+) above;")
+# The id, and where ids repeat (agents reuse them) the place and command: `call_0 (message 12, `ls -F`)`.
+SAME_OUTPUT = re.compile(r"^\[clutch: same output as tool call (\S+?)"
+                         r"(?: \((?:message|input item|content) (\d+)(?:, `([^`]*)`)?\))? above;")
+SUPERSEDED_RUN = re.compile(r"^\[clutch: superseded output of `(.*)`: the same command runs again later;")
+STALE_SNIPPET = re.compile(r"^\[clutch: outdated snippet of (.+?): the file was changed or read again later;")
 WRITE_ECHO = re.compile(r"^\[clutch: listing of the written file removed\b")
 LINE_NUMBER = re.compile(r"^\s*\d+→")  # `cat -n` prefix of Claude Code's Read / Write echoes
 
@@ -245,7 +249,7 @@ class FileOp:
     kind: str  # "read" | "write"
     path: str
     pos: tuple[int, int]
-    output: str | None = None  # tool output id of a read
+    output: Output | None = None  # the tool output of a read (by place: agents reuse ids)
 
 
 FENCE = re.compile(r"```[^\n`]*\n(.*?)```", re.S)
@@ -503,7 +507,7 @@ def _tool_path(call: Call) -> str | None:
 def file_ops(fmt: str, body: dict, outputs: list[Output]) -> list[FileOp]:
     """File reads and writes of a request, in order (for M5's fresh reads)."""
     calls = _anthropic_calls(body) if fmt == "anthropic" else [o.call for o in outputs if o.call]
-    by_call = {o.call.id: o.id for o in outputs if o.call}
+    by_call = {(o.call.pos, o.call.id): o for o in outputs if o.call}
     return _anthropic_ops(calls, by_call) if fmt == "anthropic" else _text_ops(body, calls, by_call)
 
 
@@ -516,7 +520,7 @@ def _anthropic_calls(body: dict) -> list[Call]:
     return calls
 
 
-def _anthropic_ops(calls: list[Call], by_call: dict[str, str]) -> list[FileOp]:
+def _anthropic_ops(calls: list[Call], by_call: dict[tuple, Output]) -> list[FileOp]:
     """Read/Edit/Write... tools, and shell tools (Claude Code's Bash) read with the same command
     heuristics as text actions (`cat|sed -n|head|tail|nl` of a path)."""
     ops = []
@@ -525,18 +529,18 @@ def _anthropic_ops(calls: list[Call], by_call: dict[str, str]) -> list[FileOp]:
         if call.name.lower() in SHELL_TOOLS and isinstance(command, str):
             ops += [FileOp("write", p, call.pos) for p in command_writes(command, None)]
             if read := command_read(command):
-                ops.append(FileOp("read", read, call.pos, by_call.get(call.id)))
+                ops.append(FileOp("read", read, call.pos, by_call.get((call.pos, call.id))))
             continue
         if not path:
             continue
         if call.name in READ_TOOLS or (call.name in EDITOR_TOOLS and command == "view"):
-            ops.append(FileOp("read", path, call.pos, by_call.get(call.id)))
+            ops.append(FileOp("read", path, call.pos, by_call.get((call.pos, call.id))))
         elif call.name in WRITE_TOOLS or call.name in EDITOR_TOOLS:
             ops.append(FileOp("write", path, call.pos))
     return ops
 
 
-def _text_ops(body: dict, calls: list[Call], by_call: dict[str, str]) -> list[FileOp]:
+def _text_ops(body: dict, calls: list[Call], by_call: dict[tuple, Output]) -> list[FileOp]:
     """Reads and writes of text actions and OpenAI tool calls, tracking SWE-agent's open file."""
     messages, ops, open_file = body.get("messages") or [], [], None
     calls_at = {call.pos[0]: [] for call in calls}
@@ -548,7 +552,7 @@ def _text_ops(body: dict, calls: list[Call], by_call: dict[str, str]) -> list[Fi
             for path in command_writes(command, open_file):
                 ops.append(FileOp("write", path, call.pos))
             if path := command_read(command) or (_tool_path(call) if call.name in READ_TOOLS else None):
-                ops.append(FileOp("read", path, call.pos, by_call.get(call.id)))
+                ops.append(FileOp("read", path, call.pos, by_call.get((call.pos, call.id))))
             words = command.split()
             if len(words) > 1 and words[0] in ("open", "create"):
                 open_file = words[1]
@@ -717,7 +721,7 @@ class _Analysed:
     changed: bool
     markers: list[str]
     exempt: bool = False  # a valid stale/superseded read marker: its facts need not survive
-    refers_to: str | None = None  # a valid same-output reference
+    refers_to: _Analysed | None = None  # the earlier output a valid same-output reference names
     write_content: str | None = None  # a valid write echo: the Write call's content
 
     @functools.cached_property
@@ -729,13 +733,65 @@ class _Analysed:
         return norm_text(self.after)
 
 
-def _judge_marker(marker: str, item: _Analysed, items: dict[str, _Analysed], ops: list[FileOp],
+def _command(out: Output) -> str:
+    command = out.call.args.get("command") if out.call else None
+    return command if isinstance(command, str) else ""
+
+
+def _names_command(label: str, command: str) -> bool:
+    """Whether a marker's label (a command's first line, perhaps shortened to `...`) is `command`'s."""
+    line = command.strip().split("\n", 1)[0].replace("]", ")")  # a marker holds no `]`; a reference no backtick
+    shown = (line, line.replace("`", "'"))
+    return any(s.startswith(label[:-3]) if label.endswith("...") else s == label for s in shown)
+
+
+def _position(out: Output) -> tuple[int, int]:
+    return out.index, out.block or 0
+
+
+def _judge_same_output(m: re.Match, item: _Analysed, analysed: list[_Analysed], report: Report) -> None:
+    """A repeat reference names exactly one earlier output (by id, and where given place and
+    command), and that output's text is this one's."""
+    rid, index, label = m.group(1), m.group(2), m.group(3)
+    found = [x for x in analysed if x.out.id == rid and _position(x.out) < _position(item.out)
+             and (index is None or x.out.index == int(index))
+             and (label is None or _names_command(label, _command(x.out)))]
+    if len(found) != 1:
+        report.add("M6", item.out.where, f"same-output marker names {m.group(0)[34:]!r}: "
+                   f"{len(found)} earlier tool outputs fit, not one")
+    elif lossless(found[0].before) != lossless(item.before):
+        report.add("M6", item.out.where, f"same-output marker, but the output of {rid} was different")
+    else:
+        item.refers_to = found[0]
+
+
+def _judge_superseded_run(m: re.Match, item: _Analysed, analysed: list[_Analysed], report: Report) -> None:
+    """A superseded-run marker names this output's own command, and that command runs again later."""
+    command = _command(item.out)
+    if not command or not _names_command(m.group(1), command):
+        report.add("M6", item.out.where, f"superseded-run marker names `{m.group(1)[:80]}`, "
+                   f"but this is the output of `{command.strip()[:80]}`")
+    elif not any(_position(x.out) > _position(item.out) and _command(x.out) == command for x in analysed):
+        report.add("M6", item.out.where, f"superseded-run marker, but `{m.group(1)[:80]}` does not run again later")
+
+
+def _judge_snippet(m: re.Match, item: _Analysed, ops: list[FileOp], report: Report) -> None:
+    """An outdated-snippet marker names the file this call edited, written or read again later."""
+    call = item.out.call
+    path = _tool_path(call) if call else None
+    if not (path and call and same_file(m.group(1), path) and any(
+            o.pos > call.pos and same_file(o.path, path) for o in ops)):
+        report.add("M6", item.out.where, f"outdated-snippet marker, but {m.group(1)} is not this call's file "
+                   "changed or read later")
+
+
+def _judge_marker(marker: str, item: _Analysed, analysed: list[_Analysed], ops: list[FileOp],
                   report: Report) -> None:
     """M6 for one marker; records the exemption a valid special marker grants."""
     out = item.out
     if not QUANTITY.search(marker):
         report.add("M6", out.where, f"marker does not say how much was removed: {marker}")
-    read = next((op for op in ops if op.kind == "read" and op.output == out.id), None)
+    read = next((op for op in ops if op.kind == "read" and op.output is out), None)
     if m := STALE.match(marker):
         if read and same_file(m.group(1), read.path) and _later(ops, read, "write", read.path):
             item.exempt = True
@@ -748,13 +804,11 @@ def _judge_marker(marker: str, item: _Analysed, items: dict[str, _Analysed], ops
         else:
             report.add("M6", out.where, f"superseded-read marker, but {m.group(1)} is not read again later")
     elif m := SAME_OUTPUT.match(marker):
-        ref = items.get(m.group(1))
-        if ref is None or (ref.out.index, ref.out.block or 0) >= (out.index, out.block or 0):
-            report.add("M6", out.where, f"same-output marker refers to {m.group(1)}, no earlier tool output")
-        elif lossless(ref.before) != lossless(item.before):
-            report.add("M6", out.where, f"same-output marker, but the output of {m.group(1)} was different")
-        else:
-            item.refers_to = ref.out.id
+        _judge_same_output(m, item, analysed, report)
+    elif m := SUPERSEDED_RUN.match(marker):
+        _judge_superseded_run(m, item, analysed, report)
+    elif m := STALE_SNIPPET.match(marker):
+        _judge_snippet(m, item, ops, report)
     elif WRITE_ECHO.match(marker):
         if out.call and out.call.name == "Write" and isinstance(out.call.args.get("content"), str):
             item.write_content = out.call.args["content"]
@@ -772,10 +826,7 @@ def analyse_outputs(original: dict, compressed: dict, outputs: list[Output], ops
         before, after = output_text(original, out), output_text(compressed, out)
         changed = _dumps(output_content(original, out)) != _dumps(output_content(compressed, out))
         analysed.append(_Analysed(out, before, after, changed, new_markers(before, after) if changed else []))
-    items = {}
-    for item in analysed:
-        items.setdefault(item.out.id, item)  # ids are unique in a valid request; first one wins
-    for item in analysed:
+    for item in analysed:  # every output, each by its place: agents reuse ids
         if not item.changed:
             continue
         report.markers += len(item.markers)
@@ -784,20 +835,19 @@ def analyse_outputs(original: dict, compressed: dict, outputs: list[Output], ops
         if not item.markers and lossless(item.before) != lossless(item.after):
             report.add("M6", item.out.where, "tool output changed without a [clutch: ...] marker")
             if m := FOREIGN_STALE.match(item.after):
-                read = next((op for op in ops if op.kind == "read" and op.output == item.out.id), None)
+                read = next((op for op in ops if op.kind == "read" and op.output is item.out), None)
                 item.exempt = bool(read and same_file(m.group(1), read.path) and _later(ops, read, "write", read.path))
         for marker in item.markers:
-            _judge_marker(marker, item, items, ops, report)
+            _judge_marker(marker, item, analysed, ops, report)
     return analysed
 
 
-def _resolve_reference(item: _Analysed, items: dict[str, _Analysed]) -> list[_Analysed]:
+def _resolve_reference(item: _Analysed) -> list[_Analysed]:
     """The outputs an error line of `item` may be found in: itself, then the chain of
-    same-output references."""
-    chain, seen = [item], {item.out.id}
-    while item.refers_to and item.refers_to not in seen:
-        item = items[item.refers_to]
-        seen.add(item.out.id)
+    same-output references (each to an earlier output, so the chain ends)."""
+    chain = [item]
+    while item.refers_to is not None:
+        item = item.refers_to
         chain.append(item)
     return chain
 
@@ -805,7 +855,6 @@ def _resolve_reference(item: _Analysed, items: dict[str, _Analysed]) -> list[_An
 def check_errors(items: list[_Analysed], report: Report) -> None:
     """M4, error lines: each survives in the compressed output with the same id (or where a
     valid marker sends it)."""
-    by_id = {item.out.id: item for item in reversed(items)}  # the first of a duplicated id
     for item in items:
         if item.exempt:
             continue
@@ -816,7 +865,7 @@ def check_errors(items: list[_Analysed], report: Report) -> None:
             report.error_lines += len(lines)
             report.error_lines_kept += len(lines)
             continue
-        places = [ref.norm_after for ref in _resolve_reference(item, by_id)]
+        places = [ref.norm_after for ref in _resolve_reference(item)]
         content = norm_text(item.write_content) if item.write_content is not None else None
         missing = [line for line in sorted(lines)
                    if not any(line in place for place in places)
@@ -876,9 +925,8 @@ def check_tests_and_paths(items: list[_Analysed], compressed: dict, report: Repo
 def check_fresh_reads(original: dict, compressed: dict, ops: list[FileOp], outputs: list[Output],
                       skip: set[int], report: Report) -> None:
     """M5: every fresh read byte-identical."""
-    by_id = {out.id: out for out in outputs}
     for op in fresh_reads(ops):
-        out = by_id.get(op.output)
+        out = op.output
         if out is None or out.index in skip:
             continue
         report.fresh_reads += 1

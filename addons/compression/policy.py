@@ -195,10 +195,11 @@ def _write_echo(output: ToolOutput) -> str | None:
             "it is the content of this Write call]")
 
 
-def _failed_calls(messages: list[Any]) -> set[str]:
-    """Tool calls whose result is an error: a failed Edit ("String to replace not found") changed
-    nothing, and the read before it is exactly what the agent needs to try again."""
-    return {str(block.get("tool_use_id")) for message in messages if isinstance(message, dict)
+def _failed_calls(messages: list[Any]) -> set[tuple[int, str]]:
+    """Tool calls whose result is an error, as (message index of the call, id): a failed Edit
+    ("String to replace not found") changed nothing, and the read before it is exactly what the agent
+    needs to try again. By position, since agents reuse ids: a result answers the call just before it."""
+    return {(i - 1, str(block.get("tool_use_id"))) for i, message in enumerate(messages) if isinstance(message, dict)
             for block in get_typed(message, "content", list, [])
             if isinstance(block, dict) and block.get("type") == "tool_result" and block.get("is_error")}
 
@@ -214,7 +215,7 @@ def _later_changes(outputs: list[ToolOutput], dialect: Dialect, body: dict[str, 
         for i, message in enumerate(body["messages"]):
             for block in message.get("content") or [] if isinstance(message, dict) else []:
                 if (isinstance(block, dict) and block.get("type") == "tool_use" and isinstance(block.get("input"), dict)
-                        and block.get("id") not in failed):
+                        and (i, str(block.get("id"))) not in failed):
                     tool = str(block.get("name", "")).lower()
                     paths = _edited_paths(tool, block["input"], command_of(block["input"]), None)
                     if paths:
@@ -234,11 +235,11 @@ def _later_changes(outputs: list[ToolOutput], dialect: Dialect, body: dict[str, 
     return changes
 
 
-def _history_verdicts(outputs: list[ToolOutput], changes: list[tuple[int, set[str]]]) -> dict[str, str]:
+def _history_verdicts(outputs: list[ToolOutput], changes: list[tuple[int, set[str]]]) -> dict[tuple, str]:
     """Outputs that later messages made out of date: a read or edit snippet of a file edited later
     (stale_read, stale_snippet), a read of a file read again later (superseded_read), the output of a
-    command run again later (superseded_run)."""
-    verdicts: dict[str, str] = {}
+    command run again later (superseded_run). Keyed by the output's position: agents reuse ids."""
+    verdicts: dict[tuple, str] = {}
 
     def changed_later(path: str, index: int) -> bool:
         return any(at > index and any(_same_file(path, p) for p in paths) for at, paths in changes)
@@ -247,21 +248,22 @@ def _history_verdicts(outputs: list[ToolOutput], changes: list[tuple[int, set[st
         later = outputs[n + 1:]
         if output.read_of is not None:
             if changed_later(output.read_of, output.index):
-                verdicts[output.id] = "stale_read"
+                verdicts[output.path] = "stale_read"
             elif any(o.read_of and _same_file(o.read_of, output.read_of)
                      and o.read_key in (output.read_key, "{}") for o in later):
-                verdicts[output.id] = "superseded_read"
+                verdicts[output.path] = "superseded_read"
         elif output.snippet_of is not None:
             if changed_later(output.snippet_of, output.index) or any(
                     o.read_of and _same_file(o.read_of, output.snippet_of) for o in later):
-                verdicts[output.id] = "stale_snippet"
+                verdicts[output.path] = "stale_snippet"
         elif output.command and any(o.command == output.command and o.tool == output.tool for o in later):
-            verdicts[output.id] = "superseded_run"
+            verdicts[output.path] = "superseded_run"
     return verdicts
 
 
-def history_verdicts(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput]) -> dict[str, str]:
-    """Output id -> why later messages made it replaceable in max mode (the kinds of _history_verdicts)."""
+def history_verdicts(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput]) -> dict[tuple, str]:
+    """Output position (ToolOutput.path) -> why later messages made it replaceable in max mode (the
+    kinds of _history_verdicts)."""
     return _history_verdicts(outputs, _later_changes(outputs, dialect, body))
 
 
@@ -278,8 +280,7 @@ def _history_marker(output: ToolOutput, verdict: str) -> str:
         return (f"{MARKER_PREFIX}outdated snippet of {output.snippet_of}: the file was changed or read again "
                 f"later; {lines:,} lines ({tokens:,} tokens) removed]")
     kept = transforms.essentials(output.text)
-    command = output.command.strip().split("\n", 1)[0].replace("]", ")")
-    command = command if len(command) <= 80 else command[:77] + "..."
+    command = _command_label(output.command, 80)
     essential = set(kept)
     removed = [line for line in output.text.split("\n") if line not in essential]
     marker = (f"{MARKER_PREFIX}superseded output of `{command}`: the same command runs again later; kept its "
@@ -288,11 +289,28 @@ def _history_marker(output: ToolOutput, verdict: str) -> str:
     return "\n".join([marker, *kept])
 
 
+def _command_label(command: str, width: int) -> str:
+    """A command's first line, shortened to `width`, fit to stand in a one-line marker."""
+    command = command.strip().split("\n", 1)[0].replace("]", ")")
+    return command if len(command) <= width else command[:width - 3] + "..."
+
+
+def _reference(earlier: ToolOutput, before: list[ToolOutput]) -> str:
+    """How a marker names an earlier output: its id, and where its id is not unique among the outputs
+    before (agents reuse ids), also its place and command: `toolu_1 (message 12, `ls -F`)`.
+    Only earlier outputs decide, so the marker is the same on every later turn (cache_safe)."""
+    if sum(o.id == earlier.id for o in before) <= 1:
+        return earlier.id
+    command = _command_label(earlier.command.replace("`", "'"), 60)
+    place = {"input": "input item", "contents": "content"}.get(earlier.path[0], "message")
+    return f"{earlier.id} ({place} {earlier.index}{f', `{command}`' if command else ''})"
+
+
 @dataclasses.dataclass(frozen=True)
 class Rewrite:
     """An already-sent output that later messages made replaceable (max mode)."""
 
-    output: str
+    at: tuple  # the output's position (ToolOutput.path): ids repeat, positions do not
     index: int  # where the cache stops matching if it is replaced
     tokens_saved: int
 
@@ -319,27 +337,27 @@ class RewriteGate:
         self.policy, self.cold_after_s = policy, cold_after_s
         self._clock = clock  # None: no time passes (a benchmark's replay); the cache is warm after the first turn
         self._lock = threading.Lock()  # one session's requests may be compressed in two threads at once
-        self.replaced: set[str] = set()
+        self.replaced: set[tuple] = set()  # positions: a session's messages only grow
         self.last_seen: float | None = None
 
-    def choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[str]:
+    def choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[tuple]:
         with self._lock:
             return self._choose(candidates, tail_tokens)
 
-    def _choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[str]:
+    def _choose(self, candidates: list[Rewrite], tail_tokens: Callable[[int], int]) -> set[tuple]:
         now = self._clock() if self._clock else None
         cold = self.last_seen is None or (now is not None and now - self.last_seen > self.cold_after_s)
         self.last_seen = now if now is not None else 0.0
-        ids = {c.output for c in candidates}
+        positions = {c.at for c in candidates}
         if self.policy == "always" or cold:
-            chosen = ids
+            chosen = positions
         else:
-            chosen = ids & self.replaced
-            new = [c for c in candidates if c.output not in self.replaced]
+            chosen = positions & self.replaced
+            new = [c for c in candidates if c.at not in self.replaced]
             if self.policy == "when_worth_it" and new:
                 saved = sum(c.tokens_saved for c in new)
                 if saved >= WORTH_IT_SHARE * tail_tokens(min(c.index for c in new)):
-                    chosen |= {c.output for c in new}
+                    chosen |= {c.at for c in new}
         self.replaced |= chosen
         return chosen
 
@@ -357,45 +375,46 @@ def compress_request(dialect: Dialect, body: dict[str, Any], settings: Settings,
     outputs = find_outputs(dialect, body)
     if not outputs:
         return CompressionOutcome(body, [], [])
-    replacements: dict[str, tuple[str, str]] = {}  # output id -> (verdict, marker)
+    replacements: dict[tuple, tuple[str, str]] = {}  # output position -> (verdict, marker)
     if settings.mode is Mode.MAX:
         replacements = _replacements(dialect, body, outputs, gate)
     cuts: list[Cut] = []
     changes: list[tuple[tuple, str]] = []
-    first_seen: dict[str, str] = {}  # an output's text -> the id of its first occurrence
-    for output in outputs:
-        if output.id in replacements:
-            kind, new = replacements[output.id]
+    first_seen: dict[str, ToolOutput] = {}  # an output's text -> its first occurrence
+    for n, output in enumerate(outputs):
+        if output.path in replacements:
+            kind, new = replacements[output.path]
         elif output.read_of is not None:
             continue  # a file read: its exact bytes matter
         else:
-            kind, new = _first_sight(output, settings, first_seen)
+            kind, new = _first_sight(output, outputs[:n + 1], settings, first_seen)
         if new != output.text:
             changes.append((output.path, new))
             cuts.append(Cut(output.id, kind, output.text, new))
     if not cuts:
         return CompressionOutcome(body, [], [])
-    return CompressionOutcome(_with_changes(body, changes), cuts, list(replacements))
+    rewritten = [output.id for output in outputs if output.path in replacements]
+    return CompressionOutcome(_with_changes(body, changes), cuts, rewritten)
 
 
 def _replacements(dialect: Dialect, body: dict[str, Any], outputs: list[ToolOutput],
-                  gate: RewriteGate | None) -> dict[str, tuple[str, str]]:
+                  gate: RewriteGate | None) -> dict[tuple, tuple[str, str]]:
     """The history verdicts the gate lets through, with their markers."""
     verdicts = history_verdicts(dialect, body, outputs)
-    found: dict[str, tuple[str, str, ToolOutput]] = {}
+    found: dict[tuple, tuple[str, str, ToolOutput]] = {}
     for output in outputs:
-        verdict = verdicts.get(output.id)
+        verdict = verdicts.get(output.path)
         if not verdict:
             continue
         marker = _history_marker(output, verdict)
         if marker is not None and len(marker) < len(output.text):  # a short read is cheaper than its marker
-            found[output.id] = (verdict, marker, output)
+            found[output.path] = (verdict, marker, output)
     if gate is not None:  # asked even with nothing to replace: it tells the gate the session is active
         key = {Dialect.OPENAI_RESPONSES: "input", Dialect.GEMINI: "contents"}.get(dialect, "messages")
-        candidates = [Rewrite(i, o.index, count_text(o.text) - count_text(m)) for i, (_, m, o) in found.items()]
+        candidates = [Rewrite(at, o.index, count_text(o.text) - count_text(m)) for at, (_, m, o) in found.items()]
         chosen = gate.choose(candidates, lambda index: request_tokens(dialect, {key: body[key][index:]}))
-        found = {i: v for i, v in found.items() if i in chosen}
-    return {i: (verdict, marker) for i, (verdict, marker, _) in found.items()}
+        found = {at: v for at, v in found.items() if at in chosen}
+    return {at: (verdict, marker) for at, (verdict, marker, _) in found.items()}
 
 
 def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dict[str, Any]:
@@ -418,16 +437,17 @@ def _with_changes(body: dict[str, Any], changes: list[tuple[tuple, str]]) -> dic
     return root
 
 
-def _first_sight(output: ToolOutput, settings: Settings, first_seen: dict[str, str]) -> tuple[str, str]:
-    """What an output becomes from itself, its call and the outputs before it only."""
+def _first_sight(output: ToolOutput, before: list[ToolOutput], settings: Settings,
+                 first_seen: dict[str, ToolOutput]) -> tuple[str, str]:
+    """What an output becomes from itself, its call and the outputs `before` it (itself the last) only."""
     text = output.text
     if len(text) >= settings.same_output_min_chars:
         earlier = first_seen.get(text)
         if earlier is not None:
             lines = text.count("\n") + 1
-            return "same_output", (f"{MARKER_PREFIX}same output as tool call {earlier} above; {lines:,} lines "
-                                   f"({count_text(text):,} tokens) removed]")
-        first_seen[text] = output.id
+            return "same_output", (f"{MARKER_PREFIX}same output as tool call {_reference(earlier, before)} above; "
+                                   f"{lines:,} lines ({count_text(text):,} tokens) removed]")
+        first_seen[text] = output
     echo = _write_echo(output)
     if echo is not None:
         return "write_echo", echo

