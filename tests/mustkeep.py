@@ -39,6 +39,10 @@ Checks (`Finding.check`):
   removal, carriage-return redraw collapse, trailing whitespace); every new marker states how
   much was removed (a number followed by lines/tokens/times/items/bytes); stale-read,
   superseded-read, same-output and write-echo markers are only used where they are true.
+* M8 fresh searches: every match line of a search result (Grep/Glob tools and their kin, shell
+  commands whose last pipeline ends in grep/rg/ag/find/`ls -R`/`git grep`, then perhaps
+  head/tail/sort/uniq) is still in the compressed output, or its location (file:line, the path,
+  or `output line N`) is named in a new marker. Outputs replaced as superseded are exempt.
 
 SHOULD (reported, not a failure): the share of file paths of tool outputs still present in R'.
 
@@ -936,6 +940,44 @@ def check_fresh_reads(original: dict, compressed: dict, ops: list[FileOp], outpu
             report.add("M5", out.where, f"fresh read of {op.path} changed")
 
 
+SEARCH_TOOLS = {"Grep", "Glob", "LS", "grep", "glob", "search_file_content", "list_directory", "search_files"}
+SEARCH_PROGRAMS = {"grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "find", "fd", "locate"}
+GREP_LOCATION = re.compile(r"^([^\s:]+)[:-](\d+)[:-]")
+
+
+def is_search(call: Call | None) -> bool:
+    """A call whose output is a search result (M8)."""
+    if call is None:
+        return False
+    command = call.args.get("command")
+    if not isinstance(command, str):
+        return call.name in SEARCH_TOOLS
+    parts = _split_commands(command)
+    while parts and parts[-1][0] == "|" and parts[-1][1][:1] and parts[-1][1][0] in ("head", "tail", "sort", "uniq"):
+        parts = parts[:-1]
+    argv = parts[-1][1] if parts else []
+    return bool(argv) and (argv[0] in SEARCH_PROGRAMS or argv[:2] == ["git", "grep"]
+                           or (argv[0] == "ls" and any(a.startswith("-") and "R" in a for a in argv)))
+
+
+def check_fresh_searches(items: list[_Analysed], report: Report) -> None:
+    """M8: no match of a search result lost without its location in a marker."""
+    for item in items:
+        if not item.changed or item.exempt or item.refers_to or not is_search(item.out.call):
+            continue
+        if any(m.startswith("[clutch: superseded output of") for m in item.markers):
+            continue  # the same command runs again later: its newer output has the matches
+        kept = set(item.norm_after.split("\n"))
+        searched = item.out.call.args.get("path") if item.out.call else None
+        listed = " ".join(item.markers)
+        for number, line in enumerate(item.norm_before.split("\n"), 1):
+            found, only = GREP_LOCATION.match(line), re.match(r"(\d+)[:-]", line)
+            where = (f"{searched}:{only.group(1)}" if only and searched else f"{found.group(1)}:{found.group(2)}"
+                     if found else line if " " not in line else f"output line {number}")
+            if line.strip() and line not in kept and where not in listed:
+                report.add("M8", item.out.where, f"search match lost, its location in no marker: {line[:160]!r}")
+
+
 def check(fmt: str, original: dict, compressed: dict) -> Report:
     """All MUST checks (M1-M6) of R' = `compressed` against R = `original`."""
     if fmt not in ("anthropic", "openai"):
@@ -952,6 +994,7 @@ def check(fmt: str, original: dict, compressed: dict) -> Report:
     check_errors(items, report)
     check_tests_and_paths(items, compressed, report)
     check_fresh_reads(original, compressed, ops, outputs, skip, report)
+    check_fresh_searches(items, report)
     return report
 
 

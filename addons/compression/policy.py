@@ -29,7 +29,7 @@ from typing import Any
 
 from cachetools import LRUCache
 
-from addons.compression import shell, transforms
+from addons.compression import search, shell, transforms
 from addons.compression.tool_outputs import ToolOutput, command_of, find_outputs, path_in
 from addons.compression.transforms import MARKER_PREFIX, LogLimits
 from addons.config.rules import Compression, Rules
@@ -451,4 +451,8 @@ def _first_sight(output: ToolOutput, before: list[ToolOutput], settings: Setting
     echo = _write_echo(output)
     if echo is not None:
         return "write_echo", echo
+    kind = search.kind_of(output.tool, output.command)
+    if kind is not None:  # an answer the agent asked for, not a log: search.py
+        source = output.call.get("url") or output.call.get("query") or path_in(output.call) or ""
+        return "shrunk", search.shrink_search(text, settings.limits, kind, settings.mode is Mode.MAX, str(source))
     return "shrunk", _shrink_cached(text, settings.limits, bool(output.command and _SHELL_LOG.search(output.command)))

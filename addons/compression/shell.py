@@ -16,7 +16,11 @@ import shlex
 _HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][\w-]*)\1")
 _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "\n", "(", ")"})
 _REDIRECT_OUT = frozenset({">", ">>", ">|", "&>", "&>>"})
-_READ_FILTERS = frozenset({"sed", "head", "tail", "cat", "nl", "grep"})
+_READ_FILTERS = frozenset({"sed", "head", "tail", "cat", "nl"})  # `| grep` makes a search, not a read
+# Programs whose output is a search result (search.py), and the filters that may follow one.
+_SEARCHERS = frozenset({"grep", "egrep", "fgrep", "zgrep", "rg", "ag", "ack", "find", "fd", "fdfind", "locate"})
+_AFTER_SEARCH = frozenset({"head", "tail", "sort", "uniq"})
+_PREFIXES = frozenset({"sudo", "xargs", "command", "nice", "time"})
 _OPTION_VALUES = {"nl": {"-b", "-n", "-w", "-s", "-v", "-i", "-l", "-d", "-h", "-f"}, "head": {"-n", "-c"},
                   "tail": {"-n", "-c"}, "sed": {"-e", "-f"}}
 _EDITORS = frozenset({"str_replace_editor", "str_replace_based_edit_tool"})
@@ -186,3 +190,25 @@ def written_paths(command: str, open_file: str | None = None) -> tuple[str, ...]
             continue
         paths += [_joined(cwd, p) for p in [*targets, *_changed_by(argv)]]
     return tuple(paths)
+
+
+def _searches(argv: list[str]) -> bool:
+    while len(argv) > 1 and (argv[0] in _PREFIXES or "=" in argv[0]):  # `xargs grep`, `LC_ALL=C grep`
+        argv = [a for a in argv[1:] if not a.startswith("-")] if argv[0] == "xargs" else argv[1:]
+    program = argv[0] if argv else ""
+    if program == "git":
+        return argv[1:2] in (["grep"], ["ls-files"])
+    if program == "ls":
+        return any(a.startswith("-") and not a.startswith("--") and "R" in a for a in argv[1:])
+    return program in _SEARCHERS
+
+
+@functools.lru_cache(maxsize=8192)
+def is_search(command: str) -> bool:
+    """The command prints a search result: its last pipeline ends in `grep`, `rg`, `find`, `ls -R`,
+    `git grep`, ... (`strings x | grep flag`, `cat log | grep ERROR`), perhaps followed by
+    `| head`, `| sort` and the like, and perhaps after `cd dir &&`."""
+    parts = simple_commands(command.strip())
+    while parts and parts[-1][0] == "|" and parts[-1][1][:1] and parts[-1][1][0] in _AFTER_SEARCH:
+        parts = parts[:-1]
+    return bool(parts) and not parts[-1][2] and _searches(parts[-1][1])

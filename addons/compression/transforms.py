@@ -53,6 +53,7 @@ class LogLimits:
 
     log_tokens: int = 600  # test, build and install logs longer than this are reduced
     other_tokens: int = 4000  # any other output longer than this is reduced
+    search_tokens: int = 4000  # search and fetch results longer than this shrink (search.py)
     head_lines: int = 15
     tail_lines: int = 25
     context_before: int = 1
