@@ -29,7 +29,7 @@ _MUST_KEEP = re.compile(
     r"|\b\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|tests?|failures?|doctests?)\b"
     r"|test result:|^tests?:|^ran \d+ tests?|^ok\b|finished in|^=+ .* =+$|^-+ (?:fail|pass)"
     r"|file \"[^\"]+\", line \d+"
-    r"|^\s*(?:expected|received):",  # jest's and vitest's assertion values
+    r"|^[ \t]*(?:expected|received):",  # jest's and vitest's assertion values
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
 # Lines kept the first time their kind appears: a warning, a file:line reference. A build that
 # prints one deprecation for every file of a dependency keeps the first and its count in the cut.
@@ -245,9 +245,10 @@ _LOG_SIGNS = re.compile(
     r"|Running |test result:|running \d+ tests?|[ \t]+Compiling |warning: |error(?:\[E\d+\])?: "
     r"|\d+ tests?, \d+ failures?"
     r"|Finished in |Randomized with seed|\[\s*\d+%\]|\d+%\|"
-    r"|\s+\d+ (?:passing|failing|pending)|PHPUnit \d|Tests: \d+, Assertions:|\s+[✔✘] )",  # mocha, PHPUnit
+    r"|[ \t]+\d+ (?:passing|failing|pending)|PHPUnit \d|Tests: \d+, Assertions:|[ \t]+[✔✘] )",  # mocha, PHPUnit
     re.IGNORECASE | re.MULTILINE,
-)
+)  # `[ \t]`, never `\s`, after `^`: with MULTILINE, `\s+` runs across every blank line that follows,
+# and a million newlines make that quadratic (test_hostile's "1M newlines in a tool output")
 
 
 def looks_like_log(text: str) -> bool:
