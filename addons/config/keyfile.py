@@ -22,7 +22,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from addons.config.rules import ModelTarget, Rules, RulesError
+from addons.config.rules import ModelTarget, Rules, RulesError, read_config_text
 
 MAX_KEYS_BYTES = 64 * 1024  # a few dozen keys; past this it is not a keys file
 _LINE = re.compile(r"(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
@@ -40,18 +40,7 @@ def read_keys_file(path: Path) -> dict[str, str]:
     if mode & 0o077:
         raise RulesError(str(path), None, None, f"group or others may read the keys file (mode {mode:04o}); "
                                                 f"Clutch does not use it until `chmod 600 {path}`")
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_KEYS_BYTES + 1)
-    except OSError as e:
-        raise RulesError(str(path), None, None, f"cannot read the keys file: {e.strerror or e}") from e
-    if len(raw) > MAX_KEYS_BYTES:
-        raise RulesError(str(path), None, None, f"larger than {MAX_KEYS_BYTES // 1024} KB: not a keys file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RulesError(str(path), None, None, "not UTF-8 text") from None
-    return parse_keys(text, str(path))
+    return parse_keys(read_config_text(path, MAX_KEYS_BYTES, "keys file"), str(path))
 
 
 def parse_keys(text: str, filename: str) -> dict[str, str]:

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from addons.config.paths import places
-from addons.config.rules import DEFAULT_RULES_PATH, Rules, RulesError, validate_rules
+from addons.config.rules import DEFAULT_RULES_PATH, Rules, RulesError, read_config_text, validate_rules
 from addons.config.yaml_lines import line_of, read_yaml
 
 MAX_RULES_BYTES = 1024 * 1024  # a rules file is a few kilobytes; past this it is not one
@@ -135,17 +135,7 @@ def merge(base: Any, over: Any, at: tuple[str, ...] = ()) -> Any:
 def _document(path: Path) -> tuple[Any, dict]:
     """A rules file's node tree and data; an empty file (all comments, as `clutch init` writes it) is
     an empty mapping: nothing changed."""
-    try:
-        with open(path, "rb") as file:
-            raw = file.read(MAX_RULES_BYTES + 1)
-    except OSError as e:
-        raise RulesError(str(path), None, None, f"cannot read the rules file: {e.strerror or e}") from e
-    if len(raw) > MAX_RULES_BYTES:
-        raise RulesError(str(path), None, None, f"larger than {MAX_RULES_BYTES // 1024} KB: not a rules file")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise RulesError(str(path), None, None, f"not UTF-8 text (byte {e.start})") from None
+    text = read_config_text(path, MAX_RULES_BYTES, "rules file")
     root, data = read_yaml(text, str(path), RulesError)
     if data is None:
         return root, {}

@@ -45,6 +45,22 @@ class RulesError(Exception):
         super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
 
 
+def read_config_text(path: Path, limit: int, what: str) -> str:
+    """A user's config file (`what`: "rules file", "keys file") as text, read at most `limit` bytes,
+    or RulesError naming the file: unreadable, larger than the limit, or not UTF-8."""
+    try:
+        with open(path, "rb") as file:
+            raw = file.read(limit + 1)
+    except OSError as e:
+        raise RulesError(str(path), None, None, f"cannot read the {what}: {e.strerror or e}") from e
+    if len(raw) > limit:
+        raise RulesError(str(path), None, None, f"larger than {limit // 1024} KB: not a {what}")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise RulesError(str(path), None, None, f"not UTF-8 text (byte {e.start})") from None
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
