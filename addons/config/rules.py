@@ -186,9 +186,9 @@ CompressionMode = Annotated[Literal["off", "cache_safe", "max"],
                             BeforeValidator(lambda value: "off" if value is False else value)]
 
 
-Breakpoints = Annotated[Literal["auto", "off"], BeforeValidator(lambda value: "off" if value is False else value), Field(
-    description="prompt-cache breakpoints added where the target needs them and the agent set none "
-                "(docs/caching.md): auto or off")]
+Breakpoints = Annotated[Literal["auto", "off"], BeforeValidator(lambda value: "off" if value is False else value),
+                        Field(description="prompt-cache breakpoints added where the target needs them and the "
+                                          "agent set none (docs/caching.md): auto or off")]
 
 
 class Compression(_Strict):
