@@ -73,6 +73,14 @@ reasoning.  Anthropic reports input_tokens = prompt - cached,
 cache_read_input_tokens = cached, cache_creation_input_tokens = 2.  OpenRouter
 cost = prompt * 1e-6 + completion * 2e-6.
 
+``FakeUpstream(prompt_cache=True)`` caches as Anthropic does instead: a request's prefix up to a
+``cache_control`` breakpoint (tools, system, messages; on Chat, content parts) that an earlier
+request also marked is read from the cache, the rest up to its last breakpoint is written (one
+token per 16 characters of the prefix's JSON); no breakpoint, no cache.  Anthropic reports
+input_tokens = prompt - read - written, cache_read_input_tokens = read,
+cache_creation_input_tokens = written; Chat (OpenRouter) ``prompt_tokens_details`` {cached_tokens,
+cache_write_tokens}.  https://docs.anthropic.com/en/docs/build-with-claude/prompt-caching
+
 Tool-call variant: when the request has ``tools`` and the text of its last
 message contains the trigger, the answer is a tool call instead of text (id
 ``call_fake_1``; Anthropic ``toolu_fake_1``; Gemini a ``functionCall`` part with
@@ -512,6 +520,42 @@ class _BadRequest(Exception):
         self.kind = kind
 
 
+def _breakpoint_prefixes(body: dict) -> list[tuple[int, str]]:
+    """(characters, digest) of the prompt up to each `cache_control` breakpoint, in Anthropic's order
+    (tools, system, messages) or a chat request's (messages, their content parts); the markers left
+    out and a lone string read as the one text block it is."""
+    import hashlib
+    digest, chars, out = hashlib.sha256(), 0, []
+
+    def unit(item: Any, tag: str) -> None:
+        nonlocal chars
+        marked = isinstance(item, dict) and "cache_control" in item
+        if isinstance(item, str):
+            item = {"type": "text", "text": item}
+        if isinstance(item, dict):
+            item = {k: v for k, v in item.items() if k != "cache_control"}
+        text = tag + json.dumps(item, sort_keys=True)
+        digest.update(text.encode())
+        chars += len(text)
+        if marked:
+            out.append((chars, digest.copy().hexdigest()))
+
+    for tool in body.get("tools") or []:
+        unit(tool, "tool:")
+    system = body.get("system")
+    for block in ([system] if isinstance(system, str) else system or []):
+        unit(block, "system:")
+    for message in body.get("messages") or []:
+        if not isinstance(message, dict):
+            continue
+        content = message.get("content")
+        extra = {k: v for k, v in message.items() if k not in ("content", "role")}
+        unit(json.dumps(extra, sort_keys=True), f"{message.get('role')}:")
+        for block in ([content] if isinstance(content, str) else content or []):
+            unit(block, "part:")
+    return out
+
+
 class _Ctx:
     """Per-request state shared by the handlers."""
 
@@ -534,6 +578,7 @@ class _Ctx:
         self.tool: str | None = None   # tool-call variant: the tool's name ...
         self.tool_args: dict = {}      # ... its arguments
         self.tool_args_json = "{}"     # ... and them as compact JSON
+        self.cache_numbers: tuple[int, int] | None = None  # prompt_cache: (read, written) tokens
 
 
 class FakeUpstream:
@@ -546,8 +591,12 @@ class FakeUpstream:
         n_chunks: int = 4,
         log_path: str | os.PathLike | None = None,
         slow_delay: float = SLOW_DELAY,
+        prompt_cache: bool = False,
     ) -> None:
         self.answer = answer
+        # Anthropic-style prompt caching at breakpoints (module docstring); off: the fixed numbers
+        self.prompt_cache = prompt_cache
+        self._cached_prefixes: set[str] = set()
         self.chunk_delay = chunk_delay
         # the pause between the ``slow`` fault's chunks: a test that reads its pieces, not their timing,
         # sets it near zero
@@ -829,10 +878,26 @@ class FakeUpstream:
 
     def _usage_numbers(self, ctx: _Ctx, out_pieces: int) -> dict:
         prompt = 10 + ctx.prompt_chars // 16
-        cached = prompt // 2
+        cached, written = prompt // 2, 2
+        if self.prompt_cache:
+            if ctx.cache_numbers is None:  # once per request: reading the cache also fills it
+                ctx.cache_numbers = self._prompt_cache(ctx.body, prompt)
+            cached, written = ctx.cache_numbers
         reasoning = 2 if out_pieces else 0
         completion = out_pieces + reasoning
-        return {"prompt": prompt, "cached": cached, "reasoning": reasoning, "completion": completion}
+        return {"prompt": prompt, "cached": cached, "written": written, "reasoning": reasoning,
+                "completion": completion}
+
+    def _prompt_cache(self, body: dict, prompt: int) -> tuple[int, int]:
+        """(cache-read, cache-write) tokens, as Anthropic bills them: the longest prefix up to a
+        breakpoint that an earlier request wrote is read; the rest up to the last breakpoint is written.
+        The markers are not part of the prefix (a breakpoint that moved on still reads)."""
+        marked = _breakpoint_prefixes(body)
+        read = max((chars for chars, digest in marked if digest in self._cached_prefixes), default=0)
+        last = max((chars for chars, _ in marked), default=0)
+        self._cached_prefixes.update(digest for _, digest in marked)
+        cached = min(prompt, read // 16)
+        return cached, min(prompt - cached, max(0, last - read) // 16)
 
     # ------------------------------------------------------------------ response headers
     def _base_headers(self, ctx: _Ctx, content_type: str = "application/json") -> dict[str, str]:
@@ -1211,7 +1276,8 @@ class FakeUpstream:
                 "prompt_tokens": u["prompt"],
                 "completion_tokens": u["completion"],
                 "total_tokens": u["prompt"] + u["completion"],
-                "prompt_tokens_details": {"cached_tokens": u["cached"], "audio_tokens": 0},
+                "prompt_tokens_details": {"cached_tokens": u["cached"], "audio_tokens": 0,
+                                          **({"cache_write_tokens": u["written"]} if self.prompt_cache else {})},
                 "completion_tokens_details": {
                     "reasoning_tokens": u["reasoning"],
                     "audio_tokens": 0,
@@ -1358,8 +1424,8 @@ class FakeUpstream:
         n_out = 2 if tool else len(pieces)
         u = self._usage_numbers(ctx, n_out)
         usage_full = {
-            "input_tokens": u["prompt"] - u["cached"],
-            "cache_creation_input_tokens": 2,
+            "input_tokens": u["prompt"] - u["cached"] - (u["written"] if self.prompt_cache else 0),
+            "cache_creation_input_tokens": u["written"],
             "cache_read_input_tokens": u["cached"],
             "output_tokens": u["completion"],
             "service_tier": "standard",
@@ -1809,7 +1875,7 @@ async def _amain(args: argparse.Namespace) -> int:
             return 2
         ssl_ctx = _build_server_ssl(args.cert, args.key)
     fake = FakeUpstream(answer=args.answer, chunk_delay=args.chunk_delay, n_chunks=args.n_chunks,
-                        log_path=args.log_path)
+                        log_path=args.log_path, prompt_cache=args.prompt_cache == "on")
     await fake.start(host=args.host, port=args.port, ssl_context=ssl_ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1842,6 +1908,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--answer", default="pong from the fake upstream")
     p.add_argument("--chunk-delay", type=float, default=0.0)
     p.add_argument("--n-chunks", type=int, default=4)
+    p.add_argument("--prompt-cache", choices=["on", "off"], default="off",
+                   help="cache prefixes at cache_control breakpoints, as Anthropic does")
     args = p.parse_args(argv)
     try:
         return asyncio.run(_amain(args))

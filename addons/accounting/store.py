@@ -251,6 +251,7 @@ class UsageStore:
                    coalesce(sum(w.input_tokens), 0) AS input_tokens,
                    coalesce(sum(w.output_tokens), 0) AS output_tokens,
                    coalesce(sum(w.cached_tokens), 0) AS cached_tokens,
+                   coalesce(sum(w.cache_write_tokens), 0) AS cache_write_tokens,
                    coalesce(sum(w.reasoning_tokens), 0) AS reasoning_tokens,
                    coalesce(sum(w.tokens_saved), 0) AS tokens_saved,
                    round(coalesce(sum(w.cost_usd), 0), 8) AS cost_usd,

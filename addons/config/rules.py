@@ -202,6 +202,11 @@ CompressionMode = Annotated[Literal["off", "cache_safe", "max"],
                             BeforeValidator(lambda value: "off" if value is False else value)]
 
 
+Breakpoints = Annotated[Literal["auto", "off"], BeforeValidator(lambda value: "off" if value is False else value),
+                        Field(description="prompt-cache breakpoints added where the target needs them and the "
+                                          "agent set none (docs/caching.md): auto or off")]
+
+
 class Compression(_Strict):
     mode: CompressionMode = "cache_safe"
     rewrites: Literal["always", "when_cold", "when_worth_it"] = Field(
@@ -211,6 +216,7 @@ class Compression(_Strict):
     cold_after_s: int = Field(default=300, gt=0, description="idle time after which a session's cache is cold")
     log_tokens: int = Field(default=600, gt=0, description="test, build and install logs longer than this are reduced")
     output_tokens: int = Field(default=4000, gt=0, description="any other tool output longer than this is reduced")
+    breakpoints: Breakpoints = "auto"
 
 
 class Limit(_Strict):
@@ -232,6 +238,7 @@ class Profile(_Strict):
     routes: Routes = Field(default_factory=Routes)
     aliases: dict[str, Target] = Field(default_factory=dict)
     compression: CompressionMode | None = None
+    breakpoints: Breakpoints | None = None
 
 
 class Rules(_Strict):

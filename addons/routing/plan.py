@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from addons.compression import breakpoints
 from addons.config.rules import Provider, Rules
 from addons.guard import request_shape
 from addons.routing import signals
@@ -102,7 +103,8 @@ def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
     body, repaired, tag_removed = _repaired(call, call.body, decision, agent, notes)
     target = decision.target
     if target is None or (target.provider == call.provider and target.model == call.model):
-        if not tag_removed and not repaired:
+        body, marked = _cached(call, body, decision, rules, call.provider, call.model, notes)
+        if not tag_removed and not repaired and not marked:
             return unchanged
         if tag_removed:
             notes.append("subagent tag stripped")
@@ -115,6 +117,7 @@ def build_plan(call: LLMCall, decision: Decision | None, rules: Rules, url: str,
         raise _untranslatable(call.dialect, target, provider, f"Clutch translates {call.dialect} to none of those")
     if tag_removed:
         notes.append("subagent tag stripped")
+    body, _ = _cached(call, body, decision, rules, target.provider, target.model, notes)
     same_provider = target.provider == call.provider
     new_url, sent, context = _carried(call, body, target, provider, upstream_dialect, url, notes)
     out_body = json_bytes(sent)
@@ -139,6 +142,24 @@ def _repaired(call: LLMCall, body: dict[str, Any], decision: Decision, agent: st
         notes.append(repair.note)
     tag_removed = signals.strip_subagent_tags(call.dialect, body) if decision.subagent_tag else 0
     return body, repair is not None, tag_removed
+
+
+def _cached(call: LLMCall, body: dict[str, Any], decision: Decision, rules: Rules, provider_name: str,
+            model: str | None, notes: list[str]) -> tuple[dict[str, Any], int]:
+    """The body with the prompt-cache breakpoints its target needs and the agent left out
+    (compression/breakpoints.py), before translation, which carries them where the target takes them."""
+    provider = rules.providers.get(provider_name)
+    profiles = tuple(source.removeprefix("profile ") for source in decision.layer if source.startswith("profile "))
+    if provider is None or not breakpoints.wanted(rules, profiles):
+        return body, 0
+    upstream = translation.upstream_for(call.dialect, provider.dialects)
+    if upstream is None or not breakpoints.needed(upstream, flavour_of(provider_name, provider) is Flavour.OPENROUTER,
+                                                  model):
+        return body, 0
+    body, added = breakpoints.with_breakpoints(call.dialect, body)
+    if added:
+        notes.append(f"{added} prompt-cache breakpoints added")
+    return body, added
 
 
 def _carried(call: LLMCall, body: dict[str, Any], target, provider: Provider, upstream_dialect: Dialect,

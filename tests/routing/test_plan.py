@@ -129,7 +129,9 @@ def test_alias_on_the_same_provider_changes_only_the_model():
                     headers=[(b"authorization", b"Bearer sk-agent"), (b"content-encoding", b"gzip"),
                              (b"content-length", b"99")])
     assert plan.changed and not plan.translated
-    assert json.loads(plan.body) == {"model": "qwen/qwen3-coder", "messages": [{"role": "user", "content": "hi"}]}
+    # OpenRouter's Qwen models cache only at breakpoints (compression/breakpoints.py): one is added
+    assert json.loads(plan.body) == {"model": "qwen/qwen3-coder", "messages": [{"role": "user", "content": [
+        {"type": "text", "text": "hi", "cache_control": {"type": "ephemeral"}}]}]}
     assert header(plan, "authorization") == ["Bearer sk-agent"]  # the agent's own key
     assert not header(plan, "content-encoding") and not header(plan, "content-length")
 
