@@ -64,19 +64,25 @@ PRICES = (
                  usd_per_mtok=0.30),  # Gemini 2.5 Flash, implicit caching
 )
 PRICING = {p.name: p for p in PRICES}
-# Anthropic's prices with a breakpoint on the newest message of every request, what Clutch's automatic
-# breakpoints (issue 18, point 5) will do; modelled until that option exists
+# Anthropic's prices with the breakpoints Clutch adds to a request that has none (issue 18, point 5:
+# addons/compression/breakpoints.py); where that module is missing, one on the newest message, modelled
 WITH_BREAKPOINTS = "anthropic + Clutch's breakpoints"
+try:
+    from addons.compression.breakpoints import with_breakpoints as clutch_breakpoints
+except ImportError:  # point 5 not merged yet
+    clutch_breakpoints = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Turn:
     """One request as the provider sees it: each message's identity (its canonical bytes), its
     tokens, and `breakpoint`: how many leading messages its last cache breakpoint covers
-    (0: none; len(keys): one on the newest message)."""
+    (0: none; len(keys): one on the newest message); `marks`: the same for earlier breakpoints,
+    which write cache entries of their own."""
     keys: tuple[str, ...]
     tokens: tuple[int, ...]
     breakpoint: int
+    marks: tuple[int, ...] = ()
 
 
 def _prefix_hashes(keys: tuple[str, ...]) -> list[bytes]:
@@ -105,7 +111,7 @@ def session_cost(pricing: CachePricing, turns: list[Turn]) -> float:
             written = upto[end] - cached if upto[end] >= pricing.min_tokens else 0
             plain = upto[-1] - cached - written
             if written:
-                entries.add(hashes[end])
+                entries.update(hashes[i] for i in (*turn.marks, end) if upto[i] >= pricing.min_tokens)
         else:
             common = 0
             while common < min(len(previous), len(hashes)) - 1 and previous[common + 1] == hashes[common + 1]:
@@ -159,25 +165,31 @@ def _tokens_of(fmt: str, key: str, message: dict) -> int:
     return found
 
 
-def agent_breakpoint(fmt: str, body: dict) -> int:
-    """Where the agent's own last breakpoint ends: after the last message carrying `cache_control`;
-    failing that, for Anthropic-format bodies (Claude Code's), after the newest message, since Claude
-    Code marks it on every request and the corpus, rebuilt from transcripts, has lost the markers;
-    else 0 (the OpenAI-format agents here send none)."""
+def marked_messages(fmt: str, body: dict) -> list[int]:
+    """How many leading messages each of the agent's breakpoints covers: one past each message carrying
+    `cache_control`; failing that, for Anthropic-format bodies (Claude Code's), the newest message,
+    since Claude Code marks it on every request and the corpus, rebuilt from transcripts, has lost the
+    markers; else none (the OpenAI-format agents here send none)."""
     messages = body.get("messages", [])
-    marked = [i for i, m in enumerate(messages) if "cache_control" in json.dumps(m)]
+    marked = [i + 1 for i, m in enumerate(messages) if "cache_control" in json.dumps(m)]
     if marked:
-        return marked[-1] + 1
-    return len(messages) if fmt == "anthropic" else 0
+        return marked
+    return [len(messages)] if fmt == "anthropic" and messages else []
 
 
 def turn_of(fmt: str, body: dict, breakpoints: str = "agent") -> Turn:
-    """`breakpoints`: "agent" (what the agent marks) or "newest" (one on the newest message, what
-    Clutch's automatic breakpoints do)."""
+    """`breakpoints`: "agent" (what the agent marks) or "clutch" (what Clutch adds to a body that has
+    none: addons/compression/breakpoints.py, or one on the newest message where it is missing)."""
     keys = message_keys(body)
     counts = tuple(_tokens_of(fmt, k, m) for k, m in zip(keys, body.get("messages", []), strict=True))
-    end = len(keys) if breakpoints == "newest" else agent_breakpoint(fmt, body)
-    return Turn(keys, counts, end)
+    if breakpoints == "clutch" and clutch_breakpoints is None:
+        marks = [len(keys)] if keys else []
+    elif breakpoints == "clutch":
+        dialect = Dialect.ANTHROPIC if fmt == "anthropic" else Dialect.OPENAI_CHAT
+        marks = marked_messages(fmt, clutch_breakpoints(dialect, body)[0])
+    else:
+        marks = marked_messages(fmt, body)
+    return Turn(keys, counts, marks[-1] if marks else 0, tuple(marks[:-1]))
 
 
 def _saving(before: float, after: float) -> float:
@@ -195,7 +207,7 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
                    source: str = "ALL") -> dict:
     """Over replayed sessions ((sent, forwarded) per turn): the token saving, the rewrite turns, and
     the cost saving at each row of PRICES (the forwarded session against the session as sent), at
-    Anthropic's prices with a breakpoint on every newest message (Clutch's breakpoints, modelled),
+    Anthropic's prices with Clutch's breakpoints (WITH_BREAKPOINTS),
     and at P3; the Anthropic-priced cost of the sessions in dollars, before and after."""
     rewrite_turns = turns_total = tokens_raw = tokens_sent = 0
     raw = collections.Counter()
@@ -214,7 +226,7 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
             raw[pricing.name] += session_cost(pricing, before)
             sent[pricing.name] += session_cost(pricing, after)
         sent[WITH_BREAKPOINTS] += session_cost(
-            PRICING["anthropic"], [turn_of(fmt, f, "newest") for _, f in session])
+            PRICING["anthropic"], [turn_of(fmt, f, "clutch") for _, f in session])
         raw["P3"] += (p3_raw := p3_cost(before))
         sent["P3"] += (p3_sent := p3_cost(after))
         per_session.append(_saving(p3_raw, p3_sent))

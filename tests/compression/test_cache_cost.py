@@ -67,4 +67,4 @@ def test_a_body_becomes_a_turn_without_its_breakpoints():
     assert turn_of("anthropic", marked).breakpoint == 1
     assert turn_of("anthropic", plain).breakpoint == 3
     assert turn_of("openai", {"messages": plain["messages"]}).breakpoint == 0
-    assert turn_of("openai", {"messages": plain["messages"]}, "newest").breakpoint == 3
+    assert turn_of("openai", {"messages": plain["messages"]}, "clutch").breakpoint == 3
