@@ -19,10 +19,10 @@ import weakref
 
 from mitmproxy import ctx, exceptions, http
 
+from addons.compression.history import RewriteGate
 from addons.compression.policy import (
     CompressionOutcome,
     Mode,
-    RewriteGate,
     Settings,
     compress_request,
     mode_for,

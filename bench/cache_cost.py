@@ -141,9 +141,16 @@ def p3_cost(turns: list[Turn]) -> float:
 
 def _without_cache_control(node):
     """`cache_control` markers are ignored in a message's identity: moving a cache breakpoint changes
-    where the cache is written, not the prompt, so it does not invalidate the cache."""
+    where the cache is written, not the prompt, so it does not invalidate the cache. Nor is a lone
+    text block's wrapping: `"content": "x"` is Anthropic's shorthand for `[{"type": "text", "text":
+    "x"}]`, the form a breakpoint on a string message needs."""
     if isinstance(node, dict):
-        return {k: _without_cache_control(v) for k, v in node.items() if k != "cache_control"}
+        out = {k: _without_cache_control(v) for k, v in node.items() if k != "cache_control"}
+        blocks = out.get("content")
+        if isinstance(blocks, list) and len(blocks) == 1 and isinstance(blocks[0], dict) \
+                and set(blocks[0]) == {"type", "text"} and blocks[0]["type"] == "text":
+            out["content"] = blocks[0]["text"]
+        return out
     if isinstance(node, list):
         return [_without_cache_control(v) for v in node]
     return node
@@ -180,13 +187,13 @@ def marked_messages(fmt: str, body: dict) -> list[int]:
 def turn_of(fmt: str, body: dict, breakpoints: str = "agent") -> Turn:
     """`breakpoints`: "agent" (what the agent marks) or "clutch" (what Clutch adds to a body that has
     none: addons/compression/breakpoints.py, or one on the newest message where it is missing)."""
+    if breakpoints == "clutch" and clutch_breakpoints is not None:
+        dialect = Dialect.ANTHROPIC if fmt == "anthropic" else Dialect.OPENAI_CHAT
+        body = clutch_breakpoints(dialect, body)[0]  # the identity is the body as it goes upstream
     keys = message_keys(body)
     counts = tuple(_tokens_of(fmt, k, m) for k, m in zip(keys, body.get("messages", []), strict=True))
     if breakpoints == "clutch" and clutch_breakpoints is None:
         marks = [len(keys)] if keys else []
-    elif breakpoints == "clutch":
-        dialect = Dialect.ANTHROPIC if fmt == "anthropic" else Dialect.OPENAI_CHAT
-        marks = marked_messages(fmt, clutch_breakpoints(dialect, body)[0])
     else:
         marks = marked_messages(fmt, body)
     return Turn(keys, counts, marks[-1] if marks else 0, tuple(marks[:-1]))
@@ -209,7 +216,7 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
     the cost saving at each row of PRICES (the forwarded session against the session as sent), at
     Anthropic's prices with Clutch's breakpoints (WITH_BREAKPOINTS),
     and at P3; the Anthropic-priced cost of the sessions in dollars, before and after."""
-    rewrite_turns = turns_total = tokens_raw = tokens_sent = 0
+    rewrite_turns = bp_rewrite_turns = turns_total = tokens_raw = tokens_sent = 0
     raw = collections.Counter()
     sent = collections.Counter()
     per_session = []
@@ -225,8 +232,11 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
         for pricing in PRICES:
             raw[pricing.name] += session_cost(pricing, before)
             sent[pricing.name] += session_cost(pricing, after)
-        sent[WITH_BREAKPOINTS] += session_cost(
-            PRICING["anthropic"], [turn_of(fmt, f, "clutch") for _, f in session])
+        marked = [turn_of(fmt, f, "clutch") for _, f in session]
+        sent[WITH_BREAKPOINTS] += session_cost(PRICING["anthropic"], marked)
+        # with the breakpoints too, each turn's prompt (markers aside) extends the previous one's
+        bp_rewrite_turns += sum(new.keys[:len(old.keys)] != old.keys
+                                for old, new in zip(marked, marked[1:], strict=False))
         raw["P3"] += (p3_raw := p3_cost(before))
         sent["P3"] += (p3_sent := p3_cost(after))
         per_session.append(_saving(p3_raw, p3_sent))
@@ -234,7 +244,7 @@ def measure_replay(method: str, sessions: list[list[tuple[dict, dict]]], times: 
     names = ["anthropic", WITH_BREAKPOINTS] + [p.name for p in PRICES[1:]] + ["P3"]
     usd = PRICING["anthropic"].usd_per_mtok / 1e6
     return {"method": method, "source": source, "sessions": len(sessions), "turns": turns_total,
-            "rewrite_turns": rewrite_turns, "token_saving": _saving(tokens_raw, tokens_sent),
+            "rewrite_turns": rewrite_turns, "bp_rewrite_turns": bp_rewrite_turns, "token_saving": _saving(tokens_raw, tokens_sent),
             "cost_saving": _saving(raw["P3"], sent["P3"]),
             "median_session_cost_saving": statistics.median(per_session) if per_session else 0.0,
             "cost_savings": {name: _saving(raw[name], sent[name]) for name in names},

@@ -68,3 +68,20 @@ def test_a_body_becomes_a_turn_without_its_breakpoints():
     assert turn_of("anthropic", plain).breakpoint == 3
     assert turn_of("openai", {"messages": plain["messages"]}).breakpoint == 0
     assert turn_of("openai", {"messages": plain["messages"]}, "clutch").breakpoint == 3
+
+
+def test_a_turn_with_clutchs_breakpoints_is_the_prompt_that_goes_upstream():
+    """With Clutch's breakpoints, a turn's identity is the marked body, markers aside; a string message
+    that a breakpoint turned into one marked text block is still the same message, so a session whose
+    breakpoints move on keeps its prefix, and a message that really changed does not."""
+    first = {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "task"}]}
+    second = {"messages": [*first["messages"], {"role": "assistant", "content": "ls"},
+                           {"role": "user", "content": "a.py"}]}
+    one, two = turn_of("openai", first, "clutch"), turn_of("openai", second, "clutch")
+    assert two.keys[:2] == one.keys
+    assert two.keys == turn_of("openai", second).keys
+    assert (one.breakpoint, two.breakpoint) == (2, 4)
+    changed = {"messages": [first["messages"][0], {"role": "user", "content": "task!"}, *second["messages"][2:]]}
+    assert turn_of("openai", changed, "clutch").keys[:2] != one.keys
+    wrapped = {"messages": [{"role": "user", "content": [{"type": "text", "text": "task"}]}]}
+    assert turn_of("openai", wrapped).keys == turn_of("openai", {"messages": [first["messages"][1]]}).keys

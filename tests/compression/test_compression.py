@@ -12,7 +12,8 @@ import pytest
 from harness import ROOT, SHARED, corpus_files, deepest_per_session, session_turns
 from mustkeep import check, prefix_stable, tool_outputs
 
-from addons.compression.policy import Mode, RewriteGate, Settings, compress_request
+from addons.compression.history import RewriteGate
+from addons.compression.policy import Mode, Settings, compress_request
 from addons.wire.dialects import Dialect
 from addons.wire.tokens import count_text
 

@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from mustkeep import check
 
-from addons.compression.policy import Mode, RewriteGate, Settings, compress_request
+from addons.compression.history import RewriteGate
+from addons.compression.policy import Mode, Settings, compress_request
 from addons.compression.tool_outputs import find_outputs
 from addons.wire.dialects import Dialect
 
