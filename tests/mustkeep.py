@@ -155,8 +155,9 @@ SUMMARY_PATTERNS = [
     re.compile(r"\b\d+ tests?, \d+ failures?\b(?:, \d+ \w+)*"),  # ExUnit, ...
     re.compile(r"test result: .*"),  # cargo
     re.compile(r"^Tests:\s+.*\b\d+ (?:failed|passed|total)\b.*"),  # jest
+    re.compile(r"^(?:\[\w+\] )?Tests run: \d+, Failures: \d+, Errors: \d+, Skipped: \d+\s*$"),  # Maven's total
 ]
-TEST_HINT = re.compile(r"FAILED|ERROR|--- FAIL|✕|\d+ (?:failed|passed|errors?|tests?)\b|test result:|Tests:")
+TEST_HINT = re.compile(r"FAILED|ERROR|--- FAIL|✕|\d+ (?:failed|passed|errors?|tests?)\b|test result:|Tests:|Tests run:")
 PATH = re.compile(r"(?:\.{0,2}/)?(?:[\w.-]+/)+[\w.-]+\.\w+(?::\d+)?")
 
 
@@ -173,9 +174,15 @@ def _lines_matching(normalised: str, pattern: re.Pattern) -> list[str]:
     return lines
 
 
+# A count of zero is no error: `Failures: 0, Errors: 0` (Maven's line for each passing test class)
+ZERO_COUNT = re.compile(r"\b(?:failures|errors|failed): 0\b", re.I)
+
+
 def error_lines(normalised: str) -> set[str]:
-    """Error lines, 8-300 characters long, of a text already passed through norm_text."""
-    return {line for line in _lines_matching(normalised, ERROR_WORDS) if 8 <= len(line) <= 300}
+    """Error lines, 8-300 characters long, of a text already passed through norm_text; a line whose
+    only error words are counts of zero is none."""
+    return {line for line in _lines_matching(normalised, ERROR_WORDS) if 8 <= len(line) <= 300
+            and (": 0" not in line or ERROR_WORDS.search(ZERO_COUNT.sub("", line)))}
 
 
 def failing_tests(normalised: str) -> set[str]:

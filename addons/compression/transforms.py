@@ -29,8 +29,17 @@ _MUST_KEEP = re.compile(
     r"|\b\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|tests?|failures?|doctests?)\b"
     r"|test result:|^tests?:|^ran \d+ tests?|^ok\b|finished in|^=+ .* =+$|^-+ (?:fail|pass)"
     r"|file \"[^\"]+\", line \d+"
-    r"|^[ \t]*(?:expected|received):",  # jest's and vitest's assertion values
+    r"|^[ \t]*(?:expected|received):"  # jest's and vitest's assertion values
+    r"|^ *\d+\) test .+ \([\w.]+\)$|^ +(?:left|right|code|actual): "  # ExUnit's failure header and values
+    r"|^ +(?:\([\w]+ [\w.-]+\) )?[\w/.-]+\.exs?:\d+: "  # an ExUnit stacktrace frame in an app's files
+    r"|^ +at .+ in .+:line \d+$"  # a .NET frame with its source file: the project's own code, not the runtime's
+    r"|tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$",  # Maven's total for the run
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
+_RUN_TOTAL = re.compile(r"tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$")
+# A tally of zero names no failure: Maven's surefire prints `Tests run: 1, Failures: 0, Errors: 0,
+# Skipped: 0, ... -- in shop.FooTest` for every passing class. Such a line is judged without its zero
+# counts, so a run of 500 passing classes can be cut while every nonzero tally stays.
+_ZERO_COUNTS = re.compile(r"\b(?:failures|errors|failed): 0\b")
 # Lines kept the first time their kind appears: a warning, a file:line reference. A build that
 # prints one deprecation for every file of a dependency keeps the first and its count in the cut.
 # The lookbehinds and the possessive quantifier keep these two linear on a long run of path characters
@@ -105,7 +114,8 @@ _MUST_KEEP_HINTS = ("error", "exception", "traceback", "fail", "fatal", "panic",
                     "undefined reference", "cannot find", "not found", "denied", "refused", "timeout", "time out",
                     "timedout", "timed out", "abort", "killed", "exit code", "exit status", "returncode", "✕", "✗",
                     " passed", " skipped", " xpass", " deselected", " warning", " test", " doctest", "test result:",
-                    "finished in", 'file "', "expected:", "received:")
+                    "finished in", 'file "', "expected:", "received:", "left: ", "right: ", "code: ", "actual: ",
+                    ".ex:", ".exs:", ":line ")
 _MUST_KEEP_STARTS = ("test", "ran ", "ok", "=", "-")
 _FIRST_KEEP_HINTS = ("warn", "deprecat")
 _LINE_NUMBER_REF = re.compile(r":\d")  # every file:line reference has one
@@ -136,7 +146,8 @@ def _lines_matching(pattern: re.Pattern, lines: list[str], hints: tuple[str, ...
 
 def must_keep_lines(lines: list[str]) -> set[int]:
     """Indexes of the lines no cut may remove."""
-    return _lines_matching(_MUST_KEEP, lines, _MUST_KEEP_HINTS, _MUST_KEEP_STARTS)
+    found = _lines_matching(_MUST_KEEP, lines, _MUST_KEEP_HINTS, _MUST_KEEP_STARTS)
+    return {i for i in found if ": 0" not in lines[i] or _important(lines[i].lower())}
 
 
 def first_keep_lines(lines: list[str]) -> set[int]:
@@ -146,7 +157,13 @@ def first_keep_lines(lines: list[str]) -> set[int]:
 
 def is_important(line: str) -> bool:
     """A line no cut may remove."""
-    return bool(_MUST_KEEP.search(line.lower()))
+    return _important(line.lower())
+
+
+def _important(lowered: str) -> bool:
+    if ": 0" in lowered and _RUN_TOTAL.search(lowered) is None:
+        lowered = _ZERO_COUNTS.sub("", lowered)
+    return _MUST_KEEP.search(lowered) is not None
 
 
 def fold_repeats(lines: list[str], limits: LogLimits, similar: bool = True) -> list[str]:
@@ -309,4 +326,6 @@ def shrink_output(text: str, limits: LogLimits, log_hint: bool = False) -> str:
     # Code and logs run 2.5 to 4 characters a token: only the middle ground needs counting.
     if len(result) < threshold * 2 or (len(result) < threshold * 6 and count_text(result) <= threshold):
         return result
-    return "\n".join(reduce_log(folded, limits, "log" if log else "output"))
+    reduced = "\n".join(reduce_log(folded, limits, "log" if log else "output"))
+    # a log that is nearly all errors keeps nearly everything, and markers would make it longer
+    return reduced if len(reduced) < len(result) else result

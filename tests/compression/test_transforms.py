@@ -6,6 +6,7 @@ import json
 import re
 
 from addons.compression import transforms
+from tests import mustkeep as mk
 from addons.compression.transforms import LogLimits, shrink_output, strip_terminal_noise
 
 LIMITS = LogLimits()
@@ -140,3 +141,24 @@ def test_the_hint_scan_finds_exactly_the_lines_the_pattern_finds():
     assert transforms.must_keep_lines(log) == by_regex and len(by_regex) > 10
     first = {i for i, line in enumerate(log) if transforms._FIRST_KEEP.search(line)}
     assert transforms.first_keep_lines(log) == first
+
+
+def test_a_tally_of_zero_names_no_failure_but_every_nonzero_tally_and_the_runs_total_stay():
+    """Maven's surefire prints a `Failures: 0, Errors: 0` line for every passing test class: those may
+    be cut, a class with a failure, the run's total and a line with another error word may not."""
+    lines = ["[INFO] Tests run: 1, Failures: 0, Errors: 0, Skipped: 0, Time elapsed: 0.1 s -- in shop.ATest",
+             "[ERROR] Tests run: 1, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.1 s <<< FAILURE! -- in x.B",
+             "[ERROR] Tests run: 2, Failures: 0, Errors: 1, Skipped: 0, Time elapsed: 0 s <<< ERROR! -- in x.C",
+             "[INFO] Tests run: 63, Failures: 0, Errors: 0, Skipped: 0",
+             "Failures: 0 but the JVM crashed with an exception"]
+    assert [transforms.is_important(line) for line in lines] == [False, True, True, True, True]
+    assert transforms.must_keep_lines(lines) == {1, 2, 3, 4}
+    assert mk.error_lines(mk.norm_text("\n".join(lines))) == set(lines[1:3] + lines[4:])
+
+
+def test_a_dotnet_frame_with_its_source_file_is_kept_and_a_runtime_frame_is_not():
+    """`dotnet test` prints `at Type.Method() in /path/File.cs:line N` for frames with sources (the
+    project's own code); the runtime's frames have no ` in ...:line` (no dotnet runner on the machine
+    that made the fixtures: the shape is the one vstest documents)."""
+    assert transforms.is_important("   at ShopTests.TotalWithTax() in /src/Shop.Tests/ShopTests.cs:line 12")
+    assert not transforms.is_important("   at System.RuntimeMethodHandle.InvokeMethod(Object target, Span`1& args)")
