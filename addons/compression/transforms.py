@@ -32,7 +32,7 @@ _MUST_KEEP = re.compile(
     r"|^[ \t]*(?:expected|received):"  # jest's and vitest's assertion values
     r"|^ *\d+\) test .+ \([\w.]+\)$|^ +(?:left|right|code|actual): "  # ExUnit's failure header and values
     r"|^ +(?:\([\w]+ [\w.-]+\) )?[\w/.-]+\.exs?:\d+: "  # an ExUnit stacktrace frame in an app's files
-    r"|^ +at .+ in .+:line \d+$"  # a .NET frame with its source file: the project's own code, not the runtime's
+    r"|^ +at (?:[^ ]| (?!in ))++ in .*:line \d+$"  # a .NET frame with its source: the project's, not the runtime's
     r"|tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$",  # Maven's total for the run
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
 _RUN_TOTAL = re.compile(r"tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$")
