@@ -206,8 +206,10 @@ def _cost(value: float | None) -> str:
 
 def money(value: float) -> str:
     """Dollars readable at any size: a single request costs fractions of a cent, so small amounts keep
-    two significant digits ($0.000084), large ones cents ($12.30)."""
-    if value <= 0:
+    two significant digits ($0.000084), large ones cents ($12.30); a loss with its sign (-$0.0012)."""
+    if value < 0:
+        return "-" + money(-value)
+    if value == 0:
         return "$0"
     if value < 0.01:
         return f"${value:.{1 - math.floor(math.log10(value))}f}"

@@ -22,8 +22,8 @@ from launcher.tables import money
 from launcher.terminal import FittedTable, TableColumn, fit_table, fit_text, render_text, terminal_width
 
 COLUMNS = ("key", "requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
-           "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated",
-           "ttft_ms_p50",
+           "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "cache_saved_usd",
+           "estimated", "ttft_ms_p50",
            "duration_ms_avg", "first_ts", "last_ts")
 # the table's columns after the key: (field, heading, priority): requests and cost always, the rest in
 # order of importance while the terminal has room (launcher/terminal.py)
@@ -31,9 +31,11 @@ _HEADINGS = (("requests", "requests", 0), ("attempts", "attempts", 7), ("failure
              ("fallbacks", "fallbacks", 4), ("soft_failures", "soft", 8), ("input_tokens", "tokens in", 1),
              ("output_tokens", "tokens out", 2), ("cached_tokens", "cached", 5),
              ("cache_write_tokens", "cache writes", 9), ("cost_usd", "cost", 0),
+             ("cache_saved_usd", "cache saved", 5),
              ("ttft_ms_p50", "ttft p50 ms", 6))
 _SUMMED = ("requests", "attempts", "failures", "fallbacks", "soft_failures", "input_tokens", "output_tokens",
-           "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "estimated")
+           "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "cache_saved_usd",
+           "estimated")
 
 
 def database(explicit: Path | None, health: dict | None) -> Path:
@@ -68,7 +70,7 @@ def to_csv(rows: list[dict]) -> str:
 def _cell(name: str, value) -> str:
     if value is None:
         return "-"
-    if name == "cost_usd":
+    if name in ("cost_usd", "cache_saved_usd"):
         return money(value)
     if isinstance(value, float):
         return f"{value:,.0f}"

@@ -122,10 +122,15 @@ def peer_issuer(proxy_port: int, host: str, port: int) -> str:
 
 def first_content(entry: dict):
     """The content of the first message a fake provider's log entry received, or None (the shared fake
-    also logs the hostile suite's malformed bodies: `messages` a string, an item a number)."""
+    also logs the hostile suite's malformed bodies: `messages` a string, an item a number). A string
+    that Clutch's prompt-cache breakpoint wrapped into one marked text block reads as the string."""
     messages = (entry.get("request_json") or {}).get("messages")
     first = messages[0] if isinstance(messages, list) and messages else None
-    return first.get("content") if isinstance(first, dict) else None
+    content = first.get("content") if isinstance(first, dict) else None
+    if isinstance(content, list) and len(content) == 1 and isinstance(content[0], dict) \
+            and content[0].get("type") == "text" and set(content[0]) <= {"type", "text", "cache_control"}:
+        return content[0].get("text")
+    return content
 
 
 class FakeProcess:

@@ -115,12 +115,21 @@ def usage_columns(usage: dict[str, Any]) -> dict[str, Any]:
 
 
 def priced(row: dict[str, Any], price: Pricer | None) -> dict[str, Any]:
-    """The row with the catalog's cost filled in when the provider reported none and the tokens are known."""
-    if row.get("cost_usd") is None and price is not None and row.get("input_tokens") is not None:
-        cost = price(row["provider"], row["model"], row["input_tokens"], row.get("output_tokens") or 0,
-                     row.get("cached_tokens") or 0, row.get("cache_write_tokens") or 0)
-        if cost is not None:
-            row["cost_usd"], row["cost_source"] = cost, "catalog"
+    """The row with the catalog's cost filled in when the provider reported none and the tokens are known,
+    and `cache_saved_usd`: what the same tokens would have cost uncached, less what they cost with the
+    provider's cache reads and writes, at catalog prices (negative on a turn that only wrote the cache:
+    the write premium, which later reads repay)."""
+    if price is None or row.get("input_tokens") is None:
+        return row
+    cached, written = row.get("cached_tokens") or 0, row.get("cache_write_tokens") or 0
+    tokens = (row["provider"], row["model"], row["input_tokens"], row.get("output_tokens") or 0)
+    paid = price(*tokens, cached, written)
+    if row.get("cost_usd") is None and paid is not None:
+        row["cost_usd"], row["cost_source"] = paid, "catalog"
+    if (cached or written) and paid is not None:
+        uncached = price(*tokens, 0, 0)
+        if uncached is not None:
+            row["cache_saved_usd"] = round(uncached - paid, 10)
     return row
 
 

@@ -27,6 +27,9 @@ from pathlib import Path
 
 from addons.accounting.store import ATTEMPT_COLUMNS, day_of
 
+# the attempts table's columns in schema version 1 (store.MIGRATIONS), before cache_saved_usd
+_FIRST_SCHEMA_COLUMNS = 29
+
 CORRUPT = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 _CHUNK = 512  # rowids per read: small enough that a bad page costs little to bisect
 SALVAGE_TIME_S = 10.0  # longest a start-up spends reading the broken copy
@@ -154,14 +157,14 @@ def _walk(db: sqlite3.Connection, result: Salvage, deadline: float) -> None:
     if top is None:
         result.complete = False
         return
-    columns = ", ".join(ATTEMPT_COLUMNS)
+    names = _columns(db)
     high = top
     while high >= 1:
         if time.monotonic() > deadline:
             result.complete = False
             return
         low = max(1, high - _CHUNK + 1)
-        rows, failed = _read(db, columns, low, high, result.day)
+        rows, failed = _read(db, names, low, high, result.day)
         result.rows[:0] = rows
         if exact:
             result.unreadable += failed
@@ -192,19 +195,29 @@ def _top_rowid(db: sqlite3.Connection) -> tuple[int | None, bool]:
         return None, False
 
 
-def _read(db: sqlite3.Connection, columns: str, low: int, high: int, day: str) -> tuple[list[dict], int]:
+def _columns(db: sqlite3.Connection) -> tuple[str, ...]:
+    """The row columns the broken file's table has: a database of an older schema lacks the newer ones
+    (asking for them would fail every read); when even the schema cannot be read, those of the first."""
+    try:
+        present = {row[1] for row in db.execute("PRAGMA table_info(attempts)")}
+    except sqlite3.DatabaseError:
+        present = set()
+    return tuple(c for c in ATTEMPT_COLUMNS if c in present) or ATTEMPT_COLUMNS[:_FIRST_SCHEMA_COLUMNS]
+
+
+def _read(db: sqlite3.Connection, names: tuple[str, ...], low: int, high: int, day: str) -> tuple[list[dict], int]:
     """Today's rows with rowids low..high, and how many of those rowids (holding rows or not) failed."""
     try:
-        found = db.execute(f"SELECT {columns} FROM attempts WHERE id BETWEEN ? AND ? AND day >= ? ORDER BY id",
-                           (low, high, day)).fetchall()
+        found = db.execute(f"SELECT {', '.join(names)} FROM attempts WHERE id BETWEEN ? AND ? AND day >= ? "
+                           "ORDER BY id", (low, high, day)).fetchall()
     except sqlite3.DatabaseError:
         if low == high:
             return [], 1
         middle = (low + high) // 2
-        first, bad_first = _read(db, columns, low, middle, day)
-        second, bad_second = _read(db, columns, middle + 1, high, day)
+        first, bad_first = _read(db, names, low, middle, day)
+        second, bad_second = _read(db, names, middle + 1, high, day)
         return first + second, bad_first + bad_second
-    return [dict(zip(ATTEMPT_COLUMNS, row, strict=True)) for row in found], 0
+    return [dict(zip(names, row, strict=True)) for row in found], 0
 
 
 def _older(db: sqlite3.Connection, low: int, high: int, day: str) -> bool:

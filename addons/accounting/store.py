@@ -31,7 +31,7 @@ ATTEMPT_COLUMNS = (
     "ts", "day", "request_id", "agent", "launch", "session", "dialect", "stream", "requested_model", "provider",
     "model", "rule", "attempt", "outcome", "status", "error_class", "served", "fallback", "input_tokens",
     "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_usd",
-    "cost_source", "ttft_ms", "duration_ms", "tokens_saved",
+    "cost_source", "ttft_ms", "duration_ms", "tokens_saved", "cache_saved_usd",
 )
 OUTCOMES = ("success", "failed", "soft_failure", "broken", "aborted", "refused")
 PROBE_COLUMNS = ("ts", "model", "ok", "status", "error", "ttft_ms", "tokens_per_s", "output_tokens")
@@ -120,6 +120,10 @@ MIGRATIONS: tuple[str, ...] = (
         tokens_per_s REAL,
         computed_at REAL NOT NULL
     );
+    """,
+    # 3: what prompt caching saved on an attempt, at catalog prices (accounting/rows.py `priced`)
+    """
+    ALTER TABLE attempts ADD COLUMN cache_saved_usd REAL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -255,6 +259,7 @@ class UsageStore:
                    coalesce(sum(w.reasoning_tokens), 0) AS reasoning_tokens,
                    coalesce(sum(w.tokens_saved), 0) AS tokens_saved,
                    round(coalesce(sum(w.cost_usd), 0), 8) AS cost_usd,
+                   round(coalesce(sum(w.cache_saved_usd), 0), 8) AS cache_saved_usd,
                    sum(w.tokens_estimated) AS estimated,
                    avg(w.duration_ms) AS duration_ms_avg,
                    min(w.ts) AS first_ts, max(w.ts) AS last_ts

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from addons.accounting.rows import Finished, needs_input_estimate, outcome_of, rows_for
 
 USAGE = {"input_tokens": 120, "output_tokens": 7, "cached_tokens": 60, "cache_write_tokens": None,
@@ -49,14 +51,37 @@ def test_a_cascade_is_a_row_per_tried_attempt_with_the_fallback_marked_and_skips
 
 def test_cost_from_the_price_table_when_the_provider_reports_none():
     def price(provider, model, tokens_in, tokens_out, cached, written):
-        assert (provider, model, tokens_in, tokens_out, cached, written) == ("openrouter", "qwen/qwen3-coder", 120, 7, 60, 0)
-        return 0.5
+        assert (provider, model, tokens_in, tokens_out) == ("openrouter", "qwen/qwen3-coder", 120, 7)
+        assert (cached, written) in ((60, 0), (0, 0))  # as billed, and uncached for the cache's saving
+        return 0.5 if cached else 0.8
     [row] = rows_for(finished([{"target": "openrouter:qwen/qwen3-coder", "ended": "complete", "committed_s": 0.1,
                                 "usage": USAGE}]), price)
-    assert (row["cost_usd"], row["cost_source"]) == (0.5, "catalog")
+    assert (row["cost_usd"], row["cost_source"], row["cache_saved_usd"]) == (0.5, "catalog", 0.3)
     [reported] = rows_for(finished([{"target": "openrouter:qwen/qwen3-coder", "ended": "complete",
                                      "committed_s": 0.1, "usage": {**USAGE, "cost_usd": 0.02}}]), price)
-    assert (reported["cost_usd"], reported["cost_source"]) == (0.02, "provider")
+    # the provider's own cost stands; the cache's saving is still at catalog prices
+    assert (reported["cost_usd"], reported["cost_source"], reported["cache_saved_usd"]) == (0.02, "provider", 0.3)
+
+
+def test_a_turn_that_only_writes_the_cache_saved_a_negative_amount():
+    """Anthropic's cache write costs 1.25x: the first turn's saving is negative, later reads repay it."""
+    from addons.models.catalog import Prices, cost_usd
+    prices = Prices(prompt=3e-6, completion=15e-6, cache_read=0.3e-6, cache_write=3.75e-6)
+
+    def price(provider, model, tokens_in, tokens_out, cached, written):
+        return cost_usd(prices, tokens_in, tokens_out, cached, written)
+    usage = {"input_tokens": 10_000, "output_tokens": 10, "cached_tokens": 0, "cache_write_tokens": 10_000}
+    [first] = rows_for(finished([{"target": "anthropic:claude-x", "ended": "complete", "committed_s": 0.1,
+                                  "usage": usage}]), price)
+    assert first["cache_saved_usd"] == pytest.approx(-0.0075)  # 10k tokens at 0.75e-6 more
+    usage = {**usage, "input_tokens": 10_500, "cached_tokens": 10_000, "cache_write_tokens": 500}
+    [second] = rows_for(finished([{"target": "anthropic:claude-x", "ended": "complete", "committed_s": 0.1,
+                                   "usage": usage}]), price)
+    assert second["cache_saved_usd"] == pytest.approx(10_000 * 2.7e-6 - 500 * 0.75e-6)
+    plain = {**usage, "cached_tokens": 0, "cache_write_tokens": 0}
+    [uncached] = rows_for(finished([{"target": "anthropic:claude-x", "ended": "complete", "committed_s": 0.1,
+                                     "usage": plain}]), price)
+    assert "cache_saved_usd" not in uncached
 
 
 def test_estimated_input_fills_in_only_what_the_provider_left_out():

@@ -175,3 +175,18 @@ def test_an_intact_database_is_not_damaged(tmp_path):
     history(db)
     assert usage_salvage.damage(db) is None
     assert usage_salvage.damage(tmp_path / "absent.db") is None
+
+
+def test_salvage_reads_a_database_of_an_older_schema(tmp_path, monkeypatch):
+    """A file written before `cache_saved_usd` (schema 2) and broken: its rows are read with the columns
+    it has, not lost to a `no such column` on every read."""
+    from addons.accounting import store as usage_store
+    monkeypatch.setattr(usage_store, "SCHEMA_VERSION", 2)  # the store as it was before migration 3
+    monkeypatch.setattr(usage_store, "ATTEMPT_COLUMNS", usage_store.ATTEMPT_COLUMNS[:-1])
+    db = tmp_path / "usage.db"
+    history(db)
+    monkeypatch.undo()
+    damage(db, "zeros")
+    found = usage_salvage.salvage(usage_salvage.move_aside(db), usage_salvage.damage(db) or "zeros")
+    assert len(found.rows) == 5 and found.lossless
+    assert {row["cost_usd"] for row in found.rows} == {0.25} and "cache_saved_usd" not in found.rows[0]

@@ -9,10 +9,14 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import httpx
 import pytest
 from harness import ROOT, FakeProcess, Gateway, trust
+
+from addons.models import catalog
+from launcher.tables import money
 
 pytestmark = pytest.mark.gateway
 
@@ -23,6 +27,9 @@ RULES = textwrap.dedent("""\
     compression: {mode: "off"}
 """)
 MODEL = "claude-cache-turns"
+PRICES = {"prompt": 3e-6, "completion": 15e-6, "input_cache_read": 0.3e-6, "input_cache_write": 3.75e-6}
+CATALOG = {"data": [{"id": f"anthropic/{MODEL}", "name": "Claude cache turns", "context_length": 200000,
+                     "pricing": {k: f"{v:.10f}" for k, v in PRICES.items()}, "supported_parameters": ["tools"]}]}
 SYSTEM = "You are a careful coding agent. " * 200  # a long, stable prefix worth caching
 TOOLS = [{"name": "Bash", "description": "Run a shell command. " * 50,
           "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}}}]
@@ -36,6 +43,8 @@ def stack(tmp_path_factory, pki):
     fake = FakeProcess(work / "fake", pki, prompt_cache="on")
     rules = work / "rules.yaml"
     rules.write_text(RULES)
+    # the catalog `xx scan` keeps, with Anthropic's cache prices: the rows' cost and cache saving
+    catalog.save_cache(catalog.cache_path(work / "gw" / "state"), CATALOG, time.time(), "test")
     gateway = Gateway(work / "gw", fake.port, pki.ca_cert, "--set", f"clutch_state_dir={work / 'gw' / 'state'}",
                       rules=rules)
     yield work, fake, gateway
@@ -79,3 +88,13 @@ def test_turn_two_is_billed_as_cache_reads_in_the_rows_and_in_xx_usage(stack):
     [row] = [r for r in json.loads(report.stdout)["rows"] if MODEL in r["key"]]
     assert row["cached_tokens"] == read
     assert row["cache_write_tokens"] == sum(r["cache_write_tokens"] for r in rows)
+
+    # what caching saved: turn 1 paid the write premium, turn 2 read at a tenth of the price
+    premium = PRICES["input_cache_write"] - PRICES["prompt"]
+    saved = [-r["cache_write_tokens"] * premium + r["cached_tokens"] * (PRICES["prompt"] - PRICES["input_cache_read"])
+             for r in rows]
+    assert [r["cache_saved_usd"] for r in rows] == pytest.approx(saved)
+    assert saved[0] < 0 < saved[1] and row["cache_saved_usd"] == pytest.approx(sum(saved))
+    table = subprocess.run([sys.executable, "-m", "launcher.xx", "usage", "--db", database, "--by", "model"],
+                           env={**env, "COLUMNS": "120"}, cwd=str(ROOT), capture_output=True, text=True, timeout=60)
+    assert "saved" in table.stdout and money(sum(saved)) in table.stdout, table.stdout  # "cache" above it

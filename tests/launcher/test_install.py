@@ -11,6 +11,7 @@ answer.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import site
 import stat
@@ -71,7 +72,9 @@ def installed(wheel, tmp_path_factory) -> dict[str, Path]:
     (purelib / "zz-test-venv.pth").write_text(f"import site; [site.addsitedir(p) for p in {site.getsitepackages()!r}]\n")
     done = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
                            "--no-deps", "--no-index", "--disable-pip-version-check", str(wheel)],
-                          capture_output=True, text=True, timeout=300)
+                          # the checkout off the path: a clutch.egg-info a build left there reads as installed
+                          capture_output=True, text=True, timeout=300, cwd=work,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stdout + done.stderr
     home = work / "home"
     (home / "project").mkdir(parents=True)
