@@ -372,7 +372,8 @@ def _wants_usage(call) -> bool:
 
 def _explain(routed) -> str:
     decision, plan = routed
-    if plan.changed:
+    # a body changed on the agent's own target (prompt-cache breakpoints, a repair) is not a route
+    if plan.changed and decision.target is not None:
         text = f"{decision.rule}; {plan.describe()}"
     else:
         text = "unchanged" if decision.rule == "unchanged" else f"{decision.rule}; unchanged"

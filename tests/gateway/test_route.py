@@ -215,9 +215,11 @@ def test_bypass_launch_keeps_the_model(routing, fake):
     raw = client.messages.with_raw_response.create(model="claude-opus-4-8", max_tokens=64,
                                                    messages=[{"role": "user", "content": "hi"}])
     assert raw.parse().content[0].text == "pong from the fake upstream"
+    # the prompt-cache breakpoints Clutch adds change the body, not the route
     assert raw.headers["x-clutch-route"] == "bypass; unchanged"
     entry = last_entry(fake, "claude-opus-4-8")  # the tier rule would have sent it to routed/big
     assert (entry["host"], entry["path"]) == ("api.anthropic.com", "/v1/messages")
+    assert entry["request_json"]["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
 def test_missing_target_key_is_a_clear_error_in_the_agents_dialect(routing):
