@@ -174,15 +174,16 @@ def _lines_matching(normalised: str, pattern: re.Pattern) -> list[str]:
     return lines
 
 
-# A count of zero is no error: `Failures: 0, Errors: 0` (Maven's line for each passing test class)
-ZERO_COUNT = re.compile(r"\b(?:failures|errors|failed): 0\b", re.I)
+# Maven surefire's line for a test class that passed says "Failures: 0, Errors: 0" and is no error line
+PASSING_CLASS = re.compile(r"^(?:\[INFO\] )?Tests run: \d+, Failures: 0, Errors: 0, Skipped: \d+, "
+                           r"Time elapsed: [\d.,]+ s -- in [\w.$]+$")
 
 
 def error_lines(normalised: str) -> set[str]:
-    """Error lines, 8-300 characters long, of a text already passed through norm_text; a line whose
-    only error words are counts of zero is none."""
+    """Error lines, 8-300 characters long, of a text already passed through norm_text (a passing Maven
+    class's tally is none)."""
     return {line for line in _lines_matching(normalised, ERROR_WORDS) if 8 <= len(line) <= 300
-            and (": 0" not in line or ERROR_WORDS.search(ZERO_COUNT.sub("", line)))}
+            and not PASSING_CLASS.match(line)}
 
 
 def failing_tests(normalised: str) -> set[str]:

@@ -37,8 +37,9 @@ LIMIT = 4  # Anthropic's maximum per request; OpenRouter passes the markers to i
 MARK: dict[str, str] = {"type": "ephemeral"}
 # OpenRouter model families whose providers cache only where a breakpoint is (see the docstring)
 _EXPLICIT_FAMILIES = ("anthropic/", "google/gemini", "qwen/")
-# Anthropic refuses cache_control on thinking blocks and on empty text blocks
-_UNMARKABLE = frozenset({"thinking", "redacted_thinking"})
+# The blocks a breakpoint goes on: Anthropic refuses one on thinking blocks and on empty text, and the
+# translators carry it on text and tool results only (an image's marker would be lost on the way)
+_MARKABLE = frozenset({"text", "tool_result"})
 
 
 def wanted(rules: Rules, profiles: tuple[str, ...]) -> bool:
@@ -69,15 +70,21 @@ def has_breakpoints(body: Any) -> bool:
     return False
 
 
-def with_breakpoints(dialect: Dialect, body: dict[str, Any]) -> tuple[dict[str, Any], int]:
+def with_breakpoints(dialect: Dialect, body: dict[str, Any], upstream: Dialect | None = None
+                     ) -> tuple[dict[str, Any], int]:
     """The body with breakpoints added (a copy; the agent's body is not touched) and how many; the body
-    itself and 0 when it has its own, or nothing to mark, or a dialect without breakpoints."""
+    itself and 0 when it has its own, or nothing to mark, or a dialect without breakpoints.
+
+    `upstream`: the dialect the body is translated to (None: the same). Only places that translation
+    carries are marked: a Chat request has no place for one on a tool schema, and the translators
+    carry markers on text and tool results, not on images."""
     if dialect not in (Dialect.ANTHROPIC, Dialect.OPENAI_CHAT) or has_breakpoints(body):
         return body, 0
     out = copy.deepcopy(body)
     added = 0
     if dialect is Dialect.ANTHROPIC:
-        added += _mark_last_tool(out)
+        if upstream in (None, Dialect.ANTHROPIC):
+            added += _mark_last_tool(out)
         added += _mark_system(out)
     messages = out.get("messages")
     if isinstance(messages, list):
@@ -128,7 +135,7 @@ def _mark_message(message: Any, dialect: Dialect) -> int:
         return 0  # OpenRouter takes breakpoints on content parts; an assistant's tool calls have none
     content = message.get("content")
     if isinstance(content, str):
-        if not content:
+        if not content.strip():
             return 0
         message["content"] = [{"type": "text", "text": content, "cache_control": dict(MARK)}]
         return 1
@@ -138,11 +145,11 @@ def _mark_message(message: Any, dialect: Dialect) -> int:
 
 
 def _mark_blocks(blocks: list[Any]) -> int:
-    """A breakpoint on the last block that may carry one (not thinking, not empty text)."""
+    """A breakpoint on the last block that may carry one: text with more than blanks, or a tool result."""
     for block in reversed(blocks):
-        if not isinstance(block, dict) or block.get("type") in _UNMARKABLE:
+        if not isinstance(block, dict) or block.get("type") not in _MARKABLE:
             continue
-        if block.get("type") == "text" and not block.get("text"):
+        if block.get("type") == "text" and not (isinstance(block.get("text"), str) and block["text"].strip()):
             continue
         block["cache_control"] = dict(MARK)
         return 1

@@ -27,19 +27,19 @@ _MUST_KEEP = re.compile(
     r"|cannot find|not found|denied|refused|timed? ?out|abort|killed|exit (?:code|status)|returncode"
     r"|\bfail|✕|✗"
     r"|\b\d+ (?:passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?|tests?|failures?|doctests?)\b"
-    r"|test result:|^tests?:|^ran \d+ tests?|^ok\b|finished in|^=+ .* =+$|^-+ (?:fail|pass)"
+    r"|test result:|^tests?:|^ran \d+ tests?|^ok\b|finished in|^=+ .* =+\r?$|^-+ (?:fail|pass)"
     r"|file \"[^\"]+\", line \d+"
     r"|^[ \t]*(?:expected|received):"  # jest's and vitest's assertion values
-    r"|^ *\d+\) test .+ \([\w.]+\)$|^ +(?:left|right|code|actual): "  # ExUnit's failure header and values
+    r"|^ *\d+\) test .+ \([\w.]+\)\r?$|^ +(?:left|right|code|actual): "  # ExUnit's failure header and values
     r"|^ +(?:\([\w]+ [\w.-]+\) )?[\w/.-]+\.exs?:\d+: "  # an ExUnit stacktrace frame in an app's files
-    r"|^ +at (?:[^ ]| (?!in ))++ in .*:line \d+$"  # a .NET frame with its source: the project's, not the runtime's
-    r"|tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$",  # Maven's total for the run
+    r"|^ +at (?:[^ ]| (?!in ))++ in .*:line \d+\r?$"  # a .NET frame with its source: the project's, not the runtime's
+    r"|tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t\r]*$",  # Maven's total for the run
 )  # matched against the lower-cased line: several times faster than re.IGNORECASE
-_RUN_TOTAL = re.compile(r"tests run: \d+, failures: \d+, errors: \d+, skipped: \d+[ \t]*$")
-# A tally of zero names no failure: Maven's surefire prints `Tests run: 1, Failures: 0, Errors: 0,
-# Skipped: 0, ... -- in shop.FooTest` for every passing class. Such a line is judged without its zero
-# counts, so a run of 500 passing classes can be cut while every nonzero tally stays.
-_ZERO_COUNTS = re.compile(r"\b(?:failures|errors|failed): 0\b")
+# Maven's surefire prints `Tests run: 1, Failures: 0, Errors: 0, Skipped: 0, Time elapsed: 0.1 s -- in
+# shop.FooTest` for every passing test class: a tally of zero names no failure, so a run of 500 passing
+# classes can be cut. Only that exact shape: any other line saying "failed: 0" is judged as usual.
+_PASSING_TALLY = re.compile(r"^(?:\[\w+\] )?tests run: \d+, failures: 0, errors: 0, skipped: \d+, "
+                            r"time elapsed: [\d.,]+ \w+ -- in [\w.$]+[ \t\r]*$")
 # Lines kept the first time their kind appears: a warning, a file:line reference. A build that
 # prints one deprecation for every file of a dependency keeps the first and its count in the cut.
 # The lookbehinds and the possessive quantifier keep these two linear on a long run of path characters
@@ -147,7 +147,7 @@ def _lines_matching(pattern: re.Pattern, lines: list[str], hints: tuple[str, ...
 def must_keep_lines(lines: list[str]) -> set[int]:
     """Indexes of the lines no cut may remove."""
     found = _lines_matching(_MUST_KEEP, lines, _MUST_KEEP_HINTS, _MUST_KEEP_STARTS)
-    return {i for i in found if ": 0" not in lines[i] or _important(lines[i].lower())}
+    return {i for i in found if "Tests run: " not in lines[i] or _important(lines[i].lower())}
 
 
 def first_keep_lines(lines: list[str]) -> set[int]:
@@ -161,8 +161,8 @@ def is_important(line: str) -> bool:
 
 
 def _important(lowered: str) -> bool:
-    if ": 0" in lowered and _RUN_TOTAL.search(lowered) is None:
-        lowered = _ZERO_COUNTS.sub("", lowered)
+    if "tests run: " in lowered and _PASSING_TALLY.match(lowered):
+        return False
     return _MUST_KEEP.search(lowered) is not None
 
 

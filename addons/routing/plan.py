@@ -156,7 +156,7 @@ def _cached(call: LLMCall, body: dict[str, Any], decision: Decision, rules: Rule
     if upstream is None or not breakpoints.needed(upstream, flavour_of(provider_name, provider) is Flavour.OPENROUTER,
                                                   model):
         return body, 0
-    body, added = breakpoints.with_breakpoints(call.dialect, body)
+    body, added = breakpoints.with_breakpoints(call.dialect, body, upstream)
     if added:
         notes.append(f"{added} prompt-cache breakpoints added")
     return body, added

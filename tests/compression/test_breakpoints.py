@@ -207,6 +207,38 @@ def test_translated_to_openrouters_claude_the_breakpoints_reach_the_content_part
     assert sent["messages"][0]["role"] == "system" and "cache_control" in json.dumps(sent["messages"][0])
 
 
+IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}
+
+
+@pytest.mark.parametrize("dialect, target", [
+    (Dialect.ANTHROPIC, "openrouter:anthropic/claude-sonnet-4.5"),  # translated to Chat
+    (Dialect.ANTHROPIC, "anthropic:claude-y"),  # as it came
+    (Dialect.OPENAI_CHAT, "anthropic:claude-y"),  # translated to Anthropic
+])
+def test_every_breakpoint_added_reaches_the_provider_even_when_a_turn_ends_in_an_image(dialect, target):
+    """A turn ending in a screenshot: the breakpoint goes on its text, not on the image, whose marker
+    no translator carries; a tool schema is marked only where the request stays Anthropic; the note's
+    count is what arrives."""
+    if dialect is Dialect.ANTHROPIC:
+        body = anthropic_body()
+        body["messages"][-1]["content"].append(IMAGE)
+        body["messages"].append({"role": "user", "content": [{"type": "text", "text": "see this"}, IMAGE]})
+    else:
+        image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+        body = {"model": "x", "messages": [{"role": "system", "content": "You code."},
+                                           {"role": "user", "content": [{"type": "text", "text": "see"}, image]}]}
+    built = plan(body, dialect, target)
+    sent = json.loads(built.body)
+    note = next(n for n in built.notes if "breakpoints added" in n)
+    assert len(marks(sent)) == int(note.split()[0]) > 0, (marks(sent), built.notes)
+    assert not any("image" in json.dumps(part) and "cache_control" in part for part in _parts(sent))
+
+
+def _parts(body: dict) -> list[dict]:
+    return [part for message in body.get("messages", []) if isinstance(message.get("content"), list)
+            for part in message["content"] if isinstance(part, dict)]
+
+
 def test_a_target_with_automatic_caching_gets_no_breakpoints():
     sent = json.loads(plan(anthropic_body(), Dialect.ANTHROPIC, "openrouter:deepseek/deepseek-v4-flash").body)
     assert marks(sent) == []

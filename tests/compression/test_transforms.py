@@ -145,15 +145,26 @@ def test_the_hint_scan_finds_exactly_the_lines_the_pattern_finds():
 
 def test_a_tally_of_zero_names_no_failure_but_every_nonzero_tally_and_the_runs_total_stay():
     """Maven's surefire prints a `Failures: 0, Errors: 0` line for every passing test class: those may
-    be cut, a class with a failure, the run's total and a line with another error word may not."""
+    be cut; a class with a failure, the run's total and any other line saying "failed: 0" may not."""
     lines = ["[INFO] Tests run: 1, Failures: 0, Errors: 0, Skipped: 0, Time elapsed: 0.1 s -- in shop.ATest",
              "[ERROR] Tests run: 1, Failures: 1, Errors: 0, Skipped: 0, Time elapsed: 0.1 s <<< FAILURE! -- in x.B",
              "[ERROR] Tests run: 2, Failures: 0, Errors: 1, Skipped: 0, Time elapsed: 0 s <<< ERROR! -- in x.C",
              "[INFO] Tests run: 63, Failures: 0, Errors: 0, Skipped: 0",
-             "Failures: 0 but the JVM crashed with an exception"]
-    assert [transforms.is_important(line) for line in lines] == [False, True, True, True, True]
-    assert transforms.must_keep_lines(lines) == {1, 2, 3, 4}
-    assert mk.error_lines(mk.norm_text("\n".join(lines))) == set(lines[1:3] + lines[4:])
+             "Failures: 0 but the JVM crashed with an exception",
+             "upload failed: 0 bytes written", "Check failed: 0 == status (0 vs. 5)", "Build failed: 0.52s"]
+    assert [transforms.is_important(line) for line in lines] == [False] + [True] * 7
+    assert transforms.must_keep_lines(lines) == set(range(1, 8))
+    assert mk.error_lines(mk.norm_text("\n".join(lines))) == set(lines[1:])
+
+
+def test_line_end_anchored_keeps_hold_with_crlf_line_endings():
+    """Windows and pseudo-terminal output end lines with \\r\\n: the anchored keep patterns still match."""
+    lines = ["   at ShopTests.TotalWithTax() in C:\\src\\ShopTests.cs:line 12",
+             "  3) test discount never negative (ShopTest)", "[INFO] Tests run: 63, Failures: 0, Errors: 0, Skipped: 0",
+             "=========== 2 failed, 3 passed in 0.12s ==========="]
+    for line in lines:
+        assert transforms.is_important(line + "\r"), line
+    assert transforms.must_keep_lines([line + "\r" for line in lines]) == set(range(len(lines)))
 
 
 def test_a_dotnet_frame_with_its_source_file_is_kept_and_a_runtime_frame_is_not():

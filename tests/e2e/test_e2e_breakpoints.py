@@ -10,7 +10,6 @@ to that same body.
 from __future__ import annotations
 
 import dataclasses
-import json
 import textwrap
 
 import agent_setups
