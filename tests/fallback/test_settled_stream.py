@@ -192,3 +192,16 @@ def test_before_the_commit_point_every_event_is_parsed():
     watch = fed(Dialect.OPENAI_CHAT, raw, 100, request=request)
     assert not watch.committable and watch.skimmed == 0
     assert watch.finish().kind == "no_tool_call"
+
+
+def test_gemini_finish_and_usage_after_the_commit_point():
+    def piece(text: str, **extra) -> dict:
+        return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, **extra}],
+                "modelVersion": "gemini-x"}
+    events = [piece(f"g{i} ") for i in range(50)]
+    finished = fed(Dialect.GEMINI, frame(events + [piece("", finishReason="STOP")]), 21)
+    assert finished.skimmed >= 45 and finished.end_seen and finished.finish() is None
+    events += [piece("") | {"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 50}}]
+    assert fed(Dialect.GEMINI, frame(events), 21).usage.result().output_tokens == 50
+    error = fed(Dialect.GEMINI, frame(events[:50] + [{"error": {"code": 503, "message": "unavailable"}}]), 21)
+    assert error.failure is not None and "unavailable" in error.failure.message
