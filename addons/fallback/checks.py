@@ -270,7 +270,7 @@ _NOTABLE = {
     Dialect.OPENAI_RESPONSES: re.compile(rb'error|\[DONE\]|response\.(?:completed|incomplete|failed)'),
     Dialect.GEMINI: re.compile(rb'error|\[DONE\]|usageMetadata|finishReason|promptFeedback'),
 }
-MAX_DEFERRED = 1 << 20  # a committed stream's routine events kept unread: past this much they are read
+MAX_DEFERRED = 256 << 10  # a settled stream's routine events kept unread (about 1,000): past this, read
 
 
 def _routine(block: bytes, notable: re.Pattern[bytes]) -> bool:
