@@ -4,6 +4,7 @@ drives one load through it, then print the hottest functions and a per-package s
 
     .venv/bin/python bench/profile_proxy.py --path clutch --load sat16-2k
     .venv/bin/python bench/profile_proxy.py --path mitmdump --load c16-200k --top 40
+    .venv/bin/python bench/profile_proxy.py --path clutch --load c16-2k --chunks 200
 
 The proxy runs as `python bench/profile_proxy.py --child ...`: mitmproxy.tools.main.mitmdump with
 run.py's arguments for that path, profiled only during the measured requests (the driver sends
@@ -131,8 +132,13 @@ def main() -> int:
     parser.add_argument("--load", default="sat16-2k", choices=run.LAT_LOADS + run.SAT_LOADS)
     parser.add_argument("--requests", type=int, default=0)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--chunks", type=int, default=0,
+                        help="content chunks the fake streams per answer (default: run.py's 20); real providers "
+                             "send about one per token, and the stream watch's cost grows with them")
     parser.add_argument("--show", type=Path, help="only summarise an existing .prof (with --requests)")
     args = parser.parse_args()
+    if args.chunks:
+        run.MODEL, run.N_CHUNKS = f"bench/chunks-{args.chunks}", args.chunks
     if args.show:
         print(summary(args.show, args.requests or 1))
         return 0

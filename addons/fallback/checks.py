@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from typing import Any
 
 from addons.fallback.policy import Failure, in_band
 from addons.wire.dialects import Dialect
 from addons.wire.jsontext import as_object
-from addons.wire.sse import SSEEvent, SSEParser
+from addons.wire.sse import SSEEvent, SSEParser, parse_block
 from addons.wire.usage_blocks import StreamUsage
 
 _LENGTH = {"length", "max_tokens", "max_output_tokens", "model_context_window_exceeded"}
@@ -257,6 +258,31 @@ def answer_model(dialect: Dialect, payload: dict[str, Any]) -> str | None:
 
 # ---------------------------------------------------------------- streams
 
+# Past the commit point only errors, the finish, the end marker and usage blocks change what the watch
+# knows; an event whose bytes hint at none of them (in its dialect) is routine. A key's quotes are bare only
+# outside JSON strings (inside one they are escaped), so `usage":` and `_reason":` match real keys; their
+# null values (OpenAI sends `"usage":null`, `"finish_reason":null` in every chunk) are routine. A word that
+# merely appears in text (an answer that says "error") costs one parse, never a miss. One short pattern per
+# dialect: a block is searched once, in about a microsecond.
+_NOTABLE = {
+    Dialect.OPENAI_CHAT: re.compile(rb'error|\[DONE\]|_reason"\s*:\s*[^\sn]|usage"\s*:\s*[^\sn]'),
+    Dialect.ANTHROPIC: re.compile(rb'error|\[DONE\]|message_(?:delta|stop)'),  # stop_reason, usage: message_delta
+    Dialect.OPENAI_RESPONSES: re.compile(rb'error|\[DONE\]|response\.(?:completed|incomplete|failed)'),
+    Dialect.GEMINI: re.compile(rb'error|\[DONE\]|usageMetadata|finishReason|promptFeedback'),
+}
+MAX_DEFERRED = 256 << 10  # a settled stream's routine events kept unread (about 1,000): past this, read
+
+
+def _routine(block: bytes, notable: re.Pattern[bytes]) -> bool:
+    """One event whose JSON is on its one `data:` line (so its bytes are its data) and hints at nothing
+    `notable` looks for."""
+    if block.startswith(b"data"):
+        single = block.startswith(b"data:") and b"\ndata" not in block
+    else:
+        single = block.count(b"\ndata") == 1 and b"\ndata:" in block
+    return single and notable.search(block) is None
+
+
 
 class StreamWatch:
     """Watches an upstream SSE stream (in the upstream's dialect) for the commit point and for failures.
@@ -270,6 +296,11 @@ class StreamWatch:
     its dialect's end marker (a stream without one was cut). `model` is the model the stream says
     answered (OpenRouter names the entry of its `models` list that served). Gemini is watched in its
     alt=sse form; its JSON-array stream is not SSE.
+
+    Settled (committable, its model known, no failure), only a few events can change any of this: the
+    routine rest (text, tool-call and reasoning deltas: about one per token) is counted, not parsed, and
+    kept for the usage estimate, which `usage` reads only when the provider's own counts are incomplete
+    (past MAX_DEFERRED bytes they are read on the spot, so the memory stays bounded).
     """
 
     def __init__(self, dialect: Dialect, request: dict | None, *, key_from_rules: bool = False) -> None:
@@ -284,15 +315,37 @@ class StreamWatch:
         self.tool_forced = tool_required(self.dialect, request)
         self._out = _Output()
         self._parser = SSEParser()
-        self.usage = StreamUsage(self.dialect)  # the provider's token counts, read on the way past
+        self._usage = StreamUsage(self.dialect)  # the provider's token counts, read on the way past
         self.overflowed = False  # an event grew past sse.MAX_EVENT_BYTES: the stream is given up
+        self._settled = False
+        self._notable = _NOTABLE[self.dialect]
+        self.skimmed = 0  # events of the settled stream counted without being parsed (routine ones)
+        self._deferred: list[bytes] = []  # routine events of the settled stream, for their text
+        self._deferred_bytes = 0
+
+    @property
+    def usage(self) -> StreamUsage:
+        """The usage seen so far; the deferred events' text is read only when an estimate may need it."""
+        if self._deferred:
+            found = self._usage.result()
+            if found is None or found.input_tokens is None or found.output_tokens is None:
+                self._read_deferred()
+        return self._usage
 
     def feed(self, chunk: bytes) -> None:
-        for event in self._parser.feed(chunk):
+        for block in self._parser.blocks(chunk):
+            if self._settled and _routine(block, self._notable):
+                self.events += 1
+                self.skimmed += 1
+                self._defer(block)
+                continue
+            if (event := parse_block(block)) is None:
+                continue
             self.events += 1
             if self.failure is None:
-                self._event(event)
+                self._event(event, block)
                 self.meaningful = self.meaningful or self._out.anything
+                self._settled = self.failure is None and self.model is not None and self.committable
         if self._parser.overflowed and not self.overflowed:
             self.overflowed = True  # a bad answer like one that is not JSON: another model may do better
             self.failure = self.failure or Failure(
@@ -314,9 +367,30 @@ class StreamWatch:
             return self.failure
         return self._out.verdict(self.dialect, self.request)
 
+    # -- the settled stream's routine events
+
+    def _defer(self, block: bytes) -> None:
+        self._deferred.append(block)
+        self._deferred_bytes += len(block)
+        if self._deferred_bytes > MAX_DEFERRED:
+            self._read_deferred()
+
+    def _read_deferred(self) -> None:
+        """The deferred events' text, in stream order (their numbers were taken when they arrived)."""
+        for block in self._deferred:
+            event = parse_block(block)
+            try:
+                payload = json.loads(event.data) if event is not None else None
+            except ValueError:
+                continue
+            if event is not None and isinstance(payload, dict):
+                self._usage.event(event.event, payload, numbers=False)
+        self._deferred.clear()
+        self._deferred_bytes = 0
+
     # -- one event
 
-    def _event(self, event: SSEEvent) -> None:
+    def _event(self, event: SSEEvent, block: bytes) -> None:
         if event.data.strip() == "[DONE]":
             self.end_seen = True
             return
@@ -326,7 +400,11 @@ class StreamWatch:
             return
         if not isinstance(payload, dict):
             return
-        self.usage.event(event.event, payload)
+        if self._settled:  # its text joins the deferred, in order
+            self._usage.event(event.event, payload, text=False)
+            self._defer(block)
+        else:
+            self._usage.event(event.event, payload)
         if self.model is None:
             self.model = answer_model(self.dialect, payload)
         if self.dialect is Dialect.ANTHROPIC:

@@ -83,16 +83,19 @@ class HeldStream:
     async def run(self) -> Failure | None:
         try:
             while True:
-                if self.pending is None:
-                    self.pending = asyncio.ensure_future(anext(self.chunks, None))
                 deadline, stall = self._deadline()
-                if deadline is not None and not await self._arrives_by(deadline):
-                    over, outcome = await self._stalled(stall)
-                    if over:
-                        return outcome
-                    continue
-                chunk = await self.pending
-                self.pending = None
+                if deadline is None and self.pending is None:
+                    chunk = await anext(self.chunks, None)  # no hold to time: no task of its own per chunk
+                else:
+                    if self.pending is None:
+                        self.pending = asyncio.ensure_future(anext(self.chunks, None))
+                    if deadline is not None and not await self._arrives_by(deadline):
+                        over, outcome = await self._stalled(stall)
+                        if over:
+                            return outcome
+                        continue
+                    chunk = await self.pending
+                    self.pending = None
                 if chunk is None:
                     break
                 over, outcome = await self._take(chunk)

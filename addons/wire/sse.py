@@ -30,6 +30,11 @@ class SSEParser:
         self.overflowed = False
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return [event for block in self.blocks(chunk) if (event := parse_block(block)) is not None]
+
+    def blocks(self, chunk: bytes) -> list[bytes]:
+        """The complete blocks (events and comments, unparsed, line ends as LF) `chunk` finishes: a caller
+        that needs only some events can look at their bytes before paying for `parse_block`."""
         if self.overflowed or not chunk:
             return []
         # CRLF, LF and lone CR all end lines; a trailing CR waits, its LF may open the next chunk
@@ -50,10 +55,11 @@ class SSEParser:
             return []
         blocks = bytes(self._tail[:end]).split(b"\n\n")
         del self._tail[:end + 2]
-        return [event for block in blocks if (event := _parse_block(block)) is not None]
+        return blocks
 
 
-def _parse_block(block: bytes) -> SSEEvent | None:
+def parse_block(block: bytes) -> SSEEvent | None:
+    """One block of `SSEParser.blocks` as its event; None for a comment or a block without data."""
     event_type = "message"
     data: list[str] = []
     for raw in block.split(b"\n"):

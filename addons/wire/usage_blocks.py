@@ -196,7 +196,9 @@ class StreamUsage:
     """Usage of one streamed answer, fed every parsed SSE data payload in order.
 
     Also keeps the visible output (text, tool-call argument and reasoning deltas; at most MAX_TEXT_CHARS) so
-    that `usage_or_estimate` can count it when the provider reported nothing.
+    that `usage_or_estimate` can count it when the provider reported nothing. A caller may feed an event's
+    numbers and its text separately (`numbers=` / `text=`), as long as each kind arrives in stream order:
+    the stream watch reads the text of a committed stream's events only when the estimate needs it.
     """
 
     def __init__(self, dialect: Dialect | str) -> None:
@@ -206,17 +208,25 @@ class StreamUsage:
         self._parts: list[str] = []
         self._kept = 0  # characters in _parts
         self.output_chars = 0  # characters of visible output seen, kept or not
+        self._numbers_on = self._text_on = True  # what `event` takes from the payload at hand
 
     @property
     def output_text(self) -> str:
         """The visible output seen so far (its first MAX_TEXT_CHARS characters)."""
         return "".join(self._parts)
 
-    def event(self, kind: str | None, payload: dict) -> None:
-        """One payload; `kind` is the SSE event name (or payload["type"]); "message" and None mean unnamed."""
+    def event(self, kind: str | None, payload: dict, *, numbers: bool = True, text: bool = True) -> None:
+        """One payload; `kind` is the SSE event name (or payload["type"]); "message" and None mean unnamed.
+        `numbers` / `text`: take its reported counts / its visible output (both unless told)."""
         if not isinstance(payload, dict):
             return
-        etype = payload.get("type") if isinstance(payload.get("type"), str) else kind
+        self._numbers_on, self._text_on = numbers, text
+        try:
+            self._dispatch(payload.get("type") if isinstance(payload.get("type"), str) else kind, payload)
+        finally:
+            self._numbers_on = self._text_on = True
+
+    def _dispatch(self, etype: str | None, payload: dict) -> None:
         if self.dialect is Dialect.ANTHROPIC:
             self._anthropic_event(etype, payload)
         elif self.dialect is Dialect.OPENAI_CHAT:
@@ -262,7 +272,7 @@ class StreamUsage:
         return counted
 
     def _text(self, value: Any) -> None:
-        if not isinstance(value, str) or not value:
+        if not self._text_on or not isinstance(value, str) or not value:
             return
         self.output_chars += len(value)
         room = MAX_TEXT_CHARS - self._kept
@@ -271,7 +281,15 @@ class StreamUsage:
             self._parts.append(piece)
             self._kept += len(piece)
 
+    def _replace(self, usage: TokenUsage | None) -> None:
+        """A usage object that is the whole request's: the last one wins."""
+        if self._numbers_on:
+            self._fields = {}
+            self._merge(usage)
+
     def _merge(self, usage: TokenUsage | None, raw_fields: dict[str, Any] | None = None) -> None:
+        if not self._numbers_on:
+            return
         if raw_fields is not None:
             self._fields.update({k: v for k, v in raw_fields.items() if v is not None})
         elif usage is not None:
@@ -287,7 +305,7 @@ class StreamUsage:
             raw = _anthropic_raw(payload.get("usage"))
             if raw:
                 self._merge(None, raw)
-                if raw.get("output_tokens") is not None:
+                if raw.get("output_tokens") is not None and self._numbers_on:
                     self._anthropic_output_final = True
         elif etype == "content_block_start":
             block = payload.get("content_block")
@@ -303,8 +321,7 @@ class StreamUsage:
     def _chat_event(self, payload: dict) -> None:
         usage = payload.get("usage")
         if isinstance(usage, dict):
-            self._fields = {}  # each usage object is the whole request's: the last one wins
-            self._merge(_openai_chat(usage))
+            self._replace(_openai_chat(usage))
         for choice in _dicts(payload.get("choices")):
             delta = choice.get("delta")
             if isinstance(delta, dict):
@@ -317,16 +334,14 @@ class StreamUsage:
         if etype in _RESPONSES_FINAL:
             usage = usage_of_responses_event({**payload, "type": etype})
             if usage is not None:
-                self._fields = {}
-                self._merge(usage)
+                self._replace(usage)
         elif etype in _RESPONSES_TEXT_DELTAS:
             self._text(payload.get("delta"))
 
     def _gemini_event(self, payload: dict) -> None:
         usage = _gemini(payload.get("usageMetadata"))
-        if usage is not None:
-            self._fields = {}  # each chunk's usageMetadata is cumulative: the last one wins
-            self._merge(usage)
+        if usage is not None:  # each chunk's usageMetadata is cumulative: the last one wins
+            self._replace(usage)
         parts: list[str] = []
         _gemini_text(parts, payload)
         for part in parts:
