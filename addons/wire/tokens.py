@@ -70,7 +70,8 @@ _CUT_LOOKBACK = 2048  # how far back from a window's end a word end is looked fo
 # slowest text measured (long runs of one letter or punctuation: ~250 ns a character), 0.1 s for prose.
 MAX_TOKENIZED_CHARS = 4_000_000
 _WORD_END = re.compile(r".*\S(?=\s)", re.DOTALL)  # greedy: the last non-space followed by a space
-_cache: LRUCache[tuple[str, int, int], int] = LRUCache(maxsize=50_000)
+# About 260 bytes an entry (5 MB full): the texts of ten long sessions' histories.
+_cache: LRUCache[tuple[str, int, int], int] = LRUCache(maxsize=20_000)
 _cache_lock = threading.Lock()
 
 
