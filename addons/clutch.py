@@ -20,6 +20,7 @@ from addons.browser_gate import BrowserGate  # noqa: E402
 from addons.budget import Budget  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
+from addons.reclaim import Reclaim  # noqa: E402
 from addons.compress import Compress  # noqa: E402
 from addons.drain import Drain  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
@@ -71,6 +72,7 @@ def make_addons() -> list:
         journal,  # after Usage, whose totals it shows
         resolve,  # after the Engine: only flows mitmproxy itself forwards
         drain,  # a request has ended when every addon's response or error hook has run
+        Reclaim(),  # after Compress, whose `load` builds the tokenizer that Reclaim.load freezes
         OptionCheck(),  # last: its `load` runs when every option above exists
     ]
 
