@@ -20,7 +20,6 @@ from addons.browser_gate import BrowserGate  # noqa: E402
 from addons.budget import Budget  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
-from addons.reclaim import Reclaim  # noqa: E402
 from addons.compress import Compress  # noqa: E402
 from addons.drain import Drain  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
@@ -30,6 +29,7 @@ from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
 from addons.models.rankings_book import RankingsBook  # noqa: E402
 from addons.option_check import OptionCheck  # noqa: E402
+from addons.reclaim import Reclaim  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
 from addons.route import Route  # noqa: E402
