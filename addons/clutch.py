@@ -29,6 +29,7 @@ from addons.identify import Identify  # noqa: E402
 from addons.journal import Journal  # noqa: E402
 from addons.models.rankings_book import RankingsBook  # noqa: E402
 from addons.option_check import OptionCheck  # noqa: E402
+from addons.reclaim import Reclaim  # noqa: E402
 from addons.resilience import Resilience  # noqa: E402
 from addons.resolve import Resolve  # noqa: E402
 from addons.route import Route  # noqa: E402
@@ -71,6 +72,7 @@ def make_addons() -> list:
         journal,  # after Usage, whose totals it shows
         resolve,  # after the Engine: only flows mitmproxy itself forwards
         drain,  # a request has ended when every addon's response or error hook has run
+        Reclaim(),  # after Compress, whose `load` builds the tokenizer that Reclaim.load freezes
         OptionCheck(),  # last: its `load` runs when every option above exists
     ]
 

@@ -60,6 +60,12 @@ class Compress:
                           "Compression of tool outputs: 'rules' (the rules' compression section and profiles), "
                           "or off, cache_safe or max for every request.",
                           choices=["rules", "off", "cache_safe", "max"])
+        # The vocabulary's build holds the GIL for 0.15-1 s (more on a busy machine): built here, before
+        # mitmproxy listens, no request ever waits for it. (Built in a thread at `running`, it stalled
+        # the event loop under the first requests; a rebuild on script reload is a cache hit.)
+        started = time.perf_counter()
+        tokens.encoding()
+        logger.info("tokenizer %s ready in %.0f ms", tokens.DEFAULT_ENCODING, (time.perf_counter() - started) * 1000)
 
     def configure(self, updated):
         if "clutch_compression" in updated:
@@ -69,10 +75,6 @@ class Compress:
                     f"clutch_compression must be rules, off, cache_safe or max, not {value!r}")
             self._override = None if value == "rules" else Mode(value)
 
-    def running(self):
-        # The vocabulary takes about a second to build; build it now, not on the first request.
-        # (sync on purpose, like Rulebook.running: an async `running` breaks script hot reload)
-        asyncio.get_running_loop().run_in_executor(None, tokens.encoding)
 
     def _adopt(self, rules: Rules) -> None:
         self._settings = {mode: settings_for(rules.compression, mode) for mode in Mode}

@@ -124,20 +124,29 @@ _NUMBERED = re.compile(r"^ *\d+→(.*)$")
 
 # ---------------------------------------------------------------- the transforms per output
 
-_shrunk: LRUCache[tuple, str] = LRUCache(maxsize=64 * 1024 * 1024, getsizeof=lambda value: len(value) + 64)
+# Keyed by the output's length and hash (as tokens._cache), not by the output: a key holding the text
+# kept every original output alive, uncounted by the size bound. An output left as it was is
+# remembered as None, so only shrunk texts are kept, up to _SHRUNK_CHARS.
+_SHRUNK_CHARS = 16 * 1024 * 1024
+_shrunk: LRUCache[tuple, str | None] = LRUCache(
+    maxsize=_SHRUNK_CHARS, getsizeof=lambda value: (len(value) if value else 0) + 200)
 _shrunk_lock = threading.Lock()
+_MISSING = object()
 
 
 def _shrink_cached(text: str, limits: LogLimits, log_hint: bool) -> str:
     """shrink_output, remembered by content: agents resend every old output on every turn."""
-    key = (limits, log_hint, text)
+    key = (limits, log_hint, len(text), hash(text))
     with _shrunk_lock:
-        found = _shrunk.get(key)
+        found = _shrunk.get(key, _MISSING)
     if found is None:
-        found = transforms.shrink_output(text, limits, log_hint)
-        with _shrunk_lock:
-            _shrunk[key] = found
-    return found
+        return text
+    if isinstance(found, str):
+        return found
+    shrunk = transforms.shrink_output(text, limits, log_hint)
+    with _shrunk_lock:
+        _shrunk[key] = None if shrunk == text else shrunk
+    return shrunk
 
 
 def _write_echo(output: ToolOutput) -> str | None:

@@ -12,6 +12,8 @@ import functools
 import posixpath
 import re
 import shlex
+from collections.abc import Callable
+from typing import Any, cast
 
 _HEREDOC = re.compile(r"<<-?\s*(['\"]?)([A-Za-z_][\w-]*)\1")
 _SEPARATORS = frozenset({";", "&&", "||", "|", "&", "\n", "(", ")"})
@@ -143,7 +145,24 @@ def _only_filters(later: list[_Simple]) -> bool:
                for separator, argv, _ in later)
 
 
-@functools.lru_cache(maxsize=8192)  # agents resend every command on every turn
+# Agents resend every command on every turn, so the parses below are remembered, but only for commands
+# up to _CACHED_COMMAND_CHARS: a heredoc carrying a whole file is a command too, and 8192 of those
+# would keep hundreds of MB alive. Longer ones are parsed every time (they are rare).
+_CACHED_COMMAND_CHARS = 1024
+
+
+def _cached_when_short[F: Callable[..., Any]](function: F) -> F:
+    cached = functools.lru_cache(maxsize=8192)(function)
+
+    @functools.wraps(function)
+    def call(command: str, *args):
+        return cached(command, *args) if len(command) <= _CACHED_COMMAND_CHARS else function(command, *args)
+
+    call.cached = cached  # type: ignore[attr-defined]  # for cache_info()
+    return cast(F, call)
+
+
+@_cached_when_short
 def read_path(command: str) -> str | None:
     """The one file a command shows: `cat x`, `nl -ba x | sed -n '1,80p'`, `sed -n '5,9p' x`,
     `head -50 x`, SWE-agent's `open x`, optionally after `cd dir &&`. None for anything else."""
@@ -173,7 +192,7 @@ def _changed_by(argv: list[str]) -> list[str]:
     return []
 
 
-@functools.lru_cache(maxsize=8192)
+@_cached_when_short
 def written_paths(command: str, open_file: str | None = None) -> tuple[str, ...]:
     """Files a command changes: output redirections, `sed -i`, `tee`, the target of `cp`/`mv`, `rm`,
     SWE-agent's `create`/`edit`/`insert` (the latter two change the open file)."""
@@ -203,7 +222,7 @@ def _searches(argv: list[str]) -> bool:
     return program in _SEARCHERS
 
 
-@functools.lru_cache(maxsize=8192)
+@_cached_when_short
 def is_search(command: str) -> bool:
     """The command prints a search result: its last pipeline ends in `grep`, `rg`, `find`, `ls -R`,
     `git grep`, ... (`strings x | grep flag`, `cat log | grep ERROR`), perhaps followed by

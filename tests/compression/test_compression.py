@@ -127,6 +127,21 @@ def test_an_anthropic_tool_result_is_shrunk_and_nothing_else_changes():
     assert out.tokens_saved > 1000 and [c.kind for c in out.cuts] == ["shrunk"]
 
 
+def test_the_shrink_cache_keeps_no_agent_output_alive():
+    """Shrunk outputs are remembered by their original's length and hash: a key holding the original
+    kept every long output of every request alive, outside the cache's size bound. An output left
+    as it was is remembered as None; a second request gets the same answer from the cache."""
+    from addons.compression import policy
+    policy._shrunk.clear()
+    long_log, short = LOG + "\n# run 2", "3 passed in 0.1s"
+    first = compress_request(Dialect.ANTHROPIC, anthropic_body(long_log), SAFE)
+    assert compress_request(Dialect.ANTHROPIC, anthropic_body(short), SAFE).tokens_saved == 0
+    assert not [part for key in policy._shrunk for part in key if isinstance(part, str)]
+    assert sorted(value is None for value in policy._shrunk.values()) == [False, True]
+    again = compress_request(Dialect.ANTHROPIC, anthropic_body(long_log), SAFE)
+    assert again.body == first.body and again.tokens_saved == first.tokens_saved > 1000
+
+
 def test_a_file_read_is_never_shrunk_even_when_long():
     source = "\n".join(f"    {i}→raise ValueError('error {i}')" for i in range(2000))
     body = anthropic_body(source, "Read", {"file_path": "/repo/app.py"})

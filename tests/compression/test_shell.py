@@ -67,3 +67,18 @@ def test_writes(command, open_file, paths):
 ])
 def test_not_writes(command):
     assert written_paths(command) == ()
+
+
+def test_a_long_command_is_parsed_every_time_and_not_remembered():
+    """Agents write whole files through heredocs; remembering 8192 of those (the parses' LRU size) would
+    keep hundreds of MB alive, so only commands up to 1 KB are remembered."""
+    from addons.compression import shell
+    heredoc = "cat <<'EOF' > big.py\n" + "print('x' * 80)\n" * 6000 + "EOF"
+    short = "cat <<'EOF' > small.py\nprint(1)\nEOF"
+    caches = [function.cached for function in (shell.read_path, shell.written_paths, shell.is_search)]
+    for cache in caches:
+        cache.cache_clear()
+    assert (read_path(heredoc), written_paths(heredoc), shell.is_search(heredoc)) == (None, ("big.py",), False)
+    assert [cache.cache_info().currsize for cache in caches] == [0, 0, 0]
+    assert (read_path(short), written_paths(short), shell.is_search(short)) == (None, ("small.py",), False)
+    assert [cache.cache_info().currsize for cache in caches] == [1, 1, 1]

@@ -590,6 +590,16 @@ def test_a_gemini_function_response_is_reduced(gateway, fake):
     assert_log_reduced(LOG, got["contents"][2]["parts"][0]["functionResponse"]["response"]["output"])
 
 
+# ---------------------------------------------------------------- start-up
+
+def test_the_tokenizer_is_built_before_the_gateway_listens(gateway, fake):
+    """Building the vocabulary holds the GIL (0.15-1 s): built in a thread once the gateway listened,
+    it stalled the event loop under the first requests (bench/first_request.py). It is built before
+    mitmproxy listens, so no request meets the build: the log says so, in that order."""
+    log = gateway.output()
+    assert log.index("tokenizer o200k_base ready in ") < log.index("HTTP(S) proxy listening at ")
+
+
 # ---------------------------------------------------------------- 8. no secret leaks
 
 def test_no_key_reaches_the_gateway_log_or_the_journal(gateway, max_gateway, off_gateway, fake):
