@@ -306,6 +306,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def proxy_command(headroom: Path, mode: str, port: int, fake_port: int) -> tuple[list[str], dict[str, str]]:
+    """`headroom proxy`'s arguments and the environment it runs with (added to os.environ, with a
+    temporary HOME: its CCR store, logs and config land there), for a plain-HTTP fake upstream."""
+    fake = f"http://127.0.0.1:{fake_port}"
+    args = [str(headroom), "proxy", "--host", "127.0.0.1", "--port", str(port), "--mode", mode,
+            "--anthropic-api-url", fake, "--openai-api-url", f"{fake}/v1",
+            # no telemetry, limits, response cache or account polling: each would add work or
+            # network calls that are not compression; one attempt so a failure shows at once
+            "--no-telemetry", "--no-rate-limit", "--no-cache", "--no-subscription-tracking",
+            "--no-http2", "--retry-max-attempts", "1"]
+    env = {  # litellm ships tiktoken's BPE files; without this tiktoken tries to download them
+           "TIKTOKEN_CACHE_DIR": str(site_packages() / "litellm" / "litellm_core_utils" / "tokenizers"),
+           # no model hub here: make Kompress/embedding loads fail at once instead of retrying
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HEADROOM_TELEMETRY": "off", "DO_NOT_TRACK": "1",
+           # Headroom's own air-gap switch: refuses every connection it would make itself
+           # (update check, pollers, downloads) at once. Without it litellm retries fetching
+           # its pricing table from GitHub for ~7 s in the background, during the first requests.
+           "HEADROOM_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+           "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
+           "PYTHONUNBUFFERED": "1"}
+    return args, env
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group whose leader is `process` (by its id), then SIGKILL after 10 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            process.poll()  # reaps the leader once it exits
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            continue  # still there after 10 s: escalate to SIGKILL
+        break
+
+
 class HeadroomProxy:
     """`headroom proxy` from the venv, in its own process group, with a temporary HOME (its CCR
     store, logs and config land there, not in the user's home)."""
@@ -315,28 +359,11 @@ class HeadroomProxy:
         self.home = workdir / f"home-{mode}"
         self.home.mkdir(parents=True, exist_ok=True)
         self.log_path = workdir / f"headroom-{mode}.log"
-        fake = f"http://127.0.0.1:{fake_port}"
-        args = [str(headroom), "proxy", "--host", "127.0.0.1", "--port", str(self.port), "--mode", mode,
-                "--anthropic-api-url", fake, "--openai-api-url", f"{fake}/v1",
-                # no telemetry, limits, response cache or account polling: each would add work or
-                # network calls that are not compression; one attempt so a failure shows at once
-                "--no-telemetry", "--no-rate-limit", "--no-cache", "--no-subscription-tracking",
-                "--no-http2", "--retry-max-attempts", "1"]
-        env = {**os.environ, "HOME": str(self.home),
-               # litellm ships tiktoken's BPE files; without this tiktoken tries to download them
-               "TIKTOKEN_CACHE_DIR": str(site_packages() / "litellm" / "litellm_core_utils" / "tokenizers"),
-               # no model hub here: make Kompress/embedding loads fail at once instead of retrying
-               "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "HEADROOM_TELEMETRY": "off", "DO_NOT_TRACK": "1",
-               # Headroom's own air-gap switch: refuses every connection it would make itself
-               # (update check, pollers, downloads) at once. Without it litellm retries fetching
-               # its pricing table from GitHub for ~7 s in the background, during the first requests.
-               "HEADROOM_OFFLINE": "1", "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-               "NO_PROXY": "127.0.0.1,localhost", "no_proxy": "127.0.0.1,localhost",
-               "PYTHONUNBUFFERED": "1"}
+        args, env = proxy_command(headroom, mode, self.port, fake_port)
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        cwd=str(workdir), env=env, start_new_session=True)
+                                        cwd=str(workdir), env={**os.environ, "HOME": str(self.home), **env},
+                                        start_new_session=True)
 
     def wait_ready(self, timeout: float = 180) -> float:
         """Seconds until /readyz says ready (200). It also HEAD-probes the fake upstream, so a
@@ -387,22 +414,7 @@ class HeadroomProxy:
             raise KeyboardInterrupt
 
     def _stop_group(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                self.process.poll()  # reaps the leader once it exits
-                try:
-                    os.killpg(self.process.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                continue  # still there after 10 s: escalate to SIGKILL
-            break
+        stop_group(self.process)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,6 +5,15 @@ drives one load through it, then print the hottest functions and a per-package s
     .venv/bin/python bench/profile_proxy.py --path clutch --load sat16-2k
     .venv/bin/python bench/profile_proxy.py --path mitmdump --load c16-200k --top 40
     .venv/bin/python bench/profile_proxy.py --path clutch --load c16-2k --chunks 200
+    .venv/bin/python bench/profile_proxy.py --py-spy --path clutch --load c16-2k   # top functions
+
+With --py-spy the proxy runs unmodified and py-spy (PyPI `py-spy`, installed on first use into
+bench/.pyspy-venv, bench/pyspy-requirements.txt) samples it from outside during the measured
+requests of bench/peer_table.py's realistic load (200 token events per stream): a sampler does not
+slow each Python call as cProfile does, so shares are not skewed towards call-heavy code, and it sees
+C time (TLS, sockets) inside the Python function that called it. The top functions by own and by
+inclusive samples go to bench/results/profile-<path>-<load>.md and the collapsed stacks to
+bench/results/raw/.
 
 The proxy runs as `python bench/profile_proxy.py --child ...`: mitmproxy.tools.main.mitmdump with
 run.py's arguments for that path, profiled only during the measured requests (the driver sends
@@ -31,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import run  # noqa: E402
+import spy  # noqa: E402
 
 # mitmproxy takes SIGUSR1/SIGUSR2 for its own debug dumps (mitmproxy/utils/debug.py)
 START, STOP = signal.SIGRTMIN + 1, signal.SIGRTMIN + 2
@@ -136,9 +146,12 @@ def main() -> int:
                         help="content chunks the fake streams per answer (default: run.py's 20); real providers "
                              "send about one per token, and the stream watch's cost grows with them")
     parser.add_argument("--show", type=Path, help="only summarise an existing .prof (with --requests)")
+    parser.add_argument("--py-spy", action="store_true", help="sample with py-spy under the realistic load")
     args = parser.parse_args()
     if args.chunks:
         run.MODEL, run.N_CHUNKS = f"bench/chunks-{args.chunks}", args.chunks
+    if args.py_spy:
+        return spy.main(args.path, args.load, args.requests, args.top)
     if args.show:
         print(summary(args.show, args.requests or 1))
         return 0

@@ -561,6 +561,10 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
 
 
 def main() -> int:
+    if "--peers" in sys.argv[1:]:  # Clutch beside claude-code-router, LiteLLM and Headroom
+        import peer_table
+
+        return peer_table.main([arg for arg in sys.argv[1:] if arg != "--peers"])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="1 rep, fewer requests: a smoke check")
     parser.add_argument("--reps", type=int, default=0, help="repetitions per cell (default 3, --quick 1)")

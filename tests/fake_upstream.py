@@ -115,6 +115,14 @@ Also runnable as a process::
 
     python tests/fake_upstream.py --host 127.0.0.1 --port 0 [--cert C --key K]
         [--log-path F] [--port-file F] [--answer TEXT] [--chunk-delay S] [--n-chunks N]
+        [--tokens N] [--first-token-delay S]
+
+Token streaming (``--tokens N``, ``tokens=N``; the benchmark's realistic provider): a normal answer is
+N word-sized tokens (``token_pieces``: " the", " function", "(", ...), one SSE event each, as real
+providers stream (OpenAI Chat: one ``chat.completion.chunk`` with one token of ``delta.content``;
+Anthropic: one ``content_block_delta``), usage at the end as usual.  ``--first-token-delay S`` is
+the wait before the first token for every model that does not name its own ``first-token-<MS>``.
+Both default off: the tests' answers are unchanged.
 """
 
 from __future__ import annotations
@@ -152,7 +160,7 @@ try:
 except ImportError:  # pragma: no cover
     _zstandard = None
 
-__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "MODEL_IDS", "main",
+__all__ = ["FakeUpstream", "FAULTS", "parse_fault", "parse_tool_trigger", "split_answer", "token_pieces", "MODEL_IDS", "main",
            "repeated_user_turn", "STRICT_ROLES_TEMPLATE", "STRICT_ROLES_ANTHROPIC", "OPENROUTER_MODELS",
            "openrouter_catalog"]
 
@@ -390,6 +398,25 @@ def openrouter_pick(body: dict) -> tuple[str, list[str]]:
     return order[-1], order[:-1]
 
 
+# prose and code as a coding agent's model writes it; token_pieces cuts it into word-sized tokens
+_TOKEN_SOURCE = (
+    "The test fails because the parser decodes escape sequences twice. In `decode()` the input is "
+    "first passed through `codecs.decode(s, 'unicode_escape')` and then again in `normalize()`, so "
+    "a literal backslash followed by u00e9 turns into the character itself. I'll remove the second "
+    "call and add a regression test:\n\n```python\ndef test_unicode_escape_once():\n    assert "
+    "decode('\\\\u00e9') == '\\\\u00e9'\n    assert decode('caf\\u00e9') == 'caf\u00e9'\n```\n\n"
+    "Running the suite again: 213 passed in 3.38s. The public API is unchanged. "
+)
+_TOKEN_RE = re.compile(r" ?[A-Za-z]+| ?\d{1,3}| ?[^\sA-Za-z\d]|\s+")
+
+
+def token_pieces(n: int) -> list[str]:
+    """``n`` word-sized tokens of a coding agent's answer (about 4 characters each, as BPE tokens
+    of English and code are), cycling through :data:`_TOKEN_SOURCE`."""
+    source = _TOKEN_RE.findall(_TOKEN_SOURCE)
+    return [source[i % len(source)] for i in range(max(1, n))]
+
+
 def split_answer(answer: str, n: int) -> list[str]:
     """Split ``answer`` into exactly ``n`` non-empty pieces.
 
@@ -592,8 +619,13 @@ class FakeUpstream:
         log_path: str | os.PathLike | None = None,
         slow_delay: float = SLOW_DELAY,
         prompt_cache: bool = False,
+        tokens: int = 0,
+        first_token_delay: float = 0.0,
     ) -> None:
         self.answer = answer
+        # token streaming (module docstring): a normal answer is `tokens` word-sized tokens, one per event
+        self.token_answer = token_pieces(tokens) if tokens > 0 else None
+        self.first_token_delay = first_token_delay
         # Anthropic-style prompt caching at breakpoints (module docstring); off: the fixed numbers
         self.prompt_cache = prompt_cache
         self._cached_prefixes: set[str] = set()
@@ -808,6 +840,7 @@ class FakeUpstream:
         ctx.entry["stream"] = stream
         ctx.fault, ctx.fault_n = parse_fault(model)
         ctx.extra_delay, ctx.first_token_s = parse_timing(model)
+        ctx.first_token_s = ctx.first_token_s or self.first_token_delay
         ctx.entry["fault"] = ctx.fault
 
     def _pieces(self, fault: str | None, n: int | None) -> list[str]:
@@ -817,6 +850,8 @@ class FakeUpstream:
             return split_answer(self.answer, SLOW_CHUNKS)
         if fault and fault.startswith("chunks-") and n:
             return split_answer(self.answer, n)
+        if self.token_answer is not None and fault is None:
+            return list(self.token_answer)
         return split_answer(self.answer, self.n_chunks)
 
     def _delay(self, ctx: _Ctx) -> float:
@@ -1875,7 +1910,8 @@ async def _amain(args: argparse.Namespace) -> int:
             return 2
         ssl_ctx = _build_server_ssl(args.cert, args.key)
     fake = FakeUpstream(answer=args.answer, chunk_delay=args.chunk_delay, n_chunks=args.n_chunks,
-                        log_path=args.log_path, prompt_cache=args.prompt_cache == "on")
+                        log_path=args.log_path, prompt_cache=args.prompt_cache == "on", tokens=args.tokens,
+                        first_token_delay=args.first_token_delay)
     await fake.start(host=args.host, port=args.port, ssl_context=ssl_ctx)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1910,6 +1946,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-chunks", type=int, default=4)
     p.add_argument("--prompt-cache", choices=["on", "off"], default="off",
                    help="cache prefixes at cache_control breakpoints, as Anthropic does")
+    p.add_argument("--tokens", type=int, default=0,
+                   help="stream a normal answer as N word-sized tokens, one event each (0: --n-chunks)")
+    p.add_argument("--first-token-delay", type=float, default=0.0,
+                   help="seconds before the first token, unless the model names first-token-<MS>")
     args = p.parse_args(argv)
     try:
         return asyncio.run(_amain(args))

@@ -749,6 +749,36 @@ async def test_chunks_n(fake, http):
 
 
 @pytest.mark.asyncio
+async def test_token_streaming_one_event_per_token(pki, http):
+    """The benchmark's realistic provider (--tokens, --first-token-delay): one word-sized token per
+    event in each dialect's chunk shape, usage at the end; fault and chunks-<N> models unchanged."""
+    fake = FakeUpstream(tokens=200, first_token_delay=0.01)
+    await fake.start(ssl_context=pki.server_ssl_context())
+    try:
+        body = {"model": "gpt-4o", "messages": MSGS, "stream": True, "stream_options": {"include_usage": True}}
+        r = await http.post(f"{fake.url}/v1/chat/completions", json=body)
+        chunks = [d for _, d in json_events(r.text)]
+        contents = [c["choices"][0]["delta"]["content"] for c in chunks if c["choices"] and c["choices"][0]["delta"].get("content")]
+        assert len(contents) == 200 and all(1 <= len(t) <= 12 for t in contents)
+        assert 2.5 <= sum(map(len, contents)) / 200 <= 6  # about 4 characters per token, as BPE tokens are
+        assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+        assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["completion_tokens"] >= 200
+        r = await http.post(f"{fake.url}/v1/messages", json={"model": "claude-x", "max_tokens": 9, "messages": MSGS,
+                                                             "stream": True})
+        events = json_events(r.text)
+        texts = [d["delta"]["text"] for e, d in events if e == "content_block_delta"]
+        assert texts == contents
+        assert [d for e, d in events if e == "message_delta"][0]["usage"]["output_tokens"] >= 200
+        # the first-token wait: OpenRouter sends one more keep-alive comment before the first chunk
+        r = await http.post(f"{fake.url}/api/v1/chat/completions", json={"model": "x/y", "messages": MSGS, "stream": True})
+        assert r.text.count(": OPENROUTER PROCESSING") == 2
+        r = await http.post(f"{fake.url}/v1/chat/completions", json={"model": "x/chunks-7", "messages": MSGS, "stream": True})
+        assert sum(1 for _, d in json_events(r.text) if d["choices"] and d["choices"][0]["delta"].get("content")) == 7
+    finally:
+        await fake.stop()
+
+
+@pytest.mark.asyncio
 async def test_client_abort_mid_stream(fake, client_ctx):
     async with aiohttp.ClientSession() as s:
         r = await s.post(f"{fake.url}/v1/responses", ssl=client_ctx,
