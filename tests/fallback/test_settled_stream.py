@@ -5,9 +5,8 @@ skipped events' text when the provider reported no counts."""
 
 from __future__ import annotations
 
-import json
-
 import pytest
+from test_failures import sse
 
 from addons.fallback import checks
 from addons.fallback.checks import StreamWatch
@@ -23,20 +22,11 @@ def chat(delta: dict | None = None, **extra) -> dict:
             "choices": [choice], **extra}
 
 
-def frame(events: list[dict | str], named: bool = False) -> bytes:
-    out = b""
-    for event in events:
-        data = event if isinstance(event, str) else json.dumps(event)
-        name = f"event: {event['type']}\n" if named and isinstance(event, dict) else ""
-        out += f"{name}data: {data}\n\n".encode()
-    return out
-
-
 def chat_stream(*tail: dict | str, words: int = LONG) -> tuple[list[dict | str], bytes]:
     events: list[dict | str] = [chat({"role": "assistant", "content": ""})]
     events += [chat({"content": f"word{i} "}) for i in range(words)]
     events += list(tail)
-    return events, frame(events)
+    return events, sse(*events)
 
 
 def fed(dialect: Dialect, raw: bytes, cuts: int | None = None, request: dict | None = None) -> StreamWatch:
@@ -97,7 +87,7 @@ def test_openrouter_finish_reason_error_and_spaced_keys_after_the_commit_point()
     _, raw = chat_stream(ended)
     assert fed(Dialect.OPENAI_CHAT, raw, 64).failure.kind == "stream_error"
     # `"finish_reason": "length"` with a space, and no [DONE]: the stream still ends as complete
-    spaced = frame([chat({"content": "hi"})] * 30) + \
+    spaced = sse(*[chat({"content": "hi"})] * 30) + \
         b'data: {"model": "vendor/model", "choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]}\n\n'
     watch = fed(Dialect.OPENAI_CHAT, spaced, 50)
     assert watch.complete and watch.skimmed > 0
@@ -111,7 +101,7 @@ def test_a_usage_block_inside_a_long_stream_is_read(cuts):
     last = chat(usage={"prompt_tokens": 40, "completion_tokens": 500, "cost": 0.25}) | {"choices": []}
     events = [chat({"role": "assistant", "content": ""})] + [chat({"content": f"w{i} "}) for i in range(250)]
     events += [first] + [chat({"content": f"x{i} "}) for i in range(250)] + [last, "[DONE]"]
-    watch = fed(Dialect.OPENAI_CHAT, frame(events), cuts)
+    watch = fed(Dialect.OPENAI_CHAT, sse(*events), cuts)
     assert watch.skimmed >= 490
     assert watch.usage.result() == reference_usage(Dialect.OPENAI_CHAT, events).result()
     assert watch.usage.result().output_tokens == 500 and watch.usage.result().cost_usd == 0.25
@@ -144,7 +134,7 @@ def anthropic_stream(*tail: dict) -> tuple[list[dict], bytes]:
     events += [{"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": f"t{i} "}}
                for i in range(LONG)]
     events += list(tail)
-    return events, frame(events, named=True)
+    return events, sse(*events, named=True)
 
 
 @pytest.mark.parametrize("cuts", [None, 11])
@@ -177,7 +167,7 @@ def test_responses_final_event_after_the_commit_point(last):
     events = [{"type": "response.created", "response": {"model": "gpt-x", "status": "in_progress"}}]
     events += [{"type": "response.output_text.delta", "delta": f"d{i} "} for i in range(LONG)]
     events += [{"type": last, "response": response}]
-    watch = fed(Dialect.OPENAI_RESPONSES, frame(events, named=True), 17)
+    watch = fed(Dialect.OPENAI_RESPONSES, sse(*events, named=True), 17)
     assert watch.skimmed >= LONG - 2
     if last == "response.completed":
         assert watch.end_seen and watch.finish() is None and watch.usage.result().output_tokens == LONG
@@ -199,9 +189,9 @@ def test_gemini_finish_and_usage_after_the_commit_point():
         return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, **extra}],
                 "modelVersion": "gemini-x"}
     events = [piece(f"g{i} ") for i in range(50)]
-    finished = fed(Dialect.GEMINI, frame(events + [piece("", finishReason="STOP")]), 21)
+    finished = fed(Dialect.GEMINI, sse(*events + [piece("", finishReason="STOP")]), 21)
     assert finished.skimmed >= 45 and finished.end_seen and finished.finish() is None
     events += [piece("") | {"usageMetadata": {"promptTokenCount": 5, "candidatesTokenCount": 50}}]
-    assert fed(Dialect.GEMINI, frame(events), 21).usage.result().output_tokens == 50
-    error = fed(Dialect.GEMINI, frame(events[:50] + [{"error": {"code": 503, "message": "unavailable"}}]), 21)
+    assert fed(Dialect.GEMINI, sse(*events), 21).usage.result().output_tokens == 50
+    error = fed(Dialect.GEMINI, sse(*events[:50] + [{"error": {"code": 503, "message": "unavailable"}}]), 21)
     assert error.failure is not None and "unavailable" in error.failure.message
