@@ -167,6 +167,7 @@ class Engine:
     async def response(self, flow: http.HTTPFlow) -> None:
         await self._settled(flow)
         self._report(flow)
+        self._jobs.pop(flow, None)  # its parsed body and plans: the flow itself waits for the collector
 
     async def error(self, flow: http.HTTPFlow) -> None:
         pending = self._pending.pop(flow.id, None)
@@ -174,6 +175,7 @@ class Engine:
             self._restore(flow, pending)
         await self._settled(flow)
         self._report(flow)
+        self._jobs.pop(flow, None)
 
     async def _settled(self, flow: http.HTTPFlow) -> None:
         """Wait until the relay is done with the flow: the agent can have its last byte (or be gone)

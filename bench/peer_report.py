@@ -12,6 +12,7 @@ SAT = "sat16-2k"
 LABELS = {
     "mitmdump": "bare mitmdump + SSE streaming (TLS both legs)",
     "clutch": "Clutch, default rules (TLS both legs)",
+    "clutch-base-url": "Clutch, base-URL entry (HTTP in, TLS out)",
     "ccr": "claude-code-router (HTTP; Anthropic in, Chat out)",
     "headroom": "Headroom proxy (HTTP)",
     "litellm": "LiteLLM proxy (HTTP)",
@@ -127,7 +128,7 @@ def text_table(data: dict) -> str:
         rps, cpu = _sat(data, path)
         rss = data["peak_rss_mb"].get(path)
         lines.append(f"{path:18}{cells}{rps:>7}{cpu:>6}{(f'{rss:.0f}' if rss else '–'):>6}")
-    lines.append("(peers: plain HTTP client leg; mitmdump, clutch: TLS both legs)")
+    lines.append("(peers, clutch-base-url: plain HTTP client leg; mitmdump, clutch: TLS)")
     loadavg = data.get("meta", {}).get("loadavg_before")
     if loadavg:
         lines.append(f"load average before the run: {loadavg}")

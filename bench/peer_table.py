@@ -13,6 +13,8 @@ event each, at up to 500 tokens/s, usage at the end; for the saturation load it 
   direct        client -> fake over TLS (api.openai.com resolved to the fake), OpenAI chat
   mitmdump      client -> bare mitmdump + bench/stream_addon.py (HTTPS proxy) -> fake over TLS
   clutch        client -> Clutch (`mitmdump -s addons/clutch.py`, default rules) -> fake over TLS
+  clutch-base-url  client -> Clutch's base-URL entry (`--reverse https://api.openai.com@PORT`, plain
+                HTTP, as the peers are reached) -> fake over TLS, OpenAI chat
   direct-http   client -> fake over plain HTTP, OpenAI chat
   litellm       client -> LiteLLM proxy (base URL, plain HTTP) -> fake, OpenAI chat
   headroom      client -> Headroom proxy (base URL, plain HTTP) -> fake, OpenAI chat
@@ -20,7 +22,7 @@ event each, at up to 500 tokens/s, usage at the end; for the saturation load it 
   ccr           client (Anthropic Messages) -> claude-code-router (plain HTTP) -> fake OpenAI chat
 
 The peers take base URLs, so their client leg is plain HTTP; Clutch and mitmdump intercept TLS on
-both legs. Installing and starting the peers: bench/peers.py. Method and columns: bench/README.md.
+both legs, and Clutch's base-URL entry takes plain HTTP in, as the peers do, and speaks TLS out. Installing and starting the peers: bench/peers.py. Method and columns: bench/README.md.
 """
 
 from __future__ import annotations
@@ -47,9 +49,11 @@ from peer_report import render, text_table  # noqa: E402
 OPENAI_HOST = "api.openai.com"
 TLS_MODEL = "gpt-4.1-mini"  # any model without a fault token: the fake streams its token answer
 TOKENS, FIRST_TOKEN_S, TOKEN_DELAY_S = 200, 0.05, 0.002
-BASELINE = {"mitmdump": "direct", "clutch": "direct", "litellm": "direct-http", "headroom": "direct-http",
-            "ccr": "direct-anthropic"}
-PATHS = ["direct", "direct-http", "direct-anthropic", "mitmdump", "clutch", "ccr", "headroom", "litellm"]
+BASELINE = {"mitmdump": "direct", "clutch": "direct", "clutch-base-url": "direct-http", "litellm": "direct-http",
+            "headroom": "direct-http", "ccr": "direct-anthropic"}
+PATHS = ["direct", "direct-http", "direct-anthropic", "mitmdump", "clutch", "clutch-base-url", "ccr", "headroom",
+         "litellm"]
+REVERSE_MARKER = f"reverse proxy to https://{OPENAI_HOST} listening at 127.0.0.1:"
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def bodies_for(path: str, raw: dict[str, bytes]) -> dict[str, bytes]:
         if path in ("ccr", "direct-anthropic"):
             out[size] = json.dumps(anthropic_body(chat)).encode()
             continue
-        chat["model"] = TLS_MODEL if path in ("direct", "mitmdump", "clutch") else peers.PEER_MODEL
+        chat["model"] = TLS_MODEL if path in ("direct", "mitmdump", "clutch", "clutch-base-url") else peers.PEER_MODEL
         out[size] = json.dumps(chat).encode()
     return out
 
@@ -220,6 +224,8 @@ def start_targets(paths: list[str], workdir: Path, pki, raw: dict[str, bytes], t
             port, ca = run.wait_listening(proc)
             targets[path] = PeerTarget(path, targets["direct"].url, openai_headers, {},
                                        f"http://{run.PROXY_USER}:bench-token@127.0.0.1:{port}", ca, proc)
+    if "clutch-base-url" in paths:
+        targets["clutch-base-url"] = start_base_url(workdir, pki, tls_port, openai_headers, registry)
     for name in ("ccr", "headroom", "litellm"):
         if name not in paths or name in skipped:
             continue
@@ -240,6 +246,27 @@ def start_targets(paths: list[str], workdir: Path, pki, raw: dict[str, bytes], t
     for target in targets.values():
         target.bodies = bodies_for(target.path, raw)
     return {p: targets[p] for p in paths if p in targets}
+
+
+def start_base_url(workdir: Path, pki, tls_port: int, headers: dict[str, str], registry: list) -> PeerTarget:
+    """Clutch with only a base-URL entry, as `./clutch start --reverse https://api.openai.com@PORT` runs
+    it: the client speaks plain HTTP to it, as to the peers, and Clutch speaks TLS to the provider."""
+    confdir = workdir / "confdir-clutch-base-url"
+    args = run.proxy_args("clutch", confdir, tls_port, pki.ca_cert)
+    args += ["--mode", f"reverse:https://{OPENAI_HOST}@127.0.0.1:0",
+             "--set", f"clutch_resolve={OPENAI_HOST}:443=127.0.0.1:{tls_port}"]
+    proc = run.Proc("clutch-base-url", [run.MITMDUMP, *args], workdir / "clutch-base-url")
+    proc.confdir = confdir
+    registry.append(proc)
+    deadline = time.monotonic() + 30
+    while REVERSE_MARKER not in (text := proc.output()):
+        if proc.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"clutch-base-url did not start:\n{text[-2000:]}")
+        time.sleep(0.01)
+    port = int(text.split(REVERSE_MARKER, 1)[1].split(".", 1)[0].split()[0])
+    # the agent's identity as the base URL's first segment (docs/xx.md), as `xx` would set it
+    return PeerTarget("clutch-base-url", f"http://127.0.0.1:{port}/{run.PROXY_USER}/v1/chat/completions",
+                      headers, {}, proc=proc)
 
 
 async def bench(args, workdir: Path, registry: list, t0: float) -> dict:

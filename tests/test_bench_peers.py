@@ -26,8 +26,10 @@ def data() -> dict:
     cells = [cell(p, load, t) for p, t in base.items() for load in LOADS]
     cells += [cell("clutch", load, 50.0 + 5 + rep, rep, rps=100 + rep) for load in LOADS for rep in range(3)]
     cells += [cell("ccr", load, 30.0 + 4, 0) for load in LOADS]
-    return {"paths": ["direct", "direct-http", "direct-anthropic", "clutch", "ccr"], "cells": cells,
-            "baseline": {"clutch": "direct", "ccr": "direct-anthropic"}, "peak_rss_mb": {"clutch": 212.4},
+    cells += [cell("clutch-base-url", load, 40.0 + 3, 0) for load in LOADS]
+    return {"paths": ["direct", "direct-http", "direct-anthropic", "clutch", "clutch-base-url", "ccr"],
+            "cells": cells, "peak_rss_mb": {"clutch": 212.4},
+            "baseline": {"clutch": "direct", "clutch-base-url": "direct-http", "ccr": "direct-anthropic"},
             "skipped": {"litellm": "RuntimeError: pip could not reach the index"}, "reps": 3,
             "versions": {"ccr": "claude-code-router 2.0.0"}, "stream": {"tokens": 200, "first_token_s": 0.05,
                                                                         "token_delay_s": 0.002},
@@ -38,6 +40,7 @@ def test_each_path_is_compared_with_the_direct_path_of_its_protocol():
     d = data()
     assert peer_report.added(d, "clutch", "c1-2k") == (6.0, 12.0)  # median rep (56, p99 112) minus direct (50, 100)
     assert peer_report.added(d, "ccr", "c16-200k") == (4.0, 8.0)  # against direct-anthropic, not direct
+    assert peer_report.added(d, "clutch-base-url", "c1-200k") == (3.0, 6.0)  # plain HTTP in: against direct-http
     assert peer_report.median_run(d["cells"], "clutch", "sat16-2k")["rps"] == 101
 
 
@@ -48,6 +51,7 @@ def test_tables_name_the_skipped_peer_and_fit_80_columns():
     assert "litellm skipped: RuntimeError" in text and "+6.0" in text
     markdown = peer_report.render(d)
     assert "| Clutch, default rules (TLS both legs) | +6.0 / +12.0 |" in markdown
+    assert "| Clutch, base-URL entry (HTTP in, TLS out) | +3.0 / +6.0 |" in markdown
     assert "litellm was not measured: RuntimeError: pip could not reach the index" in markdown
 
 

@@ -59,6 +59,14 @@ def call_of(flow: Flow) -> LLMCall | None:
     return _calls.get(flow)
 
 
+def release(flow: Flow) -> None:
+    """Forget the flow's parsed call and plan once every addon is done with it (Reclaim): a finished
+    flow waits for Python's cyclic collector (mitmproxy keeps it in reference cycles), its parsed
+    body need not. The plain summaries in `flow.metadata` stay."""
+    _calls.pop(flow, None)
+    _routes.pop(flow, None)
+
+
 def set_route(flow: Flow, decision: Decision, plan: Plan) -> None:
     _routes[flow] = (decision, plan)
     flow.metadata[ROUTE] = {

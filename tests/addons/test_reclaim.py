@@ -67,3 +67,18 @@ def test_load_freezes_what_exists_at_start_up():
         assert gc.get_freeze_count() > 1000
     finally:
         gc.unfreeze()  # the test process goes on allocating and freeing
+
+
+def test_a_finished_flow_lets_go_of_its_parsed_call_but_not_an_upgraded_one():
+    from addons.flows import meta
+    from addons.wire.dialects import Dialect, read_call
+
+    addon = Reclaim()
+    call = read_call(Dialect.OPENAI_CHAT, "openai", "/v1/chat/completions", b'{"model": "m", "messages": []}')
+    done, upgraded = _flow(b"{}"), tflow.twebsocketflow()
+    for flow in (done, upgraded):
+        meta.set_call(flow, call)
+        addon.response(flow)
+    assert meta.call_of(done) is None and done.metadata[meta.CALL]["model"] == "m"  # the summary stays
+    assert meta.call_of(upgraded) is call  # its messages are still to come
+
