@@ -18,7 +18,7 @@ RSS reached 380 MB (bench/memory.py; 216 MB with this addon). So:
 Measured and not done: fixing glibc's mmap threshold at 128 KB (mallopt), so that freed bodies go back
 to the system at once, cut the resident set under 200 KB bodies from 222 to 192 MB, but asyncio reads
 every socket into a fresh 256 KB buffer, which then became an mmap and an munmap per read: under
-200-event streams `SSLObject.read` went from 2 % to 18 % of the gateway's CPU samples.
+200-event streams `SSLObject.read` went from under 2 % to 18 % of the gateway's CPU samples.
 """
 
 from __future__ import annotations

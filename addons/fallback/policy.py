@@ -7,7 +7,7 @@ Pure logic, no mitmproxy. Four sources of failure, one `Failure` shape:
 * `from_transport`: an attempt without an HTTP answer (the engine's `upstream.UpstreamError` kinds), and
   `stalled`: a stream that stalled or broke before its commit point;
 * an error inside a 2xx answer or stream (`in_band`), and an answer that is empty or lacks the tool call
-  the request forced: found by `checks.py` (`from_answer`, `StreamWatch`).
+  the request forced: found by `checks.py` (`from_answer`) and `stream_watch.py` (`StreamWatch`).
 
 How long to wait is `retry_after.py`'s; which failure the agent is told about when every candidate
 failed is `most_informative`.

@@ -25,8 +25,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from addons.fallback.checks import StreamWatch
 from addons.fallback.policy import Failure, from_transport, stalled
+from addons.fallback.stream_watch import StreamWatch
 from addons.routing.plan import Plan, stream_translator_for
 from addons.upstream.client import UpstreamError
 from addons.wire import answer_usage, dialects

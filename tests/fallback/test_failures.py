@@ -1,6 +1,6 @@
-"""Tests of addons/fallback/policy.py, checks.py and retry_after.py: every fault of the fake upstream, fetched
-over HTTP in every dialect, streamed and whole, classified from the real bytes; then the shapes the fake does
-not produce, built by hand."""
+"""Tests of addons/fallback/policy.py, checks.py, stream_watch.py and retry_after.py: every fault of the fake
+upstream, fetched over HTTP in every dialect, streamed and whole, classified from the real bytes; then the
+shapes the fake does not produce, built by hand."""
 
 from __future__ import annotations
 
@@ -17,10 +17,11 @@ import pytest_asyncio
 from fake_upstream import SLOW_CHUNKS, FakeUpstream, split_answer
 
 from addons.fallback import checks, policy
-from addons.fallback.checks import StreamWatch, from_answer
+from addons.fallback.checks import from_answer
 from addons.fallback.policy import Failure, from_status, from_transport
-from addons.wire.dialects import Dialect
+from addons.fallback.stream_watch import StreamWatch
 from addons.translate.errors import translate_error
+from addons.wire.dialects import Dialect
 
 ANSWER = "pong from the fake upstream"
 ROUTES = ("openrouter", "openai", "anthropic", "responses", "gemini")

@@ -1,4 +1,4 @@
-"""Tests of the stream watch past its commit point (addons/fallback/checks.py, StreamWatch): routine events
+"""Tests of the stream watch past its commit point (addons/fallback/stream_watch.py, StreamWatch): routine events
 are counted, not parsed, and nothing that matters is missed: an error event, the finish, the end marker,
 a usage block, anywhere in a long stream and split anywhere across chunks; the usage estimate reads the
 skipped events' text when the provider reported no counts."""
@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from test_failures import sse
 
-from addons.fallback import checks
-from addons.fallback.checks import StreamWatch
+from addons.fallback import stream_watch
+from addons.fallback.stream_watch import StreamWatch
 from addons.wire.dialects import Dialect
 from addons.wire.usage_blocks import StreamUsage
 
@@ -120,7 +120,7 @@ def test_without_reported_usage_the_estimate_reads_every_skipped_event(cuts):
 
 
 def test_skipped_events_past_the_bound_are_read_on_the_spot(monkeypatch):
-    monkeypatch.setattr(checks, "MAX_DEFERRED", 2000)
+    monkeypatch.setattr(stream_watch, "MAX_DEFERRED", 2000)
     events, raw = chat_stream("[DONE]")
     watch = fed(Dialect.OPENAI_CHAT, raw)
     assert watch._deferred_bytes <= 2000 + 200  # never more than the bound and one event
