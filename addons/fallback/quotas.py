@@ -74,6 +74,14 @@ class QuotaBook:
 
     # ------------------------------------------------------------ events
 
+    def take(self, target: str) -> float | None:
+        """Check and count at once: None, and one request counted, when `target` may get it now; else
+        the wait, nothing counted. Between awaits on the event loop, nothing else runs in between."""
+        wait = self.wait_s(target)
+        if wait is None:
+            self.consume(target)
+        return wait
+
     def consume(self, target: str) -> None:
         """One request sent to `target`: it counts for the model's quota and for its provider's."""
         now = self._clock()

@@ -21,7 +21,7 @@ import asyncio
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from addons.config.rules import ModelTarget
@@ -71,8 +71,12 @@ class Job:
 
 class Relay:
     def __init__(self, client: UpstreamClient, timeouts: Timeouts, *, breakers, quotas, sticky,
-                 holds: Holds, retries: int, clock: Callable[[], float] = time.monotonic):
+                 holds: Holds, retries: int, clock: Callable[[], float] = time.monotonic,
+                 admit: Callable[[str], Awaitable[float | None]] | None = None):
         self.breakers, self.quotas, self.sticky = breakers, quotas, sticky
+        # takes a request from the target's quotas (None) or says how long they are used up for: the
+        # local book's take by default, shared state's (every replica's requests) in team mode
+        self._admit = admit or _local_admit(quotas)
         self.retries = retries
         self.runner = AttemptRunner(client, timeouts, holds, clock=clock)
 
@@ -112,10 +116,10 @@ class Relay:
             target = remaining[0]
             plan = self._plan(job, target, failed)
             key = booked(plan, target) if plan is not None else ""
-            if plan is None or not self._allowed(job, plan, target, key):
+            if plan is None or not self._allowed(job, plan, target, key) \
+                    or not await self._taken(job, plan, target, key):
                 remaining.pop(0)
                 continue
-            self.quotas.consume(key)
             attempt = Attempt(plan.url, key, started_at=time.time(), fallback=key != str(job.primary),
                               retry=key == previous)
             previous = key
@@ -160,6 +164,18 @@ class Relay:
             return True
         job.attempts.append(Attempt(plan.url, key, error="breaker open", ended="skipped"))
         job.skipped.append((target, "breaker open"))
+        return False
+
+    async def _taken(self, job: Job, plan: Plan, target: ModelTarget, key: str) -> bool:
+        """Take a request from `key`'s quotas just before it is sent: the cascade's order only looked, and
+        requests that arrive together must not all pass that look (nor, in team mode, every replica's)."""
+        wait = await self._admit(key)
+        if wait is None:
+            return True
+        self.breakers.release(key)  # the probe `_allowed` may have handed out goes unused
+        job.attempts.append(Attempt(plan.url, key, error="over quota", ended="skipped"))
+        job.skipped.append((target, f"over quota ({wait:.0f} s)"))
+        job.quota_wait_s = wait if job.quota_wait_s is None else min(job.quota_wait_s, wait)
         return False
 
     async def _attempt(self, job: Job, plan: Plan, attempt: Attempt, out, *, last: bool) -> Failure | None:
@@ -269,6 +285,12 @@ class Relay:
         await out.start(status, "Clutch: no candidate", headers + job.explain)
         await out.send(dialects.error_body(job.client_dialect, status, message))
         await out.end()
+
+
+def _local_admit(quotas) -> Callable[[str], Awaitable[float | None]]:
+    async def admit(key: str) -> float | None:
+        return quotas.take(key)
+    return admit
 
 
 def booked(plan: Plan, target: ModelTarget) -> str:

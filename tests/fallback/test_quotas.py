@@ -287,3 +287,15 @@ def test_clear_cooldowns_ends_the_selected_cooldowns_and_a_providers_free_cap_bu
     assert cleared == {"cooldowns": {FREE: NOON + 300}, "free_daily_cap": {"openrouter": MIDNIGHT}}
     assert quotas.wait_s(FREE) is None
     assert quotas.snapshot()["openrouter"]["rpd"] == "1/10"  # what was sent still counts
+
+
+def test_take_counts_only_what_it_admits():
+    clock = Clock()
+    quotas = book_of(clock, {"openrouter": {"rpm": 3}, PAID: {"rpd": 5}})
+    assert [quotas.take(PAID) for _ in range(3)] == [None, None, None]
+    wait = quotas.take(PAID)
+    assert wait is not None and 59 < wait <= 60  # the provider's minute is full
+    snapshot = quotas.snapshot()
+    assert snapshot["openrouter"]["rpm"] == "3/3" and snapshot[PAID]["rpd"] == "3/5"  # the refusal counted nothing
+    clock.advance(61)
+    assert quotas.take(PAID) is None and quotas.snapshot()[PAID]["rpd"] == "4/5"

@@ -37,6 +37,7 @@ RULES = textwrap.dedent("""\
       "openrouter:c11/error-200": ["openrouter:c11/chunks-2"]
     quotas:
       "openrouter:q1/limited": {rpd: 2}
+      "openrouter:q2/slow": {rpm: 10}
     fallback: {method: cascade}
 """)
 OPTIONS = {"clutch_first_byte_timeout_ms": 1500, "clutch_retries": 0, "clutch_sticky_ms": 2500}
@@ -279,3 +280,29 @@ def test_an_error_inside_a_200_counts_as_a_failure(cascading, fake, stream):
     else:
         text = answer.choices[0].message.content
     assert text == "pong from the fake upstream"
+
+
+def test_an_rpm_quota_admits_exactly_its_number_of_concurrent_requests(cascading, fake):
+    """30 requests at once against rpm 10: each is admitted by taking the quota just before it is sent
+    (a check when the cascade is ordered and a count when it is sent let all 30 through), so 10 reach
+    the model and 20 get a 429 with Retry-After in OpenAI's shape, none sent."""
+    import concurrent.futures
+
+    def one(n: int):
+        try:
+            raw = chat(cascading, session=f"q2-{n}").chat.completions.with_raw_response.create(
+                model="q2/slow", messages=[{"role": "user", "content": f"q2 {n}"}])
+            return 200, raw.parse().choices[0].message.content, None
+        except openai.APIStatusError as e:
+            return e.status_code, e.response.json(), e.response.headers.get("retry-after")
+
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        outcomes = list(pool.map(one, range(30)))
+    served = [o for o in outcomes if o[0] == 200]
+    refused = [o for o in outcomes if o[0] == 429]
+    assert len(served) == 10 and len(refused) == 20, [o[0] for o in outcomes]
+    assert all(text == "pong from the fake upstream" for _, text, _ in served)
+    assert len(calls(fake, "q2/")) == 10
+    for _, body, retry_after in refused:
+        assert body["error"]["type"] and "over quota" in body["error"]["message"]
+        assert retry_after is not None and 0 < int(retry_after) <= 60
