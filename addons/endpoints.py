@@ -241,6 +241,7 @@ class Endpoints:
         rulebook = self._rulebook
         # what keeps the gateway from doing all it should: it still serves, but someone should look
         problems = self._usage.problems() if self._usage is not None else []
+        problems += self._resilience.problems() if self._resilience is not None else []
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,

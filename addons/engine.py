@@ -251,7 +251,8 @@ class Engine:
             return
         resilience = self._resilience
         relay = Relay(client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
-                      sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries)
+                      sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries,
+                      admit=resilience.admit)
         task = asyncio.current_task()
         assert task is not None, "the loopback server serves each request in a task of its own"
         self._serving[task] = job

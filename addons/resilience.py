@@ -22,6 +22,7 @@ from addons.config.rules import Rules
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
+from addons.fallback.shared_quotas import RedisUnreachable, SharedQuotas, describe
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
 from addons.upstream.held_stream import Holds
@@ -44,6 +45,9 @@ class Resilience:
         self._saver: asyncio.Task | None = None
         # the providers' definitions the breakers and cooldowns were earned under; None until restored
         self._definitions: dict[str, dict] | None = None
+        self.shared: SharedQuotas | None = None  # team mode: the quotas every replica counts against
+        self._shared_down: str | None = None  # why the shared state cannot be reached, while it cannot
+        self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -68,6 +72,11 @@ class Resilience:
                           "Before a streamed answer's first text, tool call or reasoning: how long a stream that "
                           "sends only keep-alives is waited for before the next candidate is tried (the last "
                           "candidate is then committed and waited for).")
+        loader.add_option("clutch_state", str, "",
+                          "Where the state shared by every replica of a team gateway lives: empty for this process "
+                          "alone (the default), or redis://[:password@]host:port/db (rediss:// for TLS). Shared "
+                          "now: rpm and rpd quotas. Redis unreachable: this replica goes on alone and says "
+                          "'degraded' in /health.")
         loader.add_option("clutch_retries", int, 1,
                           "Retries of the last candidate after a retryable failure (with Retry-After or backoff).")
 
@@ -86,10 +95,47 @@ class Resilience:
             self.sticky.configure(ctx.options.clutch_sticky_ms / 1000)
             self.holds = Holds(ctx.options.clutch_silence_timeout_ms / 1000,
                                ctx.options.clutch_first_token_timeout_ms / 1000)
+        if "clutch_state" in updated:
+            url = ctx.options.clutch_state.strip()
+            if url and not url.startswith(("redis://", "rediss://", "unix://")):
+                raise exceptions.OptionsError(f"clutch_state: {describe(url)!r} is not a redis:// URL (empty: "
+                                              "this process alone)")
+            old_shared, self.shared, self._shared_down = self.shared, SharedQuotas(url) if url else None, None
+            if old_shared is not None:
+                self._close_later(old_shared)
+            if self.shared is not None:
+                logger.info("quotas are shared on %s", describe(url))
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
                 else places().state
             self._restore()
+
+    async def admit(self, key: str) -> float | None:
+        """Take a request from `key`'s quotas (None) or say how long they are used up for: on the shared
+        state in team mode, on this process's book otherwise, and when the shared state cannot answer."""
+        if self.shared is None:
+            return self.quotas.take(key)
+        hold = self.quotas.hold_s(key)
+        if hold is not None:
+            return hold
+        try:
+            wait = await self.shared.take(self.quotas.limits(key))
+        except RedisUnreachable as e:
+            if self._shared_down is None:
+                logger.warning("shared state %s unreachable (%s): quotas count on this replica alone until it "
+                               "answers", describe(self.shared.url), e)
+            self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(e).split(':')[0]}"
+            return self.quotas.take(key)
+        if self._shared_down is not None:
+            logger.warning("shared state %s answers again", describe(self.shared.url))
+            self._shared_down = None
+        if wait is None:
+            self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
+        return wait
+
+    def problems(self) -> list[str]:
+        """For /health: what keeps resilience from working as configured."""
+        return [self._shared_down] if self._shared_down else []
 
     @property
     def retries(self) -> int:
@@ -99,10 +145,18 @@ class Resilience:
         if self._saver is None:
             self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
 
-    def done(self):
+    async def done(self):
         if self._saver is not None:
             self._saver.cancel()
         self.save()
+        if self.shared is not None:
+            await self.shared.close()
+
+    def _close_later(self, shared: SharedQuotas) -> None:
+        try:
+            self._closing = asyncio.get_running_loop().create_task(shared.close())
+        except RuntimeError:  # configured outside the event loop (a test): its connections go with it
+            pass
 
     # ------------------------------------------------------------ state on disk
 

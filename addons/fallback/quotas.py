@@ -60,17 +60,30 @@ class QuotaBook:
         """None when `target` ("provider:model", or a bare provider) may get a request now; else the
         seconds until every limit that holds it back has cleared."""
         now = self._clock()
+        waits = [self.hold_s(target) or 0.0]
+        waits += [self._quota_wait(key, quota, now) for key, quota in self.limits(target)]
+        longest = max(waits)
+        return longest if longest > 0 else None
+
+    def hold_s(self, target: str) -> float | None:
+        """What holds `target` back besides the request counts: a 429 cooldown of it or its provider, the
+        free-model daily cap; None when nothing does."""
+        now = self._clock()
         provider, _, model = target.partition(":")
-        waits = [0.0]
-        for key in dict.fromkeys((target, provider)):
-            waits.append(self._cooldowns.get(key, now) - now)
-            quota = self._limit(key)
-            if quota is not None:
-                waits.append(self._quota_wait(key, quota, now))
+        waits = [self._cooldowns.get(key, now) - now for key in dict.fromkeys((target, provider))]
         if model.endswith(FREE_SUFFIX):
             waits.append(self._free_cap.get(provider, now) - now)
         longest = max(waits)
         return longest if longest > 0 else None
+
+    def limits(self, target: str) -> list[tuple[str, Quota]]:
+        """The quotas a request to `target` counts against: the model's own and its provider's."""
+        found = []
+        for key in dict.fromkeys((target, target.partition(":")[0])):
+            quota = self._limit(key)
+            if quota is not None:
+                found.append((key, quota))
+        return found
 
     # ------------------------------------------------------------ events
 

@@ -213,7 +213,8 @@ def checkout(tmp_path):
         (tools / tool).chmod(0o755)
     calls = tmp_path / "calls.log"
     env = {"PATH": f"{tools}:/usr/bin:/bin", "HOME": str(tmp_path), "CLUTCH_VENV": str(venv),
-           "CLUTCH_CALLS": str(calls), "CLUTCH_CHROMIUM": str(tmp_path / "no-chromium"), "LANG": "C.UTF-8"}
+           "CLUTCH_CALLS": str(calls), "CLUTCH_CHROMIUM": str(tmp_path / "no-chromium"),
+           "CLUTCH_REDIS_SERVER": str(tmp_path / "no-redis-server"), "LANG": "C.UTF-8"}
     return root, env, calls
 
 
@@ -237,27 +238,29 @@ def test_clutch_test_says_what_it_installs_and_takes_no_system_package_without_c
     result = clutch_test(root, env, "-q")
     assert result.returncode == 0, result.stderr
     said = unfolded(result.stderr)
-    assert "about 2.4 GB under tests/agents/" in said and "Chromium and chromedriver" in said
+    assert "about 2.4 GB under tests/agents/" in said
+    assert "system packages (chromium chromium-driver redis-server; Chromium is about 400 MB)" in said
     assert "./clutch test --fast" in said  # the way to need none of it
     assert said.index("about 2.4 GB") < said.index("into tests/agents/node_modules/")  # said before it starts
-    assert "not installing Chromium (no consent)" in said and "`CLUTCH_INSTALL_SYSTEM=1 ./clutch test`" in said
+    assert "not installing chromium chromium-driver redis-server (no consent)" in said
+    assert "`CLUTCH_INSTALL_SYSTEM=1 ./clutch test`" in said
     assert "apt-get" not in called(calls)  # no system package without consent
     assert "npm install" in called(calls) and "python -m pytest -q" in called(calls)  # the rest goes on
 
 
 @pytest.mark.parametrize("consent", [{"CLUTCH_INSTALL_SYSTEM": "1"}, {"CLUTCH_REQUIRE_E2E": "1"}],
                          ids=["CLUTCH_INSTALL_SYSTEM", "CI"])
-def test_consent_or_ci_installs_chromium_without_asking(checkout, consent):
+def test_consent_or_ci_installs_chromium_and_redis_without_asking(checkout, consent):
     root, env, calls = checkout
     result = clutch_test(root, {**env, **consent})
     assert result.returncode == 0, result.stderr
-    assert "apt-get install -y -qq --no-install-recommends chromium chromium-driver" in called(calls)
+    assert "apt-get install -y -qq --no-install-recommends chromium chromium-driver redis-server" in called(calls)
     said = unfolded(result.stderr)
-    assert "[y/N]" not in said and "installing Chromium and chromedriver (about 400 MB" in said
+    assert "[y/N]" not in said and "installing chromium chromium-driver redis-server (apt-get" in said
 
 
 @pytest.mark.parametrize("answer,installs", [("y\n", True), ("\n", False)], ids=["yes", "no"])
-def test_on_a_terminal_it_asks_before_installing_chromium(checkout, answer, installs):
+def test_on_a_terminal_it_asks_before_installing_system_packages(checkout, answer, installs):
     root, env, calls = checkout
     leader, follower = pty.openpty()
     try:
@@ -267,7 +270,7 @@ def test_on_a_terminal_it_asks_before_installing_chromium(checkout, answer, inst
         os.close(leader)
         os.close(follower)
     assert result.returncode == 0, result.stderr
-    assert "install Chromium and chromedriver now with apt-get (system packages)? [y/N]" in result.stderr
+    assert "install chromium chromium-driver redis-server now with apt-get (system packages)? [y/N]" in result.stderr
     assert ("apt-get install" in called(calls)) is installs
 
 

@@ -1,0 +1,116 @@
+"""Team mode, quotas: gateway replicas that share a real Redis (`clutch_state=redis://...`) count every
+replica's requests against one quota, and a replica whose Redis goes away keeps serving on its own
+counts, says `degraded` in /health, and shares again once Redis answers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import textwrap
+
+import openai
+import pytest
+from redis_server import RedisServer
+from test_relay import calls, chat, start
+
+RULES = textwrap.dedent("""\
+    version: 1
+    providers:
+      openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
+                   key_env: OPENROUTER_API_KEY}
+    quotas:
+      "openrouter:t1/slow": {rpm: 10}
+      "openrouter:t2/chunks-2": {rpd: 1000}
+    fallback: {method: cascade}
+""")
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, fake, pki, redis):
+    gateways = [start(tmp_path_factory.mktemp(f"replica-{n}"), fake, pki, RULES, clutch_state=redis.url)
+                for n in ("a", "b")]
+    yield gateways
+    for gateway in gateways:
+        gateway.stop()
+
+
+def ask(gateway, model: str, n: int):
+    try:
+        raw = chat(gateway, session=f"team-{n}").chat.completions.with_raw_response.create(
+            model=model, messages=[{"role": "user", "content": f"team {n}"}])
+        return 200, raw.parse().choices[0].message.content, None
+    except openai.APIStatusError as e:
+        return e.status_code, e.response.json(), e.response.headers.get("retry-after")
+
+
+def test_an_rpm_quota_admits_its_number_across_two_replicas(replicas, fake):
+    with concurrent.futures.ThreadPoolExecutor(30) as pool:
+        outcomes = list(pool.map(lambda n: ask(replicas[n % 2], "t1/slow", n), range(30)))
+    statuses = [status for status, _, _ in outcomes]
+    assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
+    assert len(calls(fake, "t1/")) == 10  # not 10 per replica
+    for status, body, retry_after in outcomes:
+        if status == 429:
+            assert "over quota" in body["error"]["message"] and 0 < int(retry_after) <= 60
+    for gateway in replicas:
+        assert gateway.health()["status"] == "ok"
+
+
+def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
+    gateway = replicas[0]
+    assert ask(gateway, "t2/chunks-2", 1)[0] == 200
+    redis.stop()
+    try:
+        for n in range(2, 5):  # every request is served, on this replica's own counts
+            assert ask(gateway, "t2/chunks-2", n)[0] == 200
+        health = gateway.health()
+        assert health["status"] == "degraded"
+        assert any("unreachable" in problem and "127.0.0.1" in problem for problem in health["problems"])
+    finally:
+        redis.start()
+    assert ask(gateway, "t2/chunks-2", 5)[0] == 200
+    assert gateway.health()["status"] == "ok"
+    assert len(calls(fake, "t2/")) == 5
+
+
+def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
+    import asyncio
+
+    import redis as redis_py
+
+    from addons.config.rules import Quota
+    from addons.fallback.shared_quotas import SharedQuotas
+
+    limits = [("acme:m1", Quota(rpm=3)), ("acme", Quota(rpd=4))]
+
+    async def run():
+        book = SharedQuotas(redis.url)
+        try:
+            taken = [await book.take(limits) for _ in range(3)]
+            over_minute = await book.take(limits)  # the model's minute is full: nothing is counted
+            other = await book.take([("acme:m2", Quota(rpm=3)), ("acme", Quota(rpd=4))])
+            over_day = await book.take([("acme:m3", Quota(rpm=3)), ("acme", Quota(rpd=4))])
+            unlimited = await book.take([("acme:m4", Quota())])
+        finally:
+            await book.close()
+        return taken, over_minute, other, over_day, unlimited
+
+    taken, over_minute, other, over_day, unlimited = asyncio.run(run())
+    assert taken == [None, None, None] and unlimited is None
+    assert over_minute is not None and 59 < over_minute <= 60
+    assert other is None  # the provider's day had room for a fourth: the refusal took nothing
+    assert over_day is not None and over_day > 0  # until Redis's UTC midnight
+    client = redis_py.Redis.from_url(redis.url, decode_responses=True)
+    try:
+        day_keys = client.keys("clutch:quota:acme:day:*")
+        assert len(day_keys) == 1 and client.get(day_keys[0]) == "4"
+        assert 0 < client.ttl("clutch:quota:acme:m1:minute") <= 61 and client.ttl(day_keys[0]) > 3600
+        assert not client.exists("clutch:quota:acme:m4:minute")
+    finally:
+        client.close()
