@@ -230,6 +230,7 @@ class Engine:
             await out.send(b"unknown engine path\n")
             await out.end()
             return
+        await self._resilience.refresh()  # team mode: the breakers other replicas opened
         try:
             client = self._ready_client()
             job = self._job(pending)

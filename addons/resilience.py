@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from mitmproxy import ctx, exceptions
 
@@ -22,7 +24,7 @@ from addons.config.rules import Rules
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
-from addons.fallback.shared_quotas import RedisUnreachable, SharedQuotas, describe
+from addons.fallback.shared_state import RedisUnreachable, SharedState, describe
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
 from addons.upstream.held_stream import Holds
@@ -45,9 +47,10 @@ class Resilience:
         self._saver: asyncio.Task | None = None
         # the providers' definitions the breakers and cooldowns were earned under; None until restored
         self._definitions: dict[str, dict] | None = None
-        self.shared: SharedQuotas | None = None  # team mode: the quotas every replica counts against
+        self.shared: SharedState | None = None  # team mode: the quotas every replica counts against
         self._shared_down: str | None = None  # why the shared state cannot be reached, while it cannot
         self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
+        self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -75,8 +78,8 @@ class Resilience:
         loader.add_option("clutch_state", str, "",
                           "Where the state shared by every replica of a team gateway lives: empty for this process "
                           "alone (the default), or redis://[:password@]host:port/db (rediss:// for TLS). Shared "
-                          "now: rpm and rpd quotas. Redis unreachable: this replica goes on alone and says "
-                          "'degraded' in /health.")
+                          "now: rpm and rpd quotas, open breakers. Redis unreachable: this replica goes on alone "
+                          "and says 'degraded' in /health.")
         loader.add_option("clutch_retries", int, 1,
                           "Retries of the last candidate after a retryable failure (with Retry-After or backoff).")
 
@@ -100,11 +103,13 @@ class Resilience:
             if url and not url.startswith(("redis://", "rediss://", "unix://")):
                 raise exceptions.OptionsError(f"clutch_state: {describe(url)!r} is not a redis:// URL (empty: "
                                               "this process alone)")
-            old_shared, self.shared, self._shared_down = self.shared, SharedQuotas(url) if url else None, None
+            old_shared, self.shared, self._shared_down = self.shared, SharedState(url) if url else None, None
             if old_shared is not None:
                 self._close_later(old_shared)
             if self.shared is not None:
-                logger.info("quotas are shared on %s", describe(url))
+                logger.info("quotas and open breakers are shared on %s", describe(url))
+            self.breakers.on_open = self._share_open if self.shared is not None else None
+            self.breakers.on_close = self._share_close if self.shared is not None else None
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
                 else places().state
@@ -121,17 +126,69 @@ class Resilience:
         try:
             wait = await self.shared.take(self.quotas.limits(key))
         except RedisUnreachable as e:
-            if self._shared_down is None:
-                logger.warning("shared state %s unreachable (%s): quotas count on this replica alone until it "
-                               "answers", describe(self.shared.url), e)
-            self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(e).split(':')[0]}"
+            self._down(e)
             return self.quotas.take(key)
-        if self._shared_down is not None:
-            logger.warning("shared state %s answers again", describe(self.shared.url))
-            self._shared_down = None
+        self._up()
         if wait is None:
             self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
         return wait
+
+    async def refresh(self) -> None:
+        """Team mode, before a request's candidates are ordered: open here every breaker another replica
+        opened, so none of this replica's requests is spent finding out again. Never raises."""
+        if self.shared is None:
+            return
+        try:
+            opened = await self.shared.open_breakers()
+        except RedisUnreachable as e:
+            self._down(e)
+            return
+        self._up()
+        for target, entry in opened.items():
+            self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"])
+
+    # ------------------------------------------------------------ the shared state's plumbing
+
+    def _share_open(self, key: str, opened_at: float, until: float, reason: str) -> None:  # breakers.on_open
+        if self.shared is not None:
+            self._in_background(self.shared.breaker_opened(key, opened_at, until, reason))
+
+    def _share_close(self, key: str) -> None:  # breakers.on_close
+        if self.shared is not None:
+            self._in_background(self.shared.breakers_closed([key]))
+
+    async def _clear_shared(self, shared: SharedState, selected) -> None:
+        opened = await shared.open_breakers()
+        await shared.breakers_closed([target for target in opened if selected(target)])
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except RedisUnreachable as e:
+                self._down(e)
+            else:
+                self._up()
+        try:
+            task = asyncio.get_running_loop().create_task(run())
+        except RuntimeError:  # no event loop (a test calling the board directly): nothing to share with
+            work.close()
+            return
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _down(self, error: RedisUnreachable) -> None:
+        if self.shared is None:
+            return
+        if self._shared_down is None:
+            logger.warning("shared state %s unreachable (%s): this replica counts quotas and keeps breakers "
+                           "alone until it answers", describe(self.shared.url), error)
+        self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(error).split(':')[0]}"
+
+    def _up(self) -> None:
+        if self._shared_down is not None and self.shared is not None:
+            logger.warning("shared state %s answers again", describe(self.shared.url))
+        self._shared_down = None
 
     def problems(self) -> list[str]:
         """For /health: what keeps resilience from working as configured."""
@@ -152,7 +209,7 @@ class Resilience:
         if self.shared is not None:
             await self.shared.close()
 
-    def _close_later(self, shared: SharedQuotas) -> None:
+    def _close_later(self, shared: SharedState) -> None:
         try:
             self._closing = asyncio.get_running_loop().create_task(shared.close())
         except RuntimeError:  # configured outside the event loop (a test): its connections go with it
@@ -205,6 +262,8 @@ class Resilience:
         selected = breaker_reset.selector(target)
         cleared = {"breakers": self.breakers.reset(selected), **self.quotas.clear_cooldowns(selected)}
         self.save()
+        if self.shared is not None:  # and for every replica: the ones opened elsewhere too
+            self._in_background(self._clear_shared(self.shared, selected))
         return cleared
 
     def save(self) -> None:

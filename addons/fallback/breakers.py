@@ -69,6 +69,10 @@ class BreakerBoard:
         self.probe_lease_s = probe_lease_s
         self.max_targets = max(1, max_targets)
         self.version = 0
+        # told when a breaker opens here (key, opened_at, until, reason) and when its probe closes it:
+        # a team gateway's replicas share their open breakers (shared_state.py)
+        self.on_open: Callable[[str, float, float, str], None] | None = None
+        self.on_close: Callable[[str], None] | None = None
         self.configure(threshold, window_s, cooldown_s)
 
     def configure(self, threshold: float, window_s: float, cooldown_s: float) -> None:
@@ -149,7 +153,28 @@ class BreakerBoard:
             return  # a request sent before the breaker opened; the probe decides
         if breaker.state == HALF_OPEN:
             logger.info("breaker %s closed: the probe succeeded", key)
+            if self.on_close is not None:
+                self.on_close(key)
         del self._breakers[key]  # closed with no failures is the same as no breaker at all
+        self.version += 1
+
+    def adopt(self, key: str, opened_at: float, until: float, reason: str) -> None:
+        """Another replica opened `key`'s breaker until `until`: open it here too, unless it already is
+        (for as long or longer). Not told back to on_open."""
+        now = self._clock()
+        if until <= now:
+            return
+        breaker = self._current(key, now)
+        if breaker is not None and breaker.state == OPEN and breaker.until is not None and breaker.until >= until:
+            return
+        if breaker is None:
+            if len(self._breakers) >= self.max_targets:
+                self._make_room(now)
+            breaker = self._breakers[key] = _Breaker()
+        breaker.state, breaker.opened_at, breaker.until = OPEN, opened_at, until
+        breaker.probe_since, breaker.reason = None, reason
+        logger.info("breaker %s open until %s, as another replica found: %s", key,
+                    time.strftime("%H:%M:%S", time.localtime(until)), reason or "failures")
         self.version += 1
 
     def release(self, key: str) -> None:
@@ -241,6 +266,8 @@ class BreakerBoard:
         breaker.state, breaker.opened_at, breaker.until = OPEN, now, now + self.cooldown_s
         breaker.probe_since = None
         logger.warning("breaker %s open for %.0f s: %s", key, self.cooldown_s, breaker.reason or "failures")
+        if self.on_open is not None:
+            self.on_open(key, now, breaker.until, breaker.reason)
 
     def _prune(self, now: float) -> None:
         for key in list(self._breakers):

@@ -308,3 +308,25 @@ def test_reset_forgets_the_selected_breakers_and_their_failures():
     assert breakers.state(KEY) == "closed" and breakers.allow(KEY)
     assert list(breakers.snapshot()) == ["anthropic:claude"]
     assert breakers.reset(selector("openrouter")) == {}  # nothing left: no change, nothing to save
+
+
+def test_a_breaker_another_replica_opened_is_adopted_and_only_this_replicas_own_are_told():
+    clock = Clock()
+    breakers = board(clock)
+    opened, closed = [], []
+    breakers.on_open = lambda *event: opened.append(event)
+    breakers.on_close = closed.append
+    breakers.adopt("or:elsewhere", clock.now - 5, clock.now + 55, "HTTP 500")
+    assert breakers.is_open("or:elsewhere") and 54 < breakers.retry_after("or:elsewhere") <= 55
+    assert opened == []  # adopted: not told back
+    breakers.adopt("or:elsewhere", clock.now - 30, clock.now + 30, "older news")  # a shorter one changes nothing
+    assert 54 < breakers.retry_after("or:elsewhere") <= 55
+    breakers.adopt("or:gone", clock.now - 90, clock.now - 30, "ended")  # an ended cooldown is not adopted
+    assert breakers.state("or:gone") == "closed"
+    for _ in range(3):
+        breakers.failure("or:here", 1.0, "HTTP 502")
+    assert opened == [("or:here", clock.now, clock.now + 60, "HTTP 502")]
+    clock.advance(61)
+    assert breakers.allow("or:here")  # the probe
+    breakers.success("or:here")
+    assert closed == ["or:here"] and breakers.state("or:here") == "closed"

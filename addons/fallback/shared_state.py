@@ -1,26 +1,36 @@
-"""Quotas shared by every gateway replica on one Redis (`clutch_state=redis://...`, team mode): an rpm
-quota of N admits N requests across all replicas, not N each.
+"""State shared by every gateway replica on one Redis (`clutch_state=redis://...`, team mode).
 
-No mitmproxy. The counts live in Redis and are checked and taken in one Lua script, so two replicas
-that ask at the same moment cannot both take the last request of a minute. The semantics are the
-local book's (quotas.py): `rpm` a sliding 60 s window, `rpd` the UTC day, a request must fit the
-model's quota and its provider's, and the wait returned is how long until every limit that holds
-it back has cleared. Keys expire on their own (a minute's window after 61 s, a day's count an hour
-after its UTC midnight), so Redis holds nothing that no longer counts.
+No mitmproxy. Two parts:
 
-What stays local in this version: 429 cooldowns and the free-model daily cap (the local book's
-`hold_s`), breakers and sticky sessions. Redis unreachable or slow: the caller goes on with the
-local book and says so (Resilience: `/health` "degraded").
+* **Quotas**: an rpm quota of N admits N requests across all replicas, not N each. The counts live
+  in Redis and are checked and taken in one Lua script, so two replicas that ask at the same moment
+  cannot both take the last request of a minute. The semantics are the local book's (quotas.py):
+  `rpm` a sliding 60 s window, `rpd` the UTC day, a request must fit the model's quota and its
+  provider's, and the wait returned is how long until every limit that holds it back has cleared.
+  Keys expire on their own (a minute's window after 61 s, a day's count an hour after its UTC
+  midnight), so Redis holds nothing that no longer counts.
+* **Open breakers**: a replica whose breaker opens writes it into one hash (target -> when it opened,
+  until when, why); every replica reads the hash before it orders a request's candidates, so a model
+  one replica found broken is skipped by all, with no request of theirs spent on it. The probe that
+  closes it is each replica's own (at most one per replica when the cooldown ends); a probe that
+  succeeds takes the entry out. Failures are counted by each replica for itself.
+
+What stays local: 429 cooldowns, the free-model daily cap, sticky sessions. Redis unreachable or
+slow: the caller goes on with its local state and says so (Resilience: `/health` "degraded").
 """
 
 from __future__ import annotations
 
+import json
 import secrets
+import time
 from collections.abc import Sequence
+from typing import Any
 
 from addons.config.rules import Quota
 
 PREFIX = "clutch:quota:"
+BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
 TIMEOUT_S = 0.25  # a Redis that takes longer is treated as unreachable for this request
 
 # KEYS: per limit, its minute set and the prefix of its day counters. ARGV: a unique member, then per
@@ -72,7 +82,7 @@ class RedisUnreachable(Exception):
     """Redis could not answer (down, refusing, slower than TIMEOUT_S, or an error of its own)."""
 
 
-class SharedQuotas:
+class SharedState:
     def __init__(self, url: str) -> None:
         # imported here: only team mode pays for redis-py (about 11 MB and 0.1 s at start-up)
         from redis import asyncio as aioredis
@@ -100,6 +110,51 @@ class SharedQuotas:
         except self._errors as e:
             raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
         return float(wait) if wait is not None else None
+
+    async def open_breakers(self) -> dict[str, dict[str, Any]]:
+        """Every breaker a replica opened whose cooldown has not ended: {target: {"opened_at", "until",
+        "reason"}}. Raises RedisUnreachable."""
+        try:
+            entries = await self._redis.hgetall(BREAKERS)
+        except self._errors as e:
+            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        now = time.time()
+        found: dict[str, dict[str, Any]] = {}
+        stale: list[str] = []
+        for name, text in entries.items():
+            target = name.decode() if isinstance(name, bytes) else name  # decode_responses: always str
+            try:
+                entry = json.loads(text)
+                until = float(entry["until"])
+            except (ValueError, TypeError, KeyError):
+                stale.append(target)
+                continue
+            if until > now:
+                found[target] = {"opened_at": float(entry.get("opened_at") or now), "until": until,
+                                 "reason": str(entry.get("reason") or "")}
+            else:
+                stale.append(target)
+        if stale:
+            await self._forget(stale)
+        return found
+
+    async def breaker_opened(self, target: str, opened_at: float, until: float, reason: str) -> None:
+        entry = json.dumps({"opened_at": opened_at, "until": until, "reason": reason[:300]})
+        try:
+            await self._redis.hset(BREAKERS, target, entry)
+        except self._errors as e:
+            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+
+    async def breakers_closed(self, targets: Sequence[str]) -> None:
+        await self._forget(list(targets))
+
+    async def _forget(self, targets: list[str]) -> None:
+        if not targets:
+            return
+        try:
+            await self._redis.hdel(BREAKERS, *targets)
+        except self._errors as e:
+            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
 
     async def close(self) -> None:
         await self._redis.aclose()

@@ -1,6 +1,7 @@
-"""Team mode, quotas: gateway replicas that share a real Redis (`clutch_state=redis://...`) count every
-replica's requests against one quota, and a replica whose Redis goes away keeps serving on its own
-counts, says `degraded` in /health, and shares again once Redis answers."""
+"""Team mode: gateway replicas that share a real Redis (`clutch_state=redis://...`) count every replica's
+requests against one quota and skip a model whose breaker any of them opened; a replica whose Redis
+goes away keeps serving on its own counts, says `degraded` in /health, and shares again once Redis
+answers."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ RULES = textwrap.dedent("""\
     providers:
       openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
                    key_env: OPENROUTER_API_KEY}
+    cascades:
+      "openrouter:t3/fail-500": ["openrouter:t3/chunks-2"]
     quotas:
       "openrouter:t1/slow": {rpm: 10}
       "openrouter:t2/chunks-2": {rpd: 1000}
@@ -62,6 +65,20 @@ def test_an_rpm_quota_admits_its_number_across_two_replicas(replicas, fake):
         assert gateway.health()["status"] == "ok"
 
 
+def test_a_breaker_opened_on_one_replica_is_open_on_the_other(replicas, fake):
+    a, b = replicas
+    for n in range(3):  # the default threshold: 3 failures of t3/fail-500, each rescued by the fallback
+        status, text, _ = ask(a, "t3/fail-500", n)
+        assert (status, text) == (200, "pong from the fake upstream")
+    assert a.local("/resilience")["breakers"]["openrouter:t3/fail-500"]["state"] == "open"
+    before = len(calls(fake, "t3/fail-500"))
+    status, text, _ = ask(b, "t3/fail-500", 9)  # straight to the fallback: no request of B's is spent
+    assert (status, text) == (200, "pong from the fake upstream")
+    assert len(calls(fake, "t3/fail-500")) == before == 3
+    opened_on_b = b.local("/resilience")["breakers"]["openrouter:t3/fail-500"]
+    assert opened_on_b["state"] == "open" and opened_on_b["failures"] == 0  # adopted, not counted
+
+
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
     gateway = replicas[0]
     assert ask(gateway, "t2/chunks-2", 1)[0] == 200
@@ -85,12 +102,12 @@ def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
     import redis as redis_py
 
     from addons.config.rules import Quota
-    from addons.fallback.shared_quotas import SharedQuotas
+    from addons.fallback.shared_state import SharedState
 
     limits = [("acme:m1", Quota(rpm=3)), ("acme", Quota(rpd=4))]
 
     async def run():
-        book = SharedQuotas(redis.url)
+        book = SharedState(redis.url)
         try:
             taken = [await book.take(limits) for _ in range(3)]
             over_minute = await book.take(limits)  # the model's minute is full: nothing is counted
