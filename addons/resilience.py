@@ -33,6 +33,7 @@ from addons.web import breaker_reset
 logger = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 1.0
+PROBE_EVERY_S = 0.5  # how often an unreachable shared state is asked again
 
 
 class Resilience:
@@ -51,6 +52,7 @@ class Resilience:
         self._shared_down: str | None = None  # why the shared state cannot be reached, while it cannot
         self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
         self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
+        self._prober: asyncio.Task | None = None  # asks an unreachable shared state until it answers
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -118,7 +120,7 @@ class Resilience:
     async def admit(self, key: str) -> float | None:
         """Take a request from `key`'s quotas (None) or say how long they are used up for: on the shared
         state in team mode, on this process's book otherwise, and when the shared state cannot answer."""
-        if self.shared is None:
+        if self.shared is None or self._shared_down:
             return self.quotas.take(key)
         hold = self.quotas.hold_s(key)
         if hold is not None:
@@ -136,7 +138,7 @@ class Resilience:
     async def refresh(self) -> None:
         """Team mode, before a request's candidates are ordered: open here every breaker another replica
         opened, so none of this replica's requests is spent finding out again. Never raises."""
-        if self.shared is None:
+        if self.shared is None or self._shared_down:
             return
         try:
             opened = await self.shared.open_breakers()
@@ -150,11 +152,11 @@ class Resilience:
     # ------------------------------------------------------------ the shared state's plumbing
 
     def _share_open(self, key: str, opened_at: float, until: float, reason: str) -> None:  # breakers.on_open
-        if self.shared is not None:
+        if self.shared is not None and not self._shared_down:
             self._in_background(self.shared.breaker_opened(key, opened_at, until, reason))
 
     def _share_close(self, key: str) -> None:  # breakers.on_close
-        if self.shared is not None:
+        if self.shared is not None and not self._shared_down:
             self._in_background(self.shared.breakers_closed([key]))
 
     async def _clear_shared(self, shared: SharedState, selected) -> None:
@@ -178,12 +180,28 @@ class Resilience:
         task.add_done_callback(self._background.discard)
 
     def _down(self, error: RedisUnreachable) -> None:
+        """The shared state did not answer: requests go on with this replica's own state (no request waits
+        for Redis again) while one task asks it every PROBE_EVERY_S until it answers."""
         if self.shared is None:
             return
         if self._shared_down is None:
             logger.warning("shared state %s unreachable (%s): this replica counts quotas and keeps breakers "
                            "alone until it answers", describe(self.shared.url), error)
         self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(error).split(':')[0]}"
+        if self._prober is None or self._prober.done():
+            try:
+                self._prober = asyncio.get_running_loop().create_task(self._probe(self.shared))
+            except RuntimeError:  # no event loop (a test calling this directly)
+                pass
+
+    async def _probe(self, shared: SharedState) -> None:
+        while self.shared is shared and self._shared_down:
+            await asyncio.sleep(PROBE_EVERY_S)
+            try:
+                await shared.ping()
+            except RedisUnreachable:
+                continue
+            self._up()
 
     def _up(self) -> None:
         if self._shared_down is not None and self.shared is not None:
@@ -205,6 +223,8 @@ class Resilience:
     async def done(self):
         if self._saver is not None:
             self._saver.cancel()
+        if self._prober is not None:
+            self._prober.cancel()
         self.save()
         if self.shared is not None:
             await self.shared.close()

@@ -87,6 +87,13 @@ def verdicts(chosen: dict) -> list[str]:
             if cell and base:
                 lines.append(f"- {what}, {load}: adds {cell['ttfb_p50'] - base['ttfb_p50']:+.2f} ms TTFB p50 "
                              f"and {cell['total_p50'] - base['total_p50']:+.2f} ms total p50 over plain `clutch`")
+    for load in ("c1-2k", "c1-200k", "c16-2k", "c16-200k"):
+        cell, base = get("clutch-team", load), get("clutch-routed", load)
+        if cell and base:
+            added = cell["ttfb_p50"] - base["ttfb_p50"]
+            lines.append(f"- team state on Redis (shared breakers read, two quotas taken per request), {load}: "
+                         f"adds {added:+.2f} ms TTFB p50 over the same rules on embedded state "
+                         f"(goal <= 1 ms): **{'PASS' if added <= 1.0 else 'FAIL'}**")
     return lines
 
 
@@ -109,7 +116,8 @@ def render(data: dict) -> str:
                f"(the working tree as measured). **Paths**: `direct` = client to the fake; `mitmdump` = bare "
                f"mitmdump with `bench/stream_addon.py` (SSE streaming + resolve); `clutch` = `mitmdump -s "
                f"addons/clutch.py` (engine on aiohttp); `clutch-httpx` = same with `clutch_http_client=httpx`; "
-               f"`clutch-routed` = rules rename the model (alias), breakers and quotas counting; `clutch-translated` = "
+               f"`clutch-routed` = rules rename the model (alias), breakers and quotas counting; `clutch-team` = the "
+               f"same rules with the state on a redis-server (`clutch_state`); `clutch-translated` = "
                f"rules send the chat request to an Anthropic-dialect provider and translate the answer back; "
                f"`clutch-fallback` = the first model answers 503 every time and the cascade's second serves. "
                f"All TLS end to end, keep-alive, one connection per client worker.\n")

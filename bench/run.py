@@ -56,7 +56,8 @@ HOST = "openrouter.ai"
 URL = f"https://{HOST}/api/v1/chat/completions"
 MODEL = "bench/chunks-20"  # the fake streams 20 content chunks for this model
 N_CHUNKS = 20
-PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx", "clutch-routed", "clutch-translated", "clutch-fallback"]
+PATHS = ["direct", "mitmdump", "clutch", "clutch-httpx", "clutch-routed", "clutch-team", "clutch-translated",
+         "clutch-fallback"]
 ANTHROPIC_HOST = "api.anthropic.com"
 ROUTING_RULES = f"""\
 version: 1
@@ -77,6 +78,11 @@ RULES_BY_PATH = {
                        'cascades: {"openrouter:bench/first-fail-503": ["openrouter:bench/fallback-chunks-20"]}\n'
                        'fallback: {method: cascade}',
 }
+# team mode: clutch-routed's rules with the state on a redis-server the bench starts (docs/team.md), so
+# every request reads the shared breakers and takes its two quotas in Redis
+RULES_BY_PATH["clutch-team"] = RULES_BY_PATH["clutch-routed"]
+TEAM_STATE: dict[str, str] = {}  # "url": the bench's redis-server, once started
+REDIS_SERVER = os.environ.get("CLUTCH_REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
 # the fallback path measures the failed attempt every time: no breaker may open, no session stick
 FALLBACK_OPTIONS = ["--set", "clutch_breaker_failures=1000000000", "--set", "clutch_sticky_ms=0"]
 PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
@@ -240,6 +246,8 @@ def proxy_args(path: str, confdir: Path, fake_port: int, test_ca: Path, workdir:
                  "--set", f"clutch_resolve={ANTHROPIC_HOST}:443=127.0.0.1:{fake_port}"]
         if path == "clutch-fallback":
             args += FALLBACK_OPTIONS
+        if path == "clutch-team":
+            args += ["--set", f"clutch_state={TEAM_STATE['url']}"]
     return args
 
 
@@ -491,6 +499,22 @@ def machine_info() -> dict:
             "aiohttp": aiohttp.__version__, "httpx": httpx.__version__}
 
 
+def start_redis(workdir: Path, registry: list[Proc], timeout: float = 20) -> str:
+    """A redis-server for clutch-team on a free loopback port, nothing saved; its URL once it is ready."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = Proc("redis", [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
+                          "no", "--dir", str(workdir)], workdir)
+    registry.append(proc)
+    deadline = time.monotonic() + timeout
+    while "Ready to accept connections" not in proc.output():
+        if proc.process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server did not start:\n{proc.output()[-2000:]}")
+        time.sleep(0.01)  # a poll of its log, once per run
+    return f"redis://127.0.0.1:{port}/0"
+
+
 async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
     pki = make_test_pki(workdir / "pki", [HOST, ANTHROPIC_HOST])
     bodies = {"2k": small_body()}
@@ -502,6 +526,13 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
     peaks: dict[str, float] = {}
     proxy_totals: dict[str, dict] = {}
     phases = [("c1", args.c1_delay), ("c16", args.c16_delay), ("zero", 0.0)]
+    if "clutch-team" in paths:
+        if Path(REDIS_SERVER).is_file():
+            TEAM_STATE["url"] = start_redis(workdir / "redis", registry)
+            log(t0, f"clutch-team: shared state on {TEAM_STATE['url']}")
+        else:
+            paths.remove("clutch-team")
+            log(t0, f"clutch-team left out: no redis-server at {REDIS_SERVER} (CLUTCH_REDIS_SERVER)")
     for phase, delay in phases:
         phase_loads = [load for load in loads if load.phase == phase and load.name in args.loads]
         if not phase_loads:

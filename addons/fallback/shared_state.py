@@ -31,7 +31,7 @@ from addons.config.rules import Quota
 
 PREFIX = "clutch:quota:"
 BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
-TIMEOUT_S = 0.25  # a Redis that takes longer is treated as unreachable for this request
+TIMEOUT_S = 1.0  # a Redis that takes longer is unreachable: the replica goes on alone (Resilience)
 
 # KEYS: per limit, its minute set and the prefix of its day counters. ARGV: a unique member, then per
 # limit its rpm and rpd (0: none). Time is Redis's own (TIME): one clock for every replica, for the
@@ -153,6 +153,13 @@ class SharedState:
             return
         try:
             await self._redis.hdel(BREAKERS, *targets)
+        except self._errors as e:
+            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+
+    async def ping(self) -> None:
+        """Returns once Redis answers; raises RedisUnreachable."""
+        try:
+            await self._redis.ping()
         except self._errors as e:
             raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
 

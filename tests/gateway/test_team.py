@@ -19,10 +19,11 @@ RULES = textwrap.dedent("""\
       openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
                    key_env: OPENROUTER_API_KEY}
     cascades:
-      "openrouter:t3/fail-500": ["openrouter:t3/chunks-2"]
+      "openrouter:team3/fail-500": ["openrouter:team3/chunks-2"]
     quotas:
-      "openrouter:t1/slow": {rpm: 10}
-      "openrouter:t2/chunks-2": {rpd: 1000}
+      "openrouter:team1/slow": {rpm: 10}
+      "openrouter:team2/chunks-2": {rpd: 1000}
+      "openrouter:team4/slow": {rpd: 1000}
     fallback: {method: cascade}
 """)
 
@@ -43,10 +44,22 @@ def replicas(tmp_path_factory, fake, pki, redis):
         gateway.stop()
 
 
-def ask(gateway, model: str, n: int):
+def shares_again(gateway, timeout: float = 20) -> dict:
+    """/health once the replica's prober (every 0.5 s) found Redis again, or the last one at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (health := gateway.health())["status"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.05)  # a poll of /health: the prober's answer is the event waited for
+    return health
+
+
+def ask(gateway, model: str, n: int, stream: bool = False):
     try:
         raw = chat(gateway, session=f"team-{n}").chat.completions.with_raw_response.create(
-            model=model, messages=[{"role": "user", "content": f"team {n}"}])
+            model=model, messages=[{"role": "user", "content": f"team {n}"}], stream=stream)
+        if stream:  # "slow" streams 10 pieces 0.2 s apart
+            return 200, "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices), None
         return 200, raw.parse().choices[0].message.content, None
     except openai.APIStatusError as e:
         return e.status_code, e.response.json(), e.response.headers.get("retry-after")
@@ -54,10 +67,10 @@ def ask(gateway, model: str, n: int):
 
 def test_an_rpm_quota_admits_its_number_across_two_replicas(replicas, fake):
     with concurrent.futures.ThreadPoolExecutor(30) as pool:
-        outcomes = list(pool.map(lambda n: ask(replicas[n % 2], "t1/slow", n), range(30)))
+        outcomes = list(pool.map(lambda n: ask(replicas[n % 2], "team1/slow", n), range(30)))
     statuses = [status for status, _, _ in outcomes]
     assert statuses.count(200) == 10 and statuses.count(429) == 20, statuses
-    assert len(calls(fake, "t1/")) == 10  # not 10 per replica
+    assert len(calls(fake, "team1/")) == 10  # not 10 per replica
     for status, body, retry_after in outcomes:
         if status == 429:
             assert "over quota" in body["error"]["message"] and 0 < int(retry_after) <= 60
@@ -67,33 +80,65 @@ def test_an_rpm_quota_admits_its_number_across_two_replicas(replicas, fake):
 
 def test_a_breaker_opened_on_one_replica_is_open_on_the_other(replicas, fake):
     a, b = replicas
-    for n in range(3):  # the default threshold: 3 failures of t3/fail-500, each rescued by the fallback
-        status, text, _ = ask(a, "t3/fail-500", n)
+    for n in range(3):  # the default threshold: 3 failures of team3/fail-500, each rescued by the fallback
+        status, text, _ = ask(a, "team3/fail-500", n)
         assert (status, text) == (200, "pong from the fake upstream")
-    assert a.local("/resilience")["breakers"]["openrouter:t3/fail-500"]["state"] == "open"
-    before = len(calls(fake, "t3/fail-500"))
-    status, text, _ = ask(b, "t3/fail-500", 9)  # straight to the fallback: no request of B's is spent
+    assert a.local("/resilience")["breakers"]["openrouter:team3/fail-500"]["state"] == "open"
+    before = len(calls(fake, "team3/fail-500"))
+    status, text, _ = ask(b, "team3/fail-500", 9)  # straight to the fallback: no request of B's is spent
     assert (status, text) == (200, "pong from the fake upstream")
-    assert len(calls(fake, "t3/fail-500")) == before == 3
-    opened_on_b = b.local("/resilience")["breakers"]["openrouter:t3/fail-500"]
+    assert len(calls(fake, "team3/fail-500")) == before == 3
+    opened_on_b = b.local("/resilience")["breakers"]["openrouter:team3/fail-500"]
     assert opened_on_b["state"] == "open" and opened_on_b["failures"] == 0  # adopted, not counted
 
 
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
     gateway = replicas[0]
-    assert ask(gateway, "t2/chunks-2", 1)[0] == 200
+    assert ask(gateway, "team2/chunks-2", 1)[0] == 200
     redis.stop()
     try:
         for n in range(2, 5):  # every request is served, on this replica's own counts
-            assert ask(gateway, "t2/chunks-2", n)[0] == 200
+            assert ask(gateway, "team2/chunks-2", n)[0] == 200
         health = gateway.health()
         assert health["status"] == "degraded"
         assert any("unreachable" in problem and "127.0.0.1" in problem for problem in health["problems"])
     finally:
         redis.start()
-    assert ask(gateway, "t2/chunks-2", 5)[0] == 200
-    assert gateway.health()["status"] == "ok"
-    assert len(calls(fake, "t2/")) == 5
+    assert shares_again(gateway)["status"] == "ok"
+    assert ask(gateway, "team2/chunks-2", 5)[0] == 200
+    assert len(calls(fake, "team2/")) == 5
+
+
+def test_redis_stopped_and_restarted_under_load_loses_no_request(replicas, redis, fake):
+    """24 two-second streamed answers, 8 at a time, over both replicas; Redis stops once 4 have ended and
+    starts again once 12 have: every request is served, and both replicas share again afterwards."""
+    import threading
+
+    ended: list[int] = []
+    progressed = threading.Condition()
+
+    def one(n: int):
+        outcome = ask(replicas[n % 2], "team4/slow", n, stream=True)
+        with progressed:
+            ended.append(outcome[0])
+            progressed.notify_all()
+        return outcome
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, n) for n in range(24)]
+        try:
+            with progressed:
+                assert progressed.wait_for(lambda: len(ended) >= 4, timeout=120)
+            redis.stop()
+            with progressed:
+                assert progressed.wait_for(lambda: len(ended) >= 12, timeout=120)
+        finally:
+            redis.start()
+        outcomes = [future.result(timeout=120) for future in futures]
+    assert [(status, text) for status, text, _ in outcomes] == [(200, "pong from the fake upstream")] * 24
+    assert len(calls(fake, "team4/")) == 24
+    for gateway in replicas:
+        assert shares_again(gateway)["status"] == "ok"
 
 
 def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
