@@ -52,7 +52,7 @@ class _Pending:
     body: bytes  # the request body as the agent sent it (still content-encoded)
     content_length: str | None  # the agent's Content-Length header, if it sent one
     headers: list[tuple[bytes, bytes]]  # as the agent sent them: the flow's own copy has its keys masked
-    refreshed: asyncio.Task | None = None  # team mode: the other replicas' breakers, read during the hop
+    refreshed: asyncio.Future[None] | None = None  # team mode: the other replicas' breakers, read during the hop
 
 
 class Engine:
@@ -139,8 +139,8 @@ class Engine:
                                                  request.data.path),
                                           request.raw_content or b"", request.headers.get("content-length"),
                                           list(request.headers.fields))
-        if self._resilience.shared is not None:  # read while mitmproxy hands the flow over to the engine
-            self._pending[flow.id].refreshed = asyncio.ensure_future(self._resilience.refresh())
+        # team mode: the breakers other replicas opened, read while mitmproxy hands the flow over
+        self._pending[flow.id].refreshed = self._resilience.refresh()
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
@@ -233,9 +233,9 @@ class Engine:
             await out.send(b"unknown engine path\n")
             await out.end()
             return
-        if pending.refreshed is not None:  # team mode: the breakers other replicas opened
-            await pending.refreshed
         try:
+            if pending.refreshed is not None:  # team mode: the breakers other replicas opened (never fails)
+                await pending.refreshed
             client = self._ready_client()
             job = self._job(pending)
         except Exception as e:  # fails closed: the agent gets an error in its dialect, nothing is sent

@@ -53,6 +53,7 @@ class Resilience:
         self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
         self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
         self._prober: asyncio.Task | None = None  # asks an unreachable shared state until it answers
+        self._refreshing: asyncio.Future[None] | None = None  # the shared breakers' read in flight
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -105,7 +106,13 @@ class Resilience:
             if url and not url.startswith(("redis://", "rediss://", "unix://")):
                 raise exceptions.OptionsError(f"clutch_state: {describe(url)!r} is not a redis:// URL (empty: "
                                               "this process alone)")
-            old_shared, self.shared, self._shared_down = self.shared, SharedState(url) if url else None, None
+            try:
+                shared = SharedState(url) if url else None
+            except ValueError as e:
+                raise exceptions.OptionsError(f"clutch_state: {describe(url)} cannot be used: {e}") from None
+            old_shared, self.shared, self._shared_down = self.shared, shared, None
+            if self._prober is not None:
+                self._prober.cancel()
             if old_shared is not None:
                 self._close_later(old_shared)
             if self.shared is not None:
@@ -120,57 +127,66 @@ class Resilience:
     async def admit(self, key: str) -> float | None:
         """Take a request from `key`'s quotas (None) or say how long they are used up for: on the shared
         state in team mode, on this process's book otherwise, and when the shared state cannot answer."""
-        if self.shared is None or self._shared_down:
+        shared = self.shared
+        if shared is None or self._shared_down:
             return self.quotas.take(key)
         hold = self.quotas.hold_s(key)
         if hold is not None:
             return hold
         try:
-            wait = await self.shared.take(self.quotas.limits(key))
+            wait = await shared.take(self.quotas.limits(key))
         except RedisUnreachable as e:
-            self._down(e)
+            self._down(shared, e)
             return self.quotas.take(key)
-        self._up()
+        self._up(shared)
         if wait is None:
             self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
         return wait
 
-    async def refresh(self) -> None:
+    def refresh(self) -> asyncio.Future[None] | None:
         """Team mode, before a request's candidates are ordered: open here every breaker another replica
-        opened, so none of this replica's requests is spent finding out again. Never raises."""
-        if self.shared is None or self._shared_down:
-            return
+        opened, so none of this replica's requests is spent finding out again. Requests that arrive
+        together share one read. None outside team mode; the future never fails."""
+        shared = self.shared
+        if shared is None or self._shared_down:
+            return None
+        if self._refreshing is None or self._refreshing.done():
+            self._refreshing = asyncio.ensure_future(self._read_breakers(shared))
+        return self._refreshing
+
+    async def _read_breakers(self, shared: SharedState) -> None:
         try:
-            opened = await self.shared.open_breakers()
+            opened = await shared.open_breakers()
+            self._up(shared)
+            for target, entry in list(opened.items())[:self.breakers.max_targets // 2]:
+                self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"])
         except RedisUnreachable as e:
-            self._down(e)
-            return
-        self._up()
-        for target, entry in opened.items():
-            self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"])
+            self._down(shared, e)
+        except Exception:  # a bug here must not cost the request: it goes on with this replica's breakers
+            logger.exception("reading the shared breakers failed; this request uses this replica's own")
 
     # ------------------------------------------------------------ the shared state's plumbing
 
     def _share_open(self, key: str, opened_at: float, until: float, reason: str) -> None:  # breakers.on_open
         if self.shared is not None and not self._shared_down:
-            self._in_background(self.shared.breaker_opened(key, opened_at, until, reason))
+            self._in_background(self.shared, self.shared.breaker_opened(key, opened_at, until, reason))
 
     def _share_close(self, key: str) -> None:  # breakers.on_close
         if self.shared is not None and not self._shared_down:
-            self._in_background(self.shared.breakers_closed([key]))
+            self._in_background(self.shared, self.shared.breakers_closed([key]))
 
     async def _clear_shared(self, shared: SharedState, selected) -> None:
         opened = await shared.open_breakers()
         await shared.breakers_closed([target for target in opened if selected(target)])
 
-    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _in_background(self, shared: SharedState, work: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await work
             except RedisUnreachable as e:
-                self._down(e)
+                self._down(shared, e)
             else:
-                self._up()
+                self._up(shared)
         try:
             task = asyncio.get_running_loop().create_task(run())
         except RuntimeError:  # no event loop (a test calling the board directly): nothing to share with
@@ -179,11 +195,11 @@ class Resilience:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _down(self, error: RedisUnreachable) -> None:
+    def _down(self, shared: SharedState, error: RedisUnreachable) -> None:
         """The shared state did not answer: requests go on with this replica's own state (no request waits
         for Redis again) while one task asks it every PROBE_EVERY_S until it answers."""
-        if self.shared is None:
-            return
+        if shared is not self.shared or self.shared is None:
+            return  # a call on a shared state the options have replaced since
         if self._shared_down is None:
             logger.warning("shared state %s unreachable (%s): this replica counts quotas and keeps breakers "
                            "alone until it answers", describe(self.shared.url), error)
@@ -201,11 +217,13 @@ class Resilience:
                 await shared.ping()
             except RedisUnreachable:
                 continue
-            self._up()
+            self._up(shared)
 
-    def _up(self) -> None:
-        if self._shared_down is not None and self.shared is not None:
-            logger.warning("shared state %s answers again", describe(self.shared.url))
+    def _up(self, shared: SharedState) -> None:
+        if shared is not self.shared:
+            return
+        if self._shared_down is not None:
+            logger.warning("shared state %s answers again", describe(shared.url))
         self._shared_down = None
 
     def problems(self) -> list[str]:
@@ -282,8 +300,8 @@ class Resilience:
         selected = breaker_reset.selector(target)
         cleared = {"breakers": self.breakers.reset(selected), **self.quotas.clear_cooldowns(selected)}
         self.save()
-        if self.shared is not None:  # and for every replica: the ones opened elsewhere too
-            self._in_background(self._clear_shared(self.shared, selected))
+        if self.shared is not None and not self._shared_down:  # for every replica: those opened elsewhere too
+            self._in_background(self.shared, self._clear_shared(self.shared, selected))
         return cleared
 
     def save(self) -> None:

@@ -21,9 +21,12 @@ slow: the caller goes on with its local state and says so (Resilience: `/health`
 
 from __future__ import annotations
 
+import asyncio
 import json
+import math
 import secrets
 import time
+import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +35,8 @@ from addons.config.rules import Quota
 PREFIX = "clutch:quota:"
 BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
 TIMEOUT_S = 1.0  # a Redis that takes longer is unreachable: the replica goes on alone (Resilience)
+MAX_SHARED_BREAKERS = 1000  # open breakers the hash holds at most: its names come from agents' model names
+MAX_COOLDOWN_S = 86_400.0  # an entry claiming a longer cooldown is nonsense, and skipped
 
 # KEYS: per limit, its minute set and the prefix of its day counters. ARGV: a unique member, then per
 # limit its rpm and rpd (0: none). Time is Redis's own (TIME): one clock for every replica, for the
@@ -84,15 +89,28 @@ class RedisUnreachable(Exception):
 
 class SharedState:
     def __init__(self, url: str) -> None:
+        """Raises ValueError for a URL redis-py cannot use (a bad port or database)."""
         # imported here: only team mode pays for redis-py (about 11 MB and 0.1 s at start-up)
         from redis import asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
         from redis.exceptions import RedisError
 
         self.url = url
-        self._errors = (RedisError, OSError)
+        self._errors = (RedisError, OSError, TimeoutError)
+        # no retries: redis-py's default (10, with backoff) would hold a request for seconds when Redis is
+        # away; one failure puts the replica on its own state instead, and Resilience asks again
         self._redis = aioredis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
-                                              decode_responses=True)
+                                              retry=Retry(NoBackoff(), 0), decode_responses=True)
         self._take = self._redis.register_script(_TAKE)
+
+    async def _call(self, work):
+        """One call to Redis, at most TIMEOUT_S in all; RedisUnreachable for anything that goes wrong."""
+        try:
+            async with asyncio.timeout(TIMEOUT_S):
+                return await work
+        except self._errors as e:
+            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
 
     async def take(self, limits: Sequence[tuple[str, Quota]]) -> float | None:
         """Take one request from every limit at once (None), or nothing and the wait. `limits`: the quota
@@ -105,19 +123,13 @@ class SharedState:
         args: list[str | int] = [secrets.token_hex(8)]
         for _, quota in counted:
             args += [quota.rpm or 0, quota.rpd or 0]
-        try:
-            wait = await self._take(keys=keys, args=args)
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        wait = await self._call(self._take(keys=keys, args=args))
         return float(wait) if wait is not None else None
 
     async def open_breakers(self) -> dict[str, dict[str, Any]]:
         """Every breaker a replica opened whose cooldown has not ended: {target: {"opened_at", "until",
         "reason"}}. Raises RedisUnreachable."""
-        try:
-            entries = await self._redis.hgetall(BREAKERS)
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        entries = await self._call(self._redis.hgetall(BREAKERS))
         now = time.time()
         found: dict[str, dict[str, Any]] = {}
         stale: list[str] = []
@@ -125,13 +137,15 @@ class SharedState:
             target = name.decode() if isinstance(name, bytes) else name  # decode_responses: always str
             try:
                 entry = json.loads(text)
-                until = float(entry["until"])
-            except (ValueError, TypeError, KeyError):
+                until, opened_at = float(entry["until"]), float(entry.get("opened_at") or now)
+            except (ValueError, TypeError, KeyError, AttributeError):
                 stale.append(target)
                 continue
-            if until > now:
-                found[target] = {"opened_at": float(entry.get("opened_at") or now), "until": until,
-                                 "reason": str(entry.get("reason") or "")}
+            if not (math.isfinite(until) and math.isfinite(opened_at) and opened_at <= until
+                    and until - opened_at <= MAX_COOLDOWN_S):
+                stale.append(target)  # nonsense: no replica writes it
+            elif until > now:
+                found[target] = {"opened_at": opened_at, "until": until, "reason": str(entry.get("reason") or "")[:300]}
             else:
                 stale.append(target)
         if stale:
@@ -140,36 +154,37 @@ class SharedState:
 
     async def breaker_opened(self, target: str, opened_at: float, until: float, reason: str) -> None:
         entry = json.dumps({"opened_at": opened_at, "until": until, "reason": reason[:300]})
-        try:
-            await self._redis.hset(BREAKERS, target, entry)
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        if await self._call(self._redis.hlen(BREAKERS)) >= MAX_SHARED_BREAKERS:
+            return  # full: this breaker stays this replica's own until older ones end
+        await self._call(self._redis.hset(BREAKERS, target, entry))
 
     async def breakers_closed(self, targets: Sequence[str]) -> None:
         await self._forget(list(targets))
 
     async def _forget(self, targets: list[str]) -> None:
-        if not targets:
-            return
-        try:
-            await self._redis.hdel(BREAKERS, *targets)
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        if targets:
+            await self._call(self._redis.hdel(BREAKERS, *targets))
 
     async def ping(self) -> None:
         """Returns once Redis answers; raises RedisUnreachable."""
-        try:
-            await self._redis.ping()
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        await self._call(self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose()
 
 
 def describe(url: str) -> str:
-    """The URL without its password, for logs and /health."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return f"{scheme}{sep}{rest}"
+    """The URL without its user, password or query (redis-py also takes `?password=`), for logs and
+    /health."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "unix" and parts.path:
+        return f"unix://{parts.path}"
+    if not parts.scheme or not parts.netloc:
+        return "(not a URL)"
+    host = parts.hostname or ""
+    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urllib.parse.urlunsplit((parts.scheme, netloc + (f":{port}" if port else ""), parts.path, "", ""))

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from addons.config.rules import ModelTarget
+from addons.fallback.breakers import HALF_OPEN
 from addons.fallback.cascade import backoff_s
 from addons.fallback.policy import Failure
 from addons.routing.plan import Plan, PlanError
@@ -169,10 +170,17 @@ class Relay:
     async def _taken(self, job: Job, plan: Plan, target: ModelTarget, key: str) -> bool:
         """Take a request from `key`'s quotas just before it is sent: the cascade's order only looked, and
         requests that arrive together must not all pass that look (nor, in team mode, every replica's)."""
-        wait = await self._admit(key)
+        probe = self.breakers.state(key) == HALF_OPEN  # `_allowed` just handed this request the probe
+        try:
+            wait = await self._admit(key)
+        except BaseException:  # cancelled meanwhile (the agent left, the gateway stops), or a bug
+            if probe:
+                self.breakers.release(key)
+            raise
         if wait is None:
             return True
-        self.breakers.release(key)  # the probe `_allowed` may have handed out goes unused
+        if probe:
+            self.breakers.release(key)  # the probe goes unused: another request may take it
         job.attempts.append(Attempt(plan.url, key, error="over quota", ended="skipped"))
         job.skipped.append((target, f"over quota ({wait:.0f} s)"))
         job.quota_wait_s = wait if job.quota_wait_s is None else min(job.quota_wait_s, wait)

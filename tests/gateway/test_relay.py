@@ -35,9 +35,11 @@ RULES = textwrap.dedent("""\
       "openrouter:c9/fail-429": ["anthropic:c9/claude"]
       "openrouter:c10/rampup-429": ["openrouter:c10/chunks-2"]
       "openrouter:c11/error-200": ["openrouter:c11/chunks-2"]
+      "openrouter:q3/hang": ["openrouter:q3/fallback-slow"]
     quotas:
       "openrouter:q1/limited": {rpd: 2}
       "openrouter:q2/slow": {rpm: 10}
+      "openrouter:q3/fallback-slow": {rpm: 2}
     fallback: {method: cascade}
 """)
 OPTIONS = {"clutch_first_byte_timeout_ms": 1500, "clutch_retries": 0, "clutch_sticky_ms": 2500}
@@ -283,9 +285,8 @@ def test_an_error_inside_a_200_counts_as_a_failure(cascading, fake, stream):
 
 
 def test_an_rpm_quota_admits_exactly_its_number_of_concurrent_requests(cascading, fake):
-    """30 requests at once against rpm 10: each is admitted by taking the quota just before it is sent
-    (a check when the cascade is ordered and a count when it is sent let all 30 through), so 10 reach
-    the model and 20 get a 429 with Retry-After in OpenAI's shape, none sent."""
+    """30 requests at once against rpm 10: 10 reach the model and 20 get a 429 with Retry-After in OpenAI's
+    shape, none sent."""
     import concurrent.futures
 
     def one(n: int):
@@ -306,3 +307,22 @@ def test_an_rpm_quota_admits_exactly_its_number_of_concurrent_requests(cascading
     for _, body, retry_after in refused:
         assert body["error"]["type"] and "over quota" in body["error"]["message"]
         assert retry_after is not None and 0 < int(retry_after) <= 60
+
+
+def test_a_fallback_with_a_quota_is_taken_from_when_it_is_tried_not_when_the_cascade_was_ordered(cascading, fake):
+    """6 requests at once whose primary hangs until the first-byte timeout (1.5 s): the fallback's rpm 2
+    had room for all 6 when their cascades were ordered, so it is taken from when the fallback is tried."""
+    import concurrent.futures
+
+    def one(n: int):
+        try:
+            chat(cascading, session=f"q3-{n}").chat.completions.create(
+                model="q3/hang", messages=[{"role": "user", "content": f"q3 {n}"}])
+            return 200
+        except openai.APIStatusError as e:
+            return e.status_code
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(one, range(6)))
+    assert statuses.count(200) == 2, statuses
+    assert len(calls(fake, "q3/fallback")) == 2

@@ -141,6 +141,24 @@ def test_redis_stopped_and_restarted_under_load_loses_no_request(replicas, redis
         assert shares_again(gateway)["status"] == "ok"
 
 
+def test_a_hung_redis_costs_no_request_and_is_found_again(replicas, redis, fake):
+    """redis-server stopped with SIGSTOP: connections open, nothing answers. Each call gives up after
+    1 s (no retries), the replica then stops asking on the request path, and shares again after SIGCONT."""
+    import os
+    import signal
+
+    gateway = replicas[1]
+    os.kill(redis.process.pid, signal.SIGSTOP)
+    try:
+        for n in range(200, 204):
+            assert ask(gateway, "team2/chunks-2", n)[0] == 200
+        assert gateway.health()["status"] == "degraded"
+    finally:
+        os.kill(redis.process.pid, signal.SIGCONT)
+    assert shares_again(gateway)["status"] == "ok"
+    assert ask(gateway, "team2/chunks-2", 204)[0] == 200
+
+
 def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
     import asyncio
 
@@ -165,7 +183,7 @@ def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
 
     taken, over_minute, other, over_day, unlimited = asyncio.run(run())
     assert taken == [None, None, None] and unlimited is None
-    assert over_minute is not None and 59 < over_minute <= 60
+    assert over_minute is not None and 50 < over_minute <= 60
     assert other is None  # the provider's day had room for a fourth: the refusal took nothing
     assert over_day is not None and over_day > 0  # until Redis's UTC midnight
     client = redis_py.Redis.from_url(redis.url, decode_responses=True)
