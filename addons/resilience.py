@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 SAVE_EVERY_S = 1.0
 PROBE_EVERY_S = 0.5  # how often an unreachable shared state is asked again
+HEARTBEAT_S = 2.0  # how often a shared state that answers is asked whether it still does
 
 
 class Resilience:
@@ -52,7 +53,7 @@ class Resilience:
         self._shared_down: str | None = None  # why the shared state cannot be reached, while it cannot
         self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
         self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
-        self._prober: asyncio.Task | None = None  # asks an unreachable shared state until it answers
+        self._prober: asyncio.Task | None = None  # the shared state's watcher (_heartbeat)
         self._refreshing: asyncio.Future[None] | None = None  # the shared breakers' read in flight
         rulebook.on_change(self._rules_changed)
 
@@ -113,8 +114,10 @@ class Resilience:
             old_shared, self.shared, self._shared_down = self.shared, shared, None
             if self._prober is not None:
                 self._prober.cancel()
+                self._prober = None
             if old_shared is not None:
                 self._close_later(old_shared)
+            self._watch()
             if self.shared is not None:
                 logger.info("quotas and open breakers are shared on %s", describe(url))
             self.breakers.on_open = self._share_open if self.shared is not None else None
@@ -197,27 +200,34 @@ class Resilience:
 
     def _down(self, shared: SharedState, error: RedisUnreachable) -> None:
         """The shared state did not answer: requests go on with this replica's own state (no request waits
-        for Redis again) while one task asks it every PROBE_EVERY_S until it answers."""
+        for Redis again) while the watcher asks it every PROBE_EVERY_S until it answers."""
         if shared is not self.shared or self.shared is None:
             return  # a call on a shared state the options have replaced since
         if self._shared_down is None:
             logger.warning("shared state %s unreachable (%s): this replica counts quotas and keeps breakers "
                            "alone until it answers", describe(self.shared.url), error)
         self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(error).split(':')[0]}"
-        if self._prober is None or self._prober.done():
-            try:
-                self._prober = asyncio.get_running_loop().create_task(self._probe(self.shared))
-            except RuntimeError:  # no event loop (a test calling this directly)
-                pass
+        self._watch()
 
-    async def _probe(self, shared: SharedState) -> None:
-        while self.shared is shared and self._shared_down:
-            await asyncio.sleep(PROBE_EVERY_S)
+    def _watch(self) -> None:
+        """One task per shared state asks it every HEARTBEAT_S (every PROBE_EVERY_S while it does not
+        answer), so /health says `degraded` within seconds of Redis going away, traffic or not."""
+        if self.shared is None or (self._prober is not None and not self._prober.done()):
+            return
+        try:
+            self._prober = asyncio.get_running_loop().create_task(self._heartbeat(self.shared))
+        except RuntimeError:  # no event loop yet (options set before mitmproxy runs): `running` starts it
+            pass
+
+    async def _heartbeat(self, shared: SharedState) -> None:
+        while self.shared is shared:
+            await asyncio.sleep(PROBE_EVERY_S if self._shared_down else HEARTBEAT_S)
             try:
                 await shared.ping()
-            except RedisUnreachable:
-                continue
-            self._up(shared)
+            except RedisUnreachable as e:
+                self._down(shared, e)
+            else:
+                self._up(shared)
 
     def _up(self, shared: SharedState) -> None:
         if shared is not self.shared:
@@ -237,6 +247,7 @@ class Resilience:
     def running(self):
         if self._saver is None:
             self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
+        self._watch()
 
     async def done(self):
         if self._saver is not None:

@@ -92,11 +92,22 @@ def test_a_breaker_opened_on_one_replica_is_open_on_the_other(replicas, fake):
     assert opened_on_b["state"] == "open" and opened_on_b["failures"] == 0  # adopted, not counted
 
 
+def until_degraded(gateway, timeout: float = 20) -> dict:
+    """/health once the replica's watcher (every 2 s) found Redis gone, or the last one at the deadline."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while (health := gateway.health())["status"] != "degraded" and time.monotonic() < deadline:
+        time.sleep(0.05)  # a poll of /health: the watcher's ping is the event waited for
+    return health
+
+
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
     gateway = replicas[0]
     assert ask(gateway, "team2/chunks-2", 1)[0] == 200
     redis.stop()
     try:
+        assert until_degraded(replicas[1])["status"] == "degraded"  # seen without any request of its own
         for n in range(2, 5):  # every request is served, on this replica's own counts
             assert ask(gateway, "team2/chunks-2", n)[0] == 200
         health = gateway.health()
