@@ -22,7 +22,8 @@ event each, at up to 500 tokens/s, usage at the end; for the saturation load it 
   ccr           client (Anthropic Messages) -> claude-code-router (plain HTTP) -> fake OpenAI chat
 
 The peers take base URLs, so their client leg is plain HTTP; Clutch and mitmdump intercept TLS on
-both legs, and Clutch's base-URL entry takes plain HTTP in, as the peers do, and speaks TLS out. Installing and starting the peers: bench/peers.py. Method and columns: bench/README.md.
+both legs, and Clutch's base-URL entry takes plain HTTP in, as the peers do, and speaks TLS out.
+Installing and starting the peers: bench/peers.py. Method and columns: bench/README.md.
 """
 
 from __future__ import annotations
@@ -146,21 +147,6 @@ async def one_request(session, target: PeerTarget, body: bytes) -> run.Sample:
     return run.Sample(True, (first - started) * 1000, (token - started) * 1000, (end - started) * 1000)
 
 
-async def run_batch(session, target: PeerTarget, body: bytes, n: int, concurrency: int, stagger: float):
-    samples: list[run.Sample] = []
-    remaining = n
-
-    async def worker(k: int):
-        nonlocal remaining
-        await asyncio.sleep(stagger * k / concurrency)
-        while remaining > 0:
-            remaining -= 1
-            samples.append(await one_request(session, target, body))
-
-    await asyncio.gather(*(worker(k) for k in range(min(concurrency, n))))
-    return samples
-
-
 async def run_cell(target: PeerTarget, load: PeerLoad, test_ca: Path, tls_port: int, stagger: float) -> dict:
     import aiohttp
 
@@ -169,10 +155,11 @@ async def run_cell(target: PeerTarget, load: PeerLoad, test_ca: Path, tls_port: 
     body = target.bodies[load.body]
     async with aiohttp.ClientSession(connector=connector, trust_env=False,
                                      timeout=aiohttp.ClientTimeout(total=300)) as session:
-        warm = await run_batch(session, target, body, load.warmup, load.concurrency, stagger)
+        warm = await run.run_batch(session, target, body, load.warmup, load.concurrency, stagger, one_request)
         cpu0 = target.proc.cpu_seconds() if target.proc else 0.0
         t0 = time.perf_counter()
-        samples = await run_batch(session, target, body, load.requests, load.concurrency, stagger)
+        samples = await run.run_batch(session, target, body, load.requests, load.concurrency, stagger,
+                                         one_request)
         wall = time.perf_counter() - t0
         cpu = (target.proc.cpu_seconds() - cpu0) if target.proc else None
     ok = [s for s in samples if s.ok]

@@ -50,6 +50,7 @@ sys.path.insert(0, str(BENCH))
 
 from harness import MITMDUMP, PYTHON, stop as stop_process, wait_for_file  # noqa: E402
 from pki import make_test_pki  # noqa: E402
+from redis_server import RedisServer, find_redis  # noqa: E402
 from report import LAT_LOADS, SAT_LOADS, render  # noqa: E402
 
 HOST = "openrouter.ai"
@@ -82,7 +83,6 @@ RULES_BY_PATH = {
 # every request reads the shared breakers and takes its two quotas in Redis
 RULES_BY_PATH["clutch-team"] = RULES_BY_PATH["clutch-routed"]
 TEAM_STATE: dict[str, str] = {}  # "url": the bench's redis-server, once started
-REDIS_SERVER = os.environ.get("CLUTCH_REDIS_SERVER") or shutil.which("redis-server") or "/usr/bin/redis-server"
 # the fallback path measures the failed attempt every time: no breaker may open, no session stick
 FALLBACK_OPTIONS = ["--set", "clutch_breaker_failures=1000000000", "--set", "clutch_sticky_ms=0"]
 PROXY_USER = "xx-claude.s-bench"  # what an agent launched by Clutch puts in its proxy URL
@@ -359,11 +359,13 @@ async def one_request(session, target: Target, body: bytes) -> Sample:
     return Sample(True, (first - started) * 1000, (token - started) * 1000, (end - started) * 1000)
 
 
-async def run_batch(session, target: Target, body: bytes, n: int, concurrency: int,
-                    stagger_s: float = 0.0) -> list[Sample]:
+async def run_batch(session, target, body: bytes, n: int, concurrency: int, stagger_s: float = 0.0,
+                    request=None) -> list[Sample]:
     """`n` requests from `concurrency` workers, each with its own keep-alive connection. With a
     stagger, worker k starts k/concurrency of `stagger_s` late, so the streams overlap like
-    independent agents instead of arriving together as one burst."""
+    independent agents instead of arriving together as one burst. `request(session, target, body)`
+    sends one (default: this module's `one_request`; the peer table passes its own)."""
+    one = request or one_request
     samples: list[Sample] = []
     remaining = n
 
@@ -373,7 +375,7 @@ async def run_batch(session, target: Target, body: bytes, n: int, concurrency: i
             await asyncio.sleep(stagger_s * k / concurrency)
         while remaining > 0:
             remaining -= 1
-            samples.append(await one_request(session, target, body))
+            samples.append(await one(session, target, body))
 
     await asyncio.gather(*(worker(k) for k in range(min(concurrency, n))))
     return samples
@@ -499,22 +501,6 @@ def machine_info() -> dict:
             "aiohttp": aiohttp.__version__, "httpx": httpx.__version__}
 
 
-def start_redis(workdir: Path, registry: list[Proc], timeout: float = 20) -> str:
-    """A redis-server for clutch-team on a free loopback port, nothing saved; its URL once it is ready."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = Proc("redis", [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly",
-                          "no", "--dir", str(workdir)], workdir)
-    registry.append(proc)
-    deadline = time.monotonic() + timeout
-    while "Ready to accept connections" not in proc.output():
-        if proc.process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"redis-server did not start:\n{proc.output()[-2000:]}")
-        time.sleep(0.01)  # a poll of its log, once per run
-    return f"redis://127.0.0.1:{port}/0"
-
-
 async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
     pki = make_test_pki(workdir / "pki", [HOST, ANTHROPIC_HOST])
     bodies = {"2k": small_body()}
@@ -527,12 +513,14 @@ async def bench(args, workdir: Path, registry: list[Proc], t0: float) -> dict:
     proxy_totals: dict[str, dict] = {}
     phases = [("c1", args.c1_delay), ("c16", args.c16_delay), ("zero", 0.0)]
     if "clutch-team" in paths:
-        if Path(REDIS_SERVER).is_file():
-            TEAM_STATE["url"] = start_redis(workdir / "redis", registry)
+        if find_redis() is not None:  # the tests' own server: a free loopback port, nothing saved
+            redis = RedisServer(workdir / "redis")
+            registry.append(redis)
+            TEAM_STATE["url"] = redis.url
             log(t0, f"clutch-team: shared state on {TEAM_STATE['url']}")
         else:
             paths.remove("clutch-team")
-            log(t0, f"clutch-team left out: no redis-server at {REDIS_SERVER} (CLUTCH_REDIS_SERVER)")
+            log(t0, "clutch-team left out: no redis-server (CLUTCH_REDIS_SERVER names one)")
     for phase, delay in phases:
         phase_loads = [load for load in loads if load.phase == phase and load.name in args.loads]
         if not phase_loads:

@@ -19,14 +19,19 @@ REDIS_SERVER = Path(os.environ.get("CLUTCH_REDIS_SERVER", "/usr/bin/redis-server
 READY = b"Ready to accept connections"
 
 
+def find_redis() -> Path | None:
+    """The redis-server to run ($CLUTCH_REDIS_SERVER, Debian's, or one on PATH), or None."""
+    found = REDIS_SERVER if REDIS_SERVER.is_file() else shutil.which("redis-server")
+    return Path(found) if found else None
+
+
 def need_redis() -> Path:
     """The redis-server to run; skip without one, except in CI (CLUTCH_REQUIRE_E2E), where it fails."""
     import pytest
 
     process_allowed("redis-server")
-    found = REDIS_SERVER if REDIS_SERVER.is_file() else shutil.which("redis-server")
-    if found:
-        return Path(found)
+    if found := find_redis():
+        return found
     reason = (f"{REDIS_SERVER} is missing: `CLUTCH_INSTALL_SYSTEM=1 ./clutch test` installs redis-server "
               "(Debian's package) for the team-gateway tests")
     if os.environ.get("CLUTCH_REQUIRE_E2E"):

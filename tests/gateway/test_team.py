@@ -44,13 +44,14 @@ def replicas(tmp_path_factory, fake, pki, redis):
         gateway.stop()
 
 
-def shares_again(gateway, timeout: float = 20) -> dict:
-    """/health once the replica's prober (every 0.5 s) found Redis again, or the last one at the deadline."""
+def until_status(gateway, status: str, timeout: float = 20) -> dict:
+    """/health once it says `status` ("ok": the replica's watcher found Redis again; "degraded": found
+    it gone), or the last one at the deadline. The watcher asks every 2 s, every 0.5 s while Redis is away."""
     import time
 
     deadline = time.monotonic() + timeout
-    while (health := gateway.health())["status"] != "ok" and time.monotonic() < deadline:
-        time.sleep(0.05)  # a poll of /health: the prober's answer is the event waited for
+    while (health := gateway.health())["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.05)  # a poll of /health: the watcher's ping is the event waited for
     return health
 
 
@@ -92,22 +93,12 @@ def test_a_breaker_opened_on_one_replica_is_open_on_the_other(replicas, fake):
     assert opened_on_b["state"] == "open" and opened_on_b["failures"] == 0  # adopted, not counted
 
 
-def until_degraded(gateway, timeout: float = 20) -> dict:
-    """/health once the replica's watcher (every 2 s) found Redis gone, or the last one at the deadline."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while (health := gateway.health())["status"] != "degraded" and time.monotonic() < deadline:
-        time.sleep(0.05)  # a poll of /health: the watcher's ping is the event waited for
-    return health
-
-
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
     gateway = replicas[0]
     assert ask(gateway, "team2/chunks-2", 1)[0] == 200
     redis.stop()
     try:
-        assert until_degraded(replicas[1])["status"] == "degraded"  # seen without any request of its own
+        assert until_status(replicas[1], "degraded")["status"] == "degraded"  # seen without any request of its own
         for n in range(2, 5):  # every request is served, on this replica's own counts
             assert ask(gateway, "team2/chunks-2", n)[0] == 200
         health = gateway.health()
@@ -115,7 +106,7 @@ def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers
         assert any("unreachable" in problem and "127.0.0.1" in problem for problem in health["problems"])
     finally:
         redis.start()
-    assert shares_again(gateway)["status"] == "ok"
+    assert until_status(gateway, "ok")["status"] == "ok"
     assert ask(gateway, "team2/chunks-2", 5)[0] == 200
     assert len(calls(fake, "team2/")) == 5
 
@@ -149,7 +140,7 @@ def test_redis_stopped_and_restarted_under_load_loses_no_request(replicas, redis
     assert [(status, text) for status, text, _ in outcomes] == [(200, "pong from the fake upstream")] * 24
     assert len(calls(fake, "team4/")) == 24
     for gateway in replicas:
-        assert shares_again(gateway)["status"] == "ok"
+        assert until_status(gateway, "ok")["status"] == "ok"
 
 
 def test_a_hung_redis_costs_no_request_and_is_found_again(replicas, redis, fake):
@@ -166,7 +157,7 @@ def test_a_hung_redis_costs_no_request_and_is_found_again(replicas, redis, fake)
         assert gateway.health()["status"] == "degraded"
     finally:
         os.kill(redis.process.pid, signal.SIGCONT)
-    assert shares_again(gateway)["status"] == "ok"
+    assert until_status(gateway, "ok")["status"] == "ok"
     assert ask(gateway, "team2/chunks-2", 204)[0] == 200
 
 
