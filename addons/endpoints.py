@@ -27,7 +27,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addons import __version__
 from addons.accounting.metrics import CONTENT_TYPE, Metrics
-from addons.accounting.store import parse_time
+from addons.accounting.reports import UsageStoreError, parse_time
 from addons.budget import Budget, SpendingUnknown
 from addons.certs import Certs
 from addons.config.rules import RulesError
@@ -227,6 +227,8 @@ class Endpoints:
                 return _json(200, {"bucket": bucket, "by": by, "since": since, "until": until, "points": points})
         except ValueError as e:
             return _json(400, {"error": str(e)})
+        except UsageStoreError as e:  # a team's PostgreSQL that is away; the rows wait in the spool
+            return _json(503, {"error": str(e)})
         return _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
 
     @staticmethod
@@ -266,7 +268,8 @@ class Endpoints:
             "ca_cert": str(self._certs.files.ca_cert) if self._certs.files else None,
             "ca_bundle": str(self._certs.files.bundle) if self._certs.files else None,
             "pid": os.getpid(),
-            "usage_db": str(self._usage.store.path) if self._usage is not None and self._usage.store else None,
+            # a file, or a PostgreSQL URL without its password
+            "usage_db": self._usage.store.name if self._usage is not None and self._usage.store else None,
             "lost_in_flight": self._shutdown.health() if self._shutdown is not None else None,
         }
 

@@ -21,10 +21,11 @@ from mitmproxy import ctx, exceptions
 
 from addons.config.paths import places
 from addons.config.rules import Rules
+from addons.config.server_urls import without_secrets
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
-from addons.fallback.shared_state import RedisUnreachable, SharedState, describe
+from addons.fallback.shared_state import RedisUnreachable, SharedState
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
 from addons.upstream.held_stream import Holds
@@ -105,12 +106,12 @@ class Resilience:
         if "clutch_state" in updated:
             url = ctx.options.clutch_state.strip()
             if url and not url.startswith(("redis://", "rediss://", "unix://")):
-                raise exceptions.OptionsError(f"clutch_state: {describe(url)!r} is not a redis:// URL (empty: "
+                raise exceptions.OptionsError(f"clutch_state: {without_secrets(url)!r} is not a redis:// URL (empty: "
                                               "this process alone)")
             try:
                 shared = SharedState(url) if url else None
             except ValueError as e:
-                raise exceptions.OptionsError(f"clutch_state: {describe(url)} cannot be used: {e}") from None
+                raise exceptions.OptionsError(f"clutch_state: {without_secrets(url)} cannot be used: {e}") from None
             old_shared, self.shared, self._shared_down = self.shared, shared, None
             if self._prober is not None:
                 self._prober.cancel()
@@ -119,7 +120,7 @@ class Resilience:
                 self._close_later(old_shared)
             self._watch()
             if self.shared is not None:
-                logger.info("quotas and open breakers are shared on %s", describe(url))
+                logger.info("quotas and open breakers are shared on %s", without_secrets(url))
             self.breakers.on_open = self._share_open if self.shared is not None else None
             self.breakers.on_close = self._share_close if self.shared is not None else None
         if "clutch_state_dir" in updated:
@@ -205,8 +206,8 @@ class Resilience:
             return  # a call on a shared state the options have replaced since
         if self._shared_down is None:
             logger.warning("shared state %s unreachable (%s): this replica counts quotas and keeps breakers "
-                           "alone until it answers", describe(self.shared.url), error)
-        self._shared_down = f"shared state {describe(self.shared.url)} unreachable: {str(error).split(':')[0]}"
+                           "alone until it answers", without_secrets(self.shared.url), error)
+        self._shared_down = f"shared state {without_secrets(self.shared.url)} unreachable: {str(error).split(':')[0]}"
         self._watch()
 
     def _watch(self) -> None:
@@ -233,7 +234,7 @@ class Resilience:
         if shared is not self.shared:
             return
         if self._shared_down is not None:
-            logger.warning("shared state %s answers again", describe(shared.url))
+            logger.warning("shared state %s answers again", without_secrets(shared.url))
         self._shared_down = None
 
     def problems(self) -> list[str]:

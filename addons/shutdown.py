@@ -36,7 +36,7 @@ import time
 from mitmproxy import ctx, exceptions
 
 from addons.accounting.inflight import InFlightRecord, Lost, claim_leftovers
-from addons.accounting.store import day_of
+from addons.accounting.reports import day_of
 from addons.drain import Drain
 from addons.resilience import Resilience
 from addons.usage import Usage

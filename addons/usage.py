@@ -26,11 +26,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, http
+from mitmproxy import ctx, exceptions, http
 
+from addons.accounting import postgres
 from addons.accounting import salvage as usage_salvage
+from addons.accounting.postgres import PostgresStore
+from addons.accounting.reports import UsageStoreError, day_of
 from addons.accounting.rows import Finished, needs_input_estimate, priced, rows_for, usage_columns
-from addons.accounting.store import UsageStore, UsageStoreError, day_of
+from addons.accounting.spool import Spool, SpoolError
+from addons.accounting.store import UsageStore
+from addons.accounting.writer import RowWriter
 from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
 from addons.models import catalog
 from addons.models.catalog import CatalogFile
@@ -46,16 +51,17 @@ _BATCH = 500
 # request costs more CPU than the rows; a report never waits for it (flush).
 _LINGER_S = 0.05
 _STOP = object()
+Store = UsageStore | PostgresStore
 
 
 @dataclasses.dataclass
 class _Read:
     """A read of the store that the writer runs between two batches (see Usage.read_in_order)."""
 
-    read: Callable[[UsageStore], Any]
+    read: Callable[[Store], Any]
     future: concurrent.futures.Future
 
-    def run(self, store: UsageStore) -> None:
+    def run(self, store: Store) -> None:
         if not self.future.set_running_or_notify_cancel():
             return  # the caller stopped waiting
         try:
@@ -67,26 +73,33 @@ class _Read:
 class Usage:
     def __init__(self, resilience: Resilience):
         self._resilience = resilience
-        self.store: UsageStore | None = None
+        self.store: Store | None = None
+        self.writer: RowWriter | None = None  # the writer thread's: where each batch goes (spool included)
         self._queue: queue.Queue = queue.Queue()
         self._writer: threading.Thread | None = None
         self._listeners: list[Callable[[list[dict]], None]] = []
         self._catalog: CatalogFile | None = None
-        self.written = 0
-        self.dropped = 0
         self.salvaged: usage_salvage.Salvage | None = None  # the broken database this run moved aside
         self._open_error: str | None = None  # why there is no store although one was asked for
-        self._write_error: str | None = None  # the last batch that could not be written, and why
         self._identity: tuple[int, int] | None = None  # (device, inode) of the file the store opened
+        self._opened: Path | str | None = None  # the clutch_usage_db target of the store
 
     def load(self, loader):
         loader.add_option("clutch_usage_db", str, "",
-                          "The usage database (SQLite). Empty: usage.db in the state folder "
-                          "(clutch_state_dir); 'off': keep no usage records.")
+                          "The usage database: a SQLite file, or postgresql://user:password@host:port/db for "
+                          "a team gateway (replicas share it; rows wait in a spool in the state folder while "
+                          "it is away). Empty: usage.db in the state folder (clutch_state_dir); 'off': keep "
+                          "no usage records.")
 
     def configure(self, updated):
         if updated & {"clutch_usage_db", "clutch_state_dir"}:
-            self._open(self._path())
+            target = self._target()
+            if isinstance(target, str):
+                try:
+                    postgres.check_url(target)
+                except ValueError as e:
+                    raise exceptions.OptionsError(f"clutch_usage_db: {e}") from None
+            self._open(target)
         if "clutch_state_dir" in updated and self._resilience.state_dir is not None:
             self._catalog = CatalogFile(catalog.cache_path(self._resilience.state_dir))
 
@@ -102,22 +115,33 @@ class Usage:
         """Call `listener` with each finished request's rows (on the event loop), e.g. metrics and budgets."""
         self._listeners.append(listener)
 
-    def _path(self) -> Path | None:
+    def _target(self) -> Path | str | None:
+        """The SQLite file, the PostgreSQL URL, or None (off)."""
         wanted = ctx.options.clutch_usage_db
         if wanted == "off":
             return None
+        if postgres.is_postgres_url(wanted):
+            return wanted
         if wanted:
             return Path(os.path.expanduser(wanted))
-        return (self._resilience.state_dir or Path(".")) / "usage.db"
+        return self._state_dir() / "usage.db"
 
-    def _open(self, path: Path | None) -> None:
-        if self.store is not None and path == self.store.path:
+    def _state_dir(self) -> Path:
+        return self._resilience.state_dir or Path(".")
+
+    def _open(self, target: Path | str | None) -> None:
+        if self.store is not None and target == self._opened:
             return
         self._stop_writer()
-        self._open_error = self._write_error = None
-        if path is None:
+        self._open_error = None
+        self._opened = target
+        if target is None:
             logger.info("usage records are off (clutch_usage_db=off)")
             return
+        if isinstance(target, str):
+            self._open_postgres(target)
+            return
+        path = target
         reason = usage_salvage.damage(path)
         if reason is not None:
             self._set_aside(path, reason)
@@ -135,10 +159,27 @@ class Usage:
                 self.store.add(self.salvaged.rows)
             except Exception as e:
                 logger.warning("could not copy the %d recovered rows into %s: %s", len(self.salvaged.rows), path, e)
-        self._writer = threading.Thread(target=self._write_loop, args=(self.store,), name="clutch-usage",
-                                        daemon=True)
-        self._writer.start()
+        self._start_writer(RowWriter(self.store))
         logger.info("usage records in %s", path)
+
+    def _open_postgres(self, url: str) -> None:
+        """A team's database: reached (and migrated) by the writer thread, so a server that is away
+        delays no start-up; rows wait in a spool of this state folder until it answers."""
+        store = PostgresStore(url)
+        try:
+            spool: Spool | None = Spool.claim(self._state_dir())
+        except (OSError, SpoolError) as e:
+            spool = None
+            logger.warning("usage: no spool for %s (%s): rows finished while it is away will be lost",
+                           store.name, e)
+        self.store = store
+        self._start_writer(RowWriter(store, spool))
+        logger.info("usage records in %s%s", store.name, f", spooled to {spool.path} while it is away" if spool else "")
+
+    def _start_writer(self, writer: RowWriter) -> None:
+        self.writer = writer
+        self._writer = threading.Thread(target=self._write_loop, args=(writer,), name="clutch-usage", daemon=True)
+        self._writer.start()
 
     def _set_aside(self, path: Path, reason: str) -> None:
         """Move a broken database aside (it is the user's history) and keep today's rows it still has."""
@@ -155,10 +196,13 @@ class Usage:
         found = [self.salvaged.describe()] if self.salvaged is not None else []
         if self._open_error:
             found.append(self._open_error)
-        if self._write_error:
-            found.append(self._write_error)
+        writer = self.writer
+        if writer is not None and writer.unreachable:
+            found.append(f"{writer.unreachable}; {writer.spooled} usage rows spooled, written when it answers")
+        if writer is not None and writer.last_drop:
+            found.append(writer.last_drop)
         store = self.store
-        if store is not None and self._identity is not None and _identity(store.path) != self._identity:
+        if isinstance(store, UsageStore) and self._identity is not None and _identity(store.path) != self._identity:
             found.append(f"the usage database {store.path} was deleted or replaced while the gateway runs: "
                          f"new rows go to a file no longer there; restart the gateway")
         return found
@@ -174,10 +218,17 @@ class Usage:
         if self.store is not None:
             self.store.close()
             self.store = None
+        if self.writer is not None and self.writer.spool is not None:
+            self.writer.spool.close()
+        self.writer = None
 
-    def _write_loop(self, store: UsageStore) -> None:
+    def _write_loop(self, writer: RowWriter) -> None:
         while True:
-            batch = [self._queue.get()]
+            try:
+                batch = [self._queue.get(timeout=writer.due_in())]
+            except queue.Empty:
+                writer.retry()  # the database was away and nothing new came: try the spool again
+                continue
             deadline = time.monotonic() + _LINGER_S
             while len(batch) < _BATCH and isinstance(batch[-1], list):  # an Event, a _Read or _STOP ends it
                 try:
@@ -187,17 +238,17 @@ class Usage:
             rows = [row for item in batch if isinstance(item, list) for row in item]
             if rows:
                 try:
-                    self.written += store.add(rows)
+                    writer.write(rows)
                 except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
-                    self.dropped += len(rows)
-                    self._write_error = (f"{self.dropped} usage rows could not be written to {store.path} "
-                                         f"(last: {type(e).__name__}: {e}, at {time.strftime('%H:%M:%S')})")
-                    logger.exception("could not write %d usage rows to %s", len(rows), store.path)
+                    logger.exception("could not write %d usage rows to %s", len(rows), writer.store.name)
+                    writer.drop(len(rows), f"{type(e).__name__}: {e}, writing to {writer.store.name}")
             for item in batch:
                 if isinstance(item, threading.Event):
+                    writer.retry(force=True)  # a flush: the spooled rows too, if the database answers
                     item.set()
                 elif isinstance(item, _Read):
-                    item.run(store)
+                    writer.retry(force=True)  # a read counts the spooled rows only once they are written
+                    item.run(writer.store)
             if any(item is _STOP for item in batch):
                 return
 
@@ -210,7 +261,7 @@ class Usage:
         self._queue.put(written)
         return written.wait(timeout_s)
 
-    def read_in_order(self, read: Callable[[UsageStore], Any]) -> concurrent.futures.Future | None:
+    def read_in_order(self, read: Callable[[Store], Any]) -> concurrent.futures.Future | None:
         """Run `read(store)` on the writer thread, after every row queued before this call is written
         and before any row queued after it; None when there is no store. A caller that counts rows as
         they come (the budgets) can thus add the store's total and the rows emitted after this call

@@ -1,8 +1,9 @@
 """`xx usage`: what each agent, session, model, provider or day cost, from the gateway's usage store.
 
-Reads the SQLite file directly (WAL lets a reader in while the gateway writes), so it works with the
-gateway stopped too. The file is the one the running gateway names in /health, else the default state
-folder's, else `--db`.
+Reads the store directly (SQLite's WAL lets a reader in while the gateway writes), so it works with the
+gateway stopped too. The store is `--db` (a file or a postgresql:// URL), else the xx config's
+clutch_usage_db when it is a URL, else the one the running gateway names in /health, else the default
+state folder's (launcher/scan/places.py `usage_db`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import Annotated
 
 import typer
 
-from addons.accounting.store import GROUPS, UsageStore, UsageStoreError, parse_time
-from addons.config.paths import places
+from addons.accounting.reports import GROUPS, UsageStoreError, parse_time
+from launcher.scan.places import open_usage_store
 from launcher.tables import money
 from launcher.terminal import FittedTable, TableColumn, fit_table, fit_text, render_text, terminal_width
 
@@ -37,12 +38,6 @@ _SUMMED = ("requests", "attempts", "failures", "fallbacks", "soft_failures", "in
            "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_saved", "cost_usd", "cache_saved_usd",
            "estimated")
 
-
-def database(explicit: Path | None, health: dict | None) -> Path:
-    if explicit is not None:
-        return explicit.expanduser()
-    named = (health or {}).get("usage_db")
-    return Path(named) if named else places().usage_db
 
 
 def render_usage(rows: list[dict], by: str, width: int) -> FittedTable:
@@ -82,11 +77,11 @@ Since = Annotated[str, typer.Option("--since", help="from: 24h, 7d, 90m, a date 
 Until = Annotated[str | None, typer.Option("--until", help="up to (same forms as --since)")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 AsCsv = Annotated[bool, typer.Option("--csv", help="print CSV")]
-Database = Annotated[Path | None, typer.Option("--db", help="the usage database (default: the gateway's)")]
+Database = Annotated[str | None, typer.Option("--db", help="the usage database, a file or a postgresql:// URL "
+                                                               "(default: the gateway's)")]
 
 
-def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, db: Path | None,
-          health: dict | None) -> None:
+def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, path: Path | str) -> None:
     """Print the report (see the module docstring for where the database is found)."""
     if by not in GROUPS:
         raise _fail(f"cannot group by {by!r}; one of {', '.join(GROUPS)}")
@@ -94,18 +89,18 @@ def usage(by: str, since: str, until: str | None, as_json: bool, as_csv: bool, d
         start, end = parse_time(since), parse_time(until)
     except ValueError as e:
         raise _fail(str(e)) from None
-    path = database(db, health)
-    if not path.exists():
+    if isinstance(path, Path) and not path.exists():
         raise _fail(f"no usage database at {path} yet: the gateway writes it once a request passed "
                     f"(or name one with --db)")
     try:
-        store = UsageStore(path)
+        store = open_usage_store(path)
+        try:
+            rows = store.report(by, start, end)
+        finally:
+            store.close()
     except UsageStoreError as e:
         raise _fail(str(e)) from None
-    try:
-        rows = store.report(by, start, end)
-    finally:
-        store.close()
+    path = store.name
     if as_json:
         typer.echo(json.dumps({"by": by, "since": start, "until": end, "database": str(path), "rows": rows}, indent=2))
     elif as_csv:

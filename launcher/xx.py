@@ -27,6 +27,7 @@ from launcher import agents, aliases, doctor, lifecycle, usage_report
 from launcher.codes import CodeError, code_table, mistyped_command, parse_code
 from launcher.config import ConfigError, XXConfig, load_config, xx_home
 from launcher.run_agent import rules_view, run_agent
+from launcher.scan import places as scan_places
 from launcher.scan.command import scan
 from launcher.tables import WatchLayout, render_request, render_reset, render_resilience, render_status
 from launcher.terminal import TableColumn, fit_table, fit_text, render_text, terminal_width
@@ -197,7 +198,8 @@ def usage_command(by: usage_report.By = "agent", since: usage_report.Since = "24
                   db: usage_report.Database = None) -> None:
     """Usage by agent, session, model, provider or day: requests, tokens, cost, failures, fallbacks."""
     config = _config()
-    usage_report.usage(by, since, until, as_json, as_csv, db, lifecycle.health(config) if db is None else None)
+    target = scan_places.named_store(db) if db else scan_places.usage_db(config, lifecycle.health(config))
+    usage_report.usage(by, since, until, as_json, as_csv, target)
 
 
 app.command(name="scan")(scan)

@@ -21,7 +21,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from addons.accounting.store import day_of
+from addons.accounting.reports import day_of
 from addons.config.rules import Budgets, Limit
 
 

@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from addons.accounting.store import day_of
+from addons.accounting.reports import day_of
 
 # (provider, model, input, output, cached, cache-write tokens) -> USD; None when no price is known
 Pricer = Callable[[str, str, int, int, int, int], float | None]

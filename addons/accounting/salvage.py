@@ -25,7 +25,7 @@ import struct
 import time
 from pathlib import Path
 
-from addons.accounting.store import ATTEMPT_COLUMNS, day_of
+from addons.accounting.reports import ATTEMPT_COLUMNS, day_of
 
 # the attempts table's columns in schema version 1 (store.MIGRATIONS), before cache_saved_usd
 _FIRST_SCHEMA_COLUMNS = 29

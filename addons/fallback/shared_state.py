@@ -26,7 +26,6 @@ import json
 import math
 import secrets
 import time
-import urllib.parse
 from collections.abc import Sequence
 from typing import Any
 
@@ -171,20 +170,3 @@ class SharedState:
 
     async def close(self) -> None:
         await self._redis.aclose()
-
-
-def describe(url: str) -> str:
-    """The URL without its user, password or query (redis-py also takes `?password=`), for logs and
-    /health."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme == "unix" and parts.path:
-        return f"unix://{parts.path}"
-    if not parts.scheme or not parts.netloc:
-        return "(not a URL)"
-    host = parts.hostname or ""
-    netloc = ("***@" if "@" in parts.netloc else "") + (f"[{host}]" if ":" in host else host)
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return urllib.parse.urlunsplit((parts.scheme, netloc + (f":{port}" if port else ""), parts.path, "", ""))

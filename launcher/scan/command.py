@@ -17,6 +17,7 @@ from launcher import lifecycle
 from launcher.config import ConfigError, XXConfig, load_config
 from launcher.rules_in_force import provider_keys, source_for
 from launcher.scan import ScanError
+from launcher.scan.places import named_store
 from launcher.scan.probing import DEFAULT_PROBES
 from launcher.scan.rankings import run_scan
 from launcher.scan.report import print_run
@@ -44,7 +45,8 @@ def scan(count: Annotated[int | None, typer.Argument(metavar="N", show_default=F
          provider_name: Annotated[str, typer.Option("--provider", help="the rules' provider whose catalog is read")]
          = "openrouter",
          rules: Annotated[Path | None, typer.Option(help="rules file (default: the gateway's)")] = None,
-         db: Annotated[Path | None, typer.Option(help="usage database (default: the gateway's)")] = None) -> None:
+         db: Annotated[str | None, typer.Option(help="usage database, a file or a postgresql:// URL "
+                                                     "(default: the gateway's)")] = None) -> None:
     """Rank OpenRouter's models for coding agents (the m and f tiers); --probe measures the best ones."""
     _check_arguments(count, probe_, free, paid)
     try:
@@ -58,7 +60,8 @@ def scan(count: Annotated[int | None, typer.Argument(metavar="N", show_default=F
     try:
         run = run_scan(config, healthy, provider, provider_name, key=key, count=probes,
                        refresh=refresh, only=True if free else False if paid else None, limit=limit,
-                       min_context=min_context, ttl_s=ttl * 3600, timeout=timeout, db=db, quiet=as_json)
+                       min_context=min_context, ttl_s=ttl * 3600, timeout=timeout,
+                       db=named_store(db) if db else None, quiet=as_json)
     except ScanError as e:
         raise _fail(str(e)) from None
     if as_json:

@@ -15,16 +15,16 @@ from launcher import lifecycle
 from launcher.config import XXConfig
 from launcher.scan import ScanError, ago, client
 from launcher.scan.fetch import get_catalog
-from launcher.scan.places import state_dir, usage_db
+from launcher.scan.places import open_usage_store, state_dir, usage_db
 from launcher.scan.probing import probe
 
 
 def run_scan(config: XXConfig, healthy: dict | None, provider: Provider, provider_name: str, *, key: str | None,
              count: int, refresh: bool, only: bool | None, limit: int, min_context: int, ttl_s: float,
-             timeout: float, db: Path | None, quiet: bool) -> dict[str, Any]:
+             timeout: float, db: Path | str | None, quiet: bool) -> dict[str, Any]:
     """One scan: the catalog, the fit models ranked (the `count` best of them probed first, `only` free or
     paid ones when set), the ranking stored; what `xx scan --json` prints."""
-    from addons.accounting.store import UsageStore, UsageStoreError
+    from addons.accounting.reports import UsageStoreError
     from addons.models import catalog, ranking
 
     def say(text: str) -> None:
@@ -37,7 +37,7 @@ def run_scan(config: XXConfig, healthy: dict | None, provider: Provider, provide
     fit, left_out = catalog.fit_models(found.models, min_context)
     path = db or usage_db(config, healthy, folder)
     try:
-        store = UsageStore(path)
+        store = open_usage_store(path)
     except UsageStoreError as e:
         raise ScanError(str(e)) from None
     try:
@@ -69,7 +69,7 @@ def run_scan(config: XXConfig, healthy: dict | None, provider: Provider, provide
     return {"catalog": {"url": found.source, "models": len(found), "origin": origin, "fetched_at": found.fetched_at,
                         "fit": len(fit), "left_out": reasons},
             "left_out": left_out, "probes": probes, "rankings": shown[:limit] if limit > 0 else shown,
-            "ranked": len(rows), "tiers": tiers, "db": str(path), "computed_at": now}
+            "ranked": len(rows), "tiers": tiers, "db": store.name, "computed_at": now}
 
 
 def _reason_kind(why: str) -> str:
@@ -89,19 +89,19 @@ def current_rankings(config: XXConfig, healthy: dict | None) -> tuple[list[dict]
         if isinstance(served, dict) and isinstance(served.get("rankings"), list):
             return served["rankings"], "the gateway's ranking"
     path = usage_db(config, healthy)
-    if not path.is_file():
+    if isinstance(path, Path) and not path.is_file():
         return None
-    from addons.accounting.store import UsageStore, UsageStoreError
+    from addons.accounting.reports import UsageStoreError
 
     try:
-        store = UsageStore(path)
+        store = open_usage_store(path)
+        try:
+            rows = store.rankings()
+        finally:
+            store.close()
     except UsageStoreError:
         return None
-    try:
-        rows = store.rankings()
-    finally:
-        store.close()
-    return (rows, f"the model scan in {path}") if rows else None
+    return (rows, f"the model scan in {store.name}") if rows else None
 
 
 def tier_note(letter: str, config: XXConfig, healthy: dict | None, providers: list[str], source: str) -> str:

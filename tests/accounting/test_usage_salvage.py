@@ -17,7 +17,8 @@ from harness import Gateway, trust
 from xx_rig import run_xx, write_config, xx_env
 
 from addons.accounting import salvage as usage_salvage
-from addons.accounting.store import UsageStore, day_of
+from addons.accounting.reports import day_of
+from addons.accounting.store import UsageStore
 
 PROVIDERS = """\
     version: 1

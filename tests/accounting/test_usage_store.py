@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from addons.accounting.store import MIGRATIONS, SCHEMA_VERSION, UsageStore, UsageStoreError, day_of, parse_time
+from addons.accounting.reports import UsageStoreError, day_of, parse_time
+from addons.accounting.store import MIGRATIONS, SCHEMA_VERSION, UsageStore
 
 T0 = calendar.timegm((2026, 12, 1, 10, 0, 0))
 

@@ -18,7 +18,8 @@ import pytest
 import webdriver
 from harness import gateway_on_rules, trust
 
-from addons.accounting.store import UsageStore, day_of
+from addons.accounting.reports import day_of
+from addons.accounting.store import UsageStore
 
 pytestmark = pytest.mark.e2e
 

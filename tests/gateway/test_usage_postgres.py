@@ -1,0 +1,323 @@
+"""Team mode's usage database on a real PostgreSQL (`clutch_usage_db=postgresql://...`): the same reports
+as the SQLite store from the same rows; a schema migrated once by replicas that start together; rows
+spooled while the server is away and replayed in order when it returns, none lost and none doubled;
+two real gateway replicas writing to one database, which stops for 30 s under load."""
+
+from __future__ import annotations
+
+import calendar
+import concurrent.futures
+import json
+import threading
+import time
+
+import psycopg
+import pytest
+from postgres_server import PASSWORD, PostgresServer
+from test_relay import calls, chat, start
+from xx_rig import run_xx, xx_env
+
+from addons.accounting.postgres import PostgresStore, UsageStoreUnreachable
+from addons.accounting.reports import GROUPS, UsageStoreError, day_of
+from addons.accounting.spool import Spool
+from addons.accounting.store import UsageStore
+from addons.accounting.writer import RowWriter
+
+T0 = calendar.timegm((2026, 12, 1, 10, 0, 0))
+RULES = """\
+version: 1
+providers:
+  openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
+               key_env: OPENROUTER_API_KEY}
+cascades:
+  "openrouter:pg1/fail-500": ["openrouter:pg1/chunks-2"]
+fallback: {method: cascade}
+"""
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+def database(server: PostgresServer, name: str) -> str:
+    """A new, empty database on the server: its URL."""
+    with psycopg.connect(server.url, autocommit=True) as connection:
+        connection.execute(f"CREATE DATABASE {name}")
+    return server.url.rsplit("/", 1)[0] + f"/{name}"
+
+
+def history(count: int = 60) -> list[dict]:
+    """Rows of many shapes: failures rescued by a fallback, refusals, soft failures, rows without
+    tokens, two days, three agents, sessions and none."""
+    rows = []
+    for n in range(count):
+        ts = T0 + n * 1700.5  # spans two UTC days and many hour buckets
+        common = {"ts": ts, "day": day_of(ts), "request_id": f"req-{n}", "agent": ("claude", "codex", "qwen")[n % 3],
+                  "launch": f"L{n % 2}" if n % 4 else None, "session": f"s{n % 5}" if n % 3 else None,
+                  "dialect": "anthropic" if n % 2 else "openai_chat", "stream": n % 2 == 0,
+                  "requested_model": "claude-sonnet", "rule": "tier:middle" if n % 2 else None}
+        if n % 7 == 0:
+            rows.append({**common, "provider": "openrouter", "model": "m1", "attempt": 0, "outcome": "refused",
+                         "status": 429, "error_class": "quota", "served": False})
+            continue
+        if n % 5 == 0:
+            rows.append({**common, "provider": "openrouter", "model": "m1", "attempt": 0, "outcome": "failed",
+                         "status": 500, "error_class": "status", "duration_ms": 120.0 + n})
+            rows.append({**common, "ts": ts + 0.2, "provider": "anthropic", "model": "m2", "attempt": 1,
+                         "outcome": "success", "status": 200, "served": True, "fallback": True,
+                         "input_tokens": 1000 + n, "output_tokens": 50, "cached_tokens": 10,
+                         "cost_usd": 0.003 * n, "cache_saved_usd": 0.0001, "ttft_ms": 400.0 + n,
+                         "duration_ms": 900.0})
+            continue
+        rows.append({**common, "provider": "openrouter", "model": f"m{1 + n % 3}", "attempt": 0,
+                     "outcome": "soft_failure" if n % 11 == 0 else "success", "status": 200, "served": True,
+                     "input_tokens": 100 * n if n % 4 else None, "output_tokens": 10 + n,
+                     "cache_write_tokens": n, "reasoning_tokens": n % 3, "tokens_estimated": n % 4 == 0,
+                     "cost_usd": 0.001 * n, "cost_source": "provider", "ttft_ms": 200.0 + n % 9,
+                     "duration_ms": 500.0 + n, "tokens_saved": n * 2})
+    return rows
+
+
+def test_postgres_gives_the_same_reports_as_sqlite(postgres, tmp_path):
+    sqlite = UsageStore(tmp_path / "usage.db")
+    pg = PostgresStore(database(postgres, "parity"))
+    try:
+        rows = history()
+        sqlite.add(rows)
+        pg.add(rows)
+        assert pg.count() == sqlite.count() == len(rows)
+        assert pg.rows() == sqlite.rows()
+        windows = [(None, None), (T0 + 3600, T0 + 86400)]
+        for by in GROUPS:
+            for since, until in windows:
+                assert pg.report(by, since, until) == sqlite.report(by, since, until), by
+        for by in (None, "model", "agent"):
+            for bucket in (3600, 86400):
+                assert pg.timeline(bucket, by) == sqlite.timeline(bucket, by), (by, bucket)
+        assert pg.model_stats(T0) == sqlite.model_stats(T0)
+        for day in {row["day"] for row in rows}:
+            for by in ("agent", "provider"):
+                assert pg.spent(day, by) == sqlite.spent(day, by)
+        report = pg.report("agent")
+        assert sum(row["requests"] for row in report) == 60 and all(row["cost_usd"] > 0 for row in report)
+    finally:
+        sqlite.close()
+        pg.close()
+
+
+def test_probes_and_rankings_and_their_change_marker(postgres):
+    pg = PostgresStore(database(postgres, "scan"))
+    try:
+        pg.add_probes([{"ts": T0, "model": "openrouter:m1", "ok": True, "status": 200, "ttft_ms": 300.0}])
+        assert pg.probes(T0 - 1)[0]["ok"] is True
+        before = pg.data_version()
+        pg.save_rankings([{"rank": 1, "model": "openrouter:m1", "free": True, "score": 0.9, "tools": True}], T0)
+        assert pg.data_version() != before
+        assert [(r["rank"], r["model"], r["free"]) for r in pg.rankings()] == [(1, "openrouter:m1", True)]
+    finally:
+        pg.close()
+
+
+def test_a_batch_written_twice_is_written_once(postgres):
+    pg = PostgresStore(database(postgres, "twice"))
+    try:
+        rows = history(20)
+        pg.add(rows)
+        pg.add(rows[5:])  # a replay of rows whose commit was made but whose answer was lost
+        assert pg.count() == len(rows)
+    finally:
+        pg.close()
+
+
+def test_replicas_that_start_together_migrate_once_and_a_newer_schema_is_refused(postgres):
+    url = database(postgres, "together")
+    stores = [PostgresStore(url) for _ in range(4)]
+    barrier = threading.Barrier(len(stores))
+
+    def connect(store):
+        barrier.wait()
+        store.connect()
+        return store.version
+
+    with concurrent.futures.ThreadPoolExecutor(len(stores)) as pool:
+        assert list(pool.map(connect, stores)) == [1] * 4
+    with psycopg.connect(url, autocommit=True) as connection:
+        assert connection.execute("SELECT count(*) FROM clutch_schema").fetchone()[0] == 1
+        connection.execute("INSERT INTO clutch_schema (version) VALUES (99)")
+    for store in stores:
+        store.close()
+    newer = PostgresStore(url)
+    with pytest.raises(UsageStoreError, match="schema version 99, newer than this Clutch's 1") as refused:
+        newer.connect()
+    assert not isinstance(refused.value, UsageStoreUnreachable) and PASSWORD not in str(refused.value)
+
+
+def test_errors_never_carry_the_password(postgres):
+    wrong = postgres.url.replace(PASSWORD, "not-the-" + PASSWORD)
+    store = PostgresStore(wrong)
+    with pytest.raises(UsageStoreUnreachable) as away:
+        store.count()
+    message = str(away.value)
+    assert "password authentication failed" in message and PASSWORD not in message
+    assert store.name == f"postgresql://***@127.0.0.1:{postgres.port}/clutch"
+
+
+def test_rows_spooled_while_the_server_is_away_are_replayed_in_order_once(postgres, tmp_path):
+    """The writer of one gateway: 3 batches while PostgreSQL is stopped go to the spool (on disk before
+    `write` returns), a 4th queues behind them; once the server is back, one retry writes all 4 in order.
+    A replay cut short after a commit whose answer was lost (the rows are in the database and still in
+    the spool) writes them once."""
+    url = database(postgres, "spooling")
+    store = PostgresStore(url)
+    writer = RowWriter(store, Spool.claim(tmp_path / "state"))
+    rows = history(40)
+    writer.write(rows[:10])
+    assert writer.written == 10 and writer.spooled == 0
+    postgres.stop()
+    try:
+        for part in (rows[10:20], rows[20:25], rows[25:30]):
+            writer.write(part)
+        assert writer.spooled == 20 and writer.unreachable and "cannot be reached" in writer.unreachable
+        assert writer.retry(force=True) is False and writer.spooled == 20
+        assert (tmp_path / "state" / "usage-spool-1.jsonl").read_text().count("\n") == 20
+    finally:
+        postgres.start()
+    writer.write(rows[30:])  # behind the spooled rows (or replayed with them): nothing overtakes them
+    assert writer.retry(force=True) and writer.spooled == 0 and writer.unreachable is None
+    with psycopg.connect(url) as connection:
+        written = [found for (found,) in connection.execute("SELECT request_id FROM attempts ORDER BY id")]
+    assert written == [row["request_id"] for row in rows]  # in the order they finished
+    assert writer.dropped == 0 and writer.written == len(rows)
+    # a replay after a lost answer: the same rows are spooled again and replayed
+    writer.spool.append(rows[30:])
+    assert writer.retry(force=True) and store.count() == len(rows)
+    writer.spool.close()
+    store.close()
+
+
+def test_a_spool_left_by_a_stopped_replica_is_replayed_by_the_next(postgres, tmp_path):
+    url = database(postgres, "orphans")
+    folder = tmp_path / "shared-state"
+    first, second = Spool.claim(folder), Spool.claim(folder)  # two replicas on one state folder
+    assert (first.path.name, second.path.name) == ("usage-spool-1.jsonl", "usage-spool-2.jsonl")
+    rows = history(8)
+    assert second.append(rows) == len(rows) == 9  # then the second replica stops before PostgreSQL returns
+    second.close()
+    store = PostgresStore(url)
+    writer = RowWriter(store, first)
+    assert writer.retry(force=True) and store.count() == len(rows) and writer.written == len(rows)
+    assert not (folder / "usage-spool-2.jsonl").exists()
+    first.close()
+    store.close()
+
+
+# ------------------------------------------------------------ two real gateways on one database
+
+
+@pytest.fixture(scope="module")
+def team_db(postgres):
+    return database(postgres, "team")
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory, fake, pki, team_db):
+    gateways = [start(tmp_path_factory.mktemp(f"pg-replica-{n}"), fake, pki, RULES, clutch_usage_db=team_db)
+                for n in ("a", "b")]
+    yield gateways
+    for gateway in gateways:
+        gateway.stop()
+
+
+def ask(gateway, model: str, n: int) -> int:
+    client = chat(gateway, session=f"pg-{n}")
+    reply = client.chat.completions.create(model=model, messages=[{"role": "user", "content": f"pg {n}"}])
+    assert reply.choices[0].message.content == "pong from the fake upstream"
+    return 200
+
+
+def rows_in(url: str, prefix: str) -> list[tuple]:
+    with psycopg.connect(url) as connection:
+        return connection.execute("SELECT request_id, attempt, model, outcome FROM attempts WHERE model LIKE %s",
+                                  (prefix + "%",)).fetchall()
+
+
+def test_both_replicas_write_to_one_database_and_either_reports_all(replicas, team_db, fake):
+    a, b = replicas
+    for n in range(6):
+        ask((a, b)[n % 2], "pg1/chunks-2" if n % 3 else "pg1/fail-500", n)
+    for gateway in replicas:
+        gateway.local("/usage")  # flushes that replica's writer
+    found = rows_in(team_db, "pg1/")
+    assert len(found) == 8  # 4 answered at once, 2 failed once and were rescued by their fallback
+    assert len(calls(fake, "pg1/")) == 8
+    for gateway in replicas:
+        report = {row["key"]: row for row in gateway.local("/usage?by=model&since=1h")["rows"]}
+        assert report["openrouter:pg1/chunks-2"]["requests"] == 6
+        assert report["openrouter:pg1/fail-500"]["failed_attempts"] == 2
+        health = gateway.health()
+        assert health["status"] == "ok" and health["usage_db"] == team_db.replace(f"clutch:{PASSWORD}", "***")
+
+
+def test_xx_usage_reads_the_team_database_and_says_what_it_needs_for_a_masked_url(replicas, team_db, tmp_path):
+    env = xx_env(tmp_path, COLUMNS="100")
+    report = json.loads(run_xx(env, "usage", "--by", "model", "--since", "1h", "--json", "--db", team_db).stdout)
+    assert report["database"] == replicas[0].health()["usage_db"] and PASSWORD not in json.dumps(report)
+    assert {row["key"]: row["requests"] for row in report["rows"]}["openrouter:pg1/chunks-2"] == 6
+    masked = run_xx(env, "usage", "--db", replicas[0].health()["usage_db"])
+    assert masked.returncode != 0 and "never shows its password" in masked.stderr
+
+
+def until_status(gateway, status: str, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while (health := gateway.health())["status"] != status and time.monotonic() < deadline:
+        time.sleep(0.05)  # a poll of /health: the writer's retry is the event waited for
+    return health
+
+
+def test_postgres_stopped_for_30_s_under_load_loses_no_row_and_doubles_none(replicas, team_db, postgres):
+    """Four clients send requests over both replicas without pause; PostgreSQL stops once 10 are
+    answered and starts again 30 s later. Every request is answered while it is away, both replicas
+    say `degraded` with rows spooled, and once it is back every request has exactly its one row."""
+    answered: list[int] = []
+    lock = threading.Condition()
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        n = 0
+        while not stop.is_set():
+            number = k * 10_000 + n
+            ask(replicas[number % 2], "pg2/chunks-2", number)
+            with lock:
+                answered.append(number)
+                lock.notify_all()
+            n += 1
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(client, k) for k in range(4)]
+        try:
+            with lock:
+                assert lock.wait_for(lambda: len(answered) >= 10, timeout=60)
+            postgres.stop()
+            try:
+                stopped_at = time.monotonic()
+                for gateway in replicas:
+                    health = until_status(gateway, "degraded")
+                    assert any("usage rows spooled" in p for p in health["problems"]), health["problems"]
+                time.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))  # the outage the issue asks for
+                during = len(answered)
+            finally:
+                postgres.start()
+            for gateway in replicas:
+                assert until_status(gateway, "ok")["status"] == "ok"
+        finally:
+            stop.set()
+            for future in clients:
+                future.result(timeout=60)
+    for gateway in replicas:
+        gateway.local("/usage")  # flushes the requests answered after the replay
+    found = rows_in(team_db, "pg2/")
+    assert len(answered) > during > 10
+    assert sorted(found) == sorted(set(found)) and len(found) == len(answered)
