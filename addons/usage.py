@@ -6,6 +6,10 @@ a burst of requests costs the event loop nothing but a queue put, and the gatewa
 drains the queue before it closes the database. The rows' token totals also go into the flow's
 metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
 
+A team's PostgreSQL (`clutch_usage_db=postgresql://...`) is written by way of a spool file in the state
+folder (accounting/spool.py, writer.py): the rows are appended to it on the event loop before the thread
+is told, so a database that is away, or a `kill -9` of the gateway, loses none of them.
+
 Codex's Responses-over-WebSocket carried to the provider (`clutch_websocket=pass`) has no HTTP response
 per call: each `response.completed` message the provider sends becomes one row. A socket Clutch answers
 itself (`route`) sends each turn as a request of its own, booked like any other.
@@ -35,7 +39,7 @@ from addons.accounting.reports import UsageStoreError, day_of
 from addons.accounting.rows import Finished, needs_input_estimate, priced, rows_for, usage_columns
 from addons.accounting.spool import Spool, SpoolError
 from addons.accounting.store import UsageStore
-from addons.accounting.writer import RowWriter
+from addons.accounting.writer import RowWriter, SpooledWriter
 from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
 from addons.models import catalog
 from addons.models.catalog import CatalogFile
@@ -87,9 +91,9 @@ class Usage:
     def load(self, loader):
         loader.add_option("clutch_usage_db", str, "",
                           "The usage database: a SQLite file, or postgresql://user:password@host:port/db for "
-                          "a team gateway (replicas share it; rows wait in a spool in the state folder while "
-                          "it is away). Empty: usage.db in the state folder (clutch_state_dir); 'off': keep "
-                          "no usage records.")
+                          "a team gateway (replicas share it; rows pass through a spool in the state folder, so "
+                          "neither an outage nor a kill -9 loses one). Empty: usage.db in the state folder "
+                          "(clutch_state_dir); 'off': keep no usage records.")
 
     def configure(self, updated):
         if updated & {"clutch_usage_db", "clutch_state_dir"}:
@@ -166,15 +170,16 @@ class Usage:
         """A team's database: reached (and migrated) by the writer thread, so a server that is away
         delays no start-up; rows wait in a spool of this state folder until it answers."""
         store = PostgresStore(url)
+        self.store = store
         try:
-            spool: Spool | None = Spool.claim(self._state_dir())
+            spool = Spool.claim(self._state_dir())
         except (OSError, SpoolError) as e:
-            spool = None
             logger.warning("usage: no spool for %s (%s): rows finished while it is away will be lost",
                            store.name, e)
-        self.store = store
-        self._start_writer(RowWriter(store, spool))
-        logger.info("usage records in %s%s", store.name, f", spooled to {spool.path} while it is away" if spool else "")
+            self._start_writer(RowWriter(store))
+            return
+        self._start_writer(SpooledWriter(store, spool))
+        logger.info("usage records in %s, by way of %s", store.name, spool.path)
 
     def _start_writer(self, writer: RowWriter) -> None:
         self.writer = writer
@@ -219,7 +224,7 @@ class Usage:
             self.store.close()
             self.store = None
         if self.writer is not None and self.writer.spool is not None:
-            self.writer.spool.close()
+            self.writer.spool.close()  # releases its slot
         self.writer = None
 
     def _write_loop(self, writer: RowWriter) -> None:
@@ -236,7 +241,7 @@ class Usage:
                 except queue.Empty:
                     break
             rows = [row for item in batch if isinstance(item, list) for row in item]
-            if rows:
+            if any(isinstance(item, list) for item in batch):  # rows, or (spooled) word of new rows
                 try:
                     writer.write(rows)
                 except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
@@ -334,8 +339,15 @@ class Usage:
     def _emit(self, rows: list[dict]) -> None:
         # queued and shown to the listeners in one step on the event loop: a read_in_order comes
         # before both or after both (the budgets count on it)
-        if self.store is not None:
-            self._queue.put(rows)
+        writer = self.writer
+        if self.store is not None and writer is not None:
+            try:
+                carried = writer.take(rows)  # a team's database: into the spool, the kill-proof part
+            except Exception as e:  # a full disk: the rows are lost, and /health says so
+                logger.exception("could not spool %d usage rows", len(rows))
+                writer.drop(len(rows), f"{type(e).__name__}: {e}, spooling")
+            else:
+                self._queue.put(rows if carried else [])
         for listener in self._listeners:
             try:
                 listener(rows)

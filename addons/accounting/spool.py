@@ -1,15 +1,21 @@
-"""The spool: usage rows a PostgreSQL store could not take, kept in a local file until it can.
+"""The spool: a team gateway's usage rows on their way to PostgreSQL, in a local file, so that neither a
+database that is away nor a `kill -9` of the gateway loses a finished request's row.
 
-Pure logic, no mitmproxy. One JSON object per line, appended and fsynced per batch, so a crash of the
-gateway keeps every row spooled before it (a line cut short by the crash is skipped on replay, and
-counted). Replay reads the file in order, a batch at a time (memory stays bounded whatever its size),
-and empties it only after every batch is in the database; a replay cut short by another outage starts
-again from the top, and the store's ON CONFLICT DO NOTHING (postgres.py) turns the rows written twice
-into one. So: none lost, none doubled.
+Pure logic, no mitmproxy. Every finished request's rows are appended here (one JSON object per line,
+one `write` on an O_APPEND descriptor) on the event loop, before the writer thread is told of them. The
+kernel keeps a written line when the process is killed, so the file is a write-ahead log: the writer
+reads the lines after its offset, writes them to the database in order, a batch at a time, and moves
+the offset past them; once the offset reaches the end, the file is emptied. While the database is away
+the lines wait in the file, not in memory, and the writer fsyncs them.
+
+Nothing is doubled: a line may reach the database twice (a crash after a batch was committed and before
+the file was emptied, a commit whose answer was lost), and the store's ON CONFLICT DO NOTHING on the
+row's key (postgres.py) turns that into once. A line cut short by a crash is cut off when the file is
+next opened, and counted.
 
 Several replicas can share one state folder. Each takes a slot file `usage-spool-<n>.jsonl` under an
-exclusive lock (flock) for as long as it runs. A slot nobody holds is a replica's that stopped before
-its rows could be replayed: `orphans` hands it to the next writer to replay.
+exclusive lock (flock) for as long as it runs. A slot with lines and no holder is a stopped replica's:
+`orphans` hands it to the next writer, which replays it.
 
 Bounded: a spool stops taking rows at `max_bytes`; the rows refused are counted, and /health says so.
 """
@@ -20,13 +26,15 @@ import contextlib
 import fcntl
 import json
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 SLOTS = 16
-MAX_BYTES = 256 * 1024 * 1024  # about 350,000 rows: hours of a team's traffic
-REPLAY_BATCH = 500
+MAX_BYTES = 256 * 1024 * 1024  # about 350,000 rows: hours of a team's traffic while the database is away
+COMPACT_BYTES = 4 * 1024 * 1024  # written lines at the head past this are dropped even if lines follow
+READ_BYTES = 1024 * 1024  # read at a time
 
 
 class SpoolError(Exception):
@@ -34,37 +42,43 @@ class SpoolError(Exception):
 
 
 class Spool:
-    def __init__(self, path: Path, handle: IO[bytes], max_bytes: int = MAX_BYTES):
+    """Thread-safe: `append` on the event loop, the rest on the writer thread."""
+
+    def __init__(self, path: Path, fd: int, max_bytes: int = MAX_BYTES):
         self.path = path
-        self._file = handle
+        self._fd = fd
         self.max_bytes = max_bytes
+        self._lock = threading.Lock()
         self.refused = 0  # rows not spooled: the spool was full
-        self.torn = 0  # lines a crash cut short, skipped on replay
-        self._file.seek(0, os.SEEK_END)
-        self.size = self._file.tell()
-        self.rows = _count_lines(self._file) if self.size else 0
+        self.torn = 0  # lines a crash cut short, or that cannot be read
+        self._offset = 0  # bytes before this are in the database
+        self.size = os.fstat(fd).st_size
+        self._cut_torn_tail()
+        self.rows = self._count_lines()  # lines in the file
+        self._done = 0  # lines before _offset
 
     @classmethod
     def claim(cls, folder: Path, max_bytes: int = MAX_BYTES) -> Spool:
-        """Take the first slot no other running replica holds (its leftover rows, if any, come with it)."""
+        """Take the first slot no other running replica holds (its leftover lines, if any, come with it)."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         for number in range(1, SLOTS + 1):
-            found = _lock(folder / f"usage-spool-{number}.jsonl")
-            if found is not None:
-                return cls(folder / f"usage-spool-{number}.jsonl", found, max_bytes)
+            path = folder / f"usage-spool-{number}.jsonl"
+            fd = _lock(path)
+            if fd is not None:
+                return cls(path, fd, max_bytes)
         raise SpoolError(f"all {SLOTS} spool files in {folder} are held by running gateways")
 
     def orphans(self) -> Iterator[Spool]:
-        """The other slots of the folder that hold rows and no running replica: each is yielded locked,
-        and released (and its file removed if it was replayed empty) after the caller is done with it."""
+        """The other slots of the folder that hold lines and no running replica: each is yielded locked,
+        then released, and its file removed if it was emptied."""
         for number in range(1, SLOTS + 1):
             path = self.path.parent / f"usage-spool-{number}.jsonl"
             if path == self.path or not path.exists() or path.stat().st_size == 0:
                 continue
-            handle = _lock(path)
-            if handle is None:
+            fd = _lock(path)
+            if fd is None:
                 continue
-            orphan = Spool(path, handle, self.max_bytes)
+            orphan = Spool(path, fd, self.max_bytes)
             try:
                 yield orphan
             finally:
@@ -74,74 +88,120 @@ class Spool:
                     with contextlib.suppress(OSError):
                         path.unlink()
 
-    def __len__(self) -> int:
-        return self.rows
+    @property
+    def pending(self) -> int:
+        """Lines not yet in the database."""
+        return self.rows - self._done
 
     def append(self, rows: list[dict[str, Any]]) -> int:
-        """Add `rows` at the end, on disk before this returns; those past max_bytes are refused (counted).
-        Returns how many were spooled."""
+        """Add `rows` at the end, in the kernel's hands before this returns (not fsynced); those past
+        max_bytes are refused and counted. Returns how many were spooled."""
         lines: list[bytes] = []
-        size = self.size
-        for row in rows:
-            line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
-            if size + len(line) > self.max_bytes:
-                self.refused += len(rows) - len(lines)
-                break
-            lines.append(line)
-            size += len(line)
-        if lines:
-            self._file.seek(0, os.SEEK_END)
-            self._file.write(b"".join(lines))
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self.size, self.rows = size, self.rows + len(lines)
+        with self._lock:
+            size = self.size
+            for row in rows:
+                line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
+                if size + len(line) > self.max_bytes:
+                    self.refused += len(rows) - len(lines)
+                    break
+                lines.append(line)
+                size += len(line)
+            if lines:
+                data = b"".join(lines)
+                written = os.write(self._fd, data)
+                while written < len(data):  # a regular file takes it whole unless the disk is full
+                    written += os.write(self._fd, data[written:])
+                self.size, self.rows = size, self.rows + len(lines)
         return len(lines)
 
-    def batches(self, size: int = REPLAY_BATCH) -> Iterator[list[dict[str, Any]]]:
-        """The spooled rows in order, `size` at a time; lines a crash cut short are skipped."""
-        self._file.seek(0)
-        batch: list[dict[str, Any]] = []
-        torn = 0
-        for line in self._file:
-            try:
-                row = json.loads(line) if line.endswith(b"\n") else None
-            except ValueError:
-                row = None
-            if not isinstance(row, dict):
-                torn += 1
-                continue
-            batch.append(row)
-            if len(batch) >= size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-        self.torn = torn
+    def read(self, limit: int) -> tuple[list[dict[str, Any]], tuple[int, int]]:
+        """Up to `limit` rows after the offset, in order, and where they end (for `consumed`). Lines
+        that cannot be read are skipped and counted in `torn`."""
+        with self._lock:
+            end = self.size
+        offset, lines = self._offset, 0
+        found: list[dict[str, Any]] = []
+        while offset < end and len(found) < limit:
+            chunk = os.pread(self._fd, min(READ_BYTES, end - offset), offset)
+            if not chunk:
+                break
+            cut = chunk.rfind(b"\n") + 1
+            if cut == 0:  # a line longer than READ_BYTES: not one of ours
+                cut = len(chunk)
+            for line in chunk[:cut].splitlines(keepends=True):
+                if len(found) >= limit:
+                    break
+                offset += len(line)
+                lines += 1
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, dict):
+                    found.append(row)
+                else:
+                    self.torn += 1
+        return found, (offset, lines)
 
-    def clear(self) -> None:
-        """Every row is in the database: empty the file."""
-        self._file.truncate(0)
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self.size = self.rows = 0
+    def consumed(self, end: tuple[int, int]) -> None:
+        """The rows `read` gave with `end` are in the database."""
+        self._offset = end[0]
+        self._done += end[1]
+
+    def compact(self) -> None:
+        """Drop the lines already in the database: all of them (the file is emptied) when nothing
+        follows, else once they pass COMPACT_BYTES and what follows is less (it moves to the head)."""
+        with self._lock:
+            if self._offset == 0:
+                return
+            rest_bytes = self.size - self._offset
+            if rest_bytes and (self._offset < COMPACT_BYTES or rest_bytes > COMPACT_BYTES):
+                return
+            rest = os.pread(self._fd, rest_bytes, self._offset) if rest_bytes else b""
+            os.ftruncate(self._fd, 0)
+            if rest:
+                os.write(self._fd, rest)
+            self.size, self._offset = len(rest), 0
+            self.rows, self._done = self.rows - self._done, 0
+
+    def sync(self) -> None:
+        """On disk, not only in the kernel's hands (while the database is away: a power cut keeps them)."""
+        os.fsync(self._fd)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
-            self._file.close()  # closing the file releases its lock
+            os.close(self._fd)  # closing the file releases its lock
+
+    def _cut_torn_tail(self) -> None:
+        """A crash in the middle of a write leaves a line without its end: cut it off, so the next
+        line does not run into it."""
+        if self.size == 0 or os.pread(self._fd, 1, self.size - 1) == b"\n":
+            return
+        start = max(0, self.size - READ_BYTES)
+        tail = os.pread(self._fd, self.size - start, start)
+        keep = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+        os.ftruncate(self._fd, keep)
+        self.size = keep
+        self.torn += 1
+
+    def _count_lines(self) -> int:
+        count, offset = 0, 0
+        while offset < self.size:
+            chunk = os.pread(self._fd, min(READ_BYTES, self.size - offset), offset)
+            if not chunk:
+                break
+            count += chunk.count(b"\n")
+            offset += len(chunk)
+        return count
 
 
-def _lock(path: Path) -> IO[bytes] | None:
+def _lock(path: Path) -> int | None:
     """`path` opened for reading and appending under an exclusive lock, or None if another holds it."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)  # rows say who spent what: the owner's business only
-    handle = os.fdopen(fd, "r+b")
+    # rows say who spent what: the owner's business only
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        handle.close()
+        os.close(fd)
         return None
-    return handle
-
-
-def _count_lines(handle: IO[bytes]) -> int:
-    handle.seek(0)
-    return sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+    return fd

@@ -1,13 +1,16 @@
-"""The spool of a team gateway's usage rows (addons/accounting/spool.py): on disk and private, read back in
-order a batch at a time, a line cut short by a crash skipped and counted, bounded, and one slot per
-running replica. Against a real PostgreSQL: tests/gateway/test_usage_postgres.py."""
+"""The spool of a team gateway's usage rows (addons/accounting/spool.py): appended lines read back in
+order a batch at a time, consumed and compacted, kept across a reopen (a `kill -9`), a line cut short by
+a crash cut off and counted, bounded, private, and one slot per running replica. Against a real
+PostgreSQL: tests/gateway/test_usage_postgres.py."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
+from addons.accounting import spool as spool_module
 from addons.accounting.spool import SLOTS, Spool, SpoolError
 
 
@@ -16,28 +19,56 @@ def rows(count: int, start: int = 0) -> list[dict]:
             for n in range(start, start + count)]
 
 
+def ids(found: list[dict]) -> list[str]:
+    return [row["request_id"] for row in found]
+
+
 def test_rows_come_back_in_order_a_batch_at_a_time_and_the_file_is_private(tmp_path):
     spool = Spool.claim(tmp_path / "state")
-    assert spool.append(rows(7)) == 7 and spool.append(rows(5, 7)) == 5 and len(spool) == 12
+    assert spool.append(rows(7)) == 7 and spool.append(rows(5, 7)) == 5 and spool.pending == 12
     assert oct(spool.path.stat().st_mode & 0o777) == "0o600"
-    batches = list(spool.batches(size=5))
-    assert [len(batch) for batch in batches] == [5, 5, 2]
-    assert [row["request_id"] for batch in batches for row in batch] == [f"r{n}" for n in range(12)]
-    spool.clear()
-    assert len(spool) == 0 and spool.path.stat().st_size == 0 and list(spool.batches()) == []
+    first, end = spool.read(5)
+    assert ids(first) == [f"r{n}" for n in range(5)]
+    assert ids(spool.read(5)[0]) == ids(first)  # not consumed: read again
+    spool.consumed(end)
+    assert spool.pending == 7
+    spool.append(rows(1, 12))  # a row finishing meanwhile goes behind
+    rest, end = spool.read(100)
+    assert ids(rest) == [f"r{n}" for n in range(5, 13)]
+    spool.consumed(end)
+    spool.compact()
+    assert spool.pending == 0 and spool.path.stat().st_size == 0 and spool.read(10)[0] == []
     spool.close()
 
 
-def test_a_reopened_spool_keeps_its_rows_and_skips_a_line_cut_short(tmp_path):
+def test_compaction_keeps_the_lines_still_waiting(tmp_path, monkeypatch):
+    monkeypatch.setattr(spool_module, "COMPACT_BYTES", 200)
+    spool = Spool.claim(tmp_path)
+    spool.append(rows(20))
+    head, end = spool.read(10)
+    spool.consumed(end)
+    spool.compact()  # 10 lines written (past 200 bytes), 10 waiting (also past it): nothing moves yet
+    assert spool.path.stat().st_size == spool.size and spool.pending == 10
+    tail, end = spool.read(8)
+    spool.consumed(end)
+    spool.compact()  # now 2 wait: they move to the head of the file
+    assert spool.pending == 2 and ids(spool.read(10)[0]) == ["r18", "r19"]
+    assert spool.path.read_bytes().count(b"\n") == 2
+    spool.close()
+
+
+def test_a_reopened_spool_keeps_its_rows_and_cuts_off_a_line_cut_short(tmp_path):
+    """What a `kill -9` leaves: every appended line (the kernel has them), maybe half a line at the end."""
     spool = Spool.claim(tmp_path)
     spool.append(rows(3))
+    fd = os.open(spool.path, os.O_WRONLY | os.O_APPEND)
+    os.write(fd, json.dumps(rows(1, 3)[0]).encode()[:20])
+    os.close(fd)
     spool.close()
-    with open(tmp_path / "usage-spool-1.jsonl", "ab") as file:  # the gateway died in the middle of a write
-        file.write(json.dumps(rows(1, 3)[0]).encode()[:20])
     again = Spool.claim(tmp_path)
-    assert again.path == spool.path and len(again) == 3
-    assert [row["request_id"] for batch in again.batches() for row in batch] == ["r0", "r1", "r2"]
-    assert again.torn == 1
+    assert again.path == spool.path and again.pending == 3 and again.torn == 1
+    again.append(rows(1, 4))  # does not run into the cut line
+    assert ids(again.read(10)[0]) == ["r0", "r1", "r2", "r4"] and again.torn == 1
     again.close()
 
 
@@ -45,7 +76,7 @@ def test_a_full_spool_refuses_and_counts_the_rows_past_its_bound(tmp_path):
     four = sum(len(json.dumps(row, separators=(",", ":"))) + 1 for row in rows(4))
     spool = Spool.claim(tmp_path, max_bytes=four + 2)
     assert spool.append(rows(3)) == 3
-    assert spool.append(rows(3, 3)) == 1 and spool.refused == 2 and len(spool) == 4
+    assert spool.append(rows(3, 3)) == 1 and spool.refused == 2 and spool.pending == 4
     assert spool.path.stat().st_size == four
     spool.close()
 
@@ -59,7 +90,7 @@ def test_each_running_replica_has_its_own_slot_and_a_released_one_is_an_orphan(t
     assert list(held[0].orphans()) == []  # every other slot is still held
     held[3].close()
     [orphan] = list(held[0].orphans())
-    assert orphan.path == held[3].path  # yielded with its rows; not emptied, so its file stays
+    assert orphan.path == held[3].path and orphan.pending == 2  # not replayed, so its file stays
     assert held[3].path.exists()
     for spool in held:
         spool.close()

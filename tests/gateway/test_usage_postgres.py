@@ -21,7 +21,7 @@ from addons.accounting.postgres import PostgresStore, UsageStoreUnreachable
 from addons.accounting.reports import GROUPS, UsageStoreError, day_of
 from addons.accounting.spool import Spool
 from addons.accounting.store import UsageStore
-from addons.accounting.writer import RowWriter
+from addons.accounting.writer import SpooledWriter
 
 T0 = calendar.timegm((2026, 12, 1, 10, 0, 0))
 RULES = """\
@@ -166,48 +166,70 @@ def test_errors_never_carry_the_password(postgres):
 
 
 def test_rows_spooled_while_the_server_is_away_are_replayed_in_order_once(postgres, tmp_path):
-    """The writer of one gateway: 3 batches while PostgreSQL is stopped go to the spool (on disk before
-    `write` returns), a 4th queues behind them; once the server is back, one retry writes all 4 in order.
-    A replay cut short after a commit whose answer was lost (the rows are in the database and still in
-    the spool) writes them once."""
+    """One gateway's writer: the rows of 3 batches finished while PostgreSQL is stopped wait in the
+    spool, on disk; once the server is back, one retry writes them, and those that finished after it
+    returned, in the order they finished. Rows that reach the database twice (a commit whose answer was
+    lost, or a crash before the spool was emptied) are there once."""
     url = database(postgres, "spooling")
     store = PostgresStore(url)
-    writer = RowWriter(store, Spool.claim(tmp_path / "state"))
+    writer = SpooledWriter(store, Spool.claim(tmp_path / "state"))
     rows = history(40)
-    writer.write(rows[:10])
+
+    def finish(part):  # what Usage does for each finished request: the event loop's part, then the thread's
+        assert writer.take(part) is False
+        writer.write(part)
+
+    finish(rows[:10])
     assert writer.written == 10 and writer.spooled == 0
     postgres.stop()
     try:
         for part in (rows[10:20], rows[20:25], rows[25:30]):
-            writer.write(part)
+            finish(part)
         assert writer.spooled == 20 and writer.unreachable and "cannot be reached" in writer.unreachable
         assert writer.retry(force=True) is False and writer.spooled == 20
         assert (tmp_path / "state" / "usage-spool-1.jsonl").read_text().count("\n") == 20
     finally:
         postgres.start()
-    writer.write(rows[30:])  # behind the spooled rows (or replayed with them): nothing overtakes them
+    finish(rows[30:])  # behind the spooled rows (or written with them): nothing overtakes them
     assert writer.retry(force=True) and writer.spooled == 0 and writer.unreachable is None
     with psycopg.connect(url) as connection:
         written = [found for (found,) in connection.execute("SELECT request_id FROM attempts ORDER BY id")]
     assert written == [row["request_id"] for row in rows]  # in the order they finished
     assert writer.dropped == 0 and writer.written == len(rows)
-    # a replay after a lost answer: the same rows are spooled again and replayed
-    writer.spool.append(rows[30:])
-    assert writer.retry(force=True) and store.count() == len(rows)
+    assert (tmp_path / "state" / "usage-spool-1.jsonl").stat().st_size == 0
+    finish(rows[30:])  # the same rows again
+    assert store.count() == len(rows)
     writer.spool.close()
     store.close()
 
 
-def test_a_spool_left_by_a_stopped_replica_is_replayed_by_the_next(postgres, tmp_path):
+def test_rows_a_killed_gateway_had_not_written_are_written_by_its_next_start(postgres, tmp_path):
+    """A `kill -9` between the event loop's append and the thread's write: the kernel kept the lines,
+    and the gateway that next takes the slot (or any other, for a slot left alone) writes them."""
+    url = database(postgres, "killed")
+    folder = tmp_path / "state"
+    killed = Spool.claim(folder)
+    rows = history(8)
+    assert killed.append(rows) == len(rows) == 9
+    killed.close()  # the process is gone: its lock with it
+    store = PostgresStore(url)
+    writer = SpooledWriter(store, Spool.claim(folder))  # the next start takes the same slot
+    assert writer.spool.path == killed.path and writer.spooled == 9
+    assert writer.retry(force=True) and store.count() == 9 and writer.written == 9
+    writer.spool.close()
+    store.close()
+
+
+def test_a_spool_left_by_a_stopped_replica_is_replayed_by_another(postgres, tmp_path):
     url = database(postgres, "orphans")
     folder = tmp_path / "shared-state"
     first, second = Spool.claim(folder), Spool.claim(folder)  # two replicas on one state folder
     assert (first.path.name, second.path.name) == ("usage-spool-1.jsonl", "usage-spool-2.jsonl")
     rows = history(8)
-    assert second.append(rows) == len(rows) == 9  # then the second replica stops before PostgreSQL returns
+    assert second.append(rows) == len(rows)  # then the second replica stops before PostgreSQL returns
     second.close()
     store = PostgresStore(url)
-    writer = RowWriter(store, first)
+    writer = SpooledWriter(store, first)
     assert writer.retry(force=True) and store.count() == len(rows) and writer.written == len(rows)
     assert not (folder / "usage-spool-2.jsonl").exists()
     first.close()
@@ -321,3 +343,34 @@ def test_postgres_stopped_for_30_s_under_load_loses_no_row_and_doubles_none(repl
     found = rows_in(team_db, "pg2/")
     assert len(answered) > during > 10
     assert sorted(found) == sorted(set(found)) and len(found) == len(answered)
+
+
+def test_a_replica_killed_at_once_after_its_answers_loses_none_of_their_rows(tmp_path, fake, pki, postgres):
+    """SIGKILL right after the last of 12 answers (half of them streamed) arrived: rows still waiting
+    for the writer thread would be gone with the process, but each was appended to the spool before it
+    was queued; the replica's next start writes them."""
+    url = database(postgres, "kill9")
+    workdir = tmp_path / "replica"
+    workdir.mkdir()
+    gateway = start(workdir, fake, pki, RULES, clutch_usage_db=url)
+    try:
+        for n in range(12):
+            client = chat(gateway, session=f"kill-{n}")
+            if n % 2:
+                stream = client.chat.completions.create(model="pg3/chunks-2", stream=True,
+                                                        messages=[{"role": "user", "content": f"kill {n}"}])
+                assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == \
+                    "pong from the fake upstream"
+            else:
+                ask(gateway, "pg3/chunks-2", n)
+        gateway.process.kill()  # no drain, no `done`: what the OOM killer does
+        gateway.process.wait(10)
+    finally:
+        gateway.stop()
+    again = start(workdir, fake, pki, RULES, clutch_usage_db=url)
+    try:
+        again.local("/usage")  # flushes: the spool it found is written first
+        found = rows_in(url, "pg3/")
+        assert len(found) == 12 and len({request_id for request_id, *_ in found}) == 12
+    finally:
+        again.stop()
