@@ -101,7 +101,7 @@ class Shutdown:
             rows.append({"ts": lost.started, "day": day_of(lost.started), "request_id": lost.request_id,
                          "agent": lost.agent, "provider": provider, "model": model, "attempt": 0,
                          "outcome": "aborted", "error_class": "lost_in_flight", "served": False})
-        self._usage.read_in_order(lambda store: store.add(rows))
+        self._usage.add_rows(rows)
 
     async def done(self):
         drain = self._drain

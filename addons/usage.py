@@ -172,7 +172,7 @@ class Usage:
         store = PostgresStore(url)
         self.store = store
         try:
-            spool = Spool.claim(self._state_dir())
+            spool = Spool.claim(self._state_dir(), key=postgres.spool_key(url))
         except (OSError, SpoolError) as e:
             logger.warning("usage: no spool for %s (%s): rows finished while it is away will be lost",
                            store.name, e)
@@ -183,7 +183,10 @@ class Usage:
 
     def _start_writer(self, writer: RowWriter) -> None:
         self.writer = writer
-        self._writer = threading.Thread(target=self._write_loop, args=(writer,), name="clutch-usage", daemon=True)
+        # a queue of its own: a writer that did not stop in time never takes the next one's items
+        self._queue = queue.Queue()
+        self._writer = threading.Thread(target=self._write_loop, args=(writer, self._queue), name="clutch-usage",
+                                        daemon=True)
         self._writer.start()
 
     def _set_aside(self, path: Path, reason: str) -> None:
@@ -216,46 +219,59 @@ class Usage:
         self._stop_writer()
 
     def _stop_writer(self) -> None:
+        stopped = True
         if self._writer is not None:
             self._queue.put(_STOP)
             self._writer.join(timeout=30)
+            stopped = not self._writer.is_alive()
             self._writer = None
         if self.store is not None:
-            self.store.close()
+            self.store.close()  # a writer still in a call gets an error, not this call's wait
             self.store = None
         if self.writer is not None and self.writer.spool is not None:
-            self.writer.spool.close()  # releases its slot
+            if stopped:
+                self.writer.spool.close()  # releases its slot
+            else:  # its descriptor may still be in use: left open; the rows are in the file already
+                logger.error("usage: the writer did not stop within 30 s; %d rows wait in %s for the next start",
+                             self.writer.spooled, self.writer.spool.path)
         self.writer = None
 
-    def _write_loop(self, writer: RowWriter) -> None:
+    def _write_loop(self, writer: RowWriter, items: queue.Queue) -> None:
         while True:
             try:
-                batch = [self._queue.get(timeout=writer.due_in())]
+                if self._write_some(writer, items):
+                    return
+            except Exception:  # the thread must outlive any surprise: the rows wait in the spool, or are counted
+                logger.exception("usage: the writer failed; it goes on")
+
+    def _write_some(self, writer: RowWriter, items: queue.Queue) -> bool:
+        """One batch from the queue; True once told to stop."""
+        try:
+            batch = [items.get(timeout=writer.due_in())]
+        except queue.Empty:
+            writer.retry()  # the database was away, or other replicas' spools may wait: nothing new came
+            return False
+        deadline = time.monotonic() + _LINGER_S
+        while len(batch) < _BATCH and isinstance(batch[-1], list):  # an Event, a _Read or _STOP ends it
+            try:
+                batch.append(items.get(timeout=max(0.0, deadline - time.monotonic())))
             except queue.Empty:
-                writer.retry()  # the database was away and nothing new came: try the spool again
-                continue
-            deadline = time.monotonic() + _LINGER_S
-            while len(batch) < _BATCH and isinstance(batch[-1], list):  # an Event, a _Read or _STOP ends it
-                try:
-                    batch.append(self._queue.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
-            rows = [row for item in batch if isinstance(item, list) for row in item]
-            if any(isinstance(item, list) for item in batch):  # rows, or (spooled) word of new rows
-                try:
-                    writer.write(rows)
-                except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
-                    logger.exception("could not write %d usage rows to %s", len(rows), writer.store.name)
-                    writer.drop(len(rows), f"{type(e).__name__}: {e}, writing to {writer.store.name}")
-            for item in batch:
-                if isinstance(item, threading.Event):
-                    writer.retry(force=True)  # a flush: the spooled rows too, if the database answers
-                    item.set()
-                elif isinstance(item, _Read):
-                    writer.retry(force=True)  # a read counts the spooled rows only once they are written
-                    item.run(writer.store)
-            if any(item is _STOP for item in batch):
-                return
+                break
+        rows = [row for item in batch if isinstance(item, list) for row in item]
+        if any(isinstance(item, list) for item in batch):  # rows, or (spooled) word of new rows
+            try:
+                writer.write(rows)
+            except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
+                logger.exception("could not write %d usage rows to %s", len(rows), writer.store.name)
+                writer.drop(len(rows), f"{type(e).__name__}: {e}, writing to {writer.store.name}")
+        for item in batch:
+            if isinstance(item, threading.Event):
+                writer.retry()  # a flush: the spooled rows too, if the database answers
+                item.set()
+            elif isinstance(item, _Read):
+                writer.retry()  # a read counts the spooled rows only once they are written
+                item.run(writer.store)
+        return any(item is _STOP for item in batch)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until every row queued before this call is written (so a report includes the latest
@@ -336,9 +352,22 @@ class Usage:
         }
         self._emit([priced(row, self.price)])
 
+    def add_rows(self, rows: list[dict]) -> None:
+        """Rows that are no request of this run's (the requests a dead gateway lost in flight): written
+        like the others, by way of the spool for a team's database; not shown to the listeners."""
+        self._queue_rows(rows)
+
     def _emit(self, rows: list[dict]) -> None:
         # queued and shown to the listeners in one step on the event loop: a read_in_order comes
         # before both or after both (the budgets count on it)
+        self._queue_rows(rows)
+        for listener in self._listeners:
+            try:
+                listener(rows)
+            except Exception:
+                logger.exception("a usage listener failed")
+
+    def _queue_rows(self, rows: list[dict]) -> None:
         writer = self.writer
         if self.store is not None and writer is not None:
             try:
@@ -348,11 +377,6 @@ class Usage:
                 writer.drop(len(rows), f"{type(e).__name__}: {e}, spooling")
             else:
                 self._queue.put(rows if carried else [])
-        for listener in self._listeners:
-            try:
-                listener(rows)
-            except Exception:
-                logger.exception("a usage listener failed")
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -8,10 +8,15 @@ Pure logic, no mitmproxy. Same rows, same reports (reports.py) as the SQLite sto
 - The schema is versioned in the table `clutch_schema`; each entry of MIGRATIONS is applied in one
   transaction under an advisory lock, so two replicas starting together migrate once. A database of a
   newer Clutch is refused.
-- The server can go away. Every failure to reach it is `UsageStoreUnreachable`: the writer spools the
-  rows (spool.py) and replays them when it answers again; a report says the database cannot be read.
-  Connections are made on first use and made again after a failure, each within CONNECT_TIMEOUT_S, and
-  a statement runs at most STATEMENT_TIMEOUT_MS on the server.
+- The server can go away, or refuse to take rows for a while (a standby after a failover is read-only,
+  a role lacks a right, a table is missing, the schema is newer): each is `UsageStoreUnavailable`, and
+  the rows wait in the spool (spool.py) until it takes them. Only a row the server refuses for its
+  content (SQLSTATE classes 22 and 23) is `UsageRowRefused`, which costs that row alone (writer.py).
+- Nothing waits without a bound: a connection is made within CONNECT_TIMEOUT_S, a statement runs at
+  most STATEMENT_TIMEOUT_MS on the server, and a watchdog shuts the socket of a call that has not
+  answered in CALL_TIMEOUT_S (a host that keeps the connection open and never answers).
+- Only the writer's connection creates and migrates the schema: a reader (`xx usage` with a role
+  that may only SELECT, a report on a standby) never tries to.
 - The URL's password is the user's secret: the log, errors and /health name the database by
   config/server_urls.py's `without_secrets`.
 
@@ -22,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import decimal
+import hashlib
+import os
+import socket
 import threading
 from collections.abc import Iterable, Iterator
 from typing import Any
-from urllib.parse import urlsplit
 
 from addons.accounting.reports import (
     ATTEMPT_COLUMNS,
@@ -41,6 +48,8 @@ from addons.config.server_urls import without_secrets
 SCHEMES = ("postgresql", "postgres")
 CONNECT_TIMEOUT_S = 3
 STATEMENT_TIMEOUT_MS = 15_000
+CALL_TIMEOUT_S = 20.0  # past the server's own statement timeout: only a host that never answers meets it
+ROW_ERRORS = ("22", "23")  # SQLSTATE classes of a row refused for what it holds (data, constraint)
 _MIGRATION_LOCK = 0x636C7574636801  # pg_advisory_xact_lock key: "clutch" + 1, the usage schema
 
 MIGRATIONS: tuple[str, ...] = (
@@ -114,8 +123,13 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
-class UsageStoreUnreachable(UsageStoreError):
-    """The database did not answer (refused, down, timed out, or its connection broke): worth retrying."""
+class UsageStoreUnavailable(UsageStoreError):
+    """The database cannot take rows now (down, refused, timed out, a broken connection, read-only, a
+    right or a table missing, a newer schema): the rows wait and the call is tried again later."""
+
+
+class UsageRowRefused(UsageStoreError):
+    """The database refused a row for what it holds: trying it again will not help."""
 
 
 def is_postgres_url(text: str) -> bool:
@@ -128,14 +142,42 @@ def check_url(url: str) -> None:
 
     try:
         conninfo.conninfo_to_dict(url)
-        urlsplit(url).port  # noqa: B018 - a bad port raises here, not only at connect time
     except Exception:
         raise ValueError(f"{without_secrets(url)} is not a PostgreSQL URL that can be used "
                          f"(postgresql://user:password@host:port/database)") from None
 
 
+def spool_key(url: str) -> str:
+    """A short name for the database `url` leads to (host, port, database, user; no password): the
+    spool's rows are for it alone (spool.py)."""
+    from psycopg import conninfo
+
+    given = conninfo.conninfo_to_dict(url)
+    where = "|".join(str(given.get(name) or "") for name in ("host", "hostaddr", "port", "dbname", "user"))
+    return hashlib.sha256(where.encode()).hexdigest()[:10]
+
+
+def connect_options(url: str) -> dict[str, Any]:
+    """What Clutch adds to the URL's own settings, never in their place: a connect timeout, the
+    application name, and a statement timeout added to any `options` it has."""
+    from psycopg import conninfo
+
+    given = conninfo.conninfo_to_dict(url)
+    added: dict[str, Any] = {}
+    if "connect_timeout" not in given:
+        added["connect_timeout"] = CONNECT_TIMEOUT_S
+    if "application_name" not in given:
+        added["application_name"] = "clutch"
+    options = str(given.get("options") or "")
+    if "statement_timeout" not in options:
+        added["options"] = f"{options} -c statement_timeout={STATEMENT_TIMEOUT_MS}".strip()
+    return added
+
+
 class PostgresStore(UsageReads):
     """Thread-safe: the writer's connection and the readers' are separate, each behind its own lock."""
+
+    remote = True  # reads cross the network: callers on the event loop read it from a thread
 
     def __init__(self, url: str):
         self.url = url
@@ -158,12 +200,16 @@ class PostgresStore(UsageReads):
             pass
 
     def close(self) -> None:
+        """Close both connections; one still in a call (a writer that did not stop in time) has its
+        socket shut, so its thread gets an error instead of this call waiting for it."""
         for kind, lock in self._locks.items():
-            with lock:
-                connection = self._connections.pop(kind, None)
-                if connection is not None:
-                    with contextlib.suppress(Exception):
-                        connection.close()
+            if lock.acquire(timeout=1.0):
+                try:
+                    self._drop(kind)
+                finally:
+                    lock.release()
+            else:
+                self._abort(kind)
 
     # ------------------------------------------------------------ connections
 
@@ -172,27 +218,28 @@ class PostgresStore(UsageReads):
         import psycopg
 
         with self._locks[kind]:
+            watchdog = threading.Timer(CALL_TIMEOUT_S, self._abort, (kind,))
+            watchdog.daemon = True
             try:
                 connection = self._connections.get(kind)
                 if connection is None or connection.closed or connection.broken:
-                    connection = self._connections[kind] = self._open(psycopg)
+                    connection = self._connections[kind] = self._open(psycopg, migrate=kind == "write")
+                watchdog.start()
                 yield connection
-            except psycopg.OperationalError as e:
-                self._drop(kind)
-                raise UsageStoreUnreachable(f"the usage database {self.name} cannot be reached: "
-                                            f"{_first_line(e)}") from None
             except psycopg.Error as e:
-                if (connection := self._connections.get(kind)) is not None and connection.broken:
+                if isinstance(e, psycopg.OperationalError) or _broken(self._connections.get(kind)):
                     self._drop(kind)
-                    raise UsageStoreUnreachable(f"the usage database {self.name} cannot be reached: "
+                    raise UsageStoreUnavailable(f"the usage database {self.name} cannot be reached: "
                                                 f"{_first_line(e)}") from None
-                raise UsageStoreError(f"the usage database {self.name} refused: {_first_line(e)}") from None
+                if (e.sqlstate or "")[:2] in ROW_ERRORS:
+                    raise UsageRowRefused(f"the usage database {self.name} refused a row: {_first_line(e)}") from None
+                raise UsageStoreUnavailable(f"the usage database {self.name} refused: {_first_line(e)}") from None
+            finally:
+                watchdog.cancel()
 
-    def _open(self, psycopg: Any) -> Any:
-        connection = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S,
-                                     application_name="clutch",
-                                     options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}")
-        if not self._migrated:
+    def _open(self, psycopg: Any, migrate: bool) -> Any:
+        connection = psycopg.connect(self.url, autocommit=True, **connect_options(self.url))
+        if migrate and not self._migrated:
             try:
                 self._migrate(connection)
             except BaseException:
@@ -201,6 +248,17 @@ class PostgresStore(UsageReads):
             self._migrated = True
         return connection
 
+    def _abort(self, kind: str) -> None:
+        """Shut the socket of a call that has not answered (from the watchdog's thread, or `close`): the
+        waiting thread gets an error, and the connection is made again on the next call."""
+        connection = self._connections.get(kind)
+        if connection is None or connection.closed:
+            return
+        with contextlib.suppress(OSError, ValueError, Exception):
+            fd = connection.pgconn.socket
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
     def _drop(self, kind: str) -> None:
         connection = self._connections.pop(kind, None)
         if connection is not None:
@@ -208,17 +266,28 @@ class PostgresStore(UsageReads):
                 connection.close()
 
     def _migrate(self, connection: Any) -> None:
+        """Bring the schema to SCHEMA_VERSION. Up to date: one read and no DDL, so a role that may only
+        write rows (not create tables) is enough once the schema exists."""
+        if self._version(connection) == SCHEMA_VERSION:
+            return
         with connection.transaction():
             connection.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
             connection.execute("CREATE TABLE IF NOT EXISTS clutch_schema (version INTEGER NOT NULL)")
-            version = connection.execute("SELECT coalesce(max(version), 0) FROM clutch_schema").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise UsageStoreError(f"the usage database {self.name} has schema version {version}, newer "
-                                      f"than this Clutch's {SCHEMA_VERSION}: use the newer Clutch")
+            version = self._version(connection)
             for number in range(version, SCHEMA_VERSION):
                 for statement in _statements(MIGRATIONS[number]):
                     connection.execute(statement)
                 connection.execute("INSERT INTO clutch_schema (version) VALUES (%s)", (number + 1,))
+
+    def _version(self, connection: Any) -> int:
+        """The schema's version (0: none yet); a newer one than this Clutch's is refused."""
+        if connection.execute("SELECT to_regclass('clutch_schema')").fetchone()[0] is None:
+            return 0
+        version = connection.execute("SELECT coalesce(max(version), 0) FROM clutch_schema").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise UsageStoreUnavailable(f"the usage database {self.name} has schema version {version}, newer "
+                                        f"than this Clutch's {SCHEMA_VERSION}: use the newer Clutch")
+        return version
 
     # ------------------------------------------------------------ writing
 
@@ -266,6 +335,10 @@ class PostgresStore(UsageReads):
 
     def _bucket(self, column: str, bucket_s: int) -> str:
         return f"CAST(floor({column} / {int(bucket_s)}) AS BIGINT) * {int(bucket_s)}"
+
+
+def _broken(connection: Any) -> bool:
+    return connection is not None and (connection.closed or connection.broken)
 
 
 def _plain(value: Any) -> Any:

@@ -13,9 +13,12 @@ the file was emptied, a commit whose answer was lost), and the store's ON CONFLI
 row's key (postgres.py) turns that into once. A line cut short by a crash is cut off when the file is
 next opened, and counted.
 
-Several replicas can share one state folder. Each takes a slot file `usage-spool-<n>.jsonl` under an
-exclusive lock (flock) for as long as it runs. A slot with lines and no holder is a stopped replica's:
-`orphans` hands it to the next writer, which replays it.
+A spool belongs to one database: its file is named after it (`usage-spool-<key>-<n>.jsonl`, the key a
+hash of the database's host, port, name and user), so rows spooled for one database never go to
+another when the option changes. Several replicas can share one state folder: each takes a slot `<n>`
+under an exclusive lock (flock) for as long as it runs. A slot with lines and no holder is a stopped
+replica's: `orphans` hands it to a running writer of the same database, which replays it and removes
+the file while it still holds the lock.
 
 Bounded: a spool stops taking rows at `max_bytes`; the rows refused are counted, and /health says so.
 """
@@ -44,8 +47,9 @@ class SpoolError(Exception):
 class Spool:
     """Thread-safe: `append` on the event loop, the rest on the writer thread."""
 
-    def __init__(self, path: Path, fd: int, max_bytes: int = MAX_BYTES):
+    def __init__(self, path: Path, fd: int, max_bytes: int = MAX_BYTES, prefix: str = "usage-spool-"):
         self.path = path
+        self.prefix = prefix
         self._fd = fd
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
@@ -58,35 +62,37 @@ class Spool:
         self._done = 0  # lines before _offset
 
     @classmethod
-    def claim(cls, folder: Path, max_bytes: int = MAX_BYTES) -> Spool:
-        """Take the first slot no other running replica holds (its leftover lines, if any, come with it)."""
+    def claim(cls, folder: Path, key: str = "", max_bytes: int = MAX_BYTES) -> Spool:
+        """Take the first slot of database `key` that no other running replica holds (its leftover
+        lines, if any, come with it)."""
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        prefix = f"usage-spool-{key}-" if key else "usage-spool-"
         for number in range(1, SLOTS + 1):
-            path = folder / f"usage-spool-{number}.jsonl"
+            path = folder / f"{prefix}{number}.jsonl"
             fd = _lock(path)
             if fd is not None:
-                return cls(path, fd, max_bytes)
-        raise SpoolError(f"all {SLOTS} spool files in {folder} are held by running gateways")
+                return cls(path, fd, max_bytes, prefix)
+        raise SpoolError(f"all {SLOTS} spool files {prefix}*.jsonl in {folder} are held by running gateways")
 
     def orphans(self) -> Iterator[Spool]:
-        """The other slots of the folder that hold lines and no running replica: each is yielded locked,
-        then released, and its file removed if it was emptied."""
+        """The other slots of this database that hold lines and no running replica: each is yielded
+        locked; if the caller emptied it, its file is removed before the lock is let go (so no replica
+        can take a slot whose file is about to vanish)."""
         for number in range(1, SLOTS + 1):
-            path = self.path.parent / f"usage-spool-{number}.jsonl"
+            path = self.path.parent / f"{self.prefix}{number}.jsonl"
             if path == self.path or not path.exists() or path.stat().st_size == 0:
                 continue
-            fd = _lock(path)
+            fd = _lock(path, create=False)
             if fd is None:
                 continue
-            orphan = Spool(path, fd, self.max_bytes)
+            orphan = Spool(path, fd, self.max_bytes, self.prefix)
             try:
                 yield orphan
             finally:
-                empty = orphan.size == 0
-                orphan.close()
-                if empty:
+                if orphan.size == 0:
                     with contextlib.suppress(OSError):
                         path.unlink()
+                orphan.close()
 
     @property
     def pending(self) -> int:
@@ -195,13 +201,25 @@ class Spool:
         return count
 
 
-def _lock(path: Path) -> int | None:
-    """`path` opened for reading and appending under an exclusive lock, or None if another holds it."""
-    # rows say who spent what: the owner's business only
-    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
+def _lock(path: Path, create: bool = True) -> int | None:
+    """`path` opened for reading and appending under an exclusive lock, or None if another holds it
+    (or, after the lock was taken, the name no longer leads to the file locked: it was removed)."""
+    flags = os.O_RDWR | os.O_APPEND | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o600)  # rows say who spent what: the owner's business only
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return None
+        try:
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)  # removed between our open and our lock: open the name again
+    return None

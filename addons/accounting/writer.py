@@ -5,10 +5,12 @@ Pure logic, no mitmproxy, one thread. Two kinds:
 - `RowWriter` (SQLite): the rows go straight into the store, one transaction per batch.
 - `SpooledWriter` (PostgreSQL): the rows were appended to the spool (spool.py) on the event loop before
   the thread was told of them; the thread moves them from the spool into the database, in order, a
-  batch at a time. While the database cannot be reached they stay in the spool, on disk, and the
-  thread tries again 0.5 s later, then twice as long each time up to 5 s. A batch the database refuses
-  for its content (not for being away) is written row by row, so one bad row costs only itself, and the
-  spool never sticks on it.
+  batch at a time. While the database cannot take them (postgres.UsageStoreUnavailable: away, read-only,
+  a newer schema, ...) they stay in the spool, on disk, and the thread tries again 0.5 s later, then
+  twice as long each time up to 5 s; a flush or a read in the meantime does not make it try sooner. A
+  batch with a row the database refuses for its content (UsageRowRefused) is written row by row, so one
+  bad row costs only itself, and the spool never sticks on it. The other replicas' leftover spools
+  (orphans) are looked for at start and every ORPHANS_EVERY_S.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from addons.accounting.postgres import UsageStoreUnreachable
+from addons.accounting.postgres import UsageRowRefused
 from addons.accounting.reports import UsageStoreError
 from addons.accounting.spool import Spool
 
@@ -27,6 +29,7 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
+ORPHANS_EVERY_S = 60.0
 
 
 class RowWriter:
@@ -55,8 +58,9 @@ class RowWriter:
         """Seconds until `retry` should run although nothing new came; None: never."""
         return None
 
-    def retry(self, force: bool = False) -> bool:
-        """Bring what waits into the database; True when nothing waits."""
+    def retry(self) -> bool:
+        """Bring what waits into the database, unless the database is away and it is not yet time to
+        try again; True when nothing waits."""
         return True
 
     def drop(self, count: int, why: str) -> None:
@@ -73,8 +77,9 @@ class SpooledWriter(RowWriter):
         self._clock = clock
         self._wait_s = RETRY_FIRST_S
         self._next_try = 0.0
-        self._orphans_checked = False
+        self._orphans_at = clock()  # the first retry looks at once
         self._torn = 0
+        self._connected = False  # the first retry reaches the server (and has the schema made) at once
 
     @property
     def spooled(self) -> int:
@@ -87,23 +92,26 @@ class SpooledWriter(RowWriter):
         return False  # the writer reads them from the spool
 
     def write(self, rows: list[dict[str, Any]]) -> None:
-        self.retry(force=self.unreachable is None)
+        self.retry()
 
     def due_in(self) -> float | None:
-        if not self.spooled and not self.unreachable and self._orphans_checked:
-            return None
-        return max(0.0, self._next_try - self._clock())
+        due = self._orphans_at
+        if self.spooled or self.unreachable:
+            due = min(due, self._next_try)
+        return max(0.0, due - self._clock())
 
-    def retry(self, force: bool = False) -> bool:
-        if not force and self._clock() < self._next_try:
-            return not self.spooled
+    def retry(self) -> bool:
+        now = self._clock()
+        if self.unreachable and now < self._next_try:
+            return False
         try:
-            if not self._orphans_checked or self.unreachable:
+            if self.unreachable or not self._connected:
+                self.store.connect()
+                self._connected = True
+            if now >= self._orphans_at:
                 self._replay_orphans()
             self._drain(self.spool)
-            if self.unreachable:
-                self.store.connect()
-        except UsageStoreUnreachable as e:
+        except UsageStoreError as e:  # away, read-only, a newer schema, ...: the rows wait in the spool
             self._down(e)
             return False
         if self.unreachable:
@@ -115,7 +123,7 @@ class SpooledWriter(RowWriter):
         for orphan in self.spool.orphans():
             logger.info("usage: replaying %d rows a stopped gateway spooled in %s", orphan.pending, orphan.path)
             self._drain(orphan)
-        self._orphans_checked = True
+        self._orphans_at = self._clock() + ORPHANS_EVERY_S
 
     def _drain(self, spool: Spool) -> None:
         while True:
@@ -136,9 +144,7 @@ class SpooledWriter(RowWriter):
             return 0
         try:
             return self.store.add(rows)
-        except UsageStoreUnreachable:
-            raise
-        except UsageStoreError as e:
+        except UsageRowRefused as e:
             if len(rows) == 1:
                 self.drop(1, str(e))
                 return 0

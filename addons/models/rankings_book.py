@@ -5,13 +5,14 @@ Pure logic, no mitmproxy. The ranking is written by `xx scan` (another process) 
 store; the book reads it at start and then, at most every `check_every_s` (30 s), asks SQLite's
 `PRAGMA data_version` whether another connection committed since, and only then reads the rankings
 again (a few dozen rows). So a request pays a clock comparison, a scan shows up within half a minute,
-and a store that cannot be read leaves the last good ranking in force.
+and a store that cannot be read leaves the last good ranking in force. A store across the network (a
+team's PostgreSQL, `store.remote`) is read by a thread of its own, so a request never waits on it.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -37,6 +38,7 @@ class RankingsBook:
         self._seen: tuple[int, int] | None = None  # (id of the store object, its data_version)
         self._rankings: list[dict[str, Any]] = []
         self.last_error: str | None = None
+        self._reader: threading.Thread | None = None  # reading a remote store
 
     # ------------------------------------------------------------ loading
 
@@ -49,12 +51,21 @@ class RankingsBook:
         store = self._store_of()
         if store is None:
             return False
+        if getattr(store, "remote", False) and not force:
+            if self._reader is None or not self._reader.is_alive():
+                self._reader = threading.Thread(target=self._read, args=(store, False), name="clutch-rankings",
+                                                daemon=True)
+                self._reader.start()
+            return False
+        return self._read(store, force)
+
+    def _read(self, store: Any, force: bool) -> bool:
         try:
             seen = (id(store), store.data_version())
             if not force and seen == self._seen:
                 return False
             rows = store.rankings()
-        except (sqlite3.Error, OSError) as e:
+        except Exception as e:  # sqlite3's, OSError, the PostgreSQL store's: the last good ranking stays
             if self.last_error != str(e):
                 logger.warning("cannot read the model ranking from the usage store: %s; keeping the last one", e)
             self.last_error = str(e)

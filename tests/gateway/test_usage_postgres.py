@@ -17,7 +17,7 @@ from postgres_server import PASSWORD, PostgresServer
 from test_relay import calls, chat, start
 from xx_rig import run_xx, xx_env
 
-from addons.accounting.postgres import PostgresStore, UsageStoreUnreachable
+from addons.accounting.postgres import PostgresStore, UsageStoreUnavailable
 from addons.accounting.reports import GROUPS, UsageStoreError, day_of
 from addons.accounting.spool import Spool
 from addons.accounting.store import UsageStore
@@ -152,13 +152,14 @@ def test_replicas_that_start_together_migrate_once_and_a_newer_schema_is_refused
     newer = PostgresStore(url)
     with pytest.raises(UsageStoreError, match="schema version 99, newer than this Clutch's 1") as refused:
         newer.connect()
-    assert not isinstance(refused.value, UsageStoreUnreachable) and PASSWORD not in str(refused.value)
+    # the rows wait for a Clutch that knows the schema: unavailable, not refused row by row
+    assert isinstance(refused.value, UsageStoreUnavailable) and PASSWORD not in str(refused.value)
 
 
 def test_errors_never_carry_the_password(postgres):
     wrong = postgres.url.replace(PASSWORD, "not-the-" + PASSWORD)
     store = PostgresStore(wrong)
-    with pytest.raises(UsageStoreUnreachable) as away:
+    with pytest.raises(UsageStoreUnavailable) as away:
         store.count()
     message = str(away.value)
     assert "password authentication failed" in message and PASSWORD not in message
@@ -172,7 +173,8 @@ def test_rows_spooled_while_the_server_is_away_are_replayed_in_order_once(postgr
     lost, or a crash before the spool was emptied) are there once."""
     url = database(postgres, "spooling")
     store = PostgresStore(url)
-    writer = SpooledWriter(store, Spool.claim(tmp_path / "state"))
+    now = [1000.0]
+    writer = SpooledWriter(store, Spool.claim(tmp_path / "state"), clock=lambda: now[0])
     rows = history(40)
 
     def finish(part):  # what Usage does for each finished request: the event loop's part, then the thread's
@@ -186,17 +188,21 @@ def test_rows_spooled_while_the_server_is_away_are_replayed_in_order_once(postgr
         for part in (rows[10:20], rows[20:25], rows[25:30]):
             finish(part)
         assert writer.spooled == 20 and writer.unreachable and "cannot be reached" in writer.unreachable
-        assert writer.retry(force=True) is False and writer.spooled == 20
-        assert (tmp_path / "state" / "usage-spool-1.jsonl").read_text().count("\n") == 20
+        assert writer.retry() is False and writer.spooled == 20  # not yet time: no new attempt
+        now[0] += 10
+        assert writer.retry() is False and writer.spooled == 20  # an attempt, and the server still away
+        assert writer.spool.path.read_text().count("\n") == 20
     finally:
         postgres.start()
-    finish(rows[30:])  # behind the spooled rows (or written with them): nothing overtakes them
-    assert writer.retry(force=True) and writer.spooled == 0 and writer.unreachable is None
+    finish(rows[30:])  # behind the spooled rows: not yet time to try again, nothing overtakes them
+    assert writer.spooled == len(rows) - 10
+    now[0] += 10
+    assert writer.retry() and writer.spooled == 0 and writer.unreachable is None
     with psycopg.connect(url) as connection:
         written = [found for (found,) in connection.execute("SELECT request_id FROM attempts ORDER BY id")]
     assert written == [row["request_id"] for row in rows]  # in the order they finished
     assert writer.dropped == 0 and writer.written == len(rows)
-    assert (tmp_path / "state" / "usage-spool-1.jsonl").stat().st_size == 0
+    assert writer.spool.path.stat().st_size == 0
     finish(rows[30:])  # the same rows again
     assert store.count() == len(rows)
     writer.spool.close()
@@ -215,7 +221,7 @@ def test_rows_a_killed_gateway_had_not_written_are_written_by_its_next_start(pos
     store = PostgresStore(url)
     writer = SpooledWriter(store, Spool.claim(folder))  # the next start takes the same slot
     assert writer.spool.path == killed.path and writer.spooled == 9
-    assert writer.retry(force=True) and store.count() == 9 and writer.written == 9
+    assert writer.retry() and store.count() == 9 and writer.written == 9
     writer.spool.close()
     store.close()
 
@@ -230,10 +236,142 @@ def test_a_spool_left_by_a_stopped_replica_is_replayed_by_another(postgres, tmp_
     second.close()
     store = PostgresStore(url)
     writer = SpooledWriter(store, first)
-    assert writer.retry(force=True) and store.count() == len(rows) and writer.written == len(rows)
+    assert writer.retry() and store.count() == len(rows) and writer.written == len(rows)
     assert not (folder / "usage-spool-2.jsonl").exists()
     first.close()
     store.close()
+
+
+def test_a_row_refused_for_its_content_costs_only_itself_and_a_missing_right_costs_nothing(postgres, tmp_path):
+    """A value the column cannot hold (SQLSTATE 22003) is dropped alone, counted, and the spool goes on. A
+    role that may not INSERT (42501, as after a failover to a read-only standby) makes the rows wait:
+    once it may, they are written."""
+    url = database(postgres, "refusals")
+    PostgresStore(url).connect()  # the schema, made by the owner
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE ROLE limited LOGIN PASSWORD 'limited-pw'")
+        connection.execute("GRANT SELECT ON ALL TABLES IN SCHEMA public TO limited")
+    limited_url = url.replace(f"clutch:{PASSWORD}", "limited:limited-pw")
+    now = [0.0]
+    store = PostgresStore(limited_url)
+    writer = SpooledWriter(store, Spool.claim(tmp_path), clock=lambda: now[0])
+    rows = history(6)
+    writer.take(rows)
+    writer.write(rows)
+    assert writer.spooled == len(rows) and "permission denied" in writer.unreachable and writer.dropped == 0
+    assert store.count() == 0  # a role that may only read still reads: no migration is tried for it
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("GRANT INSERT ON attempts TO limited")
+    bad = {**rows[0], "request_id": "too-big", "attempt": 2 ** 40}
+    writer.take([bad])
+    now[0] += 10
+    assert writer.retry() and writer.spooled == 0 and store.count() == len(rows)
+    assert writer.dropped == 1 and "refused a row" in writer.last_drop
+    writer.spool.close()
+    store.close()
+
+
+class Freezer:
+    """A TCP relay in front of the real server that can stop relaying while it keeps every connection
+    open: a host that hangs, which a stopped server is not."""
+
+    def __init__(self, port: int):
+        import socket
+
+        self.target = port
+        self.frozen = threading.Event()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.sockets: list = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self.sockets += [client, server]
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    def _pipe(self, source, sink) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            if self.frozen.is_set():
+                continue  # swallowed: the peer waits for an answer that never comes
+            sink.sendall(data)
+
+    def close(self) -> None:
+        self.listener.close()
+        for sock in self.sockets:
+            sock.close()
+
+
+def test_a_host_that_hangs_costs_a_call_at_most_its_timeout_and_close_never_waits(postgres, monkeypatch):
+    from addons.accounting import postgres as postgres_module
+
+    monkeypatch.setattr(postgres_module, "CALL_TIMEOUT_S", 1.0)
+    url = database(postgres, "hang")
+    freezer = Freezer(postgres.port)
+    store = PostgresStore(url.replace(f":{postgres.port}/", f":{freezer.port}/"))
+    try:
+        store.add(history(3))
+        freezer.frozen.set()
+        started = time.monotonic()
+        with pytest.raises(UsageStoreUnavailable, match="cannot be reached"):
+            store.add(history(6)[3:])
+        assert time.monotonic() - started < 10
+        # a writer stuck in a call, and a shutdown: close shuts its socket instead of waiting for it
+        monkeypatch.setattr(postgres_module, "CALL_TIMEOUT_S", 60.0)
+        freezer.frozen.clear()
+        store.count()
+        freezer.frozen.set()
+        stuck: list = []
+        writer = threading.Thread(target=lambda: stuck.append(pytest.raises(UsageStoreUnavailable, store.count)))
+        writer.start()
+        time.sleep(0.3)  # the call is sent; nothing here can tell when the relay swallowed it
+        started = time.monotonic()
+        store.close()
+        writer.join(10)
+        assert not writer.is_alive() and stuck and time.monotonic() - started < 5
+    finally:
+        freezer.close()
+        store.close()
+
+
+def test_the_ranking_is_read_off_the_event_loop_from_a_database_that_is_away(postgres):
+    from addons.models.rankings_book import RankingsBook
+
+    away = PostgresStore(f"postgresql://clutch:{PASSWORD}@127.0.0.1:1/nowhere")
+    book = RankingsBook(away)
+    started = time.monotonic()
+    assert book.rankings == [] and time.monotonic() - started < 0.5  # a request never waits for it
+    book._reader.join(10)
+    assert "cannot be reached" in book.last_error
+
+
+def test_each_database_has_spools_of_its_own(postgres, tmp_path):
+    from addons.accounting.postgres import spool_key
+
+    one, other = database(postgres, "keyed_a"), database(postgres, "keyed_b")
+    assert spool_key(one) != spool_key(other) and spool_key(one) == spool_key(one.replace(PASSWORD, "changed"))
+    first = Spool.claim(tmp_path, key=spool_key(one))
+    first.append(history(2))
+    first.close()
+    elsewhere = SpooledWriter(PostgresStore(other), Spool.claim(tmp_path, key=spool_key(other)))
+    assert elsewhere.retry() and elsewhere.store.count() == 0  # reached, schema made, nothing of its own  # the other database's rows stay for it
+    assert first.path.exists() and first.path.name == f"usage-spool-{spool_key(one)}-1.jsonl"
+    elsewhere.spool.close()
+    elsewhere.store.close()
 
 
 # ------------------------------------------------------------ two real gateways on one database
@@ -299,7 +437,7 @@ def until_status(gateway, status: str, timeout: float = 30) -> dict:
     return health
 
 
-def test_postgres_stopped_for_30_s_under_load_loses_no_row_and_doubles_none(replicas, team_db, postgres):
+def test_postgres_stopped_for_30_s_under_load_loses_no_row_and_doubles_none(replicas, team_db, postgres, fake):
     """Four clients send requests over both replicas without pause; PostgreSQL stops once 10 are
     answered and starts again 30 s later. Every request is answered while it is away, both replicas
     say `degraded` with rows spooled, and once it is back every request has exactly its one row."""
@@ -342,7 +480,9 @@ def test_postgres_stopped_for_30_s_under_load_loses_no_row_and_doubles_none(repl
         gateway.local("/usage")  # flushes the requests answered after the replay
     found = rows_in(team_db, "pg2/")
     assert len(answered) > during > 10
-    assert sorted(found) == sorted(set(found)) and len(found) == len(answered)
+    # every request the provider was sent (the gateway names its flow upstream) has its one row
+    sent = [call["headers"]["x-clutch-flow"] for call in calls(fake, "pg2/")]
+    assert len(sent) == len(answered) and sorted(request_id for request_id, *_ in found) == sorted(sent)
 
 
 def test_a_replica_killed_at_once_after_its_answers_loses_none_of_their_rows(tmp_path, fake, pki, postgres):
