@@ -108,3 +108,11 @@ def test_the_docs_index_names_every_document():
     index = (ROOT / "docs" / "README.md").read_text()
     listed = set(re.findall(r"\]\(([\w-]+\.md)\)", index))
     assert listed == {path.name for path in (ROOT / "docs").glob("*.md")} - {"README.md"}
+
+
+def test_the_team_page_haproxy_configuration_is_the_one_the_tests_run():
+    from haproxy_server import haproxy_config
+
+    page = (ROOT / "docs" / "team.md").read_text()
+    blocks = re.findall(r"```\n(global\n.*?)```", page, flags=re.S)
+    assert blocks == [haproxy_config(8780, [8781, 8782])]
