@@ -21,6 +21,7 @@ from addons.budget import Budget  # noqa: E402
 from addons.certs import Certs  # noqa: E402
 from addons.classify import Classify  # noqa: E402
 from addons.compress import Compress  # noqa: E402
+from addons.credentials import Credentials  # noqa: E402
 from addons.drain import Drain  # noqa: E402
 from addons.endpoints import Endpoints  # noqa: E402
 from addons.engine import Engine  # noqa: E402
@@ -52,6 +53,7 @@ def make_addons() -> list:
     drain = Drain()
     engine = Engine(resolve, rulebook, resilience, rankings, drain)
     shutdown = Shutdown(drain, engine, resilience, usage)
+    credentials = Credentials(rulebook, usage)
     return [
         shutdown,  # first: its `done` drains the requests in flight before any other addon's `done`
         certs,
@@ -59,8 +61,9 @@ def make_addons() -> list:
         resilience,
         Scope(rulebook),
         BrowserGate(rulebook),  # before anything reads the request: web pages and foreign Hosts are refused
-        Identify(),
-        Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings, shutdown),
+        credentials,  # a team gateway's tokens: before Identify, which adds the user, and removes the password
+        Identify(credentials),
+        Endpoints(rulebook, certs, resilience, journal, usage, metrics, budget, rankings, shutdown, credentials),
         Classify(rulebook),
         Sockets(),  # Codex's Responses WebSocket; before routing copies a turn's headers
         Compress(rulebook),  # before routing: routes, cascades and translation all see the compressed body

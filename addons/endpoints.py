@@ -49,9 +49,11 @@ ENDPOINTS = ["/", "/health", "/resilience", "/requests", "/usage", "/usage/timel
 class Endpoints:
     def __init__(self, rulebook: Rulebook, certs: Certs, resilience: Resilience | None = None,
                  journal: Journal | None = None, usage: Usage | None = None, metrics: Metrics | None = None,
-                 budget: Budget | None = None, rankings: RankingsBook | None = None, shutdown=None):
+                 budget: Budget | None = None, rankings: RankingsBook | None = None, shutdown=None,
+                 credentials=None):
         self._rulebook = rulebook
         self._certs = certs
+        self._credentials = credentials  # a team gateway's tokens (credentials.py): their problems
         self._resilience = resilience
         self._journal = journal
         self._usage = usage
@@ -244,6 +246,7 @@ class Endpoints:
         # what keeps the gateway from doing all it should: it still serves, but someone should look
         problems = self._usage.problems() if self._usage is not None else []
         problems += self._resilience.problems() if self._resilience is not None else []
+        problems += self._credentials.problems() if self._credentials is not None else []
         return {
             "status": "degraded" if problems else "ok",
             "problems": problems,

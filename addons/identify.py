@@ -8,13 +8,18 @@ A base-URL (reverse) entry gets no proxy credentials, so there the identity is r
 first segment (`/xx-claude.s-1/api/v1/chat/completions`, taken out of the path before anything routes
 or forwards it) or from the `x-clutch-agent` header (identity.py), and per-agent rules apply there too.
 That header is Clutch's own: it is removed from every request, whatever the entry.
+
+On a team gateway the user comes from Credentials, which checked the token in the proxy password.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 from mitmproxy import connection, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from addons.credentials import Credentials
 from addons.flows.meta import set_identity
 from addons.wire.identity import (
     AGENT_HEADER,
@@ -27,8 +32,9 @@ from addons.wire.identity import (
 
 
 class Identify:
-    def __init__(self) -> None:
+    def __init__(self, credentials: Credentials | None = None) -> None:
         self._by_connection: dict[str, Identity] = {}
+        self._credentials = credentials
 
     def http_connect(self, flow: http.HTTPFlow) -> None:
         self._by_connection[flow.client_conn.id] = identity_from_basic_auth(
@@ -52,6 +58,9 @@ class Identify:
             identity = identity_from_agent_header(named)
         else:
             identity = self._by_connection.get(flow.client_conn.id, UNKNOWN)
+        user = self._credentials.user_of(flow) if self._credentials is not None else None
+        if user is not None:  # a team gateway's user, known by the token in the proxy password
+            identity = dataclasses.replace(identity, user=user)
         set_identity(flow, identity)
 
     def client_disconnected(self, client: connection.Client) -> None:

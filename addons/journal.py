@@ -92,6 +92,7 @@ def summarise(flow: http.HTTPFlow, seq: int) -> dict:
         "seq": seq,
         "time": flow.request.timestamp_start,
         "agent": identity.get("agent", "unknown"),
+        "user": identity.get("user"),  # a team gateway's user (credentials.py)
         "launch": identity.get("launch_code"),
         "session": identity.get("session"),
         "route": identity.get("route"),

@@ -18,8 +18,25 @@ import sys
 
 from mitmproxy import exceptions
 
+_running = False
+
+
+def refuse(message: str) -> None:
+    """An option value an addon's `configure` cannot take: at start, the same one line on stderr and
+    exit 2 as a value that does not convert (mitmproxy would log a traceback, listen, then exit); once
+    the gateway runs, an OptionsError, so mitmproxy keeps the old value."""
+    if _running:
+        raise exceptions.OptionsError(message)
+    sys.stdout.flush()
+    print(f"clutch: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
 
 class OptionCheck:
+    def running(self):
+        global _running
+        _running = True
+
     def load(self, loader):
         try:
             loader.master.options.process_deferred()

@@ -42,8 +42,9 @@ class Scope:
         loader.add_option("clutch_scope", bool, True,
                           "Set allow_hosts from the providers in the rules, so only their TLS is intercepted.")
         loader.add_option("clutch_allow_remote", bool, False,
-                          "Serve clients on other machines too. Off: only loopback clients are served, "
-                          "because the gateway carries the agents' keys.")
+                          "Serve clients on other machines too; only with clutch_users (a team gateway "
+                          "that checks every agent's token). Off: only loopback clients are served, "
+                          "because the gateway carries the keys.")
 
     def configure(self, updated):
         if "listen_host" in updated and ctx.options.listen_host == "" and not ctx.options.clutch_allow_remote:

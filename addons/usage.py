@@ -343,6 +343,7 @@ class Usage:
         row = {
             "ts": message.timestamp, "day": day_of(message.timestamp), "request_id": f"{flow.id}/{count}",
             "agent": identity.get("agent") or "unknown", "launch": identity.get("launch_code"),
+            "user_name": identity.get("user"),
             "session": session_of(identity_of(flow), flow.request.headers), "dialect": "openai_responses",
             "stream": True,
             "requested_model": model, "provider": provider, "model": model, "rule": "websocket", "attempt": 0,

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from addons.config.rules import ModelTarget, RulesError
 from addons.config.yaml_lines import line_of, read_yaml
+from addons.guard.user_tokens import is_token
 from addons.wire.identity import AGENT_NAMES
 
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")
@@ -68,9 +69,19 @@ class XXConfig(_Strict):
     rules: str | None = None  # rules file for a gateway xx starts; None: the embedded default
     confdir: str | None = None  # the gateway's CA folder for a gateway xx starts; None: Clutch's own (`clutch paths`)
     gateway_args: list[str] = Field(default_factory=list)  # extra mitmdump options for a gateway xx starts
+    # a team gateway's user token (clutch users add): the agents' proxy password; else a random one per launch
+    token: str | None = None
     yolo: bool = True  # pass each agent's permission-bypass flag
     tmux: bool = False  # run interactive launches in a named tmux session (the crash guard)
     profiles: dict[ProfileDigit, LaunchProfile] = Field(default_factory=dict)
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not is_token(value):
+            raise ValueError("is not a Clutch user token (clutch_ and 43 letters, digits, - or _: clutch users "
+                             "add prints it)")
+        return value
 
     @field_validator("gateway")
     @classmethod

@@ -16,7 +16,7 @@ import typer
 from addons.certs import ca_files, prepare
 from addons.config.paths import is_checkout, places
 from addons.wire.identity import AGENT_LETTERS, AGENT_NAMES, Identity
-from launcher import rules_cli
+from launcher import rules_cli, users_cli
 from launcher.ports import refuse_taken_ports
 from launcher.recipe import ENVIRONMENT_NAMES, agent_environment, proxy_url
 
@@ -212,6 +212,7 @@ def _exec(tool: str, args: list[str]) -> None:
 
 app.command(name="init")(rules_cli.init_command)
 app.add_typer(rules_cli.app, name="rules")
+app.add_typer(users_cli.app, name="users")
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def _planned(parsed: LaunchCode, config: XXConfig, healthy: dict | None, environ
         planned = plan_launch(parsed, session=session, model=agent_model, pin=pin, prompt=prompt, extra=extra,
                               environ=environ, gateway=config.gateway,
                               ca=ca_files(lifecycle.ca_folder(config, healthy)),
-                              token=secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
+                              token=config.token or secrets.token_urlsafe(12), is_root=os.geteuid() == 0,
                               yolo=config.yolo if yolo is None else yolo, profile=profile)
     except agents.LaunchError as e:
         raise _fail(str(e)) from None

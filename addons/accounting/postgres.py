@@ -119,6 +119,18 @@ MIGRATIONS: tuple[str, ...] = (
         computed_at DOUBLE PRECISION NOT NULL
     )
     """,
+    # 2: a team's users (clutch users add): a token's SHA-256, never the token; and the user of each row
+    """
+    CREATE TABLE users (
+        name TEXT PRIMARY KEY,
+        token_sha256 TEXT NOT NULL UNIQUE,
+        budget_usd_day DOUBLE PRECISION,
+        created_at DOUBLE PRECISION NOT NULL,
+        revoked_at DOUBLE PRECISION
+    );
+    ALTER TABLE attempts ADD COLUMN user_name TEXT;
+    CREATE INDEX attempts_by_user ON attempts (day, user_name)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -317,6 +329,34 @@ class PostgresStore(UsageReads):
         with self._using("write") as connection, connection.transaction(), connection.cursor() as cursor:
             cursor.execute("DELETE FROM rankings")
             cursor.executemany(sql, values)
+
+    # ------------------------------------------------------------ users (clutch users; credentials)
+
+    def add_user(self, name: str, token_sha256: str, budget_usd_day: float | None, now: float) -> None:
+        """A new user; UsageStoreError when the name is taken (a revoked name cannot be reused: its
+        rows keep meaning that user)."""
+        with self._using("write") as connection:
+            found = connection.execute(
+                "INSERT INTO users (name, token_sha256, budget_usd_day, created_at) VALUES (%s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING name", (name, token_sha256, budget_usd_day, now)).fetchone()
+        if found is None:
+            raise UsageStoreError(f"a user named {name!r} exists already in {self.name}")
+
+    def revoke_user(self, name: str, now: float) -> bool:
+        """Its token stops working (at each replica's next refresh); its rows stay. False: no such user."""
+        with self._using("write") as connection:
+            found = connection.execute("UPDATE users SET revoked_at = %s WHERE name = %s AND revoked_at IS NULL "
+                                       "RETURNING name", (now, name)).fetchone()
+        return found is not None
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user, without the token's hash."""
+        return self._dicts("SELECT name, budget_usd_day, created_at, revoked_at FROM users ORDER BY name")
+
+    def token_directory(self) -> dict[str, dict[str, Any]]:
+        """The tokens that work now: SHA-256 -> the user's name and daily budget."""
+        rows = self._dicts("SELECT token_sha256, name, budget_usd_day FROM users WHERE revoked_at IS NULL")
+        return {row["token_sha256"]: {"name": row["name"], "budget_usd_day": row["budget_usd_day"]} for row in rows}
 
     # ------------------------------------------------------------ reading (reports.py)
 

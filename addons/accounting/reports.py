@@ -18,7 +18,7 @@ ATTEMPT_COLUMNS = (
     "ts", "day", "request_id", "agent", "launch", "session", "dialect", "stream", "requested_model", "provider",
     "model", "rule", "attempt", "outcome", "status", "error_class", "served", "fallback", "input_tokens",
     "output_tokens", "cached_tokens", "cache_write_tokens", "reasoning_tokens", "tokens_estimated", "cost_usd",
-    "cost_source", "ttft_ms", "duration_ms", "tokens_saved", "cache_saved_usd",
+    "cost_source", "ttft_ms", "duration_ms", "tokens_saved", "cache_saved_usd", "user_name",
 )
 OUTCOMES = ("success", "failed", "soft_failure", "broken", "aborted", "refused")
 PROBE_COLUMNS = ("ts", "model", "ok", "status", "error", "ttft_ms", "tokens_per_s", "output_tokens")
@@ -37,6 +37,7 @@ GROUPS = {
     "dialect": "dialect",
     "rule": "coalesce(rule, '(none)')",
     "launch": "coalesce(launch, '(no launch code)')",
+    "user": "coalesce(user_name, '(no user)')",  # a team gateway's user (clutch users add)
 }
 _MONEY = ("cost_usd", "cache_saved_usd")
 

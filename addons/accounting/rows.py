@@ -53,6 +53,7 @@ def rows_for(done: Finished, price: Pricer | None = None) -> list[dict[str, Any]
         "agent": done.identity.get("agent") or "unknown",
         "launch": done.identity.get("launch_code"),
         "session": done.identity.get("session"),
+        "user_name": done.identity.get("user"),
         "dialect": done.call.get("dialect"),
         "stream": bool(done.call.get("stream")),
         "requested_model": done.call.get("model"),

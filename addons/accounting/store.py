@@ -108,6 +108,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE attempts ADD COLUMN cache_saved_usd REAL;
     """,
+    # 4: the team gateway's user of the request (postgres.py has the users; a file has the column only)
+    """
+    ALTER TABLE attempts ADD COLUMN user_name TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -1,3 +1,4 @@
-"""Hostile input and secrets: body limits and decoding, header values, request shapes, browser requests, key masks.
+"""Hostile input and secrets: body limits and decoding, header values, request shapes, browser requests,
+key masks, user tokens.
 
 Pure logic: nothing here imports mitmproxy or an addon in `addons/`."""

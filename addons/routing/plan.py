@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 TRANSLATABLE = translation.TRANSLATABLE
 ANTHROPIC_VERSION = "2023-06-01"
 
-_AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
+AUTH_HEADERS = frozenset({b"authorization", b"x-api-key", b"x-goog-api-key", b"api-key"})
 _BODY_HEADERS = frozenset({b"content-encoding", b"content-length"})
 
 
@@ -208,7 +208,7 @@ def _keyed(headers: list[tuple[bytes, bytes]], target, provider: Provider, diale
         key_source = variable
     elif not same_provider:
         key_source = "none"
-    headers = _without(headers, _AUTH_HEADERS)
+    headers = _without(headers, AUTH_HEADERS)
     if key:
         headers += _auth(dialect, key, provider)
     return headers, key_source
@@ -306,6 +306,15 @@ def _agent_key(headers: list[tuple[bytes, bytes]]) -> str | None:
         if lower in (b"x-api-key", b"x-goog-api-key", b"api-key"):
             return value.decode("latin-1").strip()
     return None
+
+
+def auth_headers(provider: Provider, key: str, path: str) -> list[tuple[bytes, bytes]]:
+    """The gateway's key as `provider` takes it on `path`, before the request's dialect is known (a team
+    gateway's Credentials): Gemini's native API takes x-goog-api-key, its OpenAI-compatible one a Bearer."""
+    if Dialect.GEMINI in provider.dialects and "/openai/" not in path:
+        return [(b"x-goog-api-key", key.encode("latin-1"))]
+    return _auth(Dialect.ANTHROPIC if provider.base_host.endswith("anthropic.com") else Dialect.OPENAI_CHAT,
+                 key, provider)
 
 
 def _auth(dialect: Dialect, key: str, provider: Provider) -> list[tuple[bytes, bytes]]:

@@ -47,9 +47,12 @@ class Identity:
     model: str | None = None
     launch_code: str | None = None
     from_credentials: bool = False
+    user: str | None = None  # a team gateway's user, from the token in the proxy password (credentials.py)
 
     def describe(self) -> str:
         parts = [self.agent]
+        if self.user:
+            parts.append(f"user={self.user}")
         if self.launch_code:
             parts.append(f"launch={self.launch_code}")
         if self.session:

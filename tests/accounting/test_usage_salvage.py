@@ -183,7 +183,7 @@ def test_salvage_reads_a_database_of_an_older_schema(tmp_path, monkeypatch):
     it has, not lost to a `no such column` on every read."""
     from addons.accounting import store as usage_store
     monkeypatch.setattr(usage_store, "SCHEMA_VERSION", 2)  # the store as it was before migration 3
-    monkeypatch.setattr(usage_store, "ATTEMPT_COLUMNS", usage_store.ATTEMPT_COLUMNS[:-1])
+    monkeypatch.setattr(usage_store, "ATTEMPT_COLUMNS", usage_store.ATTEMPT_COLUMNS[:-2])
     db = tmp_path / "usage.db"
     history(db)
     monkeypatch.undo()

@@ -17,7 +17,7 @@ from postgres_server import PASSWORD, PostgresServer
 from test_relay import calls, chat, start
 from xx_rig import run_xx, xx_env
 
-from addons.accounting.postgres import PostgresStore, UsageStoreUnavailable
+from addons.accounting.postgres import SCHEMA_VERSION, PostgresStore, UsageStoreUnavailable
 from addons.accounting.reports import GROUPS, UsageStoreError, day_of
 from addons.accounting.spool import Spool
 from addons.accounting.store import UsageStore
@@ -58,7 +58,8 @@ def history(count: int = 60) -> list[dict]:
         common = {"ts": ts, "day": day_of(ts), "request_id": f"req-{n}", "agent": ("claude", "codex", "qwen")[n % 3],
                   "launch": f"L{n % 2}" if n % 4 else None, "session": f"s{n % 5}" if n % 3 else None,
                   "dialect": "anthropic" if n % 2 else "openai_chat", "stream": n % 2 == 0,
-                  "requested_model": "claude-sonnet", "rule": "tier:middle" if n % 2 else None}
+                  "requested_model": "claude-sonnet", "rule": "tier:middle" if n % 2 else None,
+                  "user_name": ("ana", "bo", None)[n % 3]}
         if n % 7 == 0:
             rows.append({**common, "provider": "openrouter", "model": "m1", "attempt": 0, "outcome": "refused",
                          "status": 429, "error_class": "quota", "served": False})
@@ -143,14 +144,14 @@ def test_replicas_that_start_together_migrate_once_and_a_newer_schema_is_refused
         return store.version
 
     with concurrent.futures.ThreadPoolExecutor(len(stores)) as pool:
-        assert list(pool.map(connect, stores)) == [1] * 4
+        assert list(pool.map(connect, stores)) == [SCHEMA_VERSION] * 4
     with psycopg.connect(url, autocommit=True) as connection:
-        assert connection.execute("SELECT count(*) FROM clutch_schema").fetchone()[0] == 1
+        assert connection.execute("SELECT count(*) FROM clutch_schema").fetchone()[0] == SCHEMA_VERSION
         connection.execute("INSERT INTO clutch_schema (version) VALUES (99)")
     for store in stores:
         store.close()
     newer = PostgresStore(url)
-    with pytest.raises(UsageStoreError, match="schema version 99, newer than this Clutch's 1") as refused:
+    with pytest.raises(UsageStoreError, match=f"schema version 99, newer than this Clutch's {SCHEMA_VERSION}") as refused:
         newer.connect()
     # the rows wait for a Clutch that knows the schema: unavailable, not refused row by row
     assert isinstance(refused.value, UsageStoreUnavailable) and PASSWORD not in str(refused.value)
