@@ -3,9 +3,11 @@
 The token (`clutch users add NAME`, guard/user_tokens.py) is the password of the agent's proxy URL. A
 CONNECT, or a plain-HTTP proxy request, without a token that works gets 407 Proxy Authentication
 Required, before any byte of the agent's reaches a provider; with one, the connection's requests carry
-the user (Identify puts it in the identity: usage rows, /requests, budgets), and the agent's own
-provider credentials are replaced by the gateway's from the rules (or removed, for a provider that has
-none), so no key of an agent's ever reaches a provider and no agent needs one.
+the user (Identify puts it in the identity: usage rows, /requests), and the agent's own provider
+credentials are replaced by the gateway's from the rules, so no key of an agent's ever reaches a
+provider and no agent needs one. A provider whose key the gateway lacks gets nothing: the agent gets a
+502 in its dialect that names the missing variable. One the rules give no key (a local Ollama) gets
+the request without any.
 
 The tokens that work are read from the usage database (PostgreSQL, accounting/postgres.py: only the
 SHA-256 of each) by a thread, never on the event loop's time: at start, every REFRESH_S while the
@@ -38,6 +40,7 @@ from addons.option_check import refuse
 from addons.routing.plan import AUTH_HEADERS, auth_headers
 from addons.rulebook import Rulebook
 from addons.usage import Usage
+from addons.wire import dialects
 
 logger = logging.getLogger(__name__)
 
@@ -196,12 +199,18 @@ class Credentials:
             del request.query["key"]  # Gemini's ?key=
         if found is None:
             return
-        provider = found[1]
+        name, provider = found
         variable = provider.key_variable
         key = (self._rulebook.keys.get(variable) or "").strip() if variable else ""
         if key:
             for header, value in auth_headers(provider, key, request.path):
                 request.headers[header.decode()] = value.decode("latin-1")
+        elif variable:  # the provider wants a key the gateway lacks: said now, in the agent's dialect
+            dialect = dialects.recognise(request.method, request.path, request.headers)
+            message = (f"this team gateway has no key for provider {name} (${variable} is set neither in its "
+                       f"environment nor in its keys file); ask its admin")
+            flow.response = http.Response.make(502, dialects.error_body(dialect, 502, message),
+                                               {"content-type": "application/json", "x-clutch-error": "missing_key"})
 
     @staticmethod
     def _is_local(flow: http.HTTPFlow) -> bool:

@@ -26,6 +26,8 @@ version: 1
 providers:
   openrouter: {base_url: "https://openrouter.ai/api/v1", dialects: [openai_chat], hosts: [openrouter.ai],
                key_env: OPENROUTER_API_KEY}
+  anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
+              key_env: TEAM_ANTHROPIC_KEY_NOT_SET}
 """
 
 
@@ -98,6 +100,22 @@ def test_a_users_token_serves_it_and_its_rows_requests_and_report_name_it(team, 
     assert token not in listed.stdout and token not in team.output()
     with pytest.raises(openai.APIConnectionError):  # one character off
         ask(agent(team, token[:-1] + ("A" if token[-1] != "A" else "B")), "usr2/chunks-2")
+
+
+def test_a_provider_whose_key_the_gateway_lacks_is_refused_in_the_agents_dialect(team, fake, postgres):
+    import anthropic
+    import httpx2
+
+    token = token_of(users("add", "cy", db=postgres.url))
+    user = username_for(Identity(agent="claude", session="cy-1"))
+    http = httpx2.Client(proxy=f"http://{user}:{token}@127.0.0.1:{team.port}", verify=trust(team.ca_cert),
+                         timeout=30)
+    client = anthropic.Anthropic(api_key="sk-ant-agents-own", http_client=http, max_retries=0)
+    with pytest.raises(anthropic.APIStatusError) as refused:
+        client.messages.create(model="usr5/chunks-2", max_tokens=16, messages=[{"role": "user", "content": "hi"}])
+    assert refused.value.status_code == 502
+    assert "no key for provider anthropic ($TEAM_ANTHROPIC_KEY_NOT_SET" in refused.value.message
+    assert calls(fake, "usr5/") == []
 
 
 def test_a_removed_users_token_stops_and_a_name_is_never_given_twice(team, fake, postgres):
