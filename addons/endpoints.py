@@ -107,8 +107,9 @@ class Endpoints:
             state = self._resilience.snapshot() if self._resilience is not None else {}
             return http.Response.make(200, self._metrics.render(state.get("breakers"), state.get("quotas")),
                                       {"content-type": CONTENT_TYPE, "cache-control": "no-store"})
-        if path == "/health":
-            return _json(200, self.health())
+        if path == "/health":  # 503 while a team gateway cannot tell its users yet: a balancer looks elsewhere
+            serving = self._credentials is None or self._credentials.serving()
+            return _json(200 if serving else 503, self.health())
         if path == "/requests" and self._journal is not None:
             after = query.get("after", "0")
             return _json(200, self._journal.since(int(after) if after.isdigit() else 0))

@@ -65,6 +65,10 @@ class _Read:
     read: Callable[[Store], Any]
     future: concurrent.futures.Future
 
+    def fail(self, error: Exception) -> None:
+        if self.future.set_running_or_notify_cancel():
+            self.future.set_exception(error)
+
     def run(self, store: Store) -> None:
         if not self.future.set_running_or_notify_cancel():
             return  # the caller stopped waiting
@@ -269,8 +273,11 @@ class Usage:
                 writer.retry()  # a flush: the spooled rows too, if the database answers
                 item.set()
             elif isinstance(item, _Read):
-                writer.retry()  # a read counts the spooled rows only once they are written
-                item.run(writer.store)
+                if writer.retry():
+                    item.run(writer.store)
+                else:  # the store lacks rows still in the spool: a read now would count too little
+                    item.fail(UsageStoreError(f"{writer.spooled} usage rows still wait in the spool for "
+                                              f"{writer.store.name}"))
         return any(item is _STOP for item in batch)
 
     def flush(self, timeout_s: float = 10.0) -> bool:

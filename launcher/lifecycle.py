@@ -101,8 +101,11 @@ _DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def _get_json(config: XXConfig, path: str, timeout: float) -> dict | None:
+    request = urllib.request.Request(base_url(config) + path)
+    if config.token:  # a team gateway's endpoints (but /health) need the user's token
+        request.add_header("Authorization", f"Bearer {config.token}")
     try:
-        with _DIRECT.open(base_url(config) + path, timeout=timeout) as response:
+        with _DIRECT.open(request, timeout=timeout) as response:
             data = json.loads(response.read())
     except (OSError, ValueError):  # URLError and HTTPError are OSErrors; a timeout is one too
         return None

@@ -194,9 +194,12 @@ class PostgresStore(UsageReads):
     def __init__(self, url: str):
         self.url = url
         self.name = without_secrets(url)
-        self._locks = {"write": threading.Lock(), "read": threading.Lock()}
+        # the writer's, the reports', and the token directory's (credentials.py): a long report never
+        # holds up a token check
+        self._locks = {"write": threading.Lock(), "read": threading.Lock(), "tokens": threading.Lock()}
         self._connections: dict[str, Any] = {}
         self._migrated = False
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.name})"
@@ -212,8 +215,10 @@ class PostgresStore(UsageReads):
             pass
 
     def close(self) -> None:
-        """Close both connections; one still in a call (a writer that did not stop in time) has its
-        socket shut, so its thread gets an error instead of this call waiting for it."""
+        """Close the connections; one still in a call (a writer that did not stop in time) has its
+        socket shut, so its thread gets an error instead of this call waiting for it. A closed store
+        opens no new connection."""
+        self._closed = True
         for kind, lock in self._locks.items():
             if lock.acquire(timeout=1.0):
                 try:
@@ -235,6 +240,8 @@ class PostgresStore(UsageReads):
             try:
                 connection = self._connections.get(kind)
                 if connection is None or connection.closed or connection.broken:
+                    if self._closed:
+                        raise UsageStoreUnavailable(f"the usage database {self.name} was closed")
                     connection = self._connections[kind] = self._open(psycopg, migrate=kind == "write")
                 watchdog.start()
                 yield connection
@@ -355,7 +362,8 @@ class PostgresStore(UsageReads):
 
     def token_directory(self) -> dict[str, dict[str, Any]]:
         """The tokens that work now: SHA-256 -> the user's name and daily budget."""
-        rows = self._dicts("SELECT token_sha256, name, budget_usd_day FROM users WHERE revoked_at IS NULL")
+        rows = self._dicts("SELECT token_sha256, name, budget_usd_day FROM users WHERE revoked_at IS NULL",
+                           kind="tokens")
         return {row["token_sha256"]: {"name": row["name"], "budget_usd_day": row["budget_usd_day"]} for row in rows}
 
     # ------------------------------------------------------------ reading (reports.py)
@@ -365,8 +373,8 @@ class PostgresStore(UsageReads):
         found = self._dicts("SELECT count(*) AS n, coalesce(max(computed_at), 0) AS at FROM rankings")[0]
         return hash((found["n"], found["at"]))
 
-    def _dicts(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        with self._using("read") as connection, connection.cursor() as cursor:
+    def _dicts(self, sql: str, params: tuple = (), kind: str = "read") -> list[dict[str, Any]]:
+        with self._using(kind) as connection, connection.cursor() as cursor:
             cursor.execute(sql.replace("?", "%s"), params)
             names = [d.name for d in cursor.description]
             found = cursor.fetchall()

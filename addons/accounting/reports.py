@@ -171,7 +171,9 @@ class UsageReads:
                    coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0) AS tokens,
                    coalesce(sum(cost_usd), 0) AS cost_usd
             FROM attempts WHERE day = ? GROUP BY {by}""", (day,))
-        return {row["key"]: {"tokens": int(row["tokens"]), "cost_usd": float(row["cost_usd"])} for row in rows}
+        # rounded as the reports are: the two databases add floats in their own order
+        return {row["key"]: {"tokens": int(row["tokens"]), "cost_usd": round(float(row["cost_usd"]), 8)}
+                for row in rows}
 
     def probes(self, since: float) -> list[dict[str, Any]]:
         return self._dicts(f"SELECT {', '.join(PROBE_COLUMNS)} FROM probes WHERE ts >= ? ORDER BY ts, id", (since,))

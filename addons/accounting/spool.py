@@ -57,6 +57,7 @@ class Spool:
         self.torn = 0  # lines a crash cut short, or that cannot be read
         self._offset = 0  # bytes before this are in the database
         self.size = os.fstat(fd).st_size
+        self._recover_carry()
         self._cut_torn_tail()
         self.rows = self._count_lines()  # lines in the file
         self._done = 0  # lines before _offset
@@ -80,7 +81,8 @@ class Spool:
         can take a slot whose file is about to vanish)."""
         for number in range(1, SLOTS + 1):
             path = self.path.parent / f"{self.prefix}{number}.jsonl"
-            if path == self.path or not path.exists() or path.stat().st_size == 0:
+            holds = (path.exists() and path.stat().st_size > 0) or path.with_name(path.name + ".carry").exists()
+            if path == self.path or not holds:
                 continue
             fd = _lock(path, create=False)
             if fd is None:
@@ -105,18 +107,22 @@ class Spool:
         lines: list[bytes] = []
         with self._lock:
             size = self.size
+            waiting = size - self._offset  # the bound is on what waits, not on lines already written
             for row in rows:
                 line = json.dumps(row, separators=(",", ":")).encode() + b"\n"
-                if size + len(line) > self.max_bytes:
+                if waiting + len(line) > self.max_bytes:
                     self.refused += len(rows) - len(lines)
                     break
                 lines.append(line)
                 size += len(line)
+                waiting += len(line)
             if lines:
-                data = b"".join(lines)
-                written = os.write(self._fd, data)
-                while written < len(data):  # a regular file takes it whole unless the disk is full
-                    written += os.write(self._fd, data[written:])
+                try:
+                    _write_all(self._fd, b"".join(lines))
+                except OSError:  # a full disk: no half line stays behind to run into the next
+                    with contextlib.suppress(OSError):
+                        os.ftruncate(self._fd, self.size)
+                    raise
                 self.size, self.rows = size, self.rows + len(lines)
         return len(lines)
 
@@ -156,7 +162,9 @@ class Spool:
 
     def compact(self) -> None:
         """Drop the lines already in the database: all of them (the file is emptied) when nothing
-        follows, else once they pass COMPACT_BYTES and what follows is less (it moves to the head)."""
+        follows, else once they pass COMPACT_BYTES and what follows is less. Then what follows moves to
+        the head of the file by way of a carry file, written whole first, so a crash at any moment
+        leaves every waiting line in one file or the other (`_recover_carry`)."""
         with self._lock:
             if self._offset == 0:
                 return
@@ -164,9 +172,14 @@ class Spool:
             if rest_bytes and (self._offset < COMPACT_BYTES or rest_bytes > COMPACT_BYTES):
                 return
             rest = os.pread(self._fd, rest_bytes, self._offset) if rest_bytes else b""
+            carry = self._carry()
+            if rest:
+                _save(carry, rest)
             os.ftruncate(self._fd, 0)
             if rest:
-                os.write(self._fd, rest)
+                _write_all(self._fd, rest)
+                os.fsync(self._fd)
+                carry.unlink()
             self.size, self._offset = len(rest), 0
             self.rows, self._done = self.rows - self._done, 0
 
@@ -175,8 +188,29 @@ class Spool:
         os.fsync(self._fd)
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self._fd)  # closing the file releases its lock
+        if self._fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)  # closing the file releases its lock
+            self._fd = -1  # never a number the next open may reuse
+
+    def _carry(self) -> Path:
+        return self.path.with_name(self.path.name + ".carry")
+
+    def _recover_carry(self) -> None:
+        """A crash while compacting: a complete carry file holds every line that waited (the spool may
+        have lost them to its truncation), so it becomes the spool; a half-written one is dropped (the
+        spool was not touched yet)."""
+        with contextlib.suppress(FileNotFoundError):
+            self._carry().with_suffix(".tmp").unlink()
+        carry = self._carry()
+        if not carry.exists():
+            return
+        data = carry.read_bytes()
+        os.ftruncate(self._fd, 0)
+        _write_all(self._fd, data)
+        os.fsync(self._fd)
+        carry.unlink()
+        self.size = len(data)
 
     def _cut_torn_tail(self) -> None:
         """A crash in the middle of a write leaves a line without its end: cut it off, so the next
@@ -199,6 +233,24 @@ class Spool:
             count += chunk.count(b"\n")
             offset += len(chunk)
         return count
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):  # a regular file takes it whole unless the disk is full (then: OSError)
+        written += os.write(fd, data[written:])
+
+
+def _save(path: Path, data: bytes) -> None:
+    """`data` in `path`, whole or not at all: written and fsynced under another name, then renamed."""
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        _write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
 
 
 def _lock(path: Path, create: bool = True) -> int | None:

@@ -132,6 +132,7 @@ class SpooledWriter(RowWriter):
                 break
             self.written += self._add(rows)
             spool.consumed(end)
+            spool.compact()  # as it goes: what waits, not what was written, fills the spool
         spool.compact()
         if spool.torn > (self._torn if spool is self.spool else 0):
             count = spool.torn - (self._torn if spool is self.spool else 0)

@@ -94,3 +94,33 @@ def test_each_running_replica_has_its_own_slot_and_a_released_one_is_an_orphan(t
     assert held[3].path.exists()
     for spool in held:
         spool.close()
+
+
+def test_the_bound_is_on_what_waits_so_written_lines_make_room(tmp_path):
+    four = sum(len(json.dumps(row, separators=(",", ":"))) + 1 for row in rows(4))
+    spool = Spool.claim(tmp_path, max_bytes=four + 2)
+    assert spool.append(rows(4)) == 4 and spool.append(rows(1, 4)) == 0
+    _, end = spool.read(3)
+    spool.consumed(end)  # three are in the database; the file is as long as before
+    assert spool.append(rows(3, 5)) == 3 and spool.pending == 4
+    spool.close()
+
+
+def test_a_crash_in_the_middle_of_a_compaction_loses_no_waiting_line(tmp_path):
+    """The carry file is written whole (under a .tmp name, then renamed) before the spool is cut: a
+    crash after the cut finds the carry and makes it the spool; one before the rename finds only a
+    half .tmp, and the spool untouched."""
+    spool = Spool.claim(tmp_path)
+    spool.append(rows(5))
+    spool.close()
+    carry = tmp_path / "usage-spool-1.jsonl.carry"
+    carry.write_bytes(b"".join(json.dumps(row).encode() + b"\n" for row in rows(2, 3)))
+    (tmp_path / "usage-spool-1.jsonl").write_bytes(b"")  # the crash came right after the cut
+    again = Spool.claim(tmp_path)
+    assert ids(again.read(10)[0]) == ["r3", "r4"] and not carry.exists()
+    again.close()
+    half = tmp_path / "usage-spool-1.jsonl.tmp"
+    half.write_bytes(b'{"request_id": "r9", "att')  # the crash came while the carry was being written
+    third = Spool.claim(tmp_path)
+    assert ids(third.read(10)[0]) == ["r3", "r4"] and not half.exists()
+    third.close()

@@ -45,16 +45,20 @@ def team(tmp_path_factory, fake, pki, servers):
     """Replica A makes the CA; B gets a copy of that folder before it starts (provisioned, never its own)."""
     redis, postgres = servers
     options = {"clutch_state": redis.url, "clutch_usage_db": postgres.url}
-    a = start(tmp_path_factory.mktemp("replica-a"), fake, pki, RULES, **options)
-    b_dir = tmp_path_factory.mktemp("replica-b")
-    shutil.copytree(a.confdir, b_dir / "certs")
-    b = start(b_dir, fake, pki, RULES, **options)
-    balancer = HAProxy(tmp_path_factory.mktemp("haproxy"), [a.port, b.port], check_ms=500)
-    replicas = {"a": a, "b": b}
-    yield balancer, replicas
-    balancer.stop()
-    for gateway in replicas.values():
-        gateway.stop()
+    replicas = {"a": start(tmp_path_factory.mktemp("replica-a"), fake, pki, RULES, **options)}
+    balancer = None
+    try:
+        b_dir = tmp_path_factory.mktemp("replica-b")
+        shutil.copytree(replicas["a"].confdir, b_dir / "certs")
+        replicas["b"] = start(b_dir, fake, pki, RULES, **options)
+        balancer = HAProxy(tmp_path_factory.mktemp("haproxy"), [replicas["a"].port, replicas["b"].port],
+                           check_ms=500)
+        yield balancer, replicas
+    finally:  # every process started here is stopped, whatever failed
+        if balancer is not None:
+            balancer.stop()
+        for gateway in replicas.values():
+            gateway.stop()
 
 
 def client(balancer: HAProxy, ca, n: int) -> openai.OpenAI:

@@ -37,11 +37,14 @@ def redis(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory, fake, pki, redis):
-    gateways = [start(tmp_path_factory.mktemp(f"replica-{n}"), fake, pki, RULES, clutch_state=redis.url)
-                for n in ("a", "b")]
-    yield gateways
-    for gateway in gateways:
-        gateway.stop()
+    gateways = []
+    try:  # a replica that fails to start does not leave the other running
+        for n in ("a", "b"):
+            gateways.append(start(tmp_path_factory.mktemp(f"replica-{n}"), fake, pki, RULES, clutch_state=redis.url))
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.stop()
 
 
 def until_status(gateway, status: str, timeout: float = 20) -> dict:

@@ -385,11 +385,14 @@ def team_db(postgres):
 
 @pytest.fixture(scope="module")
 def replicas(tmp_path_factory, fake, pki, team_db):
-    gateways = [start(tmp_path_factory.mktemp(f"pg-replica-{n}"), fake, pki, RULES, clutch_usage_db=team_db)
-                for n in ("a", "b")]
-    yield gateways
-    for gateway in gateways:
-        gateway.stop()
+    gateways = []
+    try:  # a replica that fails to start does not leave the other running
+        for n in ("a", "b"):
+            gateways.append(start(tmp_path_factory.mktemp(f"pg-replica-{n}"), fake, pki, RULES, clutch_usage_db=team_db))
+        yield gateways
+    finally:
+        for gateway in gateways:
+            gateway.stop()
 
 
 def ask(gateway, model: str, n: int) -> int:

@@ -78,7 +78,7 @@ def test_without_a_working_token_the_agent_gets_407_and_nothing_reaches_a_provid
     for token in (None, "not-a-token", "clutch_" + "A" * 43):
         with pytest.raises(openai.APIConnectionError) as refused:
             ask(agent(team, token), "usr1/chunks-2")
-        assert "407" in repr(refused.value.__cause__) or "407" in str(refused.value.__cause__)
+        assert "407 Proxy Authentication Required" in str(refused.value.__cause__)
     assert calls(fake, "usr1/") == []
     with httpx.Client(proxy=f"http://127.0.0.1:{team.port}", timeout=10) as plain:  # a plain-HTTP proxy request
         answer = plain.get("http://openrouter.ai/api/v1/models")
@@ -91,8 +91,10 @@ def test_a_users_token_serves_it_and_its_rows_requests_and_report_name_it(team, 
     assert ask(agent(team, token), "usr2/chunks-2") == "pong from the fake upstream"
     [call] = calls(fake, "usr2/")
     assert call["headers"]["authorization"] == "Bearer sk-or-v1-rules"  # the gateway's key, never the agent's
-    assert team.local("/requests")["requests"][-1]["user"] == "ana"
-    team.local("/usage")  # flushes
+    bearer = {"authorization": f"Bearer {token}"}  # a team gateway's endpoints need a token
+    journal = httpx.get(f"http://127.0.0.1:{team.port}/requests", headers=bearer, timeout=10, trust_env=False)
+    assert journal.json()["requests"][-1]["user"] == "ana"
+    httpx.get(f"http://127.0.0.1:{team.port}/usage", headers=bearer, timeout=10, trust_env=False)  # flushes
     report = json.loads(run_xx(xx_env(tmp_path), "usage", "--by", "user", "--json", "--db", postgres.url).stdout)
     assert {row["key"]: row["requests"] for row in report["rows"]}["ana"] == 1
     listed = users("list", "--json", db=postgres.url)
@@ -118,13 +120,15 @@ def test_a_provider_whose_key_the_gateway_lacks_is_refused_in_the_agents_dialect
     assert calls(fake, "usr5/") == []
 
 
-def test_a_removed_users_token_stops_and_a_name_is_never_given_twice(team, fake, postgres):
+def test_a_removed_users_token_stops_even_on_its_open_connection(team, fake, postgres):
     """A replica reads the tokens every 30 s, and at once (at most every 2 s) when it meets one it does
-    not know: an unknown token after the removal makes it read them again, and bo's stops."""
+    not know: an unknown token after the removal makes it read them again. Bo's open connection then
+    gets 403 in its dialect, and a new one 407. A user's name is never given twice."""
     import time
 
     token = token_of(users("add", "bo", db=postgres.url))
-    assert ask(agent(team, token, session="bo-1"), "usr3/chunks-2") == "pong from the fake upstream"
+    kept = agent(team, token, session="bo-1")  # one keep-alive connection: one CONNECT
+    assert ask(kept, "usr3/chunks-2") == "pong from the fake upstream"
     assert users("add", "bo", db=postgres.url).returncode == 2
     removed = users("remove", "bo", db=postgres.url)
     assert removed.returncode == 0, removed.stderr
@@ -133,13 +137,49 @@ def test_a_removed_users_token_stops_and_a_name_is_never_given_twice(team, fake,
         with pytest.raises(openai.APIConnectionError):
             ask(agent(team, "clutch_" + "Z" * 43, session="probe"), "usr3/chunks-2")
         try:
-            ask(agent(team, token, session="bo-2"), "usr3/chunks-2")
-        except openai.APIConnectionError:
+            ask(kept, "usr3/chunks-2")
+        except openai.PermissionDeniedError as e:
+            assert "no longer works" in e.message
             break
-        assert time.monotonic() < deadline, "a removed user's token still works"
+        assert time.monotonic() < deadline, "a removed user's open connection still works"
         time.sleep(0.25)  # the next read of the tokens may be 2 s after the last: nothing to wait on here
+    with pytest.raises(openai.APIConnectionError):
+        ask(agent(team, token, session="bo-2"), "usr3/chunks-2")
     assert users("remove", "nobody", db=postgres.url).returncode == 2
     assert len(calls(fake, "usr3/")) >= 1
+
+
+def test_only_model_calls_over_tls_reach_a_provider_and_codex_websocket_gets_426(team, fake, postgres):
+    token = token_of(users("add", "di", db=postgres.url))
+    user = username_for(Identity(agent="codex", session="di-1"))
+    proxy = f"http://{user}:{token}@127.0.0.1:{team.port}"
+    with httpx.Client(proxy=proxy, verify=trust(team.ca_cert), timeout=15) as client:
+        files = client.get("https://openrouter.ai/api/v1/files/usr6-secret")
+        upgrade = client.get("https://openrouter.ai/api/v1/responses",
+                             headers={"upgrade": "websocket", "connection": "upgrade", "sec-websocket-version": "13",
+                                      "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ=="})
+        listing = client.get("https://openrouter.ai/api/v1/models")
+    assert files.status_code == 403 and "model calls only" in files.json()["error"]["message"]
+    assert upgrade.status_code == 426
+    assert listing.status_code == 200
+    with httpx.Client(proxy=proxy, timeout=15) as plain:  # the key would cross the network in clear
+        assert plain.get("http://openrouter.ai/api/v1/models").status_code == 403
+    assert not [e for e in fake.entries() if "usr6" in e.get("path", "") or "files" in e.get("path", "")]
+
+
+def test_the_gateways_own_endpoints_need_a_token_and_never_take_a_write(team, postgres):
+    """Behind HAProxy on the same host every client is 127.0.0.1: a team gateway trusts no loopback."""
+    token = token_of(users("add", "ed", db=postgres.url))
+    base = f"http://127.0.0.1:{team.port}"
+    bearer = {"authorization": f"Bearer {token}"}
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        assert client.get(f"{base}/health").status_code == 200  # HAProxy's check
+        assert client.get(f"{base}/usage").status_code == 401
+        assert client.get(f"{base}/__clutch/rules/state", headers={"host": "localhost"}).status_code == 401
+        assert client.get(f"{base}/usage", headers=bearer).status_code == 200
+        assert client.post(f"{base}/breakers/reset", json={}, headers=bearer).status_code == 403
+        assert client.post(f"{base}/__clutch/rules", json={}, headers={**bearer, "host": "localhost"}).status_code \
+            == 403
 
 
 def test_a_base_url_entry_is_refused_on_a_team_gateway(team, fake):
