@@ -118,15 +118,15 @@ class Credentials:
         if not ctx.options.clutch_users or flow.response is not None:
             return
         digest = self._by_connection.get(flow.client_conn.id)
+        endpoint = self._endpoint(flow)  # Clutch's own, on any entry (its path prefix works inside a tunnel too)
+        if endpoint is not None:
+            await self._guard_endpoint(flow, endpoint, digest)
+            return
         if digest is None:
             if isinstance(flow.client_conn.proxy_mode, ReverseMode):
                 flow.response = _plain(403, "this is a team gateway; a base-URL entry carries no user token. Use "
                                             "HTTPS_PROXY=http://USER:TOKEN@gateway:port (xx sets it from its "
                                             "config's token).")
-                return
-            endpoint = self._endpoint(flow)
-            if endpoint is not None:
-                await self._guard_endpoint(flow, endpoint)
                 return
             digest = await self._known(flow.request.headers.get("proxy-authorization"))
             if digest is None:
@@ -217,12 +217,14 @@ class Credentials:
         listen = [(host, port) for _, host, port in listen_addresses()]
         return local_path(request.path, request.host, request.port, ctx.options.clutch_host, listen)
 
-    async def _guard_endpoint(self, flow: http.HTTPFlow, path: str) -> None:
+    async def _guard_endpoint(self, flow: http.HTTPFlow, path: str, tunnel: str | None) -> None:
+        """Reads with a user's token (a bearer, the proxy password, or the tunnel's), /health without;
+        no writes at all."""
         request = flow.request
         if request.method not in ("GET", "HEAD"):
             flow.response = _plain(403, "on a team gateway Clutch's endpoints are read-only: change the rules "
                                         "in their file on the gateway's host")
-        elif path.split("?", 1)[0] in OPEN_ENDPOINTS:
+        elif path.split("?", 1)[0] in OPEN_ENDPOINTS or (tunnel is not None and tunnel in self._directory):
             return
         else:
             scheme, _, value = request.headers.get("authorization", "").partition(" ")

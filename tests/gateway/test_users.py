@@ -180,6 +180,10 @@ def test_the_gateways_own_endpoints_need_a_token_and_never_take_a_write(team, po
         assert client.post(f"{base}/breakers/reset", json={}, headers=bearer).status_code == 403
         assert client.post(f"{base}/__clutch/rules", json={}, headers={**bearer, "host": "localhost"}).status_code \
             == 403
+    user = username_for(Identity(agent="claude", session="ed-1"))
+    with httpx.Client(proxy=f"http://{user}:{token}@127.0.0.1:{team.port}", verify=trust(team.ca_cert),
+                      timeout=10) as tunnel:  # Clutch's path prefix, inside a provider's tunnel
+        assert tunnel.post("https://openrouter.ai/__clutch/breakers/reset", json={}).status_code == 403
 
 
 def test_a_base_url_entry_is_refused_on_a_team_gateway(team, fake):
