@@ -1,10 +1,10 @@
 """Usage: every upstream attempt of every LLM request, written to the usage store.
 
 When a flow ends, its rows are built from the plain summaries the other addons left in its metadata
-(accounting/rows.py) and queued; one writer thread writes them in batches, one transaction per batch, so
-a burst of requests costs the event loop nothing but a queue put, and the gateway's shutdown (`done`)
-drains the queue before it closes the database. The rows' token totals also go into the flow's
-metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
+(accounting/rows.py) and queued; one writer thread (accounting/writer_thread.py) writes them in batches,
+one transaction per batch, so a burst of requests costs the event loop nothing but a queue put, and the
+gateway's shutdown (`done`) drains the queue before it closes the database. The rows' token totals also
+go into the flow's metadata (`clutch.usage`), where the journal (`xx watch`) and the budgets read them.
 
 A team's PostgreSQL (`clutch_usage_db=postgresql://...`) is written by way of a spool file in the state
 folder (accounting/spool.py, writer.py): the rows are appended to it on the event loop before the thread
@@ -23,14 +23,12 @@ import dataclasses
 import json
 import logging
 import os
-import queue
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mitmproxy import ctx, exceptions, http
+from mitmproxy import ctx, http
 
 from addons.accounting import postgres
 from addons.accounting import salvage as usage_salvage
@@ -40,9 +38,11 @@ from addons.accounting.rows import Finished, needs_input_estimate, priced, rows_
 from addons.accounting.spool import Spool, SpoolError
 from addons.accounting.store import UsageStore
 from addons.accounting.writer import RowWriter, SpooledWriter
+from addons.accounting.writer_thread import WriterThread
 from addons.flows.meta import ATTEMPTS, CALL, COMPRESSION, IDENTITY, ROUTE, USAGE, WEBSOCKET, call_of, identity_of
 from addons.models import catalog
 from addons.models.catalog import CatalogFile
+from addons.option_check import refuse
 from addons.resilience import Resilience
 from addons.wire import tokens, usage_blocks
 from addons.wire.identity import session_of
@@ -50,32 +50,7 @@ from addons.wire.jsontext import as_object
 
 logger = logging.getLogger(__name__)
 
-_BATCH = 500
-# The writer waits this long after a row for more before it commits: under load a transaction per
-# request costs more CPU than the rows; a report never waits for it (flush).
-_LINGER_S = 0.05
-_STOP = object()
 Store = UsageStore | PostgresStore
-
-
-@dataclasses.dataclass
-class _Read:
-    """A read of the store that the writer runs between two batches (see Usage.read_in_order)."""
-
-    read: Callable[[Store], Any]
-    future: concurrent.futures.Future
-
-    def fail(self, error: Exception) -> None:
-        if self.future.set_running_or_notify_cancel():
-            self.future.set_exception(error)
-
-    def run(self, store: Store) -> None:
-        if not self.future.set_running_or_notify_cancel():
-            return  # the caller stopped waiting
-        try:
-            self.future.set_result(self.read(store))
-        except Exception as e:  # the caller's to report
-            self.future.set_exception(e)
 
 
 class Usage:
@@ -83,8 +58,7 @@ class Usage:
         self._resilience = resilience
         self.store: Store | None = None
         self.writer: RowWriter | None = None  # the writer thread's: where each batch goes (spool included)
-        self._queue: queue.Queue = queue.Queue()
-        self._writer: threading.Thread | None = None
+        self._thread: WriterThread | None = None
         self._listeners: list[Callable[[list[dict]], None]] = []
         self._catalog: CatalogFile | None = None
         self.salvaged: usage_salvage.Salvage | None = None  # the broken database this run moved aside
@@ -106,7 +80,7 @@ class Usage:
                 try:
                     postgres.check_url(target)
                 except ValueError as e:
-                    raise exceptions.OptionsError(f"clutch_usage_db: {e}") from None
+                    refuse(f"clutch_usage_db: {e}")
             self._open(target)
         if "clutch_state_dir" in updated and self._resilience.state_dir is not None:
             self._catalog = CatalogFile(catalog.cache_path(self._resilience.state_dir))
@@ -187,11 +161,7 @@ class Usage:
 
     def _start_writer(self, writer: RowWriter) -> None:
         self.writer = writer
-        # a queue of its own: a writer that did not stop in time never takes the next one's items
-        self._queue = queue.Queue()
-        self._writer = threading.Thread(target=self._write_loop, args=(writer, self._queue), name="clutch-usage",
-                                        daemon=True)
-        self._writer.start()
+        self._thread = WriterThread(writer)  # a queue of its own, never a stopped one's
 
     def _set_aside(self, path: Path, reason: str) -> None:
         """Move a broken database aside (it is the user's history) and keep today's rows it still has."""
@@ -224,11 +194,9 @@ class Usage:
 
     def _stop_writer(self) -> None:
         stopped = True
-        if self._writer is not None:
-            self._queue.put(_STOP)
-            self._writer.join(timeout=30)
-            stopped = not self._writer.is_alive()
-            self._writer = None
+        if self._thread is not None:
+            stopped = self._thread.stop(timeout_s=30)
+            self._thread = None
         if self.store is not None:
             self.store.close()  # a writer still in a call gets an error, not this call's wait
             self.store = None
@@ -240,65 +208,21 @@ class Usage:
                              self.writer.spooled, self.writer.spool.path)
         self.writer = None
 
-    def _write_loop(self, writer: RowWriter, items: queue.Queue) -> None:
-        while True:
-            try:
-                if self._write_some(writer, items):
-                    return
-            except Exception:  # the thread must outlive any surprise: the rows wait in the spool, or are counted
-                logger.exception("usage: the writer failed; it goes on")
-
-    def _write_some(self, writer: RowWriter, items: queue.Queue) -> bool:
-        """One batch from the queue; True once told to stop."""
-        try:
-            batch = [items.get(timeout=writer.due_in())]
-        except queue.Empty:
-            writer.retry()  # the database was away, or other replicas' spools may wait: nothing new came
-            return False
-        deadline = time.monotonic() + _LINGER_S
-        while len(batch) < _BATCH and isinstance(batch[-1], list):  # an Event, a _Read or _STOP ends it
-            try:
-                batch.append(items.get(timeout=max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                break
-        rows = [row for item in batch if isinstance(item, list) for row in item]
-        if any(isinstance(item, list) for item in batch):  # rows, or (spooled) word of new rows
-            try:
-                writer.write(rows)
-            except Exception as e:  # a full disk must not stop the gateway; the log and /health say what was lost
-                logger.exception("could not write %d usage rows to %s", len(rows), writer.store.name)
-                writer.drop(len(rows), f"{type(e).__name__}: {e}, writing to {writer.store.name}")
-        for item in batch:
-            if isinstance(item, threading.Event):
-                writer.retry()  # a flush: the spooled rows too, if the database answers
-                item.set()
-            elif isinstance(item, _Read):
-                if writer.retry():
-                    item.run(writer.store)
-                else:  # the store lacks rows still in the spool: a read now would count too little
-                    item.fail(UsageStoreError(f"{writer.spooled} usage rows still wait in the spool for "
-                                              f"{writer.store.name}"))
-        return any(item is _STOP for item in batch)
-
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Block until every row queued before this call is written (so a report includes the latest
         requests). Call it off the event loop."""
-        if self._writer is None:
-            return True
-        written = threading.Event()
-        self._queue.put(written)
-        return written.wait(timeout_s)
+        thread = self._thread
+        return thread.flush(timeout_s) if thread is not None else True
 
     def read_in_order(self, read: Callable[[Store], Any]) -> concurrent.futures.Future | None:
         """Run `read(store)` on the writer thread, after every row queued before this call is written
         and before any row queued after it; None when there is no store. A caller that counts rows as
         they come (the budgets) can thus add the store's total and the rows emitted after this call
         without counting a row twice or missing one, and the event loop never waits for the disk."""
-        if self._writer is None or self.store is None:
+        thread = self._thread
+        if thread is None or self.store is None:
             return None
-        future: concurrent.futures.Future = concurrent.futures.Future()
-        self._queue.put(_Read(read, future))
-        return future
+        return thread.read_in_order(read)
 
     # ------------------------------------------------------------ mitmproxy hooks
 
@@ -384,7 +308,8 @@ class Usage:
                 logger.exception("could not spool %d usage rows", len(rows))
                 writer.drop(len(rows), f"{type(e).__name__}: {e}, spooling")
             else:
-                self._queue.put(rows if carried else [])
+                if self._thread is not None:
+                    self._thread.put(rows if carried else [])
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

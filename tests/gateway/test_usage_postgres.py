@@ -17,7 +17,8 @@ from postgres_server import PASSWORD, PostgresServer
 from test_relay import calls, chat, start
 from xx_rig import run_xx, xx_env
 
-from addons.accounting.postgres import SCHEMA_VERSION, PostgresStore, UsageStoreUnavailable
+from addons.accounting.postgres import PostgresStore, UsageStoreUnavailable
+from addons.accounting.postgres_schema import SCHEMA_VERSION
 from addons.accounting.reports import GROUPS, UsageStoreError, day_of
 from addons.accounting.spool import Spool
 from addons.accounting.store import UsageStore
