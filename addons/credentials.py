@@ -37,8 +37,7 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from addons.accounting.postgres import is_postgres_url
-from addons.endpoints import listen_addresses
-from addons.guard.browser_guard import local_path
+from addons.endpoints import endpoint_of
 from addons.guard.user_tokens import is_token, proxy_password, token_hash
 from addons.option_check import refuse
 from addons.routing.plan import AUTH_HEADERS, auth_headers
@@ -118,7 +117,7 @@ class Credentials:
         if not ctx.options.clutch_users or flow.response is not None:
             return
         digest = self._by_connection.get(flow.client_conn.id)
-        endpoint = self._endpoint(flow)  # Clutch's own, on any entry (its path prefix works inside a tunnel too)
+        endpoint = endpoint_of(flow)  # Clutch's own, on any entry (its path prefix works inside a tunnel too)
         if endpoint is not None:
             await self._guard_endpoint(flow, endpoint, digest)
             return
@@ -210,12 +209,6 @@ class Credentials:
         self._directory, self._read_at, self.problem = directory, time.monotonic(), None
 
     # ------------------------------------------------------------ the gateway's own endpoints
-
-    @staticmethod
-    def _endpoint(flow: http.HTTPFlow) -> str | None:
-        request = flow.request
-        listen = [(host, port) for _, host, port in listen_addresses()]
-        return local_path(request.path, request.host, request.port, ctx.options.clutch_host, listen)
 
     async def _guard_endpoint(self, flow: http.HTTPFlow, path: str, tunnel: str | None) -> None:
         """Reads with a user's token (a bearer, the proxy password, or the tunnel's), /health without;

@@ -76,7 +76,7 @@ class Endpoints:
     async def request(self, flow: http.HTTPFlow) -> None:
         if flow.response or flow.error or not flow.live:
             return
-        path = self._local_path(flow)
+        path = endpoint_of(flow)
         if path is None:
             return
         path = path.rstrip("/") or "/"
@@ -234,14 +234,6 @@ class Endpoints:
             return _json(503, {"error": str(e)})
         return _json(404, {"error": f"no Clutch endpoint at {path}", "endpoints": ENDPOINTS})
 
-    @staticmethod
-    def _local_path(flow: http.HTTPFlow) -> str | None:
-        """Which endpoint the flow asks for; browser_guard (the Guard addon) already refused the
-        flows a web page could have sent, and every foreign Host."""
-        request = flow.request
-        listen = [(host, port) for _, host, port in listen_addresses()]
-        return local_path(request.path, request.host, request.port, ctx.options.clutch_host, listen)
-
     def health(self) -> dict:
         rulebook = self._rulebook
         # what keeps the gateway from doing all it should: it still serves, but someone should look
@@ -276,6 +268,15 @@ class Endpoints:
             "usage_db": self._usage.store.name if self._usage is not None and self._usage.store else None,
             "lost_in_flight": self._shutdown.health() if self._shutdown is not None else None,
         }
+
+
+def endpoint_of(flow: http.HTTPFlow) -> str | None:
+    """Which of Clutch's endpoints the flow asks for (None: none). Here BrowserGate has already refused
+    the flows a web page could have sent, and every foreign Host; Credentials guards them on a team
+    gateway."""
+    request = flow.request
+    listen = [(host, port) for _, host, port in listen_addresses()]
+    return local_path(request.path, request.host, request.port, ctx.options.clutch_host, listen)
 
 
 def listen_addresses() -> list[tuple[str, str, int]]:

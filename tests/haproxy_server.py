@@ -8,15 +8,13 @@ worker loaded the configuration."""
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
 import subprocess
 import threading
-import time
 from pathlib import Path
 
-from harness import process_allowed
-from redis_server import free_port
+from harness import free_port
+from system_servers import need, read_until
 
 HAPROXY = Path(os.environ.get("CLUTCH_HAPROXY", "/usr/sbin/haproxy"))
 
@@ -60,16 +58,7 @@ def find_haproxy() -> Path | None:
 
 def need_haproxy() -> Path:
     """HAProxy; skip without it, except in CI (CLUTCH_REQUIRE_E2E), where it fails."""
-    import pytest
-
-    process_allowed("haproxy")
-    if found := find_haproxy():
-        return found
-    reason = (f"{HAPROXY} is missing: `CLUTCH_INSTALL_SYSTEM=1 ./clutch test` installs haproxy (Debian's "
-              "package) for the team-gateway tests")
-    if os.environ.get("CLUTCH_REQUIRE_E2E"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    return need(find_haproxy(), "haproxy", "haproxy")
 
 
 class HAProxy:
@@ -91,20 +80,7 @@ class HAProxy:
         return f"http://127.0.0.1:{self.port}"
 
     def _ready(self, wanted: list[str], timeout: float = 20) -> None:
-        assert self.process.stdout is not None
-        said = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while not all(line.encode() in said for line in wanted):
-                left = deadline - time.monotonic()
-                if left <= 0 or not selector.select(left):
-                    self.stop()
-                    raise TimeoutError(f"haproxy did not start:\n{said.decode(errors='replace')}")
-                chunk = os.read(self.process.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"haproxy exited ({self.process.wait()}):\n{said.decode(errors='replace')}")
-                said += chunk
+        said = read_until(self.process, [line.encode() for line in wanted], "haproxy", timeout, self.stop)
         self.lines = said.decode(errors="replace").splitlines()
         self._seen = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()

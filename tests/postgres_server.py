@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import pwd
-import selectors
 import shutil
 import signal
 import subprocess
 import tempfile
-import threading
-import time
 from pathlib import Path
 
-from harness import process_allowed
-from redis_server import free_port
+from harness import free_port
+from system_servers import drain_in_background, need, read_until
 
 BINARIES = Path(os.environ.get("CLUTCH_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))
 READY = b"database system is ready to accept connections"
@@ -39,16 +36,7 @@ def find_postgres() -> Path | None:
 
 def need_postgres() -> Path:
     """The PostgreSQL binaries; skip without them, except in CI (CLUTCH_REQUIRE_E2E), where it fails."""
-    import pytest
-
-    process_allowed("postgres")
-    if found := find_postgres():
-        return found
-    reason = ("PostgreSQL's server is missing: `CLUTCH_INSTALL_SYSTEM=1 ./clutch test` installs it (Debian's "
-              "postgresql package) for the team-gateway tests")
-    if os.environ.get("CLUTCH_REQUIRE_E2E"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    return need(find_postgres(), "postgres", "postgresql")
 
 
 class PostgresServer:
@@ -92,21 +80,8 @@ class PostgresServer:
             [str(self.bin / "postgres"), "-D", str(self.data), "-p", str(self.port), "-h", "127.0.0.1",
              "-k", str(self.workdir), "-c", "fsync=off", "-c", "full_page_writes=off", "-c", "logging_collector=off"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.workdir, **self._run_as())
-        assert self.process.stdout is not None
-        said = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while READY not in said:
-                left = deadline - time.monotonic()
-                if left <= 0 or not selector.select(left):
-                    self.stop()
-                    raise TimeoutError(f"postgres did not get ready:\n{said.decode(errors='replace')}")
-                chunk = os.read(self.process.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"postgres exited ({self.process.wait()}):\n{said.decode(errors='replace')}")
-                said += chunk
-        threading.Thread(target=_drain, args=(self.process.stdout,), daemon=True).start()
+        read_until(self.process, [READY], "postgres", timeout, self.stop)
+        drain_in_background(self.process.stdout)
 
     def _create_database(self) -> None:
         import psycopg
@@ -129,9 +104,3 @@ class PostgresServer:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def _drain(pipe) -> None:
-    with pipe:
-        while pipe.read1(65536):
-            pass

@@ -5,15 +5,12 @@ said so, read from its stdout as it is written."""
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
-import socket
 import subprocess
-import threading
-import time
 from pathlib import Path
 
-from harness import process_allowed
+from harness import free_port
+from system_servers import drain_in_background, need, read_until
 
 REDIS_SERVER = Path(os.environ.get("CLUTCH_REDIS_SERVER", "/usr/bin/redis-server"))
 READY = b"Ready to accept connections"
@@ -27,22 +24,7 @@ def find_redis() -> Path | None:
 
 def need_redis() -> Path:
     """The redis-server to run; skip without one, except in CI (CLUTCH_REQUIRE_E2E), where it fails."""
-    import pytest
-
-    process_allowed("redis-server")
-    if found := find_redis():
-        return found
-    reason = (f"{REDIS_SERVER} is missing: `CLUTCH_INSTALL_SYSTEM=1 ./clutch test` installs redis-server "
-              "(Debian's package) for the team-gateway tests")
-    if os.environ.get("CLUTCH_REQUIRE_E2E"):
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return need(find_redis(), "redis-server", "redis-server")
 
 
 class RedisServer:
@@ -64,22 +46,8 @@ class RedisServer:
             [str(self.binary), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
              "--dir", str(self.workdir), "--daemonize", "no", "--loglevel", "notice"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=self.workdir)
-        assert self.process.stdout is not None
-        said = b""
-        deadline = time.monotonic() + timeout
-        with selectors.DefaultSelector() as selector:
-            selector.register(self.process.stdout, selectors.EVENT_READ)
-            while READY not in said:
-                left = deadline - time.monotonic()
-                if left <= 0 or not selector.select(left):
-                    self.stop()
-                    raise TimeoutError(f"redis-server did not get ready:\n{said.decode(errors='replace')}")
-                chunk = os.read(self.process.stdout.fileno(), 65536)
-                if not chunk:
-                    raise RuntimeError(f"redis-server exited ({self.process.wait()}):\n{said.decode(errors='replace')}")
-                said += chunk
-        # the rest of its log is read and dropped, so its writes never block on a full pipe
-        threading.Thread(target=_drain, args=(self.process.stdout,), daemon=True).start()
+        read_until(self.process, [READY], "redis-server", timeout, self.stop)
+        drain_in_background(self.process.stdout)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -90,9 +58,3 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
-
-
-def _drain(pipe) -> None:
-    with pipe:
-        while pipe.read1(65536):
-            pass

@@ -44,6 +44,7 @@ from addons.accounting.reports import (
     as_python,
     row_values,
 )
+from addons.accounting.store import statements
 from addons.config.server_urls import without_secrets
 
 SCHEMES = ("postgresql", "postgres")
@@ -214,7 +215,7 @@ class PostgresStore(UsageReads):
             connection.execute("CREATE TABLE IF NOT EXISTS clutch_schema (version INTEGER NOT NULL)")
             version = self._version(connection)
             for number in range(version, SCHEMA_VERSION):
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in statements(MIGRATIONS[number]):
                     connection.execute(statement)
                 connection.execute("INSERT INTO clutch_schema (version) VALUES (%s)", (number + 1,))
 
@@ -314,10 +315,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
     return value
-
-
-def _statements(script: str) -> list[str]:
-    return [part.strip() for part in script.split(";") if part.strip()]
 
 
 def _first_line(error: BaseException) -> str:

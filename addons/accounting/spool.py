@@ -34,6 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from addons.config.statefile import save_bytes
+
 SLOTS = 16
 MAX_BYTES = 256 * 1024 * 1024  # about 350,000 rows: hours of a team's traffic while the database is away
 COMPACT_BYTES = 4 * 1024 * 1024  # written lines at the head past this are dropped even if lines follow
@@ -174,7 +176,7 @@ class Spool:
             rest = os.pread(self._fd, rest_bytes, self._offset) if rest_bytes else b""
             carry = self._carry()
             if rest:
-                _save(carry, rest)
+                save_bytes(carry, rest)
             os.ftruncate(self._fd, 0)
             if rest:
                 _write_all(self._fd, rest)
@@ -200,9 +202,10 @@ class Spool:
         """A crash while compacting: a complete carry file holds every line that waited (the spool may
         have lost them to its truncation), so it becomes the spool; a half-written one is dropped (the
         spool was not touched yet)."""
-        with contextlib.suppress(FileNotFoundError):
-            self._carry().with_suffix(".tmp").unlink()
         carry = self._carry()
+        for half in carry.parent.glob(f".{carry.name}.*.tmp"):  # save_bytes's, cut short
+            with contextlib.suppress(FileNotFoundError):
+                half.unlink()
         if not carry.exists():
             return
         data = carry.read_bytes()
@@ -239,18 +242,6 @@ def _write_all(fd: int, data: bytes) -> None:
     written = os.write(fd, data)
     while written < len(data):  # a regular file takes it whole unless the disk is full (then: OSError)
         written += os.write(fd, data[written:])
-
-
-def _save(path: Path, data: bytes) -> None:
-    """`data` in `path`, whole or not at all: written and fsynced under another name, then renamed."""
-    temporary = path.with_suffix(".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        _write_all(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temporary, path)
 
 
 def _lock(path: Path, create: bool = True) -> int | None:

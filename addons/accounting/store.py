@@ -159,7 +159,7 @@ class UsageStore(UsageReads):
             # executescript would commit on its own; each migration is one transaction with its version bump
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(MIGRATIONS[number]):
+                for statement in statements(MIGRATIONS[number]):
                     self._db.execute(statement)
                 self._db.execute(f"PRAGMA user_version = {number + 1}")
                 self._db.execute("COMMIT")
@@ -224,5 +224,6 @@ class UsageStore(UsageReads):
         return f"CAST({column} / {int(bucket_s)} AS INTEGER) * {int(bucket_s)}"
 
 
-def _statements(script: str) -> list[str]:
+def statements(script: str) -> list[str]:
+    """A migration's statements (PostgreSQL's migrations are split the same way)."""
     return [part.strip() for part in script.split(";") if part.strip()]

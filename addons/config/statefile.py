@@ -25,17 +25,23 @@ logger = logging.getLogger(__name__)
 def save_json(path: Path, data: dict) -> None:
     """Replace `path` with `data` as JSON, atomically. Raises OSError (disk full, read-only folder);
     TypeError or ValueError for data JSON cannot hold, before anything is written."""
-    path = Path(path)
+    # serialise first: an unserialisable value must not leave a temporary file behind
+    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+    save_bytes(Path(path), text.encode("utf-8"))
+
+
+def save_bytes(path: Path, data: bytes) -> None:
+    """Replace `path` with `data`, atomically and durably: written and fsynced under a temporary
+    name (`.<name>.*.tmp`), renamed, and the folder fsynced. Raises OSError; a crash leaves the old
+    file or the new one whole (and maybe a temporary file)."""
     folder = path.parent
     if not folder.is_dir():
         folder.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(folder, 0o700)  # mkdir's mode passes through the umask
-    # serialise first: an unserialisable value must not leave a temporary file behind
-    text = json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
+        with os.fdopen(handle, "wb") as file:
+            file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.chmod(temporary, 0o600)  # mkstemp's mode already; stated so it is not an assumption

@@ -9,11 +9,11 @@ LiteLLM keep API keys. It travels as the proxy password of the agent's proxy URL
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import re
 import secrets
+
+from addons.wire.identity import basic_auth
 
 PREFIX = "clutch_"
 _TOKEN = re.compile(r"^clutch_[A-Za-z0-9_-]{43}$")
@@ -42,14 +42,7 @@ def check_name(name: str) -> str:
 
 def proxy_password(header_value: str | None) -> str | None:
     """The password of a `Proxy-Authorization: Basic ...` value, or None when there is none to read."""
-    if not header_value:
+    if header_value and len(header_value.strip().partition(" ")[2]) > 1024:  # a token's is under 100
         return None
-    scheme, _, encoded = header_value.strip().partition(" ")
-    if scheme.lower() != "basic" or len(encoded) > 1024:
-        return None
-    try:
-        decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-    user, colon, password = decoded.partition(":")
-    return password if colon else None
+    found = basic_auth(header_value)
+    return found[1] if found is not None else None

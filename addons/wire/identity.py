@@ -66,18 +66,26 @@ class Identity:
 UNKNOWN = Identity()
 
 
-def identity_from_basic_auth(header_value: str | None) -> Identity:
-    """Identity from a `Proxy-Authorization: Basic ...` value; anything unusable is `unknown`."""
+def basic_auth(header_value: str | None) -> tuple[str, str | None] | None:
+    """The user name and password (None without a colon) of a `Basic ...` credentials value; None when
+    there is nothing readable."""
     if not header_value:
-        return UNKNOWN
+        return None
     scheme, _, encoded = header_value.strip().partition(" ")
     if scheme.lower() != "basic":
-        return UNKNOWN
+        return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
-        return UNKNOWN
-    return identity_from_username(decoded.partition(":")[0])
+        return None
+    user, colon, password = decoded.partition(":")
+    return user, (password if colon else None)
+
+
+def identity_from_basic_auth(header_value: str | None) -> Identity:
+    """Identity from a `Proxy-Authorization: Basic ...` value; anything unusable is `unknown`."""
+    found = basic_auth(header_value)
+    return identity_from_username(found[0]) if found is not None else UNKNOWN
 
 
 def identity_from_username(username: str) -> Identity:

@@ -107,9 +107,9 @@ def test_the_bound_is_on_what_waits_so_written_lines_make_room(tmp_path):
 
 
 def test_a_crash_in_the_middle_of_a_compaction_loses_no_waiting_line(tmp_path):
-    """The carry file is written whole (under a .tmp name, then renamed) before the spool is cut: a
-    crash after the cut finds the carry and makes it the spool; one before the rename finds only a
-    half .tmp, and the spool untouched."""
+    """The carry file is written whole (statefile.save_bytes: a temporary name, then renamed) before the
+    spool is cut: a crash after the cut finds the carry and makes it the spool; one before the rename
+    finds only a half temporary file, and the spool untouched."""
     spool = Spool.claim(tmp_path)
     spool.append(rows(5))
     spool.close()
@@ -119,7 +119,7 @@ def test_a_crash_in_the_middle_of_a_compaction_loses_no_waiting_line(tmp_path):
     again = Spool.claim(tmp_path)
     assert ids(again.read(10)[0]) == ["r3", "r4"] and not carry.exists()
     again.close()
-    half = tmp_path / "usage-spool-1.jsonl.tmp"
+    half = tmp_path / ".usage-spool-1.jsonl.carry.x1y2z3.tmp"
     half.write_bytes(b'{"request_id": "r9", "att')  # the crash came while the carry was being written
     third = Spool.claim(tmp_path)
     assert ids(third.read(10)[0]) == ["r3", "r4"] and not half.exists()

@@ -13,9 +13,8 @@ import sys
 import httpx
 import openai
 import pytest
-from harness import ROOT, gateway_on_rules, trust
+from harness import ROOT, free_port, gateway_on_rules, trust
 from postgres_server import PostgresServer
-from redis_server import free_port
 from test_relay import ENV, OPTIONS, calls, start
 from xx_rig import run_xx, xx_env
 
