@@ -22,19 +22,27 @@ keeps agents working: a damaged page loses a few rows, not the day, and /health 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import dataclasses
 import logging
 import math
+import time
 
 from mitmproxy import ctx, http
 
-from addons.accounting.budgets import Breach, BudgetBook
+from addons.accounting.budgets import Breach, BudgetBook, Spent
+from addons.accounting.reports import SPENT_BY, day_of
+from addons.accounting.shared_spend import Addition, SharedSpend, SpendBase, additions, combined
 from addons.config.rules import ModelTarget
+from addons.fallback.shared_state import SharedState
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import call_of, identity_of, route_of, set_route
+from addons.resilience import Resilience
 from addons.routing.plan import PlanError, build_plan, url_of
 from addons.routing.router import Decision
 from addons.rulebook import Rulebook
+from addons.team.redis_link import RedisUnreachable
 from addons.usage import Usage
 from addons.wire import dialects
 from addons.wire.dialects import LLMCall
@@ -42,6 +50,8 @@ from addons.wire.dialects import LLMCall
 logger = logging.getLogger(__name__)
 
 SEED_TIMEOUT_S = 5.0  # the writer may be waiting for a database another process locked; past this, refused
+MAX_UNSHARED = 50_000  # attempts' spending waiting for the shared state to answer again (oldest dropped)
+FLUSH_AT_EXIT_S = 2.0
 
 
 class SpendingUnknown(Exception):
@@ -49,15 +59,23 @@ class SpendingUnknown(Exception):
 
 
 class Budget:
-    def __init__(self, rulebook: Rulebook, usage: Usage, rankings=None):
+    def __init__(self, rulebook: Rulebook, usage: Usage, resilience: Resilience, rankings=None):
         self._rulebook = rulebook
         self._usage = usage
+        self._resilience = resilience
         self._rankings = rankings  # RankingsBook: the model scan's best free model
         self.book = BudgetBook()
         self._seeding: asyncio.Task | None = None
         self.unknown = "recovered"  # clutch_budget_unknown
+        # team mode: every replica's spending on the shared state (accounting/shared_spend.py)
+        self._spend: SharedSpend | None = None
+        self._base = SpendBase()
+        self._base_reading: tuple[tuple[str, float | None], asyncio.Future] | None = None
+        self._unshared: collections.deque[Addition] = collections.deque(maxlen=MAX_UNSHARED)
+        self._sharing: asyncio.Task | None = None
         rulebook.on_change(lambda rules: self.book.configure(rules.budgets))
         usage.on_rows(self._record)
+        resilience.on_shared_up(self._share_soon)
 
     def load(self, loader):
         loader.add_option("clutch_budget_unknown", str, "recovered",
@@ -74,6 +92,12 @@ class Budget:
         if self._usage.store is None and self.book.needs_seed():
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
+        if self._resilience.shared is not None:
+            if len(self._unshared) == MAX_UNSHARED:
+                logger.warning("budgets: %d attempts' spending wait for the shared state; the oldest are dropped "
+                               "from its counters (the usage database keeps them)", MAX_UNSHARED)
+            self._unshared.extend(additions(rows))
+            self._share_soon()
 
     @guarded("the budget check", http.Response.make)
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -83,25 +107,27 @@ class Budget:
         if call is None or routed is None:
             return
         decision, plan = routed
-        agent = identity_of(flow).agent
+        agent, user = identity_of(flow).agent, identity_of(flow).user
+        if not self.book.applies(agent, plan.provider, user):
+            return
         lost = self._usage.salvaged
-        if self.unknown == "refuse" and lost is not None and not lost.lossless \
-                and self.book.applies(agent, plan.provider):
+        if self.unknown == "refuse" and lost is not None and not lost.lossless:
             self._unknown(flow, f"{lost.describe()}; clutch_budget_unknown=refuse (set it to 'recovered' to "
                                 f"check budgets against what was recovered)", call.dialect, retry=False)
             return
         try:
             await self.ready()
+            breach = self.book.over(agent, plan.provider, user, await self._shared_spent(agent, plan.provider, user))
+            if breach is None:
+                return
+            free = self._free_target() if self._rulebook.rules.budgets.over == "free" else None
+            if free is not None and self.book.over(None, free.provider, None,
+                                                   await self._shared_spent(None, free.provider, None)) is None:
+                if self._reroute(flow, call, decision, free, breach):
+                    return
         except SpendingUnknown as e:
             self._unknown(flow, str(e), call.dialect)
             return
-        breach = self.book.over(agent, plan.provider)
-        if breach is None:
-            return
-        free = self._free_target() if self._rulebook.rules.budgets.over == "free" else None
-        if free is not None and self.book.over(None, free.provider) is None:
-            if self._reroute(flow, call, decision, free, breach):
-                return
         self._refuse(flow, breach, call.dialect, free_wanted=self._rulebook.rules.budgets.over == "free")
 
     async def ready(self) -> None:
@@ -117,20 +143,98 @@ class Budget:
     async def _seed(self) -> None:
         attempt = self.book.begin_seed()
         day = self.book.seeding_day
-        pending = self._usage.read_in_order(lambda store: (store.spent(day, "agent"), store.spent(day, "provider")))
+        pending = self._usage.read_in_order(lambda store: tuple(store.spent(day, by) for by in SPENT_BY))
         if pending is None:  # usage records are off: nothing was kept to start from
             self.book.seed(attempt, {}, {})
             return
         try:
-            by_agent, by_provider = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S)
+            by_agent, by_provider, by_user = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S)
         except Exception as e:
             self.book.abandon_seed(attempt)
             what = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
                 f"failed ({type(e).__name__}: {e})"
             logger.warning("budgets: reading today's spending from the usage store %s", what)
             raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
-        self.book.seed(attempt, by_agent, by_provider)
+        self.book.seed(attempt, by_agent, by_provider, by_user)
         logger.info("budgets: today's spending read from the usage store (%s)", day)
+
+    # ------------------------------------------------------------ team mode: the shared counters
+
+    async def _shared_spent(self, agent: str | None, provider: str | None, user: str | None) -> Spent | None:
+        """Today's spending of every replica (shared_spend.py), or None while there is no shared state
+        that answers: this replica's own book then judges. Raises SpendingUnknown when the base cannot
+        be read from the usage database."""
+        shared = self._resilience.answering()
+        keys = [(scope, name) for scope, name, _ in self.book.limited(agent, provider, user)]
+        if shared is None or not keys:
+            return None
+        day = day_of(self.book.now())
+        try:
+            since, counted = await self._spend_on(shared).read(day, keys)
+        except RedisUnreachable as e:
+            self._resilience.shared_down(shared, e)
+            return None
+        return combined(await self._base_of(day, since), counted)
+
+    def _spend_on(self, shared: SharedState) -> SharedSpend:
+        if self._spend is None or self._spend.shared is not shared:  # clutch_state changed
+            self._spend = SharedSpend(shared)
+        return self._spend
+
+    async def _base_of(self, day: str, since: float | None) -> dict:
+        """What the usage database has of `day` before the shared counters began; one read at a time."""
+        found = self._base.current(day, since)
+        if found is not None:
+            return found
+        reading = self._base_reading
+        if reading is None or reading[0] != (day, since) or reading[1].done():
+            reading = ((day, since), asyncio.ensure_future(self._read_base(day, since)))
+            self._base_reading = reading
+        return await asyncio.shield(reading[1])
+
+    async def _read_base(self, day: str, since: float | None) -> dict:
+        read_at = time.time()
+        pending = self._usage.read_in_order(lambda store: {by: store.spent(day, by, since) for by in SPENT_BY})
+        try:
+            found = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S) if pending else {}
+        except Exception as e:
+            what = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
+                f"failed ({type(e).__name__}: {e})"
+            logger.warning("budgets: reading what the shared counters lack from the usage store %s", what)
+            raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
+        self._base.put(day, since, read_at, found)
+        return self._base.current(day, since) or {}
+
+    def _share_soon(self) -> None:
+        """Add the attempts' spending that waits to the shared counters, in a task of its own."""
+        shared = self._resilience.answering()
+        if shared is None or not self._unshared or (self._sharing is not None and not self._sharing.done()):
+            return
+        try:
+            self._sharing = asyncio.get_running_loop().create_task(self._share(shared))
+        except RuntimeError:  # no event loop (a test recording rows directly): shared when one runs
+            pass
+
+    async def _share(self, shared: SharedState) -> None:
+        spend = self._spend_on(shared)
+        while self._unshared and self._resilience.answering() is shared:
+            addition = self._unshared.popleft()
+            try:
+                await spend.add(addition)
+            except RedisUnreachable as e:
+                self._unshared.appendleft(addition)  # again when the shared state answers (on_shared_up)
+                self._resilience.shared_down(shared, e)
+                return
+            except Exception:  # a bug must not stop the others: this one is in the usage database
+                logger.exception("budgets: adding an attempt's spending to the shared counters failed")
+
+    async def done(self) -> None:
+        """Hand the spending still waiting to the shared counters, for a little while."""
+        if self._unshared and self._resilience.answering() is not None:
+            self._share_soon()
+            if self._sharing is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(asyncio.shield(self._sharing), FLUSH_AT_EXIT_S)
 
     def _unknown(self, flow: http.HTTPFlow, why: str, dialect, retry: bool = True) -> None:
         message = f"Clutch: budgets are configured but cannot be checked: {why}."
@@ -171,6 +275,8 @@ class Budget:
         message = f"Clutch: {breach.describe()}."
         if free_wanted:
             message += " No free model could take the request (set budgets.free_model or launch_tiers.f)."
+        elif breach.scope == "user":
+            message += f" Its budget is set with `clutch users budget {breach.name} USD`; or wait."
         else:
             message += f" Raise budgets.{breach.scope}s.{breach.name} in {self._rulebook.path}, or wait."
         wait = max(1, math.ceil(breach.resets_at - self.book.now()))

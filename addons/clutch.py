@@ -49,11 +49,12 @@ def make_addons() -> list:
     usage, metrics = Usage(resilience), Metrics()
     usage.on_rows(metrics.observe_rows)
     rankings = RankingsBook(lambda: usage.store)  # the model scan's ranking, for the m / f tiers and cascades
-    budget = Budget(rulebook, usage, rankings)
+    budget = Budget(rulebook, usage, resilience, rankings)
     drain = Drain()
     engine = Engine(resolve, rulebook, resilience, rankings, drain)
     shutdown = Shutdown(drain, engine, resilience, usage)
     credentials = Credentials(rulebook, usage)
+    credentials.on_users(budget.book.configure_users)  # a team gateway's users' daily budgets
     return [
         shutdown,  # first: its `done` drains the requests in flight before any other addon's `done`
         certs,

@@ -31,6 +31,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from mitmproxy import connection, ctx, http
@@ -66,6 +67,7 @@ class Credentials:
         self._refresher: asyncio.Task | None = None
         self._by_connection: dict[str, str] = {}  # client connection id -> its token's SHA-256
         self.problem: str | None = None  # why the tokens could not be read (for /health)
+        self._users_listeners: list[Callable[[dict[str, float | None]], None]] = []
 
     def load(self, loader):
         loader.add_option("clutch_users", bool, False,
@@ -85,6 +87,16 @@ class Credentials:
                 refuse("clutch_users needs clutch_usage_db=postgresql://... (the users and their tokens are in "
                        "the team's database)")
             self._directory, self._read_at, self._tried_at, self.problem = {}, None, None, None
+            self._tell_users()
+
+    def on_users(self, listener: Callable[[dict[str, float | None]], None]) -> None:
+        """`listener({user: daily budget in US dollars, or None})` after each read of the users."""
+        self._users_listeners.append(listener)
+
+    def _tell_users(self) -> None:
+        budgets = {user["name"]: user.get("budget_usd_day") for user in self._directory.values()}
+        for listener in self._users_listeners:
+            listener(budgets)
 
     def running(self):
         self._refresher = asyncio.ensure_future(self._refresh_every())
@@ -207,6 +219,7 @@ class Credentials:
         if self.problem is not None or self._read_at is None:
             logger.info("clutch_users: %d users' tokens read from %s", len(directory), store.name)
         self._directory, self._read_at, self.problem = directory, time.monotonic(), None
+        self._tell_users()
 
     # ------------------------------------------------------------ the gateway's own endpoints
 

@@ -139,8 +139,10 @@ class Engine:
                                                  request.data.path),
                                           request.raw_content or b"", request.headers.get("content-length"),
                                           list(request.headers.fields))
-        # team mode: the breakers other replicas opened, read while mitmproxy hands the flow over
-        self._pending[flow.id].refreshed = self._resilience.refresh()
+        # team mode: what other replicas shared (breakers, cooldowns, this session's sticky target), read
+        # while mitmproxy hands the flow over
+        team = self._resilience.shared is not None
+        self._pending[flow.id].refreshed = self._resilience.refresh(_sticky_key(flow, call) if team else None)
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
@@ -234,7 +236,7 @@ class Engine:
             await out.end()
             return
         try:
-            if pending.refreshed is not None:  # team mode: the breakers other replicas opened (never fails)
+            if pending.refreshed is not None:  # team mode: what other replicas shared (never fails)
                 await pending.refreshed
             client = self._ready_client()
             job = self._job(pending)
@@ -420,3 +422,11 @@ def _compression_note(flow: http.HTTPFlow) -> str:
     note = f" ({summary['note']})" if summary.get("note") else ""  # estimated counts, or why uncompressed
     return "; compression " + compression.describe_compression(
         summary["mode"], summary["cuts"], summary.get("tokens_before"), summary.get("tokens_after")) + note
+
+
+def _sticky_key(flow: http.HTTPFlow, call: LLMCall) -> tuple[str, str] | None:
+    """(session, primary) as the cascade looks its sticky target up; None without a session."""
+    session = session_key(identity_of(flow), flow.request.headers)
+    routed = route_of(flow)
+    primary = routed[0].target if routed is not None and routed[0].target else None
+    return (session, str(primary or ModelTarget(call.provider, call.model or ""))) if session else None

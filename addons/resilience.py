@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,10 @@ from addons.config.server_urls import without_secrets
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
-from addons.fallback.shared_state import RedisUnreachable, SharedState
+from addons.fallback.shared_state import COOLDOWNS, FREE_CAPS, SharedState
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
+from addons.team.redis_link import RedisUnreachable
 from addons.upstream.held_stream import Holds
 from addons.web import breaker_reset
 
@@ -56,6 +57,7 @@ class Resilience:
         self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
         self._prober: asyncio.Task | None = None  # the shared state's watcher (_heartbeat)
         self._refreshing: asyncio.Future[None] | None = None  # the shared breakers' read in flight
+        self._on_shared_up: list[Callable[[], None]] = []
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -82,8 +84,9 @@ class Resilience:
                           "candidate is then committed and waited for).")
         loader.add_option("clutch_state", str, "",
                           "Where the state shared by every replica of a team gateway lives: empty for this process "
-                          "alone (the default), or redis://[:password@]host:port/db (rediss:// for TLS). Shared "
-                          "now: rpm and rpd quotas, open breakers. Redis unreachable: this replica goes on alone "
+                          "alone (the default), or redis://[:password@]host:port/db (rediss:// for TLS). Shared: "
+                          "rpm and rpd quotas, open breakers, 429 cooldowns, free-model daily caps, sticky "
+                          "sessions, budget spending. Redis unreachable: this replica goes on alone "
                           "and says 'degraded' in /health.")
         loader.add_option("clutch_retries", int, 1,
                           "Retries of the last candidate after a retryable failure (with Retry-After or backoff).")
@@ -121,8 +124,11 @@ class Resilience:
             self._watch()
             if self.shared is not None:
                 logger.info("quotas and open breakers are shared on %s", without_secrets(url))
-            self.breakers.on_open = self._share_open if self.shared is not None else None
-            self.breakers.on_close = self._share_close if self.shared is not None else None
+            team = self.shared is not None
+            self.breakers.on_open = self._share_open if team else None
+            self.breakers.on_close = self._share_close if team else None
+            self.quotas.on_hold = self._share_hold if team else None
+            self.sticky.on_change = self._share_sticky if team else None
         if "clutch_state_dir" in updated:
             self.state_dir = Path(os.path.expanduser(ctx.options.clutch_state_dir)) if ctx.options.clutch_state_dir \
                 else places().state
@@ -140,34 +146,51 @@ class Resilience:
         try:
             wait = await shared.take(self.quotas.limits(key))
         except RedisUnreachable as e:
-            self._down(shared, e)
+            self.shared_down(shared, e)
             return self.quotas.take(key)
-        self._up(shared)
+        self.shared_up(shared)
         if wait is None:
             self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
         return wait
 
-    def refresh(self) -> asyncio.Future[None] | None:
-        """Team mode, before a request's candidates are ordered: open here every breaker another replica
-        opened, so none of this replica's requests is spent finding out again. Requests that arrive
-        together share one read. None outside team mode; the future never fails."""
+    def refresh(self, sticky: tuple[str, str] | None = None) -> asyncio.Future | None:
+        """Team mode, before a request's candidates are ordered: take here what other replicas shared,
+        so none of this replica's requests is spent finding out again: the breakers they opened, their
+        429 cooldowns and free-model caps (requests that arrive together share one read), and, for
+        `sticky` (session, primary), the target that last answered that session on any replica. None
+        outside team mode; the future never fails."""
         shared = self.shared
         if shared is None or self._shared_down:
             return None
         if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._read_breakers(shared))
-        return self._refreshing
+            self._refreshing = asyncio.ensure_future(self._read_shared(shared))
+        if sticky is None or self.sticky.ttl_s <= 0:
+            return self._refreshing
+        return asyncio.gather(self._refreshing, self._read_sticky(shared, *sticky))
 
-    async def _read_breakers(self, shared: SharedState) -> None:
+    async def _read_shared(self, shared: SharedState) -> None:
         try:
-            opened = await shared.open_breakers()
-            self._up(shared)
-            for target, entry in list(opened.items())[:self.breakers.max_targets // 2]:
+            view = await shared.view()
+            self.shared_up(shared)
+            for target, entry in list(view.breakers.items())[:self.breakers.max_targets // 2]:
                 self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"])
+            for kind, held in (("cooldown", view.cooldowns), ("free_cap", view.free_caps)):
+                for key, until in held.items():
+                    self.quotas.adopt(kind, key, until)
         except RedisUnreachable as e:
-            self._down(shared, e)
-        except Exception:  # a bug here must not cost the request: it goes on with this replica's breakers
-            logger.exception("reading the shared breakers failed; this request uses this replica's own")
+            self.shared_down(shared, e)
+        except Exception:  # a bug here must not cost the request: it goes on with this replica's state
+            logger.exception("reading the shared state failed; this request uses this replica's own")
+
+    async def _read_sticky(self, shared: SharedState, session: str, primary: str) -> None:
+        try:
+            found = await shared.sticky(session, primary)
+            self.shared_up(shared)
+            self.sticky.adopt(session, primary, found)
+        except RedisUnreachable as e:
+            self.shared_down(shared, e)
+        except Exception:
+            logger.exception("reading a shared sticky session failed; this request uses this replica's own")
 
     # ------------------------------------------------------------ the shared state's plumbing
 
@@ -179,18 +202,29 @@ class Resilience:
         if self.shared is not None and not self._shared_down:
             self._in_background(self.shared, self.shared.breakers_closed([key]))
 
+    def _share_hold(self, kind: str, key: str, until: float) -> None:  # quotas.on_hold
+        if self.shared is not None and not self._shared_down:
+            table = COOLDOWNS if kind == "cooldown" else FREE_CAPS
+            self._in_background(self.shared, self.shared.hold(table, key, until))
+
+    def _share_sticky(self, session: str, primary: str, target: str | None, at: float) -> None:  # sticky.on_change
+        if self.shared is not None and not self._shared_down:
+            self._in_background(self.shared, self.shared.stick(session, primary, target, at, self.sticky.ttl_s))
+
     async def _clear_shared(self, shared: SharedState, selected) -> None:
-        opened = await shared.open_breakers()
-        await shared.breakers_closed([target for target in opened if selected(target)])
+        view = await shared.view()
+        await shared.breakers_closed([target for target in view.breakers if selected(target)])
+        await shared.holds_ended(COOLDOWNS, [key for key in view.cooldowns if selected(key)])
+        await shared.holds_ended(FREE_CAPS, [key for key in view.free_caps if selected(key)])
 
     def _in_background(self, shared: SharedState, work: Coroutine[Any, Any, None]) -> None:
         async def run() -> None:
             try:
                 await work
             except RedisUnreachable as e:
-                self._down(shared, e)
+                self.shared_down(shared, e)
             else:
-                self._up(shared)
+                self.shared_up(shared)
         try:
             task = asyncio.get_running_loop().create_task(run())
         except RuntimeError:  # no event loop (a test calling the board directly): nothing to share with
@@ -199,7 +233,7 @@ class Resilience:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _down(self, shared: SharedState, error: RedisUnreachable) -> None:
+    def shared_down(self, shared: SharedState, error: RedisUnreachable) -> None:
         """The shared state did not answer: requests go on with this replica's own state (no request waits
         for Redis again) while the watcher asks it every PROBE_EVERY_S until it answers."""
         if shared is not self.shared or self.shared is None:
@@ -226,16 +260,26 @@ class Resilience:
             try:
                 await shared.ping()
             except RedisUnreachable as e:
-                self._down(shared, e)
+                self.shared_down(shared, e)
             else:
-                self._up(shared)
+                self.shared_up(shared)
 
-    def _up(self, shared: SharedState) -> None:
+    def shared_up(self, shared: SharedState) -> None:
         if shared is not self.shared:
             return
         if self._shared_down is not None:
             logger.warning("shared state %s answers again", without_secrets(shared.url))
-        self._shared_down = None
+            self._shared_down = None
+            for listener in self._on_shared_up:
+                listener()
+
+    def answering(self) -> SharedState | None:
+        """Team mode: the shared state while it answers; None outside team mode and while it does not."""
+        return self.shared if self.shared is not None and not self._shared_down else None
+
+    def on_shared_up(self, listener: Callable[[], None]) -> None:
+        """`listener()` runs on the event loop when the shared state answers again after it did not."""
+        self._on_shared_up.append(listener)
 
     def problems(self) -> list[str]:
         """For /health: what keeps resilience from working as configured."""

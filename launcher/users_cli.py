@@ -50,7 +50,7 @@ def _store(db: str | None):
 
 @app.command()
 def add(name: Annotated[str, typer.Argument(help="lower-case letters, digits, '.', '_', '-'")],
-        budget: Annotated[float | None, typer.Option("--budget", help="US dollars a UTC day (not enforced yet)")]
+        budget: Annotated[float | None, typer.Option("--budget", help="US dollars a UTC day, on every replica")]
         = None,
         db: Database = None) -> None:
     """Add a user and print its token, once."""
@@ -94,6 +94,32 @@ def list_users(db: Database = None,
         budget = f"${user['budget_usd_day']:g}/day" if user["budget_usd_day"] is not None else "no budget"
         state = f"removed {_when(user['revoked_at'])}" if user["revoked_at"] else f"since {_when(user['created_at'])}"
         typer.echo(f"{user['name']:24} {budget:16} {state}")
+
+
+@app.command()
+def budget(name: str,
+           usd: Annotated[str, typer.Argument(help="US dollars a UTC day, or 'none'")],
+           db: Database = None) -> None:
+    """Set or remove a user's daily budget (every replica applies it within 30 s)."""
+    amount: float | None = None
+    if usd.strip().lower() != "none":
+        try:
+            amount = float(usd)
+        except ValueError:
+            amount = None
+        if amount is None or not amount >= 0 or amount == float("inf"):
+            raise _fail(f"{usd!r} is not a budget: US dollars a day, 0 or more, or 'none'")
+    store = _store(db)
+    try:
+        found = store.set_budget(name, amount)
+    except UsageStoreError as e:
+        raise _fail(str(e)) from None
+    finally:
+        store.close()
+    if not found:
+        raise _fail(f"no user {name!r} with a working token in {store.name}")
+    what = f"${amount:g} a UTC day" if amount is not None else "no budget"
+    typer.echo(f"user {name}: {what} (each replica within 30 s)")
 
 
 @app.command()

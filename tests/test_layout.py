@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "config": 1,       # rules schema, overrides, state files
     "guard": 1,        # body limits, request shapes, browser requests, key masks
     "translate": 1,    # one module per direction
+    "team": 1,         # the link to a team gateway's shared Redis
     "models": 2,       # catalog and ranking
     "accounting": 2,   # usage store, rows, budgets, metrics
     "compression": 2,  # policy and transforms

@@ -1,5 +1,5 @@
-"""Daily budgets: how many tokens and dollars each agent and provider spent today, against the rules'
-limits (`budgets:`).
+"""Daily budgets: how many tokens and dollars each agent, provider and user spent today, against the
+rules' limits (`budgets:`) and a team gateway's users' own (`clutch users add NAME --budget`).
 
 Pure logic, no mitmproxy. Days are UTC days, as providers bill them. The book starts each day from
 the usage store's rows (so a restart, or budgets that a reload adds, count what was already spent)
@@ -19,7 +19,7 @@ import calendar
 import dataclasses
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from addons.accounting.reports import day_of
 from addons.config.rules import Budgets, Limit
@@ -27,7 +27,7 @@ from addons.config.rules import Budgets, Limit
 
 @dataclasses.dataclass(frozen=True)
 class Breach:
-    scope: str  # "agent" | "provider"
+    scope: str  # "agent" | "provider" | "user"
     name: str
     measure: str  # "tokens" | "usd"
     used: float
@@ -44,10 +44,14 @@ class Breach:
                 f"(the budget resets at 00:00 UTC, in {hours}h{rest // 60:02d}m)")
 
 
+Spent = Callable[[str, str], tuple[int, float]]  # (scope, name) -> today's tokens and dollars
+
+
 class BudgetBook:
     def __init__(self, clock: Callable[[], float] = time.time):
         self._clock = clock
         self.budgets = Budgets()
+        self.users: dict[str, Limit] = {}  # a team gateway's users' daily budgets (clutch users)
         self._day = ""  # the day the counts are for; "" before the first seed
         self._seeded = False  # the counts hold the store's rows of _day
         self._spent: dict[tuple[str, str], list[float]] = defaultdict(lambda: [0, 0.0])  # (scope, name) -> tokens, usd
@@ -61,9 +65,14 @@ class BudgetBook:
     def configure(self, budgets: Budgets) -> None:
         self.budgets = budgets
 
+    def configure_users(self, users: Mapping[str, float | None]) -> None:
+        """The users' daily dollar budgets (None: no budget). 0 is a budget: nothing may be spent."""
+        self.users = {name: Limit.model_construct(tokens_per_day=None, usd_per_day=float(usd))
+                      for name, usd in users.items() if usd is not None}
+
     @property
     def active(self) -> bool:
-        return bool(self.budgets.agents or self.budgets.providers)
+        return bool(self.budgets.agents or self.budgets.providers or self.users)
 
     @property
     def seeded(self) -> bool:
@@ -82,7 +91,8 @@ class BudgetBook:
     def seeding_day(self) -> str:
         return self._pending_day
 
-    def seed(self, attempt: int, by_agent: dict[str, dict], by_provider: dict[str, dict]) -> bool:
+    def seed(self, attempt: int, by_agent: dict[str, dict], by_provider: dict[str, dict],
+             by_user: dict[str, dict] | None = None) -> bool:
         """Today's counts = what the store held at the seed's read (usage_store.spent) + the rows that
         finished since begin_seed. False (and nothing changes) when a newer seed took over."""
         if attempt != self._attempt or self._pending is None:
@@ -90,7 +100,7 @@ class BudgetBook:
         pending, self._pending = self._pending, None
         self._day, self._seeded = self._pending_day, True
         self._spent.clear()
-        for scope, found in (("agent", by_agent), ("provider", by_provider)):
+        for scope, found in (("agent", by_agent), ("provider", by_provider), ("user", by_user or {})):
             for name, spent in found.items():
                 self._spent[(scope, name)] = [spent.get("tokens") or 0, spent.get("cost_usd") or 0.0]
         self._add(pending)
@@ -117,7 +127,7 @@ class BudgetBook:
                 continue
             tokens = (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
             cost = row.get("cost_usd") or 0.0
-            for key in (("agent", row.get("agent") or "unknown"), ("provider", row.get("provider") or "")):
+            for key in spent_keys(row):
                 spent = self._spent[key]
                 spent[0] += tokens
                 spent[1] += cost
@@ -129,24 +139,34 @@ class BudgetBook:
         tokens, usd = self._spent.get((scope, name), (0, 0.0))
         return int(tokens), usd
 
-    def applies(self, agent: str | None, provider: str | None) -> bool:
-        """A budget limits this agent or this provider."""
-        return (agent in self.budgets.agents) or (provider in self.budgets.providers)
+    def applies(self, agent: str | None, provider: str | None, user: str | None = None) -> bool:
+        """A budget limits this agent, this provider or this user."""
+        return bool(self.limited(agent, provider, user))
 
-    def over(self, agent: str | None, provider: str | None) -> Breach | None:
-        """The first limit already reached by the agent, then by the provider; None when within budget.
-        The caller seeds today first (needs_seed)."""
+    def limited(self, agent: str | None, provider: str | None,
+                user: str | None = None) -> list[tuple[str, str, Limit]]:
+        """The (scope, name, limit) that a request of this agent, to this provider, by this user counts against."""
+        found = []
         for scope, name, limits in (("agent", agent, self.budgets.agents),
-                                    ("provider", provider, self.budgets.providers)):
+                                    ("provider", provider, self.budgets.providers), ("user", user, self.users)):
             limit = limits.get(name) if name else None
             if name and limit is not None:
-                breach = self._check(scope, name, limit)
-                if breach is not None:
-                    return breach
+                found.append((scope, name, limit))
+        return found
+
+    def over(self, agent: str | None, provider: str | None, user: str | None = None,
+             spent: Spent | None = None) -> Breach | None:
+        """The first limit already reached by the agent, the provider, then the user; None when within
+        budget. `spent` says what was spent (default: this book's count; the caller seeds today first),
+        a team gateway's shared counters when they answer."""
+        for scope, name, limit in self.limited(agent, provider, user):
+            breach = self._check(scope, name, limit, spent or self.spent)
+            if breach is not None:
+                return breach
         return None
 
-    def _check(self, scope: str, name: str, limit: Limit) -> Breach | None:
-        tokens, usd = self.spent(scope, name)
+    def _check(self, scope: str, name: str, limit: Limit, spent: Spent) -> Breach | None:
+        tokens, usd = spent(scope, name)
         midnight = next_utc_midnight(self._clock())
         if limit.tokens_per_day is not None and tokens >= limit.tokens_per_day:
             return Breach(scope, name, "tokens", tokens, limit.tokens_per_day, midnight)
@@ -157,13 +177,22 @@ class BudgetBook:
     def snapshot(self) -> dict:
         """What each budgeted agent and provider spent today, against its limit (for /resilience)."""
         found = {}
-        for scope, limits in (("agent", self.budgets.agents), ("provider", self.budgets.providers)):
+        for scope, limits in (("agent", self.budgets.agents), ("provider", self.budgets.providers),
+                              ("user", self.users)):
             for name, limit in sorted(limits.items()):
                 tokens, usd = self.spent(scope, name)
                 found[f"{scope}:{name}"] = {"tokens": tokens, "tokens_per_day": limit.tokens_per_day,
                                             "usd": round(usd, 6), "usd_per_day": limit.usd_per_day,
-                                            "over": self._check(scope, name, limit) is not None}
+                                            "over": self._check(scope, name, limit, self.spent) is not None}
         return {"day": self._day, "seeded": self.seeded, "over": self.budgets.over, "limits": found}
+
+
+def spent_keys(row: dict) -> list[tuple[str, str]]:
+    """The (scope, name) a usage row's spending counts for: its agent, its provider, and its user if any."""
+    keys = [("agent", row.get("agent") or "unknown"), ("provider", row.get("provider") or "")]
+    if row.get("user_name"):
+        keys.append(("user", row["user_name"]))
+    return keys
 
 
 def _usd(value: float) -> str:

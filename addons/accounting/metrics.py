@@ -21,6 +21,7 @@ Metric names start with `clutch_`; label names are the ones LiteLLM's Prometheus
     status_code        status code returned to the client    its class: 2xx, 4xx, 5xx, or "none"
     outcome            -                                     success, failed, soft_failure, broken, aborted
     window             -                                     quota window: minute (rpm) or day (rpd)
+    user               user (the key's owner)                a team gateway's user (clutch users), "" if none
 
 No session or request label: their cardinality grows without bound. Every label keeps at most
 MAX_LABEL_VALUES distinct values (later ones are counted under "other") of at most MAX_LABEL_CHARS characters,
@@ -53,7 +54,7 @@ OTHER = "other"
 BREAKER_STATES = {"closed": 0, "half_open": 1, "open": 2}  # like litellm_deployment_state's 0/1/2
 
 _ATTEMPT = ("api_provider", "model")
-_USAGE = ("agent", "api_provider", "model")
+_USAGE = ("agent", "api_provider", "model", "user")
 
 
 @dataclasses.dataclass
@@ -74,9 +75,9 @@ class Metrics:
         self._families: dict[str, _Family] = {}
         add = self._add
         add("clutch_requests_total", "counter", "Requests from agents, by the status class they got back.",
-            ("agent", "requested_model", "status_code"))
+            ("agent", "requested_model", "status_code", "user"))
         add("clutch_failed_requests_total", "counter", "Requests that no attempt served.",
-            ("agent", "requested_model", "exception_status", "exception_class"))
+            ("agent", "requested_model", "exception_status", "exception_class", "user"))
         add("clutch_attempts_total", "counter", "Upstream attempts, by outcome.",
             (*_ATTEMPT, "outcome", "exception_status", "exception_class"))
         add("clutch_successful_fallbacks_total", "counter",
@@ -109,7 +110,7 @@ class Metrics:
             return
         with self._lock:
             target = (self._v("api_provider", row.get("provider")), self._v("model", row.get("model")))
-            usage = (self._v("agent", row.get("agent")), *target)
+            usage = (self._v("agent", row.get("agent")), *target, self._v("user", row.get("user_name")))
             self._inc("clutch_attempts_total", (*target, self._v("outcome", row.get("outcome")),
                                                 *self._exception(row)))
             for kind in ("input", "output", "cached", "cache_write", "reasoning"):
@@ -149,9 +150,10 @@ class Metrics:
         with self._lock:
             agent = self._v("agent", first.get("agent"))
             requested = self._v("requested_model", first.get("requested_model"))
-            self._inc("clutch_requests_total", (agent, requested, self._v("status_code", status_class)))
+            user = self._v("user", first.get("user_name"))
+            self._inc("clutch_requests_total", (agent, requested, self._v("status_code", status_class), user))
             if served is None:
-                self._inc("clutch_failed_requests_total", (agent, requested, *self._exception(last)))
+                self._inc("clutch_failed_requests_total", (agent, requested, *self._exception(last), user))
                 if len(attempts) > 1:
                     self._inc("clutch_failed_fallbacks_total", (requested, self._target(attempts[-1])))
             elif served.get("fallback") or (_number(served.get("attempt")) or 0) > 0:

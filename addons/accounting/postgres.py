@@ -277,6 +277,14 @@ class PostgresStore(UsageReads):
                                        "RETURNING name", (now, name)).fetchone()
         return found is not None
 
+    def set_budget(self, name: str, budget_usd_day: float | None) -> bool:
+        """A user's daily budget (None: none); every replica applies it at its next read of the users.
+        False: no such user with a working token."""
+        with self._using("write") as connection:
+            found = connection.execute("UPDATE users SET budget_usd_day = %s WHERE name = %s AND revoked_at IS NULL "
+                                       "RETURNING name", (budget_usd_day, name)).fetchone()
+        return found is not None
+
     def users(self) -> list[dict[str, Any]]:
         """Every user, without the token's hash."""
         return self._dicts("SELECT name, budget_usd_day, created_at, revoked_at FROM users ORDER BY name")

@@ -40,10 +40,18 @@ GROUPS = {
     "user": "coalesce(user_name, '(no user)')",  # a team gateway's user (clutch users add)
 }
 _MONEY = ("cost_usd", "cache_saved_usd")
+SPENT_BY = {"agent": "agent", "provider": "provider", "user": "user_name"}  # what a budget can limit
+# When an attempt ended, in SQL; ended_at() computes the same in Python (both add doubles)
+ENDED = "(ts + coalesce(duration_ms, 0) / 1000.0)"
 
 
 class UsageStoreError(Exception):
     """The usage database cannot be used; the message names it (a file, or a URL without its password)."""
+
+
+def ended_at(row: dict[str, Any]) -> float:
+    """When a row's attempt ended, as ENDED computes it in SQL."""
+    return float(row.get("ts") or 0.0) + float(row.get("duration_ms") or 0) / 1000.0
 
 
 def day_of(ts: float) -> str:
@@ -162,15 +170,21 @@ class UsageReads:
                              "ttft_ms_p50": ttft.get(row["key"]), "duration_ms_p50": duration.get(row["key"])}
                 for row in rows}
 
-    def spent(self, day: str, by: str) -> dict[str, dict[str, Any]]:
-        """Tokens and dollars per agent or provider on one UTC day (budgets)."""
-        if by not in ("agent", "provider"):
-            raise ValueError(f"spent() groups by agent or provider, not {by!r}")
+    def spent(self, day: str, by: str, ended_before: float | None = None) -> dict[str, dict[str, Any]]:
+        """Tokens and dollars per agent, provider or user on one UTC day (budgets); with `ended_before`,
+        only of the attempts that ended before it (the shared spend counters' base, shared_spend.py)."""
+        column = SPENT_BY.get(by)
+        if column is None:
+            raise ValueError(f"spent() groups by {', '.join(SPENT_BY)}, not {by!r}")
+        where: str = "day = ?"
+        params: tuple = (day,)
+        if ended_before is not None:
+            where, params = f"day = ? AND {ENDED} < ?", (day, ended_before)
         rows = self._dicts(f"""
-            SELECT {by} AS key,
+            SELECT {column} AS key,
                    coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0) AS tokens,
                    coalesce(sum(cost_usd), 0) AS cost_usd
-            FROM attempts WHERE day = ? GROUP BY {by}""", (day,))
+            FROM attempts WHERE {where} AND {column} IS NOT NULL GROUP BY {column}""", params)
         # rounded as the reports are: the two databases add floats in their own order
         return {row["key"]: {"tokens": int(row["tokens"]), "cost_usd": round(float(row["cost_usd"]), 8)}
                 for row in rows}

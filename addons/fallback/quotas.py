@@ -47,6 +47,8 @@ class QuotaBook:
         self._cooldowns: dict[str, float] = {}  # target or provider -> end of its 429 cooldown
         self._free_cap: dict[str, float] = {}  # provider -> when its `:free` models may go again
         self.version = 0
+        # team mode: told ("cooldown" | "free_cap", key, until) when one begins or runs longer here
+        self.on_hold: Callable[[str, str, float], None] | None = None
 
     def configure(self, quotas: Mapping[str, Quota | dict]) -> None:
         """The rules' quotas; counts of keys that keep their limits survive a reload."""
@@ -124,7 +126,19 @@ class QuotaBook:
         if until > self._cooldowns.get(target, 0.0):  # never shortens a running cooldown
             self._cooldowns[target] = until
             self.version += 1
+            if self.on_hold is not None:
+                self.on_hold("cooldown", target, until)
         self._prune_expired(now)
+
+    def adopt(self, kind: str, key: str, until: float) -> None:
+        """A cooldown ("cooldown") or free-model cap ("free_cap") another replica shared: it holds here
+        too, unless one here runs longer. Bounded as this book's own are."""
+        now = self._clock()
+        table = self._cooldowns if kind == "cooldown" else self._free_cap
+        until = min(until, now + MAX_COOLDOWN_S if kind == "cooldown" else _next_utc_midnight(now))
+        if until > now and until > table.get(key, 0.0):
+            table[key] = until
+            self.version += 1
 
     def free_daily_cap(self, provider: str) -> None:
         """The provider answered that the account's free-model requests for today are used up: every
@@ -133,6 +147,8 @@ class QuotaBook:
         provider = provider.partition(":")[0]
         self._free_cap[provider] = _next_utc_midnight(now)
         self.version += 1
+        if self.on_hold is not None:
+            self.on_hold("free_cap", provider, self._free_cap[provider])
         logger.warning("%s: the free-model daily cap is used up; %s models wait until UTC midnight",
                        provider, FREE_SUFFIX)
 

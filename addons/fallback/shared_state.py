@@ -1,6 +1,6 @@
 """State shared by every gateway replica on one Redis (`clutch_state=redis://...`, team mode).
 
-No mitmproxy. Two parts:
+No mitmproxy. The day's spending is shared too, by accounting/shared_spend.py.
 
 * **Quotas**: an rpm quota of N admits N requests across all replicas, not N each. The counts live
   in Redis and are checked and taken in one Lua script, so two replicas that ask at the same moment
@@ -9,19 +9,23 @@ No mitmproxy. Two parts:
   provider's, and the wait returned is how long until every limit that holds it back has cleared.
   Keys expire on their own (a minute's window after 61 s, a day's count an hour after its UTC
   midnight), so Redis holds nothing that no longer counts.
-* **Open breakers**: a replica whose breaker opens writes it into one hash (target -> when it opened,
-  until when, why); every replica reads the hash before it orders a request's candidates, so a model
-  one replica found broken is skipped by all, with no request of theirs spent on it. The probe that
-  closes it is each replica's own (at most one per replica when the cooldown ends); a probe that
-  succeeds takes the entry out. Failures are counted by each replica for itself.
+* **What holds a model back**: open breakers (target -> when it opened, until when, why), 429
+  cooldowns and free-model daily caps (key -> until), one hash each. A replica writes what it learns;
+  every replica reads all three in one round trip (`view`) before it orders a request's candidates, so
+  a model one replica found broken or resting is skipped by all, with no request of theirs spent on
+  it. The probe that closes a breaker is each replica's own (at most one per replica when the cooldown
+  ends); a probe that succeeds takes the entry out. Failures are counted by each replica for itself.
+* **Sticky sessions**: the target that last answered a session's requests for a primary, under a key
+  that expires with the stickiness, read before that session's next request is ordered.
 
-What stays local: 429 cooldowns, the free-model daily cap, sticky sessions. Redis unreachable or
-slow: the caller goes on with its local state and says so (Resilience: `/health` "degraded").
+Redis unreachable or slow: the caller goes on with its local state and says so (Resilience: `/health`
+"degraded").
 """
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
+import hashlib
 import json
 import math
 import secrets
@@ -30,10 +34,14 @@ from collections.abc import Sequence
 from typing import Any
 
 from addons.config.rules import Quota
+from addons.team.redis_link import RedisLink
 
 PREFIX = "clutch:quota:"
 BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
-TIMEOUT_S = 1.0  # a Redis that takes longer is unreachable: the replica goes on alone (Resilience)
+COOLDOWNS = "clutch:cooldowns"  # hash: target or provider -> when its 429 cooldown ends
+FREE_CAPS = "clutch:free_caps"  # hash: provider -> when its `:free` models may go again
+STICKY = "clutch:sticky:"  # + a digest of (session, primary): {"target", "at"}, expiring with the stickiness
+MAX_SHARED_HOLDS = 1000  # entries each of COOLDOWNS and FREE_CAPS holds at most
 MAX_SHARED_BREAKERS = 1000  # open breakers the hash holds at most: its names come from agents' model names
 MAX_COOLDOWN_S = 86_400.0  # an entry claiming a longer cooldown is nonsense, and skipped
 
@@ -82,34 +90,40 @@ return nil
 """
 
 
-class RedisUnreachable(Exception):
-    """Redis could not answer (down, refusing, slower than TIMEOUT_S, or an error of its own)."""
+# KEYS[1]: a hash of ends. ARGV: field, until, the hash's most fields. Sets the field unless it holds a
+# later end already (or the hash is full).
+_LATER = """
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and tonumber(current) and tonumber(current) >= tonumber(ARGV[2]) then
+  return 0
+end
+if not current and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+
+# KEYS[1]: a hash. ARGV: (field, value) pairs. Deletes each field that still holds the value read: an
+# entry another replica rewrote since is kept.
+_FORGET_IF = """
+local gone = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    gone = gone + redis.call('HDEL', KEYS[1], ARGV[i])
+  end
+end
+return gone
+"""
 
 
-class SharedState:
+class SharedState(RedisLink):
     def __init__(self, url: str) -> None:
         """Raises ValueError for a URL redis-py cannot use (a bad port or database)."""
-        # imported here: only team mode pays for redis-py (about 11 MB and 0.1 s at start-up)
-        from redis import asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
-
-        self.url = url
-        self._errors = (RedisError, OSError, TimeoutError)
-        # no retries: redis-py's default (10, with backoff) would hold a request for seconds when Redis is
-        # away; one failure puts the replica on its own state instead, and Resilience asks again
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
-                                              retry=Retry(NoBackoff(), 0), decode_responses=True)
-        self._take = self._redis.register_script(_TAKE)
-
-    async def _call(self, work):
-        """One call to Redis, at most TIMEOUT_S in all; RedisUnreachable for anything that goes wrong."""
-        try:
-            async with asyncio.timeout(TIMEOUT_S):
-                return await work
-        except self._errors as e:
-            raise RedisUnreachable(f"{type(e).__name__}: {e}") from e
+        super().__init__(url)
+        self._take = self.redis.register_script(_TAKE)
+        self._later = self.redis.register_script(_LATER)
+        self._forget_if = self.redis.register_script(_FORGET_IF)
 
     async def take(self, limits: Sequence[tuple[str, Quota]]) -> float | None:
         """Take one request from every limit at once (None), or nothing and the wait. `limits`: the quota
@@ -122,51 +136,113 @@ class SharedState:
         args: list[str | int] = [secrets.token_hex(8)]
         for _, quota in counted:
             args += [quota.rpm or 0, quota.rpd or 0]
-        wait = await self._call(self._take(keys=keys, args=args))
+        wait = await self.call(self._take(keys=keys, args=args))
         return float(wait) if wait is not None else None
 
-    async def open_breakers(self) -> dict[str, dict[str, Any]]:
-        """Every breaker a replica opened whose cooldown has not ended: {target: {"opened_at", "until",
-        "reason"}}. Raises RedisUnreachable."""
-        entries = await self._call(self._redis.hgetall(BREAKERS))
+    async def view(self) -> SharedView:
+        """What every replica has shared that still holds: open breakers, 429 cooldowns, free-model
+        daily caps; one round trip. Entries that ended or make no sense are taken out (only if no
+        replica rewrote them meanwhile). Raises RedisUnreachable."""
+        async def read():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for table in (BREAKERS, COOLDOWNS, FREE_CAPS):
+                    pipe.hgetall(table)
+                return await pipe.execute()
+        breakers, cooldowns, free_caps = await self.call(read())
         now = time.time()
-        found: dict[str, dict[str, Any]] = {}
-        stale: list[str] = []
-        for name, text in entries.items():
-            target = name.decode() if isinstance(name, bytes) else name  # decode_responses: always str
-            try:
-                entry = json.loads(text)
-                until, opened_at = float(entry["until"]), float(entry.get("opened_at") or now)
-            except (ValueError, TypeError, KeyError, AttributeError):
-                stale.append(target)
-                continue
-            if not (math.isfinite(until) and math.isfinite(opened_at) and opened_at <= until
-                    and until - opened_at <= MAX_COOLDOWN_S):
-                stale.append(target)  # nonsense: no replica writes it
-            elif until > now:
-                found[target] = {"opened_at": opened_at, "until": until, "reason": str(entry.get("reason") or "")[:300]}
+        view = SharedView()
+        stale: dict[str, dict[str, str]] = {}
+        for target, text in breakers.items():
+            entry = _breaker(text, now)
+            if entry is None:
+                stale.setdefault(BREAKERS, {})[target] = text
+            elif entry["until"] > now:
+                view.breakers[target] = entry
             else:
-                stale.append(target)
-        if stale:
-            await self._forget(stale)
-        return found
+                stale.setdefault(BREAKERS, {})[target] = text
+        for table, found in ((COOLDOWNS, cooldowns), (FREE_CAPS, free_caps)):
+            for key, text in found.items():
+                until = _number(text)
+                if until is not None and now < until <= now + MAX_COOLDOWN_S:
+                    (view.cooldowns if table == COOLDOWNS else view.free_caps)[key] = until
+                else:
+                    stale.setdefault(table, {})[key] = text
+        for table, entries in stale.items():
+            await self.call(self._forget_if(keys=[table], args=[v for pair in entries.items() for v in pair]))
+        return view
+
+    async def hold(self, table: str, key: str, until: float) -> None:
+        """A 429 cooldown (COOLDOWNS) or a free-model daily cap (FREE_CAPS) until `until`, for every
+        replica; one that runs longer already stays."""
+        await self.call(self._later(keys=[table], args=[key, repr(until), MAX_SHARED_HOLDS]))
+
+    async def holds_ended(self, table: str, keys: Sequence[str]) -> None:
+        if keys:
+            await self.call(self.redis.hdel(table, *keys))
 
     async def breaker_opened(self, target: str, opened_at: float, until: float, reason: str) -> None:
         entry = json.dumps({"opened_at": opened_at, "until": until, "reason": reason[:300]})
-        if await self._call(self._redis.hlen(BREAKERS)) >= MAX_SHARED_BREAKERS:
+        if await self.call(self.redis.hlen(BREAKERS)) >= MAX_SHARED_BREAKERS:
             return  # full: this breaker stays this replica's own until older ones end
-        await self._call(self._redis.hset(BREAKERS, target, entry))
+        await self.call(self.redis.hset(BREAKERS, target, entry))
 
     async def breakers_closed(self, targets: Sequence[str]) -> None:
         await self._forget(list(targets))
 
     async def _forget(self, targets: list[str]) -> None:
         if targets:
-            await self._call(self._redis.hdel(BREAKERS, *targets))
+            await self.call(self.redis.hdel(BREAKERS, *targets))
 
-    async def ping(self) -> None:
-        """Returns once Redis answers; raises RedisUnreachable."""
-        await self._call(self._redis.ping())
+    # ------------------------------------------------------------ sticky sessions
 
-    async def close(self) -> None:
-        await self._redis.aclose()
+    async def sticky(self, session: str, primary: str) -> tuple[str, float] | None:
+        """The target that last answered this session's requests for `primary`, and when; None: none
+        within the stickiness. Raises RedisUnreachable."""
+        text = await self.call(self.redis.get(_sticky_key(session, primary)))
+        try:
+            entry = json.loads(text) if text else None
+            return (str(entry["target"]), float(entry["at"])) if isinstance(entry, dict) else None
+        except (ValueError, TypeError, KeyError):
+            return None
+
+    async def stick(self, session: str, primary: str, target: str | None, at: float, ttl_s: float) -> None:
+        """`target` answered for every replica (None: back to the cascade's order)."""
+        key = _sticky_key(session, primary)
+        if target is None or ttl_s <= 0:
+            await self.call(self.redis.delete(key))
+        else:
+            await self.call(self.redis.set(key, json.dumps({"target": target[:500], "at": at}),
+                                           px=max(1, int(ttl_s * 1000))))
+
+
+@dataclasses.dataclass
+class SharedView:
+    breakers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # target -> opened_at, until, reason
+    cooldowns: dict[str, float] = dataclasses.field(default_factory=dict)  # target or provider -> until
+    free_caps: dict[str, float] = dataclasses.field(default_factory=dict)  # provider -> until
+
+
+def _breaker(text: str, now: float) -> dict[str, Any] | None:
+    """A shared breaker's entry, or None when it makes no sense (no replica writes such)."""
+    try:
+        entry = json.loads(text)
+        until, opened_at = float(entry["until"]), float(entry.get("opened_at") or now)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None
+    if not (math.isfinite(until) and math.isfinite(opened_at) and opened_at <= until
+            and until - opened_at <= MAX_COOLDOWN_S):
+        return None
+    return {"opened_at": opened_at, "until": until, "reason": str(entry.get("reason") or "")[:300]}
+
+
+def _number(text: str) -> float | None:
+    try:
+        number = float(text)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _sticky_key(session: str, primary: str) -> str:
+    """Session ids come from agents: the key is a digest, of bounded length whatever they send."""
+    return STICKY + hashlib.sha256(f"{session}\0{primary}".encode("utf-8", "surrogatepass")).hexdigest()[:32]

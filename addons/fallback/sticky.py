@@ -29,6 +29,8 @@ class StickyTable:
         # applied on reading, so a new ttl from configure() holds for existing entries too. (An
         # OrderedDict rather than cachetools' LRUCache: snapshot() must read without reordering.)
         self._entries: collections.OrderedDict[tuple[str, str], tuple[str, float]] = collections.OrderedDict()
+        # team mode: told (session, primary, winner or None, when) on every change, to share it
+        self.on_change: Callable[[str, str, str | None, float], None] | None = None
         self.configure(ttl_s)
 
     def configure(self, ttl_s: float) -> None:
@@ -53,16 +55,31 @@ class StickyTable:
     def set(self, session: str, primary: str, winner: str) -> None:
         """`winner` answered; the ttl starts again. The primary itself answering ends the stickiness."""
         if winner == primary:
-            self._entries.pop((session, primary), None)
-        else:
-            self._entries[(session, primary)] = (winner, self._clock())
-            self._entries.move_to_end((session, primary))
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self.forget(session, primary)
+            return
+        self.adopt(session, primary, (winner, self._clock()))
+        if self.on_change is not None:
+            self.on_change(session, primary, winner, self._entries[(session, primary)][1])
 
     def forget(self, session: str, primary: str) -> None:
-        """The sticky target failed: the session goes back to its cascade's order."""
-        self._entries.pop((session, primary), None)
+        """The sticky target failed: the session goes back to its cascade's order. (In team mode the
+        request's start adopted what the shared state held, so nothing here means nothing there.)"""
+        if (session, primary) in self._entries:
+            self.adopt(session, primary, None)
+            if self.on_change is not None:
+                self.on_change(session, primary, None, self._clock())
+
+    def adopt(self, session: str, primary: str, entry: tuple[str, float] | None) -> None:
+        """What the shared state says of this session (team mode): (winner, when it answered), or None
+        when no replica has it stuck."""
+        key = (session, primary)
+        if entry is None:
+            self._entries.pop(key, None)
+            return
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     def snapshot(self) -> list[dict]:
         """Live entries, the longest-lived first: [{"session", "primary", "target", "expires_in_s"}]."""

@@ -95,3 +95,20 @@ def test_an_abandoned_seed_is_ignored_and_the_next_one_counts():
 def test_next_utc_midnight():
     assert next_utc_midnight(NOON) - NOON == 12 * 3600
     assert next_utc_midnight(calendar.timegm((2026, 12, 31, 23, 59, 59))) == calendar.timegm((2027, 1, 1, 0, 0, 0))
+
+
+def test_a_users_budget_counts_that_users_rows_whatever_the_agent_and_zero_allows_nothing():
+    budgets, _ = book()
+    budgets.configure_users({"ana": 0.025, "bo": 0.0, "cy": None})
+    assert budgets.active and budgets.applies("claude", "openrouter", "ana")
+    assert not budgets.applies("claude", "openrouter", "cy")  # no budget: nothing to check
+    budgets.record([{**row("claude"), "user_name": "ana"}, {**row("codex"), "user_name": "ana"}, row("qwen")])
+    assert budgets.over("qwen", "openrouter", "ana") is None  # $0.02 of $0.025; qwen's row had no user
+    budgets.record([{**row("qwen"), "user_name": "ana"}])
+    breach = budgets.over("qwen", "openrouter", "ana")
+    assert (breach.scope, breach.name) == ("user", "ana") and "user ana is over its daily budget" in breach.describe()
+    assert budgets.over("claude", "openrouter", "bo").limit == 0.0  # a budget of 0: nothing may be spent
+    assert budgets.snapshot()["limits"]["user:ana"]["over"] is True
+    budgets.seed(budgets.begin_seed(), {}, {}, {"bo": {"tokens": 0, "cost_usd": 0.0}, "ana": {"tokens": 1,
+                                                                                            "cost_usd": 0.001}})
+    assert budgets.spent("user", "ana") == (1, 0.001)

@@ -294,3 +294,13 @@ def test_concurrent_updates_lose_nothing():
     assert sum(s.value for s in f["clutch_requests"].samples) == n_threads * per_thread
     assert sum(s.value for s in f["clutch_input_tokens"].samples) == n_threads * sum(range(1, per_thread))
     assert value(f, "clutch_llm_api_latency_seconds_count") == n_threads * per_thread
+
+
+def test_a_team_gateways_user_is_a_label_of_requests_tokens_and_spend():
+    m = Metrics()
+    record(m, [row(user_name="ana")])
+    record(m, [row()])
+    f = parse(m.render({}, {}))
+    assert value(f, "clutch_requests_total", user="ana") == 1 and value(f, "clutch_requests_total", user="") == 1
+    assert value(f, "clutch_spend_usd_total", user="ana") == pytest.approx(0.0125)
+    assert value(f, "clutch_input_tokens_total", user="ana") > 0

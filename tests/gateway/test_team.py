@@ -20,6 +20,10 @@ RULES = textwrap.dedent("""\
                    key_env: OPENROUTER_API_KEY}
     cascades:
       "openrouter:team3/fail-500": ["openrouter:team3/chunks-2"]
+      "openrouter:team5/fail-429": ["openrouter:team5/chunks-2"]
+      "openrouter:team6/daily-cap-429:free": ["openrouter:team6/chunks-2"]
+      "openrouter:team6/other:free": ["openrouter:team6/chunks-2"]
+      "openrouter:team7/fail-500": ["openrouter:team7/chunks-2"]
     quotas:
       "openrouter:team1/slow": {rpm: 10}
       "openrouter:team2/chunks-2": {rpd: 1000}
@@ -40,7 +44,8 @@ def replicas(tmp_path_factory, fake, pki, redis):
     gateways = []
     try:  # a replica that fails to start does not leave the other running
         for n in ("a", "b"):
-            gateways.append(start(tmp_path_factory.mktemp(f"replica-{n}"), fake, pki, RULES, clutch_state=redis.url))
+            gateways.append(start(tmp_path_factory.mktemp(f"replica-{n}"), fake, pki, RULES, clutch_state=redis.url,
+                                  clutch_sticky_ms=60_000))
         yield gateways
     finally:
         for gateway in gateways:
@@ -94,6 +99,69 @@ def test_a_breaker_opened_on_one_replica_is_open_on_the_other(replicas, fake):
     assert len(calls(fake, "team3/fail-500")) == before == 3
     opened_on_b = b.local("/resilience")["breakers"]["openrouter:team3/fail-500"]
     assert opened_on_b["state"] == "open" and opened_on_b["failures"] == 0  # adopted, not counted
+
+
+def until_in_redis(redis, pattern: str, field: str | None = None, timeout: float = 20) -> bool:
+    """Whether a key matching `pattern` (holding `field`, for a hash) is in Redis within the timeout:
+    a replica shares what it learned in the background, right after it learned it."""
+    import time
+
+    import redis as redis_py
+
+    deadline = time.monotonic() + timeout
+    with redis_py.Redis.from_url(redis.url, decode_responses=True) as client:
+        while time.monotonic() < deadline:
+            keys = client.keys(pattern)
+            if keys and (field is None or any(client.hexists(key, field) for key in keys)):
+                return True
+            time.sleep(0.02)  # a poll of Redis: the replica's write is the event waited for
+    return False
+
+
+def until_gone(redis, table: str, field: str, timeout: float = 20) -> bool:
+    """Whether the hash `table` loses `field` within the timeout (a replica's reset, in the background)."""
+    import time
+
+    import redis as redis_py
+
+    deadline = time.monotonic() + timeout
+    with redis_py.Redis.from_url(redis.url, decode_responses=True) as client:
+        while client.hexists(table, field):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)  # a poll of Redis: the replica's write is the event waited for
+    return True
+
+
+def test_a_429_cooldown_and_a_free_model_cap_met_on_one_replica_hold_on_the_other(replicas, redis, fake):
+    a, b = replicas
+    assert ask(a, "team5/fail-429", 50)[:2] == (200, "pong from the fake upstream")  # rescued by the fallback
+    assert until_in_redis(redis, "clutch:cooldowns", "openrouter:team5/fail-429")
+    assert ask(b, "team5/fail-429", 51)[:2] == (200, "pong from the fake upstream")
+    assert len(calls(fake, "team5/fail-429")) == 1  # B waited out A's cooldown: none of its requests was spent
+    assert b.local("/resilience")["quotas"]["openrouter:team5/fail-429"]["cooldown_until"] > 0
+
+    assert ask(a, "team6/daily-cap-429:free", 60)[:2] == (200, "pong from the fake upstream")
+    assert until_in_redis(redis, "clutch:free_caps", "openrouter")
+    assert ask(b, "team6/other:free", 61)[:2] == (200, "pong from the fake upstream")
+    assert calls(fake, "team6/other") == []  # the account's free requests are used up, for B too
+    assert "openrouter" in b.local("/resilience")["quotas"]["free_daily_cap"]
+    import httpx
+    reset = httpx.post(f"http://127.0.0.1:{b.port}/breakers/reset", json={}, trust_env=False, timeout=10)
+    assert reset.status_code == 200 and "openrouter" in reset.json()["cleared"]["free_daily_cap"]
+    assert until_gone(redis, "clutch:free_caps", "openrouter") and until_gone(redis, "clutch:cooldowns",
+                                                                            "openrouter:team5/fail-429")
+
+
+def test_a_session_stuck_to_a_fallback_on_one_replica_starts_there_on_the_other(replicas, redis, fake):
+    a, b = replicas
+    assert ask(a, "team7/fail-500", 70)[:2] == (200, "pong from the fake upstream")  # same session: team-70
+    assert until_in_redis(redis, "clutch:sticky:*")
+    assert ask(b, "team7/fail-500", 70)[:2] == (200, "pong from the fake upstream")
+    assert len(calls(fake, "team7/fail-500")) == 1  # B started the session on the model that answered it
+    stuck = [entry["target"] for entry in b.local("/resilience")["sticky"]
+             if entry["primary"] == "openrouter:team7/fail-500"]
+    assert stuck == ["openrouter:team7/chunks-2"]
 
 
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
