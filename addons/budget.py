@@ -32,8 +32,9 @@ import time
 from mitmproxy import ctx, http
 
 from addons.accounting.budgets import Breach, BudgetBook, Spent
+from addons.accounting.postgres import is_postgres_url
 from addons.accounting.reports import SPENT_BY, day_of
-from addons.accounting.shared_spend import Addition, SharedSpend, SpendBase, additions, combined
+from addons.accounting.shared_spend import BATCH, Addition, SharedSpend, SpendBase, additions, combined
 from addons.config.rules import ModelTarget
 from addons.fallback.shared_state import SharedState
 from addons.flows.fail_closed import guarded
@@ -73,9 +74,11 @@ class Budget:
         self._base_reading: tuple[tuple[str, float | None], asyncio.Future] | None = None
         self._unshared: collections.deque[Addition] = collections.deque(maxlen=MAX_UNSHARED)
         self._sharing: asyncio.Task | None = None
+        self._overflowing = False
         rulebook.on_change(lambda rules: self.book.configure(rules.budgets))
         usage.on_rows(self._record)
         resilience.on_shared_up(self._share_soon)
+        resilience.before_close(self._flush)
 
     def load(self, loader):
         loader.add_option("clutch_budget_unknown", str, "recovered",
@@ -87,15 +90,22 @@ class Budget:
     def configure(self, updated):
         if "clutch_budget_unknown" in updated:
             self.unknown = ctx.options.clutch_budget_unknown
+        if updated & {"clutch_state", "clutch_usage_db"} and ctx.options.clutch_state.strip() \
+                and not is_postgres_url(ctx.options.clutch_usage_db):
+            logger.warning("budgets: spending is shared on Redis, but usage rows stay in this replica's own "
+                           "store: if Redis loses the day's counters, other replicas' spending before then "
+                           "is not counted here. A team gateway keeps usage in PostgreSQL (clutch_usage_db).")
 
     def _record(self, rows: list[dict]) -> None:
         if self._usage.store is None and self.book.needs_seed():
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
         if self._resilience.shared is not None:
-            if len(self._unshared) == MAX_UNSHARED:
+            if len(self._unshared) == MAX_UNSHARED and not self._overflowing:
+                self._overflowing = True  # said once until the queue drains
                 logger.warning("budgets: %d attempts' spending wait for the shared state; the oldest are dropped "
-                               "from its counters (the usage database keeps them)", MAX_UNSHARED)
+                               "from its counters (the usage database and this replica's count keep them)",
+                               MAX_UNSHARED)
             self._unshared.extend(additions(rows))
             self._share_soon()
 
@@ -174,7 +184,7 @@ class Budget:
         except RedisUnreachable as e:
             self._resilience.shared_down(shared, e)
             return None
-        return combined(await self._base_of(day, since), counted)
+        return combined(await self._base_of(day, since), counted, floor=self.book.spent)
 
     def _spend_on(self, shared: SharedState) -> SharedSpend:
         if self._spend is None or self._spend.shared is not shared:  # clutch_state changed
@@ -202,8 +212,7 @@ class Budget:
                 f"failed ({type(e).__name__}: {e})"
             logger.warning("budgets: reading what the shared counters lack from the usage store %s", what)
             raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
-        self._base.put(day, since, read_at, found)
-        return self._base.current(day, since) or {}
+        return self._base.put(day, since, read_at, found)
 
     def _share_soon(self) -> None:
         """Add the attempts' spending that waits to the shared counters, in a task of its own."""
@@ -218,23 +227,24 @@ class Budget:
     async def _share(self, shared: SharedState) -> None:
         spend = self._spend_on(shared)
         while self._unshared and self._resilience.answering() is shared:
-            addition = self._unshared.popleft()
+            batch = [self._unshared.popleft() for _ in range(min(BATCH, len(self._unshared)))]
             try:
-                await spend.add(addition)
+                await spend.add(batch)
             except RedisUnreachable as e:
-                self._unshared.appendleft(addition)  # again when the shared state answers (on_shared_up)
+                self._unshared.extendleft(reversed(batch))  # again when it answers (on_shared_up), none twice
                 self._resilience.shared_down(shared, e)
                 return
-            except Exception:  # a bug must not stop the others: this one is in the usage database
-                logger.exception("budgets: adding an attempt's spending to the shared counters failed")
+            except Exception:  # a bug must not stop the others: these are in the usage database
+                logger.exception("budgets: adding %d attempts' spending to the shared counters failed", len(batch))
+        self._overflowing = False
 
-    async def done(self) -> None:
-        """Hand the spending still waiting to the shared counters, for a little while."""
+    async def _flush(self) -> None:
+        """Before the gateway closes its shared state: hand it the spending still waiting, for a while."""
         if self._unshared and self._resilience.answering() is not None:
             self._share_soon()
-            if self._sharing is not None:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(asyncio.shield(self._sharing), FLUSH_AT_EXIT_S)
+        if self._sharing is not None and not self._sharing.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._sharing), FLUSH_AT_EXIT_S)
 
     def _unknown(self, flow: http.HTTPFlow, why: str, dialect, retry: bool = True) -> None:
         message = f"Clutch: budgets are configured but cannot be checked: {why}."

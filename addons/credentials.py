@@ -224,8 +224,8 @@ class Credentials:
     # ------------------------------------------------------------ the gateway's own endpoints
 
     async def _guard_endpoint(self, flow: http.HTTPFlow, path: str, tunnel: str | None) -> None:
-        """Reads with a user's token (a bearer, the proxy password, or the tunnel's), /health without;
-        no writes at all."""
+        """Reads with a user's token (a bearer, Basic's password, the proxy password, or the tunnel's),
+        /health without; no writes at all."""
         request = flow.request
         if request.method not in ("GET", "HEAD"):
             flow.response = _plain(403, "on a team gateway Clutch's endpoints are read-only: change the rules "
@@ -233,13 +233,21 @@ class Credentials:
         elif path.split("?", 1)[0] in OPEN_ENDPOINTS or (tunnel is not None and tunnel in self._directory):
             return
         else:
-            scheme, _, value = request.headers.get("authorization", "").partition(" ")
-            token = value.strip() if scheme.lower() == "bearer" else proxy_password(
-                request.headers.get("proxy-authorization"))
+            authorization = request.headers.get("authorization", "")
+            scheme, _, value = authorization.partition(" ")
+            if scheme.lower() == "bearer":
+                token = value.strip()
+            elif scheme.lower() == "basic":  # a browser, after the challenge below: any name, the token as password
+                token = proxy_password(authorization)
+            else:
+                token = proxy_password(request.headers.get("proxy-authorization"))
             if await self._working(token) is None:
+                # Basic: a browser asks its user (the dashboard: any name, the token as the password) and
+                # then sends it with the page's own requests; tools send Authorization: Bearer TOKEN
                 flow.response = _plain(401, "this team gateway's endpoints need a user token: "
-                                            "Authorization: Bearer TOKEN",
-                                       {"www-authenticate": 'Bearer realm="Clutch"'})
+                                            "Authorization: Bearer TOKEN (a browser: any name, the token as "
+                                            "the password)",
+                                       {"www-authenticate": 'Basic realm="Clutch team gateway", charset="UTF-8"'})
 
     # ------------------------------------------------------------ what reaches a provider
 

@@ -23,7 +23,7 @@ from addons.fallback import cascade
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
 from addons.models.rankings_book import RankingsBook
-from addons.resilience import Resilience
+from addons.resilience import EarlyTake, Resilience
 from addons.resolve import Resolve
 from addons.routing.plan import Plan, PlanError, build_plan, flavour_of, url_of, with_body
 from addons.routing.router import Decision
@@ -52,7 +52,8 @@ class _Pending:
     body: bytes  # the request body as the agent sent it (still content-encoded)
     content_length: str | None  # the agent's Content-Length header, if it sent one
     headers: list[tuple[bytes, bytes]]  # as the agent sent them: the flow's own copy has its keys masked
-    refreshed: asyncio.Future[None] | None = None  # team mode: the other replicas' breakers, read during the hop
+    refreshed: asyncio.Future | None = None  # team mode: what the other replicas shared, read during the hop
+    early: EarlyTake | None = None  # team mode: the primary's quotas, taken during the hop
 
 
 class Engine:
@@ -139,10 +140,12 @@ class Engine:
                                                  request.data.path),
                                           request.raw_content or b"", request.headers.get("content-length"),
                                           list(request.headers.fields))
-        # team mode: what other replicas shared (breakers, cooldowns, this session's sticky target), read
-        # while mitmproxy hands the flow over
-        team = self._resilience.shared is not None
-        self._pending[flow.id].refreshed = self._resilience.refresh(_sticky_key(flow, call) if team else None)
+        # team mode: what other replicas shared (breakers, cooldowns, this session's sticky target) and
+        # the primary's quotas, read and taken in one round trip while mitmproxy hands the flow over
+        if self._resilience.shared is not None:
+            pending = self._pending[flow.id]
+            pending.refreshed, pending.early = self._resilience.look_ahead(
+                _primary_of(flow, call), session_key(identity_of(flow), flow.request.headers))
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
@@ -178,6 +181,7 @@ class Engine:
         pending = self._pending.pop(flow.id, None)
         if pending is not None:
             self._restore(flow, pending)
+            self._unused_early(pending)  # the flow may have ended before the engine served it
         await self._settled(flow)
         self._report(flow)
         self._jobs.pop(flow, None)
@@ -236,6 +240,17 @@ class Engine:
             await out.end()
             return
         try:
+            await self._serve_pending(pending, flow_id, out)
+        finally:
+            self._unused_early(pending)
+
+    def _unused_early(self, pending: _Pending) -> None:
+        """Team mode: the primary's early quota take, when no attempt used it, is given back."""
+        if pending.early is not None and not pending.early.used:
+            self._resilience.give_back(pending.early)
+
+    async def _serve_pending(self, pending: _Pending, flow_id: str, out: ResponseWriter) -> None:
+        try:
             if pending.refreshed is not None:  # team mode: what other replicas shared (never fails)
                 await pending.refreshed
             client = self._ready_client()
@@ -259,7 +274,7 @@ class Engine:
         resilience = self._resilience
         relay = Relay(client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries,
-                      admit=resilience.admit)
+                      admit=resilience.admitter(pending.early))
         task = asyncio.current_task()
         assert task is not None, "the loopback server serves each request in a task of its own"
         self._serving[task] = job
@@ -424,9 +439,8 @@ def _compression_note(flow: http.HTTPFlow) -> str:
         summary["mode"], summary["cuts"], summary.get("tokens_before"), summary.get("tokens_after")) + note
 
 
-def _sticky_key(flow: http.HTTPFlow, call: LLMCall) -> tuple[str, str] | None:
-    """(session, primary) as the cascade looks its sticky target up; None without a session."""
-    session = session_key(identity_of(flow), flow.request.headers)
+def _primary_of(flow: http.HTTPFlow, call: LLMCall) -> str:
+    """The request's primary target ("provider:model"), as the engine's _job names it."""
     routed = route_of(flow)
     primary = routed[0].target if routed is not None and routed[0].target else None
-    return (session, str(primary or ModelTarget(call.provider, call.model or ""))) if session else None
+    return str(primary or ModelTarget(call.provider, call.model or ""))

@@ -11,21 +11,23 @@ the definitions it was saved under, across a restart too. `reset` clears them by
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
-from collections.abc import Callable, Coroutine
+import secrets
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 from mitmproxy import ctx, exceptions
 
 from addons.config.paths import places
-from addons.config.rules import Rules
+from addons.config.rules import Quota, Rules
 from addons.config.server_urls import without_secrets
 from addons.config.statefile import load_json, save_json
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
-from addons.fallback.shared_state import COOLDOWNS, FREE_CAPS, SharedState
+from addons.fallback.shared_state import COOLDOWNS, FREE_CAPS, SharedState, SharedView
 from addons.fallback.sticky import StickyTable
 from addons.rulebook import Rulebook
 from addons.team.redis_link import RedisUnreachable
@@ -37,6 +39,18 @@ logger = logging.getLogger(__name__)
 SAVE_EVERY_S = 1.0
 PROBE_EVERY_S = 0.5  # how often an unreachable shared state is asked again
 HEARTBEAT_S = 2.0  # how often a shared state that answers is asked whether it still does
+
+
+@dataclasses.dataclass
+class EarlyTake:
+    """A take of a request's primary quotas started when the request hook took the flow."""
+    key: str
+    shared: SharedState
+    limits: list[tuple[str, Quota]]
+    member: str
+    taken: asyncio.Future  # None: taken; else the wait (nothing taken)
+    used: bool = False  # the relay's admit awaited it
+    given_back: bool = False
 
 
 class Resilience:
@@ -56,8 +70,9 @@ class Resilience:
         self._closing: asyncio.Task | None = None  # the previous shared state's connections, being closed
         self._background: set[asyncio.Task] = set()  # writes to the shared state, in flight
         self._prober: asyncio.Task | None = None  # the shared state's watcher (_heartbeat)
-        self._refreshing: asyncio.Future[None] | None = None  # the shared breakers' read in flight
         self._on_shared_up: list[Callable[[], None]] = []
+        self._flushers: list[Callable[[], Awaitable[None]]] = []
+        self._adopted: dict[tuple[str, str], float] = {}  # ("breaker"|"cooldown"|"free_cap", key) -> until
         rulebook.on_change(self._rules_changed)
 
     def load(self, loader):
@@ -134,17 +149,30 @@ class Resilience:
                 else places().state
             self._restore()
 
-    async def admit(self, key: str) -> float | None:
+    def admitter(self, early: EarlyTake | None) -> Callable[[str], Awaitable[float | None]]:
+        """The relay's `admit` for one request: `early` serves the first take of its key."""
+        async def admit(key: str) -> float | None:
+            mine = early if early is not None and not early.used and early.key == key else None
+            if mine is not None:
+                mine.used = True
+            return await self.admit(key, mine)
+        return admit
+
+    async def admit(self, key: str, early: EarlyTake | None = None) -> float | None:
         """Take a request from `key`'s quotas (None) or say how long they are used up for: on the shared
-        state in team mode, on this process's book otherwise, and when the shared state cannot answer."""
+        state in team mode, on this process's book otherwise, and when the shared state cannot answer.
+        `early`: the take_early of this key, awaited instead of a take of its own."""
         shared = self.shared
-        if shared is None or self._shared_down:
+        if shared is None or self._shared_down or (early is not None and early.shared is not shared):
+            self.give_back(early)
             return self.quotas.take(key)
         hold = self.quotas.hold_s(key)
         if hold is not None:
+            self.give_back(early)
             return hold
         try:
-            wait = await shared.take(self.quotas.limits(key))
+            # a take that finished during the hop: awaiting a done future does not yield to the loop
+            wait = await (early.taken if early is not None else shared.take(self.quotas.limits(key)))
         except RedisUnreachable as e:
             self.shared_down(shared, e)
             return self.quotas.take(key)
@@ -153,44 +181,83 @@ class Resilience:
             self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
         return wait
 
-    def refresh(self, sticky: tuple[str, str] | None = None) -> asyncio.Future | None:
-        """Team mode, before a request's candidates are ordered: take here what other replicas shared,
-        so none of this replica's requests is spent finding out again: the breakers they opened, their
-        429 cooldowns and free-model caps (requests that arrive together share one read), and, for
-        `sticky` (session, primary), the target that last answered that session on any replica. None
-        outside team mode; the future never fails."""
-        shared = self.shared
-        if shared is None or self._shared_down:
-            return None
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._read_shared(shared))
-        if sticky is None or self.sticky.ttl_s <= 0:
-            return self._refreshing
-        return asyncio.gather(self._refreshing, self._read_sticky(shared, *sticky))
+    def give_back(self, early: EarlyTake | None) -> None:
+        """An early take its request did not use (another candidate went first, or none was sent):
+        undone on the shared state once it finished, in the background."""
+        if early is None or early.given_back:
+            return
+        early.given_back = True
 
-    async def _read_shared(self, shared: SharedState) -> None:
+        def undo(taken: asyncio.Future) -> None:
+            if taken.cancelled() or taken.exception() is not None or taken.result() is not None:
+                return  # nothing was taken
+            self._in_background(early.shared, early.shared.give_back(early.limits, early.member))
+        early.taken.add_done_callback(undo)
+
+    def look_ahead(self, primary: str, session: str | None) -> tuple[asyncio.Future | None, EarlyTake | None]:
+        """Team mode, when the request hook takes a flow: in one round trip that runs while mitmproxy
+        hands the flow to the engine, take here what other replicas shared (the breakers they opened,
+        their 429 cooldowns and free-model caps, and the target that last answered this session for
+        `primary`), and take the primary's quotas, so that none of this replica's requests is spent
+        finding out again and sending needs no turn of the event loop. Returns the future the engine
+        awaits before it orders the candidates (it never fails), and the quotas' early take (None when
+        there is nothing to take). (None, None) outside team mode and while the shared state does not
+        answer."""
+        shared = self.answering()
+        if shared is None:
+            return None, None
+        limits = [(key, quota) for key, quota in self.quotas.limits(primary) if quota.rpm or quota.rpd]
+        early = None
+        if limits and self.quotas.hold_s(primary) is None:
+            early = EarlyTake(primary, shared, limits, secrets.token_hex(8), asyncio.get_running_loop().create_future())
+        sticky = (session, primary) if session and self.sticky.ttl_s > 0 else None
+        return asyncio.ensure_future(self._look(shared, sticky, early)), early
+
+    async def _look(self, shared: SharedState, sticky: tuple[str, str] | None, early: EarlyTake | None) -> None:
         try:
-            view = await shared.view()
-            self.shared_up(shared)
-            for target, entry in list(view.breakers.items())[:self.breakers.max_targets // 2]:
-                self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"])
-            for kind, held in (("cooldown", view.cooldowns), ("free_cap", view.free_caps)):
-                for key, until in held.items():
-                    self.quotas.adopt(kind, key, until)
+            view, entry, wait = await shared.look(sticky, early.limits if early else (), early.member if early else "")
         except RedisUnreachable as e:
             self.shared_down(shared, e)
-        except Exception:  # a bug here must not cost the request: it goes on with this replica's state
+            if early is not None:
+                early.taken.set_exception(e)  # its admit takes from this replica's book instead
+            return
+        except Exception as e:  # a bug here must not cost the request: it goes on with this replica's state
             logger.exception("reading the shared state failed; this request uses this replica's own")
-
-    async def _read_sticky(self, shared: SharedState, session: str, primary: str) -> None:
+            if early is not None:
+                early.taken.set_exception(RedisUnreachable(f"{type(e).__name__}: {e}"))
+            return
+        if early is not None:
+            early.taken.set_result(wait)
+        self.shared_up(shared)
+        if view.stale:  # ended or nonsense: out of Redis, off the request's path
+            self._in_background(shared, shared.forget_stale(view.stale))
         try:
-            found = await shared.sticky(session, primary)
-            self.shared_up(shared)
-            self.sticky.adopt(session, primary, found)
-        except RedisUnreachable as e:
-            self.shared_down(shared, e)
+            self._adopt(view)
+            if sticky is not None:
+                self.sticky.adopt(*sticky, entry)
         except Exception:
-            logger.exception("reading a shared sticky session failed; this request uses this replica's own")
+            logger.exception("taking the shared state failed; this request uses this replica's own")
+
+    def _adopt(self, view: SharedView) -> None:
+        """Take what the view holds; what this replica adopted earlier and the view no longer holds was
+        reset on another replica (or ended, or Redis lost it): it ends here too."""
+        adopted: dict[tuple[str, str], float] = {}
+        for target, entry in list(view.breakers.items())[:self.breakers.max_targets // 2]:
+            if self.breakers.adopt(target, entry["opened_at"], entry["until"], entry["reason"]):
+                adopted[("breaker", target)] = entry["until"]
+        for kind, held in (("cooldown", view.cooldowns), ("free_cap", view.free_caps)):
+            for key, until in held.items():
+                if (set_until := self.quotas.adopt(kind, key, until)) is not None:
+                    adopted[(kind, key)] = set_until
+        for (kind, key), until in self._adopted.items():
+            held_now = view.breakers if kind == "breaker" else view.cooldowns if kind == "cooldown" else view.free_caps
+            if key in held_now:
+                adopted.setdefault((kind, key), until)  # still shared: still adopted
+            elif kind == "breaker":
+                self.breakers.drop_adopted(key, until)
+            else:
+                self.quotas.drop_adopted(kind, key, until)
+        self._adopted = adopted
 
     # ------------------------------------------------------------ the shared state's plumbing
 
@@ -294,6 +361,10 @@ class Resilience:
             self._saver = asyncio.get_running_loop().create_task(self._save_periodically())
         self._watch()
 
+    def before_close(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """`flush()` is awaited when the gateway stops, before the shared state's connections close."""
+        self._flushers.append(flush)
+
     async def done(self):
         if self._saver is not None:
             self._saver.cancel()
@@ -301,6 +372,11 @@ class Resilience:
             self._prober.cancel()
         self.save()
         if self.shared is not None:
+            for flush in self._flushers:
+                try:
+                    await flush()
+                except Exception:  # closing goes on whatever a flusher does
+                    logger.exception("handing what waits to the shared state failed")
             await self.shared.close()
 
     def _close_later(self, shared: SharedState) -> None:

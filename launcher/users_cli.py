@@ -58,7 +58,7 @@ def add(name: Annotated[str, typer.Argument(help="lower-case letters, digits, '.
         check_name(name)
     except ValueError as e:
         raise _fail(str(e)) from None
-    if budget is not None and not budget >= 0:
+    if budget is not None and not 0 <= budget < float("inf"):
         raise _fail("--budget is US dollars a day, 0 or more")
     store = _store(db)
     token = new_user_token()

@@ -15,7 +15,10 @@ yet is missed by a base read; rows wait at most seconds in a replica's spool, so
 every BASE_FRESH_S while the hash is younger than BASE_SETTLE_S, and kept for the day after that.
 
 Keys expire two days after they were made; a hash holds at most MAX_FIELDS fields (names come from
-agents), past which new names are not counted on Redis (each replica's own book still counts them).
+agents), past which new names are not counted on Redis. A check never goes below the replica's own
+book (its day's seed from the database and its own requests since), which counts what the counters can
+miss: those names, and a replica that died with spending not yet added. An attempt's add leaves a
+marker for DONE_S, so that a retry after a call that timed out (and may have run) counts it once.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from addons.accounting.reports import ended_at
 from addons.team.redis_link import RedisLink
 
 PREFIX = "clutch:spend:"
+DONE = "clutch:spend-done:"  # + an attempt's id: counted already (a retry must not count it twice)
+DONE_S = 3_600  # how long an attempt's marker lasts: its retries come within an outage's retries
+BATCH = 200  # additions sent in one round trip
 SINCE = "_since"
 LIFETIME_S = 2 * 86_400
 MAX_FIELDS = 4_000
@@ -37,9 +43,13 @@ NANO = 1_000_000_000
 BASE_FRESH_S = 5.0
 BASE_SETTLE_S = 120.0
 
-# KEYS[1]: the day's hash. ARGV: when the attempt ended, the hash's lifetime, its most fields, then
-# (field, amount) pairs. Returns 1 when counted, 0 when the attempt ended before the hash's `_since`.
+# KEYS[1]: the day's hash, KEYS[2]: the attempt's marker. ARGV: when the attempt ended, the hash's
+# lifetime, its most fields, then (field, amount) pairs. Returns 1 when counted, 0 when the attempt
+# ended before the hash's `_since`, 2 when it was counted already (a retry after a call timed out).
 _ADD = """
+if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', tonumber(ARGV[4])) then
+  return 2
+end
 local since = redis.call('HGET', KEYS[1], '_since')
 if not since then
   redis.call('HSET', KEYS[1], '_since', ARGV[1])
@@ -50,7 +60,7 @@ if tonumber(ARGV[1]) < tonumber(since) then
   return 0
 end
 local room = tonumber(ARGV[3]) - redis.call('HLEN', KEYS[1])
-for i = 4, #ARGV, 2 do
+for i = 5, #ARGV, 2 do
   local known = redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1
   if known or room > 0 then
     if not known then
@@ -68,6 +78,7 @@ Key = tuple[str, str]  # (scope, name)
 @dataclasses.dataclass(frozen=True)
 class Addition:
     """One attempt's spending, as the add script takes it."""
+    id: str  # request_id:attempt
     day: str
     ended: float
     amounts: tuple[tuple[str, int], ...]  # (field, amount)
@@ -84,7 +95,8 @@ def additions(rows: Iterable[dict]) -> list[Addition]:
         amounts = []
         for scope, name in spent_keys(row):
             amounts += [(_field("t", scope, name), tokens), (_field("n", scope, name), nano)]
-        found.append(Addition(row["day"], ended_at(row), tuple(amounts)))
+        found.append(Addition(f"{row.get('request_id')}:{row.get('attempt')}", row["day"], ended_at(row),
+                              tuple(amounts)))
     return found
 
 
@@ -93,13 +105,19 @@ class SharedSpend:
         self.shared = shared
         self._add = shared.redis.register_script(_ADD)
 
-    async def add(self, addition: Addition) -> bool:
-        """Count one attempt; False when the day's counters started after it ended (the base has it).
-        Raises RedisUnreachable."""
-        args: list[str | int | float] = [repr(addition.ended), LIFETIME_S, MAX_FIELDS]
-        for field, amount in addition.amounts:
-            args += [field, amount]
-        return bool(await self.shared.call(self._add(keys=[PREFIX + addition.day], args=args)))
+    async def add(self, additions: Sequence[Addition]) -> list[int]:
+        """Count attempts, in one round trip: per attempt 1 (counted), 0 (it ended before the day's
+        counters began: the base has it) or 2 (counted already). Raises RedisUnreachable; a retry of
+        the same additions then counts none twice."""
+        async def send():
+            async with self.shared.redis.pipeline(transaction=False) as pipe:
+                for addition in additions:
+                    args: list[str | int | float] = [repr(addition.ended), LIFETIME_S, MAX_FIELDS, DONE_S]
+                    for field, amount in addition.amounts:
+                        args += [field, amount]
+                    await self._add(keys=[PREFIX + addition.day, DONE + addition.id[:200]], args=args, client=pipe)
+                return await pipe.execute()
+        return [int(result) for result in await self.shared.call(send())] if additions else []
 
     async def read(self, day: str, keys: Sequence[Key]) -> tuple[float | None, dict[Key, tuple[int, float]]]:
         """The day's `_since` (None: no attempt counted yet) and what the counters hold for `keys`.
@@ -111,7 +129,7 @@ class SharedSpend:
         for i, key in enumerate(keys):
             tokens, nano = _number(values[1 + 2 * i]) or 0, _number(values[2 + 2 * i]) or 0
             counted[key] = (int(tokens), nano / NANO)
-        return since if since else None, counted
+        return since, counted
 
 
 class SpendBase:
@@ -133,20 +151,26 @@ class SpendBase:
             return self._spent
         return None
 
-    def put(self, day: str, since: float | None, read_at: float, by: dict[str, dict[str, dict]]) -> None:
-        """`by`: {"agent"|"provider"|"user": {name: {"tokens", "cost_usd"}}} as the store's spent() gives."""
+    def put(self, day: str, since: float | None, read_at: float,
+            by: dict[str, dict[str, dict]]) -> dict[Key, tuple[int, float]]:
+        """`by`: {"agent"|"provider"|"user": {name: {"tokens", "cost_usd"}}} as the store's spent() gives.
+        Returns the base."""
         self._read, self._read_at = (day, since), read_at
         self._spent = {(scope, name): (int(spent.get("tokens") or 0), float(spent.get("cost_usd") or 0.0))
                        for scope, found in by.items() for name, spent in found.items()}
+        return self._spent
 
 
-def combined(base: dict[Key, tuple[int, float]], counted: dict[Key, tuple[int, float]]) -> \
-        Callable[[str, str], tuple[int, float]]:
-    """budgets.Spent over the base and the shared counters together."""
+def combined(base: dict[Key, tuple[int, float]], counted: dict[Key, tuple[int, float]],
+             floor: Callable[[str, str], tuple[int, float]]) -> Callable[[str, str], tuple[int, float]]:
+    """budgets.Spent over the base and the shared counters together, and never below `floor`: this
+    replica's own book (the day's rows at its start and its own since), which still counts what the
+    counters can miss (a replica that died with spending not yet added, a full hash)."""
     def spent(scope: str, name: str) -> tuple[int, float]:
         base_tokens, base_usd = base.get((scope, name), (0, 0.0))
         tokens, usd = counted.get((scope, name), (0, 0.0))
-        return base_tokens + tokens, base_usd + usd
+        own_tokens, own_usd = floor(scope, name)
+        return max(base_tokens + tokens, own_tokens), max(base_usd + usd, own_usd)
     return spent
 
 

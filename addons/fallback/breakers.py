@@ -158,15 +158,15 @@ class BreakerBoard:
         del self._breakers[key]  # closed with no failures is the same as no breaker at all
         self.version += 1
 
-    def adopt(self, key: str, opened_at: float, until: float, reason: str) -> None:
+    def adopt(self, key: str, opened_at: float, until: float, reason: str) -> bool:
         """Another replica opened `key`'s breaker until `until`: open it here too, unless it already is
-        (for as long or longer). Not told back to on_open."""
+        (for as long or longer). Not told back to on_open. True when this opened it."""
         now = self._clock()
         if until <= now:
-            return
+            return False
         breaker = self._current(key, now)
         if breaker is not None and breaker.state == OPEN and breaker.until is not None and breaker.until >= until:
-            return
+            return False
         if breaker is None:
             if len(self._breakers) >= self.max_targets:
                 self._make_room(now)
@@ -176,6 +176,15 @@ class BreakerBoard:
         logger.info("breaker %s open until %s, as another replica found: %s", key,
                     time.strftime("%H:%M:%S", time.localtime(until)), reason or "failures")
         self.version += 1
+        return True
+
+    def drop_adopted(self, key: str, until: float) -> None:
+        """A breaker adopted until `until` that the shared state no longer holds (a reset on another
+        replica): closed here too, unless this replica opened it again since."""
+        breaker = self._current(key, self._clock())
+        if breaker is not None and breaker.state == OPEN and breaker.until == until:
+            del self._breakers[key]
+            self.version += 1
 
     def release(self, key: str) -> None:
         """The probe ended without a verdict (the agent cancelled, a failure that does not count):

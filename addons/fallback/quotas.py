@@ -130,14 +130,25 @@ class QuotaBook:
                 self.on_hold("cooldown", target, until)
         self._prune_expired(now)
 
-    def adopt(self, kind: str, key: str, until: float) -> None:
+    def adopt(self, kind: str, key: str, until: float) -> float | None:
         """A cooldown ("cooldown") or free-model cap ("free_cap") another replica shared: it holds here
-        too, unless one here runs longer. Bounded as this book's own are."""
+        too, unless one here runs longer. Bounded as this book's own are. Returns the end it set, or
+        None when it set nothing."""
         now = self._clock()
         table = self._cooldowns if kind == "cooldown" else self._free_cap
         until = min(until, now + MAX_COOLDOWN_S if kind == "cooldown" else _next_utc_midnight(now))
         if until > now and until > table.get(key, 0.0):
             table[key] = until
+            self.version += 1
+            return until
+        return None
+
+    def drop_adopted(self, kind: str, key: str, until: float) -> None:
+        """An adopted cooldown or cap that the shared state no longer holds (a reset on another
+        replica): it ends here too, unless this replica extended it since."""
+        table = self._cooldowns if kind == "cooldown" else self._free_cap
+        if table.get(key) == until:
+            del table[key]
             self.version += 1
 
     def free_daily_cap(self, provider: str) -> None:

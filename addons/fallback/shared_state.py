@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from addons.config.rules import Quota
-from addons.team.redis_link import RedisLink
+from addons.team.redis_link import RedisLink, RedisUnreachable
 
 PREFIX = "clutch:quota:"
 BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
@@ -42,6 +42,7 @@ COOLDOWNS = "clutch:cooldowns"  # hash: target or provider -> when its 429 coold
 FREE_CAPS = "clutch:free_caps"  # hash: provider -> when its `:free` models may go again
 STICKY = "clutch:sticky:"  # + a digest of (session, primary): {"target", "at"}, expiring with the stickiness
 MAX_SHARED_HOLDS = 1000  # entries each of COOLDOWNS and FREE_CAPS holds at most
+MAX_TARGET_CHARS = 500  # a sticky target longer than this is not shared
 MAX_SHARED_BREAKERS = 1000  # open breakers the hash holds at most: its names come from agents' model names
 MAX_COOLDOWN_S = 86_400.0  # an entry claiming a longer cooldown is nonsense, and skipped
 
@@ -90,6 +91,23 @@ return nil
 """
 
 
+# As _TAKE's KEYS and ARGV: takes the member out of the minute windows and one request off today's counts.
+_GIVE_BACK = """
+local clock = redis.call('TIME')
+local today = math.floor(tonumber(clock[1]) / 86400)
+for i = 1, #KEYS / 2 do
+  local rpm, rpd = tonumber(ARGV[2 * i]), tonumber(ARGV[2 * i + 1])
+  if rpm > 0 then
+    redis.call('ZREM', KEYS[2 * i - 1], ARGV[1])
+  end
+  local day = KEYS[2 * i] .. ':' .. today
+  if rpd > 0 and tonumber(redis.call('GET', day) or '0') > 0 then
+    redis.call('DECR', day)
+  end
+end
+return nil
+"""
+
 # KEYS[1]: a hash of ends. ARGV: field, until, the hash's most fields. Sets the field unless it holds a
 # later end already (or the hash is full).
 _LATER = """
@@ -121,55 +139,69 @@ class SharedState(RedisLink):
     def __init__(self, url: str) -> None:
         """Raises ValueError for a URL redis-py cannot use (a bad port or database)."""
         super().__init__(url)
+        from redis.exceptions import NoScriptError
+
+        self._no_script = NoScriptError
         self._take = self.redis.register_script(_TAKE)
+        self._give_back = self.redis.register_script(_GIVE_BACK)
         self._later = self.redis.register_script(_LATER)
         self._forget_if = self.redis.register_script(_FORGET_IF)
 
-    async def take(self, limits: Sequence[tuple[str, Quota]]) -> float | None:
+    async def take(self, limits: Sequence[tuple[str, Quota]], member: str | None = None) -> float | None:
         """Take one request from every limit at once (None), or nothing and the wait. `limits`: the quota
-        keys ("provider" or "provider:model") that count this request, with their quotas. Raises
-        RedisUnreachable when Redis cannot answer."""
-        counted = [(key, quota) for key, quota in limits if quota.rpm or quota.rpd]
-        if not counted:
+        keys ("provider" or "provider:model") that count this request, with their quotas; `member`: the
+        request's name in the minute windows (give_back needs it). Raises RedisUnreachable when Redis
+        cannot answer."""
+        keys, args = _quota_args(limits, member or secrets.token_hex(8))
+        if not keys:
             return None
-        keys = [name for key, _ in counted for name in (f"{PREFIX}{key}:minute", f"{PREFIX}{key}:day")]
-        args: list[str | int] = [secrets.token_hex(8)]
-        for _, quota in counted:
-            args += [quota.rpm or 0, quota.rpd or 0]
         wait = await self.call(self._take(keys=keys, args=args))
         return float(wait) if wait is not None else None
 
+    async def give_back(self, limits: Sequence[tuple[str, Quota]], member: str) -> None:
+        """Undo a `take` of `member` that went unused. Raises RedisUnreachable."""
+        keys, args = _quota_args(limits, member)
+        if keys:
+            await self.call(self._give_back(keys=keys, args=args))
+
     async def view(self) -> SharedView:
         """What every replica has shared that still holds: open breakers, 429 cooldowns, free-model
-        daily caps; one round trip. Entries that ended or make no sense are taken out (only if no
-        replica rewrote them meanwhile). Raises RedisUnreachable."""
+        daily caps; one round trip. Entries that ended or make no sense are in `stale`, for
+        forget_stale. Raises RedisUnreachable."""
+        return (await self.look())[0]
+
+    async def look(self, sticky: tuple[str, str] | None = None, limits: Sequence[tuple[str, Quota]] = (),
+                   member: str = "") -> tuple[SharedView, tuple[str | None, float] | None, float | None]:
+        """In one round trip, what a request needs before its candidates are ordered: the view, what
+        `sticky` (session, primary) is stuck to (as `sticky` gives it), and `limits` taken for
+        `member` (None: taken or nothing to take; else the wait, as `take`). Raises RedisUnreachable."""
+        keys, args = _quota_args(limits, member) if limits else ([], [])
+
         async def read():
             async with self.redis.pipeline(transaction=False) as pipe:
                 for table in (BREAKERS, COOLDOWNS, FREE_CAPS):
                     pipe.hgetall(table)
-                return await pipe.execute()
-        breakers, cooldowns, free_caps = await self.call(read())
-        now = time.time()
-        view = SharedView()
-        stale: dict[str, dict[str, str]] = {}
-        for target, text in breakers.items():
-            entry = _breaker(text, now)
-            if entry is None:
-                stale.setdefault(BREAKERS, {})[target] = text
-            elif entry["until"] > now:
-                view.breakers[target] = entry
-            else:
-                stale.setdefault(BREAKERS, {})[target] = text
-        for table, found in ((COOLDOWNS, cooldowns), (FREE_CAPS, free_caps)):
-            for key, text in found.items():
-                until = _number(text)
-                if until is not None and now < until <= now + MAX_COOLDOWN_S:
-                    (view.cooldowns if table == COOLDOWNS else view.free_caps)[key] = until
-                else:
-                    stale.setdefault(table, {})[key] = text
+                if sticky is not None:
+                    pipe.get(sticky_key(*sticky))
+                if keys:  # evalsha, not the Script: a pipeline with scripts asks SCRIPT EXISTS first
+                    pipe.evalsha(self._take.sha, len(keys), *keys, *args)
+                return await pipe.execute(raise_on_error=False)
+        results = await self.call(read())
+        if keys and isinstance(results[-1], self._no_script):  # a Redis restarted since: load it, once
+            results[-1] = await self.call(self._take(keys=keys, args=args))
+        failed = next((r for r in results if isinstance(r, Exception)), None)
+        if failed is not None:
+            raise RedisUnreachable(f"{type(failed).__name__}: {failed}")
+        view = _view_of(*results[:3])
+        entry = _sticky_entry(results[3]) if sticky is not None else None
+        wait = results[-1] if keys else None
+        return view, entry, float(wait) if wait is not None else None
+
+    async def forget_stale(self, stale: dict[str, dict[str, str]]) -> None:
+        """Take a view's stale entries out: {table: {field: the value read}}; one that another replica
+        rewrote since is kept."""
         for table, entries in stale.items():
             await self.call(self._forget_if(keys=[table], args=[v for pair in entries.items() for v in pair]))
-        return view
 
     async def hold(self, table: str, key: str, until: float) -> None:
         """A 429 cooldown (COOLDOWNS) or a free-model daily cap (FREE_CAPS) until `until`, for every
@@ -195,24 +227,23 @@ class SharedState(RedisLink):
 
     # ------------------------------------------------------------ sticky sessions
 
-    async def sticky(self, session: str, primary: str) -> tuple[str, float] | None:
-        """The target that last answered this session's requests for `primary`, and when; None: none
-        within the stickiness. Raises RedisUnreachable."""
-        text = await self.call(self.redis.get(_sticky_key(session, primary)))
-        try:
-            entry = json.loads(text) if text else None
-            return (str(entry["target"]), float(entry["at"])) if isinstance(entry, dict) else None
-        except (ValueError, TypeError, KeyError):
-            return None
-
     async def stick(self, session: str, primary: str, target: str | None, at: float, ttl_s: float) -> None:
-        """`target` answered for every replica (None: back to the cascade's order)."""
-        key = _sticky_key(session, primary)
-        if target is None or ttl_s <= 0:
-            await self.call(self.redis.delete(key))
-        else:
-            await self.call(self.redis.set(key, json.dumps({"target": target[:500], "at": at}),
-                                           px=max(1, int(ttl_s * 1000))))
+        """`target` answered, for every replica; None: back to the cascade's order (kept as such, so a
+        replica that still has the old target knows it is over)."""
+        if ttl_s <= 0 or (target is not None and len(target) > MAX_TARGET_CHARS):
+            return  # a name that long is no model: nothing is shared
+        await self.call(self.redis.set(sticky_key(session, primary), json.dumps({"target": target, "at": at}),
+                                       px=max(1, int(ttl_s * 1000))))
+
+
+def _quota_args(limits: Sequence[tuple[str, Quota]], member: str) -> tuple[list[str], list[str | int]]:
+    """_TAKE's and _GIVE_BACK's KEYS and ARGV for the limits that count requests (none: nothing to ask)."""
+    counted = [(key, quota) for key, quota in limits if quota.rpm or quota.rpd]
+    keys = [name for key, _ in counted for name in (f"{PREFIX}{key}:minute", f"{PREFIX}{key}:day")]
+    args: list[str | int] = [member]
+    for _, quota in counted:
+        args += [quota.rpm or 0, quota.rpd or 0]
+    return keys, args
 
 
 @dataclasses.dataclass
@@ -220,6 +251,40 @@ class SharedView:
     breakers: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)  # target -> opened_at, until, reason
     cooldowns: dict[str, float] = dataclasses.field(default_factory=dict)  # target or provider -> until
     free_caps: dict[str, float] = dataclasses.field(default_factory=dict)  # provider -> until
+    stale: dict[str, dict[str, str]] = dataclasses.field(default_factory=dict)  # to take out (forget_stale)
+
+
+def _view_of(breakers: dict[str, str], cooldowns: dict[str, str], free_caps: dict[str, str]) -> SharedView:
+    now = time.time()
+    view = SharedView()
+    stale = view.stale  # table -> field -> the value read
+    for target, text in breakers.items():
+        entry = _breaker(text, now)
+        if entry is not None and entry["until"] > now:
+            view.breakers[target] = entry
+        else:
+            stale.setdefault(BREAKERS, {})[target] = text
+    for table, found in ((COOLDOWNS, cooldowns), (FREE_CAPS, free_caps)):
+        for key, text in found.items():
+            until = _number(text)
+            if until is not None and now < until <= now + MAX_COOLDOWN_S:
+                (view.cooldowns if table == COOLDOWNS else view.free_caps)[key] = until
+            else:
+                stale.setdefault(table, {})[key] = text
+    return view
+
+
+def _sticky_entry(text: str | None) -> tuple[str | None, float] | None:
+    """What a replica last decided for a session's requests for a primary, within the stickiness: (the
+    target that answered, when), or (None, when) if it went back to the cascade's order; None when
+    nothing is known."""
+    try:
+        entry = json.loads(text) if text else None
+        if not isinstance(entry, dict) or not math.isfinite(at := float(entry["at"])):
+            return None
+        return (str(entry["target"]) if entry["target"] is not None else None), at
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def _breaker(text: str, now: float) -> dict[str, Any] | None:
@@ -243,6 +308,6 @@ def _number(text: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _sticky_key(session: str, primary: str) -> str:
+def sticky_key(session: str, primary: str) -> str:
     """Session ids come from agents: the key is a digest, of bounded length whatever they send."""
     return STICKY + hashlib.sha256(f"{session}\0{primary}".encode("utf-8", "surrogatepass")).hexdigest()[:32]

@@ -57,29 +57,39 @@ class StickyTable:
         if winner == primary:
             self.forget(session, primary)
             return
-        self.adopt(session, primary, (winner, self._clock()))
+        now = self._clock()
+        self._put(session, primary, winner, now)
         if self.on_change is not None:
-            self.on_change(session, primary, winner, self._entries[(session, primary)][1])
+            self.on_change(session, primary, winner, now)
 
     def forget(self, session: str, primary: str) -> None:
         """The sticky target failed: the session goes back to its cascade's order. (In team mode the
         request's start adopted what the shared state held, so nothing here means nothing there.)"""
-        if (session, primary) in self._entries:
-            self.adopt(session, primary, None)
-            if self.on_change is not None:
-                self.on_change(session, primary, None, self._clock())
+        if self._entries.pop((session, primary), None) is not None and self.on_change is not None:
+            self.on_change(session, primary, None, self._clock())
 
-    def adopt(self, session: str, primary: str, entry: tuple[str, float] | None) -> None:
-        """What the shared state says of this session (team mode): (winner, when it answered), or None
-        when no replica has it stuck."""
+    def _put(self, session: str, primary: str, winner: str, at: float) -> None:
         key = (session, primary)
-        if entry is None:
-            self._entries.pop(key, None)
-            return
-        self._entries[key] = entry
+        self._entries[key] = (winner, at)
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def adopt(self, session: str, primary: str, entry: tuple[str | None, float] | None) -> None:
+        """What the shared state says of this session (team mode): (winner, when it answered), or
+        (None, when a replica sent it back to the cascade's order). Taken when newer than what this
+        replica knows; None (nothing shared, e.g. after an outage) changes nothing."""
+        key = (session, primary)
+        if entry is None:
+            return
+        known = self._entries.get(key)
+        if known is not None and known[1] >= entry[1]:
+            return
+        winner, at = entry
+        if winner is None:
+            self._entries.pop(key, None)
+        else:
+            self._put(session, primary, winner, at)
 
     def snapshot(self) -> list[dict]:
         """Live entries, the longest-lived first: [{"session", "primary", "target", "expires_in_s"}]."""

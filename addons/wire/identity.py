@@ -202,9 +202,12 @@ def session_of(identity: Identity, headers) -> str | None:
 
 def session_key(identity: Identity, headers) -> str | None:
     """One agent session, for what Clutch remembers per session (the sticky model after a fallback,
-    compression's rewrites), kept apart per agent."""
+    compression's rewrites), kept apart per agent, and on a team gateway per user: one user's session
+    id cannot reach another's."""
     session = session_of(identity, headers)
-    return f"{identity.agent}:{session}" if session else None
+    if not session:
+        return None
+    return f"{identity.user}/{identity.agent}:{session}" if identity.user else f"{identity.agent}:{session}"
 
 
 _SESSION_HEADERS = ("x-claude-code-session-id", "session-id", "session_id", "x-session-affinity", "x-session-id")

@@ -57,23 +57,25 @@ def test_every_attempt_counts_once_in_the_counters_or_in_the_base(redis, tmp_pat
     store.add(rows)
 
     async def work(spend: SharedSpend):
-        counted = []
         # the counters begin with the 4th row (a Redis that came late): the first three are skipped
-        for addition in additions(rows[3:4]) + additions(rows[:3]) + additions(rows[4:]):
-            counted.append(await spend.add(addition))
+        counted = await spend.add(additions(rows[3:4]))
+        counted += await spend.add(additions(rows[:3]) + additions(rows[4:]))
+        counted += await spend.add(additions(rows[4:5]))  # a retry after a call that timed out: counted once
         since, live = await spend.read(DAY, [("user", "ana"), ("agent", "claude"), ("provider", "openrouter")])
         return counted, since, live
 
     counted, since, live = run(with_spend(redis.url, work))
-    assert counted == [True, False, False, False, True, True] and since == NOON + 3 + 1.5
+    assert counted == [1, 0, 0, 0, 1, 1, 2] and since == NOON + 3 + 1.5
     assert live[("user", "ana")] == (450, pytest.approx(0.03))
     base = {by: store.spent(DAY, by, ended_before=since) for by in SPENT_BY}
     assert base["user"]["ana"] == {"tokens": 450, "cost_usd": 0.03}
     cache = SpendBase(clock=lambda: NOON + 10)
     cache.put(DAY, since, NOON + 10, base)
-    spent = combined(cache.current(DAY, since), live)
+    spent = combined(cache.current(DAY, since), live, floor=lambda scope, name: (0, 0.0))
     assert spent("user", "ana") == (900, pytest.approx(0.06))  # all six rows, once each
     assert spent("agent", "claude")[0] == 900 and spent("user", "bo") == (0, 0.0)
+    own = combined({}, {}, floor=lambda scope, name: (7, 0.5))  # this replica's own book is the floor
+    assert own("user", "ana") == (7, 0.5)
     book = BudgetBook(clock=lambda: NOON + 10)
     book.configure(Budgets())
     book.configure_users({"ana": 0.06, "bo": None})
@@ -103,8 +105,8 @@ def test_a_hash_counts_at_most_max_fields_names(redis, monkeypatch):
 
     async def work(spend: SharedSpend):
         for n, user in enumerate(("ana", "bo", "cy")):
-            await spend.add(additions([row(NOON + n, user=user)])[0])
-        await spend.add(additions([row(NOON + 5, user="ana")])[0])  # a known name still counts
+            await spend.add(additions([row(NOON + n, user=user)]))
+        await spend.add(additions([row(NOON + 5, user="ana")]))  # a known name still counts
         return await spend.read(DAY, [("user", "ana"), ("user", "bo"), ("user", "cy")]), \
             await spend.shared.redis.hlen(shared_spend.PREFIX + DAY), \
             await spend.shared.redis.ttl(shared_spend.PREFIX + DAY)

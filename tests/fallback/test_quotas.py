@@ -299,3 +299,21 @@ def test_take_counts_only_what_it_admits():
     assert snapshot["openrouter"]["rpm"] == "3/3" and snapshot[PAID]["rpd"] == "3/5"  # the refusal counted nothing
     clock.advance(61)
     assert quotas.take(PAID) is None and quotas.snapshot()[PAID]["rpd"] == "4/5"
+
+
+def test_a_shared_cooldown_is_adopted_told_and_dropped_when_the_shared_state_lost_it():
+    clock = Clock()
+    quotas = book_of(clock, {"openrouter:m": {"cooldown_after_429_s": 60}})
+    told = []
+    quotas.on_hold = lambda *hold: told.append(hold)
+    quotas.cooldown("openrouter:m", 2)
+    assert told == [("cooldown", "openrouter:m", clock.now + 60)]
+    until = quotas.adopt("cooldown", "openrouter:x", clock.now + 30)
+    assert until == clock.now + 30 and quotas.hold_s("openrouter:x") == pytest.approx(30) and len(told) == 1
+    assert quotas.adopt("cooldown", "openrouter:m", clock.now + 10) is None  # ours runs longer
+    assert quotas.adopt("free_cap", "openrouter", clock.now + 10 * 86400) is not None  # capped at midnight
+    assert quotas.hold_s("openrouter:y:free") <= 86400
+    quotas.drop_adopted("cooldown", "openrouter:x", clock.now + 29)  # not what we adopted: kept
+    assert quotas.hold_s("openrouter:x") is not None
+    quotas.drop_adopted("cooldown", "openrouter:x", until)  # reset on another replica: ends here too
+    assert quotas.hold_s("openrouter:x") is None

@@ -106,3 +106,22 @@ def test_configure_applies_to_existing_entries():
         sticky.configure(-1)
     with pytest.raises(ValueError):
         StickyTable(max_entries=0)
+
+
+def test_what_another_replica_shared_is_taken_only_when_newer_and_every_change_is_told():
+    clock = Clock()
+    sticky = StickyTable(ttl_s=300, clock=clock)
+    told = []
+    sticky.on_change = lambda *change: told.append(change)
+    sticky.set("s1", PRIMARY, PRIMARY)  # the primary answered and nothing was stuck: nothing to tell
+    sticky.set("s1", PRIMARY, WINNER)
+    assert told == [("s1", PRIMARY, WINNER, clock.now)]
+    sticky.adopt("s1", PRIMARY, None)  # nothing shared (an outage): kept
+    sticky.adopt("s1", PRIMARY, ("openrouter:older", clock.now - 5))  # older than ours: kept
+    assert sticky.get("s1", PRIMARY) == WINNER
+    sticky.adopt("s1", PRIMARY, (None, clock.now + 1))  # another replica went back to the order since
+    assert sticky.get("s1", PRIMARY) is None
+    sticky.adopt("s2", PRIMARY, ("openrouter:other", clock.now))
+    assert sticky.get("s2", PRIMARY) == "openrouter:other" and len(told) == 1  # adopting tells nobody
+    sticky.forget("s2", PRIMARY)
+    assert told[-1] == ("s2", PRIMARY, None, clock.now)  # shared as "back to the order"

@@ -24,7 +24,9 @@ RULES = textwrap.dedent("""\
       "openrouter:team6/daily-cap-429:free": ["openrouter:team6/chunks-2"]
       "openrouter:team6/other:free": ["openrouter:team6/chunks-2"]
       "openrouter:team7/fail-500": ["openrouter:team7/chunks-2"]
+      "openrouter:team8/fail-500": ["openrouter:team8/chunks-2"]
     quotas:
+      "openrouter:team8/fail-500": {rpm: 50}
       "openrouter:team1/slow": {rpm: 10}
       "openrouter:team2/chunks-2": {rpd: 1000}
       "openrouter:team4/slow": {rpd: 1000}
@@ -147,21 +149,52 @@ def test_a_429_cooldown_and_a_free_model_cap_met_on_one_replica_hold_on_the_othe
     assert calls(fake, "team6/other") == []  # the account's free requests are used up, for B too
     assert "openrouter" in b.local("/resilience")["quotas"]["free_daily_cap"]
     import httpx
-    reset = httpx.post(f"http://127.0.0.1:{b.port}/breakers/reset", json={}, trust_env=False, timeout=10)
+    reset = httpx.post(f"http://127.0.0.1:{a.port}/breakers/reset", json={}, trust_env=False, timeout=10)
     assert reset.status_code == 200 and "openrouter" in reset.json()["cleared"]["free_daily_cap"]
     assert until_gone(redis, "clutch:free_caps", "openrouter") and until_gone(redis, "clutch:cooldowns",
                                                                             "openrouter:team5/fail-429")
+    # the reset on A reaches B, which had adopted both: its next request reads them gone
+    assert ask(b, "team6/other:free", 62)[:2] == (200, "pong from the fake upstream")
+    assert len(calls(fake, "team6/other")) == 1
+    quotas = b.local("/resilience")["quotas"]
+    assert "openrouter" not in quotas["free_daily_cap"]
+    assert quotas.get("openrouter:team5/fail-429", {}).get("cooldown_until") is None
 
 
 def test_a_session_stuck_to_a_fallback_on_one_replica_starts_there_on_the_other(replicas, redis, fake):
     a, b = replicas
+    from addons.fallback.shared_state import sticky_key
+
     assert ask(a, "team7/fail-500", 70)[:2] == (200, "pong from the fake upstream")  # same session: team-70
-    assert until_in_redis(redis, "clutch:sticky:*")
+    assert until_in_redis(redis, sticky_key("opencode:team-70", "openrouter:team7/fail-500"))
     assert ask(b, "team7/fail-500", 70)[:2] == (200, "pong from the fake upstream")
     assert len(calls(fake, "team7/fail-500")) == 1  # B started the session on the model that answered it
     stuck = [entry["target"] for entry in b.local("/resilience")["sticky"]
              if entry["primary"] == "openrouter:team7/fail-500"]
     assert stuck == ["openrouter:team7/chunks-2"]
+
+
+def test_a_quota_taken_early_for_a_primary_that_goes_unused_is_given_back(replicas, redis, fake):
+    """Each request starts taking its primary's quota when the request hook takes it (during the hop
+    to the engine). B's requests find the primary's breaker open (A opened it), go to the fallback,
+    and give that take back: the minute's count is the requests the primary was sent."""
+    import time
+
+    import redis as redis_py
+
+    a, b = replicas
+    for n in range(3):
+        assert ask(a, "team8/fail-500", 80 + n)[:2] == (200, "pong from the fake upstream")
+    assert until_in_redis(redis, "clutch:breakers", "openrouter:team8/fail-500")
+    for n in range(3):
+        assert ask(b, "team8/fail-500", 90 + n)[:2] == (200, "pong from the fake upstream")
+    assert len(calls(fake, "team8/fail-500")) == 3
+    key = "clutch:quota:openrouter:team8/fail-500:minute"
+    deadline = time.monotonic() + 20
+    with redis_py.Redis.from_url(redis.url) as client:
+        while (count := client.zcard(key)) != 3 and time.monotonic() < deadline:
+            time.sleep(0.02)  # a poll of Redis: B's give-back, in the background, is the event waited for
+    assert count == 3
 
 
 def test_without_redis_a_replica_serves_alone_and_says_degraded_until_it_answers(replicas, redis, fake):
@@ -267,3 +300,36 @@ def test_the_shared_book_takes_from_the_model_and_its_provider_at_once(redis):
         assert not client.exists("clutch:quota:acme:m4:minute")
     finally:
         client.close()
+
+
+def test_one_look_reads_the_view_and_a_sticky_entry_and_takes_even_after_redis_forgot_its_scripts(redis):
+    import asyncio
+
+    import redis as redis_py
+
+    from addons.config.rules import Quota
+    from addons.fallback.shared_state import SharedState
+
+    limits = [("look:m1", Quota(rpm=2))]
+
+    async def run():
+        state = SharedState(redis.url)
+        try:
+            await state.stick("s-look", "look:m1", "look:m2", 1_800_000_000.0, 60)
+            first = await state.look(("s-look", "look:m1"), limits, "one")
+            await state.redis.script_flush()  # as after a restart: the take's script is unknown
+            second = await state.look(None, limits, "two")
+            third = await state.look(None, limits, "three")  # the minute holds two
+            await state.give_back(limits, "two")
+            fourth = await state.look(None, limits, "four")
+        finally:
+            await state.close()
+        return first, second, third, fourth
+
+    first, second, third, fourth = asyncio.run(run())
+    assert first[1] == ("look:m2", 1_800_000_000.0) and first[2] is None
+    assert second[1] is None and second[2] is None
+    assert third[2] is not None and 50 < third[2] <= 60
+    assert fourth[2] is None  # "two" was given back: room for one more
+    with redis_py.Redis.from_url(redis.url, decode_responses=True) as client:
+        assert set(client.zrange("clutch:quota:look:m1:minute", 0, -1)) == {"one", "four"}

@@ -14,6 +14,7 @@ import pytest
 from postgres_server import PostgresServer
 from redis_server import RedisServer
 from test_relay import calls, start
+from test_team import until_status
 from test_users import RULES, agent, token_of, users
 
 from addons.accounting.reports import day_of
@@ -87,7 +88,7 @@ def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(rep
     for n, gateway in enumerate((a, b, a, b)):
         outcomes.append(ask(gateway, token, "tbud2/chunks-2"))
         if outcomes[-1][0] == 200:
-            until_counted(redis.url, "dee", cost * (n + 1))
+            assert until_counted(redis.url, "dee", cost * (n + 1)) == pytest.approx(cost * (n + 1))
     assert [status for status, _ in outcomes] == [200, 200, 200, 429], outcomes  # each replica alone: 4 x 200
     assert "user dee is over its daily budget" in outcomes[3][1] and "clutch users budget dee" in outcomes[3][1]
     assert len(calls(fake, "tbud2/")) == 3
@@ -97,7 +98,7 @@ def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(rep
         client.flushall()  # a Redis restarted without its data: the day's counters are gone
     assert ask(a, token, "tbud2/chunks-2")[0] == 429  # the usage rows still say what dee spent
     assert ask(b, calibrate, "tbud3/chunks-2")[0] == 200  # another user's request starts new counters
-    until_counted(redis.url, "calib", cost)
+    assert until_counted(redis.url, "calib", cost) == pytest.approx(cost)
     assert counted_usd(redis.url, "dee") == 0  # dee's spending is before them: read from PostgreSQL
     assert ask(b, token, "tbud2/chunks-2")[0] == 429
     assert len(calls(fake, "tbud2/")) == 3
@@ -111,18 +112,25 @@ def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(rep
     listed = {u["name"]: u["budget_usd_day"] for u in json.loads(users("list", "--json", db=postgres.url).stdout)}
     assert listed["dee"] is None and listed["calib"] is None
     assert users("budget", "nobody", "5", db=postgres.url).returncode == 2
-    assert users("budget", "dee", "-1", db=postgres.url).returncode == 2
+    for bad in ("nan", "inf", "five"):
+        refused = users("budget", "dee", bad, db=postgres.url)
+        assert refused.returncode == 2 and "is not a budget" in refused.stderr
+    assert users("add", "fay", "--budget", "inf", db=postgres.url).returncode == 2
 
 
-def test_a_replica_whose_redis_is_away_judges_on_its_own_count(replicas, servers):
+def test_a_replica_whose_redis_is_away_judges_on_its_own_count_and_shares_it_when_back(replicas, servers):
     """Degraded, a replica counts what it saw itself (seeded from PostgreSQL): its own requests still
-    put a user over its budget."""
+    put a user over its budget. What it spent meanwhile reaches the counters once Redis answers."""
     redis, postgres = servers
-    a, _ = replicas
+    a, b = replicas
     token = token_of(users("add", "eve", "--budget", "0.0000001", db=postgres.url))
     redis.stop()
     try:
-        assert ask(a, token, "tbud4/chunks-2")[0] == 200
+        status, cost = ask(a, token, "tbud4/chunks-2")
+        assert status == 200
         assert ask(a, token, "tbud4/chunks-2")[0] == 429
     finally:
         redis.start()
+    assert until_counted(redis.url, "eve", cost) == pytest.approx(cost)  # added when A found Redis again
+    assert until_status(b, "ok")["status"] == "ok"  # B asks Redis again (its watcher found it)
+    assert ask(b, token, "tbud4/chunks-2")[0] == 429  # B, which never served eve, knows from the counters

@@ -19,7 +19,7 @@ from xx_rig import run_xx, xx_env
 
 from addons.accounting.postgres import PostgresStore, UsageStoreUnavailable
 from addons.accounting.postgres_schema import SCHEMA_VERSION
-from addons.accounting.reports import GROUPS, UsageStoreError, day_of
+from addons.accounting.reports import GROUPS, SPENT_BY, UsageStoreError, day_of, ended_at
 from addons.accounting.spool import Spool
 from addons.accounting.store import UsageStore
 from addons.accounting.writer import SpooledWriter
@@ -101,8 +101,16 @@ def test_postgres_gives_the_same_reports_as_sqlite(postgres, tmp_path):
                 assert pg.timeline(bucket, by) == sqlite.timeline(bucket, by), (by, bucket)
         assert pg.model_stats(T0) == sqlite.model_stats(T0)
         for day in {row["day"] for row in rows}:
-            for by in ("agent", "provider"):
+            for by in ("agent", "provider", "user"):
                 assert pg.spent(day, by) == sqlite.spent(day, by)
+                # the shared counters' base: an attempt ending exactly at `since` is the counters', not
+                # the base's (shared_spend.py); both databases compute that end as Python does
+                for since in sorted({ended_at(row) for row in rows if row["day"] == day})[::5]:
+                    assert pg.spent(day, by, ended_before=since) == sqlite.spent(day, by, ended_before=since)
+                    expected = sum(r.get("cost_usd") or 0 for r in rows if r["day"] == day and ended_at(r) < since
+                                   and r.get(SPENT_BY[by]) is not None)
+                    found = sum(v["cost_usd"] for v in pg.spent(day, by, ended_before=since).values())
+                    assert found == pytest.approx(expected, abs=1e-9), (day, by, since)
         report = pg.report("agent")
         assert sum(row["requests"] for row in report) == 60 and all(row["cost_usd"] > 0 for row in report)
     finally:

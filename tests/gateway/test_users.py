@@ -185,6 +185,26 @@ def test_the_gateways_own_endpoints_need_a_token_and_never_take_a_write(team, po
         assert tunnel.post("https://openrouter.ai/__clutch/breakers/reset", json={}).status_code == 403
 
 
+def test_the_dashboard_opens_in_a_browser_given_a_users_token_as_its_password(team, postgres):
+    """A browser cannot send a bearer: the 401 asks it for Basic credentials (any name, the token as the
+    password), which it then sends with the page's own requests for its data."""
+    import webdriver
+
+    webdriver.need_browser()
+    token = token_of(users("add", "dash", db=postgres.url))
+    base = f"http://127.0.0.1:{team.port}"
+    with httpx.Client(timeout=10, trust_env=False) as client:
+        challenge = client.get(f"{base}/dashboard")
+        assert challenge.status_code == 401 and challenge.headers["www-authenticate"].startswith('Basic realm=')
+        assert client.get(f"{base}/usage", auth=("anyone", "clutch_" + "B" * 43)).status_code == 401
+        assert client.get(f"{base}/usage", auth=("anyone", token)).status_code == 200
+    with webdriver.Browser.start() as browser:
+        browser.get(f"http://dash:{token}@127.0.0.1:{team.port}/dashboard#1h")
+        browser.wait(lambda: browser.script("return document.body.dataset.state") == "ready",
+                     message="the dashboard's data, read with the browser's Basic credentials")
+        assert browser.script("return window.__clutchErrors || []") == []
+
+
 def test_a_base_url_entry_is_refused_on_a_team_gateway(team, fake):
     answer = httpx.post(f"http://127.0.0.1:{team.reverse_port}/xx-claude/api/v1/chat/completions",
                         json={"model": "usr4/chunks-2", "messages": [{"role": "user", "content": "hi"}]},
