@@ -138,7 +138,8 @@ class Resilience:
                 self._close_later(old_shared)
             self._watch()
             if self.shared is not None:
-                logger.info("quotas and open breakers are shared on %s", without_secrets(url))
+                logger.info("quotas, breakers, cooldowns, sticky sessions and spending are shared on %s",
+                            without_secrets(url))
             team = self.shared is not None
             self.breakers.on_open = self._share_open if team else None
             self.breakers.on_close = self._share_close if team else None

@@ -3,8 +3,9 @@
 
 Each call has TIMEOUT_S in all and no retries: redis-py's default (10, with backoff) would hold a
 request for seconds when Redis is away, and a replica whose Redis does not answer goes on with its
-own state instead (Resilience says `degraded` and asks again). What is kept on it: quotas and open
-breakers (fallback/shared_state.py), the day's spending (accounting/shared_spend.py).
+own state instead (Resilience says `degraded` and asks again). What is kept on it: quotas, open
+breakers, 429 cooldowns, free-model caps and sticky sessions (fallback/shared_state.py), and the day's
+spending (accounting/shared_spend.py).
 """
 
 from __future__ import annotations
