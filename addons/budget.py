@@ -77,8 +77,8 @@ class Budget:
         self._overflowing = False
         rulebook.on_change(lambda rules: self.book.configure(rules.budgets))
         usage.on_rows(self._record)
-        resilience.on_shared_up(self._share_soon)
-        resilience.before_close(self._flush)
+        resilience.sharing.on_up(self._share_soon)
+        resilience.sharing.before_close(self._flush)
 
     def load(self, loader):
         loader.add_option("clutch_budget_unknown", str, "recovered",
@@ -100,7 +100,7 @@ class Budget:
         if self._usage.store is None and self.book.needs_seed():
             self.book.seed(self.book.begin_seed(), {}, {})  # no store to read: count from here on
         self.book.record(rows)
-        if self._resilience.shared is not None:
+        if self._resilience.sharing.shared is not None:
             if len(self._unshared) == MAX_UNSHARED and not self._overflowing:
                 self._overflowing = True  # said once until the queue drains
                 logger.warning("budgets: %d attempts' spending wait for the shared state; the oldest are dropped "
@@ -174,7 +174,7 @@ class Budget:
         """Today's spending of every replica (shared_spend.py), or None while there is no shared state
         that answers: this replica's own book then judges. Raises SpendingUnknown when the base cannot
         be read from the usage database."""
-        shared = self._resilience.answering()
+        shared = self._resilience.sharing.answering()
         keys = [(scope, name) for scope, name, _ in self.book.limited(agent, provider, user)]
         if shared is None or not keys:
             return None
@@ -182,7 +182,7 @@ class Budget:
         try:
             since, counted = await self._spend_on(shared).read(day, keys)
         except RedisUnreachable as e:
-            self._resilience.shared_down(shared, e)
+            self._resilience.sharing.down(shared, e)
             return None
         return combined(await self._base_of(day, since), counted, floor=self.book.spent)
 
@@ -216,7 +216,7 @@ class Budget:
 
     def _share_soon(self) -> None:
         """Add the attempts' spending that waits to the shared counters, in a task of its own."""
-        shared = self._resilience.answering()
+        shared = self._resilience.sharing.answering()
         if shared is None or not self._unshared or (self._sharing is not None and not self._sharing.done()):
             return
         try:
@@ -226,13 +226,13 @@ class Budget:
 
     async def _share(self, shared: SharedState) -> None:
         spend = self._spend_on(shared)
-        while self._unshared and self._resilience.answering() is shared:
+        while self._unshared and self._resilience.sharing.answering() is shared:
             batch = [self._unshared.popleft() for _ in range(min(BATCH, len(self._unshared)))]
             try:
                 await spend.add(batch)
             except RedisUnreachable as e:
                 self._unshared.extendleft(reversed(batch))  # again when it answers (on_shared_up), none twice
-                self._resilience.shared_down(shared, e)
+                self._resilience.sharing.down(shared, e)
                 return
             except Exception:  # a bug must not stop the others: these are in the usage database
                 logger.exception("budgets: adding %d attempts' spending to the shared counters failed", len(batch))
@@ -240,7 +240,7 @@ class Budget:
 
     async def _flush(self) -> None:
         """Before the gateway closes its shared state: hand it the spending still waiting, for a while."""
-        if self._unshared and self._resilience.answering() is not None:
+        if self._unshared and self._resilience.sharing.answering() is not None:
             self._share_soon()
         if self._sharing is not None and not self._sharing.done():
             with contextlib.suppress(Exception):

@@ -20,10 +20,11 @@ from mitmproxy import ctx, exceptions, http
 from addons.compression import policy as compression
 from addons.config.rules import ModelTarget
 from addons.fallback import cascade
+from addons.fallback.sharing import EarlyTake
 from addons.flows.fail_closed import guarded
 from addons.flows.meta import ATTEMPTS, COMPRESSION, WEBSOCKET_TURN, call_of, identity_of, route_of
 from addons.models.rankings_book import RankingsBook
-from addons.resilience import EarlyTake, Resilience
+from addons.resilience import Resilience
 from addons.resolve import Resolve
 from addons.routing.plan import Plan, PlanError, build_plan, flavour_of, url_of, with_body
 from addons.routing.router import Decision
@@ -142,9 +143,9 @@ class Engine:
                                           list(request.headers.fields))
         # team mode: what other replicas shared (breakers, cooldowns, this session's sticky target) and
         # the primary's quotas, read and taken in one round trip while mitmproxy hands the flow over
-        if self._resilience.shared is not None:
+        if self._resilience.sharing.shared is not None:
             pending = self._pending[flow.id]
-            pending.refreshed, pending.early = self._resilience.look_ahead(
+            pending.refreshed, pending.early = self._resilience.sharing.look_ahead(
                 _primary_of(flow, call), session_key(identity_of(flow), flow.request.headers))
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
@@ -247,7 +248,7 @@ class Engine:
     def _unused_early(self, pending: _Pending) -> None:
         """Team mode: the primary's early quota take, when no attempt used it, is given back."""
         if pending.early is not None and not pending.early.used:
-            self._resilience.give_back(pending.early)
+            self._resilience.sharing.give_back(pending.early)
 
     async def _serve_pending(self, pending: _Pending, flow_id: str, out: ResponseWriter) -> None:
         try:
@@ -274,7 +275,7 @@ class Engine:
         resilience = self._resilience
         relay = Relay(client, self.timeouts, breakers=resilience.breakers, quotas=resilience.quotas,
                       sticky=resilience.sticky, holds=resilience.holds, retries=resilience.retries,
-                      admit=resilience.admitter(pending.early))
+                      admit=resilience.sharing.admitter(pending.early))
         task = asyncio.current_task()
         assert task is not None, "the loopback server serves each request in a task of its own"
         self._serving[task] = job
