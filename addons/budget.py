@@ -286,7 +286,7 @@ class Budget:
         if free_wanted:
             message += " No free model could take the request (set budgets.free_model or launch_tiers.f)."
         elif breach.scope == "user":
-            message += f" Its budget is set with `clutch users budget {breach.name} USD`; or wait."
+            message += f" This gateway's admin can raise it (clutch users budget {breach.name} USD); or wait."
         else:
             message += f" Raise budgets.{breach.scope}s.{breach.name} in {self._rulebook.path}, or wait."
         wait = max(1, math.ceil(breach.resets_at - self.book.now()))

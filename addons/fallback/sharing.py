@@ -177,7 +177,7 @@ class Sharing:
             return None, None
         limits = [(key, quota) for key, quota in self.quotas.limits(primary) if quota.rpm or quota.rpd]
         early = None
-        if limits and self.quotas.hold_s(primary) is None:
+        if limits and self.quotas.hold_s(primary) is None and not self.breakers.is_open(primary):
             early = EarlyTake(primary, shared, limits, secrets.token_hex(8), asyncio.get_running_loop().create_future())
         sticky = (session, primary) if session and self.sticky.ttl_s > 0 else None
         return asyncio.ensure_future(self._look(shared, sticky, early)), early
