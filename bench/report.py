@@ -91,7 +91,8 @@ def verdicts(chosen: dict) -> list[str]:
         cell, base = get("clutch-team", load), get("clutch-routed", load)
         if cell and base:
             added = cell["ttfb_p50"] - base["ttfb_p50"]
-            lines.append(f"- team state on Redis (shared breakers read, two quotas taken per request), {load}: "
+            lines.append("- team state on Redis (one round trip: shared breakers, cooldowns, sticky entry, two quotas "
+                         f"taken), {load}: "
                          f"adds {added:+.2f} ms TTFB p50 over the same rules on embedded state "
                          f"(goal <= 1 ms): **{'PASS' if added <= 1.0 else 'FAIL'}**")
     return lines
