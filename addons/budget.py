@@ -103,8 +103,8 @@ class Budget:
         if self._resilience.sharing.shared is not None:
             if len(self._unshared) == MAX_UNSHARED and not self._overflowing:
                 self._overflowing = True  # said once until the queue drains
-                logger.warning("budgets: %d attempts' spending wait for the shared state; the oldest are dropped "
-                               "from its counters (the usage database and this replica's count keep them)",
+                logger.warning("budgets: %d attempts' spending wait for the shared state; more are not added to "
+                               "its counters (the usage database and this replica's count keep them)",
                                MAX_UNSHARED)
             self._unshared.extend(additions(rows))
             self._share_soon()

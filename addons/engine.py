@@ -174,6 +174,9 @@ class Engine:
             response.stream = True
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        pending = self._pending.pop(flow.id, None)
+        if pending is not None:  # answered before it reached the engine (an error of Clutch's own)
+            self._unused_early(pending)
         await self._settled(flow)
         self._report(flow)
         self._jobs.pop(flow, None)  # its parsed body and plans: the flow itself waits for the collector
@@ -247,13 +250,14 @@ class Engine:
 
     def _unused_early(self, pending: _Pending) -> None:
         """Team mode: the primary's early quota take, when no attempt used it, is given back."""
-        if pending.early is not None and not pending.early.used:
-            self._resilience.sharing.give_back(pending.early)
+        self._resilience.sharing.give_back(pending.early, unless_used=True)
 
     async def _serve_pending(self, pending: _Pending, flow_id: str, out: ResponseWriter) -> None:
         try:
             if pending.refreshed is not None:  # team mode: what other replicas shared (never fails)
-                await pending.refreshed
+                # shielded: an agent that leaves meanwhile must not cut the round trip whose quota
+                # take the finally above gives back once it is in
+                await asyncio.shield(pending.refreshed)
             client = self._ready_client()
             job = self._job(pending)
         except Exception as e:  # fails closed: the agent gets an error in its dialect, nothing is sent

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from addons.accounting.budgets import spent_keys
 from addons.accounting.reports import ended_at
-from addons.team.redis_link import RedisLink
+from addons.team.redis_link import RedisLink, RedisUnreachable
 
 PREFIX = "clutch:spend:"
 DONE = "clutch:spend-done:"  # + an attempt's id: counted already (a retry must not count it twice)
@@ -102,22 +102,37 @@ def additions(rows: Iterable[dict]) -> list[Addition]:
 
 class SharedSpend:
     def __init__(self, shared: RedisLink) -> None:
+        from redis.exceptions import NoScriptError
+
         self.shared = shared
         self._add = shared.redis.register_script(_ADD)
+        self._no_script = NoScriptError
 
     async def add(self, additions: Sequence[Addition]) -> list[int]:
         """Count attempts, in one round trip: per attempt 1 (counted), 0 (it ended before the day's
         counters began: the base has it) or 2 (counted already). Raises RedisUnreachable; a retry of
         the same additions then counts none twice."""
+        if not additions:
+            return []
+
         async def send():
             async with self.shared.redis.pipeline(transaction=False) as pipe:
                 for addition in additions:
+                    keys = [PREFIX + addition.day, DONE + addition.id[:200]]
                     args: list[str | int | float] = [repr(addition.ended), LIFETIME_S, MAX_FIELDS, DONE_S]
                     for field, amount in addition.amounts:
                         args += [field, amount]
-                    await self._add(keys=[PREFIX + addition.day, DONE + addition.id[:200]], args=args, client=pipe)
-                return await pipe.execute()
-        return [int(result) for result in await self.shared.call(send())] if additions else []
+                    # evalsha, not the Script: a pipeline with scripts asks SCRIPT EXISTS first
+                    pipe.evalsha(self._add.sha, len(keys), *keys, *args)
+                return await pipe.execute(raise_on_error=False)
+        results = await self.shared.call(send())
+        if any(isinstance(result, self._no_script) for result in results):  # a Redis restarted since
+            await self.shared.call(self.shared.redis.script_load(_ADD))
+            results = await self.shared.call(send())  # again: the markers keep what ran from counting twice
+        failed = next((result for result in results if isinstance(result, Exception)), None)
+        if failed is not None:
+            raise RedisUnreachable(f"{type(failed).__name__}: {failed}")
+        return [int(result) for result in results]
 
     async def read(self, day: str, keys: Sequence[Key]) -> tuple[float | None, dict[Key, tuple[int, float]]]:
         """The day's `_since` (None: no attempt counted yet) and what the counters hold for `keys`.

@@ -191,6 +191,8 @@ class SharedState(RedisLink):
             results[-1] = await self.call(self._take(keys=keys, args=args))
         failed = next((r for r in results if isinstance(r, Exception)), None)
         if failed is not None:
+            if keys and results[-1] is None:  # taken, but the request goes on without the shared state
+                await self.call(self._give_back(keys=keys, args=args))
             raise RedisUnreachable(f"{type(failed).__name__}: {failed}")
         view = _view_of(*results[:3])
         entry = _sticky_entry(results[3]) if sticky is not None else None

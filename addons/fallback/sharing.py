@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 PROBE_EVERY_S = 0.5  # how often an unreachable shared state is asked again
 HEARTBEAT_S = 2.0  # how often a shared state that answers is asked whether it still does
+CLOSE_WAIT_S = 2.0  # writes in flight when the gateway stops, waited for at most this long
 
 
 @dataclasses.dataclass
@@ -52,6 +53,13 @@ class EarlyTake:
     given_back: bool = False
 
 
+def _fail(early: EarlyTake | None, error: Exception) -> None:
+    if early is not None and not early.taken.done():
+        early.taken.set_exception(error)
+        # retrieved here: a take nobody awaits (given back, or the request gone) must not log a warning
+        early.taken.exception()
+
+
 class Sharing:
     def __init__(self, breakers: BreakerBoard, quotas: QuotaBook, sticky: StickyTable) -> None:
         self.breakers, self.quotas, self.sticky = breakers, quotas, sticky
@@ -63,6 +71,8 @@ class Sharing:
         self._on_up: list[Callable[[], None]] = []
         self._flushers: list[Callable[[], Awaitable[None]]] = []
         self._adopted: dict[tuple[str, str], float] = {}  # ("breaker"|"cooldown"|"free_cap", key) -> until
+        self._looks = 0  # looks started
+        self._applied = 0  # the newest look whose view was adopted
 
     def use(self, shared: SharedState | None) -> None:
         """Share on `shared` from now on (None: this process alone); the previous one is closed."""
@@ -107,6 +117,8 @@ class Sharing:
                 await flush()
             except Exception:  # closing goes on whatever a flusher does
                 logger.exception("handing what waits to the shared state failed")
+        if self._background:  # give-backs, shared breakers and sticky entries in flight
+            await asyncio.wait(list(self._background), timeout=CLOSE_WAIT_S)
         await self.shared.close()
 
     def clear(self, selected: Callable[[str], bool]) -> None:
@@ -119,11 +131,17 @@ class Sharing:
     # ------------------------------------------------------------ before each request
 
     def admitter(self, early: EarlyTake | None) -> Callable[[str], Awaitable[float | None]]:
-        """The relay's `admit` for one request: `early` serves the first take of its key."""
+        """The relay's `admit` for one request: `early` serves the first take, if it is of its key; a
+        first take of another key (a sticky target, the primary's breaker open here) gives it back at
+        once rather than when the request ends, which may be minutes later."""
         async def admit(key: str) -> float | None:
-            mine = early if early is not None and not early.used and early.key == key else None
-            if mine is not None:
-                mine.used = True
+            mine = None
+            if early is not None and not early.used and not early.given_back:
+                if early.key == key:
+                    mine = early
+                    mine.used = True
+                else:
+                    self.give_back(early)
             return await self.admit(key, mine)
         return admit
 
@@ -132,7 +150,10 @@ class Sharing:
         state in team mode, on this process's book otherwise, and when the shared state cannot answer.
         `early`: look_ahead's early take of this key, awaited instead of a take of its own."""
         shared = self.shared
-        if shared is None or self._unreachable or (early is not None and early.shared is not shared):
+        if early is not None and early.shared is not shared:  # clutch_state changed since: take anew
+            self.give_back(early)
+            early = None
+        if shared is None or self._unreachable:
             self.give_back(early)
             return self.quotas.take(key)
         hold = self.quotas.hold_s(key)
@@ -150,10 +171,10 @@ class Sharing:
             self.quotas.consume(key)  # this replica's view (/resilience) and its fallback when Redis is away
         return wait
 
-    def give_back(self, early: EarlyTake | None) -> None:
+    def give_back(self, early: EarlyTake | None, unless_used: bool = False) -> None:
         """An early take its request did not use (another candidate went first, or none was sent):
         undone on the shared state once it finished, in the background."""
-        if early is None or early.given_back:
+        if early is None or early.given_back or (unless_used and early.used):
             return
         early.given_back = True
 
@@ -177,31 +198,37 @@ class Sharing:
             return None, None
         limits = [(key, quota) for key, quota in self.quotas.limits(primary) if quota.rpm or quota.rpd]
         early = None
-        if limits and self.quotas.hold_s(primary) is None and not self.breakers.is_open(primary):
+        stuck = session is not None and self.sticky.get(session, primary) is not None  # another target goes first
+        if limits and self.quotas.hold_s(primary) is None and not self.breakers.is_open(primary) and not stuck:
             early = EarlyTake(primary, shared, limits, secrets.token_hex(8), asyncio.get_running_loop().create_future())
         sticky = (session, primary) if session and self.sticky.ttl_s > 0 else None
-        return asyncio.ensure_future(self._look(shared, sticky, early)), early
+        self._looks += 1
+        return asyncio.ensure_future(self._look(shared, sticky, early, self._looks)), early
 
-    async def _look(self, shared: SharedState, sticky: tuple[str, str] | None, early: EarlyTake | None) -> None:
+    async def _look(self, shared: SharedState, sticky: tuple[str, str] | None, early: EarlyTake | None,
+                    number: int) -> None:
         try:
             view, entry, wait = await shared.look(sticky, early.limits if early else (), early.member if early else "")
         except RedisUnreachable as e:
             self.down(shared, e)
-            if early is not None:
-                early.taken.set_exception(e)  # its admit takes from this replica's book instead
+            _fail(early, e)  # its admit takes from this replica's book instead
             return
         except Exception as e:  # a bug here must not cost the request: it goes on with this replica's state
             logger.exception("reading the shared state failed; this request uses this replica's own")
-            if early is not None:
-                early.taken.set_exception(RedisUnreachable(f"{type(e).__name__}: {e}"))
+            _fail(early, RedisUnreachable(f"{type(e).__name__}: {e}"))
             return
+        except BaseException:  # cancelled (the gateway stops): the take's outcome is unknown, so none
+            _fail(early, RedisUnreachable("cancelled"))
+            raise
         if early is not None:
             early.taken.set_result(wait)
         self.up(shared)
         if view.stale:  # ended or nonsense: out of Redis, off the request's path
             self._in_background(shared, shared.forget_stale(view.stale))
         try:
-            self._adopt(view)
+            if number > self._applied:  # a look that answers after a newer one must not undo it
+                self._applied = number
+                self._adopt(view)
             if sticky is not None:
                 self.sticky.adopt(*sticky, entry)
         except Exception:

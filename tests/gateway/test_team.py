@@ -176,8 +176,10 @@ def test_a_session_stuck_to_a_fallback_on_one_replica_starts_there_on_the_other(
 
 def test_a_quota_taken_early_for_a_primary_that_goes_unused_is_given_back(replicas, redis, fake):
     """Each request starts taking its primary's quota when the request hook takes it (during the hop
-    to the engine). B's requests find the primary's breaker open (A opened it), go to the fallback,
-    and give that take back: the minute's count is the requests the primary was sent."""
+    to the engine). B's first request finds the primary's breaker open (A opened it: B adopts it in
+    that same round trip), goes to the fallback, and gives that take back: the minute's count is the
+    requests the primary was sent (4 without the give-back; tests/fallback/test_sharing.py has the
+    early take's other paths)."""
     import time
 
     import redis as redis_py

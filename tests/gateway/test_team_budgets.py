@@ -93,6 +93,9 @@ def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(rep
     assert "user dee is over its daily budget" in outcomes[3][1] and "clutch users budget dee" in outcomes[3][1]
     assert len(calls(fake, "tbud2/")) == 3
 
+    for gateway in (a, b):  # GET /usage writes what waits: the rows are in PostgreSQL (they can lag by seconds)
+        assert httpx.get(f"http://127.0.0.1:{gateway.port}/usage", headers={"authorization": f"Bearer {token}"},
+                         trust_env=False, timeout=10).status_code == 200
     from redis import Redis
     with Redis.from_url(redis.url) as client:
         client.flushall()  # a Redis restarted without its data: the day's counters are gone

@@ -190,7 +190,6 @@ def test_the_dashboard_opens_in_a_browser_given_a_users_token_as_its_password(te
     password), which it then sends with the page's own requests for its data."""
     import webdriver
 
-    webdriver.need_browser()
     token = token_of(users("add", "dash", db=postgres.url))
     base = f"http://127.0.0.1:{team.port}"
     with httpx.Client(timeout=10, trust_env=False) as client:
@@ -198,6 +197,11 @@ def test_the_dashboard_opens_in_a_browser_given_a_users_token_as_its_password(te
         assert challenge.status_code == 401 and challenge.headers["www-authenticate"].startswith('Basic realm=')
         assert client.get(f"{base}/usage", auth=("anyone", "clutch_" + "B" * 43)).status_code == 401
         assert client.get(f"{base}/usage", auth=("anyone", token)).status_code == 200
+    # a browser that uses the gateway as its proxy (behind HAProxy, say): clutch.local with the proxy password
+    with httpx.Client(proxy=f"http://dash:{token}@127.0.0.1:{team.port}", timeout=10, trust_env=False) as proxied:
+        assert proxied.get("http://clutch.local/dashboard").status_code == 200
+        assert proxied.get("http://clutch.local/usage").status_code == 200
+    webdriver.need_browser()
     with webdriver.Browser.start() as browser:
         browser.get(f"http://dash:{token}@127.0.0.1:{team.port}/dashboard#1h")
         browser.wait(lambda: browser.script("return document.body.dataset.state") == "ready",
