@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 
@@ -60,15 +61,9 @@ def add(name: Annotated[str, typer.Argument(help="lower-case letters, digits, '.
         raise _fail(str(e)) from None
     if budget is not None and not 0 <= budget < float("inf"):
         raise _fail("--budget is US dollars a day, 0 or more")
-    store = _store(db)
     token = new_user_token()
-    try:
-        store.add_user(name, token_hash(token), budget, time.time())
-    except UsageStoreError as e:
-        raise _fail(str(e)) from None
-    finally:
-        store.close()
-    typer.echo(f"user {name} added to {store.name}. Its token, shown only now:\n\n  {token}\n")
+    _, where = _on_store(db, lambda store: store.add_user(name, token_hash(token), budget, time.time()))
+    typer.echo(f"user {name} added to {where}. Its token, shown only now:\n\n  {token}\n")
     typer.echo("The agent's proxy password: HTTPS_PROXY=http://xx-claude:TOKEN@gateway:8780, or for xx, "
                "in ~/.xx/config.yaml (mode 0600): token: TOKEN")
 
@@ -77,18 +72,12 @@ def add(name: Annotated[str, typer.Argument(help="lower-case letters, digits, '.
 def list_users(db: Database = None,
                as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False) -> None:
     """The users, their budgets, and which are removed (tokens are never shown again)."""
-    store = _store(db)
-    try:
-        users = store.users()
-    except UsageStoreError as e:
-        raise _fail(str(e)) from None
-    finally:
-        store.close()
+    users, where = _on_store(db, lambda store: store.users())
     if as_json:
         typer.echo(json.dumps(users, indent=2))
         return
     if not users:
-        typer.echo(f"no users in {store.name} yet: clutch users add NAME")
+        typer.echo(f"no users in {where} yet: clutch users add NAME")
         return
     for user in users:
         budget = f"${user['budget_usd_day']:g}/day" if user["budget_usd_day"] is not None else "no budget"
@@ -109,15 +98,7 @@ def budget(name: str,
             amount = None
         if amount is None or not amount >= 0 or amount == float("inf"):
             raise _fail(f"{usd!r} is not a budget: US dollars a day, 0 or more, or 'none'")
-    store = _store(db)
-    try:
-        found = store.set_budget(name, amount)
-    except UsageStoreError as e:
-        raise _fail(str(e)) from None
-    finally:
-        store.close()
-    if not found:
-        raise _fail(f"no user {name!r} with a working token in {store.name}")
+    _working_user(name, *_on_store(db, lambda store: store.set_budget(name, amount)))
     what = f"${amount:g} a UTC day" if amount is not None else "no budget"
     typer.echo(f"user {name}: {what} (each replica within 30 s)")
 
@@ -125,16 +106,25 @@ def budget(name: str,
 @app.command()
 def remove(name: str, db: Database = None) -> None:
     """Stop a user's token (every replica within 30 s); its usage rows stay."""
+    _working_user(name, *_on_store(db, lambda store: store.revoke_user(name, time.time())))
+    typer.echo(f"user {name}: token stopped (each replica within 30 s); its usage rows stay")
+
+
+def _on_store(db: str | None, work: Callable[[Any], Any]) -> tuple[Any, str]:
+    """`work(store)` on the team's database, closed after; its result and the database's name. A store
+    error ends the command with its message."""
     store = _store(db)
     try:
-        found = store.revoke_user(name, time.time())
+        return work(store), store.name
     except UsageStoreError as e:
         raise _fail(str(e)) from None
     finally:
         store.close()
+
+
+def _working_user(name: str, found: bool, where: str) -> None:
     if not found:
-        raise _fail(f"no user {name!r} with a working token in {store.name}")
-    typer.echo(f"user {name}: token stopped (each replica within 30 s); its usage rows stay")
+        raise _fail(f"no user {name!r} with a working token in {where}")
 
 
 def _when(ts: float) -> str:

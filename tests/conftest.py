@@ -10,9 +10,10 @@ import harness  # noqa: E402
 from harness import PROVIDER_HOSTS, FakeProcess, Gateway  # noqa: E402
 from pki import make_test_pki  # noqa: E402
 
-# Fixtures that start processes: the fake provider, a real mitmdump, a HOME whose xx starts gateways.
-# A test that uses one (directly or through another fixture) is a `gateway` test.
-PROCESS_FIXTURES = {"fake", "gateway", "xx_home"}
+# Fixtures that start processes: the fake provider, a real mitmdump, a HOME whose xx starts gateways,
+# a redis-server, a PostgreSQL. A test that uses one (directly or through another fixture) is a
+# `gateway` test.
+PROCESS_FIXTURES = {"fake", "gateway", "xx_home", "redis", "postgres"}
 
 
 def pytest_addoption(parser):
@@ -91,3 +92,23 @@ def xx_home(tmp_path, fake, pki):
     config = write_config(home, fake.port, pki.ca_cert)
     yield home, config
     stop_gateway(home)
+
+
+@pytest.fixture(scope="module")
+def redis(tmp_path_factory):
+    """A real redis-server of the module's own (redis_server.py), stopped by its PID after the module."""
+    from redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A real PostgreSQL cluster of the module's own (postgres_server.py), stopped by its PID after it."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.close()

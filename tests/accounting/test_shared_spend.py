@@ -8,7 +8,6 @@ import asyncio
 import calendar
 
 import pytest
-from redis_server import RedisServer
 
 from addons.accounting import shared_spend
 from addons.accounting.budgets import BudgetBook
@@ -21,12 +20,6 @@ from addons.fallback.shared_state import SharedState
 NOON = calendar.timegm((2026, 12, 1, 12, 0, 0))
 DAY = "2026-12-01"
 
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("spend-redis"))
-    yield server
-    server.stop()
 
 
 def row(ts: float, user="ana", agent="claude", tokens=(100, 50), cost=0.01, n=0) -> dict:
@@ -48,7 +41,6 @@ async def with_spend(url: str, work):
         await shared.close()
 
 
-@pytest.mark.gateway  # starts redis-server
 def test_every_attempt_counts_once_in_the_counters_or_in_the_base(redis, tmp_path):
     """Rows that ended before the day's counters began are the base's (read from the store); the add
     script skips them; those after are the counters'. Together: each row once."""
@@ -99,7 +91,6 @@ def test_no_counters_yet_means_the_whole_day_is_the_base_read_again_while_young(
     assert cache.current(DAY, since + 1) is None  # counters that began again (Redis lost them)
 
 
-@pytest.mark.gateway  # starts redis-server
 def test_a_hash_counts_at_most_max_fields_names(redis, monkeypatch):
     monkeypatch.setattr(shared_spend, "MAX_FIELDS", 8)  # _since + 7 fields: agent, provider, user x 2 = 6, +1
 

@@ -7,25 +7,15 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-from redis_server import RedisServer
-
 from addons.fallback.breakers import BreakerBoard
 from addons.fallback.quotas import QuotaBook
 from addons.fallback.shared_state import SharedState
 from addons.fallback.sharing import Sharing
 from addons.fallback.sticky import StickyTable
 
-pytestmark = pytest.mark.gateway  # starts redis-server
 PRIMARY = "acme:m1"
 MINUTE = "clutch:quota:acme:m1:minute"
 
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("sharing-redis"))
-    yield server
-    server.stop()
 
 
 def sharing_on(url: str) -> Sharing:

@@ -16,8 +16,6 @@ import psycopg
 import pytest
 from haproxy_server import HAProxy
 from harness import trust
-from postgres_server import PostgresServer
-from redis_server import RedisServer
 from test_relay import calls, start
 
 from addons.wire.identity import Identity, username_for
@@ -32,18 +30,8 @@ fallback: {method: cascade}
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    redis = RedisServer(tmp_path_factory.mktemp("replicas-redis"))
-    postgres = PostgresServer()
-    yield redis, postgres
-    postgres.close()
-    redis.stop()
-
-
-@pytest.fixture(scope="module")
-def team(tmp_path_factory, fake, pki, servers):
+def team(tmp_path_factory, fake, pki, redis, postgres):
     """Replica A makes the CA; B gets a copy of that folder before it starts (provisioned, never its own)."""
-    redis, postgres = servers
     options = {"clutch_state": redis.url, "clutch_usage_db": postgres.url}
     replicas = {"a": start(tmp_path_factory.mktemp("replica-a"), fake, pki, RULES, **options)}
     balancer = None
@@ -96,7 +84,7 @@ def test_one_address_and_one_ca_reach_both_replicas(team, fake):
     assert served_by(a, "rep1/") + served_by(b, "rep1/") == 24
 
 
-def test_a_replica_killed_under_load_loses_no_request_that_had_not_reached_it(team, fake, pki, servers):
+def test_a_replica_killed_under_load_loses_no_request_that_had_not_reached_it(team, fake, pki, redis, postgres):
     """Four agents stream 1.8 s answers through the one address without pause. Replica B is killed
     (SIGKILL) once 8 have ended. Every request that started after the kill is answered by A: HAProxy
     retries the connection B refuses, on A, until its check marks B down. Those in flight on B end in an
@@ -104,7 +92,6 @@ def test_a_replica_killed_under_load_loses_no_request_that_had_not_reached_it(te
     to the provider has its one row, `success` for each the agent got, `aborted` for the rest."""
     balancer, replicas = team
     a, b = replicas["a"], replicas["b"]
-    _, postgres = servers
     outcomes: list[tuple[float, float, bool]] = []  # started, ended, answered
     errors: list[str] = []
     lock = threading.Condition()
@@ -146,7 +133,7 @@ def test_a_replica_killed_under_load_loses_no_request_that_had_not_reached_it(te
     assert all(after) and len(after) >= 12, (killed_at, errors)
     # only those in flight at the kill (which began a moment before killed_at, taken once B was reaped)
     assert all(started < killed_at[0] and ended > killed_at[0] - 1 for started, ended in cut)
-    restarted = start(b.workdir, fake, pki, RULES, clutch_state=servers[0].url, clutch_usage_db=postgres.url)
+    restarted = start(b.workdir, fake, pki, RULES, clutch_state=redis.url, clutch_usage_db=postgres.url)
     replicas["b"] = restarted
     lost_ids = {entry["request_id"] for entry in restarted.health()["lost_in_flight"]["requests"]}
     restarted.local("/usage")  # its spool first: the rows B finished and had not written, and the lost ones

@@ -10,7 +10,6 @@ import textwrap
 
 import openai
 import pytest
-from redis_server import RedisServer
 from test_relay import calls, chat, start
 
 RULES = textwrap.dedent("""\
@@ -33,12 +32,6 @@ RULES = textwrap.dedent("""\
     fallback: {method: cascade}
 """)
 
-
-@pytest.fixture(scope="module")
-def redis(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

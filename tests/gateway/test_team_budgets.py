@@ -11,8 +11,6 @@ import time
 import httpx
 import openai
 import pytest
-from postgres_server import PostgresServer
-from redis_server import RedisServer
 from test_relay import calls, start
 from test_team import until_status
 from test_users import RULES, agent, token_of, users
@@ -22,21 +20,7 @@ from addons.accounting.shared_spend import NANO, PREFIX
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    redis = RedisServer(tmp_path_factory.mktemp("budget-redis"))
-    try:
-        postgres = PostgresServer()
-    except BaseException:
-        redis.stop()
-        raise
-    yield redis, postgres
-    postgres.close()
-    redis.stop()
-
-
-@pytest.fixture(scope="module")
-def replicas(tmp_path_factory, fake, pki, servers):
-    redis, postgres = servers
+def replicas(tmp_path_factory, fake, pki, redis, postgres):
     options = {"clutch_users": "true", "clutch_usage_db": postgres.url, "clutch_state": redis.url}
     gateways = []
     try:
@@ -76,8 +60,7 @@ def ask(gateway, token: str, model: str) -> tuple[int, float | str]:
         return e.status_code, e.message
 
 
-def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(replicas, servers, fake):
-    redis, postgres = servers
+def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(replicas, redis, postgres, fake):
     a, b = replicas
     calibrate = token_of(users("add", "calib", db=postgres.url))
     status, cost = ask(a, calibrate, "tbud1/chunks-2")
@@ -121,10 +104,9 @@ def test_a_users_budget_holds_across_replicas_and_after_redis_loses_its_data(rep
     assert users("add", "fay", "--budget", "inf", db=postgres.url).returncode == 2
 
 
-def test_a_replica_whose_redis_is_away_judges_on_its_own_count_and_shares_it_when_back(replicas, servers):
+def test_a_replica_whose_redis_is_away_judges_on_its_own_count_and_shares_it_when_back(replicas, redis, postgres):
     """Degraded, a replica counts what it saw itself (seeded from PostgreSQL): its own requests still
     put a user over its budget. What it spent meanwhile reaches the counters once Redis answers."""
-    redis, postgres = servers
     a, b = replicas
     token = token_of(users("add", "eve", "--budget", "0.0000001", db=postgres.url))
     redis.stop()

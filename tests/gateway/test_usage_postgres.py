@@ -36,13 +36,6 @@ fallback: {method: cascade}
 """
 
 
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    yield server
-    server.close()
-
-
 def database(server: PostgresServer, name: str) -> str:
     """A new, empty database on the server: its URL."""
     with psycopg.connect(server.url, autocommit=True) as connection:

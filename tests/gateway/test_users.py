@@ -14,7 +14,6 @@ import httpx
 import openai
 import pytest
 from harness import ROOT, free_port, gateway_on_rules, trust
-from postgres_server import PostgresServer
 from test_relay import ENV, OPTIONS, calls, start
 from xx_rig import run_xx, xx_env
 
@@ -28,13 +27,6 @@ providers:
   anthropic: {base_url: "https://api.anthropic.com", dialects: [anthropic], hosts: [api.anthropic.com],
               key_env: TEAM_ANTHROPIC_KEY_NOT_SET}
 """
-
-
-@pytest.fixture(scope="module")
-def postgres():
-    server = PostgresServer()
-    yield server
-    server.close()
 
 
 def users(*args: str, db: str) -> subprocess.CompletedProcess:
