@@ -153,20 +153,30 @@ class Budget:
     async def _seed(self) -> None:
         attempt = self.book.begin_seed()
         day = self.book.seeding_day
-        pending = self._usage.read_in_order(lambda store: tuple(store.spent(day, by) for by in SPENT_BY))
-        if pending is None:  # usage records are off: nothing was kept to start from
+        try:
+            found = await self._spent_in_store(day, None, "today's spending")
+        except SpendingUnknown:
+            self.book.abandon_seed(attempt)
+            raise
+        if found is None:  # usage records are off: nothing was kept to start from
             self.book.seed(attempt, {}, {})
             return
-        try:
-            by_agent, by_provider, by_user = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S)
-        except Exception as e:
-            self.book.abandon_seed(attempt)
-            what = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
-                f"failed ({type(e).__name__}: {e})"
-            logger.warning("budgets: reading today's spending from the usage store %s", what)
-            raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
-        self.book.seed(attempt, by_agent, by_provider, by_user)
+        self.book.seed(attempt, found["agent"], found["provider"], found["user"])
         logger.info("budgets: today's spending read from the usage store (%s)", day)
+
+    async def _spent_in_store(self, day: str, ended_before: float | None, what: str) -> dict | None:
+        """The usage store's spent() of `day` by each of SPENT_BY, read on the writer's thread after the
+        rows already queued; None without a store. SpendingUnknown past SEED_TIMEOUT_S or on an error."""
+        pending = self._usage.read_in_order(lambda store: {by: store.spent(day, by, ended_before) for by in SPENT_BY})
+        if pending is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S)
+        except Exception as e:
+            how = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
+                f"failed ({type(e).__name__}: {e})"
+            logger.warning("budgets: reading %s from the usage store %s", what, how)
+            raise SpendingUnknown(f"reading today's spending from the usage store {how}") from None
 
     # ------------------------------------------------------------ team mode: the shared counters
 
@@ -204,15 +214,8 @@ class Budget:
 
     async def _read_base(self, day: str, since: float | None) -> dict:
         read_at = time.time()
-        pending = self._usage.read_in_order(lambda store: {by: store.spent(day, by, since) for by in SPENT_BY})
-        try:
-            found = await asyncio.wait_for(asyncio.wrap_future(pending), SEED_TIMEOUT_S) if pending else {}
-        except Exception as e:
-            what = f"took longer than {SEED_TIMEOUT_S:g} s" if isinstance(e, TimeoutError) else \
-                f"failed ({type(e).__name__}: {e})"
-            logger.warning("budgets: reading what the shared counters lack from the usage store %s", what)
-            raise SpendingUnknown(f"reading today's spending from the usage store {what}") from None
-        return self._base.put(day, since, read_at, found)
+        found = await self._spent_in_store(day, since, "what the shared counters lack")
+        return self._base.put(day, since, read_at, found or {})
 
     def _share_soon(self) -> None:
         """Add the attempts' spending that waits to the shared counters, in a task of its own."""

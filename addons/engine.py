@@ -146,7 +146,7 @@ class Engine:
         if self._resilience.sharing.shared is not None:
             pending = self._pending[flow.id]
             pending.refreshed, pending.early = self._resilience.sharing.look_ahead(
-                _primary_of(flow, call), session_key(identity_of(flow), flow.request.headers))
+                str(_primary_of(flow, call)), session_key(identity_of(flow), flow.request.headers))
         self._attempts[flow] = []
         # The engine sends the body from here; mitmproxy need not copy it over loopback first
         # (about 1-2 ms and one more copy in memory for a 250 KB agent request).
@@ -324,7 +324,7 @@ class Engine:
             first = build_plan(call, None, rules, url, headers, pending.body)
         else:
             decision, first = routed
-        primary = decision.target or ModelTarget(call.provider, call.model or "")
+        primary = _primary_of(flow, call)
         session = session_key(identity, flow.request.headers)
         if decision.rule == "bypass" or not call.model or call.body is None:
             # bypass never changes the model; an unread body cannot be sent to another one
@@ -444,8 +444,7 @@ def _compression_note(flow: http.HTTPFlow) -> str:
         summary["mode"], summary["cuts"], summary.get("tokens_before"), summary.get("tokens_after")) + note
 
 
-def _primary_of(flow: http.HTTPFlow, call: LLMCall) -> str:
-    """The request's primary target ("provider:model"), as the engine's _job names it."""
+def _primary_of(flow: http.HTTPFlow, call: LLMCall) -> ModelTarget:
+    """The request's primary target: the route's, else what the agent asked for."""
     routed = route_of(flow)
-    primary = routed[0].target if routed is not None and routed[0].target else None
-    return str(primary or ModelTarget(call.provider, call.model or ""))
+    return (routed[0].target if routed is not None else None) or ModelTarget(call.provider, call.model or "")

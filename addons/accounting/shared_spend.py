@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Sequence
 
 from addons.accounting.budgets import spent_keys
 from addons.accounting.reports import ended_at
-from addons.team.redis_link import RedisLink, RedisUnreachable
+from addons.team.redis_link import RedisLink, first_failure
 
 PREFIX = "clutch:spend:"
 DONE = "clutch:spend-done:"  # + an attempt's id: counted already (a retry must not count it twice)
@@ -102,11 +102,8 @@ def additions(rows: Iterable[dict]) -> list[Addition]:
 
 class SharedSpend:
     def __init__(self, shared: RedisLink) -> None:
-        from redis.exceptions import NoScriptError
-
         self.shared = shared
         self._add = shared.redis.register_script(_ADD)
-        self._no_script = NoScriptError
 
     async def add(self, additions: Sequence[Addition]) -> list[int]:
         """Count attempts, in one round trip: per attempt 1 (counted), 0 (it ended before the day's
@@ -126,12 +123,12 @@ class SharedSpend:
                     pipe.evalsha(self._add.sha, len(keys), *keys, *args)
                 return await pipe.execute(raise_on_error=False)
         results = await self.shared.call(send())
-        if any(isinstance(result, self._no_script) for result in results):  # a Redis restarted since
+        if any(isinstance(result, self.shared.no_script) for result in results):  # a Redis restarted since
             await self.shared.call(self.shared.redis.script_load(_ADD))
             results = await self.shared.call(send())  # again: the markers keep what ran from counting twice
-        failed = next((result for result in results if isinstance(result, Exception)), None)
+        failed = first_failure(results)
         if failed is not None:
-            raise RedisUnreachable(f"{type(failed).__name__}: {failed}")
+            raise failed
         return [int(result) for result in results]
 
     async def read(self, day: str, keys: Sequence[Key]) -> tuple[float | None, dict[Key, tuple[int, float]]]:

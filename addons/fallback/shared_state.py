@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from addons.config.rules import Quota
-from addons.team.redis_link import RedisLink, RedisUnreachable
+from addons.team.redis_link import RedisLink, first_failure
 
 PREFIX = "clutch:quota:"
 BREAKERS = "clutch:breakers"  # hash: target -> {"opened_at", "until", "reason"} of an open breaker
@@ -139,9 +139,6 @@ class SharedState(RedisLink):
     def __init__(self, url: str) -> None:
         """Raises ValueError for a URL redis-py cannot use (a bad port or database)."""
         super().__init__(url)
-        from redis.exceptions import NoScriptError
-
-        self._no_script = NoScriptError
         self._take = self.redis.register_script(_TAKE)
         self._give_back = self.redis.register_script(_GIVE_BACK)
         self._later = self.redis.register_script(_LATER)
@@ -187,13 +184,13 @@ class SharedState(RedisLink):
                     pipe.evalsha(self._take.sha, len(keys), *keys, *args)
                 return await pipe.execute(raise_on_error=False)
         results = await self.call(read())
-        if keys and isinstance(results[-1], self._no_script):  # a Redis restarted since: load it, once
+        if keys and isinstance(results[-1], self.no_script):  # a Redis restarted since: load it, once
             results[-1] = await self.call(self._take(keys=keys, args=args))
-        failed = next((r for r in results if isinstance(r, Exception)), None)
+        failed = first_failure(results)
         if failed is not None:
             if keys and results[-1] is None:  # taken, but the request goes on without the shared state
                 await self.call(self._give_back(keys=keys, args=args))
-            raise RedisUnreachable(f"{type(failed).__name__}: {failed}")
+            raise failed
         view = _view_of(*results[:3])
         entry = _sticky_entry(results[3]) if sticky is not None else None
         wait = results[-1] if keys else None

@@ -26,9 +26,10 @@ class RedisLink:
         from redis import asyncio as aioredis
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
-        from redis.exceptions import RedisError
+        from redis.exceptions import NoScriptError, RedisError
 
         self.url = url
+        self.no_script = NoScriptError  # a pipeline's EVALSHA on a Redis that restarted since
         self._errors = (RedisError, OSError, TimeoutError)
         self.redis = aioredis.Redis.from_url(url, socket_timeout=TIMEOUT_S, socket_connect_timeout=TIMEOUT_S,
                                              retry=Retry(NoBackoff(), 0), decode_responses=True)
@@ -47,3 +48,9 @@ class RedisLink:
 
     async def close(self) -> None:
         await self.redis.aclose()
+
+
+def first_failure(results: list) -> RedisUnreachable | None:
+    """A pipeline's results (`execute(raise_on_error=False)`): its first error, as RedisUnreachable."""
+    failed = next((result for result in results if isinstance(result, Exception)), None)
+    return RedisUnreachable(f"{type(failed).__name__}: {failed}") if failed is not None else None
